@@ -1,0 +1,179 @@
+//! Codec layer: how a message becomes bytes and back.
+//!
+//! Every message crossing an isolate boundary is encoded by a [`Codec`] on the
+//! sender's thread and decoded on the receiver's, so no memory is shared. The
+//! default codec is [`Bincode`] (bincode 2 over serde, standard configuration)
+//! and every decode runs under a size limit: a hostile length prefix gets a
+//! [`CodecError`], never an allocation above the limit.
+//!
+//! Two escapes from "everything is copied through serde":
+//! - [`bytes`]: a `#[serde(with = "isolates::codec::bytes")]` helper that
+//!   writes a `Vec<u8>` (or `&[u8]`) as one block instead of byte by byte;
+//! - [`Transfer`]: an owned buffer that moves inside a message without any
+//!   copy, whatever its size.
+
+use std::fmt;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::CodecError;
+
+pub mod bytes;
+pub(crate) mod envelope;
+mod transfer;
+
+pub use transfer::Transfer;
+
+/// The default decode limit of [`Bincode`]: 64 MiB.
+pub const DEFAULT_LIMIT: usize = 64 << 20;
+
+/// Turns values into bytes and back, under a size limit.
+///
+/// The crate's ports and isolates are written against this trait, not against
+/// bincode, so the wire format can change without changing the API. An
+/// implementation must never panic or allocate more than [`limit`](Codec::limit)
+/// bytes on any input, and must report bad input as a [`CodecError`].
+///
+/// [`Transfer`] and [`SendPort`](crate::SendPort) values inside a message work
+/// with any codec: they serialize as small indexes into the envelope.
+///
+/// # Examples
+///
+/// ```
+/// use isolates::{Bincode, Codec};
+///
+/// let codec = Bincode::new();
+/// let mut buf = Vec::new();
+/// codec.encode(&("point", 3_i32, 4_i32), &mut buf).unwrap();
+/// let back: (String, i32, i32) = codec.decode(&buf).unwrap();
+/// assert_eq!(back, ("point".to_string(), 3, 4));
+/// ```
+pub trait Codec: Clone + fmt::Debug + Send + Sync + 'static {
+    /// Appends the encoding of `value` to `out`.
+    ///
+    /// # Errors
+    ///
+    /// [`CodecError::Encode`] if the value's `Serialize` fails, or
+    /// [`CodecError::TooLarge`] if the encoding exceeds the limit (the
+    /// receiver could not decode it).
+    fn encode<T: Serialize + ?Sized>(&self, value: &T, out: &mut Vec<u8>)
+    -> Result<(), CodecError>;
+
+    /// Decodes a whole value from `bytes`; every byte must be used.
+    ///
+    /// # Errors
+    ///
+    /// [`CodecError::TooLarge`], [`CodecError::Malformed`] or
+    /// [`CodecError::TrailingBytes`] for bad input.
+    fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError>;
+
+    /// The most bytes this codec encodes into, or allocates while decoding,
+    /// one message.
+    fn limit(&self) -> usize;
+}
+
+/// The default codec: bincode 2 with its standard configuration (little
+/// endian, variable-length integers) and a decode limit of `LIMIT` bytes.
+///
+/// The limit is a const parameter because bincode checks it at compile time:
+/// pick another with `Bincode::<{ 1 << 20 }>::limited()`. It bounds both the size
+/// of a frame and the memory that decoding it may claim, so a length prefix
+/// that promises 2⁶⁴ bytes is an error, not an abort.
+///
+/// # Examples
+///
+/// ```
+/// use isolates::{Bincode, Codec, CodecError};
+///
+/// let small = Bincode::<1024>::limited();
+/// let mut buf = Vec::new();
+/// let err = small.encode(&vec![0u64; 2000], &mut buf).unwrap_err();
+/// assert!(matches!(err, CodecError::TooLarge { limit: 1024, .. }));
+/// ```
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct Bincode<const LIMIT: usize = DEFAULT_LIMIT>;
+
+impl Bincode {
+    /// The codec with the default limit, [`DEFAULT_LIMIT`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use isolates::{Bincode, Codec, DEFAULT_LIMIT};
+    /// assert_eq!(Bincode::new().limit(), DEFAULT_LIMIT);
+    /// ```
+    pub const fn new() -> Self {
+        Bincode
+    }
+}
+
+impl<const LIMIT: usize> Bincode<LIMIT> {
+    /// The codec with the limit `LIMIT`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use isolates::{Bincode, Codec};
+    /// assert_eq!(Bincode::<4096>::limited().limit(), 4096);
+    /// ```
+    pub const fn limited() -> Self {
+        Bincode
+    }
+
+    fn config() -> impl bincode::config::Config {
+        bincode::config::standard().with_limit::<LIMIT>()
+    }
+}
+
+impl<const LIMIT: usize> fmt::Debug for Bincode<LIMIT> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bincode").field("limit", &LIMIT).finish()
+    }
+}
+
+impl<const LIMIT: usize> Codec for Bincode<LIMIT> {
+    fn encode<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CodecError> {
+        let start = out.len();
+        bincode::serde::encode_into_std_write(value, out, Self::config()).map_err(|e| {
+            envelope::take_attachment_error().unwrap_or_else(|| CodecError::Encode(e.to_string()))
+        })?;
+        let size = out.len() - start;
+        if size > LIMIT {
+            out.truncate(start);
+            return Err(CodecError::TooLarge { size, limit: LIMIT });
+        }
+        Ok(())
+    }
+
+    fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
+        if bytes.len() > LIMIT {
+            return Err(CodecError::TooLarge {
+                size: bytes.len(),
+                limit: LIMIT,
+            });
+        }
+        match bincode::serde::decode_from_slice::<T, _>(bytes, Self::config()) {
+            Ok((value, read)) if read == bytes.len() => Ok(value),
+            Ok((_, read)) => Err(CodecError::TrailingBytes {
+                unread: bytes.len() - read,
+            }),
+            Err(e) => Err(
+                envelope::take_attachment_error().unwrap_or_else(|| match e {
+                    bincode::error::DecodeError::LimitExceeded => {
+                        CodecError::ClaimOverLimit { limit: LIMIT }
+                    }
+                    other => CodecError::Malformed(other.to_string()),
+                }),
+            ),
+        }
+    }
+
+    fn limit(&self) -> usize {
+        LIMIT
+    }
+}

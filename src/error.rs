@@ -1,0 +1,453 @@
+//! Every public error of the crate.
+//!
+//! Errors follow crossbeam's habits: one type per operation, hand-written,
+//! and an error that fails to deliver a value hands that value back. `Debug`
+//! of an error never prints a payload; `Display` is lowercase without a final
+//! period and says what to do where there is something to do.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::isolate::ExitReason;
+
+/// Why bytes could not be encoded or decoded.
+///
+/// # Examples
+///
+/// ```
+/// use isolates::{Bincode, Codec, CodecError};
+///
+/// let codec = Bincode::new();
+/// // A `String` whose length prefix promises far more bytes than are present.
+/// let err = codec.decode::<String>(&[0xfb, 0xff, 0xff]).unwrap_err();
+/// assert!(matches!(err, CodecError::Malformed(_)), "{err}");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum CodecError {
+    /// The encoded message, or what decoding it would allocate, is larger than
+    /// the codec's limit.
+    TooLarge {
+        /// How many bytes the message has or claims.
+        size: usize,
+        /// The codec's limit in bytes.
+        limit: usize,
+    },
+    /// A length inside the message claims more memory than the limit allows
+    /// (corrupt or hostile bytes); nothing that large was allocated.
+    ClaimOverLimit {
+        /// The codec's limit in bytes.
+        limit: usize,
+    },
+    /// The bytes are not a valid encoding of the expected type: truncated,
+    /// corrupted, or a different type.
+    Malformed(String),
+    /// Decoding succeeded but left bytes unread: the message is of another
+    /// type, or was framed wrongly.
+    TrailingBytes {
+        /// How many bytes were left unread.
+        unread: usize,
+    },
+    /// The value could not be encoded (a `Serialize` implementation failed).
+    Encode(String),
+    /// A [`Transfer`](crate::Transfer) or [`SendPort`](crate::SendPort) in the
+    /// message could not be attached or taken back: a port outside an
+    /// envelope, a missing or already taken attachment, or a port of another
+    /// message type.
+    Attachment(String),
+}
+
+impl fmt::Display for CodecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooLarge { size, limit } => write!(
+                f,
+                "message of {size} bytes exceeds the codec limit of {limit} bytes; \
+                 raise the limit or move large buffers with `Transfer`"
+            ),
+            Self::ClaimOverLimit { limit } => write!(
+                f,
+                "a length in the message claims more than the codec limit of {limit} bytes; \
+                 the bytes are corrupt or the limit too small"
+            ),
+            Self::Malformed(why) => write!(f, "malformed message bytes: {why}"),
+            Self::TrailingBytes { unread } => write!(
+                f,
+                "{unread} bytes left after decoding; sender and receiver disagree on the message type"
+            ),
+            Self::Encode(why) => write!(f, "message could not be encoded: {why}"),
+            Self::Attachment(why) => write!(f, "message attachment error: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for CodecError {}
+
+/// Writes the variants shared by the send error types, without the payload.
+macro_rules! payload_debug {
+    ($ty:ident { $($variant:ident),* } $(, $codec:ident)?) => {
+        impl<T> fmt::Debug for $ty<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self {
+                    $(Self::$variant(..) => f.write_str(concat!(stringify!($ty), "::", stringify!($variant), "(..)")),)*
+                    $(Self::$codec(_, e) => f.debug_tuple(concat!(stringify!($ty), "::", stringify!($codec))).field(&"..").field(e).finish(),)?
+                }
+            }
+        }
+    };
+}
+
+/// A blocking send failed; the message comes back.
+///
+/// # Examples
+///
+/// ```
+/// use isolates::{port, SendError};
+///
+/// let (tx, rx) = port::unbounded::<u32>();
+/// drop(rx);
+/// assert!(matches!(tx.send(7), Err(SendError::Disconnected(7))));
+/// ```
+pub enum SendError<T> {
+    /// Every receiver is gone (for an isolate: it has exited).
+    Disconnected(T),
+    /// The message could not be encoded.
+    Encode(T, CodecError),
+}
+
+/// A non-blocking send failed; the message comes back.
+///
+/// # Examples
+///
+/// ```
+/// use isolates::{port, TrySendError};
+///
+/// let (tx, _rx) = port::bounded::<u32>(1);
+/// tx.try_send(1).unwrap();
+/// assert!(matches!(tx.try_send(2), Err(TrySendError::Full(2))));
+/// ```
+pub enum TrySendError<T> {
+    /// The mailbox is bounded and full.
+    Full(T),
+    /// Every receiver is gone (for an isolate: it has exited).
+    Disconnected(T),
+    /// The message could not be encoded.
+    Encode(T, CodecError),
+}
+
+/// A send with a timeout or deadline failed; the message comes back.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use isolates::{port, SendTimeoutError};
+///
+/// let (tx, _rx) = port::bounded::<u32>(1);
+/// tx.send(1).unwrap();
+/// let err = tx.send_timeout(2, Duration::from_millis(1)).unwrap_err();
+/// assert!(matches!(err, SendTimeoutError::Timeout(2)));
+/// ```
+pub enum SendTimeoutError<T> {
+    /// The mailbox stayed full until the timeout.
+    Timeout(T),
+    /// Every receiver is gone (for an isolate: it has exited).
+    Disconnected(T),
+    /// The message could not be encoded.
+    Encode(T, CodecError),
+}
+
+payload_debug!(SendError { Disconnected }, Encode);
+payload_debug!(TrySendError { Full, Disconnected }, Encode);
+payload_debug!(
+    SendTimeoutError {
+        Timeout,
+        Disconnected
+    },
+    Encode
+);
+
+macro_rules! send_error_common {
+    ($ty:ident { $($variant:ident => $text:literal),* }) => {
+        impl<T> $ty<T> {
+            /// Gives back the message that was not delivered.
+            pub fn into_inner(self) -> T {
+                match self {
+                    $(Self::$variant(v))|* | Self::Encode(v, _) => v,
+                }
+            }
+        }
+
+        impl<T> fmt::Display for $ty<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self {
+                    $(Self::$variant(_) => f.write_str($text),)*
+                    Self::Encode(_, e) => write!(f, "sending failed: {e}"),
+                }
+            }
+        }
+
+        impl<T> std::error::Error for $ty<T> {}
+    };
+}
+
+send_error_common!(SendError {
+    Disconnected => "sending on a disconnected port: the receiver is gone"
+});
+send_error_common!(TrySendError {
+    Full => "sending on a full port: retry later or use a blocking send",
+    Disconnected => "sending on a disconnected port: the receiver is gone"
+});
+send_error_common!(SendTimeoutError {
+    Timeout => "timed out sending on a full port",
+    Disconnected => "sending on a disconnected port: the receiver is gone"
+});
+
+impl<T> TrySendError<T> {
+    /// Returns `true` if the send failed because the mailbox was full.
+    pub fn is_full(&self) -> bool {
+        matches!(self, Self::Full(_))
+    }
+}
+
+/// A blocking receive failed.
+///
+/// # Examples
+///
+/// ```
+/// use isolates::{port, RecvError};
+///
+/// let (tx, rx) = port::unbounded::<u32>();
+/// drop(tx);
+/// assert_eq!(rx.recv(), Err(RecvError::Disconnected));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecvError {
+    /// Every sender is gone and the port is empty.
+    Disconnected,
+    /// A message arrived but could not be decoded; it is consumed.
+    Decode(CodecError),
+}
+
+/// A non-blocking receive failed.
+///
+/// # Examples
+///
+/// ```
+/// use isolates::{port, TryRecvError};
+///
+/// let (_tx, rx) = port::unbounded::<u32>();
+/// assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TryRecvError {
+    /// No message is waiting.
+    Empty,
+    /// Every sender is gone and the port is empty.
+    Disconnected,
+    /// A message arrived but could not be decoded; it is consumed.
+    Decode(CodecError),
+}
+
+/// A receive with a timeout or deadline failed.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use isolates::{port, RecvTimeoutError};
+///
+/// let (_tx, rx) = port::unbounded::<u32>();
+/// let err = rx.recv_timeout(Duration::from_millis(1)).unwrap_err();
+/// assert_eq!(err, RecvTimeoutError::Timeout);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecvTimeoutError {
+    /// No message arrived in time.
+    Timeout,
+    /// Every sender is gone and the port is empty.
+    Disconnected,
+    /// A message arrived but could not be decoded; it is consumed.
+    Decode(CodecError),
+}
+
+impl fmt::Display for RecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Disconnected => f.write_str("receiving on an empty, disconnected port"),
+            Self::Decode(e) => write!(f, "received a message that failed to decode: {e}"),
+        }
+    }
+}
+
+impl fmt::Display for TryRecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Empty => f.write_str("receiving on an empty port"),
+            Self::Disconnected => f.write_str("receiving on an empty, disconnected port"),
+            Self::Decode(e) => write!(f, "received a message that failed to decode: {e}"),
+        }
+    }
+}
+
+impl fmt::Display for RecvTimeoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Timeout => f.write_str("timed out waiting on a port"),
+            Self::Disconnected => f.write_str("receiving on an empty, disconnected port"),
+            Self::Decode(e) => write!(f, "received a message that failed to decode: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RecvError {}
+impl std::error::Error for TryRecvError {}
+impl std::error::Error for RecvTimeoutError {}
+
+/// An [`ask`](crate::IsolateHandle::ask) got no reply value.
+///
+/// `E` is the isolate's own error type, returned by its handler and carried
+/// across the boundary as a typed value.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use isolates::{AskError, Context, ExitReason, Isolate, Priority};
+///
+/// struct Echo;
+/// impl Isolate for Echo {
+///     type Args = ();
+///     type Message = u32;
+///     type Reply = u32;
+///     type Error = String;
+///     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Echo) }
+///     fn handle(&mut self, m: u32, _: &mut Context<Self>) -> Result<u32, String> { Ok(m) }
+/// }
+///
+/// let echo = Echo::spawn(()).unwrap();
+/// echo.kill(Priority::Immediate);
+/// echo.join(Duration::from_secs(5)).unwrap();
+/// let err = echo.ask(1, Duration::from_secs(5)).unwrap_err();
+/// assert_eq!(err, AskError::Dead(ExitReason::Killed));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AskError<E> {
+    /// No reply came before the timeout. The message may still be handled
+    /// later; its reply is then dropped.
+    Timeout,
+    /// The isolate's mailbox is bounded and was full (non-blocking asks only).
+    Full,
+    /// The isolate exited before replying, with this reason. Asks queued when
+    /// an isolate exits all resolve this way.
+    Dead(ExitReason),
+    /// The handler panicked on this message; the text is the panic message.
+    Panicked(String),
+    /// The handler returned this error.
+    Failed(E),
+    /// The message could not be encoded on the caller's side.
+    Encode(CodecError),
+    /// The isolate could not decode the message: the sender's bytes were bad.
+    BadMessage(CodecError),
+    /// The reply could not be encoded by the isolate or decoded by the caller.
+    BadReply(CodecError),
+    /// The result was already taken from this [`Pending`](crate::Pending)
+    /// with `try_take`; waiting on it again is a misuse.
+    AlreadyTaken,
+}
+
+impl<E: fmt::Display> fmt::Display for AskError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Timeout => f.write_str("no reply before the timeout"),
+            Self::Full => f.write_str("the isolate's mailbox is full; retry later"),
+            Self::Dead(reason) => write!(f, "the isolate exited before replying ({reason})"),
+            Self::Panicked(msg) => write!(f, "the handler panicked: {msg}"),
+            Self::Failed(e) => write!(f, "the handler failed: {e}"),
+            Self::Encode(e) => write!(f, "the message could not be encoded: {e}"),
+            Self::BadMessage(e) => write!(f, "the isolate could not decode the message: {e}"),
+            Self::BadReply(e) => write!(f, "the reply could not be carried back: {e}"),
+            Self::AlreadyTaken => {
+                f.write_str("the reply was already taken from this pending handle")
+            }
+        }
+    }
+}
+
+impl<E: fmt::Debug + fmt::Display> std::error::Error for AskError<E> {}
+
+/// A one-shot [`run`](crate::run()) produced no value.
+///
+/// # Examples
+///
+/// ```
+/// use isolates::{run, RunError};
+///
+/// fn boom(_: u8) -> u8 { panic!("boom") }
+/// let err = run(boom, 1).wait().unwrap_err();
+/// assert_eq!(err, RunError::Panicked("boom".into()));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The function panicked; the text is the panic message.
+    Panicked(String),
+    /// The argument could not be encoded, or the result could not be carried
+    /// back.
+    Codec(CodecError),
+    /// No thread could be started for the function.
+    Spawn(String),
+    /// The result was already taken from this [`Pending`](crate::Pending)
+    /// with `try_take`; waiting on it again is a misuse.
+    AlreadyTaken,
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Panicked(msg) => write!(f, "the function panicked: {msg}"),
+            Self::Codec(e) => write!(f, "the argument or result could not be carried: {e}"),
+            Self::Spawn(why) => write!(f, "no thread could be started: {why}"),
+            Self::AlreadyTaken => {
+                f.write_str("the result was already taken from this pending handle")
+            }
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+/// An isolate could not be spawned.
+///
+/// # Examples
+///
+/// ```
+/// use isolates::{IsolateBuilder, SpawnError};
+/// let err = SpawnError::Thread("resource temporarily unavailable".into());
+/// assert!(err.to_string().contains("thread"));
+/// # let _ = IsolateBuilder::new();
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SpawnError {
+    /// The start arguments could not be encoded.
+    Args(CodecError),
+    /// The operating system refused to start a thread.
+    Thread(String),
+}
+
+impl fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Args(e) => write!(f, "start arguments could not be encoded: {e}"),
+            Self::Thread(why) => write!(f, "the isolate's thread could not be started: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for SpawnError {}

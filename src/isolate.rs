@@ -1,0 +1,314 @@
+//! Isolates: actors whose state is built inside them and never leaves.
+//!
+//! An isolate runs on its own thread. Its state is created by
+//! [`Isolate::start`] from start arguments that were encoded by the spawner
+//! and decoded inside the isolate, and every message reaches
+//! [`Isolate::handle`] the same way. The state type need not be `Send`: it
+//! never crosses a thread.
+//!
+//! The outside world holds [`IsolateHandle`]s: cheap to clone, they can
+//! [`cast`](IsolateHandle::cast) (fire and forget), [`ask`](IsolateHandle::ask)
+//! (wait for the reply) or [`ask_pending`](IsolateHandle::ask_pending) (poll
+//! for it), and control the isolate: kill, pause, resume, ping, listen for its
+//! exit and its errors.
+//!
+//! # Lifecycle
+//!
+//! An isolate exits, with an [`ExitReason`], when:
+//! - it is [killed](IsolateHandle::kill) → `Killed`;
+//! - its handler panics or returns `Err` while errors are fatal (the default,
+//!   as in Dart) → `Panicked` / `Failed`; with errors not fatal it goes on;
+//! - [`start`](Isolate::start) fails → `Failed`;
+//! - it calls [`Context::stop`], or every handle is dropped and its mailbox
+//!   is empty → `Normal`.
+//!
+//! Messages still queued when it exits are not handled: each queued `ask`
+//! resolves [`AskError::Dead`](crate::AskError::Dead) with the exit reason,
+//! and queued casts are dropped (counted in [`IsolateStats::dropped`]).
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::SpawnError;
+
+mod builder;
+mod context;
+mod handle;
+mod runloop;
+mod shared;
+
+pub use builder::{IsolateBuilder, Mailbox};
+pub use context::Context;
+pub use handle::IsolateHandle;
+
+/// An actor with private state, built inside its own thread.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use isolates::{Context, Isolate};
+///
+/// /// Sums what it is sent; the total never leaves the isolate.
+/// struct Counter { total: i64 }
+///
+/// impl Isolate for Counter {
+///     type Args = i64;          // where to start
+///     type Message = i64;       // what to add
+///     type Reply = i64;         // the total after adding
+///     type Error = String;
+///
+///     fn start(start: i64, _ctx: &mut Context<Self>) -> Result<Self, String> {
+///         Ok(Counter { total: start })
+///     }
+///
+///     fn handle(&mut self, n: i64, _ctx: &mut Context<Self>) -> Result<i64, String> {
+///         self.total = self.total.checked_add(n).ok_or("overflow")?;
+///         Ok(self.total)
+///     }
+/// }
+///
+/// let counter = Counter::spawn(100).unwrap();
+/// counter.cast(5).unwrap();
+/// assert_eq!(counter.ask(10, Duration::from_secs(5)), Ok(115));
+/// ```
+pub trait Isolate: Sized + 'static {
+    /// What the isolate is started from; encoded by the spawner.
+    type Args: Serialize + DeserializeOwned + 'static;
+    /// What it is sent.
+    type Message: Serialize + DeserializeOwned + 'static;
+    /// What it answers to an `ask`.
+    type Reply: Serialize + DeserializeOwned + 'static;
+    /// What its handler may fail with; carried back to the asker typed.
+    type Error: Serialize + DeserializeOwned + fmt::Display + 'static;
+
+    /// Builds the state, on the isolate's own thread.
+    ///
+    /// # Errors
+    ///
+    /// An error makes the isolate exit with [`ExitReason::Failed`] before it
+    /// handles any message.
+    fn start(args: Self::Args, ctx: &mut Context<Self>) -> Result<Self, Self::Error>;
+
+    /// Handles one message and returns the reply (dropped for a cast).
+    ///
+    /// # Errors
+    ///
+    /// An error goes back to the asker as
+    /// [`AskError::Failed`](crate::AskError::Failed) and to the error
+    /// listeners; while errors are fatal, the isolate then exits with
+    /// [`ExitReason::Failed`].
+    fn handle(
+        &mut self,
+        msg: Self::Message,
+        ctx: &mut Context<Self>,
+    ) -> Result<Self::Reply, Self::Error>;
+
+    /// Called once when the isolate exits after a successful start, with the
+    /// reason. A panic here is caught and ignored.
+    fn stopping(&mut self, reason: &ExitReason) {
+        let _ = reason;
+    }
+
+    /// Spawns this isolate with the default settings; see [`IsolateBuilder`].
+    ///
+    /// # Errors
+    ///
+    /// [`SpawnError`] if the arguments cannot be encoded or no thread can be
+    /// started.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use isolates::{Context, Isolate};
+    /// # struct Echo;
+    /// # impl Isolate for Echo {
+    /// #     type Args = (); type Message = u8; type Reply = u8; type Error = String;
+    /// #     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Echo) }
+    /// #     fn handle(&mut self, m: u8, _: &mut Context<Self>) -> Result<u8, String> { Ok(m) }
+    /// # }
+    /// let echo = Echo::spawn(()).unwrap();
+    /// assert_eq!(echo.ask(4, std::time::Duration::from_secs(5)), Ok(4));
+    /// ```
+    fn spawn(args: Self::Args) -> Result<IsolateHandle<Self>, SpawnError> {
+        IsolateBuilder::new().spawn(args)
+    }
+}
+
+/// Why an isolate exited.
+///
+/// # Examples
+///
+/// ```
+/// use isolates::ExitReason;
+/// let reason = ExitReason::Panicked("index out of bounds".into());
+/// assert!(!reason.is_normal());
+/// assert_eq!(reason.to_string(), "panicked: index out of bounds");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ExitReason {
+    /// It stopped itself, or every handle was dropped and its mailbox drained.
+    Normal,
+    /// It was killed.
+    Killed,
+    /// User code panicked, with this message.
+    Panicked(String),
+    /// `start` or a handler returned this error (its `Display` text).
+    Failed(String),
+}
+
+impl ExitReason {
+    /// Whether this is [`ExitReason::Normal`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(isolates::ExitReason::Normal.is_normal());
+    /// ```
+    pub fn is_normal(&self) -> bool {
+        matches!(self, ExitReason::Normal)
+    }
+}
+
+impl fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitReason::Normal => f.write_str("exited normally"),
+            ExitReason::Killed => f.write_str("killed"),
+            ExitReason::Panicked(msg) => write!(f, "panicked: {msg}"),
+            ExitReason::Failed(msg) => write!(f, "failed: {msg}"),
+        }
+    }
+}
+
+/// When a control request takes effect, as Dart's `Isolate.immediate` and
+/// `Isolate.beforeNextEvent`.
+///
+/// A running handler is native code and cannot be interrupted: `Immediate`
+/// takes effect at the next point where the isolate looks (between messages,
+/// or when the handler checks [`Context::kill_requested`]), ahead of control
+/// requests already queued. `AfterCurrent` takes effect after the current
+/// message, in order with the other control requests, but before any further
+/// message.
+///
+/// # Examples
+///
+/// ```
+/// use isolates::Priority;
+/// assert_ne!(Priority::Immediate, Priority::AfterCurrent);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Priority {
+    /// As soon as possible, never later than `AfterCurrent`.
+    Immediate,
+    /// After the current message and any control requests sent before.
+    AfterCurrent,
+}
+
+/// A pause capability, as in Dart: pausing twice with the same token needs
+/// one resume; each distinct token needs its own.
+///
+/// # Examples
+///
+/// ```
+/// # use isolates::{Context, Isolate};
+/// # struct Echo;
+/// # impl Isolate for Echo {
+/// #     type Args = (); type Message = u8; type Reply = u8; type Error = String;
+/// #     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Echo) }
+/// #     fn handle(&mut self, m: u8, _: &mut Context<Self>) -> Result<u8, String> { Ok(m) }
+/// # }
+/// let echo = Echo::spawn(()).unwrap();
+/// let token = echo.pause();
+/// let mut reply = echo.ask_pending(1);
+/// assert!(reply.wait_timeout(std::time::Duration::from_millis(20)).is_none());
+/// echo.resume(&token);
+/// assert_eq!(reply.wait(), Ok(1));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PauseToken(pub(crate) u64);
+
+/// An error reported to error listeners: a panic or a handler error.
+///
+/// # Examples
+///
+/// ```
+/// let e = isolates::IsolateError { message: "boom".into(), stack: String::new() };
+/// assert_eq!(e.to_string(), "boom");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IsolateError {
+    /// The panic message or the error's `Display` text.
+    pub message: String,
+    /// Where a panic happened, with a backtrace when `RUST_BACKTRACE` is set;
+    /// empty for handler errors.
+    pub stack: String,
+}
+
+impl fmt::Display for IsolateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Where an isolate is in its life.
+///
+/// # Examples
+///
+/// ```
+/// use isolates::IsolateState;
+/// assert_ne!(IsolateState::Running, IsolateState::Exited);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IsolateState {
+    /// Spawned, `start` not finished (or paused before it).
+    Starting,
+    /// Handling or waiting for messages.
+    Running,
+    /// Paused: messages queue up.
+    Paused,
+    /// Gone; see [`IsolateHandle::exit_reason`].
+    Exited,
+}
+
+/// Counters of one isolate, read without disturbing it.
+///
+/// # Examples
+///
+/// ```
+/// # use isolates::{Context, Isolate};
+/// # struct Echo;
+/// # impl Isolate for Echo {
+/// #     type Args = (); type Message = u8; type Reply = u8; type Error = String;
+/// #     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Echo) }
+/// #     fn handle(&mut self, m: u8, _: &mut Context<Self>) -> Result<u8, String> { Ok(m) }
+/// # }
+/// let echo = Echo::spawn(()).unwrap();
+/// echo.ask(1, std::time::Duration::from_secs(5)).unwrap();
+/// let stats = echo.stats();
+/// assert_eq!(stats.messages_handled, 1);
+/// assert_eq!(stats.queue_len, 0);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IsolateStats {
+    /// Messages whose handler returned (successfully or not).
+    pub messages_handled: u64,
+    /// Handler errors and panics.
+    pub errors: u64,
+    /// Messages that could not be decoded.
+    pub bad_messages: u64,
+    /// Casts dropped because the isolate exited with them queued.
+    pub dropped: u64,
+    /// Messages waiting in the mailbox now.
+    pub queue_len: usize,
+    /// Time spent inside `handle`.
+    pub busy: Duration,
+    /// Time since spawn.
+    pub uptime: Duration,
+    /// Where it is in its life.
+    pub state: IsolateState,
+}

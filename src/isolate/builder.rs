@@ -1,0 +1,233 @@
+//! [`IsolateBuilder`]: how an isolate is configured and spawned.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crossbeam_channel as cb;
+
+use super::shared::{Codecs, Shared};
+use super::{Isolate, IsolateHandle, PauseToken, runloop};
+use crate::codec::{Bincode, Codec};
+use crate::error::SpawnError;
+use crate::port::dyn_codec;
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// How many messages an isolate's mailbox holds.
+///
+/// # Examples
+///
+/// ```
+/// use isolates::{IsolateBuilder, Mailbox};
+/// let builder = IsolateBuilder::new().mailbox(Mailbox::Bounded(1024));
+/// # let _ = builder;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mailbox {
+    /// No limit (the default, as in Dart).
+    #[default]
+    Unbounded,
+    /// At most this many queued messages: `cast` and `ask` wait for room,
+    /// `try_cast` and `ask_pending` fail with `Full`.
+    Bounded(usize),
+}
+
+/// Configures and spawns isolates, in the style of rayon's
+/// `ThreadPoolBuilder`. One builder can spawn many isolates.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use isolates::{Bincode, Context, Isolate, IsolateBuilder, Mailbox};
+///
+/// struct Echo;
+/// impl Isolate for Echo {
+///     type Args = ();
+///     type Message = Vec<u8>;
+///     type Reply = usize;
+///     type Error = String;
+///     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Echo) }
+///     fn handle(&mut self, m: Vec<u8>, _: &mut Context<Self>) -> Result<usize, String> { Ok(m.len()) }
+/// }
+///
+/// let echo = IsolateBuilder::new()
+///     .name("echo")
+///     .mailbox(Mailbox::Bounded(64))
+///     .codec(Bincode::<{ 1 << 20 }>::limited())
+///     .spawn::<Echo>(())
+///     .unwrap();
+/// assert_eq!(echo.name(), "echo");
+/// assert_eq!(echo.ask(vec![1, 2, 3], Duration::from_secs(5)), Ok(3));
+/// ```
+#[derive(Debug, Clone)]
+pub struct IsolateBuilder<C: Codec = Bincode> {
+    name: Option<String>,
+    mailbox: Mailbox,
+    errors_are_fatal: bool,
+    stack_size: Option<usize>,
+    codec: C,
+}
+
+impl IsolateBuilder<Bincode> {
+    /// A builder with the defaults: unbounded mailbox, errors fatal, the
+    /// default [`Bincode`] codec, the platform's thread stack size.
+    ///
+    /// # Examples
+    ///
+    /// See [`IsolateBuilder`].
+    pub fn new() -> Self {
+        IsolateBuilder {
+            name: None,
+            mailbox: Mailbox::Unbounded,
+            errors_are_fatal: true,
+            stack_size: None,
+            codec: Bincode::new(),
+        }
+    }
+}
+
+impl Default for IsolateBuilder<Bincode> {
+    fn default() -> Self {
+        IsolateBuilder::new()
+    }
+}
+
+impl<C: Codec> IsolateBuilder<C> {
+    /// The debug name (also the thread's name). Default: `Type#id`.
+    ///
+    /// # Examples
+    ///
+    /// See [`IsolateBuilder`].
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The mailbox's bound.
+    ///
+    /// # Examples
+    ///
+    /// See [`IsolateBuilder`].
+    pub fn mailbox(mut self, mailbox: Mailbox) -> Self {
+        self.mailbox = mailbox;
+        self
+    }
+
+    /// Whether a handler error or panic ends the isolate (default `true`, as
+    /// in Dart). Either way the asker gets the error.
+    ///
+    /// # Examples
+    ///
+    /// See [`IsolateHandle::add_error_listener`].
+    pub fn errors_are_fatal(mut self, fatal: bool) -> Self {
+        self.errors_are_fatal = fatal;
+        self
+    }
+
+    /// The isolate thread's stack size in bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let builder = isolates::IsolateBuilder::new().stack_size(256 << 10);
+    /// # let _ = builder;
+    /// ```
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.stack_size = Some(bytes);
+        self
+    }
+
+    /// The codec for the isolate's arguments, messages, replies and errors.
+    ///
+    /// # Examples
+    ///
+    /// See [`IsolateBuilder`].
+    pub fn codec<C2: Codec>(self, codec: C2) -> IsolateBuilder<C2> {
+        IsolateBuilder {
+            name: self.name,
+            mailbox: self.mailbox,
+            errors_are_fatal: self.errors_are_fatal,
+            stack_size: self.stack_size,
+            codec,
+        }
+    }
+
+    /// Spawns an isolate; returns at once, without waiting for `start`.
+    /// Messages sent meanwhile wait in the mailbox.
+    ///
+    /// # Errors
+    ///
+    /// [`SpawnError::Args`] if `args` cannot be encoded,
+    /// [`SpawnError::Thread`] if no thread can be started.
+    ///
+    /// # Examples
+    ///
+    /// See [`IsolateBuilder`].
+    pub fn spawn<I: Isolate>(&self, args: I::Args) -> Result<IsolateHandle<I>, SpawnError> {
+        self.spawn_inner(args, false).map(|(handle, _)| handle)
+    }
+
+    /// Spawns an isolate paused before `start`: add listeners, then
+    /// [`resume`](IsolateHandle::resume) with the returned token. Nothing,
+    /// not even `start`, runs before then.
+    ///
+    /// # Errors
+    ///
+    /// As [`spawn`](Self::spawn).
+    ///
+    /// # Examples
+    ///
+    /// See [`IsolateHandle::add_error_listener`].
+    pub fn spawn_paused<I: Isolate>(
+        &self,
+        args: I::Args,
+    ) -> Result<(IsolateHandle<I>, PauseToken), SpawnError> {
+        self.spawn_inner(args, true)
+            .map(|(handle, token)| (handle, PauseToken(token)))
+    }
+
+    fn spawn_inner<I: Isolate>(
+        &self,
+        args: I::Args,
+        paused: bool,
+    ) -> Result<(IsolateHandle<I>, u64), SpawnError> {
+        let codecs = Codecs::<I> {
+            args: dyn_codec(&self.codec),
+            message: dyn_codec(&self.codec),
+            reply: dyn_codec(&self.codec),
+            error: dyn_codec(&self.codec),
+        };
+        let args = codecs.args.encode(&args).map_err(SpawnError::Args)?;
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let name = self.name.clone().unwrap_or_else(|| {
+            let type_name = std::any::type_name::<I>();
+            let short = type_name.split('<').next().unwrap_or(type_name);
+            format!("{}#{id}", short.rsplit("::").next().unwrap_or(short))
+        });
+        let mailbox = match self.mailbox {
+            Mailbox::Unbounded => cb::unbounded(),
+            Mailbox::Bounded(capacity) => cb::bounded(capacity),
+        };
+        let (control_tx, control_rx) = cb::unbounded();
+        let shared = Arc::new(Shared::new(
+            id,
+            name.clone(),
+            codecs,
+            mailbox,
+            control_tx,
+            self.errors_are_fatal,
+        ));
+        let handle = IsolateHandle::new(Arc::clone(&shared));
+        // Token 0 is reserved for the spawn pause.
+        let token = 0;
+        let mut thread = std::thread::Builder::new().name(name);
+        if let Some(bytes) = self.stack_size {
+            thread = thread.stack_size(bytes);
+        }
+        thread
+            .spawn(move || runloop::run(shared, control_rx, args, paused.then_some(token)))
+            .map_err(|e| SpawnError::Thread(e.to_string()))?;
+        Ok((handle, token))
+    }
+}

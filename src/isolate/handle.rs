@@ -1,0 +1,627 @@
+//! [`IsolateHandle`]: how the outside world talks to an isolate.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel as cb;
+
+use super::shared::{Control, Item, Shared};
+use super::{ExitReason, Isolate, IsolateError, IsolateState, IsolateStats, PauseToken, Priority};
+use crate::error::{AskError, SendError, SendTimeoutError, TrySendError};
+use crate::pending::{Pending, Reply};
+use crate::port::SendPort;
+
+/// A cheap, clonable reference to a running isolate; never exposes its state.
+///
+/// Every call is safe from a UI thread: those that could wait have a form that
+/// does not ([`try_cast`](Self::try_cast), [`ask_pending`](Self::ask_pending),
+/// [`exit_reason`](Self::exit_reason)). When the last handle is dropped,
+/// the isolate handles what is queued and exits normally.
+///
+/// `Debug` shows the name, id and state, never a message.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use isolates::{Context, Isolate, Priority, ExitReason};
+///
+/// struct Upper;
+/// impl Isolate for Upper {
+///     type Args = ();
+///     type Message = String;
+///     type Reply = String;
+///     type Error = String;
+///     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Upper) }
+///     fn handle(&mut self, s: String, _: &mut Context<Self>) -> Result<String, String> {
+///         Ok(s.to_uppercase())
+///     }
+/// }
+///
+/// let upper = Upper::spawn(()).unwrap();
+/// let mut reply = upper.ask_pending("quiet".into());
+/// // ... the UI thread goes on drawing, and looks once per frame:
+/// let text = loop {
+///     if let Some(r) = reply.try_take() { break r.unwrap(); }
+///     std::thread::yield_now();
+/// };
+/// assert_eq!(text, "QUIET");
+/// upper.kill(Priority::AfterCurrent);
+/// assert_eq!(upper.join(Duration::from_secs(5)), Some(ExitReason::Killed));
+/// ```
+pub struct IsolateHandle<I: Isolate> {
+    shared: Arc<Shared<I>>,
+}
+
+impl<I: Isolate> IsolateHandle<I> {
+    pub(super) fn new(shared: Arc<Shared<I>>) -> Self {
+        shared.handles.fetch_add(1, Ordering::SeqCst);
+        IsolateHandle { shared }
+    }
+
+    /// The debug name given at spawn (or `Type#id`).
+    ///
+    /// # Examples
+    ///
+    /// See [`Context`](crate::Context).
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// A process-unique id.
+    ///
+    /// # Examples
+    ///
+    /// See [`IsolateHandle::stats`].
+    pub fn id(&self) -> u64 {
+        self.shared.id
+    }
+
+    /// Sends a message without waiting for its reply, waiting for room if
+    /// the mailbox is bounded and full.
+    ///
+    /// A message cast just as the isolate exits may be dropped unhandled
+    /// (counted in [`IsolateStats::dropped`]); use [`ask`](Self::ask) to know.
+    ///
+    /// # Errors
+    ///
+    /// The message comes back in [`SendError::Disconnected`] if the isolate
+    /// has exited, or [`SendError::Encode`] if it cannot be encoded.
+    ///
+    /// # Examples
+    ///
+    /// See [`Isolate`].
+    pub fn cast(&self, msg: I::Message) -> Result<(), SendError<I::Message>> {
+        if self.shared.is_closed() {
+            return Err(SendError::Disconnected(msg));
+        }
+        let envelope = match self.shared.codecs.message.encode(&msg) {
+            Ok(envelope) => envelope,
+            Err(e) => return Err(SendError::Encode(msg, e)),
+        };
+        if self
+            .shared
+            .mailbox_tx
+            .send(Item {
+                envelope,
+                reply: None,
+            })
+            .is_err()
+        {
+            return Err(SendError::Disconnected(msg));
+        }
+        self.shared.after_push();
+        Ok(())
+    }
+
+    /// Sends a message if the mailbox has room now; never blocks.
+    ///
+    /// # Errors
+    ///
+    /// The message comes back in [`TrySendError::Full`],
+    /// [`TrySendError::Disconnected`] or [`TrySendError::Encode`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use isolates::{Context, Isolate, IsolateBuilder, Mailbox};
+    /// # struct Echo;
+    /// # impl Isolate for Echo {
+    /// #     type Args = (); type Message = u8; type Reply = u8; type Error = String;
+    /// #     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Echo) }
+    /// #     fn handle(&mut self, m: u8, _: &mut Context<Self>) -> Result<u8, String> { Ok(m) }
+    /// # }
+    /// let (echo, token) = IsolateBuilder::new()
+    ///     .mailbox(Mailbox::Bounded(1))
+    ///     .spawn_paused::<Echo>(())
+    ///     .unwrap();
+    /// echo.try_cast(1).unwrap();
+    /// assert!(echo.try_cast(2).unwrap_err().is_full());
+    /// echo.resume(&token);
+    /// ```
+    pub fn try_cast(&self, msg: I::Message) -> Result<(), TrySendError<I::Message>> {
+        if self.shared.is_closed() {
+            return Err(TrySendError::Disconnected(msg));
+        }
+        let envelope = match self.shared.codecs.message.encode(&msg) {
+            Ok(envelope) => envelope,
+            Err(e) => return Err(TrySendError::Encode(msg, e)),
+        };
+        match self.shared.mailbox_tx.try_send(Item {
+            envelope,
+            reply: None,
+        }) {
+            Ok(()) => {}
+            Err(cb::TrySendError::Full(_)) => return Err(TrySendError::Full(msg)),
+            Err(cb::TrySendError::Disconnected(_)) => return Err(TrySendError::Disconnected(msg)),
+        }
+        self.shared.after_push();
+        Ok(())
+    }
+
+    /// Like [`cast`](Self::cast), waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    ///
+    /// As [`cast_deadline`](Self::cast_deadline).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use isolates::{Context, Isolate};
+    /// # struct Echo;
+    /// # impl Isolate for Echo {
+    /// #     type Args = (); type Message = u8; type Reply = u8; type Error = String;
+    /// #     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Echo) }
+    /// #     fn handle(&mut self, m: u8, _: &mut Context<Self>) -> Result<u8, String> { Ok(m) }
+    /// # }
+    /// let echo = Echo::spawn(()).unwrap();
+    /// echo.cast_timeout(1, std::time::Duration::from_millis(10)).unwrap();
+    /// ```
+    pub fn cast_timeout(
+        &self,
+        msg: I::Message,
+        timeout: Duration,
+    ) -> Result<(), SendTimeoutError<I::Message>> {
+        self.cast_deadline(msg, Instant::now() + timeout)
+    }
+
+    /// Like [`cast`](Self::cast), waiting until `deadline` at most for room.
+    ///
+    /// # Errors
+    ///
+    /// The message comes back in [`SendTimeoutError::Timeout`],
+    /// [`SendTimeoutError::Disconnected`] or [`SendTimeoutError::Encode`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use isolates::{Context, Isolate};
+    /// # struct Echo;
+    /// # impl Isolate for Echo {
+    /// #     type Args = (); type Message = u8; type Reply = u8; type Error = String;
+    /// #     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Echo) }
+    /// #     fn handle(&mut self, m: u8, _: &mut Context<Self>) -> Result<u8, String> { Ok(m) }
+    /// # }
+    /// use std::time::{Duration, Instant};
+    /// let echo = Echo::spawn(()).unwrap();
+    /// echo.cast_deadline(1, Instant::now() + Duration::from_millis(10)).unwrap();
+    /// ```
+    pub fn cast_deadline(
+        &self,
+        msg: I::Message,
+        deadline: Instant,
+    ) -> Result<(), SendTimeoutError<I::Message>> {
+        if self.shared.is_closed() {
+            return Err(SendTimeoutError::Disconnected(msg));
+        }
+        let envelope = match self.shared.codecs.message.encode(&msg) {
+            Ok(envelope) => envelope,
+            Err(e) => return Err(SendTimeoutError::Encode(msg, e)),
+        };
+        match self.shared.mailbox_tx.send_deadline(
+            Item {
+                envelope,
+                reply: None,
+            },
+            deadline,
+        ) {
+            Ok(()) => {}
+            Err(cb::SendTimeoutError::Timeout(_)) => return Err(SendTimeoutError::Timeout(msg)),
+            Err(cb::SendTimeoutError::Disconnected(_)) => {
+                return Err(SendTimeoutError::Disconnected(msg));
+            }
+        }
+        self.shared.after_push();
+        Ok(())
+    }
+
+    /// Sends a message and waits at most `timeout` for the reply, including
+    /// any wait for room in a bounded mailbox.
+    ///
+    /// On timeout the message may still be handled later; its reply is then
+    /// dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`AskError`]: timeout, the isolate's exit, a panic or error of the
+    /// handler, or a codec failure on either side.
+    ///
+    /// # Examples
+    ///
+    /// See [`Isolate`].
+    pub fn ask(&self, msg: I::Message, timeout: Duration) -> Result<I::Reply, AskError<I::Error>> {
+        let deadline = Instant::now() + timeout;
+        let (item, rx) = self.ask_item(&msg)?;
+        match self.shared.mailbox_tx.send_deadline(item, deadline) {
+            Ok(()) => {}
+            Err(cb::SendTimeoutError::Timeout(_)) => return Err(AskError::Timeout),
+            Err(cb::SendTimeoutError::Disconnected(_)) => return Err(self.dead()),
+        }
+        self.shared.after_push();
+        drop(msg);
+        self.pending(rx)
+            .wait_deadline(deadline)
+            .unwrap_or(Err(AskError::Timeout))
+    }
+
+    /// Sends a message and returns at once with a [`Pending`] reply to poll;
+    /// never blocks. A full bounded mailbox resolves it to
+    /// [`AskError::Full`] at once.
+    ///
+    /// # Examples
+    ///
+    /// See [`IsolateHandle`].
+    pub fn ask_pending(&self, msg: I::Message) -> Pending<I::Reply, AskError<I::Error>> {
+        let (item, rx) = match self.ask_item(&msg) {
+            Ok(pair) => pair,
+            Err(e) => return Pending::ready(Err(e)),
+        };
+        match self.shared.mailbox_tx.try_send(item) {
+            Ok(()) => {}
+            Err(cb::TrySendError::Full(_)) => return Pending::ready(Err(AskError::Full)),
+            Err(cb::TrySendError::Disconnected(_)) => return Pending::ready(Err(self.dead())),
+        }
+        self.shared.after_push();
+        drop(msg);
+        self.pending(rx)
+    }
+
+    fn ask_item(
+        &self,
+        msg: &I::Message,
+    ) -> Result<(Item, cb::Receiver<Reply>), AskError<I::Error>> {
+        if self.shared.is_closed() {
+            return Err(self.dead());
+        }
+        let envelope = self
+            .shared
+            .codecs
+            .message
+            .encode(msg)
+            .map_err(AskError::Encode)?;
+        let (tx, rx) = cb::bounded(1);
+        Ok((
+            Item {
+                envelope,
+                reply: Some(tx),
+            },
+            rx,
+        ))
+    }
+
+    fn dead(&self) -> AskError<I::Error> {
+        AskError::Dead(lost_reason(self.shared.exit_reason()))
+    }
+
+    fn pending(&self, rx: cb::Receiver<Reply>) -> Pending<I::Reply, AskError<I::Error>> {
+        let shared = Arc::clone(&self.shared);
+        Pending::waiting(rx, move |reply| match reply {
+            Some(Reply::Value(envelope)) => shared
+                .codecs
+                .reply
+                .decode(envelope)
+                .map_err(AskError::BadReply),
+            Some(Reply::Failed(envelope)) => match shared.codecs.error.decode(envelope) {
+                Ok(error) => Err(AskError::Failed(error)),
+                Err(e) => Err(AskError::BadReply(e)),
+            },
+            Some(Reply::Panicked(message)) => Err(AskError::Panicked(message)),
+            Some(Reply::BadMessage(e)) => Err(AskError::BadMessage(e)),
+            Some(Reply::Unencodable(e)) => Err(AskError::BadReply(e)),
+            Some(Reply::Dead(reason)) => Err(AskError::Dead(reason)),
+            None => Err(AskError::Dead(lost_reason(shared.exit_reason()))),
+        })
+    }
+
+    /// Kills the isolate. [`Priority::Immediate`] sets the flag that
+    /// [`Context::kill_requested`](crate::Context::kill_requested) reads at
+    /// once and exits at the next message boundary, ahead of queued control
+    /// requests; [`Priority::AfterCurrent`] exits after the current message
+    /// and any control request sent before it. Either way no further message
+    /// is handled: queued asks resolve [`AskError::Dead`] with
+    /// [`ExitReason::Killed`], queued casts are dropped.
+    ///
+    /// Killing an isolate that has exited does nothing.
+    ///
+    /// # Examples
+    ///
+    /// See [`IsolateHandle`].
+    pub fn kill(&self, priority: Priority) {
+        match priority {
+            Priority::Immediate => {
+                self.shared.kill_requested.store(true, Ordering::SeqCst);
+                self.shared.control(Control::Kill, true);
+            }
+            Priority::AfterCurrent => self.shared.control(Control::Kill, false),
+        }
+    }
+
+    /// Pauses the isolate after the current message, with a new token.
+    /// Messages keep queuing; control requests (kill, ping, resume) are still
+    /// served.
+    ///
+    /// # Examples
+    ///
+    /// See [`PauseToken`].
+    pub fn pause(&self) -> PauseToken {
+        let token = PauseToken(self.shared.new_token());
+        self.pause_with(&token);
+        token
+    }
+
+    /// Pauses with an existing token: pausing twice with one token needs only
+    /// one resume.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use isolates::{Context, Isolate};
+    /// # struct Echo;
+    /// # impl Isolate for Echo {
+    /// #     type Args = (); type Message = u8; type Reply = u8; type Error = String;
+    /// #     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Echo) }
+    /// #     fn handle(&mut self, m: u8, _: &mut Context<Self>) -> Result<u8, String> { Ok(m) }
+    /// # }
+    /// let echo = Echo::spawn(()).unwrap();
+    /// let token = echo.pause();
+    /// echo.pause_with(&token);
+    /// echo.resume(&token);
+    /// assert_eq!(echo.ask(3, std::time::Duration::from_secs(5)), Ok(3));
+    /// ```
+    pub fn pause_with(&self, token: &PauseToken) {
+        self.shared.control(Control::Pause(token.0), false);
+    }
+
+    /// Lifts the pause held by `token`; the isolate runs again when no token
+    /// holds it paused. Resuming with a token that holds no pause does nothing.
+    ///
+    /// # Examples
+    ///
+    /// See [`PauseToken`].
+    pub fn resume(&self, token: &PauseToken) {
+        self.shared.control(Control::Resume(token.0), false);
+    }
+
+    /// Asks the isolate to answer a ping; the [`Pending`] resolves `Ok(())`
+    /// when it does, or [`AskError::Dead`] if it exits first. A paused
+    /// isolate still answers. [`Priority::Immediate`] (Dart's default) jumps
+    /// the control queue; neither overtakes a running handler.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use isolates::{Context, Isolate, Priority};
+    /// # struct Echo;
+    /// # impl Isolate for Echo {
+    /// #     type Args = (); type Message = u8; type Reply = u8; type Error = String;
+    /// #     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Echo) }
+    /// #     fn handle(&mut self, m: u8, _: &mut Context<Self>) -> Result<u8, String> { Ok(m) }
+    /// # }
+    /// let echo = Echo::spawn(()).unwrap();
+    /// let mut pong = echo.ping(Priority::Immediate);
+    /// assert_eq!(pong.wait_timeout(std::time::Duration::from_secs(5)), Some(Ok(())));
+    /// ```
+    pub fn ping(&self, priority: Priority) -> Pending<(), AskError<Infallible>> {
+        let (tx, rx) = cb::bounded(1);
+        self.shared
+            .control(Control::Ping(tx), priority == Priority::Immediate);
+        let shared = Arc::clone(&self.shared);
+        Pending::waiting(rx, move |reply| match reply {
+            Some(Reply::Value(_)) => Ok(()),
+            Some(Reply::Dead(reason)) => Err(AskError::Dead(reason)),
+            _ => Err(AskError::Dead(lost_reason(shared.exit_reason()))),
+        })
+    }
+
+    /// Sends the exit reason to `port` when the isolate exits, or at once if
+    /// it already has. To be sure not to miss an early exit, spawn paused
+    /// ([`IsolateBuilder::spawn_paused`](crate::IsolateBuilder::spawn_paused)),
+    /// add listeners, then resume.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use isolates::{Context, Isolate, Priority, ExitReason, port};
+    /// # struct Echo;
+    /// # impl Isolate for Echo {
+    /// #     type Args = (); type Message = u8; type Reply = u8; type Error = String;
+    /// #     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Echo) }
+    /// #     fn handle(&mut self, m: u8, _: &mut Context<Self>) -> Result<u8, String> { Ok(m) }
+    /// # }
+    /// let echo = Echo::spawn(()).unwrap();
+    /// let (tx, exits) = port::unbounded::<ExitReason>();
+    /// echo.add_exit_listener(tx);
+    /// echo.kill(Priority::Immediate);
+    /// assert_eq!(exits.recv(), Ok(ExitReason::Killed));
+    /// ```
+    pub fn add_exit_listener(&self, port: SendPort<ExitReason>) {
+        self.shared.add_exit_listener(port);
+    }
+
+    /// Sends every uncaught error (handler panic or `Err`, start failure) to
+    /// `port`, whether errors are fatal or not.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use isolates::{Context, Isolate, IsolateBuilder, IsolateError, port};
+    /// struct Picky;
+    /// impl Isolate for Picky {
+    ///     type Args = (); type Message = u8; type Reply = u8; type Error = String;
+    ///     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Picky) }
+    ///     fn handle(&mut self, m: u8, _: &mut Context<Self>) -> Result<u8, String> {
+    ///         if m == 0 { Err("zero".into()) } else { Ok(m) }
+    ///     }
+    /// }
+    /// let (picky, token) = IsolateBuilder::new().errors_are_fatal(false).spawn_paused::<Picky>(()).unwrap();
+    /// let (tx, errors) = port::unbounded::<IsolateError>();
+    /// picky.add_error_listener(tx);
+    /// picky.resume(&token);
+    /// picky.cast(0).unwrap();
+    /// assert_eq!(errors.recv().unwrap().message, "zero");
+    /// assert!(picky.is_alive());
+    /// ```
+    pub fn add_error_listener(&self, port: SendPort<IsolateError>) {
+        self.shared.add_error_listener(port);
+    }
+
+    /// Makes handler errors and panics fatal (the default) or not, from the
+    /// next message on, as Dart's `setErrorsFatal`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use isolates::{Context, Isolate};
+    /// # struct Echo;
+    /// # impl Isolate for Echo {
+    /// #     type Args = (); type Message = u8; type Reply = u8; type Error = String;
+    /// #     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Echo) }
+    /// #     fn handle(&mut self, m: u8, _: &mut Context<Self>) -> Result<u8, String> { Ok(m) }
+    /// # }
+    /// let echo = Echo::spawn(()).unwrap();
+    /// echo.set_errors_fatal(false);
+    /// ```
+    pub fn set_errors_fatal(&self, fatal: bool) {
+        self.shared.errors_are_fatal.store(fatal, Ordering::Relaxed);
+    }
+
+    /// Why the isolate exited, or `None` while it runs; never blocks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use isolates::{Context, Isolate};
+    /// # struct Echo;
+    /// # impl Isolate for Echo {
+    /// #     type Args = (); type Message = u8; type Reply = u8; type Error = String;
+    /// #     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Echo) }
+    /// #     fn handle(&mut self, m: u8, _: &mut Context<Self>) -> Result<u8, String> { Ok(m) }
+    /// # }
+    /// let echo = Echo::spawn(()).unwrap();
+    /// assert_eq!(echo.exit_reason(), None);
+    /// ```
+    pub fn exit_reason(&self) -> Option<ExitReason> {
+        self.shared.exit_reason()
+    }
+
+    /// Whether the isolate has not exited yet.
+    ///
+    /// # Examples
+    ///
+    /// See [`IsolateHandle::add_error_listener`].
+    pub fn is_alive(&self) -> bool {
+        !self.shared.is_closed()
+    }
+
+    /// Waits at most `timeout` for the isolate to exit and returns why, or
+    /// `None` if it still runs.
+    ///
+    /// # Examples
+    ///
+    /// See [`IsolateHandle`].
+    pub fn join(&self, timeout: Duration) -> Option<ExitReason> {
+        self.shared.wait_exit(Instant::now() + timeout)
+    }
+
+    /// Where the isolate is in its life; never blocks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use isolates::{Context, Isolate, IsolateState};
+    /// # struct Echo;
+    /// # impl Isolate for Echo {
+    /// #     type Args = (); type Message = u8; type Reply = u8; type Error = String;
+    /// #     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Echo) }
+    /// #     fn handle(&mut self, m: u8, _: &mut Context<Self>) -> Result<u8, String> { Ok(m) }
+    /// # }
+    /// let echo = Echo::spawn(()).unwrap();
+    /// echo.ask(1, std::time::Duration::from_secs(5)).unwrap();
+    /// assert_eq!(echo.state(), IsolateState::Running);
+    /// ```
+    pub fn state(&self) -> IsolateState {
+        self.shared.state()
+    }
+
+    /// The isolate's counters; never blocks.
+    ///
+    /// # Examples
+    ///
+    /// See [`IsolateStats`].
+    pub fn stats(&self) -> IsolateStats {
+        IsolateStats {
+            messages_handled: self.shared.handled.load(Ordering::Relaxed),
+            errors: self.shared.errors.load(Ordering::Relaxed),
+            bad_messages: self.shared.bad_messages.load(Ordering::Relaxed),
+            dropped: self.shared.dropped(),
+            queue_len: self.shared.mailbox_tx.len(),
+            busy: Duration::from_nanos(self.shared.busy_nanos.load(Ordering::Relaxed)),
+            uptime: self.shared.uptime(),
+            state: self.shared.state(),
+        }
+    }
+}
+
+/// The reason to report when a reply channel closed without a reply.
+fn lost_reason(reason: Option<ExitReason>) -> ExitReason {
+    // A reply channel only closes empty once the isolate has exited; a
+    // missing reason would mean the runtime itself failed, which we report
+    // rather than hide.
+    reason.unwrap_or_else(|| ExitReason::Failed("the isolate's runtime lost the reply".into()))
+}
+
+impl<I: Isolate> Clone for IsolateHandle<I> {
+    fn clone(&self) -> Self {
+        IsolateHandle::new(Arc::clone(&self.shared))
+    }
+}
+
+impl<I: Isolate> Drop for IsolateHandle<I> {
+    fn drop(&mut self) {
+        if self.shared.handles.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.shared.control(Control::Orphaned, false);
+        }
+    }
+}
+
+impl<I: Isolate> fmt::Debug for IsolateHandle<I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IsolateHandle")
+            .field("name", &self.shared.name)
+            .field("id", &self.shared.id)
+            .field("state", &self.shared.state())
+            .finish()
+    }
+}
+
+impl<I: Isolate> PartialEq for IsolateHandle<I> {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+}
+
+impl<I: Isolate> Eq for IsolateHandle<I> {}

@@ -1,0 +1,254 @@
+//! The isolate's thread: start, then messages and control requests until exit.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use crossbeam_channel as cb;
+
+use super::shared::{Control, Item, Shared};
+use super::{Context, ExitReason, Isolate, IsolateError, IsolateState};
+use crate::codec::envelope::Envelope;
+use crate::pending::Reply;
+use crate::unwind;
+
+/// What a step of the loop decided.
+type Exit = Option<ExitReason>;
+
+struct RunLoop<I: Isolate> {
+    shared: Arc<Shared<I>>,
+    control_rx: cb::Receiver<Control>,
+    mailbox_rx: cb::Receiver<Item>,
+    paused: HashSet<u64>,
+    orphaned: bool,
+    ctx: Context<I>,
+}
+
+/// Runs an isolate to its end on the current thread.
+pub(super) fn run<I: Isolate>(
+    shared: Arc<Shared<I>>,
+    control_rx: cb::Receiver<Control>,
+    args: Envelope,
+    paused: Option<u64>,
+) {
+    let span =
+        tracing::debug_span!(target: "isolates", "isolate", name = %shared.name, id = shared.id);
+    let _entered = span.enter();
+    let mut run_loop = RunLoop {
+        mailbox_rx: shared.mailbox_rx.clone(),
+        ctx: Context {
+            shared: Arc::clone(&shared),
+            stop_requested: false,
+        },
+        shared: Arc::clone(&shared),
+        control_rx,
+        paused: paused.into_iter().collect(),
+        orphaned: false,
+    };
+    let reason = run_loop.run(args);
+    // Close before the loop's receivers drop: queued asks get the reason.
+    shared.close(reason);
+}
+
+impl<I: Isolate> RunLoop<I> {
+    fn run(&mut self, args: Envelope) -> ExitReason {
+        tracing::debug!(target: "isolates", "isolate spawned");
+        if let Some(reason) = self.wait_while_paused() {
+            return reason;
+        }
+        let args = match self.shared.codecs.args.decode(args) {
+            Ok(args) => args,
+            Err(e) => {
+                return ExitReason::Failed(format!("start arguments could not be decoded: {e}"));
+            }
+        };
+        let ctx = &mut self.ctx;
+        let mut state = match unwind::catch(|| I::start(args, ctx)) {
+            Ok(Ok(state)) => state,
+            Ok(Err(error)) => {
+                let message = error.to_string();
+                self.shared.report_error(IsolateError {
+                    message: message.clone(),
+                    stack: String::new(),
+                });
+                return ExitReason::Failed(message);
+            }
+            Err(caught) => {
+                self.shared.report_error(IsolateError {
+                    message: caught.message.clone(),
+                    stack: caught.stack,
+                });
+                return ExitReason::Panicked(caught.message);
+            }
+        };
+        self.shared.set_state(IsolateState::Running);
+        let reason = if self.ctx.stop_requested {
+            ExitReason::Normal
+        } else {
+            self.serve(&mut state)
+        };
+        let _ = unwind::catch(|| state.stopping(&reason));
+        let _ = unwind::catch(move || drop(state));
+        reason
+    }
+
+    /// Serves control requests only, until no pause holds.
+    fn wait_while_paused(&mut self) -> Exit {
+        while !self.paused.is_empty() {
+            self.shared.set_state(IsolateState::Paused);
+            if let Some(reason) = self.urgent() {
+                return Some(reason);
+            }
+            match self.control_rx.recv() {
+                Ok(control) => {
+                    if let Some(reason) = self.apply(control) {
+                        return Some(reason);
+                    }
+                }
+                // The shared record keeps a sender: cannot happen.
+                Err(_) => return Some(ExitReason::Killed),
+            }
+        }
+        None
+    }
+
+    fn serve(&mut self, state: &mut I) -> ExitReason {
+        loop {
+            if let Some(reason) = self.urgent() {
+                return reason;
+            }
+            while let Ok(control) = self.control_rx.try_recv() {
+                if let Some(reason) = self.apply(control) {
+                    return reason;
+                }
+            }
+            if !self.paused.is_empty() {
+                if let Some(reason) = self.wait_while_paused() {
+                    return reason;
+                }
+                self.shared.set_state(IsolateState::Running);
+                continue;
+            }
+            let item = match self.mailbox_rx.try_recv() {
+                Ok(item) => item,
+                Err(_) => {
+                    if self.orphaned && self.shared.handles.load(Ordering::SeqCst) == 0 {
+                        return ExitReason::Normal;
+                    }
+                    cb::select_biased! {
+                        recv(self.control_rx) -> control => {
+                            if let Some(reason) = control.ok().and_then(|c| self.apply(c)) {
+                                return reason;
+                            }
+                            continue;
+                        }
+                        recv(self.mailbox_rx) -> item => match item {
+                            Ok(item) => item,
+                            Err(_) => return ExitReason::Normal,
+                        },
+                    }
+                }
+            };
+            if let Some(reason) = self.handle(state, item) {
+                return reason;
+            }
+        }
+    }
+
+    /// Applies immediate-priority requests, if any.
+    fn urgent(&mut self) -> Exit {
+        for control in self.shared.take_urgent()? {
+            if let Some(reason) = self.apply(control) {
+                return Some(reason);
+            }
+        }
+        None
+    }
+
+    fn apply(&mut self, control: Control) -> Exit {
+        match control {
+            Control::Kill => return Some(ExitReason::Killed),
+            Control::Pause(token) => {
+                self.paused.insert(token);
+            }
+            Control::Resume(token) => {
+                self.paused.remove(&token);
+            }
+            Control::Ping(reply) => {
+                let _ = reply.send(Reply::Value(Envelope::default()));
+            }
+            Control::Orphaned => self.orphaned = true,
+            Control::Wake => {}
+        }
+        None
+    }
+
+    fn handle(&mut self, state: &mut I, item: Item) -> Exit {
+        let shared = &*self.shared;
+        let msg = match shared.codecs.message.decode(item.envelope) {
+            Ok(msg) => msg,
+            Err(e) => {
+                shared.bad_messages.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(target: "isolates", error = %e, "dropped a message that failed to decode");
+                if let Some(reply) = item.reply {
+                    let _ = reply.send(Reply::BadMessage(e));
+                }
+                return None;
+            }
+        };
+        let _span = tracing::trace_span!(target: "isolates", "message").entered();
+        let started = Instant::now();
+        let ctx = &mut self.ctx;
+        let result = unwind::catch(|| state.handle(msg, ctx));
+        shared
+            .busy_nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        shared.handled.fetch_add(1, Ordering::Relaxed);
+        let fatal = match result {
+            Ok(Ok(value)) => {
+                if let Some(reply) = item.reply {
+                    let answer = match shared.codecs.reply.encode(&value) {
+                        Ok(envelope) => Reply::Value(envelope),
+                        Err(e) => Reply::Unencodable(e),
+                    };
+                    let _ = reply.send(answer);
+                }
+                None
+            }
+            Ok(Err(error)) => {
+                let message = error.to_string();
+                if let Some(reply) = item.reply {
+                    let answer = match shared.codecs.error.encode(&error) {
+                        Ok(envelope) => Reply::Failed(envelope),
+                        Err(e) => Reply::Unencodable(e),
+                    };
+                    let _ = reply.send(answer);
+                }
+                shared.errors.fetch_add(1, Ordering::Relaxed);
+                shared.report_error(IsolateError {
+                    message: message.clone(),
+                    stack: String::new(),
+                });
+                Some(ExitReason::Failed(message))
+            }
+            Err(caught) => {
+                if let Some(reply) = item.reply {
+                    let _ = reply.send(Reply::Panicked(caught.message.clone()));
+                }
+                shared.errors.fetch_add(1, Ordering::Relaxed);
+                shared.report_error(IsolateError {
+                    message: caught.message.clone(),
+                    stack: caught.stack,
+                });
+                Some(ExitReason::Panicked(caught.message))
+            }
+        };
+        if let Some(reason) = fatal
+            && shared.errors_are_fatal.load(Ordering::Relaxed)
+        {
+            return Some(reason);
+        }
+        self.ctx.stop_requested.then_some(ExitReason::Normal)
+    }
+}

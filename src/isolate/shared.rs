@@ -1,0 +1,255 @@
+//! What an isolate's handles and its thread share: channels, flags, counters
+//! and the exit record. Never the isolate's state.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel as cb;
+use parking_lot::{Condvar, Mutex};
+
+use super::{ExitReason, Isolate, IsolateError, IsolateState};
+use crate::codec::envelope::Envelope;
+use crate::pending::Reply;
+use crate::port::{DynCodec, SendPort};
+
+/// One message in a mailbox: its bytes and, for an ask, where the reply goes.
+pub(super) struct Item {
+    pub(super) envelope: Envelope,
+    pub(super) reply: Option<cb::Sender<Reply>>,
+}
+
+/// A control request, handled between messages in the order sent.
+pub(super) enum Control {
+    Kill,
+    Pause(u64),
+    Resume(u64),
+    Ping(cb::Sender<Reply>),
+    /// The last handle was dropped.
+    Orphaned,
+    /// Look at the urgent queue.
+    Wake,
+}
+
+/// The codecs of an isolate's four message types.
+pub(super) struct Codecs<I: Isolate> {
+    pub(super) args: DynCodec<I::Args>,
+    pub(super) message: DynCodec<I::Message>,
+    pub(super) reply: DynCodec<I::Reply>,
+    pub(super) error: DynCodec<I::Error>,
+}
+
+#[derive(Default)]
+struct ExitRecord {
+    reason: Option<ExitReason>,
+    exit_listeners: Vec<SendPort<ExitReason>>,
+    error_listeners: Vec<SendPort<IsolateError>>,
+}
+
+pub(super) struct Shared<I: Isolate> {
+    pub(super) id: u64,
+    pub(super) name: String,
+    pub(super) codecs: Codecs<I>,
+    pub(super) mailbox_tx: cb::Sender<Item>,
+    /// Kept so whoever sees the isolate closed can drain what is left.
+    pub(super) mailbox_rx: cb::Receiver<Item>,
+    pub(super) control_tx: cb::Sender<Control>,
+    /// Immediate-priority requests, looked at before anything else.
+    urgent: Mutex<VecDeque<Control>>,
+    urgent_flag: AtomicBool,
+    /// An immediate kill was requested: handlers may check it.
+    pub(super) kill_requested: AtomicBool,
+    pub(super) errors_are_fatal: AtomicBool,
+    /// Set once the isolate has exited for good; senders check it.
+    closed: AtomicBool,
+    pub(super) handles: AtomicUsize,
+    state: AtomicU8,
+    exit: Mutex<ExitRecord>,
+    exited: Condvar,
+    pub(super) handled: AtomicU64,
+    pub(super) errors: AtomicU64,
+    pub(super) bad_messages: AtomicU64,
+    dropped: AtomicU64,
+    pub(super) busy_nanos: AtomicU64,
+    spawned_at: Instant,
+    next_token: AtomicU64,
+}
+
+impl<I: Isolate> Shared<I> {
+    pub(super) fn new(
+        id: u64,
+        name: String,
+        codecs: Codecs<I>,
+        mailbox: (cb::Sender<Item>, cb::Receiver<Item>),
+        control_tx: cb::Sender<Control>,
+        errors_are_fatal: bool,
+    ) -> Self {
+        Shared {
+            id,
+            name,
+            codecs,
+            mailbox_tx: mailbox.0,
+            mailbox_rx: mailbox.1,
+            control_tx,
+            urgent: Mutex::new(VecDeque::new()),
+            urgent_flag: AtomicBool::new(false),
+            kill_requested: AtomicBool::new(false),
+            errors_are_fatal: AtomicBool::new(errors_are_fatal),
+            closed: AtomicBool::new(false),
+            handles: AtomicUsize::new(0),
+            state: AtomicU8::new(IsolateState::Starting as u8),
+            exit: Mutex::new(ExitRecord::default()),
+            exited: Condvar::new(),
+            handled: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            bad_messages: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            busy_nanos: AtomicU64::new(0),
+            spawned_at: Instant::now(),
+            // Token 0 is the spawn-paused token.
+            next_token: AtomicU64::new(1),
+        }
+    }
+
+    pub(super) fn new_token(&self) -> u64 {
+        self.next_token.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(super) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    pub(super) fn state(&self) -> IsolateState {
+        match self.state.load(Ordering::Acquire) {
+            0 => IsolateState::Starting,
+            1 => IsolateState::Running,
+            2 => IsolateState::Paused,
+            _ => IsolateState::Exited,
+        }
+    }
+
+    pub(super) fn set_state(&self, state: IsolateState) {
+        self.state.store(state as u8, Ordering::Release);
+    }
+
+    pub(super) fn uptime(&self) -> Duration {
+        self.spawned_at.elapsed()
+    }
+
+    pub(super) fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Sends a control request; immediate ones jump the queue.
+    pub(super) fn control(&self, request: Control, immediate: bool) {
+        if immediate {
+            self.urgent.lock().push_back(request);
+            self.urgent_flag.store(true, Ordering::Release);
+            let _ = self.control_tx.send(Control::Wake);
+        } else {
+            let _ = self.control_tx.send(request);
+        }
+    }
+
+    /// Takes the immediate-priority requests, if any; one atomic load when
+    /// there are none.
+    pub(super) fn take_urgent(&self) -> Option<VecDeque<Control>> {
+        if !self.urgent_flag.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut queue = self.urgent.lock();
+        self.urgent_flag.store(false, Ordering::Release);
+        Some(std::mem::take(&mut *queue))
+    }
+
+    pub(super) fn exit_reason(&self) -> Option<ExitReason> {
+        self.exit.lock().reason.clone()
+    }
+
+    /// Called by a sender after putting an item in the mailbox: if the
+    /// isolate closed meanwhile, nobody else may drain it, so drain now.
+    pub(super) fn after_push(&self) {
+        if self.is_closed() {
+            self.drain();
+        }
+    }
+
+    /// Resolves every queued ask with the exit reason and drops queued casts.
+    fn drain(&self) {
+        let Some(reason) = self.exit_reason() else {
+            return;
+        };
+        for item in self.mailbox_rx.try_iter() {
+            match item.reply {
+                Some(reply) => {
+                    let _ = reply.send(Reply::Dead(reason.clone()));
+                }
+                None => {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Records the exit, tells the listeners and resolves what is queued.
+    ///
+    /// Ordering matters: the reason is set before `closed`, and `closed`
+    /// before the drain, so a sender that pushes after the drain sees
+    /// `closed` in [`after_push`](Self::after_push) and drains itself.
+    pub(super) fn close(&self, reason: ExitReason) {
+        let listeners = {
+            let mut record = self.exit.lock();
+            record.reason = Some(reason.clone());
+            record.error_listeners.clear();
+            std::mem::take(&mut record.exit_listeners)
+        };
+        self.set_state(IsolateState::Exited);
+        self.closed.store(true, Ordering::SeqCst);
+        self.drain();
+        // Immediate pings still queued resolve `Dead` when dropped here; the
+        // ordinary ones when the control channel's receiver goes.
+        drop(self.take_urgent());
+        for listener in listeners {
+            let _ = listener.send(reason.clone());
+        }
+        self.exited.notify_all();
+        tracing::debug!(target: "isolates", isolate = %self.name, %reason, "isolate exited");
+    }
+
+    pub(super) fn add_exit_listener(&self, port: SendPort<ExitReason>) {
+        let mut record = self.exit.lock();
+        match &record.reason {
+            Some(reason) => {
+                let reason = reason.clone();
+                drop(record);
+                let _ = port.send(reason);
+            }
+            None => record.exit_listeners.push(port),
+        }
+    }
+
+    pub(super) fn add_error_listener(&self, port: SendPort<IsolateError>) {
+        let mut record = self.exit.lock();
+        if record.reason.is_none() {
+            record.error_listeners.push(port);
+        }
+    }
+
+    pub(super) fn report_error(&self, error: IsolateError) {
+        let listeners = self.exit.lock().error_listeners.clone();
+        for listener in listeners {
+            let _ = listener.send(error.clone());
+        }
+    }
+
+    /// Waits until the isolate has exited, at most until `deadline`.
+    pub(super) fn wait_exit(&self, deadline: Instant) -> Option<ExitReason> {
+        let mut record = self.exit.lock();
+        while record.reason.is_none() {
+            if self.exited.wait_until(&mut record, deadline).timed_out() {
+                break;
+            }
+        }
+        record.reason.clone()
+    }
+}

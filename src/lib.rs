@@ -1,0 +1,23 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+pub mod codec;
+mod error;
+mod isolate;
+mod pending;
+pub mod port;
+mod run;
+mod unwind;
+
+pub use codec::{Bincode, Codec, DEFAULT_LIMIT, Transfer};
+pub use error::{
+    AskError, CodecError, RecvError, RecvTimeoutError, RunError, SendError, SendTimeoutError,
+    SpawnError, TryRecvError, TrySendError,
+};
+pub use isolate::{
+    Context, ExitReason, Isolate, IsolateBuilder, IsolateError, IsolateHandle, IsolateState,
+    IsolateStats, Mailbox, PauseToken, Priority,
+};
+pub use pending::{Pending, Taken};
+pub use port::{ReceivePort, SendPort};
+pub use run::{IDLE_RETIRE, run, run_with};

@@ -1,0 +1,266 @@
+//! [`Pending`]: a result that is not there yet, which the main thread polls.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel as cb;
+
+use crate::codec::envelope::Envelope;
+use crate::error::{AskError, CodecError, RunError};
+use crate::isolate::ExitReason;
+
+/// What travels back on a reply channel.
+pub(crate) enum Reply {
+    /// The encoded reply value.
+    Value(Envelope),
+    /// The encoded error the handler returned.
+    Failed(Envelope),
+    /// The handler panicked with this message.
+    Panicked(String),
+    /// The request could not be decoded by the receiver.
+    BadMessage(CodecError),
+    /// The reply or error could not be encoded by the receiver.
+    Unencodable(CodecError),
+    /// The isolate exited before handling the request.
+    Dead(ExitReason),
+}
+
+/// Turns what came back (or `None`: the reply channel closed empty) into the
+/// caller's result.
+type Resolver<T, E> = Box<dyn FnOnce(Option<Reply>) -> Result<T, E> + Send>;
+
+enum State<T, E> {
+    Waiting {
+        rx: cb::Receiver<Reply>,
+        resolve: Resolver<T, E>,
+    },
+    Ready(Result<T, E>),
+    Taken,
+}
+
+/// A result on its way: from [`ask_pending`](crate::IsolateHandle::ask_pending),
+/// [`run`](crate::run()), or [`ping`](crate::IsolateHandle::ping).
+///
+/// It resolves exactly once. The main thread polls it with
+/// [`try_take`](Pending::try_take) each frame and never blocks; other threads
+/// may [`wait`](Pending::wait). The reply is decoded by whichever call takes it,
+/// on that caller's thread.
+///
+/// # Examples
+///
+/// ```
+/// use isolates::run;
+///
+/// fn slow_square(n: u64) -> u64 { n * n }
+///
+/// let mut pending = run(slow_square, 12);
+/// let result = loop {
+///     // ... draw a frame ...
+///     if let Some(result) = pending.try_take() {
+///         break result;
+///     }
+///     std::thread::yield_now();
+/// };
+/// assert_eq!(result, Ok(144));
+/// assert!(pending.is_taken());
+/// ```
+#[must_use = "a Pending does nothing unless its result is taken"]
+pub struct Pending<T, E> {
+    state: State<T, E>,
+}
+
+impl<T, E: Taken> Pending<T, E> {
+    pub(crate) fn waiting(
+        rx: cb::Receiver<Reply>,
+        resolve: impl FnOnce(Option<Reply>) -> Result<T, E> + Send + 'static,
+    ) -> Self {
+        Pending {
+            state: State::Waiting {
+                rx,
+                resolve: Box::new(resolve),
+            },
+        }
+    }
+
+    pub(crate) fn ready(result: Result<T, E>) -> Self {
+        Pending {
+            state: State::Ready(result),
+        }
+    }
+
+    /// Takes the result if it has arrived; never blocks.
+    ///
+    /// Returns `None` while the result is on its way, and after it has been
+    /// taken once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// fn id(x: u8) -> u8 { x }
+    /// let mut p = isolates::run(id, 3);
+    /// let first = loop { if let Some(r) = p.try_take() { break r; } };
+    /// assert_eq!(first, Ok(3));
+    /// assert_eq!(p.try_take(), None);
+    /// ```
+    pub fn try_take(&mut self) -> Option<Result<T, E>> {
+        match &self.state {
+            State::Taken => None,
+            State::Ready(_) => self.take_state(),
+            State::Waiting { rx, .. } => match rx.try_recv() {
+                Ok(reply) => Some(self.resolve(Some(reply))),
+                Err(cb::TryRecvError::Empty) => None,
+                Err(cb::TryRecvError::Disconnected) => Some(self.resolve(None)),
+            },
+        }
+    }
+
+    /// Whether the result has arrived and not been taken yet; never blocks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// fn id(x: u8) -> u8 { x }
+    /// let mut p = isolates::run(id, 3);
+    /// p.wait_timeout(std::time::Duration::from_secs(5)).unwrap().unwrap();
+    /// assert!(!p.is_ready());
+    /// ```
+    pub fn is_ready(&self) -> bool {
+        match &self.state {
+            State::Waiting { rx, .. } => !rx.is_empty(),
+            State::Ready(_) => true,
+            State::Taken => false,
+        }
+    }
+
+    /// Whether the result has been taken.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// fn id(x: u8) -> u8 { x }
+    /// let mut p = isolates::run(id, 3);
+    /// assert!(!p.is_taken());
+    /// let _ = p.wait_timeout(std::time::Duration::from_secs(5));
+    /// assert!(p.is_taken());
+    /// ```
+    pub fn is_taken(&self) -> bool {
+        matches!(self.state, State::Taken)
+    }
+
+    /// Waits for the result.
+    ///
+    /// # Errors
+    ///
+    /// The operation's own error; or, if the result was already taken with
+    /// [`try_take`](Pending::try_take), the error type's "already taken" value
+    /// (for example [`AskError::AlreadyTaken`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// fn double(x: u32) -> u32 { x * 2 }
+    /// assert_eq!(isolates::run(double, 21).wait(), Ok(42));
+    /// ```
+    pub fn wait(mut self) -> Result<T, E> {
+        match &self.state {
+            State::Taken => Err(E::taken()),
+            State::Ready(_) => self.take_state().unwrap_or_else(|| Err(E::taken())),
+            State::Waiting { rx, .. } => {
+                let reply = rx.recv().ok();
+                self.resolve(reply)
+            }
+        }
+    }
+
+    /// Waits at most `timeout` for the result; `None` if it has not arrived
+    /// (the `Pending` stays usable) or was already taken.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// fn id(x: u8) -> u8 { x }
+    /// let mut p = isolates::run(id, 7);
+    /// assert_eq!(p.wait_timeout(Duration::from_secs(5)), Some(Ok(7)));
+    /// ```
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<Result<T, E>> {
+        self.wait_deadline(Instant::now() + timeout)
+    }
+
+    /// Waits until `deadline` at most for the result; `None` if it has not
+    /// arrived (the `Pending` stays usable) or was already taken.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// fn id(x: u8) -> u8 { x }
+    /// let mut p = isolates::run(id, 7);
+    /// assert_eq!(p.wait_deadline(Instant::now() + Duration::from_secs(5)), Some(Ok(7)));
+    /// ```
+    pub fn wait_deadline(&mut self, deadline: Instant) -> Option<Result<T, E>> {
+        match &self.state {
+            State::Taken => None,
+            State::Ready(_) => self.take_state(),
+            State::Waiting { rx, .. } => match rx.recv_deadline(deadline) {
+                Ok(reply) => Some(self.resolve(Some(reply))),
+                Err(cb::RecvTimeoutError::Timeout) => None,
+                Err(cb::RecvTimeoutError::Disconnected) => Some(self.resolve(None)),
+            },
+        }
+    }
+
+    fn take_state(&mut self) -> Option<Result<T, E>> {
+        match std::mem::replace(&mut self.state, State::Taken) {
+            State::Ready(result) => Some(result),
+            other => {
+                self.state = other;
+                None
+            }
+        }
+    }
+
+    fn resolve(&mut self, reply: Option<Reply>) -> Result<T, E> {
+        match std::mem::replace(&mut self.state, State::Taken) {
+            State::Waiting { resolve, .. } => resolve(reply),
+            State::Ready(result) => result,
+            State::Taken => Err(E::taken()),
+        }
+    }
+}
+
+impl<T, E> fmt::Debug for Pending<T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Waiting { rx, .. } if !rx.is_empty() => "arrived",
+            State::Waiting { .. } => "waiting",
+            State::Ready(_) => "arrived",
+            State::Taken => "taken",
+        };
+        f.debug_struct("Pending").field("state", &state).finish()
+    }
+}
+
+/// Error types that can say "this result was already taken".
+pub trait Taken: private::Sealed {
+    /// The error for waiting on a `Pending` whose result was already taken.
+    fn taken() -> Self;
+}
+
+mod private {
+    pub trait Sealed {}
+    impl<E> Sealed for crate::error::AskError<E> {}
+    impl Sealed for crate::error::RunError {}
+}
+
+impl<E> Taken for AskError<E> {
+    fn taken() -> Self {
+        AskError::AlreadyTaken
+    }
+}
+
+impl Taken for RunError {
+    fn taken() -> Self {
+        RunError::AlreadyTaken
+    }
+}

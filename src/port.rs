@@ -1,0 +1,565 @@
+//! Typed ports: `SendPort<T>` and `ReceivePort<T>`, as in Dart.
+//!
+//! A port carries encoded envelopes, never values: [`SendPort::send`] encodes
+//! on the sender's thread and [`ReceivePort::recv`] decodes on the receiver's,
+//! so the two sides share no memory. A `SendPort` is itself serializable and
+//! can travel inside a message to another isolate; a reply port is just a port
+//! in a message.
+//!
+//! Every operation comes in crossbeam's four forms: `try_` (never blocks),
+//! blocking, `_timeout` and `_deadline`.
+//!
+//! # Examples
+//!
+//! ```
+//! use isolates::{port, SendPort};
+//!
+//! // A request carries the port its answer goes to.
+//! let (requests, inbox) = port::unbounded::<(u64, SendPort<u64>)>();
+//! let worker = std::thread::spawn(move || {
+//!     for (n, reply_to) in inbox.iter() {
+//!         reply_to.send(n * n).unwrap();
+//!     }
+//! });
+//!
+//! let (reply_to, answers) = port::bounded::<u64>(1);
+//! requests.send((12, reply_to)).unwrap();
+//! assert_eq!(answers.recv().unwrap(), 144);
+//! drop(requests);
+//! worker.join().unwrap();
+//! ```
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel as cb;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::codec::envelope::{self, Attachment, Envelope};
+use crate::codec::{Bincode, Codec};
+use crate::error::{
+    CodecError, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
+    TrySendError,
+};
+
+/// A codec fixed to one message type, so ports need no codec parameter.
+pub(crate) trait MessageCodec<T>: Send + Sync {
+    fn encode(&self, value: &T) -> Result<Envelope, CodecError>;
+    fn decode(&self, envelope: Envelope) -> Result<T, CodecError>;
+}
+
+impl<C: Codec, T: Serialize + DeserializeOwned> MessageCodec<T> for C {
+    fn encode(&self, value: &T) -> Result<Envelope, CodecError> {
+        envelope::encode(self, value)
+    }
+
+    fn decode(&self, envelope: Envelope) -> Result<T, CodecError> {
+        envelope::decode(self, envelope)
+    }
+}
+
+/// A shared, type-fixed codec.
+pub(crate) type DynCodec<T> = Arc<dyn MessageCodec<T>>;
+
+/// Builds the type-fixed form of `codec` for `T`.
+pub(crate) fn dyn_codec<C: Codec, T: Serialize + DeserializeOwned + 'static>(
+    codec: &C,
+) -> DynCodec<T> {
+    Arc::new(codec.clone())
+}
+
+/// Creates a port pair whose mailbox holds at most `capacity` messages, with
+/// the default codec.
+///
+/// A capacity of zero makes a rendezvous port: a send waits for a receive.
+///
+/// # Examples
+///
+/// ```
+/// let (tx, rx) = isolates::port::bounded::<String>(8);
+/// tx.send("hello".to_string()).unwrap();
+/// assert_eq!(rx.recv().unwrap(), "hello");
+/// ```
+pub fn bounded<T>(capacity: usize) -> (SendPort<T>, ReceivePort<T>)
+where
+    T: Serialize + DeserializeOwned + 'static,
+{
+    bounded_with(Bincode::new(), capacity)
+}
+
+/// Creates a port pair with an unbounded mailbox and the default codec.
+///
+/// # Examples
+///
+/// ```
+/// let (tx, rx) = isolates::port::unbounded::<Vec<u32>>();
+/// tx.send(vec![1, 2, 3]).unwrap();
+/// assert_eq!(rx.recv().unwrap(), vec![1, 2, 3]);
+/// ```
+pub fn unbounded<T>() -> (SendPort<T>, ReceivePort<T>)
+where
+    T: Serialize + DeserializeOwned + 'static,
+{
+    unbounded_with(Bincode::new())
+}
+
+/// Like [`bounded`], with the given codec.
+///
+/// # Examples
+///
+/// ```
+/// use isolates::{port, Bincode};
+/// let (tx, rx) = port::bounded_with::<u8, _>(Bincode::<16>::limited(), 4);
+/// tx.send(1).unwrap();
+/// assert_eq!(rx.recv().unwrap(), 1);
+/// ```
+pub fn bounded_with<T, C>(codec: C, capacity: usize) -> (SendPort<T>, ReceivePort<T>)
+where
+    T: Serialize + DeserializeOwned + 'static,
+    C: Codec,
+{
+    pair(cb::bounded(capacity), dyn_codec(&codec))
+}
+
+/// Like [`unbounded`], with the given codec.
+///
+/// # Examples
+///
+/// ```
+/// use isolates::{port, Bincode};
+/// let (tx, rx) = port::unbounded_with::<u8, _>(Bincode::<16>::limited());
+/// tx.send(1).unwrap();
+/// assert_eq!(rx.recv().unwrap(), 1);
+/// ```
+pub fn unbounded_with<T, C>(codec: C) -> (SendPort<T>, ReceivePort<T>)
+where
+    T: Serialize + DeserializeOwned + 'static,
+    C: Codec,
+{
+    pair(cb::unbounded(), dyn_codec(&codec))
+}
+
+fn pair<T>(
+    (tx, rx): (cb::Sender<Envelope>, cb::Receiver<Envelope>),
+    codec: DynCodec<T>,
+) -> (SendPort<T>, ReceivePort<T>) {
+    (
+        SendPort {
+            tx,
+            codec: Arc::clone(&codec),
+            _type: PhantomData,
+        },
+        ReceivePort {
+            rx,
+            codec,
+            _type: PhantomData,
+        },
+    )
+}
+
+/// The sending end of a port: encodes each message on the caller's thread.
+///
+/// Cheap to clone. Serializable: a `SendPort` inside a message sent through
+/// a port or an isolate arrives as a working `SendPort` on the other side.
+/// Serializing one any other way is an error, since a channel end cannot be
+/// turned into bytes.
+///
+/// # Examples
+///
+/// ```
+/// let (tx, rx) = isolates::port::unbounded::<u32>();
+/// let tx2 = tx.clone();
+/// tx.send(1).unwrap();
+/// tx2.send(2).unwrap();
+/// assert_eq!(rx.try_iter().collect::<Vec<_>>(), vec![1, 2]);
+/// ```
+pub struct SendPort<T> {
+    tx: cb::Sender<Envelope>,
+    codec: DynCodec<T>,
+    _type: PhantomData<fn(T)>,
+}
+
+/// The receiving end of a port: decodes each message on the caller's thread.
+///
+/// A message that fails to decode is consumed and reported as a `Decode`
+/// error; the next receive goes on with the next message.
+///
+/// # Examples
+///
+/// ```
+/// let (tx, rx) = isolates::port::unbounded::<&'static str>();
+/// # let _ = (tx, rx);
+/// ```
+pub struct ReceivePort<T> {
+    rx: cb::Receiver<Envelope>,
+    codec: DynCodec<T>,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for SendPort<T> {
+    fn clone(&self) -> Self {
+        SendPort {
+            tx: self.tx.clone(),
+            codec: Arc::clone(&self.codec),
+            _type: PhantomData,
+        }
+    }
+}
+
+impl<T> Clone for ReceivePort<T> {
+    fn clone(&self) -> Self {
+        ReceivePort {
+            rx: self.rx.clone(),
+            codec: Arc::clone(&self.codec),
+            _type: PhantomData,
+        }
+    }
+}
+
+impl<T> fmt::Debug for SendPort<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendPort")
+            .field("len", &self.tx.len())
+            .field("capacity", &self.tx.capacity())
+            .finish()
+    }
+}
+
+impl<T> fmt::Debug for ReceivePort<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReceivePort")
+            .field("len", &self.rx.len())
+            .field("capacity", &self.rx.capacity())
+            .finish()
+    }
+}
+
+impl<T> SendPort<T> {
+    /// Sends a message, waiting while a bounded mailbox is full.
+    ///
+    /// # Errors
+    ///
+    /// The message comes back in [`SendError::Disconnected`] when every
+    /// receiver is gone, or in [`SendError::Encode`] when it cannot be encoded.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = isolates::port::unbounded::<u8>();
+    /// tx.send(5).unwrap();
+    /// assert_eq!(rx.recv().unwrap(), 5);
+    /// ```
+    pub fn send(&self, msg: T) -> Result<(), SendError<T>> {
+        let envelope = match self.codec.encode(&msg) {
+            Ok(envelope) => envelope,
+            Err(e) => return Err(SendError::Encode(msg, e)),
+        };
+        self.tx
+            .send(envelope)
+            .map_err(|_| SendError::Disconnected(msg))
+    }
+
+    /// Sends a message if there is room now; never blocks.
+    ///
+    /// # Errors
+    ///
+    /// The message comes back in [`TrySendError::Full`],
+    /// [`TrySendError::Disconnected`] or [`TrySendError::Encode`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, _rx) = isolates::port::bounded::<u8>(1);
+    /// assert!(tx.try_send(1).is_ok());
+    /// assert!(tx.try_send(2).unwrap_err().is_full());
+    /// ```
+    pub fn try_send(&self, msg: T) -> Result<(), TrySendError<T>> {
+        let envelope = match self.codec.encode(&msg) {
+            Ok(envelope) => envelope,
+            Err(e) => return Err(TrySendError::Encode(msg, e)),
+        };
+        self.tx.try_send(envelope).map_err(|e| match e {
+            cb::TrySendError::Full(_) => TrySendError::Full(msg),
+            cb::TrySendError::Disconnected(_) => TrySendError::Disconnected(msg),
+        })
+    }
+
+    /// Sends a message, waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_deadline`](SendPort::send_deadline).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (tx, rx) = isolates::port::bounded::<u8>(1);
+    /// tx.send_timeout(1, Duration::from_millis(10)).unwrap();
+    /// assert!(tx.send_timeout(2, Duration::from_millis(10)).is_err());
+    /// assert_eq!(rx.recv().unwrap(), 1);
+    /// ```
+    pub fn send_timeout(&self, msg: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
+        self.send_deadline(msg, Instant::now() + timeout)
+    }
+
+    /// Sends a message, waiting until `deadline` at most for room.
+    ///
+    /// # Errors
+    ///
+    /// The message comes back in [`SendTimeoutError::Timeout`],
+    /// [`SendTimeoutError::Disconnected`] or [`SendTimeoutError::Encode`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// let (tx, rx) = isolates::port::bounded::<u8>(1);
+    /// tx.send_deadline(1, Instant::now() + Duration::from_millis(10)).unwrap();
+    /// assert_eq!(rx.recv().unwrap(), 1);
+    /// ```
+    pub fn send_deadline(&self, msg: T, deadline: Instant) -> Result<(), SendTimeoutError<T>> {
+        let envelope = match self.codec.encode(&msg) {
+            Ok(envelope) => envelope,
+            Err(e) => return Err(SendTimeoutError::Encode(msg, e)),
+        };
+        self.tx
+            .send_deadline(envelope, deadline)
+            .map_err(|e| match e {
+                cb::SendTimeoutError::Timeout(_) => SendTimeoutError::Timeout(msg),
+                cb::SendTimeoutError::Disconnected(_) => SendTimeoutError::Disconnected(msg),
+            })
+    }
+
+    /// How many messages wait in the mailbox.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, _rx) = isolates::port::unbounded::<u8>();
+    /// tx.send(1).unwrap();
+    /// assert_eq!(tx.len(), 1);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.tx.len()
+    }
+
+    /// Whether the mailbox is empty.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, _rx) = isolates::port::unbounded::<u8>();
+    /// assert!(tx.is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.tx.is_empty()
+    }
+
+    /// The mailbox's capacity, or `None` if unbounded.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, _rx) = isolates::port::bounded::<u8>(3);
+    /// assert_eq!(tx.capacity(), Some(3));
+    /// ```
+    pub fn capacity(&self) -> Option<usize> {
+        self.tx.capacity()
+    }
+
+    /// Whether both ports send into the same mailbox.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, _rx) = isolates::port::unbounded::<u8>();
+    /// let (b, _rx2) = isolates::port::unbounded::<u8>();
+    /// assert!(a.same_port(&a.clone()));
+    /// assert!(!a.same_port(&b));
+    /// ```
+    pub fn same_port(&self, other: &SendPort<T>) -> bool {
+        self.tx.same_channel(&other.tx)
+    }
+}
+
+impl<T> ReceivePort<T> {
+    /// Waits for a message and decodes it.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Disconnected`] when the port is empty and every sender is
+    /// gone; [`RecvError::Decode`] when the message's bytes are bad.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = isolates::port::unbounded::<u8>();
+    /// tx.send(9).unwrap();
+    /// assert_eq!(rx.recv(), Ok(9));
+    /// ```
+    pub fn recv(&self) -> Result<T, RecvError> {
+        let envelope = self.rx.recv().map_err(|_| RecvError::Disconnected)?;
+        self.codec.decode(envelope).map_err(RecvError::Decode)
+    }
+
+    /// Takes a message if one is waiting; never blocks.
+    ///
+    /// # Errors
+    ///
+    /// [`TryRecvError::Empty`], [`TryRecvError::Disconnected`] or
+    /// [`TryRecvError::Decode`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use isolates::TryRecvError;
+    /// let (tx, rx) = isolates::port::unbounded::<u8>();
+    /// assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+    /// tx.send(1).unwrap();
+    /// assert_eq!(rx.try_recv(), Ok(1));
+    /// ```
+    pub fn try_recv(&self) -> Result<T, TryRecvError> {
+        let envelope = self.rx.try_recv().map_err(|e| match e {
+            cb::TryRecvError::Empty => TryRecvError::Empty,
+            cb::TryRecvError::Disconnected => TryRecvError::Disconnected,
+        })?;
+        self.codec.decode(envelope).map_err(TryRecvError::Decode)
+    }
+
+    /// Waits at most `timeout` for a message.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv_deadline`](ReceivePort::recv_deadline).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use isolates::RecvTimeoutError;
+    /// let (_tx, rx) = isolates::port::unbounded::<u8>();
+    /// assert_eq!(rx.recv_timeout(Duration::from_millis(5)), Err(RecvTimeoutError::Timeout));
+    /// ```
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
+        self.recv_deadline(Instant::now() + timeout)
+    }
+
+    /// Waits until `deadline` at most for a message.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvTimeoutError::Timeout`], [`RecvTimeoutError::Disconnected`] or
+    /// [`RecvTimeoutError::Decode`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// let (tx, rx) = isolates::port::unbounded::<u8>();
+    /// tx.send(3).unwrap();
+    /// assert_eq!(rx.recv_deadline(Instant::now() + Duration::from_secs(1)), Ok(3));
+    /// ```
+    pub fn recv_deadline(&self, deadline: Instant) -> Result<T, RecvTimeoutError> {
+        let envelope = self.rx.recv_deadline(deadline).map_err(|e| match e {
+            cb::RecvTimeoutError::Timeout => RecvTimeoutError::Timeout,
+            cb::RecvTimeoutError::Disconnected => RecvTimeoutError::Disconnected,
+        })?;
+        self.codec
+            .decode(envelope)
+            .map_err(RecvTimeoutError::Decode)
+    }
+
+    /// A blocking iterator over messages; it ends when every sender is gone.
+    /// Messages that fail to decode are skipped (use [`recv`](Self::recv) to
+    /// see those errors).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = isolates::port::unbounded::<u8>();
+    /// tx.send(1).unwrap();
+    /// tx.send(2).unwrap();
+    /// drop(tx);
+    /// assert_eq!(rx.iter().collect::<Vec<_>>(), vec![1, 2]);
+    /// ```
+    pub fn iter(&self) -> impl Iterator<Item = T> + '_ {
+        self.rx.iter().filter_map(|e| self.codec.decode(e).ok())
+    }
+
+    /// An iterator over the messages waiting now; never blocks. Messages that
+    /// fail to decode are skipped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = isolates::port::unbounded::<u8>();
+    /// tx.send(1).unwrap();
+    /// assert_eq!(rx.try_iter().collect::<Vec<_>>(), vec![1]);
+    /// assert_eq!(rx.try_iter().count(), 0);
+    /// ```
+    pub fn try_iter(&self) -> impl Iterator<Item = T> + '_ {
+        self.rx.try_iter().filter_map(|e| self.codec.decode(e).ok())
+    }
+
+    /// How many messages wait in the mailbox.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = isolates::port::unbounded::<u8>();
+    /// tx.send(1).unwrap();
+    /// assert_eq!(rx.len(), 1);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.rx.len()
+    }
+
+    /// Whether the mailbox is empty.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (_tx, rx) = isolates::port::unbounded::<u8>();
+    /// assert!(rx.is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+}
+
+/// On the wire a port is only the index of its attachment.
+#[derive(Serialize, Deserialize)]
+#[serde(rename = "SendPort")]
+struct PortIndex(u32);
+
+impl<T: 'static> Serialize for SendPort<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match envelope::attach(Attachment::Port(Box::new(self.clone()))) {
+            Ok(index) => PortIndex(index).serialize(serializer),
+            Err(_) => Err(serde::ser::Error::custom(envelope::error(
+                "a SendPort can only be encoded inside a message sent through isolates ports",
+            ))),
+        }
+    }
+}
+
+impl<'de, T: 'static> Deserialize<'de> for SendPort<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let PortIndex(index) = PortIndex::deserialize(deserializer)?;
+        match envelope::take(index).map_err(serde::de::Error::custom)? {
+            Attachment::Port(port) => port.downcast::<SendPort<T>>().map(|p| *p).map_err(|_| {
+                serde::de::Error::custom(envelope::error(format!(
+                    "attachment {index} is a SendPort of another message type than {}",
+                    std::any::type_name::<T>()
+                )))
+            }),
+            Attachment::Buffer(_) => Err(serde::de::Error::custom(envelope::error(format!(
+                "attachment {index} is a Transfer where a SendPort was expected"
+            )))),
+        }
+    }
+}
