@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 use crate::error::CodecError;
 
 pub mod bytes;
+mod claim;
 pub(crate) mod envelope;
 mod transfer;
 
@@ -55,8 +56,8 @@ pub trait Codec: Clone + fmt::Debug + Send + Sync + 'static {
     /// # Errors
     ///
     /// [`CodecError::Encode`] if the value's `Serialize` fails, or
-    /// [`CodecError::TooLarge`] if the encoding exceeds the limit (the
-    /// receiver could not decode it).
+    /// [`CodecError::TooLarge`] if the encoding, or the memory decoding it
+    /// would claim, exceeds the limit (the receiver could not decode it).
     fn encode<T: Serialize + ?Sized>(&self, value: &T, out: &mut Vec<u8>)
     -> Result<(), CodecError>;
 
@@ -80,6 +81,12 @@ pub trait Codec: Clone + fmt::Debug + Send + Sync + 'static {
 /// pick another with `Bincode::<{ 1 << 20 }>::limited()`. It bounds both the size
 /// of a frame and the memory that decoding it may claim, so a length prefix
 /// that promises 2⁶⁴ bytes is an error, not an abort.
+///
+/// The limit counts memory as bincode's decoder does: each integer its
+/// in-memory width whatever its varint size (a `u64` counts 8), each length
+/// prefix 8, each string or byte buffer its length. Encoding refuses a
+/// message whose decode would pass the limit, so what a sender sends, the
+/// receiver can decode.
 ///
 /// # Examples
 ///
@@ -140,12 +147,25 @@ impl<const LIMIT: usize> Codec for Bincode<LIMIT> {
     ) -> Result<(), CodecError> {
         let start = out.len();
         bincode::serde::encode_into_std_write(value, out, Self::config()).map_err(|e| {
-            envelope::take_attachment_error().unwrap_or_else(|| CodecError::Encode(e.to_string()))
+            let text = e.to_string();
+            envelope::take_attachment_error(&text).unwrap_or(CodecError::Encode(text))
         })?;
         let size = out.len() - start;
         if size > LIMIT {
             out.truncate(start);
             return Err(CodecError::TooLarge { size, limit: LIMIT });
+        }
+        // A frame this large may claim more than the limit when decoded
+        // (see `claim`): refuse here what the receiver would refuse.
+        if size > LIMIT / claim::MAX_CLAIM_PER_BYTE {
+            let claimed = envelope::counting(|| claim::claim(value));
+            if let Some(claimed) = claimed.filter(|&c| c > LIMIT) {
+                out.truncate(start);
+                return Err(CodecError::TooLarge {
+                    size: claimed,
+                    limit: LIMIT,
+                });
+            }
         }
         Ok(())
     }
@@ -163,7 +183,7 @@ impl<const LIMIT: usize> Codec for Bincode<LIMIT> {
                 unread: bytes.len() - read,
             }),
             Err(e) => Err(
-                envelope::take_attachment_error().unwrap_or_else(|| match e {
+                envelope::take_attachment_error(&e.to_string()).unwrap_or_else(|| match e {
                     bincode::error::DecodeError::LimitExceeded => {
                         CodecError::ClaimOverLimit { limit: LIMIT }
                     }

@@ -63,7 +63,8 @@ impl fmt::Display for CodecError {
         match self {
             Self::TooLarge { size, limit } => write!(
                 f,
-                "message of {size} bytes exceeds the codec limit of {limit} bytes; \
+                "message of {size} bytes (encoded, or claimed when decoded) exceeds the codec \
+                 limit of {limit} bytes; \
                  raise the limit or move large buffers with `Transfer`"
             ),
             Self::ClaimOverLimit { limit } => write!(
