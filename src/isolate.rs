@@ -1,30 +1,5 @@
 //! Isolates: actors whose state is built inside them and never leaves.
-//!
-//! An isolate runs on its own thread. Its state is created by
-//! [`Isolate::start`] from start arguments that were encoded by the spawner
-//! and decoded inside the isolate, and every message reaches
-//! [`Isolate::handle`] the same way. The state type need not be `Send`: it
-//! never crosses a thread.
-//!
-//! The outside world holds [`IsolateHandle`]s: cheap to clone, they can
-//! [`cast`](IsolateHandle::cast) (fire and forget), [`ask`](IsolateHandle::ask)
-//! (wait for the reply) or [`ask_pending`](IsolateHandle::ask_pending) (poll
-//! for it), and control the isolate: kill, pause, resume, ping, listen for its
-//! exit and its errors.
-//!
-//! # Lifecycle
-//!
-//! An isolate exits, with an [`ExitReason`], when:
-//! - it is [killed](IsolateHandle::kill) → `Killed`;
-//! - its handler panics or returns `Err` while errors are fatal (the default,
-//!   as in Dart) → `Panicked` / `Failed`; with errors not fatal it goes on;
-//! - [`start`](Isolate::start) fails → `Failed`;
-//! - it calls [`Context::stop`], or every handle is dropped and its mailbox
-//!   is empty → `Normal`.
-//!
-//! Messages still queued when it exits are not handled: each queued `ask`
-//! resolves [`AskError::Dead`](crate::AskError::Dead) with the exit reason,
-//! and queued casts are dropped (counted in [`IsolateStats::dropped`]).
+//! The [`Isolate`] trait's docs describe them and their lifecycle.
 
 use std::fmt;
 use std::time::Duration;
@@ -45,6 +20,32 @@ pub use context::Context;
 pub use handle::IsolateHandle;
 
 /// An actor with private state, built inside its own thread.
+///
+/// An isolate runs on its own thread. Its state is created by
+/// [`Isolate::start`] from start arguments that were encoded by the spawner
+/// and decoded inside the isolate, and every message reaches
+/// [`Isolate::handle`] the same way. The state type need not be `Send`: it
+/// never crosses a thread.
+///
+/// The outside world holds [`IsolateHandle`]s: cheap to clone, they can
+/// [`cast`](IsolateHandle::cast) (fire and forget), [`ask`](IsolateHandle::ask)
+/// (wait for the reply) or [`ask_pending`](IsolateHandle::ask_pending) (poll
+/// for it), and control the isolate: kill, pause, resume, ping, listen for its
+/// exit and its errors.
+///
+/// # Lifecycle
+///
+/// An isolate exits, with an [`ExitReason`], when:
+/// - it is [killed](IsolateHandle::kill) → `Killed`;
+/// - its handler panics or returns `Err` while errors are fatal (the default,
+///   as in Dart) → `Panicked` / `Failed`; with errors not fatal it goes on;
+/// - [`start`](Isolate::start) fails → `Failed`;
+/// - it calls [`Context::stop`], or every handle is dropped and its mailbox
+///   is empty → `Normal`.
+///
+/// Messages still queued when it exits are not handled: each queued `ask`
+/// resolves [`AskError::Dead`](crate::AskError::Dead) with the exit reason,
+/// and queued casts are dropped (counted in [`IsolateStats::dropped`]).
 ///
 /// # Examples
 ///

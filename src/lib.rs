@@ -4,6 +4,7 @@
 pub mod codec;
 mod error;
 mod isolate;
+mod oneshot;
 mod pending;
 pub mod port;
 mod run;

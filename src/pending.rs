@@ -3,11 +3,10 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel as cb;
-
 use crate::codec::envelope::Envelope;
 use crate::error::{AskError, CodecError, RunError};
 use crate::isolate::ExitReason;
+use crate::oneshot::{self, Miss};
 
 /// What travels back on a reply channel.
 pub(crate) enum Reply {
@@ -31,7 +30,7 @@ type Resolver<T, E> = Box<dyn FnOnce(Option<Reply>) -> Result<T, E> + Send>;
 
 enum State<T, E> {
     Waiting {
-        rx: cb::Receiver<Reply>,
+        rx: oneshot::Receiver<Reply>,
         resolve: Resolver<T, E>,
     },
     Ready(Result<T, E>),
@@ -71,7 +70,7 @@ pub struct Pending<T, E> {
 
 impl<T, E: Taken> Pending<T, E> {
     pub(crate) fn waiting(
-        rx: cb::Receiver<Reply>,
+        rx: oneshot::Receiver<Reply>,
         resolve: impl FnOnce(Option<Reply>) -> Result<T, E> + Send + 'static,
     ) -> Self {
         Pending {
@@ -108,8 +107,8 @@ impl<T, E: Taken> Pending<T, E> {
             State::Ready(_) => self.take_state(),
             State::Waiting { rx, .. } => match rx.try_recv() {
                 Ok(reply) => Some(self.resolve(Some(reply))),
-                Err(cb::TryRecvError::Empty) => None,
-                Err(cb::TryRecvError::Disconnected) => Some(self.resolve(None)),
+                Err(Miss::Empty) => None,
+                Err(Miss::Closed) => Some(self.resolve(None)),
             },
         }
     }
@@ -166,7 +165,7 @@ impl<T, E: Taken> Pending<T, E> {
             State::Taken => Err(E::taken()),
             State::Ready(_) => self.take_state().unwrap_or_else(|| Err(E::taken())),
             State::Waiting { rx, .. } => {
-                let reply = rx.recv().ok();
+                let reply = rx.recv_until(None).ok();
                 self.resolve(reply)
             }
         }
@@ -202,10 +201,10 @@ impl<T, E: Taken> Pending<T, E> {
         match &self.state {
             State::Taken => None,
             State::Ready(_) => self.take_state(),
-            State::Waiting { rx, .. } => match rx.recv_deadline(deadline) {
+            State::Waiting { rx, .. } => match rx.recv_until(Some(deadline)) {
                 Ok(reply) => Some(self.resolve(Some(reply))),
-                Err(cb::RecvTimeoutError::Timeout) => None,
-                Err(cb::RecvTimeoutError::Disconnected) => Some(self.resolve(None)),
+                Err(Miss::Empty) => None,
+                Err(Miss::Closed) => Some(self.resolve(None)),
             },
         }
     }

@@ -190,8 +190,14 @@ pub struct SendPort<T> {
 /// # Examples
 ///
 /// ```
-/// let (tx, rx) = isolates::port::unbounded::<&'static str>();
-/// # let _ = (tx, rx);
+/// use isolates::{port, Bincode, RecvError};
+///
+/// // This port's codec allows 16 bytes a message (as decoded: a string's
+/// // length prefix counts 8).
+/// let (tx, rx) = port::unbounded_with::<String, _>(Bincode::<16>::limited());
+/// tx.send("short".into()).unwrap();
+/// assert_eq!(rx.recv().unwrap(), "short");
+/// assert!(tx.send("much too long for the limit".into()).is_err());
 /// ```
 pub struct ReceivePort<T> {
     rx: cb::Receiver<Envelope>,

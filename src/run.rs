@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 
 use crate::codec::{Bincode, Codec};
 use crate::error::RunError;
+use crate::oneshot;
 use crate::pending::{Pending, Reply};
 use crate::port::{DynCodec, dyn_codec};
 use crate::unwind;
@@ -87,7 +88,7 @@ where
         Err(e) => return Pending::ready(Err(RunError::Codec(e))),
     };
     drop(arg);
-    let (tx, rx) = cb::bounded(1);
+    let (tx, rx) = oneshot::oneshot();
     let worker_codec = result_codec.clone();
     let job = Box::new(move || {
         let reply = match arg_codec.decode(envelope) {
@@ -100,7 +101,7 @@ where
                 Err(caught) => Reply::Panicked(caught.message),
             },
         };
-        let _ = tx.send(reply);
+        tx.send(reply);
     });
     if let Err(e) = submit(job) {
         return Pending::ready(Err(RunError::Spawn(e)));

@@ -109,7 +109,7 @@ impl<I: Isolate> Context<I> {
 
     /// Exits with [`ExitReason::Normal`](super::ExitReason::Normal) once the
     /// current message is handled (or right after `start`). Messages still
-    /// queued are not handled; see the [module docs](crate::isolate).
+    /// queued are not handled; see [the lifecycle](crate::Isolate#lifecycle).
     ///
     /// # Examples
     ///

@@ -6,11 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel as cb;
-
-use super::shared::{Control, Item, Shared};
+use super::shared::{Control, Item, Refused, Shared, Wait};
 use super::{ExitReason, Isolate, IsolateError, IsolateState, IsolateStats, PauseToken, Priority};
-use crate::error::{AskError, SendError, SendTimeoutError, TrySendError};
+use crate::error::{AskError, CodecError, SendError, SendTimeoutError, TrySendError};
+use crate::oneshot;
 use crate::pending::{Pending, Reply};
 use crate::port::SendPort;
 
@@ -95,26 +94,11 @@ impl<I: Isolate> IsolateHandle<I> {
     ///
     /// See [`Isolate`].
     pub fn cast(&self, msg: I::Message) -> Result<(), SendError<I::Message>> {
-        if self.shared.is_closed() {
-            return Err(SendError::Disconnected(msg));
+        match self.push_cast(&msg, Wait::Block) {
+            Ok(()) => Ok(()),
+            Err(Err(e)) => Err(SendError::Encode(msg, e)),
+            Err(Ok(_)) => Err(SendError::Disconnected(msg)),
         }
-        let envelope = match self.shared.codecs.message.encode(&msg) {
-            Ok(envelope) => envelope,
-            Err(e) => return Err(SendError::Encode(msg, e)),
-        };
-        if self
-            .shared
-            .mailbox_tx
-            .send(Item {
-                envelope,
-                reply: None,
-            })
-            .is_err()
-        {
-            return Err(SendError::Disconnected(msg));
-        }
-        self.shared.after_push();
-        Ok(())
     }
 
     /// Sends a message if the mailbox has room now; never blocks.
@@ -143,23 +127,12 @@ impl<I: Isolate> IsolateHandle<I> {
     /// echo.resume(&token);
     /// ```
     pub fn try_cast(&self, msg: I::Message) -> Result<(), TrySendError<I::Message>> {
-        if self.shared.is_closed() {
-            return Err(TrySendError::Disconnected(msg));
+        match self.push_cast(&msg, Wait::No) {
+            Ok(()) => Ok(()),
+            Err(Err(e)) => Err(TrySendError::Encode(msg, e)),
+            Err(Ok(Refused::Full)) => Err(TrySendError::Full(msg)),
+            Err(Ok(Refused::Disconnected)) => Err(TrySendError::Disconnected(msg)),
         }
-        let envelope = match self.shared.codecs.message.encode(&msg) {
-            Ok(envelope) => envelope,
-            Err(e) => return Err(TrySendError::Encode(msg, e)),
-        };
-        match self.shared.mailbox_tx.try_send(Item {
-            envelope,
-            reply: None,
-        }) {
-            Ok(()) => {}
-            Err(cb::TrySendError::Full(_)) => return Err(TrySendError::Full(msg)),
-            Err(cb::TrySendError::Disconnected(_)) => return Err(TrySendError::Disconnected(msg)),
-        }
-        self.shared.after_push();
-        Ok(())
     }
 
     /// Like [`cast`](Self::cast), waiting at most `timeout` for room.
@@ -215,28 +188,25 @@ impl<I: Isolate> IsolateHandle<I> {
         msg: I::Message,
         deadline: Instant,
     ) -> Result<(), SendTimeoutError<I::Message>> {
+        match self.push_cast(&msg, Wait::Until(deadline)) {
+            Ok(()) => Ok(()),
+            Err(Err(e)) => Err(SendTimeoutError::Encode(msg, e)),
+            Err(Ok(Refused::Full)) => Err(SendTimeoutError::Timeout(msg)),
+            Err(Ok(Refused::Disconnected)) => Err(SendTimeoutError::Disconnected(msg)),
+        }
+    }
+
+    /// Encodes and pushes a cast; the caller gives the message back on error.
+    fn push_cast(&self, msg: &I::Message, wait: Wait) -> Result<(), Result<Refused, CodecError>> {
         if self.shared.is_closed() {
-            return Err(SendTimeoutError::Disconnected(msg));
+            return Err(Ok(Refused::Disconnected));
         }
-        let envelope = match self.shared.codecs.message.encode(&msg) {
-            Ok(envelope) => envelope,
-            Err(e) => return Err(SendTimeoutError::Encode(msg, e)),
+        let envelope = self.shared.codecs.message.encode(msg).map_err(Err)?;
+        let item = Item::Message {
+            envelope,
+            reply: None,
         };
-        match self.shared.mailbox_tx.send_deadline(
-            Item {
-                envelope,
-                reply: None,
-            },
-            deadline,
-        ) {
-            Ok(()) => {}
-            Err(cb::SendTimeoutError::Timeout(_)) => return Err(SendTimeoutError::Timeout(msg)),
-            Err(cb::SendTimeoutError::Disconnected(_)) => {
-                return Err(SendTimeoutError::Disconnected(msg));
-            }
-        }
-        self.shared.after_push();
-        Ok(())
+        self.shared.push(item, wait).map_err(Ok)
     }
 
     /// Sends a message and waits at most `timeout` for the reply, including
@@ -256,12 +226,11 @@ impl<I: Isolate> IsolateHandle<I> {
     pub fn ask(&self, msg: I::Message, timeout: Duration) -> Result<I::Reply, AskError<I::Error>> {
         let deadline = Instant::now() + timeout;
         let (item, rx) = self.ask_item(&msg)?;
-        match self.shared.mailbox_tx.send_deadline(item, deadline) {
+        match self.shared.push(item, Wait::Until(deadline)) {
             Ok(()) => {}
-            Err(cb::SendTimeoutError::Timeout(_)) => return Err(AskError::Timeout),
-            Err(cb::SendTimeoutError::Disconnected(_)) => return Err(self.dead()),
+            Err(Refused::Full) => return Err(AskError::Timeout),
+            Err(Refused::Disconnected) => return Err(self.dead()),
         }
-        self.shared.after_push();
         drop(msg);
         self.pending(rx)
             .wait_deadline(deadline)
@@ -280,12 +249,11 @@ impl<I: Isolate> IsolateHandle<I> {
             Ok(pair) => pair,
             Err(e) => return Pending::ready(Err(e)),
         };
-        match self.shared.mailbox_tx.try_send(item) {
+        match self.shared.push(item, Wait::No) {
             Ok(()) => {}
-            Err(cb::TrySendError::Full(_)) => return Pending::ready(Err(AskError::Full)),
-            Err(cb::TrySendError::Disconnected(_)) => return Pending::ready(Err(self.dead())),
+            Err(Refused::Full) => return Pending::ready(Err(AskError::Full)),
+            Err(Refused::Disconnected) => return Pending::ready(Err(self.dead())),
         }
-        self.shared.after_push();
         drop(msg);
         self.pending(rx)
     }
@@ -293,7 +261,7 @@ impl<I: Isolate> IsolateHandle<I> {
     fn ask_item(
         &self,
         msg: &I::Message,
-    ) -> Result<(Item, cb::Receiver<Reply>), AskError<I::Error>> {
+    ) -> Result<(Item, oneshot::Receiver<Reply>), AskError<I::Error>> {
         if self.shared.is_closed() {
             return Err(self.dead());
         }
@@ -303,9 +271,9 @@ impl<I: Isolate> IsolateHandle<I> {
             .message
             .encode(msg)
             .map_err(AskError::Encode)?;
-        let (tx, rx) = cb::bounded(1);
+        let (tx, rx) = oneshot::oneshot();
         Ok((
-            Item {
+            Item::Message {
                 envelope,
                 reply: Some(tx),
             },
@@ -317,7 +285,7 @@ impl<I: Isolate> IsolateHandle<I> {
         AskError::Dead(lost_reason(self.shared.exit_reason()))
     }
 
-    fn pending(&self, rx: cb::Receiver<Reply>) -> Pending<I::Reply, AskError<I::Error>> {
+    fn pending(&self, rx: oneshot::Receiver<Reply>) -> Pending<I::Reply, AskError<I::Error>> {
         let shared = Arc::clone(&self.shared);
         Pending::waiting(rx, move |reply| match reply {
             Some(Reply::Value(envelope)) => shared
@@ -426,7 +394,7 @@ impl<I: Isolate> IsolateHandle<I> {
     /// assert_eq!(pong.wait_timeout(std::time::Duration::from_secs(5)), Some(Ok(())));
     /// ```
     pub fn ping(&self, priority: Priority) -> Pending<(), AskError<Infallible>> {
-        let (tx, rx) = cb::bounded(1);
+        let (tx, rx) = oneshot::oneshot();
         self.shared
             .control(Control::Ping(tx), priority == Priority::Immediate);
         let shared = Arc::clone(&self.shared);
@@ -578,7 +546,7 @@ impl<I: Isolate> IsolateHandle<I> {
             errors: self.shared.errors.load(Ordering::Relaxed),
             bad_messages: self.shared.bad_messages.load(Ordering::Relaxed),
             dropped: self.shared.dropped(),
-            queue_len: self.shared.mailbox_tx.len(),
+            queue_len: self.shared.queued(),
             busy: Duration::from_nanos(self.shared.busy_nanos.load(Ordering::Relaxed)),
             uptime: self.shared.uptime(),
             state: self.shared.state(),

@@ -10,6 +10,7 @@ use crossbeam_channel as cb;
 use super::shared::{Control, Item, Shared};
 use super::{Context, ExitReason, Isolate, IsolateError, IsolateState};
 use crate::codec::envelope::Envelope;
+use crate::oneshot;
 use crate::pending::Reply;
 use crate::unwind;
 
@@ -115,6 +116,7 @@ impl<I: Isolate> RunLoop<I> {
 
     fn serve(&mut self, state: &mut I) -> ExitReason {
         loop {
+            self.shared.clear_wake();
             if let Some(reason) = self.urgent() {
                 return reason;
             }
@@ -136,21 +138,18 @@ impl<I: Isolate> RunLoop<I> {
                     if self.orphaned && self.shared.handles.load(Ordering::SeqCst) == 0 {
                         return ExitReason::Normal;
                     }
-                    cb::select_biased! {
-                        recv(self.control_rx) -> control => {
-                            if let Some(reason) = control.ok().and_then(|c| self.apply(c)) {
-                                return reason;
-                            }
-                            continue;
-                        }
-                        recv(self.mailbox_rx) -> item => match item {
-                            Ok(item) => item,
-                            Err(_) => return ExitReason::Normal,
-                        },
+                    match self.mailbox_rx.recv() {
+                        Ok(item) => item,
+                        // The shared record keeps a sender: cannot happen.
+                        Err(_) => return ExitReason::Normal,
                     }
                 }
             };
-            if let Some(reason) = self.handle(state, item) {
+            let Item::Message { envelope, reply } = item else {
+                continue;
+            };
+            self.shared.took_message();
+            if let Some(reason) = self.handle(state, envelope, reply) {
                 return reason;
             }
         }
@@ -175,24 +174,27 @@ impl<I: Isolate> RunLoop<I> {
             Control::Resume(token) => {
                 self.paused.remove(&token);
             }
-            Control::Ping(reply) => {
-                let _ = reply.send(Reply::Value(Envelope::default()));
-            }
+            Control::Ping(reply) => reply.send(Reply::Value(Envelope::default())),
             Control::Orphaned => self.orphaned = true,
             Control::Wake => {}
         }
         None
     }
 
-    fn handle(&mut self, state: &mut I, item: Item) -> Exit {
+    fn handle(
+        &mut self,
+        state: &mut I,
+        envelope: Envelope,
+        reply: Option<oneshot::Sender<Reply>>,
+    ) -> Exit {
         let shared = &*self.shared;
-        let msg = match shared.codecs.message.decode(item.envelope) {
+        let msg = match shared.codecs.message.decode(envelope) {
             Ok(msg) => msg,
             Err(e) => {
                 shared.bad_messages.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(target: "isolates", error = %e, "dropped a message that failed to decode");
-                if let Some(reply) = item.reply {
-                    let _ = reply.send(Reply::BadMessage(e));
+                if let Some(reply) = reply {
+                    reply.send(Reply::BadMessage(e));
                 }
                 return None;
             }
@@ -207,23 +209,21 @@ impl<I: Isolate> RunLoop<I> {
         shared.handled.fetch_add(1, Ordering::Relaxed);
         let fatal = match result {
             Ok(Ok(value)) => {
-                if let Some(reply) = item.reply {
-                    let answer = match shared.codecs.reply.encode(&value) {
+                if let Some(reply) = reply {
+                    reply.send(match shared.codecs.reply.encode(&value) {
                         Ok(envelope) => Reply::Value(envelope),
                         Err(e) => Reply::Unencodable(e),
-                    };
-                    let _ = reply.send(answer);
+                    });
                 }
                 None
             }
             Ok(Err(error)) => {
                 let message = error.to_string();
-                if let Some(reply) = item.reply {
-                    let answer = match shared.codecs.error.encode(&error) {
+                if let Some(reply) = reply {
+                    reply.send(match shared.codecs.error.encode(&error) {
                         Ok(envelope) => Reply::Failed(envelope),
                         Err(e) => Reply::Unencodable(e),
-                    };
-                    let _ = reply.send(answer);
+                    });
                 }
                 shared.errors.fetch_add(1, Ordering::Relaxed);
                 shared.report_error(IsolateError {
@@ -233,8 +233,8 @@ impl<I: Isolate> RunLoop<I> {
                 Some(ExitReason::Failed(message))
             }
             Err(caught) => {
-                if let Some(reply) = item.reply {
-                    let _ = reply.send(Reply::Panicked(caught.message.clone()));
+                if let Some(reply) = reply {
+                    reply.send(Reply::Panicked(caught.message.clone()));
                 }
                 shared.errors.fetch_add(1, Ordering::Relaxed);
                 shared.report_error(IsolateError {

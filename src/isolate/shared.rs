@@ -10,13 +10,36 @@ use parking_lot::{Condvar, Mutex};
 
 use super::{ExitReason, Isolate, IsolateError, IsolateState};
 use crate::codec::envelope::Envelope;
+use crate::oneshot;
 use crate::pending::Reply;
 use crate::port::{DynCodec, SendPort};
 
-/// One message in a mailbox: its bytes and, for an ask, where the reply goes.
-pub(super) struct Item {
-    pub(super) envelope: Envelope,
-    pub(super) reply: Option<cb::Sender<Reply>>,
+/// What a mailbox holds.
+pub(super) enum Item {
+    /// A message's bytes and, for an ask, where the reply goes.
+    Message {
+        envelope: Envelope,
+        reply: Option<oneshot::Sender<Reply>>,
+    },
+    /// A control request is waiting: look at the control queue.
+    Wake,
+}
+
+/// How long a sender waits for room in a bounded mailbox.
+#[derive(Clone, Copy)]
+pub(super) enum Wait {
+    Block,
+    No,
+    Until(Instant),
+}
+
+/// Why a message was not put in the mailbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Refused {
+    /// No room (now, or before the deadline).
+    Full,
+    /// The isolate has exited.
+    Disconnected,
 }
 
 /// A control request, handled between messages in the order sent.
@@ -24,10 +47,10 @@ pub(super) enum Control {
     Kill,
     Pause(u64),
     Resume(u64),
-    Ping(cb::Sender<Reply>),
+    Ping(oneshot::Sender<Reply>),
     /// The last handle was dropped.
     Orphaned,
-    /// Look at the urgent queue.
+    /// Look at the urgent queue (for an isolate waiting while paused).
     Wake,
 }
 
@@ -57,6 +80,9 @@ pub(super) struct Shared<I: Isolate> {
     /// Immediate-priority requests, looked at before anything else.
     urgent: Mutex<VecDeque<Control>>,
     urgent_flag: AtomicBool,
+    /// A `Wake` is in the mailbox or the isolate is about to look at its
+    /// control queue anyway; saves a wake per control request.
+    wake_pending: AtomicBool,
     /// An immediate kill was requested: handlers may check it.
     pub(super) kill_requested: AtomicBool,
     pub(super) errors_are_fatal: AtomicBool,
@@ -70,6 +96,8 @@ pub(super) struct Shared<I: Isolate> {
     pub(super) errors: AtomicU64,
     pub(super) bad_messages: AtomicU64,
     dropped: AtomicU64,
+    /// Messages in the mailbox (not counting wakes).
+    queued: AtomicUsize,
     pub(super) busy_nanos: AtomicU64,
     spawned_at: Instant,
     next_token: AtomicU64,
@@ -93,6 +121,7 @@ impl<I: Isolate> Shared<I> {
             control_tx,
             urgent: Mutex::new(VecDeque::new()),
             urgent_flag: AtomicBool::new(false),
+            wake_pending: AtomicBool::new(false),
             kill_requested: AtomicBool::new(false),
             errors_are_fatal: AtomicBool::new(errors_are_fatal),
             closed: AtomicBool::new(false),
@@ -104,6 +133,7 @@ impl<I: Isolate> Shared<I> {
             errors: AtomicU64::new(0),
             bad_messages: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            queued: AtomicUsize::new(0),
             busy_nanos: AtomicU64::new(0),
             spawned_at: Instant::now(),
             // Token 0 is the spawn-paused token.
@@ -141,6 +171,11 @@ impl<I: Isolate> Shared<I> {
     }
 
     /// Sends a control request; immediate ones jump the queue.
+    ///
+    /// A running isolate waits on its mailbox only (waiting on two channels
+    /// with `select!` costs several microseconds a message), so a control
+    /// request also puts a `Wake` in the mailbox. A paused isolate waits on
+    /// the control channel, which every request reaches.
     pub(super) fn control(&self, request: Control, immediate: bool) {
         if immediate {
             self.urgent.lock().push_back(request);
@@ -148,6 +183,24 @@ impl<I: Isolate> Shared<I> {
             let _ = self.control_tx.send(Control::Wake);
         } else {
             let _ = self.control_tx.send(request);
+        }
+        if !self.wake_pending.swap(true, Ordering::AcqRel) {
+            // A full mailbox needs no wake: the isolate looks at its control
+            // queue before the next message.
+            let _ = self.mailbox_tx.try_send(Item::Wake);
+        }
+        // As in `push`: if the isolate closed meanwhile, nobody will
+        // look at the urgent queue again; dropping what is there resolves
+        // its pings with the exit reason.
+        if immediate && self.is_closed() {
+            drop(self.take_urgent());
+        }
+    }
+
+    /// Called by the isolate before it looks at its control queue.
+    pub(super) fn clear_wake(&self) {
+        if self.wake_pending.load(Ordering::Acquire) {
+            self.wake_pending.swap(false, Ordering::AcqRel);
         }
     }
 
@@ -166,12 +219,49 @@ impl<I: Isolate> Shared<I> {
         self.exit.lock().reason.clone()
     }
 
-    /// Called by a sender after putting an item in the mailbox: if the
-    /// isolate closed meanwhile, nobody else may drain it, so drain now.
-    pub(super) fn after_push(&self) {
+    /// Puts a message in the mailbox, waiting for room as `wait` says.
+    ///
+    /// If the isolate closed meanwhile, nobody else may drain the mailbox,
+    /// so the sender drains it (the message it just pushed included).
+    pub(super) fn push(&self, item: Item, wait: Wait) -> Result<(), Refused> {
         if self.is_closed() {
+            return Err(Refused::Disconnected);
+        }
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        let sent = match wait {
+            Wait::Block => self
+                .mailbox_tx
+                .send(item)
+                .map_err(|_| Refused::Disconnected),
+            Wait::No => self.mailbox_tx.try_send(item).map_err(|e| match e {
+                cb::TrySendError::Full(_) => Refused::Full,
+                cb::TrySendError::Disconnected(_) => Refused::Disconnected,
+            }),
+            Wait::Until(deadline) => {
+                self.mailbox_tx
+                    .send_deadline(item, deadline)
+                    .map_err(|e| match e {
+                        cb::SendTimeoutError::Timeout(_) => Refused::Full,
+                        cb::SendTimeoutError::Disconnected(_) => Refused::Disconnected,
+                    })
+            }
+        };
+        if sent.is_err() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+        } else if self.is_closed() {
             self.drain();
         }
+        sent
+    }
+
+    /// Called by the isolate for each message it takes from the mailbox.
+    pub(super) fn took_message(&self) {
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Messages waiting in the mailbox.
+    pub(super) fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
     }
 
     /// Resolves every queued ask with the exit reason and drops queued casts.
@@ -180,12 +270,13 @@ impl<I: Isolate> Shared<I> {
             return;
         };
         for item in self.mailbox_rx.try_iter() {
-            match item.reply {
-                Some(reply) => {
-                    let _ = reply.send(Reply::Dead(reason.clone()));
-                }
-                None => {
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
+            if let Item::Message { reply, .. } = item {
+                self.took_message();
+                match reply {
+                    Some(reply) => reply.send(Reply::Dead(reason.clone())),
+                    None => {
+                        self.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
         }
