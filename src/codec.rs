@@ -147,7 +147,11 @@ impl<const LIMIT: usize> Codec for Bincode<LIMIT> {
     ) -> Result<(), CodecError> {
         let start = out.len();
         bincode::serde::encode_into_std_write(value, out, Self::config()).map_err(|e| {
-            let text = e.to_string();
+            let text = match e {
+                // A `Serialize` impl's own message, without bincode's wrapper.
+                bincode::error::EncodeError::OtherString(text) => text,
+                other => other.to_string(),
+            };
             envelope::take_attachment_error(&text).unwrap_or(CodecError::Encode(text))
         })?;
         let size = out.len() - start;
@@ -182,14 +186,18 @@ impl<const LIMIT: usize> Codec for Bincode<LIMIT> {
             Ok((_, read)) => Err(CodecError::TrailingBytes {
                 unread: bytes.len() - read,
             }),
-            Err(e) => Err(
-                envelope::take_attachment_error(&e.to_string()).unwrap_or_else(|| match e {
-                    bincode::error::DecodeError::LimitExceeded => {
-                        CodecError::ClaimOverLimit { limit: LIMIT }
-                    }
-                    other => CodecError::Malformed(other.to_string()),
-                }),
-            ),
+            Err(bincode::error::DecodeError::LimitExceeded) => {
+                Err(CodecError::ClaimOverLimit { limit: LIMIT })
+            }
+            Err(e) => {
+                let text = match e {
+                    // A `Deserialize` impl's own message, without bincode's
+                    // wrapper.
+                    bincode::error::DecodeError::OtherString(text) => text,
+                    other => other.to_string(),
+                };
+                Err(envelope::take_attachment_error(&text).unwrap_or(CodecError::Malformed(text)))
+            }
         }
     }
 
