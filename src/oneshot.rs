@@ -6,27 +6,32 @@
 //! parking_lot condvar. A sender dropped without sending closes the slot, so
 //! the receiver always learns the outcome: every ask resolves exactly once.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
 
-const EMPTY: u8 = 0;
-const FULL: u8 = 1;
-const CLOSED: u8 = 2;
-
+/// The slot is written once (by a send, or by the sender's drop) and the
+/// write is published with a single atomic store, so a spinning receiver
+/// and the sender share one cache line transfer, not one per step of a
+/// lock. The inner mutex is only ever taken by the receiver.
 struct Slot<T> {
-    state: AtomicU8,
-    value: Mutex<Option<T>>,
+    /// `Some(value)` when sent, `None` when closed without a value (or
+    /// after the value was taken).
+    cell: OnceLock<Mutex<Option<T>>>,
+    /// A receiver is parked (or about to): the sender must notify.
+    waiting: AtomicBool,
+    park: Mutex<()>,
     filled: Condvar,
 }
 
 /// Makes a connected sender and receiver.
 pub(crate) fn oneshot<T>() -> (Sender<T>, Receiver<T>) {
     let slot = Arc::new(Slot {
-        state: AtomicU8::new(EMPTY),
-        value: Mutex::new(None),
+        cell: OnceLock::new(),
+        waiting: AtomicBool::new(false),
+        park: Mutex::new(()),
         filled: Condvar::new(),
     });
     (
@@ -60,7 +65,7 @@ impl<T> Sender<T> {
     /// Fills the slot. The value is dropped if the receiver is gone.
     pub(crate) fn send(mut self, value: T) {
         if let Some(slot) = self.slot.take() {
-            slot.close_with(FULL, Some(value));
+            slot.close_with(Some(value));
         }
     }
 }
@@ -68,25 +73,28 @@ impl<T> Sender<T> {
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
-            slot.close_with(CLOSED, None);
+            slot.close_with(None);
         }
     }
 }
 
 impl<T> Slot<T> {
-    fn close_with(&self, state: u8, value: Option<T>) {
-        {
-            let mut guard = self.value.lock();
-            *guard = value;
-            self.state.store(state, Ordering::Release);
+    fn close_with(&self, value: Option<T>) {
+        // Only the one sender writes, once: `set` cannot find it full.
+        let _ = self.cell.set(Mutex::new(value));
+        // Pairs with the fence in `recv_until`: either the receiver sees the
+        // value before it parks, or this sees `waiting` and wakes it.
+        fence(Ordering::SeqCst);
+        if self.waiting.load(Ordering::Relaxed) {
+            let _guard = self.park.lock();
+            self.filled.notify_all();
         }
-        self.filled.notify_one();
     }
 
     fn take(&self) -> Result<T, Miss> {
-        match self.state.load(Ordering::Acquire) {
-            EMPTY => Err(Miss::Empty),
-            _ => self.value.lock().take().ok_or(Miss::Closed),
+        match self.cell.get() {
+            None => Err(Miss::Empty),
+            Some(value) => value.lock().take().ok_or(Miss::Closed),
         }
     }
 }
@@ -99,7 +107,7 @@ impl<T> Receiver<T> {
 
     /// Whether nothing has happened yet.
     pub(crate) fn is_empty(&self) -> bool {
-        self.slot.state.load(Ordering::Acquire) == EMPTY
+        self.slot.cell.get().is_none()
     }
 
     /// Waits for the value until `deadline` (forever if `None`); `Empty`
@@ -118,26 +126,22 @@ impl<T> Receiver<T> {
                 std::thread::yield_now();
             }
         }
-        let mut guard = self.slot.value.lock();
-        while self.slot.state.load(Ordering::Acquire) == EMPTY {
+        let slot = &*self.slot;
+        slot.waiting.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        let mut guard = slot.park.lock();
+        while self.is_empty() {
             match deadline {
                 Some(deadline) => {
-                    if self
-                        .slot
-                        .filled
-                        .wait_until(&mut guard, deadline)
-                        .timed_out()
-                    {
+                    if slot.filled.wait_until(&mut guard, deadline).timed_out() {
                         break;
                     }
                 }
-                None => self.slot.filled.wait(&mut guard),
+                None => slot.filled.wait(&mut guard),
             }
         }
-        match self.slot.state.load(Ordering::Acquire) {
-            EMPTY => Err(Miss::Empty),
-            _ => guard.take().ok_or(Miss::Closed),
-        }
+        drop(guard);
+        self.slot.take()
     }
 }
 

@@ -9,7 +9,7 @@
 //! index. Scopes nest, so a `Serialize` impl may itself encode a message.
 
 use std::any::Any;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -93,34 +93,29 @@ enum Mode {
     Count,
 }
 
-/// Per-thread state of the encodes and decodes in progress.
-///
-/// Scopes nest (a `Serialize` impl may itself encode a message), so each
-/// scope owns the tail of `table` from `start` on and keeps the outer scope's
-/// `mode` and `start` on the stack while it runs. This is on every send and
-/// receive, so a scope costs one `RefCell` borrow to open and one to close,
-/// and nothing is allocated unless the message has attachments.
-struct State {
-    mode: Mode,
-    start: usize,
-    table: Vec<Option<Attachment>>,
+// Per-thread state of the encodes and decodes in progress.
+//
+// Scopes nest (a `Serialize` impl may itself encode a message), so each scope
+// owns the tail of `TABLE` from `START` on and keeps the outer scope's mode
+// and start on the stack while it runs. This is on every send and receive,
+// so the common case (no attachments, no error) touches only `Cell`s of
+// plain values, which cost a few instructions each: the table, the error
+// and the scratch buffer are looked at only when their flags say so.
+// (A single `RefCell` of all of it cost about 280 instructions a message.)
+thread_local! {
+    static MODE: Cell<Mode> = const { Cell::new(Mode::Idle) };
+    /// Where the innermost scope's attachments start in `TABLE`.
+    static START: Cell<usize> = const { Cell::new(0) };
+    /// `TABLE`'s length, readable without borrowing it.
+    static LEN: Cell<usize> = const { Cell::new(0) };
+    static TABLE: RefCell<Vec<Option<Attachment>>> = const { RefCell::new(Vec::new()) };
+    /// Whether `ERROR` holds something.
+    static HAS_ERROR: Cell<bool> = const { Cell::new(false) };
     /// An attachment error seen by a `Serialize`/`Deserialize` impl; serde
     /// errors are strings, so the typed error is kept here.
-    error: Option<CodecError>,
+    static ERROR: RefCell<Option<CodecError>> = const { RefCell::new(None) };
     /// A reusable buffer for small encodings.
-    scratch: Vec<u8>,
-}
-
-thread_local! {
-    static LOCAL: RefCell<State> = const {
-        RefCell::new(State {
-            mode: Mode::Idle,
-            start: 0,
-            table: Vec::new(),
-            error: None,
-            scratch: Vec::new(),
-        })
-    };
+    static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
 /// The outer scope's position, restored when this scope ends, even when a
@@ -128,53 +123,47 @@ thread_local! {
 struct Scope {
     mode: Mode,
     start: usize,
-    open: bool,
 }
 
 impl Scope {
-    /// Opens a scope; returns it with the scratch buffer.
-    fn enter(mode: Mode, attachments: Box<[Attachment]>) -> (Self, Vec<u8>) {
-        LOCAL.with(|l| {
-            let mut state = l.borrow_mut();
-            let start = state.table.len();
-            let scope = Scope {
-                mode: std::mem::replace(&mut state.mode, mode),
-                start: std::mem::replace(&mut state.start, start),
-                open: true,
-            };
-            if !attachments.is_empty() {
-                state
-                    .table
-                    .extend(attachments.into_vec().into_iter().map(Some));
-            }
-            (scope, std::mem::take(&mut state.scratch))
-        })
+    /// Opens a scope, putting `attachments` at its start in the table.
+    fn enter(mode: Mode, attachments: Box<[Attachment]>) -> Self {
+        let len = LEN.get();
+        let scope = Scope {
+            mode: MODE.replace(mode),
+            start: START.replace(len),
+        };
+        if !attachments.is_empty() {
+            TABLE.with_borrow_mut(|table| {
+                table.extend(attachments.into_vec().into_iter().map(Some));
+                LEN.set(table.len());
+            });
+        }
+        scope
     }
 
-    /// Closes the scope: returns its attachments, takes the scratch buffer
-    /// back.
-    fn leave(mut self, scratch: Vec<u8>) -> Vec<Attachment> {
-        self.open = false;
-        LOCAL.with(|l| {
-            let mut state = l.borrow_mut();
-            if scratch.capacity() > state.scratch.capacity() {
-                state.scratch = scratch;
-            }
-            self.restore(&mut state)
-        })
+    /// Closes the scope and returns its attachments.
+    fn leave(self) -> Vec<Attachment> {
+        let attachments = self.restore();
+        std::mem::forget(self);
+        attachments
     }
 
-    fn restore(&self, state: &mut State) -> Vec<Attachment> {
-        let attachments = if state.table.len() > state.start {
-            let start = state.start;
-            state.table.drain(start..).flatten().collect()
+    fn restore(&self) -> Vec<Attachment> {
+        let start = START.get();
+        let attachments = if LEN.get() > start {
+            TABLE.with_borrow_mut(|table| {
+                let own = table.drain(start..).flatten().collect();
+                LEN.set(table.len());
+                own
+            })
         } else {
             Vec::new()
         };
-        state.mode = self.mode;
-        state.start = self.start;
-        if self.mode == Mode::Idle && state.error.is_some() {
-            state.error = None;
+        MODE.set(self.mode);
+        START.set(self.start);
+        if self.mode == Mode::Idle && HAS_ERROR.get() {
+            clear_error();
         }
         attachments
     }
@@ -182,10 +171,14 @@ impl Scope {
 
 impl Drop for Scope {
     fn drop(&mut self) {
-        if self.open {
-            let _ = LOCAL.try_with(|l| drop(self.restore(&mut l.borrow_mut())));
-        }
+        // Only reached on unwind: `leave` forgets the scope.
+        drop(self.restore());
     }
+}
+
+fn clear_error() {
+    HAS_ERROR.set(false);
+    ERROR.with_borrow_mut(|e| *e = None);
 }
 
 /// Encodes `value` into an envelope with `codec`.
@@ -193,20 +186,20 @@ pub(crate) fn encode<C: Codec, T: Serialize + ?Sized>(
     codec: &C,
     value: &T,
 ) -> Result<Envelope, CodecError> {
-    let (scope, mut buf) = Scope::enter(Mode::Encode, Box::default());
+    let scope = Scope::enter(Mode::Encode, Box::default());
+    let mut buf = SCRATCH.take();
     buf.clear();
     let result = codec.encode(value, &mut buf);
     let payload = if buf.len() <= INLINE {
         let mut data = [0; INLINE];
         data[..buf.len()].copy_from_slice(&buf);
-        Payload::Inline {
-            len: buf.len() as u8,
-            data,
-        }
+        let len = buf.len() as u8;
+        SCRATCH.set(buf);
+        Payload::Inline { len, data }
     } else {
-        Payload::Heap(std::mem::take(&mut buf))
+        Payload::Heap(buf)
     };
-    let attachments = scope.leave(buf);
+    let attachments = scope.leave();
     result?;
     Ok(Envelope {
         payload,
@@ -223,10 +216,10 @@ pub(crate) fn decode<C: Codec, T: DeserializeOwned>(
         payload,
         attachments,
     } = envelope;
-    let (scope, scratch) = Scope::enter(Mode::Decode, attachments);
+    let scope = Scope::enter(Mode::Decode, attachments);
     let result = codec.decode(payload.as_slice());
     // Attachments the message did not claim are dropped here.
-    drop(scope.leave(scratch));
+    drop(scope.leave());
     result
 }
 
@@ -236,12 +229,10 @@ pub(crate) fn decode<C: Codec, T: DeserializeOwned>(
 /// Inside a scope the first error wins (later ones are its consequences);
 /// outside any scope the latest one does.
 fn fail(why: String) -> String {
-    LOCAL.with(|l| {
-        let mut state = l.borrow_mut();
-        if state.mode == Mode::Idle || state.error.is_none() {
-            state.error = Some(CodecError::Attachment(why.clone()));
-        }
-    });
+    if MODE.get() == Mode::Idle || !HAS_ERROR.get() {
+        ERROR.with_borrow_mut(|e| *e = Some(CodecError::Attachment(why.clone())));
+        HAS_ERROR.set(true);
+    }
     why
 }
 
@@ -251,60 +242,59 @@ fn fail(why: String) -> String {
 /// The recorded text must appear in `serde_error`: a stale record (left by
 /// another serde format outside any scope) is discarded, not misreported.
 pub(crate) fn take_attachment_error(serde_error: &str) -> Option<CodecError> {
-    LOCAL.with(|l| match l.borrow_mut().error.take() {
+    if !HAS_ERROR.replace(false) {
+        return None;
+    }
+    match ERROR.with_borrow_mut(Option::take) {
         Some(CodecError::Attachment(why)) if serde_error.contains(why.as_str()) => {
             Some(CodecError::Attachment(why))
         }
         _ => None,
-    })
+    }
 }
 
 /// Adds an attachment to the envelope being encoded and returns its index,
 /// or gives it back when no envelope is being encoded on this thread.
 pub(crate) fn attach(attachment: Attachment) -> Result<u32, Attachment> {
-    LOCAL.with(|l| {
-        let mut state = l.borrow_mut();
-        match state.mode {
-            Mode::Encode => {}
-            Mode::Count => return Ok(0),
-            Mode::Idle | Mode::Decode => return Err(attachment),
-        }
-        match u32::try_from(state.table.len() - state.start) {
-            Ok(index) => {
-                state.table.push(Some(attachment));
-                Ok(index)
-            }
-            Err(_) => Err(attachment),
-        }
-    })
+    match MODE.get() {
+        Mode::Encode => {}
+        Mode::Count => return Ok(0),
+        Mode::Idle | Mode::Decode => return Err(attachment),
+    }
+    let Ok(index) = u32::try_from(LEN.get() - START.get()) else {
+        return Err(attachment);
+    };
+    TABLE.with_borrow_mut(|table| {
+        table.push(Some(attachment));
+        LEN.set(table.len());
+    });
+    Ok(index)
 }
 
 /// Runs `count` (a second serialization of the message being encoded) so
 /// that attachments serialize as they did in the encode, without being
 /// attached twice.
 pub(crate) fn counting<R>(count: impl FnOnce() -> R) -> R {
-    let encoding = LOCAL.with(|l| l.borrow().mode == Mode::Encode);
-    if !encoding {
+    if MODE.get() != Mode::Encode {
         return count();
     }
-    let (scope, scratch) = Scope::enter(Mode::Count, Box::default());
+    let scope = Scope::enter(Mode::Count, Box::default());
     let result = count();
-    drop(scope.leave(scratch));
+    drop(scope.leave());
     result
 }
 
 /// Takes attachment `index` out of the envelope being decoded.
 pub(crate) fn take(index: u32) -> Result<Attachment, String> {
-    LOCAL
-        .with(|l| {
-            let mut state = l.borrow_mut();
-            if state.mode != Mode::Decode {
-                return Err(
-                    "an attached value can only be decoded from an isolates envelope".to_string(),
-                );
-            }
-            let start = state.start;
-            let own = &mut state.table[start..];
+    if MODE.get() != Mode::Decode {
+        return Err(fail(
+            "an attached value can only be decoded from an isolates envelope".to_string(),
+        ));
+    }
+    let start = START.get();
+    TABLE
+        .with_borrow_mut(|table| {
+            let own = &mut table[start..];
             match own.get_mut(index as usize).map(Option::take) {
                 Some(Some(attachment)) => Ok(attachment),
                 Some(None) => Err(format!("attachment {index} is referenced twice")),

@@ -232,9 +232,12 @@ impl<I: Isolate> IsolateHandle<I> {
             Err(Refused::Disconnected) => return Err(self.dead()),
         }
         drop(msg);
-        self.pending(rx)
-            .wait_deadline(deadline)
-            .unwrap_or(Err(AskError::Timeout))
+        // Waits on the reply slot directly: no `Pending` to allocate.
+        match rx.recv_until(Some(deadline)) {
+            Ok(reply) => resolve_reply(&self.shared, Some(reply)),
+            Err(oneshot::Miss::Empty) => Err(AskError::Timeout),
+            Err(oneshot::Miss::Closed) => resolve_reply(&self.shared, None),
+        }
     }
 
     /// Sends a message and returns at once with a [`Pending`] reply to poll;
@@ -287,22 +290,7 @@ impl<I: Isolate> IsolateHandle<I> {
 
     fn pending(&self, rx: oneshot::Receiver<Reply>) -> Pending<I::Reply, AskError<I::Error>> {
         let shared = Arc::clone(&self.shared);
-        Pending::waiting(rx, move |reply| match reply {
-            Some(Reply::Value(envelope)) => shared
-                .codecs
-                .reply
-                .decode(envelope)
-                .map_err(AskError::BadReply),
-            Some(Reply::Failed(envelope)) => match shared.codecs.error.decode(envelope) {
-                Ok(error) => Err(AskError::Failed(error)),
-                Err(e) => Err(AskError::BadReply(e)),
-            },
-            Some(Reply::Panicked(message)) => Err(AskError::Panicked(message)),
-            Some(Reply::BadMessage(e)) => Err(AskError::BadMessage(e)),
-            Some(Reply::Unencodable(e)) => Err(AskError::BadReply(e)),
-            Some(Reply::Dead(reason)) => Err(AskError::Dead(reason)),
-            None => Err(AskError::Dead(lost_reason(shared.exit_reason()))),
-        })
+        Pending::waiting(rx, move |reply| resolve_reply(&shared, reply))
     }
 
     /// Kills the isolate. [`Priority::Immediate`] sets the flag that
@@ -542,12 +530,12 @@ impl<I: Isolate> IsolateHandle<I> {
     /// See [`IsolateStats`].
     pub fn stats(&self) -> IsolateStats {
         IsolateStats {
-            messages_handled: self.shared.handled.load(Ordering::Relaxed),
-            errors: self.shared.errors.load(Ordering::Relaxed),
-            bad_messages: self.shared.bad_messages.load(Ordering::Relaxed),
+            messages_handled: self.shared.counters.handled.load(Ordering::Relaxed),
+            errors: self.shared.counters.errors.load(Ordering::Relaxed),
+            bad_messages: self.shared.counters.bad_messages.load(Ordering::Relaxed),
             dropped: self.shared.dropped(),
             queue_len: self.shared.queued(),
-            busy: Duration::from_nanos(self.shared.busy_nanos.load(Ordering::Relaxed)),
+            busy: Duration::from_nanos(self.shared.counters.busy_nanos.load(Ordering::Relaxed)),
             uptime: self.shared.uptime(),
             state: self.shared.state(),
         }
@@ -555,6 +543,30 @@ impl<I: Isolate> IsolateHandle<I> {
 }
 
 /// The reason to report when a reply channel closed without a reply.
+/// Turns what came back for an ask into its result; `None` means the reply
+/// slot was dropped unanswered (the isolate went away).
+fn resolve_reply<I: Isolate>(
+    shared: &Shared<I>,
+    reply: Option<Reply>,
+) -> Result<I::Reply, AskError<I::Error>> {
+    match reply {
+        Some(Reply::Value(envelope)) => shared
+            .codecs
+            .reply
+            .decode(envelope)
+            .map_err(AskError::BadReply),
+        Some(Reply::Failed(envelope)) => match shared.codecs.error.decode(envelope) {
+            Ok(error) => Err(AskError::Failed(error)),
+            Err(e) => Err(AskError::BadReply(e)),
+        },
+        Some(Reply::Panicked(message)) => Err(AskError::Panicked(message)),
+        Some(Reply::BadMessage(e)) => Err(AskError::BadMessage(e)),
+        Some(Reply::Unencodable(e)) => Err(AskError::BadReply(e)),
+        Some(Reply::Dead(reason)) => Err(AskError::Dead(reason)),
+        None => Err(AskError::Dead(lost_reason(shared.exit_reason()))),
+    }
+}
+
 fn lost_reason(reason: Option<ExitReason>) -> ExitReason {
     // A reply channel only closes empty once the isolate has exited; a
     // missing reason would mean the runtime itself failed, which we report

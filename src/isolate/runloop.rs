@@ -146,9 +146,9 @@ impl<I: Isolate> RunLoop<I> {
                 }
             };
             let Item::Message { envelope, reply } = item else {
+                self.shared.took_wake();
                 continue;
             };
-            self.shared.took_message();
             if let Some(reason) = self.handle(state, envelope, reply) {
                 return reason;
             }
@@ -191,7 +191,7 @@ impl<I: Isolate> RunLoop<I> {
         let msg = match shared.codecs.message.decode(envelope) {
             Ok(msg) => msg,
             Err(e) => {
-                shared.bad_messages.fetch_add(1, Ordering::Relaxed);
+                shared.counters.bad_messages.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(target: "isolates", error = %e, "dropped a message that failed to decode");
                 if let Some(reply) = reply {
                     reply.send(Reply::BadMessage(e));
@@ -204,9 +204,10 @@ impl<I: Isolate> RunLoop<I> {
         let ctx = &mut self.ctx;
         let result = unwind::catch(|| state.handle(msg, ctx));
         shared
+            .counters
             .busy_nanos
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        shared.handled.fetch_add(1, Ordering::Relaxed);
+        shared.counters.handled.fetch_add(1, Ordering::Relaxed);
         let fatal = match result {
             Ok(Ok(value)) => {
                 if let Some(reply) = reply {
@@ -225,7 +226,7 @@ impl<I: Isolate> RunLoop<I> {
                         Err(e) => Reply::Unencodable(e),
                     });
                 }
-                shared.errors.fetch_add(1, Ordering::Relaxed);
+                shared.counters.errors.fetch_add(1, Ordering::Relaxed);
                 shared.report_error(IsolateError {
                     message: message.clone(),
                     stack: String::new(),
@@ -236,7 +237,7 @@ impl<I: Isolate> RunLoop<I> {
                 if let Some(reply) = reply {
                     reply.send(Reply::Panicked(caught.message.clone()));
                 }
-                shared.errors.fetch_add(1, Ordering::Relaxed);
+                shared.counters.errors.fetch_add(1, Ordering::Relaxed);
                 shared.report_error(IsolateError {
                     message: caught.message.clone(),
                     stack: caught.stack,
