@@ -18,7 +18,8 @@ fn thread_name(_: ()) -> Option<String> {
 }
 
 fn checked_div((a, b): (i32, i32)) -> Result<i32, String> {
-    a.checked_div(b).ok_or_else(|| format!("{a} / {b} is undefined"))
+    a.checked_div(b)
+        .ok_or_else(|| format!("{a} / {b} is undefined"))
 }
 
 fn boom(why: String) -> u8 {
@@ -77,7 +78,10 @@ fn an_argument_or_result_over_the_limit_is_a_codec_error() {
         "{err:?}"
     );
     // Under the limit, the same function works.
-    assert_eq!(run_with(Bincode::<64>::limited(), ones, 10).wait(), Ok(vec![1; 10]));
+    assert_eq!(
+        run_with(Bincode::<64>::limited(), ones, 10).wait(),
+        Ok(vec![1; 10])
+    );
 }
 
 /// Encodes fine, refuses to decode: an argument the other side cannot read.
@@ -108,7 +112,10 @@ fn undecodable_argument_or_result_is_a_codec_error() {
         ))
     );
     let err = run(makes_unreadable, ()).wait().unwrap_err();
-    assert!(matches!(err, RunError::Codec(CodecError::Malformed(_))), "{err:?}");
+    assert!(
+        matches!(err, RunError::Codec(CodecError::Malformed(_))),
+        "{err:?}"
+    );
 }
 
 fn address_and_len(t: Transfer) -> (usize, usize) {
@@ -144,7 +151,10 @@ fn polled_from_a_frame_loop_without_blocking() {
         std::thread::sleep(Duration::from_millis(1));
     };
     assert_eq!(result, Ok(42));
-    assert!(frames > 0, "the first poll cannot have the result of a 30 ms job");
+    assert!(
+        frames > 0,
+        "the first poll cannot have the result of a 30 ms job"
+    );
     assert!(pending.is_taken());
     // The result resolves exactly once.
     assert_eq!(pending.try_take(), None);
