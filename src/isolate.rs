@@ -306,7 +306,10 @@ pub struct IsolateStats {
     pub dropped: u64,
     /// Messages waiting in the mailbox now.
     pub queue_len: usize,
-    /// Time spent inside `handle`.
+    /// Time spent handling messages (decoding, `handle`, replying), not
+    /// waiting for them. Counted when a run of back-to-back messages ends
+    /// and every 64 messages within one, so a message being handled now is
+    /// not in it yet.
     pub busy: Duration,
     /// Time since spawn.
     pub uptime: Duration,

@@ -208,11 +208,17 @@ impl<I: Isolate> Shared<I> {
         }
     }
 
-    /// Called by the isolate before it looks at its control queue.
-    pub(super) fn clear_wake(&self) {
-        if self.wake_pending.load(Ordering::Acquire) {
-            self.wake_pending.swap(false, Ordering::AcqRel);
-        }
+    /// Called by the isolate between messages: whether control requests
+    /// may be waiting (then the flag is cleared and it must look). One
+    /// atomic load when there are none.
+    pub(super) fn take_wake(&self) -> bool {
+        self.wake_pending.load(Ordering::Acquire) && self.wake_pending.swap(false, Ordering::AcqRel)
+    }
+
+    /// Adds time the isolate spent busy.
+    pub(super) fn add_busy(&self, busy: Duration) {
+        let nanos = u64::try_from(busy.as_nanos()).unwrap_or(u64::MAX);
+        self.counters.busy_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
     /// Takes the immediate-priority requests, if any; one atomic load when
