@@ -12,6 +12,9 @@ use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
 
+/// How long a waiting receiver polls before it yields, then parks.
+const SPIN: std::time::Duration = std::time::Duration::from_micros(10);
+
 /// The slot is written once (by a send, or by the sender's drop) and the
 /// write is published with a single atomic store, so a spinning receiver
 /// and the sender share one cache line transfer, not one per step of a
@@ -26,20 +29,59 @@ struct Slot<T> {
     filled: Condvar,
 }
 
+impl<T> Slot<T> {
+    fn new() -> Self {
+        Slot {
+            cell: OnceLock::new(),
+            waiting: AtomicBool::new(false),
+            park: Mutex::new(()),
+            filled: Condvar::new(),
+        }
+    }
+}
+
 /// Makes a connected sender and receiver.
 pub(crate) fn oneshot<T>() -> (Sender<T>, Receiver<T>) {
-    let slot = Arc::new(Slot {
-        cell: OnceLock::new(),
-        waiting: AtomicBool::new(false),
-        park: Mutex::new(()),
-        filled: Condvar::new(),
-    });
+    connect(Arc::new(Slot::new()))
+}
+
+fn connect<T>(slot: Arc<Slot<T>>) -> (Sender<T>, Receiver<T>) {
     (
         Sender {
             slot: Some(Arc::clone(&slot)),
         },
         Receiver { slot },
     )
+}
+
+thread_local! {
+    /// A used reply slot kept for this thread's next `ask`: a blocking ask
+    /// waits for its slot, so one spare per thread saves an allocation and
+    /// a free on every round trip.
+    static SPARE: std::cell::Cell<Option<Arc<Slot<crate::pending::Reply>>>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Like [`oneshot`], reusing this thread's spare slot if it has one.
+pub(crate) fn reply_slot() -> (
+    Sender<crate::pending::Reply>,
+    Receiver<crate::pending::Reply>,
+) {
+    match SPARE.take() {
+        Some(slot) => connect(slot),
+        None => oneshot(),
+    }
+}
+
+impl Receiver<crate::pending::Reply> {
+    /// Keeps the slot as this thread's spare if nobody else holds it.
+    pub(crate) fn recycle(self) {
+        let mut slot = self.slot;
+        if let Some(fresh) = Arc::get_mut(&mut slot) {
+            *fresh = Slot::new();
+            SPARE.set(Some(slot));
+        }
+    }
 }
 
 /// The sending half; sending consumes it.
@@ -113,18 +155,27 @@ impl<T> Receiver<T> {
     /// Waits for the value until `deadline` (forever if `None`); `Empty`
     /// means the deadline passed.
     pub(crate) fn recv_until(&self, deadline: Option<Instant>) -> Result<T, Miss> {
-        // Spin briefly, as crossbeam's Backoff does: most replies are fast.
-        for step in 0..11u32 {
+        // Most replies come within microseconds: poll at a steady short
+        // interval for a while (an exponential backoff would notice a reply
+        // up to a whole, growing, batch of pauses late), then yield a few
+        // times, then park.
+        let spin_until = Instant::now() + SPIN;
+        loop {
+            for _ in 0..64 {
+                if !self.is_empty() {
+                    return self.slot.take();
+                }
+                std::hint::spin_loop();
+            }
+            if Instant::now() >= spin_until {
+                break;
+            }
+        }
+        for _ in 0..4 {
             if !self.is_empty() {
                 return self.slot.take();
             }
-            if step <= 6 {
-                for _ in 0..1u32 << step {
-                    std::hint::spin_loop();
-                }
-            } else {
-                std::thread::yield_now();
-            }
+            std::thread::yield_now();
         }
         let slot = &*self.slot;
         slot.waiting.store(true, Ordering::Relaxed);

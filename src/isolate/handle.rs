@@ -233,11 +233,13 @@ impl<I: Isolate> IsolateHandle<I> {
         }
         drop(msg);
         // Waits on the reply slot directly: no `Pending` to allocate.
-        match rx.recv_until(Some(deadline)) {
+        let result = match rx.recv_until(Some(deadline)) {
             Ok(reply) => resolve_reply(&self.shared, Some(reply)),
             Err(oneshot::Miss::Empty) => Err(AskError::Timeout),
             Err(oneshot::Miss::Closed) => resolve_reply(&self.shared, None),
-        }
+        };
+        rx.recycle();
+        result
     }
 
     /// Sends a message and returns at once with a [`Pending`] reply to poll;
@@ -274,7 +276,7 @@ impl<I: Isolate> IsolateHandle<I> {
             .message
             .encode(msg)
             .map_err(AskError::Encode)?;
-        let (tx, rx) = oneshot::oneshot();
+        let (tx, rx) = oneshot::reply_slot();
         Ok((
             Item::Message {
                 envelope,

@@ -57,6 +57,9 @@ impl Busy {
     }
 }
 
+/// How long an isolate polls its empty mailbox before it blocks.
+const POLL: std::time::Duration = std::time::Duration::from_micros(5);
+
 /// What a step of the loop decided.
 type Exit = Option<ExitReason>;
 
@@ -193,10 +196,10 @@ impl<I: Isolate> RunLoop<I> {
                         return ExitReason::Normal;
                     }
                     busy.stop(&self.shared);
-                    match self.mailbox_rx.recv() {
-                        Ok(item) => item,
+                    match self.wait_for_mail() {
+                        Some(item) => item,
                         // The shared record keeps a sender: cannot happen.
-                        Err(_) => return ExitReason::Normal,
+                        None => return ExitReason::Normal,
                     }
                 }
             };
@@ -207,6 +210,25 @@ impl<I: Isolate> RunLoop<I> {
             busy.tick(&self.shared);
             if let Some(reason) = self.handle(state, envelope, reply, busy) {
                 return reason;
+            }
+        }
+    }
+
+    /// Waits for the next item: polls at a steady short interval for a few
+    /// microseconds (a request/reply partner usually answers within that,
+    /// and crossbeam's exponential backoff would notice it up to a growing
+    /// batch of pauses late), then blocks.
+    fn wait_for_mail(&self) -> Option<Item> {
+        let spin_until = Instant::now() + POLL;
+        loop {
+            for _ in 0..32 {
+                if let Ok(item) = self.mailbox_rx.try_recv() {
+                    return Some(item);
+                }
+                std::hint::spin_loop();
+            }
+            if Instant::now() >= spin_until {
+                return self.mailbox_rx.recv().ok();
             }
         }
     }
