@@ -440,6 +440,9 @@ pub enum SpawnError {
     Args(CodecError),
     /// The operating system refused to start a thread.
     Thread(String),
+    /// `Mailbox::Bounded(0)`: an isolate's mailbox needs room for at least
+    /// one message (there is no rendezvous form).
+    ZeroCapacity,
 }
 
 impl fmt::Display for SpawnError {
@@ -447,6 +450,9 @@ impl fmt::Display for SpawnError {
         match self {
             Self::Args(e) => write!(f, "start arguments could not be encoded: {e}"),
             Self::Thread(why) => write!(f, "the isolate's thread could not be started: {why}"),
+            Self::ZeroCapacity => f.write_str(
+                "a bounded mailbox needs room for at least one message: use Mailbox::Bounded(1) or more",
+            ),
         }
     }
 }

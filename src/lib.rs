@@ -8,6 +8,7 @@ mod oneshot;
 mod pending;
 pub mod port;
 mod run;
+mod time;
 mod unwind;
 
 pub use codec::{Bincode, Codec, DEFAULT_LIMIT, Transfer};

@@ -159,7 +159,9 @@ impl<T> Receiver<T> {
         // interval for a while (an exponential backoff would notice a reply
         // up to a whole, growing, batch of pauses late), then yield a few
         // times, then park.
-        let spin_until = Instant::now() + SPIN;
+        // The clock is read only once the first batch found nothing: a fast
+        // reply costs no clock read.
+        let mut spin_until = None;
         loop {
             for _ in 0..64 {
                 if !self.is_empty() {
@@ -167,7 +169,8 @@ impl<T> Receiver<T> {
                 }
                 std::hint::spin_loop();
             }
-            if Instant::now() >= spin_until {
+            let now = Instant::now();
+            if now >= *spin_until.get_or_insert(now + SPIN) {
                 break;
             }
         }

@@ -183,7 +183,7 @@ impl<T, E: Taken> Pending<T, E> {
     /// assert_eq!(p.wait_timeout(Duration::from_secs(5)), Some(Ok(7)));
     /// ```
     pub fn wait_timeout(&mut self, timeout: Duration) -> Option<Result<T, E>> {
-        self.wait_deadline(Instant::now() + timeout)
+        self.wait_until(crate::time::deadline_after(timeout))
     }
 
     /// Waits until `deadline` at most for the result; `None` if it has not
@@ -198,10 +198,15 @@ impl<T, E: Taken> Pending<T, E> {
     /// assert_eq!(p.wait_deadline(Instant::now() + Duration::from_secs(5)), Some(Ok(7)));
     /// ```
     pub fn wait_deadline(&mut self, deadline: Instant) -> Option<Result<T, E>> {
+        self.wait_until(Some(deadline))
+    }
+
+    /// Waits until `deadline`, or for good if `None`.
+    fn wait_until(&mut self, deadline: Option<Instant>) -> Option<Result<T, E>> {
         match &self.state {
             State::Taken => None,
             State::Ready(_) => self.take_state(),
-            State::Waiting { rx, .. } => match rx.recv_until(Some(deadline)) {
+            State::Waiting { rx, .. } => match rx.recv_until(deadline) {
                 Ok(reply) => Some(self.resolve(Some(reply))),
                 Err(Miss::Empty) => None,
                 Err(Miss::Closed) => Some(self.resolve(None)),

@@ -309,7 +309,13 @@ impl<T> SendPort<T> {
     /// assert_eq!(rx.recv().unwrap(), 1);
     /// ```
     pub fn send_timeout(&self, msg: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
-        self.send_deadline(msg, Instant::now() + timeout)
+        match crate::time::deadline_after(timeout) {
+            Some(deadline) => self.send_deadline(msg, deadline),
+            None => self.send(msg).map_err(|e| match e {
+                SendError::Disconnected(msg) => SendTimeoutError::Disconnected(msg),
+                SendError::Encode(msg, e) => SendTimeoutError::Encode(msg, e),
+            }),
+        }
     }
 
     /// Sends a message, waiting until `deadline` at most for room.
@@ -451,7 +457,13 @@ impl<T> ReceivePort<T> {
     /// assert_eq!(rx.recv_timeout(Duration::from_millis(5)), Err(RecvTimeoutError::Timeout));
     /// ```
     pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
-        self.recv_deadline(Instant::now() + timeout)
+        match crate::time::deadline_after(timeout) {
+            Some(deadline) => self.recv_deadline(deadline),
+            None => self.recv().map_err(|e| match e {
+                RecvError::Disconnected => RecvTimeoutError::Disconnected,
+                RecvError::Decode(e) => RecvTimeoutError::Decode(e),
+            }),
+        }
     }
 
     /// Waits until `deadline` at most for a message.

@@ -91,12 +91,21 @@ where
     let (tx, rx) = oneshot::oneshot();
     let worker_codec = result_codec.clone();
     let job = Box::new(move || {
-        let reply = match arg_codec.decode(envelope) {
-            Err(e) => Reply::BadMessage(e),
-            Ok(arg) => match unwind::catch(|| f(arg)) {
-                Ok(value) => match worker_codec.encode(&value) {
-                    Ok(envelope) => Reply::Value(envelope),
-                    Err(e) => Reply::Unencodable(e),
+        // Everything user-written (serde impls included) runs under `catch`:
+        // a panic is this call's error, and the cached thread lives on.
+        let reply = match unwind::catch(|| arg_codec.decode(envelope)) {
+            Ok(Err(e)) => Reply::BadMessage(e),
+            Err(caught) => Reply::Panicked(format!(
+                "decoding the argument panicked: {}",
+                caught.message
+            )),
+            Ok(Ok(arg)) => match unwind::catch(|| f(arg)) {
+                Ok(value) => match unwind::catch(|| worker_codec.encode(&value)) {
+                    Ok(Ok(envelope)) => Reply::Value(envelope),
+                    Ok(Err(e)) => Reply::Unencodable(e),
+                    Err(caught) => {
+                        Reply::Panicked(format!("encoding the result panicked: {}", caught.message))
+                    }
                 },
                 Err(caught) => Reply::Panicked(caught.message),
             },

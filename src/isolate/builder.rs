@@ -28,7 +28,8 @@ pub enum Mailbox {
     #[default]
     Unbounded,
     /// At most this many queued messages: `cast` and `ask` wait for room,
-    /// `try_cast` and `ask_pending` fail with `Full`.
+    /// `try_cast` and `ask_pending` fail with `Full`. Zero is refused at
+    /// spawn with [`SpawnError::ZeroCapacity`](crate::SpawnError::ZeroCapacity).
     Bounded(usize),
 }
 
@@ -192,6 +193,9 @@ impl<C: Codec> IsolateBuilder<C> {
         args: I::Args,
         paused: bool,
     ) -> Result<(IsolateHandle<I>, u64), SpawnError> {
+        if self.mailbox == Mailbox::Bounded(0) {
+            return Err(SpawnError::ZeroCapacity);
+        }
         let codecs = Codecs::<I> {
             args: dyn_codec(&self.codec),
             message: dyn_codec(&self.codec),
@@ -219,8 +223,7 @@ impl<C: Codec> IsolateBuilder<C> {
             self.errors_are_fatal,
         ));
         let handle = IsolateHandle::new(Arc::clone(&shared));
-        // Token 0 is reserved for the spawn pause.
-        let token = 0;
+        let token = Shared::<I>::new_token();
         let mut thread = std::thread::Builder::new().name(name);
         if let Some(bytes) = self.stack_size {
             thread = thread.stack_size(bytes);

@@ -159,7 +159,13 @@ impl<I: Isolate> IsolateHandle<I> {
         msg: I::Message,
         timeout: Duration,
     ) -> Result<(), SendTimeoutError<I::Message>> {
-        self.cast_deadline(msg, Instant::now() + timeout)
+        let wait = crate::time::deadline_after(timeout).map_or(Wait::Block, Wait::Until);
+        match self.push_cast(&msg, wait) {
+            Ok(()) => Ok(()),
+            Err(Err(e)) => Err(SendTimeoutError::Encode(msg, e)),
+            Err(Ok(Refused::Full)) => Err(SendTimeoutError::Timeout(msg)),
+            Err(Ok(Refused::Disconnected)) => Err(SendTimeoutError::Disconnected(msg)),
+        }
     }
 
     /// Like [`cast`](Self::cast), waiting until `deadline` at most for room.
@@ -202,7 +208,7 @@ impl<I: Isolate> IsolateHandle<I> {
             return Err(Ok(Refused::Disconnected));
         }
         let envelope = self.shared.codecs.message.encode(msg).map_err(Err)?;
-        let item = Item::Message {
+        let item = Item {
             envelope,
             reply: None,
         };
@@ -224,16 +230,19 @@ impl<I: Isolate> IsolateHandle<I> {
     ///
     /// See [`Isolate`].
     pub fn ask(&self, msg: I::Message, timeout: Duration) -> Result<I::Reply, AskError<I::Error>> {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::time::deadline_after(timeout);
         let (item, rx) = self.ask_item(&msg)?;
-        match self.shared.push(item, Wait::Until(deadline)) {
+        match self
+            .shared
+            .push(item, deadline.map_or(Wait::Block, Wait::Until))
+        {
             Ok(()) => {}
             Err(Refused::Full) => return Err(AskError::Timeout),
             Err(Refused::Disconnected) => return Err(self.dead()),
         }
         drop(msg);
         // Waits on the reply slot directly: no `Pending` to allocate.
-        let result = match rx.recv_until(Some(deadline)) {
+        let result = match rx.recv_until(deadline) {
             Ok(reply) => resolve_reply(&self.shared, Some(reply)),
             Err(oneshot::Miss::Empty) => Err(AskError::Timeout),
             Err(oneshot::Miss::Closed) => resolve_reply(&self.shared, None),
@@ -278,7 +287,7 @@ impl<I: Isolate> IsolateHandle<I> {
             .map_err(AskError::Encode)?;
         let (tx, rx) = oneshot::reply_slot();
         Ok((
-            Item::Message {
+            Item {
                 envelope,
                 reply: Some(tx),
             },
@@ -326,7 +335,7 @@ impl<I: Isolate> IsolateHandle<I> {
     ///
     /// See [`PauseToken`].
     pub fn pause(&self) -> PauseToken {
-        let token = PauseToken(self.shared.new_token());
+        let token = PauseToken(Shared::<I>::new_token());
         self.pause_with(&token);
         token
     }
@@ -502,7 +511,7 @@ impl<I: Isolate> IsolateHandle<I> {
     ///
     /// See [`IsolateHandle`].
     pub fn join(&self, timeout: Duration) -> Option<ExitReason> {
-        self.shared.wait_exit(Instant::now() + timeout)
+        self.shared.wait_exit(crate::time::deadline_after(timeout))
     }
 
     /// Where the isolate is in its life; never blocks.

@@ -10,6 +10,7 @@ use crossbeam_channel as cb;
 use super::shared::{Control, Item, Shared};
 use super::{Context, ExitReason, Isolate, IsolateError, IsolateState};
 use crate::codec::envelope::Envelope;
+use crate::error::CodecError;
 use crate::oneshot;
 use crate::pending::Reply;
 use crate::unwind;
@@ -69,6 +70,9 @@ struct RunLoop<I: Isolate> {
     mailbox_rx: cb::Receiver<Item>,
     paused: HashSet<u64>,
     orphaned: bool,
+    /// A message taken from the mailbox but not handled yet, because a
+    /// control request sent before it (a pause, a kill) must go first.
+    held: Option<Item>,
     ctx: Context<I>,
 }
 
@@ -92,10 +96,44 @@ pub(super) fn run<I: Isolate>(
         control_rx,
         paused: paused.into_iter().collect(),
         orphaned: false,
+        held: None,
     };
+    // User code runs under `catch`, so the loop itself should not unwind;
+    // if it ever does, the isolate must still be closed, or its callers
+    // would wait forever.
+    let guard = CloseOnUnwind(&shared);
     let reason = run_loop.run(args);
+    std::mem::forget(guard);
     // Close before the loop's receivers drop: queued asks get the reason.
     shared.close(reason);
+    if let Some(item) = run_loop.held.take() {
+        shared.discard(item);
+    }
+}
+
+struct CloseOnUnwind<'a, I: Isolate>(&'a Shared<I>);
+
+impl<I: Isolate> Drop for CloseOnUnwind<'_, I> {
+    fn drop(&mut self) {
+        self.0.close(ExitReason::Panicked(
+            "the isolate's run loop panicked (a bug in isolates)".into(),
+        ));
+    }
+}
+
+/// Encodes a reply or error for the caller; a panicking `Serialize` is an
+/// encode error for that call, not the isolate's end.
+fn encode_for_caller<T>(
+    codec: &crate::port::DynCodec<T>,
+    value: &T,
+) -> Result<Envelope, CodecError> {
+    match unwind::catch(|| codec.encode(value)) {
+        Ok(result) => result,
+        Err(caught) => Err(CodecError::Encode(format!(
+            "the value's Serialize panicked: {}",
+            caught.message
+        ))),
+    }
 }
 
 impl<I: Isolate> RunLoop<I> {
@@ -104,17 +142,24 @@ impl<I: Isolate> RunLoop<I> {
         if let Some(reason) = self.wait_while_paused() {
             return reason;
         }
-        let args = match self.shared.codecs.args.decode(args) {
-            Ok(args) => args,
-            Err(e) => {
+        self.shared.set_state(IsolateState::Starting);
+        let args = match unwind::catch(|| self.shared.codecs.args.decode(args)) {
+            Ok(Ok(args)) => args,
+            Ok(Err(e)) => {
                 return ExitReason::Failed(format!("start arguments could not be decoded: {e}"));
+            }
+            Err(caught) => {
+                return ExitReason::Panicked(format!(
+                    "decoding the start arguments panicked: {}",
+                    caught.message
+                ));
             }
         };
         let ctx = &mut self.ctx;
         let mut state = match unwind::catch(|| I::start(args, ctx)) {
             Ok(Ok(state)) => state,
             Ok(Err(error)) => {
-                let message = error.to_string();
+                let message = describe(&error);
                 self.shared.report_error(IsolateError {
                     message: message.clone(),
                     stack: String::new(),
@@ -147,6 +192,10 @@ impl<I: Isolate> RunLoop<I> {
             if let Some(reason) = self.urgent() {
                 return Some(reason);
             }
+            // Nobody is left to resume it.
+            if self.is_orphaned() {
+                return Some(ExitReason::Normal);
+            }
             match self.control_rx.recv() {
                 Ok(control) => {
                     if let Some(reason) = self.apply(control) {
@@ -176,6 +225,10 @@ impl<I: Isolate> RunLoop<I> {
             // here unless one is waiting.
             if self.shared.take_wake() {
                 while let Ok(control) = self.control_rx.try_recv() {
+                    // An immediate request sent meanwhile still goes first.
+                    if let Some(reason) = self.urgent() {
+                        return reason;
+                    }
                     if let Some(reason) = self.apply(control) {
                         return reason;
                     }
@@ -189,24 +242,31 @@ impl<I: Isolate> RunLoop<I> {
                     continue;
                 }
             }
-            let item = match self.mailbox_rx.try_recv() {
+            let next = match self.held.take() {
+                Some(item) => Ok(item),
+                None => self.mailbox_rx.try_recv(),
+            };
+            let item = match next {
                 Ok(item) => item,
                 Err(_) => {
-                    if self.orphaned && self.shared.handles.load(Ordering::SeqCst) == 0 {
+                    if self.is_orphaned() {
                         return ExitReason::Normal;
                     }
                     busy.stop(&self.shared);
                     match self.wait_for_mail() {
                         Some(item) => item,
-                        // The shared record keeps a sender: cannot happen.
-                        None => return ExitReason::Normal,
+                        // A control request came: look at it first.
+                        None => continue,
                     }
                 }
             };
-            let Item::Message { envelope, reply } = item else {
-                self.shared.took_wake();
+            // A control request flagged before this message was sent goes
+            // first (a pause holds the message; a kill fails it).
+            if self.shared.wake_pending() {
+                self.held = Some(item);
                 continue;
-            };
+            }
+            let Item { envelope, reply } = item;
             busy.tick(&self.shared);
             if let Some(reason) = self.handle(state, envelope, reply, busy) {
                 return reason;
@@ -214,22 +274,49 @@ impl<I: Isolate> RunLoop<I> {
         }
     }
 
-    /// Waits for the next item: polls at a steady short interval for a few
-    /// microseconds (a request/reply partner usually answers within that,
-    /// and crossbeam's exponential backoff would notice it up to a growing
-    /// batch of pauses late), then blocks.
+    fn is_orphaned(&self) -> bool {
+        self.orphaned && self.shared.handles.load(Ordering::SeqCst) == 0
+    }
+
+    /// Waits for the next message, or returns `None` when a control request
+    /// is waiting.
+    ///
+    /// Polls at a steady short interval for a few microseconds first (a
+    /// request/reply partner usually answers within that, and crossbeam's
+    /// exponential backoff would notice it up to a growing batch of pauses
+    /// late), then blocks on the mailbox and the control channel together:
+    /// waiting on two channels costs microseconds, paid only once idle.
     fn wait_for_mail(&self) -> Option<Item> {
-        let spin_until = Instant::now() + POLL;
+        // The clock is read only once the first batch found nothing.
+        let mut spin_until = None;
         loop {
             for _ in 0..32 {
                 if let Ok(item) = self.mailbox_rx.try_recv() {
                     return Some(item);
                 }
+                if self.shared.wake_pending() {
+                    return None;
+                }
                 std::hint::spin_loop();
             }
-            if Instant::now() >= spin_until {
-                return self.mailbox_rx.recv().ok();
+            let now = Instant::now();
+            if now >= *spin_until.get_or_insert(now + POLL) {
+                break;
             }
+        }
+        let mut select = cb::Select::new();
+        let mail = select.recv(&self.mailbox_rx);
+        select.recv(&self.control_rx);
+        loop {
+            let ready = select.ready();
+            if ready == mail {
+                if let Ok(item) = self.mailbox_rx.try_recv() {
+                    return Some(item);
+                }
+            } else {
+                return None;
+            }
+            // Another receiver (a drain) took the message: wait again.
         }
     }
 
@@ -267,7 +354,14 @@ impl<I: Isolate> RunLoop<I> {
         busy: &mut Busy,
     ) -> Exit {
         let shared = &*self.shared;
-        let msg = match shared.codecs.message.decode(envelope) {
+        let decoded =
+            unwind::catch(|| shared.codecs.message.decode(envelope)).unwrap_or_else(|c| {
+                Err(CodecError::Malformed(format!(
+                    "the message's Deserialize panicked: {}",
+                    c.message
+                )))
+            });
+        let msg = match decoded {
             Ok(msg) => msg,
             Err(e) => {
                 shared.counters.bad_messages.fetch_add(1, Ordering::Relaxed);
@@ -288,7 +382,7 @@ impl<I: Isolate> RunLoop<I> {
         let fatal = match result {
             Ok(Ok(value)) => {
                 if let Some(reply) = reply {
-                    reply.send(match shared.codecs.reply.encode(&value) {
+                    reply.send(match encode_for_caller(&shared.codecs.reply, &value) {
                         Ok(envelope) => Reply::Value(envelope),
                         Err(e) => Reply::Unencodable(e),
                     });
@@ -296,9 +390,9 @@ impl<I: Isolate> RunLoop<I> {
                 None
             }
             Ok(Err(error)) => {
-                let message = error.to_string();
+                let message = describe(&error);
                 if let Some(reply) = reply {
-                    reply.send(match shared.codecs.error.encode(&error) {
+                    reply.send(match encode_for_caller(&shared.codecs.error, &error) {
                         Ok(envelope) => Reply::Failed(envelope),
                         Err(e) => Reply::Unencodable(e),
                     });
@@ -329,4 +423,11 @@ impl<I: Isolate> RunLoop<I> {
         }
         self.ctx.stop_requested.then_some(ExitReason::Normal)
     }
+}
+
+/// The error's text; a panicking `Display` gives a placeholder, not an
+/// unwinding run loop.
+fn describe(error: &impl std::fmt::Display) -> String {
+    unwind::catch(|| error.to_string())
+        .unwrap_or_else(|c| format!("<the error's Display panicked: {}>", c.message))
 }

@@ -14,15 +14,11 @@ use crate::oneshot;
 use crate::pending::Reply;
 use crate::port::{DynCodec, SendPort};
 
-/// What a mailbox holds.
-pub(super) enum Item {
-    /// A message's bytes and, for an ask, where the reply goes.
-    Message {
-        envelope: Envelope,
-        reply: Option<oneshot::Sender<Reply>>,
-    },
-    /// A control request is waiting: look at the control queue.
-    Wake,
+/// What a mailbox holds: a message's bytes and, for an ask, where the reply
+/// goes.
+pub(super) struct Item {
+    pub(super) envelope: Envelope,
+    pub(super) reply: Option<oneshot::Sender<Reply>>,
 }
 
 /// How long a sender waits for room in a bounded mailbox.
@@ -50,7 +46,7 @@ pub(super) enum Control {
     Ping(oneshot::Sender<Reply>),
     /// The last handle was dropped.
     Orphaned,
-    /// Look at the urgent queue (for an isolate waiting while paused).
+    /// Look at the urgent queue.
     Wake,
 }
 
@@ -92,8 +88,8 @@ pub(super) struct Shared<I: Isolate> {
     /// Immediate-priority requests, looked at before anything else.
     urgent: Mutex<VecDeque<Control>>,
     urgent_flag: AtomicBool,
-    /// A `Wake` is in the mailbox or the isolate is about to look at its
-    /// control queue anyway; saves a wake per control request.
+    /// A control request was sent since the isolate last looked: it checks
+    /// this flag between messages instead of polling the control queue.
     wake_pending: AtomicBool,
     /// An immediate kill was requested: handlers may check it.
     pub(super) kill_requested: AtomicBool,
@@ -108,10 +104,7 @@ pub(super) struct Shared<I: Isolate> {
     /// touch.
     pub(super) counters: Counters,
     dropped: AtomicU64,
-    /// `Wake` items in the mailbox, so the queue length can leave them out.
-    wakes: AtomicUsize,
     spawned_at: Instant,
-    next_token: AtomicU64,
 }
 
 impl<I: Isolate> Shared<I> {
@@ -142,15 +135,15 @@ impl<I: Isolate> Shared<I> {
             exited: Condvar::new(),
             counters: Counters::default(),
             dropped: AtomicU64::new(0),
-            wakes: AtomicUsize::new(0),
             spawned_at: Instant::now(),
-            // Token 0 is the spawn-paused token.
-            next_token: AtomicU64::new(1),
         }
     }
 
-    pub(super) fn new_token(&self) -> u64 {
-        self.next_token.fetch_add(1, Ordering::Relaxed)
+    /// A pause token no other pause of any isolate has: as Dart's
+    /// capabilities, a token of one isolate does nothing to another.
+    pub(super) fn new_token() -> u64 {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        NEXT.fetch_add(1, Ordering::Relaxed)
     }
 
     pub(super) fn is_closed(&self) -> bool {
@@ -180,26 +173,19 @@ impl<I: Isolate> Shared<I> {
 
     /// Sends a control request; immediate ones jump the queue.
     ///
-    /// A running isolate waits on its mailbox only (waiting on two channels
-    /// with `select!` costs several microseconds a message), so a control
-    /// request also puts a `Wake` in the mailbox. A paused isolate waits on
-    /// the control channel, which every request reaches.
+    /// The request goes on the control channel (which wakes an isolate
+    /// blocked on its mailbox and control channel), then the flag the
+    /// isolate checks between messages is raised: in that order, so an
+    /// isolate that sees the flag finds the request.
     pub(super) fn control(&self, request: Control, immediate: bool) {
         if immediate {
             self.urgent.lock().push_back(request);
-            self.urgent_flag.store(true, Ordering::Release);
+            self.urgent_flag.store(true, Ordering::SeqCst);
             let _ = self.control_tx.send(Control::Wake);
         } else {
             let _ = self.control_tx.send(request);
         }
-        if !self.wake_pending.swap(true, Ordering::AcqRel) {
-            // A full mailbox needs no wake: the isolate looks at its control
-            // queue before the next message.
-            self.wakes.fetch_add(1, Ordering::Relaxed);
-            if self.mailbox_tx.try_send(Item::Wake).is_err() {
-                self.wakes.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
+        self.wake_pending.store(true, Ordering::SeqCst);
         // As in `push`: if the isolate closed meanwhile, nobody will
         // look at the urgent queue again; dropping what is there resolves
         // its pings with the exit reason.
@@ -215,6 +201,11 @@ impl<I: Isolate> Shared<I> {
         self.wake_pending.load(Ordering::Acquire) && self.wake_pending.swap(false, Ordering::AcqRel)
     }
 
+    /// Whether a control request is flagged; does not clear the flag.
+    pub(super) fn wake_pending(&self) -> bool {
+        self.wake_pending.load(Ordering::Relaxed)
+    }
+
     /// Adds time the isolate spent busy.
     pub(super) fn add_busy(&self, busy: Duration) {
         let nanos = u64::try_from(busy.as_nanos()).unwrap_or(u64::MAX);
@@ -224,7 +215,7 @@ impl<I: Isolate> Shared<I> {
     /// Takes the immediate-priority requests, if any; one atomic load when
     /// there are none.
     pub(super) fn take_urgent(&self) -> Option<VecDeque<Control>> {
-        if !self.urgent_flag.load(Ordering::Acquire) {
+        if !self.urgent_flag.load(Ordering::SeqCst) {
             return None;
         }
         let mut queue = self.urgent.lock();
@@ -268,15 +259,9 @@ impl<I: Isolate> Shared<I> {
         sent
     }
 
-    /// Called by the isolate for each `Wake` it takes from the mailbox.
-    pub(super) fn took_wake(&self) {
-        self.wakes.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    /// Messages waiting in the mailbox, wakes left out.
+    /// Messages waiting in the mailbox.
     pub(super) fn queued(&self) -> usize {
-        let wakes = self.wakes.load(Ordering::Relaxed);
-        self.mailbox_tx.len().saturating_sub(wakes)
+        self.mailbox_tx.len()
     }
 
     /// Resolves every queued ask with the exit reason and drops queued casts.
@@ -285,14 +270,21 @@ impl<I: Isolate> Shared<I> {
             return;
         };
         for item in self.mailbox_rx.try_iter() {
-            match item {
-                Item::Message {
-                    reply: Some(reply), ..
-                } => reply.send(Reply::Dead(reason.clone())),
-                Item::Message { reply: None, .. } => {
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
-                }
-                Item::Wake => self.took_wake(),
+            self.discard_with(item, &reason);
+        }
+    }
+
+    /// Resolves one message that will never be handled, once closed.
+    pub(super) fn discard(&self, item: Item) {
+        let reason = self.exit_reason().unwrap_or(ExitReason::Killed);
+        self.discard_with(item, &reason);
+    }
+
+    fn discard_with(&self, item: Item, reason: &ExitReason) {
+        match item.reply {
+            Some(reply) => reply.send(Reply::Dead(reason.clone())),
+            None => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -349,11 +341,16 @@ impl<I: Isolate> Shared<I> {
     }
 
     /// Waits until the isolate has exited, at most until `deadline`.
-    pub(super) fn wait_exit(&self, deadline: Instant) -> Option<ExitReason> {
+    pub(super) fn wait_exit(&self, deadline: Option<Instant>) -> Option<ExitReason> {
         let mut record = self.exit.lock();
         while record.reason.is_none() {
-            if self.exited.wait_until(&mut record, deadline).timed_out() {
-                break;
+            match deadline {
+                Some(deadline) => {
+                    if self.exited.wait_until(&mut record, deadline).timed_out() {
+                        break;
+                    }
+                }
+                None => self.exited.wait(&mut record),
             }
         }
         record.reason.clone()
