@@ -14,6 +14,11 @@ mod context;
 mod handle;
 mod runloop;
 mod shared;
+mod supervised;
+
+pub(crate) use runloop::Leftover;
+pub(crate) use shared::ExitHook;
+pub(crate) use supervised::Restartable;
 
 pub use builder::{IsolateBuilder, Mailbox};
 pub use context::Context;

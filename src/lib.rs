@@ -8,6 +8,7 @@ mod oneshot;
 mod pending;
 pub mod port;
 mod run;
+pub mod supervisor;
 mod time;
 mod unwind;
 

@@ -5,8 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crossbeam_channel as cb;
 
-use super::shared::{Codecs, Shared};
+use super::shared::{Codecs, Control, Item, Shared};
 use super::{Isolate, IsolateHandle, PauseToken, runloop};
+use crate::codec::envelope::Envelope;
 use crate::codec::{Bincode, Codec};
 use crate::error::SpawnError;
 use crate::port::dyn_codec;
@@ -193,6 +194,24 @@ impl<C: Codec> IsolateBuilder<C> {
         args: I::Args,
         paused: bool,
     ) -> Result<(IsolateHandle<I>, u64), SpawnError> {
+        let (shared, control_rx) = self.prepare::<I>()?;
+        let args = shared.codecs.args.encode(&args).map_err(SpawnError::Args)?;
+        let handle = IsolateHandle::new(Arc::clone(&shared));
+        let token = Shared::<I>::new_token();
+        let start = Start {
+            control_rx,
+            args,
+            paused: paused.then_some(token),
+            held: None,
+        };
+        spawn_thread(shared, start, self.stack_size)?;
+        Ok((handle, token))
+    }
+
+    /// Builds an isolate's shared record and control channel, not started.
+    pub(super) fn prepare<I: Isolate>(
+        &self,
+    ) -> Result<(Arc<Shared<I>>, cb::Receiver<Control>), SpawnError> {
         if self.mailbox == Mailbox::Bounded(0) {
             return Err(SpawnError::ZeroCapacity);
         }
@@ -202,7 +221,6 @@ impl<C: Codec> IsolateBuilder<C> {
             reply: dyn_codec(&self.codec),
             error: dyn_codec(&self.codec),
         };
-        let args = codecs.args.encode(&args).map_err(SpawnError::Args)?;
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let name = self.name.clone().unwrap_or_else(|| {
             let type_name = std::any::type_name::<I>();
@@ -216,21 +234,48 @@ impl<C: Codec> IsolateBuilder<C> {
         let (control_tx, control_rx) = cb::unbounded();
         let shared = Arc::new(Shared::new(
             id,
-            name.clone(),
+            name,
             codecs,
             mailbox,
             control_tx,
             self.errors_are_fatal,
         ));
-        let handle = IsolateHandle::new(Arc::clone(&shared));
-        let token = Shared::<I>::new_token();
-        let mut thread = std::thread::Builder::new().name(name);
-        if let Some(bytes) = self.stack_size {
-            thread = thread.stack_size(bytes);
-        }
-        thread
-            .spawn(move || runloop::run(shared, control_rx, args, paused.then_some(token)))
-            .map_err(|e| SpawnError::Thread(e.to_string()))?;
-        Ok((handle, token))
+        Ok((shared, control_rx))
     }
+
+    pub(super) fn thread_stack_size(&self) -> Option<usize> {
+        self.stack_size
+    }
+}
+
+/// What an incarnation starts from.
+pub(super) struct Start {
+    pub(super) control_rx: cb::Receiver<Control>,
+    pub(super) args: Envelope,
+    pub(super) paused: Option<u64>,
+    pub(super) held: Option<Item>,
+}
+
+/// Starts an incarnation of the isolate on a new thread.
+pub(super) fn spawn_thread<I: Isolate>(
+    shared: Arc<Shared<I>>,
+    start: Start,
+    stack_size: Option<usize>,
+) -> Result<(), SpawnError> {
+    let mut thread = std::thread::Builder::new().name(shared.name.clone());
+    if let Some(bytes) = stack_size {
+        thread = thread.stack_size(bytes);
+    }
+    thread
+        .spawn(move || {
+            let Start {
+                control_rx,
+                args,
+                paused,
+                held,
+            } = start;
+            runloop::run(shared, control_rx, args, paused, held);
+        })
+        .map(drop)
+        .map_err(|e| SpawnError::Thread(e.to_string()))
 }

@@ -318,13 +318,7 @@ impl<I: Isolate> IsolateHandle<I> {
     ///
     /// See [`IsolateHandle`].
     pub fn kill(&self, priority: Priority) {
-        match priority {
-            Priority::Immediate => {
-                self.shared.kill_requested.store(true, Ordering::SeqCst);
-                self.shared.control(Control::Kill, true);
-            }
-            Priority::AfterCurrent => self.shared.control(Control::Kill, false),
-        }
+        self.shared.kill(priority);
     }
 
     /// Pauses the isolate after the current message, with a new token.

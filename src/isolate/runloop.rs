@@ -82,6 +82,7 @@ pub(super) fn run<I: Isolate>(
     control_rx: cb::Receiver<Control>,
     args: Envelope,
     paused: Option<u64>,
+    held: Option<Item>,
 ) {
     let span =
         tracing::debug_span!(target: "isolates", "isolate", name = %shared.name, id = shared.id);
@@ -96,7 +97,7 @@ pub(super) fn run<I: Isolate>(
         control_rx,
         paused: paused.into_iter().collect(),
         orphaned: false,
-        held: None,
+        held,
     };
     // User code runs under `catch`, so the loop itself should not unwind;
     // if it ever does, the isolate must still be closed, or its callers
@@ -104,11 +105,27 @@ pub(super) fn run<I: Isolate>(
     let guard = CloseOnUnwind(&shared);
     let reason = run_loop.run(args);
     std::mem::forget(guard);
+    let RunLoop {
+        control_rx, held, ..
+    } = run_loop;
+    // A supervised isolate keeps its mailbox for the next incarnation: its
+    // supervisor decides between restart and the end.
+    let leftover = Leftover { control_rx, held };
+    let Some(leftover) = shared.exit_to_supervisor(reason.clone(), leftover) else {
+        return;
+    };
     // Close before the loop's receivers drop: queued asks get the reason.
     shared.close(reason);
-    if let Some(item) = run_loop.held.take() {
+    if let Some(item) = leftover.held {
         shared.discard(item);
     }
+}
+
+/// What an incarnation leaves to the next: its control channel and a
+/// message it took but did not handle.
+pub(crate) struct Leftover {
+    pub(super) control_rx: cb::Receiver<Control>,
+    pub(super) held: Option<Item>,
 }
 
 struct CloseOnUnwind<'a, I: Isolate>(&'a Shared<I>);
@@ -140,39 +157,14 @@ impl<I: Isolate> RunLoop<I> {
     fn run(&mut self, args: Envelope) -> ExitReason {
         tracing::debug!(target: "isolates", "isolate spawned");
         if let Some(reason) = self.wait_while_paused() {
+            self.shared.mark_started();
             return reason;
         }
-        self.shared.set_state(IsolateState::Starting);
-        let args = match unwind::catch(|| self.shared.codecs.args.decode(args)) {
-            Ok(Ok(args)) => args,
-            Ok(Err(e)) => {
-                return ExitReason::Failed(format!("start arguments could not be decoded: {e}"));
-            }
-            Err(caught) => {
-                return ExitReason::Panicked(format!(
-                    "decoding the start arguments panicked: {}",
-                    caught.message
-                ));
-            }
-        };
-        let ctx = &mut self.ctx;
-        let mut state = match unwind::catch(|| I::start(args, ctx)) {
-            Ok(Ok(state)) => state,
-            Ok(Err(error)) => {
-                let message = describe(&error);
-                self.shared.report_error(IsolateError {
-                    message: message.clone(),
-                    stack: String::new(),
-                });
-                return ExitReason::Failed(message);
-            }
-            Err(caught) => {
-                self.shared.report_error(IsolateError {
-                    message: caught.message.clone(),
-                    stack: caught.stack,
-                });
-                return ExitReason::Panicked(caught.message);
-            }
+        let started = self.start(args);
+        self.shared.mark_started();
+        let mut state = match started {
+            Ok(state) => state,
+            Err(reason) => return reason,
         };
         self.shared.set_state(IsolateState::Running);
         let reason = if self.ctx.stop_requested {
@@ -183,6 +175,44 @@ impl<I: Isolate> RunLoop<I> {
         let _ = unwind::catch(|| state.stopping(&reason));
         let _ = unwind::catch(move || drop(state));
         reason
+    }
+
+    /// Decodes the arguments and runs `start`.
+    fn start(&mut self, args: Envelope) -> Result<I, ExitReason> {
+        self.shared.set_state(IsolateState::Starting);
+        let args = match unwind::catch(|| self.shared.codecs.args.decode(args)) {
+            Ok(Ok(args)) => args,
+            Ok(Err(e)) => {
+                return Err(ExitReason::Failed(format!(
+                    "start arguments could not be decoded: {e}"
+                )));
+            }
+            Err(caught) => {
+                return Err(ExitReason::Panicked(format!(
+                    "decoding the start arguments panicked: {}",
+                    caught.message
+                )));
+            }
+        };
+        let ctx = &mut self.ctx;
+        match unwind::catch(|| I::start(args, ctx)) {
+            Ok(Ok(state)) => Ok(state),
+            Ok(Err(error)) => {
+                let message = describe(&error);
+                self.shared.report_error(IsolateError {
+                    message: message.clone(),
+                    stack: String::new(),
+                });
+                Err(ExitReason::Failed(message))
+            }
+            Err(caught) => {
+                self.shared.report_error(IsolateError {
+                    message: caught.message.clone(),
+                    stack: caught.stack,
+                });
+                Err(ExitReason::Panicked(caught.message))
+            }
+        }
     }
 
     /// Serves control requests only, until no pause holds.

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel as cb;
 use parking_lot::{Condvar, Mutex};
 
+use super::runloop::Leftover;
 use super::{ExitReason, Isolate, IsolateError, IsolateState};
 use crate::codec::envelope::Envelope;
 use crate::oneshot;
@@ -20,6 +21,9 @@ pub(super) struct Item {
     pub(super) envelope: Envelope,
     pub(super) reply: Option<oneshot::Sender<Reply>>,
 }
+
+/// Told of each ended incarnation of a supervised isolate.
+pub(crate) type ExitHook = Box<dyn Fn(ExitReason, Leftover) + Send + Sync>;
 
 /// How long a sender waits for room in a bounded mailbox.
 #[derive(Clone, Copy)]
@@ -85,6 +89,12 @@ pub(super) struct Shared<I: Isolate> {
     /// Kept so whoever sees the isolate closed can drain what is left.
     pub(super) mailbox_rx: cb::Receiver<Item>,
     pub(super) control_tx: cb::Sender<Control>,
+    /// Where an ended incarnation goes when supervised.
+    supervisor: Mutex<Option<ExitHook>>,
+    /// Incarnations whose `start` has returned, for a supervisor that
+    /// starts children one after another.
+    starts: Mutex<u64>,
+    started: Condvar,
     /// Immediate-priority requests, looked at before anything else.
     urgent: Mutex<VecDeque<Control>>,
     urgent_flag: AtomicBool,
@@ -123,6 +133,9 @@ impl<I: Isolate> Shared<I> {
             mailbox_tx: mailbox.0,
             mailbox_rx: mailbox.1,
             control_tx,
+            supervisor: Mutex::new(None),
+            starts: Mutex::new(0),
+            started: Condvar::new(),
             urgent: Mutex::new(VecDeque::new()),
             urgent_flag: AtomicBool::new(false),
             wake_pending: AtomicBool::new(false),
@@ -199,6 +212,56 @@ impl<I: Isolate> Shared<I> {
     /// atomic load when there are none.
     pub(super) fn take_wake(&self) -> bool {
         self.wake_pending.load(Ordering::Acquire) && self.wake_pending.swap(false, Ordering::AcqRel)
+    }
+
+    /// See [`IsolateHandle::kill`](super::IsolateHandle::kill).
+    pub(super) fn kill(&self, priority: super::Priority) {
+        match priority {
+            super::Priority::Immediate => {
+                self.kill_requested.store(true, Ordering::SeqCst);
+                self.control(Control::Kill, true);
+            }
+            super::Priority::AfterCurrent => self.control(Control::Kill, false),
+        }
+    }
+
+    /// Called by each incarnation once `start` has returned (or will not
+    /// run).
+    pub(super) fn mark_started(&self) {
+        *self.starts.lock() += 1;
+        self.started.notify_all();
+    }
+
+    /// Waits until `count` incarnations have finished starting.
+    pub(super) fn wait_started(&self, count: u64) {
+        let mut starts = self.starts.lock();
+        while *starts < count {
+            self.started.wait(&mut starts);
+        }
+    }
+
+    /// Hands an ended incarnation to the supervisor, if there is one;
+    /// otherwise gives the leftover back for a final close.
+    pub(super) fn exit_to_supervisor(
+        &self,
+        reason: ExitReason,
+        leftover: Leftover,
+    ) -> Option<Leftover> {
+        let hook = self.supervisor.lock();
+        match &*hook {
+            Some(hook) => {
+                self.set_state(IsolateState::Starting);
+                hook(reason, leftover);
+                None
+            }
+            None => Some(leftover),
+        }
+    }
+
+    /// Puts the isolate under a supervisor: from now on an ended
+    /// incarnation goes to `hook` instead of closing the isolate.
+    pub(super) fn set_supervisor(&self, hook: Option<ExitHook>) {
+        *self.supervisor.lock() = hook;
     }
 
     /// Whether a control request is flagged; does not clear the flag.
@@ -297,6 +360,11 @@ impl<I: Isolate> Shared<I> {
     pub(super) fn close(&self, reason: ExitReason) {
         let listeners = {
             let mut record = self.exit.lock();
+            // A supervisor may give up on an isolate whose abandoned thread
+            // ends later: the first reason stands.
+            if record.reason.is_some() {
+                return;
+            }
             record.reason = Some(reason.clone());
             record.error_listeners.clear();
             std::mem::take(&mut record.exit_listeners)

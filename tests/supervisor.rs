@@ -1,0 +1,376 @@
+//! Supervision with OTP semantics: strategies, restart types, intensity and
+//! escalation through two levels, backoff, mailboxes kept across restarts,
+//! shutdown order, events.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::wait_until;
+use isolates::supervisor::{
+    Backoff, ChildSpec, Restart, Shutdown, Strategy, SupervisionEvent, Supervisor,
+    SupervisorBuilder,
+};
+use isolates::{
+    AskError, Context, ExitReason, Isolate, IsolateHandle, ReceivePort, SendPort, port,
+};
+use serde::{Deserialize, Serialize};
+
+const T: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Serialize, Deserialize)]
+struct Args {
+    name: String,
+    /// Told "start <name>" and "stop <name>" as the worker starts and stops.
+    log: Option<SendPort<String>>,
+}
+
+#[derive(Serialize, Deserialize)]
+enum Msg {
+    Incr,
+    Get,
+    Panic,
+    Fail,
+    Stop,
+    /// Blocks until released through the port it sends back.
+    Block(SendPort<SendPort<()>>),
+}
+
+/// Counts `Incr`s; the count is lost when it restarts.
+struct Worker {
+    count: u64,
+    args: Args,
+}
+
+impl Isolate for Worker {
+    type Args = Args;
+    type Message = Msg;
+    type Reply = u64;
+    type Error = String;
+
+    fn start(args: Args, _: &mut Context<Self>) -> Result<Self, String> {
+        if let Some(log) = &args.log {
+            let _ = log.send(format!("start {}", args.name));
+        }
+        Ok(Worker { count: 0, args })
+    }
+
+    fn handle(&mut self, msg: Msg, ctx: &mut Context<Self>) -> Result<u64, String> {
+        match msg {
+            Msg::Incr => self.count += 1,
+            Msg::Get => {}
+            Msg::Panic => panic!("{} was told to panic", self.args.name),
+            Msg::Fail => return Err(format!("{} was told to fail", self.args.name)),
+            Msg::Stop => ctx.stop(),
+            Msg::Block(reply) => {
+                let (tx, rx) = port::bounded::<()>(1);
+                reply.send(tx).map_err(|e| e.to_string())?;
+                let _ = rx.recv_timeout(T);
+            }
+        }
+        Ok(self.count)
+    }
+
+    fn stopping(&mut self, _: &ExitReason) {
+        if let Some(log) = &self.args.log {
+            let _ = log.send(format!("stop {}", self.args.name));
+        }
+    }
+}
+
+fn args(name: &str) -> Args {
+    Args {
+        name: name.into(),
+        log: None,
+    }
+}
+
+fn logged(name: &str, log: &SendPort<String>) -> Args {
+    Args {
+        name: name.into(),
+        log: Some(log.clone()),
+    }
+}
+
+fn events(sup: &Supervisor) -> ReceivePort<SupervisionEvent> {
+    let (tx, rx) = port::unbounded();
+    sup.add_event_listener(tx);
+    rx
+}
+
+/// Receives events until one matches `want`; fails after `T`.
+fn expect_event(rx: &ReceivePort<SupervisionEvent>, want: impl Fn(&SupervisionEvent) -> bool) {
+    let deadline = Instant::now() + T;
+    loop {
+        match rx.recv_deadline(deadline) {
+            Ok(event) if want(&event) => return,
+            Ok(_) => {}
+            Err(e) => panic!("the expected event never came: {e}"),
+        }
+    }
+}
+
+fn restarted(name: &'static str) -> impl Fn(&SupervisionEvent) -> bool {
+    move |e| matches!(e, SupervisionEvent::Restarted { child, .. } if child == name)
+}
+
+fn worker(sup: &Supervisor, name: &str) -> IsolateHandle<Worker> {
+    sup.worker::<Worker>(name).expect("no such worker")
+}
+
+fn count(h: &IsolateHandle<Worker>) -> u64 {
+    h.ask(Msg::Get, T).unwrap()
+}
+
+/// Three workers a, b, c with a = 1, b = 2, c = 3 increments.
+fn three(strategy: Strategy, c_restart: Restart) -> (Supervisor, [IsolateHandle<Worker>; 3]) {
+    let sup = SupervisorBuilder::new()
+        .strategy(strategy)
+        .restart_intensity(5, Duration::from_secs(5))
+        .child(ChildSpec::worker::<Worker>("a", args("a")))
+        .child(ChildSpec::worker::<Worker>("b", args("b")))
+        .child(ChildSpec::worker::<Worker>("c", args("c")).restart(c_restart))
+        .start()
+        .unwrap();
+    let handles = [worker(&sup, "a"), worker(&sup, "b"), worker(&sup, "c")];
+    for (n, h) in handles.iter().enumerate() {
+        for _ in 0..=n {
+            h.cast(Msg::Incr).unwrap();
+        }
+        // Handled before any crash: a restart would keep queued casts for
+        // the next incarnation.
+        assert_eq!(count(h), n as u64 + 1);
+    }
+    (sup, handles)
+}
+
+#[test]
+fn one_for_one_restarts_only_the_child_that_died() {
+    let (sup, [a, b, c]) = three(Strategy::OneForOne, Restart::Permanent);
+    let ev = events(&sup);
+    assert!(matches!(b.ask(Msg::Panic, T), Err(AskError::Panicked(m)) if m.contains("b was told")));
+    expect_event(&ev, restarted("b"));
+    // The same handle reaches the new incarnation; its count starts over.
+    assert_eq!(count(&b), 0);
+    assert_eq!(count(&a), 1);
+    assert_eq!(count(&c), 3);
+    sup.stop();
+    assert_eq!(sup.join(T), Some(ExitReason::Normal));
+}
+
+#[test]
+fn one_for_all_restarts_every_child_but_temporary_ones() {
+    let (sup, [a, b, c]) = three(Strategy::OneForAll, Restart::Temporary);
+    let ev = events(&sup);
+    assert!(b.ask(Msg::Fail, T).is_err());
+    expect_event(&ev, restarted("a"));
+    expect_event(&ev, restarted("b"));
+    assert_eq!(count(&a), 0);
+    assert_eq!(count(&b), 0);
+    // The temporary child was stopped by its sibling's death, not restarted.
+    assert_eq!(c.join(T), Some(ExitReason::Killed));
+    assert!(matches!(c.ask(Msg::Get, T), Err(AskError::Dead(_))));
+    sup.stop();
+    assert_eq!(sup.join(T), Some(ExitReason::Normal));
+}
+
+#[test]
+fn rest_for_one_restarts_the_child_and_those_after_it() {
+    let (sup, [a, b, c]) = three(Strategy::RestForOne, Restart::Permanent);
+    let ev = events(&sup);
+    assert!(b.ask(Msg::Panic, T).is_err());
+    expect_event(&ev, restarted("b"));
+    expect_event(&ev, restarted("c"));
+    assert_eq!(count(&a), 1);
+    assert_eq!(count(&b), 0);
+    assert_eq!(count(&c), 0);
+    sup.stop();
+    assert_eq!(sup.join(T), Some(ExitReason::Normal));
+}
+
+#[test]
+fn restart_types_decide_by_exit_reason() {
+    let sup = SupervisorBuilder::new()
+        .restart_intensity(10, Duration::from_secs(5))
+        .child(ChildSpec::worker::<Worker>("perm", args("perm")))
+        .child(ChildSpec::worker::<Worker>("trans", args("trans")).restart(Restart::Transient))
+        .child(ChildSpec::worker::<Worker>("trans2", args("trans2")).restart(Restart::Transient))
+        .child(ChildSpec::worker::<Worker>("temp", args("temp")).restart(Restart::Temporary))
+        .start()
+        .unwrap();
+    let ev = events(&sup);
+    let (perm, trans, trans2, temp) = (
+        worker(&sup, "perm"),
+        worker(&sup, "trans"),
+        worker(&sup, "trans2"),
+        worker(&sup, "temp"),
+    );
+    // Permanent: even a normal exit is restarted.
+    perm.cast(Msg::Stop).unwrap();
+    expect_event(&ev, restarted("perm"));
+    assert_eq!(count(&perm), 0);
+    // Transient: a normal exit ends it...
+    trans.cast(Msg::Stop).unwrap();
+    assert_eq!(trans.join(T), Some(ExitReason::Normal));
+    // ...an abnormal one restarts it.
+    assert!(trans2.ask(Msg::Panic, T).is_err());
+    expect_event(&ev, restarted("trans2"));
+    assert_eq!(count(&trans2), 0);
+    // Temporary: never restarted.
+    assert!(temp.ask(Msg::Panic, T).is_err());
+    assert!(matches!(temp.join(T), Some(ExitReason::Panicked(_))));
+    sup.stop();
+    assert_eq!(sup.join(T), Some(ExitReason::Normal));
+}
+
+#[test]
+fn intensity_escalates_through_two_levels() {
+    // inner allows 1 restart in 5 s; root allows 1 restart of inner.
+    let inner = SupervisorBuilder::new()
+        .name("inner")
+        .restart_intensity(1, Duration::from_secs(5))
+        .child(ChildSpec::worker::<Worker>("w", args("w")));
+    let root = SupervisorBuilder::new()
+        .name("root")
+        .restart_intensity(1, Duration::from_secs(5))
+        .child(ChildSpec::supervisor("inner", inner))
+        .start()
+        .unwrap();
+    let root_events = events(&root);
+
+    // Two crashes in the window: inner restarts once, then gives up; root
+    // sees inner exit and restarts it (a fresh tree).
+    let first = root.supervisor("inner").unwrap();
+    let w = first.worker::<Worker>("w").unwrap();
+    assert!(w.ask(Msg::Panic, T).is_err());
+    assert!(wait_until(|| w.ask(Msg::Get, T) == Ok(0), T));
+    assert!(w.ask(Msg::Panic, T).is_err());
+    assert!(
+        matches!(first.join(T), Some(ExitReason::Failed(why)) if why.contains("restart intensity"))
+    );
+    expect_event(&root_events, restarted("inner"));
+
+    // The fresh inner tree works, with a new worker.
+    assert!(wait_until(
+        || root
+            .supervisor("inner")
+            .is_some_and(|s| s.exit_reason().is_none()),
+        T
+    ));
+    let second = root.supervisor("inner").unwrap();
+    let w2 = second.worker::<Worker>("w").unwrap();
+    assert_eq!(count(&w2), 0);
+
+    // Two more crashes: inner gives up again, which is root's second
+    // restart in its window: root gives up too.
+    assert!(w2.ask(Msg::Panic, T).is_err());
+    assert!(wait_until(|| w2.ask(Msg::Get, T) == Ok(0), T));
+    assert!(w2.ask(Msg::Panic, T).is_err());
+    match root.join(T) {
+        Some(ExitReason::Failed(why)) => assert!(why.contains("root"), "{why}"),
+        other => panic!("root should have given up, got {other:?}"),
+    }
+    expect_event(&root_events, |e| {
+        matches!(e, SupervisionEvent::GaveUp { .. })
+    });
+}
+
+#[test]
+fn backoff_delays_restarts() {
+    let min = Duration::from_millis(80);
+    let sup = SupervisorBuilder::new()
+        .restart_intensity(5, Duration::from_secs(5))
+        .backoff(Backoff::exponential(min, Duration::from_secs(1)).without_jitter())
+        .child(ChildSpec::worker::<Worker>("w", args("w")))
+        .start()
+        .unwrap();
+    let ev = events(&sup);
+    let w = worker(&sup, "w");
+    for expected in [min, min * 2] {
+        let crashed = Instant::now();
+        assert!(w.ask(Msg::Panic, T).is_err());
+        expect_event(&ev, restarted("w"));
+        let waited = crashed.elapsed();
+        assert!(
+            waited >= expected,
+            "restarted after {waited:?}, backoff {expected:?}"
+        );
+    }
+    sup.stop();
+    assert_eq!(sup.join(T), Some(ExitReason::Normal));
+}
+
+#[test]
+fn a_crash_loses_no_queued_message() {
+    let sup = SupervisorBuilder::new()
+        .child(ChildSpec::worker::<Worker>("w", args("w")))
+        .start()
+        .unwrap();
+    let w = worker(&sup, "w");
+    // Hold the worker inside a message, queue work behind it, then make
+    // the message at the head panic.
+    let (gate_tx, gate_rx) = port::bounded::<SendPort<()>>(1);
+    let mut blocked = w.ask_pending(Msg::Block(gate_tx));
+    let release = gate_rx.recv_timeout(T).unwrap();
+    let mut crash = w.ask_pending(Msg::Panic);
+    for _ in 0..100 {
+        w.cast(Msg::Incr).unwrap();
+    }
+    let mut after: Vec<_> = (0..10).map(|_| w.ask_pending(Msg::Get)).collect();
+    release.send(()).unwrap();
+
+    assert_eq!(blocked.wait_timeout(T), Some(Ok(0)));
+    assert!(matches!(
+        crash.wait_timeout(T),
+        Some(Err(AskError::Panicked(_)))
+    ));
+    // Every cast queued behind the crash reached the restarted worker.
+    for pending in &mut after {
+        assert_eq!(pending.wait_timeout(T), Some(Ok(100)));
+    }
+    assert_eq!(w.stats().dropped, 0);
+    sup.stop();
+    assert_eq!(sup.join(T), Some(ExitReason::Normal));
+}
+
+#[test]
+fn children_start_in_order_and_stop_in_reverse() {
+    let (log_tx, log) = port::unbounded::<String>();
+    let sup = SupervisorBuilder::new()
+        .child(ChildSpec::worker::<Worker>("a", logged("a", &log_tx)))
+        .child(ChildSpec::worker::<Worker>("b", logged("b", &log_tx)))
+        .child(ChildSpec::worker::<Worker>("c", logged("c", &log_tx)).shutdown(Shutdown::Immediate))
+        .start()
+        .unwrap();
+    let a = worker(&sup, "a");
+    sup.stop();
+    assert_eq!(sup.join(T), Some(ExitReason::Normal));
+    drop(log_tx);
+    let mut lines = Vec::new();
+    while lines.len() < 6 {
+        lines.push(log.recv_timeout(T).unwrap());
+    }
+    // Starts are in child order; stops in reverse.
+    let starts: Vec<_> = lines.iter().filter(|l| l.starts_with("start")).collect();
+    let stops: Vec<_> = lines.iter().filter(|l| l.starts_with("stop")).collect();
+    assert_eq!(starts, ["start a", "start b", "start c"]);
+    assert_eq!(stops, ["stop c", "stop b", "stop a"]);
+    // The stopped children are gone for good.
+    assert!(matches!(
+        a.ask(Msg::Get, T),
+        Err(AskError::Dead(ExitReason::Killed))
+    ));
+}
+
+#[test]
+fn a_child_that_cannot_start_fails_the_supervisor_start() {
+    let err = SupervisorBuilder::new()
+        .child(ChildSpec::worker_with::<Worker, _>(
+            "bad",
+            isolates::IsolateBuilder::new().mailbox(isolates::Mailbox::Bounded(0)),
+            args("bad"),
+        ))
+        .start()
+        .unwrap_err();
+    assert_eq!(err, isolates::SpawnError::ZeroCapacity);
+}
