@@ -1,10 +1,12 @@
 //! The smallest useful program: spawn an isolate, ask it, offload a one-shot
-//! computation with `run`, move a big buffer without copying, and see a
-//! crash come back as a value, all from a loop that never blocks.
+//! computation with `run`, move a big buffer without copying, see a crash
+//! come back as a value, and a supervisor restart a crashed isolate, all
+//! from a loop that never blocks.
 
 use std::time::{Duration, Instant};
 
-use isolates::{AskError, Context, ExitReason, Isolate, IsolateBuilder, Priority, Transfer, run};
+use isolates::supervisor::{ChildSpec, SupervisionEvent, SupervisorBuilder};
+use isolates::{AskError, Context, ExitReason, Isolate, IsolateBuilder, Transfer, run};
 
 /// Keeps a histogram of the bytes it is sent; the histogram never leaves it.
 struct Histogram {
@@ -118,12 +120,27 @@ fn main() {
     println!("exit reason: {reason:?}");
     assert!(matches!(reason, Some(ExitReason::Panicked(_))));
 
-    // 4. A fresh isolate picks up; kill it when done.
-    let again = Histogram::spawn(()).expect("spawn");
+    // 4. Under a supervisor, a crash is followed by a restart: the same
+    //    handle reaches the new incarnation, and nothing queued is lost.
+    let supervisor = SupervisorBuilder::new()
+        .name("root")
+        .restart_intensity(3, Duration::from_secs(5))
+        .child(ChildSpec::worker::<Histogram>("histogram", ()))
+        .start()
+        .expect("supervisor");
+    let (events_tx, events) = isolates::port::unbounded::<SupervisionEvent>();
+    supervisor.add_event_listener(events_tx);
+    let supervised = supervisor.worker::<Histogram>("histogram").expect("child");
+    let mut crash = supervised.ask_pending(Request::Crash);
+    let mut after = supervised.ask_pending(Request::Mode); // queued behind the crash
+    println!("crash: {:?}", crash.wait_timeout(timeout));
     println!(
-        "a new isolate answers: {:?}",
-        again.ask(Request::Mode, timeout)
+        "queued ask, answered by the restarted isolate: {:?}",
+        after.wait_timeout(timeout)
     );
-    again.kill(Priority::AfterCurrent);
-    println!("and exits: {:?}", again.join(timeout));
+    supervisor.stop();
+    println!("supervisor stopped: {:?}", supervisor.join(timeout));
+    for event in events.try_iter() {
+        println!("  event: {event:?}");
+    }
 }
