@@ -458,3 +458,55 @@ impl fmt::Display for SpawnError {
 }
 
 impl std::error::Error for SpawnError {}
+
+/// Why a pool task produced no value.
+///
+/// # Examples
+///
+/// ```
+/// use isolates::TaskError;
+/// let e: TaskError<String> = TaskError::Cancelled;
+/// assert_eq!(e.to_string(), "the task was cancelled");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TaskError<E> {
+    /// The worker panicked running it; the text is the panic message.
+    Panicked(String),
+    /// The worker returned this error.
+    Failed(E),
+    /// Cancelled through its handle.
+    Cancelled,
+    /// Its deadline passed before it finished.
+    TimedOut,
+    /// Its worker stopped without finishing it (and no retry was left).
+    WorkerLost(String),
+    /// The pool's queue was full.
+    Rejected,
+    /// The pool was shut down before the task ran.
+    PoolClosed,
+    /// The input, output or error could not be encoded or decoded.
+    Codec(CodecError),
+    /// The result was already taken from this handle.
+    AlreadyTaken,
+}
+
+impl<E: fmt::Display> fmt::Display for TaskError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Panicked(m) => write!(f, "the worker panicked: {m}"),
+            Self::Failed(e) => write!(f, "the task failed: {e}"),
+            Self::Cancelled => f.write_str("the task was cancelled"),
+            Self::TimedOut => f.write_str("the task's deadline passed"),
+            Self::WorkerLost(why) => write!(f, "the task's worker was lost: {why}"),
+            Self::Rejected => {
+                f.write_str("the pool's queue is full: retry later, or raise the queue bound")
+            }
+            Self::PoolClosed => f.write_str("the pool was shut down before the task ran"),
+            Self::Codec(e) => write!(f, "the task's data could not be carried: {e}"),
+            Self::AlreadyTaken => f.write_str("the result was already taken from this handle"),
+        }
+    }
+}
+
+impl<E: fmt::Debug + fmt::Display> std::error::Error for TaskError<E> {}

@@ -6,6 +6,7 @@ mod error;
 mod isolate;
 mod oneshot;
 mod pending;
+pub mod pool;
 pub mod port;
 mod run;
 pub mod supervisor;
@@ -15,7 +16,7 @@ mod unwind;
 pub use codec::{Bincode, Codec, DEFAULT_LIMIT, Transfer};
 pub use error::{
     AskError, CodecError, RecvError, RecvTimeoutError, RunError, SendError, SendTimeoutError,
-    SpawnError, TryRecvError, TrySendError,
+    SpawnError, TaskError, TryRecvError, TrySendError,
 };
 pub use isolate::{
     Context, ExitReason, Isolate, IsolateBuilder, IsolateError, IsolateHandle, IsolateState,

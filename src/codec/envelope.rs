@@ -70,6 +70,25 @@ pub(crate) struct Envelope {
 }
 
 impl Envelope {
+    /// A copy of the envelope, if it has no attachments (those move, and
+    /// cannot be copied).
+    pub(crate) fn try_clone(&self) -> Option<Envelope> {
+        if !self.attachments.is_empty() {
+            return None;
+        }
+        let payload = match &self.payload {
+            Payload::Inline { len, data } => Payload::Inline {
+                len: *len,
+                data: *data,
+            },
+            Payload::Heap(bytes) => Payload::Heap(bytes.clone()),
+        };
+        Some(Envelope {
+            payload,
+            attachments: Box::default(),
+        })
+    }
+
     /// The number of bytes moved beside the payload.
     #[cfg(test)]
     pub(crate) fn transferred_len(&self) -> usize {

@@ -1,0 +1,1426 @@
+//! Worker pools: computation-heavy work load-balanced over worker isolates,
+//! off the main thread.
+//!
+//! A [`Pool`] runs workers of one kind ([`Worker`]), each with state built
+//! on its own thread from encoded start arguments. [`Pool::submit`] encodes
+//! the input on the caller's thread and returns a [`TaskHandle`] at once; the
+//! handle resolves exactly once, to the decoded output or a typed
+//! [`TaskError`](crate::TaskError).
+//!
+//! - **Routing** ([`Routing`]): by default idle workers pull from one shared
+//!   queue (best for uneven CPU tasks); or least-loaded, round-robin, or key
+//!   affinity (same key, same worker, for stateful work).
+//! - **Priorities** ([`TaskPriority`]): high is served first, but one pick
+//!   in four goes to normal work and one in eight to low, so nothing starves.
+//! - **Cancellation and deadlines**: a queued task never runs; a running one
+//!   sees [`TaskContext::is_cancelled`]; the handle resolves at once.
+//! - **Progress**: [`TaskContext::progress`] sends values the handle reads.
+//! - **Bounded queue** with a [`FullPolicy`]: reject, or block with timeout.
+//! - **Supervision**: a worker whose task panics is restarted with fresh
+//!   state; [`Pool::kill_worker`] abandons a worker mid-task (its task
+//!   resolves [`TaskError::WorkerLost`](crate::TaskError::WorkerLost) or is
+//!   retried) and starts a replacement. Tasks can ask for retries.
+//! - **Autoscaling** between a minimum and maximum, with idle reaping.
+//! - **Lower OS priority**: on Linux, worker threads run at nice 10 by
+//!   default, so heavy work does not take frames from the UI thread.
+//!
+//! [`MainThread`] delivers results and progress as callbacks run on the UI
+//! thread when it calls [`MainThread::pump`] with a time budget per frame.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::codec::envelope::Envelope;
+use crate::codec::{Bincode, Codec};
+use crate::error::{CodecError, SpawnError};
+use crate::port::{DynCodec, dyn_codec};
+use crate::unwind;
+
+mod main_thread;
+mod task;
+
+pub use main_thread::MainThread;
+use task::{CodecSet, ErrorKind, Outcome, TaskCell};
+pub use task::{TaskHandle, TaskState};
+
+pub(crate) type Codecs<W> = CodecSet<W>;
+
+/// The code a pool runs: state built once per worker, then one task at a
+/// time.
+///
+/// # Examples
+///
+/// ```
+/// use isolates::pool::{Pool, TaskContext, Worker};
+///
+/// /// Sums squares; `scale` comes from the pool's start arguments.
+/// struct Squares { scale: u64 }
+///
+/// impl Worker for Squares {
+///     type Args = u64;
+///     type Input = std::ops::Range<u64>;
+///     type Output = u64;
+///     type Progress = ();
+///     type Error = String;
+///
+///     fn start(scale: u64) -> Result<Self, String> { Ok(Squares { scale }) }
+///
+///     fn run(&mut self, range: Self::Input, _: &TaskContext<'_, Self>) -> Result<u64, String> {
+///         Ok(range.map(|i| i * i * self.scale).sum())
+///     }
+/// }
+///
+/// let pool = Pool::<Squares>::builder().workers(2).build(1).unwrap();
+/// let task = pool.submit(0..10);
+/// assert_eq!(task.wait(), Ok(285));
+/// ```
+pub trait Worker: Sized + 'static {
+    /// What each worker is started from; encoded and decoded per worker.
+    type Args: Serialize + DeserializeOwned + Clone + Send + Sync + 'static;
+    /// A task's input.
+    type Input: Serialize + DeserializeOwned + 'static;
+    /// A task's output.
+    type Output: Serialize + DeserializeOwned + 'static;
+    /// What a running task reports as progress (use `()` for none).
+    type Progress: Serialize + DeserializeOwned + 'static;
+    /// A task's own error.
+    type Error: Serialize + DeserializeOwned + fmt::Display + 'static;
+
+    /// Builds a worker's state, on its own thread.
+    ///
+    /// # Errors
+    ///
+    /// An error stops this worker; the pool runs with the others.
+    fn start(args: Self::Args) -> Result<Self, Self::Error>;
+
+    /// Runs one task.
+    ///
+    /// # Errors
+    ///
+    /// The task's error, delivered as [`TaskError::Failed`](crate::TaskError::Failed).
+    fn run(
+        &mut self,
+        input: Self::Input,
+        task: &TaskContext<'_, Self>,
+    ) -> Result<Self::Output, Self::Error>;
+}
+
+/// What a running task can see and say: its cancellation, its progress.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use isolates::pool::{Pool, TaskContext, Worker};
+///
+/// struct Steps;
+/// impl Worker for Steps {
+///     type Args = ();
+///     type Input = u32;
+///     type Output = u32;
+///     type Progress = u32;
+///     type Error = String;
+///     fn start(_: ()) -> Result<Self, String> { Ok(Steps) }
+///     fn run(&mut self, n: u32, task: &TaskContext<'_, Self>) -> Result<u32, String> {
+///         for i in 1..=n {
+///             if task.is_cancelled() { return Err("cancelled".into()); }
+///             task.progress(&i);
+///         }
+///         Ok(n)
+///     }
+/// }
+///
+/// let pool = Pool::<Steps>::builder().workers(1).build(()).unwrap();
+/// let mut task = pool.submit(3);
+/// assert_eq!(task.wait_timeout(Duration::from_secs(5)), Some(Ok(3)));
+/// assert_eq!(task.progress(), vec![1, 2, 3]);
+/// ```
+pub struct TaskContext<'a, W: Worker> {
+    cell: &'a TaskCell,
+    codecs: &'a CodecSet<W>,
+}
+
+impl<W: Worker> TaskContext<'_, W> {
+    /// Whether the task was cancelled or its deadline passed: a long task
+    /// should check this and return early (its result is dropped anyway).
+    ///
+    /// # Examples
+    ///
+    /// See [`TaskContext`].
+    pub fn is_cancelled(&self) -> bool {
+        self.cell.cancel.load(Ordering::Acquire) || self.cell.check_deadline(Instant::now())
+    }
+
+    /// Reports progress; the handle reads it with
+    /// [`TaskHandle::progress`]. A value that cannot be encoded is dropped.
+    ///
+    /// # Examples
+    ///
+    /// See [`TaskContext`].
+    pub fn progress(&self, value: &W::Progress) {
+        if let Ok(envelope) = self.codecs.progress.encode(value) {
+            self.cell.push_progress(envelope);
+        }
+    }
+
+    /// The task's id (as [`TaskHandle::id`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use isolates::pool::{Pool, TaskContext, Worker};
+    /// struct Id;
+    /// impl Worker for Id {
+    ///     type Args = (); type Input = (); type Output = u64; type Progress = (); type Error = String;
+    ///     fn start(_: ()) -> Result<Self, String> { Ok(Id) }
+    ///     fn run(&mut self, _: (), task: &TaskContext<'_, Self>) -> Result<u64, String> { Ok(task.id()) }
+    /// }
+    /// let pool = Pool::<Id>::builder().workers(1).build(()).unwrap();
+    /// let task = pool.submit(());
+    /// let id = task.id();
+    /// assert_eq!(task.wait(), Ok(id));
+    /// ```
+    pub fn id(&self) -> u64 {
+        self.cell.id
+    }
+}
+
+impl<W: Worker> fmt::Debug for TaskContext<'_, W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskContext")
+            .field("id", &self.cell.id)
+            .finish()
+    }
+}
+
+/// How tasks find a worker.
+///
+/// # Examples
+///
+/// ```
+/// use isolates::pool::Routing;
+/// assert_eq!(Routing::default(), Routing::SharedQueue);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Routing {
+    /// Idle workers pull from one queue: no worker idles while work waits.
+    #[default]
+    SharedQueue,
+    /// Each task goes to the worker with the fewest queued and running.
+    LeastLoaded,
+    /// Tasks go to the workers in turn.
+    RoundRobin,
+    /// Tasks with the same [`key`](Task::key) go to the same worker (tasks
+    /// without a key are shared). The pool keeps its size fixed (no
+    /// autoscaling), so a key keeps its worker.
+    KeyAffinity,
+}
+
+/// What [`Pool::submit`] does when a bounded queue is full.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use isolates::pool::FullPolicy;
+/// let p = FullPolicy::Block(Duration::from_millis(100));
+/// assert_ne!(p, FullPolicy::Reject);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FullPolicy {
+    /// The task resolves [`TaskError::Rejected`](crate::TaskError::Rejected)
+    /// at once.
+    #[default]
+    Reject,
+    /// The submitter waits at most this long for room, then is rejected.
+    Block(Duration),
+}
+
+/// A task's priority.
+///
+/// # Examples
+///
+/// ```
+/// use isolates::pool::TaskPriority;
+/// assert!(TaskPriority::High < TaskPriority::Low);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum TaskPriority {
+    /// Served first.
+    High = 0,
+    /// The default.
+    #[default]
+    Normal = 1,
+    /// Served when nothing else waits, and in one pick of eight.
+    Low = 2,
+}
+
+/// A task with its options, for [`Pool::submit_task`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use isolates::pool::{Task, TaskPriority};
+/// let t = Task::new(5u32)
+///     .priority(TaskPriority::High)
+///     .key("user-7")
+///     .timeout(Duration::from_secs(2))
+///     .retries(1);
+/// # let _ = t;
+/// ```
+#[derive(Debug, Clone)]
+pub struct Task<T> {
+    input: T,
+    priority: TaskPriority,
+    key: Option<u64>,
+    deadline: Option<Instant>,
+    retries: u32,
+}
+
+impl<T> Task<T> {
+    /// A normal-priority task with no key, deadline or retries.
+    ///
+    /// # Examples
+    ///
+    /// See [`Task`].
+    pub fn new(input: T) -> Self {
+        Task {
+            input,
+            priority: TaskPriority::Normal,
+            key: None,
+            deadline: None,
+            retries: 0,
+        }
+    }
+
+    /// Sets the priority.
+    ///
+    /// # Examples
+    ///
+    /// See [`Task`].
+    pub fn priority(mut self, priority: TaskPriority) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Sets the affinity key (used by [`Routing::KeyAffinity`]).
+    ///
+    /// # Examples
+    ///
+    /// See [`Task`].
+    pub fn key(mut self, key: impl Hash) -> Self {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut hasher);
+        self.key = Some(hasher.finish());
+        self
+    }
+
+    /// Resolves [`TaskError::TimedOut`](crate::TaskError::TimedOut) if not
+    /// finished within `timeout` from now.
+    ///
+    /// # Examples
+    ///
+    /// See [`Task`].
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.deadline = crate::time::deadline_after(timeout);
+        self
+    }
+
+    /// Resolves `TimedOut` if not finished by `deadline`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// let t = isolates::pool::Task::new(()).deadline(Instant::now() + Duration::from_secs(1));
+    /// # let _ = t;
+    /// ```
+    pub fn deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Runs the task again, up to `retries` more times, if its worker
+    /// panics or is lost while running it (not if it returns an error).
+    /// Needs an input without [`Transfer`](crate::Transfer)s, which move
+    /// and cannot be kept for a second run.
+    ///
+    /// # Examples
+    ///
+    /// See [`Task`].
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+}
+
+/// Configures a [`Pool`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use isolates::pool::{FullPolicy, Pool, Routing, TaskContext, Worker};
+/// # struct W;
+/// # impl Worker for W {
+/// #     type Args = (); type Input = u8; type Output = u8; type Progress = (); type Error = String;
+/// #     fn start(_: ()) -> Result<Self, String> { Ok(W) }
+/// #     fn run(&mut self, n: u8, _: &TaskContext<'_, Self>) -> Result<u8, String> { Ok(n) }
+/// # }
+/// let pool = Pool::<W>::builder()
+///     .name("thumbnails")
+///     .autoscale(1, 4, Duration::from_secs(30))
+///     .routing(Routing::SharedQueue)
+///     .queue_bound(1000, FullPolicy::Block(Duration::from_millis(50)))
+///     .build(())
+///     .unwrap();
+/// assert_eq!(pool.submit(3).wait(), Ok(3));
+/// ```
+pub struct PoolBuilder<W: Worker, C: Codec = Bincode> {
+    name: String,
+    min: usize,
+    max: usize,
+    idle: Duration,
+    routing: Routing,
+    bound: Option<(usize, FullPolicy)>,
+    nice: Option<i32>,
+    codec: C,
+    _worker: std::marker::PhantomData<fn() -> W>,
+}
+
+impl<W: Worker, C: Codec> fmt::Debug for PoolBuilder<W, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolBuilder")
+            .field("name", &self.name)
+            .field("min", &self.min)
+            .field("max", &self.max)
+            .field("routing", &self.routing)
+            .field("bound", &self.bound)
+            .field("nice", &self.nice)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Cores minus one (so the UI thread keeps a core), at least one.
+///
+/// # Examples
+///
+/// ```
+/// assert!(isolates::pool::default_workers() >= 1);
+/// ```
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .saturating_sub(1)
+        .max(1)
+}
+
+impl<W: Worker, C: Codec> PoolBuilder<W, C> {
+    /// Names the pool (its threads are `name-0`, `name-1`, ...).
+    ///
+    /// # Examples
+    ///
+    /// See [`PoolBuilder`].
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// A fixed number of workers (default [`default_workers`]).
+    ///
+    /// # Examples
+    ///
+    /// See [`Worker`].
+    pub fn workers(mut self, n: usize) -> Self {
+        self.min = n.max(1);
+        self.max = n.max(1);
+        self
+    }
+
+    /// Between `min` and `max` workers: one is added when work waits and
+    /// none is idle; one idle for `idle` exits while more than `min` run.
+    ///
+    /// # Examples
+    ///
+    /// See [`PoolBuilder`].
+    pub fn autoscale(mut self, min: usize, max: usize, idle: Duration) -> Self {
+        self.min = min;
+        self.max = max.max(min).max(1);
+        self.idle = idle;
+        self
+    }
+
+    /// Sets the routing (default [`Routing::SharedQueue`]).
+    ///
+    /// # Examples
+    ///
+    /// See [`PoolBuilder`].
+    pub fn routing(mut self, routing: Routing) -> Self {
+        self.routing = routing;
+        self
+    }
+
+    /// Bounds the queued tasks (running ones not counted), with what to do
+    /// when full (default: unbounded).
+    ///
+    /// # Examples
+    ///
+    /// See [`PoolBuilder`].
+    pub fn queue_bound(mut self, bound: usize, policy: FullPolicy) -> Self {
+        self.bound = Some((bound, policy));
+        self
+    }
+
+    /// The nice level of worker threads on Linux (default 10: below the UI
+    /// thread); `None` leaves them as spawned. Ignored elsewhere.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use isolates::pool::{Pool, TaskContext, Worker};
+    /// # struct W;
+    /// # impl Worker for W {
+    /// #     type Args = (); type Input = (); type Output = (); type Progress = (); type Error = String;
+    /// #     fn start(_: ()) -> Result<Self, String> { Ok(W) }
+    /// #     fn run(&mut self, _: (), _: &TaskContext<'_, Self>) -> Result<(), String> { Ok(()) }
+    /// # }
+    /// let b = Pool::<W>::builder().nice(None);
+    /// # let _ = b;
+    /// ```
+    pub fn nice(mut self, nice: Option<i32>) -> Self {
+        self.nice = nice;
+        self
+    }
+
+    /// Uses `codec` for inputs, outputs, progress and errors.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use isolates::pool::{Pool, TaskContext, Worker};
+    /// # struct W;
+    /// # impl Worker for W {
+    /// #     type Args = (); type Input = (); type Output = (); type Progress = (); type Error = String;
+    /// #     fn start(_: ()) -> Result<Self, String> { Ok(W) }
+    /// #     fn run(&mut self, _: (), _: &TaskContext<'_, Self>) -> Result<(), String> { Ok(()) }
+    /// # }
+    /// let b = Pool::<W>::builder().codec(isolates::Bincode::<{ 1 << 20 }>::limited());
+    /// # let _ = b;
+    /// ```
+    pub fn codec<C2: Codec>(self, codec: C2) -> PoolBuilder<W, C2> {
+        PoolBuilder {
+            name: self.name,
+            min: self.min,
+            max: self.max,
+            idle: self.idle,
+            routing: self.routing,
+            bound: self.bound,
+            nice: self.nice,
+            codec,
+            _worker: std::marker::PhantomData,
+        }
+    }
+
+    /// Starts the pool's first workers (the minimum) with `args`.
+    ///
+    /// # Errors
+    ///
+    /// [`SpawnError::Args`] if `args` cannot be encoded,
+    /// [`SpawnError::Thread`] if no worker thread can be started.
+    ///
+    /// # Examples
+    ///
+    /// See [`Worker`].
+    pub fn build(self, args: W::Args) -> Result<Pool<W>, SpawnError> {
+        let codecs = Arc::new(CodecSet::<W> {
+            input: dyn_codec(&self.codec),
+            output: dyn_codec(&self.codec),
+            progress: dyn_codec(&self.codec),
+            error: dyn_codec(&self.codec),
+        });
+        let args_codec: DynCodec<W::Args> = dyn_codec(&self.codec);
+        args_codec.encode(&args).map_err(SpawnError::Args)?;
+        let max = if self.routing == Routing::KeyAffinity {
+            self.min.max(1)
+        } else {
+            self.max
+        };
+        let min = if self.routing == Routing::KeyAffinity {
+            max
+        } else {
+            self.min
+        };
+        let inner = Arc::new(Inner {
+            name: self.name,
+            min,
+            max,
+            idle: self.idle,
+            routing: self.routing,
+            bound: self.bound,
+            nice: self.nice,
+            args,
+            args_codec,
+            codecs,
+            queue: Mutex::new(Queues::new(max)),
+            work: Condvar::new(),
+            room: Condvar::new(),
+            next_id: AtomicU64::new(0),
+            counters: PoolCounters::default(),
+            handles: AtomicUsize::new(1),
+        });
+        for _ in 0..min.max(1) {
+            let slot = {
+                let mut q = inner.queue.lock();
+                match q.free_slot() {
+                    Some(slot) => {
+                        q.slots[slot].alive = true;
+                        q.alive += 1;
+                        slot
+                    }
+                    None => break,
+                }
+            };
+            spawn_worker(&inner, slot)?;
+        }
+        Ok(Pool { inner })
+    }
+}
+
+/// A pool of worker isolates of kind `W`. Cheap to clone; the pool shuts
+/// down when the last clone is dropped (queued tasks resolve
+/// [`TaskError::PoolClosed`](crate::TaskError::PoolClosed); running ones
+/// finish).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use isolates::TaskError;
+/// use isolates::pool::{Pool, TaskContext, Worker};
+///
+/// struct Slow;
+/// impl Worker for Slow {
+///     type Args = ();
+///     type Input = u64;
+///     type Output = u64;
+///     type Progress = ();
+///     type Error = String;
+///     fn start(_: ()) -> Result<Self, String> { Ok(Slow) }
+///     fn run(&mut self, ms: u64, task: &TaskContext<'_, Self>) -> Result<u64, String> {
+///         let until = std::time::Instant::now() + Duration::from_millis(ms);
+///         while std::time::Instant::now() < until {
+///             if task.is_cancelled() { return Err("stopped".into()); }
+///             std::thread::sleep(Duration::from_millis(1));
+///         }
+///         Ok(ms)
+///     }
+/// }
+///
+/// let pool = Pool::<Slow>::builder().workers(1).build(()).unwrap();
+/// let long = pool.submit(10_000);
+/// let mut queued = pool.submit(1);
+/// assert!(long.cancel());                        // resolves at once
+/// assert_eq!(long.wait(), Err(TaskError::Cancelled));
+/// assert_eq!(queued.wait_timeout(Duration::from_secs(5)), Some(Ok(1)));
+/// ```
+pub struct Pool<W: Worker> {
+    inner: Arc<Inner<W>>,
+}
+
+impl<W: Worker> Clone for Pool<W> {
+    fn clone(&self) -> Self {
+        self.inner.handles.fetch_add(1, Ordering::Relaxed);
+        Pool {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<W: Worker> Drop for Pool<W> {
+    fn drop(&mut self) {
+        if self.inner.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.inner.close();
+        }
+    }
+}
+
+impl<W: Worker> fmt::Debug for Pool<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("name", &self.inner.name)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// A snapshot of a pool's counters.
+///
+/// # Examples
+///
+/// ```
+/// # use isolates::pool::{Pool, TaskContext, Worker};
+/// # struct W;
+/// # impl Worker for W {
+/// #     type Args = (); type Input = (); type Output = (); type Progress = (); type Error = String;
+/// #     fn start(_: ()) -> Result<Self, String> { Ok(W) }
+/// #     fn run(&mut self, _: (), _: &TaskContext<'_, Self>) -> Result<(), String> { Ok(()) }
+/// # }
+/// let pool = Pool::<W>::builder().workers(2).build(()).unwrap();
+/// pool.submit(()).wait().unwrap();
+/// let stats = pool.stats();
+/// assert_eq!(stats.workers, 2);
+/// assert_eq!(stats.succeeded, 1);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PoolStats {
+    /// Worker threads alive.
+    pub workers: usize,
+    /// Workers running a task now.
+    pub busy: usize,
+    /// Tasks waiting in the queues.
+    pub queued: usize,
+    /// Tasks that returned a value.
+    pub succeeded: u64,
+    /// Tasks that returned their own error.
+    pub failed: u64,
+    /// Tasks whose worker panicked (each run counted, retries included).
+    pub panicked: u64,
+    /// Workers started again after a panic or a kill.
+    pub restarts: u64,
+    /// Tasks rejected because the queue was full.
+    pub rejected: u64,
+}
+
+#[derive(Default)]
+struct PoolCounters {
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    panicked: AtomicU64,
+    restarts: AtomicU64,
+    rejected: AtomicU64,
+}
+
+impl<W: Worker> Pool<W> {
+    /// A builder with the defaults: [`default_workers`] workers, shared
+    /// queue, unbounded, nice 10 on Linux, the default codec.
+    ///
+    /// # Examples
+    ///
+    /// See [`Worker`].
+    pub fn builder() -> PoolBuilder<W> {
+        let n = default_workers();
+        PoolBuilder {
+            name: "pool".into(),
+            min: n,
+            max: n,
+            idle: Duration::from_secs(30),
+            routing: Routing::SharedQueue,
+            bound: None,
+            nice: Some(10),
+            codec: Bincode::new(),
+            _worker: std::marker::PhantomData,
+        }
+    }
+
+    /// Submits a normal-priority task; never blocks unless the queue is
+    /// bounded with [`FullPolicy::Block`].
+    ///
+    /// # Examples
+    ///
+    /// See [`Worker`].
+    pub fn submit(&self, input: W::Input) -> TaskHandle<W> {
+        self.submit_task(Task::new(input))
+    }
+
+    /// Submits a task with its options.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use isolates::pool::{Pool, Task, TaskContext, TaskPriority, Worker};
+    /// # struct W;
+    /// # impl Worker for W {
+    /// #     type Args = (); type Input = u8; type Output = u8; type Progress = (); type Error = String;
+    /// #     fn start(_: ()) -> Result<Self, String> { Ok(W) }
+    /// #     fn run(&mut self, n: u8, _: &TaskContext<'_, Self>) -> Result<u8, String> { Ok(n) }
+    /// # }
+    /// let pool = Pool::<W>::builder().workers(1).build(()).unwrap();
+    /// let t = pool.submit_task(Task::new(9).priority(TaskPriority::High));
+    /// assert_eq!(t.wait(), Ok(9));
+    /// ```
+    pub fn submit_task(&self, task: Task<W::Input>) -> TaskHandle<W> {
+        let inner = &self.inner;
+        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let cell = Arc::new(TaskCell::new(id, task.deadline));
+        let handle = TaskHandle {
+            cell: Arc::clone(&cell),
+            codecs: Arc::clone(&inner.codecs),
+            taken: false,
+        };
+        let input = match unwind::catch(|| inner.codecs.input.encode(&task.input)) {
+            Ok(Ok(input)) => input,
+            Ok(Err(e)) => {
+                cell.fail(ErrorKind::Codec(e));
+                return handle;
+            }
+            Err(caught) => {
+                cell.fail(ErrorKind::Codec(CodecError::Encode(format!(
+                    "the input's Serialize panicked: {}",
+                    caught.message
+                ))));
+                return handle;
+            }
+        };
+        let job = Job {
+            cell,
+            input,
+            priority: task.priority,
+            key: task.key,
+            retries: task.retries,
+        };
+        inner.enqueue(job);
+        handle
+    }
+
+    /// Abandons worker `index` (0-based among the pool's slots) as if it
+    /// died mid-task: its running task resolves
+    /// [`TaskError::WorkerLost`](crate::TaskError::WorkerLost) (or runs
+    /// again if it has retries left), and a fresh worker takes the slot.
+    /// The abandoned thread ends when its current `run` returns; its result
+    /// is dropped. Returns whether a live worker was there.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use isolates::pool::{Pool, TaskContext, Worker};
+    /// # struct W;
+    /// # impl Worker for W {
+    /// #     type Args = (); type Input = u8; type Output = u8; type Progress = (); type Error = String;
+    /// #     fn start(_: ()) -> Result<Self, String> { Ok(W) }
+    /// #     fn run(&mut self, n: u8, _: &TaskContext<'_, Self>) -> Result<u8, String> { Ok(n) }
+    /// # }
+    /// let pool = Pool::<W>::builder().workers(1).build(()).unwrap();
+    /// assert!(pool.kill_worker(0));
+    /// assert_eq!(pool.submit(1).wait(), Ok(1)); // the replacement works
+    /// ```
+    pub fn kill_worker(&self, index: usize) -> bool {
+        let inner = &self.inner;
+        let lost = {
+            let mut q = inner.queue.lock();
+            let Some(slot) = q.slots.get_mut(index) else {
+                return false;
+            };
+            if !slot.alive {
+                return false;
+            }
+            slot.generation += 1;
+            slot.running.take()
+        };
+        if let Some(running) = lost {
+            inner.lost(running, "killed by Pool::kill_worker".into());
+        }
+        inner.counters.restarts.fetch_add(1, Ordering::Relaxed);
+        // The old thread sees the new generation and leaves; the slot
+        // stays alive and gets a new thread.
+        let started = spawn_worker(inner, index).is_ok();
+        if !started {
+            let mut q = inner.queue.lock();
+            q.slots[index].alive = false;
+            q.alive -= 1;
+        }
+        // A wake meant for the slot may have gone to the old thread.
+        inner.work.notify_all();
+        started
+    }
+
+    /// The pool's counters; never blocks for long.
+    ///
+    /// # Examples
+    ///
+    /// See [`PoolStats`].
+    pub fn stats(&self) -> PoolStats {
+        let inner = &self.inner;
+        let (workers, busy, queued) = {
+            let q = inner.queue.lock();
+            let busy = q.slots.iter().filter(|s| s.running.is_some()).count();
+            (q.alive, busy, q.len)
+        };
+        let c = &inner.counters;
+        PoolStats {
+            workers,
+            busy,
+            queued,
+            succeeded: c.succeeded.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+            panicked: c.panicked.load(Ordering::Relaxed),
+            restarts: c.restarts.load(Ordering::Relaxed),
+            rejected: c.rejected.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Shuts the pool down: queued tasks resolve
+    /// [`TaskError::PoolClosed`](crate::TaskError::PoolClosed), running
+    /// ones finish, workers exit. Later submissions resolve `PoolClosed`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use isolates::pool::{Pool, TaskContext, Worker};
+    /// # struct W;
+    /// # impl Worker for W {
+    /// #     type Args = (); type Input = (); type Output = (); type Progress = (); type Error = String;
+    /// #     fn start(_: ()) -> Result<Self, String> { Ok(W) }
+    /// #     fn run(&mut self, _: (), _: &TaskContext<'_, Self>) -> Result<(), String> { Ok(()) }
+    /// # }
+    /// let pool = Pool::<W>::builder().workers(1).build(()).unwrap();
+    /// pool.shutdown();
+    /// assert_eq!(pool.submit(()).wait(), Err(isolates::TaskError::PoolClosed));
+    /// ```
+    pub fn shutdown(&self) {
+        self.inner.close();
+    }
+}
+
+/// A queued task.
+struct Job {
+    cell: Arc<TaskCell>,
+    input: Envelope,
+    priority: TaskPriority,
+    key: Option<u64>,
+    retries: u32,
+}
+
+/// A task being run, as its slot records it.
+struct Running {
+    cell: Arc<TaskCell>,
+    /// A copy of the input for a retry.
+    retry: Option<(Envelope, u32)>,
+    priority: TaskPriority,
+    key: Option<u64>,
+}
+
+#[derive(Default)]
+struct Slot {
+    alive: bool,
+    /// Increased by a kill: a thread of an older generation leaves.
+    generation: u64,
+    running: Option<Running>,
+    local: [VecDeque<Job>; 3],
+    local_len: usize,
+}
+
+struct Queues {
+    shared: [VecDeque<Job>; 3],
+    slots: Vec<Slot>,
+    /// Queued tasks, shared and local.
+    len: usize,
+    alive: usize,
+    idle: usize,
+    closed: bool,
+    picks: u64,
+    next_slot: usize,
+}
+
+impl Queues {
+    fn new(max: usize) -> Self {
+        Queues {
+            shared: Default::default(),
+            slots: (0..max).map(|_| Slot::default()).collect(),
+            len: 0,
+            alive: 0,
+            idle: 0,
+            closed: false,
+            picks: 0,
+            next_slot: 0,
+        }
+    }
+
+    fn free_slot(&self) -> Option<usize> {
+        self.slots.iter().position(|s| !s.alive)
+    }
+
+    /// The order in which priorities are looked at for this pick: high
+    /// first, but one pick in four starts at normal and one in eight at
+    /// low, so no class starves.
+    fn order(&mut self) -> [usize; 3] {
+        self.picks += 1;
+        if self.picks % 8 == 0 {
+            [2, 1, 0]
+        } else if self.picks % 4 == 0 {
+            [1, 0, 2]
+        } else {
+            [0, 1, 2]
+        }
+    }
+
+    fn take(&mut self, slot: usize) -> Option<Job> {
+        let order = self.order();
+        for class in order {
+            if let Some(job) = self.slots[slot].local[class].pop_front() {
+                self.slots[slot].local_len -= 1;
+                self.len -= 1;
+                return Some(job);
+            }
+        }
+        for class in order {
+            if let Some(job) = self.shared[class].pop_front() {
+                self.len -= 1;
+                return Some(job);
+            }
+        }
+        None
+    }
+
+    fn push_local(&mut self, slot: usize, job: Job) {
+        let class = job.priority as usize;
+        self.slots[slot].local[class].push_back(job);
+        self.slots[slot].local_len += 1;
+        self.len += 1;
+    }
+
+    fn push_shared(&mut self, job: Job, front: bool) {
+        let class = job.priority as usize;
+        if front {
+            self.shared[class].push_front(job);
+        } else {
+            self.shared[class].push_back(job);
+        }
+        self.len += 1;
+    }
+
+    fn drain_all(&mut self) -> Vec<Job> {
+        let mut all = Vec::with_capacity(self.len);
+        for q in &mut self.shared {
+            all.extend(q.drain(..));
+        }
+        for slot in &mut self.slots {
+            for q in &mut slot.local {
+                all.extend(q.drain(..));
+            }
+            slot.local_len = 0;
+        }
+        self.len = 0;
+        all
+    }
+}
+
+struct Inner<W: Worker> {
+    name: String,
+    min: usize,
+    max: usize,
+    idle: Duration,
+    routing: Routing,
+    bound: Option<(usize, FullPolicy)>,
+    nice: Option<i32>,
+    args: W::Args,
+    args_codec: DynCodec<W::Args>,
+    codecs: Arc<CodecSet<W>>,
+    queue: Mutex<Queues>,
+    /// Workers wait here for tasks.
+    work: Condvar,
+    /// Submitters wait here for room in a bounded queue.
+    room: Condvar,
+    next_id: AtomicU64,
+    counters: PoolCounters,
+    handles: AtomicUsize,
+}
+
+impl<W: Worker> Inner<W> {
+    fn enqueue(self: &Arc<Self>, job: Job) {
+        let mut q = self.queue.lock();
+        if q.closed {
+            drop(q);
+            job.cell.fail(ErrorKind::Closed);
+            return;
+        }
+        if let Some((bound, policy)) = self.bound {
+            if q.len >= bound {
+                let room = match policy {
+                    FullPolicy::Reject => false,
+                    FullPolicy::Block(wait) => {
+                        let deadline = crate::time::deadline_after(wait);
+                        loop {
+                            if q.len < bound || q.closed {
+                                break true;
+                            }
+                            match deadline {
+                                Some(d) => {
+                                    if self.room.wait_until(&mut q, d).timed_out() {
+                                        break q.len < bound;
+                                    }
+                                }
+                                None => self.room.wait(&mut q),
+                            }
+                        }
+                    }
+                };
+                if q.closed {
+                    drop(q);
+                    job.cell.fail(ErrorKind::Closed);
+                    return;
+                }
+                if !room {
+                    drop(q);
+                    self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                    job.cell.fail(ErrorKind::Rejected);
+                    return;
+                }
+            }
+        }
+        let target = self.route(&mut q, &job);
+        match target {
+            Some(slot) => q.push_local(slot, job),
+            None => q.push_shared(job, false),
+        }
+        // Grow when work waits and nobody is idle.
+        let grow = q.idle == 0 && q.alive < self.max && !q.closed;
+        let slot = if grow {
+            q.free_slot().inspect(|&s| {
+                q.slots[s].alive = true;
+                q.alive += 1;
+            })
+        } else {
+            None
+        };
+        drop(q);
+        match target {
+            // Local work: wake everyone so its owner sees it.
+            Some(_) => {
+                self.work.notify_all();
+            }
+            None => {
+                self.work.notify_one();
+            }
+        }
+        if let Some(slot) = slot
+            && spawn_worker(self, slot).is_err()
+        {
+            let mut q = self.queue.lock();
+            q.slots[slot].alive = false;
+            q.alive -= 1;
+        }
+    }
+
+    /// The slot a task goes to, or `None` for the shared queue.
+    fn route(&self, q: &mut Queues, job: &Job) -> Option<usize> {
+        let alive: Vec<usize> = (0..q.slots.len()).filter(|&i| q.slots[i].alive).collect();
+        if alive.is_empty() {
+            return None;
+        }
+        match self.routing {
+            Routing::SharedQueue => None,
+            Routing::KeyAffinity => job.key.map(|k| (k % q.slots.len() as u64) as usize),
+            Routing::RoundRobin => {
+                let pick = alive[q.next_slot % alive.len()];
+                q.next_slot = q.next_slot.wrapping_add(1);
+                Some(pick)
+            }
+            Routing::LeastLoaded => alive
+                .iter()
+                .copied()
+                .min_by_key(|&i| q.slots[i].local_len + usize::from(q.slots[i].running.is_some())),
+        }
+    }
+
+    /// A worker's running task was lost: retry it or resolve it.
+    fn lost(&self, running: Running, why: String) {
+        let Running {
+            cell,
+            retry,
+            priority,
+            key,
+        } = running;
+        if let Some((input, retries)) = retry
+            && retries > 0
+            && cell.requeue()
+        {
+            let job = Job {
+                cell,
+                input,
+                priority,
+                key,
+                retries: retries - 1,
+            };
+            let mut q = self.queue.lock();
+            if q.closed {
+                drop(q);
+                job.cell.fail(ErrorKind::Closed);
+                return;
+            }
+            q.push_shared(job, true);
+            drop(q);
+            self.work.notify_one();
+            return;
+        }
+        cell.fail(ErrorKind::WorkerLost(why));
+    }
+
+    fn close(&self) {
+        let jobs = {
+            let mut q = self.queue.lock();
+            q.closed = true;
+            q.drain_all()
+        };
+        self.work.notify_all();
+        self.room.notify_all();
+        for job in jobs {
+            job.cell.fail(ErrorKind::Closed);
+        }
+    }
+
+    /// Takes the next task for `slot`, waiting; `None` when the worker
+    /// should exit (closed, reaped, or replaced).
+    fn next(&self, slot: usize, generation: u64) -> Option<Job> {
+        let mut q = self.queue.lock();
+        let mut idle_since = Instant::now();
+        loop {
+            if q.slots[slot].generation != generation {
+                return None;
+            }
+            if let Some(job) = q.take(slot) {
+                drop(q);
+                self.room.notify_one();
+                return Some(job);
+            }
+            if q.closed {
+                q.slots[slot].alive = false;
+                q.alive -= 1;
+                return None;
+            }
+            // Reap an idle worker above the minimum (never with local work:
+            // its queue is empty here).
+            if q.alive > self.min && idle_since.elapsed() >= self.idle {
+                q.slots[slot].alive = false;
+                q.alive -= 1;
+                return None;
+            }
+            q.idle += 1;
+            let timed_out = self
+                .work
+                .wait_for(&mut q, self.idle.min(Duration::from_secs(1)))
+                .timed_out();
+            q.idle -= 1;
+            if !timed_out {
+                idle_since = idle_since.min(Instant::now());
+            }
+        }
+    }
+}
+
+/// Starts a worker thread for `slot` (already marked alive).
+fn spawn_worker<W: Worker>(inner: &Arc<Inner<W>>, slot: usize) -> Result<(), SpawnError> {
+    let generation = inner.queue.lock().slots[slot].generation;
+    let args = inner
+        .args_codec
+        .encode(&inner.args)
+        .map_err(SpawnError::Args)?;
+    let thread_inner = Arc::clone(inner);
+    std::thread::Builder::new()
+        .name(format!("{}-{slot}", inner.name))
+        .spawn(move || worker_main(thread_inner, slot, generation, args))
+        .map(drop)
+        .map_err(|e| SpawnError::Thread(e.to_string()))
+}
+
+fn lower_priority(nice: Option<i32>) {
+    #[cfg(target_os = "linux")]
+    if let Some(nice) = nice {
+        let tid = rustix::thread::gettid();
+        if let Err(e) = rustix::process::setpriority_process(Some(tid), nice) {
+            tracing::debug!(target: "isolates", error = %e, "could not lower a worker's priority");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
+}
+
+/// A worker's thread: start the state, then run tasks until told to stop.
+fn worker_main<W: Worker>(inner: Arc<Inner<W>>, slot: usize, generation: u64, args: Envelope) {
+    lower_priority(inner.nice);
+    let decode_args = |args: Envelope| -> Result<W, String> {
+        let args = inner.args_codec.decode(args).map_err(|e| e.to_string())?;
+        match unwind::catch(|| W::start(args)) {
+            Ok(Ok(worker)) => Ok(worker),
+            Ok(Err(e)) => Err(describe(&e)),
+            Err(caught) => Err(caught.message),
+        }
+    };
+    let mut state = match decode_args(args) {
+        Ok(state) => state,
+        Err(why) => {
+            tracing::warn!(target: "isolates", pool = %inner.name, slot, %why, "a worker could not start");
+            let mut q = inner.queue.lock();
+            if q.slots[slot].generation == generation && q.slots[slot].alive {
+                q.slots[slot].alive = false;
+                q.alive -= 1;
+                // Its local work goes to the shared queue.
+                let jobs: Vec<Job> = q.slots[slot]
+                    .local
+                    .iter_mut()
+                    .flat_map(|d| d.drain(..))
+                    .collect();
+                q.slots[slot].local_len = 0;
+                q.len -= jobs.len();
+                for job in jobs {
+                    q.push_shared(job, false);
+                }
+            }
+            drop(q);
+            inner.work.notify_all();
+            return;
+        }
+    };
+    while let Some(job) = inner.next(slot, generation) {
+        let Job {
+            cell,
+            input,
+            priority,
+            key,
+            retries,
+        } = job;
+        if !cell.start_running() || cell.check_deadline(Instant::now()) {
+            continue;
+        }
+        let retry = if retries > 0 {
+            input.try_clone().map(|copy| (copy, retries))
+        } else {
+            None
+        };
+        {
+            let mut q = inner.queue.lock();
+            if q.slots[slot].generation != generation {
+                drop(q);
+                inner.lost(
+                    Running {
+                        cell,
+                        retry,
+                        priority,
+                        key,
+                    },
+                    "worker replaced".into(),
+                );
+                return;
+            }
+            q.slots[slot].running = Some(Running {
+                cell: Arc::clone(&cell),
+                retry,
+                priority,
+                key,
+            });
+        }
+        let codecs = &*inner.codecs;
+        let decoded = unwind::catch(|| codecs.input.decode(input)).unwrap_or_else(|c| {
+            Err(CodecError::Malformed(format!(
+                "the input's Deserialize panicked: {}",
+                c.message
+            )))
+        });
+        let (outcome, panicked) = match decoded {
+            Err(e) => (Outcome::Error(ErrorKind::Codec(e)), false),
+            Ok(input) => {
+                let ctx = TaskContext {
+                    cell: &cell,
+                    codecs,
+                };
+                match unwind::catch(|| state.run(input, &ctx)) {
+                    Ok(Ok(value)) => (
+                        match encode_caught(&codecs.output, &value) {
+                            Ok(envelope) => Outcome::Value(envelope),
+                            Err(e) => Outcome::Error(ErrorKind::Codec(e)),
+                        },
+                        false,
+                    ),
+                    Ok(Err(error)) => (
+                        match encode_caught(&codecs.error, &error) {
+                            Ok(envelope) => Outcome::Failed(envelope),
+                            Err(e) => Outcome::Error(ErrorKind::Codec(e)),
+                        },
+                        false,
+                    ),
+                    Err(caught) => (Outcome::Error(ErrorKind::Panicked(caught.message)), true),
+                }
+            }
+        };
+        let running = {
+            let mut q = inner.queue.lock();
+            if q.slots[slot].generation != generation {
+                // Killed meanwhile: the task was resolved or requeued by
+                // the kill; this thread leaves.
+                return;
+            }
+            q.slots[slot].running.take()
+        };
+        let counters = &inner.counters;
+        match &outcome {
+            Outcome::Value(_) => counters.succeeded.fetch_add(1, Ordering::Relaxed),
+            Outcome::Failed(_) => counters.failed.fetch_add(1, Ordering::Relaxed),
+            Outcome::Error(ErrorKind::Panicked(_)) => {
+                counters.panicked.fetch_add(1, Ordering::Relaxed)
+            }
+            Outcome::Error(_) => counters.failed.fetch_add(1, Ordering::Relaxed),
+        };
+        if panicked {
+            // A panic may leave the state broken: start it again, as a
+            // supervisor restarts a crashed child.
+            let message = match &outcome {
+                Outcome::Error(ErrorKind::Panicked(m)) => m.clone(),
+                _ => String::new(),
+            };
+            match running {
+                Some(running)
+                    if running.retry.as_ref().is_some_and(|(_, n)| *n > 0)
+                        && !cell.cancel.load(Ordering::Acquire) =>
+                {
+                    inner.lost(running, message);
+                }
+                _ => {
+                    cell.resolve(outcome);
+                }
+            }
+            counters.restarts.fetch_add(1, Ordering::Relaxed);
+            let args = match inner.args_codec.encode(&inner.args) {
+                Ok(args) => args,
+                Err(_) => return,
+            };
+            state = match decode_args(args) {
+                Ok(state) => state,
+                Err(why) => {
+                    tracing::warn!(target: "isolates", pool = %inner.name, slot, %why,
+                        "a worker could not restart");
+                    let mut q = inner.queue.lock();
+                    if q.slots[slot].generation == generation {
+                        q.slots[slot].alive = false;
+                        q.alive -= 1;
+                    }
+                    return;
+                }
+            };
+        } else {
+            cell.resolve(outcome);
+        }
+    }
+}
+
+fn encode_caught<T>(codec: &DynCodec<T>, value: &T) -> Result<Envelope, CodecError> {
+    match unwind::catch(|| codec.encode(value)) {
+        Ok(result) => result,
+        Err(caught) => Err(CodecError::Encode(format!(
+            "the value's Serialize panicked: {}",
+            caught.message
+        ))),
+    }
+}
+
+fn describe(error: &impl fmt::Display) -> String {
+    unwind::catch(|| error.to_string())
+        .unwrap_or_else(|c| format!("<the error's Display panicked: {}>", c.message))
+}

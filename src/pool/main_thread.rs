@@ -1,0 +1,267 @@
+//! Results and progress delivered on the UI thread, a frame at a time.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel as cb;
+
+use super::{TaskHandle, Worker};
+use crate::error::TaskError;
+
+type Waker = Arc<dyn Fn() + Send + Sync>;
+
+/// One watched task, type-erased.
+trait Watched {
+    /// Runs the progress callback on new progress; whether anything ran.
+    fn progress(&mut self) -> bool;
+    /// Takes the result and runs the completion callback, if resolved.
+    fn finish(&mut self) -> bool;
+}
+
+struct Watch<W: Worker, P, D> {
+    handle: TaskHandle<W>,
+    on_progress: P,
+    on_done: Option<D>,
+}
+
+impl<W, P, D> Watched for Watch<W, P, D>
+where
+    W: Worker,
+    P: FnMut(W::Progress),
+    D: FnOnce(Result<W::Output, TaskError<W::Error>>),
+{
+    fn progress(&mut self) -> bool {
+        let values = self.handle.progress();
+        let any = !values.is_empty();
+        for value in values {
+            (self.on_progress)(value);
+        }
+        any
+    }
+
+    fn finish(&mut self) -> bool {
+        match self.handle.try_take() {
+            Some(result) => {
+                self.progress();
+                if let Some(done) = self.on_done.take() {
+                    done(result);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Runs task callbacks on the thread that owns it (the UI thread), only
+/// when that thread calls [`pump`](Self::pump): like one turn of Dart's
+/// event loop, with a time budget so a frame is never overrun by
+/// callbacks. Callbacks need not be `Send`.
+///
+/// To integrate with an existing event loop, [`set_waker`](Self::set_waker)
+/// installs a function called (from a worker thread) whenever a watched
+/// task resolves: post a redraw or an event from it, then pump.
+///
+/// # Examples
+///
+/// ```
+/// use std::cell::RefCell;
+/// use std::rc::Rc;
+/// use std::time::Duration;
+/// use isolates::pool::{MainThread, Pool, TaskContext, Worker};
+///
+/// struct Double;
+/// impl Worker for Double {
+///     type Args = (); type Input = u32; type Output = u32; type Progress = (); type Error = String;
+///     fn start(_: ()) -> Result<Self, String> { Ok(Double) }
+///     fn run(&mut self, n: u32, _: &TaskContext<'_, Self>) -> Result<u32, String> { Ok(n * 2) }
+/// }
+///
+/// let pool = Pool::<Double>::builder().workers(1).build(()).unwrap();
+/// let mut ui = MainThread::new();
+/// let shown = Rc::new(RefCell::new(None)); // UI state: not Send, not shared
+/// let sink = Rc::clone(&shown);
+/// ui.on_done(pool.submit(21), move |result| *sink.borrow_mut() = Some(result));
+/// // The frame loop: draw, then pump for at most 2 ms.
+/// while ui.watching() > 0 {
+///     ui.pump(Duration::from_millis(2));
+///     std::thread::sleep(Duration::from_millis(1));
+/// }
+/// assert_eq!(*shown.borrow(), Some(Ok(42)));
+/// ```
+pub struct MainThread {
+    watched: HashMap<u64, Box<dyn Watched>>,
+    ready_tx: cb::Sender<u64>,
+    ready_rx: cb::Receiver<u64>,
+    waker: Option<Waker>,
+    /// Not `Send`: callbacks run on the thread that registered them.
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl Default for MainThread {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for MainThread {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MainThread")
+            .field("watching", &self.watched.len())
+            .field("ready", &self.ready_rx.len())
+            .finish()
+    }
+}
+
+impl MainThread {
+    /// A dispatcher with nothing watched.
+    ///
+    /// # Examples
+    ///
+    /// See [`MainThread`].
+    pub fn new() -> Self {
+        let (ready_tx, ready_rx) = cb::unbounded();
+        MainThread {
+            watched: HashMap::new(),
+            ready_tx,
+            ready_rx,
+            waker: None,
+            _not_send: std::marker::PhantomData,
+        }
+    }
+
+    /// Calls `waker` (on the worker's thread) each time a watched task
+    /// resolves, so an event loop that sleeps can be woken to pump.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use std::sync::Arc;
+    /// let woken = Arc::new(AtomicBool::new(false));
+    /// let flag = Arc::clone(&woken);
+    /// let mut ui = isolates::pool::MainThread::new();
+    /// ui.set_waker(move || flag.store(true, Ordering::Release));
+    /// # let _ = woken;
+    /// ```
+    pub fn set_waker(&mut self, waker: impl Fn() + Send + Sync + 'static) {
+        self.waker = Some(Arc::new(waker));
+    }
+
+    /// Runs `on_done` with the task's result during a later
+    /// [`pump`](Self::pump).
+    ///
+    /// # Examples
+    ///
+    /// See [`MainThread`].
+    pub fn on_done<W: Worker>(
+        &mut self,
+        handle: TaskHandle<W>,
+        on_done: impl FnOnce(Result<W::Output, TaskError<W::Error>>) + 'static,
+    ) {
+        self.watch(handle, |_| {}, on_done);
+    }
+
+    /// Runs `on_progress` with each progress value and `on_done` with the
+    /// result, during later [`pump`](Self::pump)s.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::cell::Cell;
+    /// use std::rc::Rc;
+    /// use std::time::Duration;
+    /// use isolates::pool::{MainThread, Pool, TaskContext, Worker};
+    ///
+    /// struct Count;
+    /// impl Worker for Count {
+    ///     type Args = (); type Input = u32; type Output = u32; type Progress = u32; type Error = String;
+    ///     fn start(_: ()) -> Result<Self, String> { Ok(Count) }
+    ///     fn run(&mut self, n: u32, t: &TaskContext<'_, Self>) -> Result<u32, String> {
+    ///         for i in 1..=n { t.progress(&i); }
+    ///         Ok(n)
+    ///     }
+    /// }
+    /// let pool = Pool::<Count>::builder().workers(1).build(()).unwrap();
+    /// let mut ui = MainThread::new();
+    /// let (seen, done) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(false)));
+    /// let (s, d) = (Rc::clone(&seen), Rc::clone(&done));
+    /// ui.watch(pool.submit(5), move |p| s.set(s.get() + p), move |r| d.set(r == Ok(5)));
+    /// while ui.watching() > 0 {
+    ///     ui.pump(Duration::from_millis(2));
+    ///     std::thread::yield_now();
+    /// }
+    /// assert_eq!(seen.get(), 15);
+    /// assert!(done.get());
+    /// ```
+    pub fn watch<W: Worker>(
+        &mut self,
+        handle: TaskHandle<W>,
+        on_progress: impl FnMut(W::Progress) + 'static,
+        on_done: impl FnOnce(Result<W::Output, TaskError<W::Error>>) + 'static,
+    ) {
+        let id = handle.id();
+        let tx = self.ready_tx.clone();
+        let waker = self.waker.clone();
+        handle.cell.on_resolve(Box::new(move |id| {
+            let _ = tx.send(id);
+            if let Some(waker) = waker {
+                waker();
+            }
+        }));
+        self.watched.insert(
+            id,
+            Box::new(Watch {
+                handle,
+                on_progress,
+                on_done: Some(on_done),
+            }),
+        );
+    }
+
+    /// Runs ready callbacks until none is left or `budget` is spent;
+    /// returns how many ran. Completed tasks come first, then progress.
+    /// Never blocks.
+    ///
+    /// # Examples
+    ///
+    /// See [`MainThread`].
+    pub fn pump(&mut self, budget: Duration) -> usize {
+        let start = Instant::now();
+        let mut ran = 0;
+        while start.elapsed() < budget {
+            let Ok(id) = self.ready_rx.try_recv() else {
+                break;
+            };
+            if let Some(mut watched) = self.watched.remove(&id) {
+                if watched.finish() {
+                    ran += 1;
+                } else {
+                    self.watched.insert(id, watched);
+                }
+            }
+        }
+        if start.elapsed() < budget {
+            for watched in self.watched.values_mut() {
+                if watched.progress() {
+                    ran += 1;
+                }
+                if start.elapsed() >= budget {
+                    break;
+                }
+            }
+        }
+        ran
+    }
+
+    /// How many tasks are watched and not yet delivered.
+    ///
+    /// # Examples
+    ///
+    /// See [`MainThread`].
+    pub fn watching(&self) -> usize {
+        self.watched.len()
+    }
+}

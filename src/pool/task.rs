@@ -1,0 +1,369 @@
+//! One task's shared record and the handle that resolves exactly once.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::Worker;
+use crate::codec::envelope::Envelope;
+use crate::error::{CodecError, TaskError};
+use crate::port::DynCodec;
+
+/// Where a task is in its life.
+///
+/// # Examples
+///
+/// ```
+/// use isolates::pool::TaskState;
+/// assert_ne!(TaskState::Queued, TaskState::Done);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaskState {
+    /// Waiting for a worker.
+    Queued,
+    /// A worker is running it.
+    Running,
+    /// Resolved: a value or an error is waiting to be taken (or was).
+    Done,
+}
+
+const QUEUED: u8 = 0;
+const RUNNING: u8 = 1;
+const DONE: u8 = 2;
+
+/// How a task ended, before decoding.
+pub(crate) enum Outcome {
+    Value(Envelope),
+    Failed(Envelope),
+    Error(ErrorKind),
+}
+
+/// The errors that carry no user payload.
+#[derive(Debug, Clone)]
+pub(crate) enum ErrorKind {
+    Panicked(String),
+    Cancelled,
+    TimedOut,
+    WorkerLost(String),
+    Rejected,
+    Closed,
+    Codec(CodecError),
+}
+
+/// Told a task's id once it resolves.
+pub(crate) type Notify = Box<dyn FnOnce(u64) + Send>;
+
+/// What a task's submitter, its worker and the pool share.
+pub(crate) struct TaskCell {
+    pub(crate) id: u64,
+    state: AtomicU8,
+    outcome: Mutex<Option<Outcome>>,
+    done: Condvar,
+    /// Raised by cancel or deadline: the running task may check it.
+    pub(crate) cancel: AtomicBool,
+    pub(crate) deadline: Option<Instant>,
+    progress: Mutex<VecDeque<Envelope>>,
+    /// Called once when the task resolves (the main-thread dispatcher).
+    notify: Mutex<Option<Notify>>,
+}
+
+impl TaskCell {
+    pub(crate) fn new(id: u64, deadline: Option<Instant>) -> Self {
+        TaskCell {
+            id,
+            state: AtomicU8::new(QUEUED),
+            outcome: Mutex::new(None),
+            done: Condvar::new(),
+            cancel: AtomicBool::new(false),
+            deadline,
+            progress: Mutex::new(VecDeque::new()),
+            notify: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn state(&self) -> TaskState {
+        match self.state.load(Ordering::Acquire) {
+            QUEUED => TaskState::Queued,
+            RUNNING => TaskState::Running,
+            _ => TaskState::Done,
+        }
+    }
+
+    /// Marks the task running, unless it already resolved (cancelled or
+    /// timed out while queued): then the worker skips it.
+    pub(crate) fn start_running(&self) -> bool {
+        self.state
+            .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Puts a running task back in the queue (a retry).
+    pub(crate) fn requeue(&self) -> bool {
+        self.state
+            .compare_exchange(RUNNING, QUEUED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Resolves the task if nothing did before; returns whether this did.
+    pub(crate) fn resolve(&self, outcome: Outcome) -> bool {
+        {
+            let mut slot = self.outcome.lock();
+            if self.state.load(Ordering::Acquire) == DONE {
+                return false;
+            }
+            *slot = Some(outcome);
+            self.state.store(DONE, Ordering::Release);
+        }
+        self.done.notify_all();
+        if let Some(notify) = self.notify.lock().take() {
+            notify(self.id);
+        }
+        true
+    }
+
+    /// Resolves with an error that carries no payload.
+    pub(crate) fn fail(&self, kind: ErrorKind) -> bool {
+        self.resolve(Outcome::Error(kind))
+    }
+
+    /// Cancels: the task resolves `Cancelled` now, and a running one sees
+    /// the flag.
+    pub(crate) fn cancel(&self) -> bool {
+        self.cancel.store(true, Ordering::Release);
+        self.fail(ErrorKind::Cancelled)
+    }
+
+    /// Resolves `TimedOut` if the deadline has passed.
+    pub(crate) fn check_deadline(&self, now: Instant) -> bool {
+        match self.deadline {
+            Some(deadline) if now >= deadline => {
+                self.cancel.store(true, Ordering::Release);
+                self.fail(ErrorKind::TimedOut)
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn push_progress(&self, envelope: Envelope) {
+        if self.state.load(Ordering::Acquire) != DONE {
+            self.progress.lock().push_back(envelope);
+        }
+    }
+
+    /// Sets the function told when the task resolves; called at once if it
+    /// already has.
+    pub(crate) fn on_resolve(&self, notify: Notify) {
+        let mut slot = self.notify.lock();
+        if self.state.load(Ordering::Acquire) == DONE {
+            drop(slot);
+            notify(self.id);
+        } else {
+            *slot = Some(notify);
+        }
+    }
+}
+
+/// The result of one task submitted to a [`Pool`](super::Pool): resolves
+/// exactly once, to the worker's value or a [`TaskError`]. Poll it with
+/// [`try_take`](Self::try_take) from a UI thread, or wait on it.
+///
+/// Dropping a handle does not cancel the task; call
+/// [`cancel`](Self::cancel).
+///
+/// # Examples
+///
+/// See [`Pool`](super::Pool).
+pub struct TaskHandle<W: Worker> {
+    pub(crate) cell: Arc<TaskCell>,
+    pub(crate) codecs: Arc<super::Codecs<W>>,
+    pub(crate) taken: bool,
+}
+
+impl<W: Worker> TaskHandle<W> {
+    /// The task's id, unique within the process.
+    ///
+    /// # Examples
+    ///
+    /// See [`Pool`](super::Pool).
+    pub fn id(&self) -> u64 {
+        self.cell.id
+    }
+
+    /// Where the task is; never blocks.
+    ///
+    /// # Examples
+    ///
+    /// See [`Pool`](super::Pool).
+    pub fn state(&self) -> TaskState {
+        self.expire();
+        self.cell.state()
+    }
+
+    /// Whether the result is there to take; never blocks.
+    ///
+    /// # Examples
+    ///
+    /// See [`Pool`](super::Pool).
+    pub fn is_done(&self) -> bool {
+        self.state() == TaskState::Done
+    }
+
+    /// Takes the result if the task has resolved; never blocks. `None`
+    /// while it runs, and after the result was taken once.
+    ///
+    /// # Examples
+    ///
+    /// See [`Pool`](super::Pool).
+    pub fn try_take(&mut self) -> Option<Result<W::Output, TaskError<W::Error>>> {
+        if self.taken {
+            return None;
+        }
+        self.expire();
+        let outcome = self.cell.outcome.lock().take()?;
+        self.taken = true;
+        Some(self.decode(outcome))
+    }
+
+    /// Waits for the result.
+    ///
+    /// # Errors
+    ///
+    /// The task's [`TaskError`]; [`TaskError::AlreadyTaken`] if it was
+    /// taken before.
+    ///
+    /// # Examples
+    ///
+    /// See [`Pool`](super::Pool).
+    pub fn wait(mut self) -> Result<W::Output, TaskError<W::Error>> {
+        self.wait_until(None)
+            .unwrap_or(Err(TaskError::AlreadyTaken))
+    }
+
+    /// Waits at most `timeout` for the result; `None` if it has not come
+    /// (the handle stays usable) or was already taken.
+    ///
+    /// # Examples
+    ///
+    /// See [`Pool`](super::Pool).
+    pub fn wait_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Option<Result<W::Output, TaskError<W::Error>>> {
+        self.wait_until(crate::time::deadline_after(timeout))
+    }
+
+    fn wait_until(
+        &mut self,
+        until: Option<Instant>,
+    ) -> Option<Result<W::Output, TaskError<W::Error>>> {
+        if self.taken {
+            return None;
+        }
+        let mut outcome = self.cell.outcome.lock();
+        loop {
+            if let Some(taken) = outcome.take() {
+                drop(outcome);
+                self.taken = true;
+                return Some(self.decode(taken));
+            }
+            // The task's own deadline ends the wait too.
+            let wake = match (until, self.cell.deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            match wake {
+                Some(at) => {
+                    if self.cell.done.wait_until(&mut outcome, at).timed_out() {
+                        drop(outcome);
+                        self.expire();
+                        outcome = self.cell.outcome.lock();
+                        if outcome.is_none() && until.is_some_and(|u| Instant::now() >= u) {
+                            return None;
+                        }
+                    }
+                }
+                None => self.cell.done.wait(&mut outcome),
+            }
+        }
+    }
+
+    /// Cancels the task: a queued task never runs; a running one sees
+    /// [`TaskContext::is_cancelled`](super::TaskContext::is_cancelled). The
+    /// handle resolves [`TaskError::Cancelled`] at once, unless the task
+    /// had already resolved (then this returns `false`).
+    ///
+    /// # Examples
+    ///
+    /// See [`Pool`](super::Pool).
+    pub fn cancel(&self) -> bool {
+        self.cell.cancel()
+    }
+
+    /// The progress values the task has reported since the last call,
+    /// oldest first; never blocks. Values that cannot be decoded are
+    /// skipped.
+    ///
+    /// # Examples
+    ///
+    /// See [`TaskContext`](super::TaskContext).
+    pub fn progress(&self) -> Vec<W::Progress> {
+        let batch: Vec<Envelope> = self.cell.progress.lock().drain(..).collect();
+        batch
+            .into_iter()
+            .filter_map(|e| self.codecs.progress.decode(e).ok())
+            .collect()
+    }
+
+    /// Resolves a passed deadline here, so a UI thread polling a task
+    /// stuck in the queue sees `TimedOut` on time.
+    fn expire(&self) {
+        if self.cell.state() != TaskState::Done {
+            self.cell.check_deadline(Instant::now());
+        }
+    }
+
+    fn decode(&self, outcome: Outcome) -> Result<W::Output, TaskError<W::Error>> {
+        match outcome {
+            Outcome::Value(envelope) => self
+                .codecs
+                .output
+                .decode(envelope)
+                .map_err(TaskError::Codec),
+            Outcome::Failed(envelope) => match self.codecs.error.decode(envelope) {
+                Ok(error) => Err(TaskError::Failed(error)),
+                Err(e) => Err(TaskError::Codec(e)),
+            },
+            Outcome::Error(kind) => Err(match kind {
+                ErrorKind::Panicked(m) => TaskError::Panicked(m),
+                ErrorKind::Cancelled => TaskError::Cancelled,
+                ErrorKind::TimedOut => TaskError::TimedOut,
+                ErrorKind::WorkerLost(m) => TaskError::WorkerLost(m),
+                ErrorKind::Rejected => TaskError::Rejected,
+                ErrorKind::Closed => TaskError::PoolClosed,
+                ErrorKind::Codec(e) => TaskError::Codec(e),
+            }),
+        }
+    }
+}
+
+impl<W: Worker> fmt::Debug for TaskHandle<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskHandle")
+            .field("id", &self.cell.id)
+            .field("state", &self.cell.state())
+            .field("taken", &self.taken)
+            .finish()
+    }
+}
+
+/// The codecs of a pool's four types.
+pub(crate) struct CodecSet<W: Worker> {
+    pub(crate) input: DynCodec<W::Input>,
+    pub(crate) output: DynCodec<W::Output>,
+    pub(crate) progress: DynCodec<W::Progress>,
+    pub(crate) error: DynCodec<W::Error>,
+}
