@@ -481,7 +481,9 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
     }
 
     /// The nice level of worker threads on Linux (default 10: below the UI
-    /// thread); `None` leaves them as spawned. Ignored elsewhere.
+    /// thread); `None` leaves them as spawned. A level below the threads'
+    /// current one is ignored: a pool only ever lowers priority. Ignored on
+    /// other systems.
     ///
     /// # Examples
     ///
@@ -1234,8 +1236,13 @@ fn spawn_worker<W: Worker>(inner: &Arc<Inner<W>>, slot: usize) -> Result<(), Spa
 fn lower_priority(nice: Option<i32>) {
     #[cfg(target_os = "linux")]
     if let Some(nice) = nice {
+        // Only ever lower the priority: a pool must not raise its threads
+        // above the process that made it, even where it could.
         let tid = rustix::thread::gettid();
-        if let Err(e) = rustix::process::setpriority_process(Some(tid), nice) {
+        let current = rustix::process::getpriority_process(Some(tid)).unwrap_or(0);
+        if nice > current
+            && let Err(e) = rustix::process::setpriority_process(Some(tid), nice.min(19))
+        {
             tracing::debug!(target: "isolates", error = %e, "could not lower a worker's priority");
         }
     }
