@@ -351,8 +351,9 @@ impl<T> Task<T> {
 
     /// Runs the task again, up to `retries` more times, if its worker
     /// panics or is lost while running it (not if it returns an error).
-    /// Needs an input without [`Transfer`](crate::Transfer)s, which move
-    /// and cannot be kept for a second run.
+    /// Needs an input without [`Transfer`](crate::Transfer)s or
+    /// [`SendPort`](crate::SendPort)s, which move and cannot be kept for a
+    /// second run: such a task gets no retry.
     ///
     /// # Examples
     ///
@@ -852,7 +853,8 @@ impl<W: Worker> Pool<W> {
     pub fn stats(&self) -> PoolStats {
         let inner = &self.inner;
         let (workers, busy, queued) = {
-            let q = inner.queue.lock();
+            let mut q = inner.queue.lock();
+            q.purge_resolved();
             let busy = q.slots.iter().filter(|s| s.running.is_some()).count();
             (q.alive, busy, q.len)
         };
@@ -999,6 +1001,33 @@ impl Queues {
         self.len += 1;
     }
 
+    /// Drops queued tasks that already resolved (cancelled, timed out):
+    /// they no longer hold a place.
+    fn purge_resolved(&mut self) {
+        let now = Instant::now();
+        let live = |job: &Job| {
+            job.cell.check_deadline(now);
+            job.cell.state() != TaskState::Done
+        };
+        let mut removed = 0;
+        for q in &mut self.shared {
+            let before = q.len();
+            q.retain(live);
+            removed += before - q.len();
+        }
+        for slot in &mut self.slots {
+            let mut here = 0;
+            for q in &mut slot.local {
+                let before = q.len();
+                q.retain(live);
+                here += before - q.len();
+            }
+            slot.local_len -= here;
+            removed += here;
+        }
+        self.len -= removed;
+    }
+
     fn drain_all(&mut self) -> Vec<Job> {
         let mut all = Vec::with_capacity(self.len);
         for q in &mut self.shared {
@@ -1046,6 +1075,9 @@ impl<W: Worker> Inner<W> {
         }
         if let Some((bound, policy)) = self.bound {
             if q.len >= bound {
+                q.purge_resolved();
+            }
+            if q.len >= bound {
                 let room = match policy {
                     FullPolicy::Reject => false,
                     FullPolicy::Block(wait) => {
@@ -1054,13 +1086,14 @@ impl<W: Worker> Inner<W> {
                             if q.len < bound || q.closed {
                                 break true;
                             }
-                            match deadline {
-                                Some(d) => {
-                                    if self.room.wait_until(&mut q, d).timed_out() {
-                                        break q.len < bound;
-                                    }
-                                }
-                                None => self.room.wait(&mut q),
+                            // Cancelled or timed-out tasks free their place
+                            // too; they say nothing, so look now and then.
+                            let slice = Instant::now() + Duration::from_millis(10);
+                            let until = deadline.map_or(slice, |d| d.min(slice));
+                            self.room.wait_until(&mut q, until);
+                            q.purge_resolved();
+                            if deadline.is_some_and(|d| Instant::now() >= d) {
+                                break q.len < bound;
                             }
                         }
                     }
@@ -1083,8 +1116,9 @@ impl<W: Worker> Inner<W> {
             Some(slot) => q.push_local(slot, job),
             None => q.push_shared(job, false),
         }
-        // Grow when work waits and nobody is idle.
-        let grow = q.idle == 0 && q.alive < self.max && !q.closed;
+        // Grow when more work waits than idle workers can take (a worker
+        // just woken still counts as idle until it runs).
+        let grow = q.len > q.idle && q.alive < self.max && !q.closed;
         let slot = if grow {
             q.free_slot().inspect(|&s| {
                 q.slots[s].alive = true;

@@ -18,6 +18,9 @@ trait Watched {
     fn progress(&mut self) -> bool;
     /// Takes the result and runs the completion callback, if resolved.
     fn finish(&mut self) -> bool;
+    /// Resolves a passed deadline (a queued task never reaches a worker
+    /// to find out).
+    fn expire(&mut self);
 }
 
 struct Watch<W: Worker, P, D> {
@@ -39,6 +42,12 @@ where
             (self.on_progress)(value);
         }
         any
+    }
+
+    fn expire(&mut self) {
+        // `state` resolves `TimedOut` when the deadline has passed, which
+        // queues the task for delivery.
+        let _ = self.handle.state();
     }
 
     fn finish(&mut self) -> bool {
@@ -230,6 +239,25 @@ impl MainThread {
     /// See [`MainThread`].
     pub fn pump(&mut self, budget: Duration) -> usize {
         let start = Instant::now();
+        let mut ran = self.deliver_ready(start, budget);
+        if start.elapsed() < budget {
+            for watched in self.watched.values_mut() {
+                watched.expire();
+                if watched.progress() {
+                    ran += 1;
+                }
+                if start.elapsed() >= budget {
+                    break;
+                }
+            }
+            // What expired just now, budget permitting.
+            ran += self.deliver_ready(start, budget);
+        }
+        ran
+    }
+
+    /// Runs the completion callbacks of resolved tasks within the budget.
+    fn deliver_ready(&mut self, start: Instant, budget: Duration) -> usize {
         let mut ran = 0;
         while start.elapsed() < budget {
             let Ok(id) = self.ready_rx.try_recv() else {
@@ -240,16 +268,6 @@ impl MainThread {
                     ran += 1;
                 } else {
                     self.watched.insert(id, watched);
-                }
-            }
-        }
-        if start.elapsed() < budget {
-            for watched in self.watched.values_mut() {
-                if watched.progress() {
-                    ran += 1;
-                }
-                if start.elapsed() >= budget {
-                    break;
                 }
             }
         }
