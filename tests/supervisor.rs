@@ -25,7 +25,7 @@ struct Args {
     log: Option<SendPort<String>>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 enum Msg {
     Incr,
     Get,
@@ -373,4 +373,39 @@ fn a_child_that_cannot_start_fails_the_supervisor_start() {
         .start()
         .unwrap_err();
     assert_eq!(err, isolates::SpawnError::ZeroCapacity);
+}
+
+#[test]
+fn the_crashing_message_is_retried_only_when_asked_and_only_so_often() {
+    let sup = SupervisorBuilder::new()
+        .restart_intensity(10, Duration::from_secs(5))
+        .child(ChildSpec::worker::<Worker>("w", args("w")))
+        .start()
+        .unwrap();
+    let ev = events(&sup);
+    let w = worker(&sup, "w");
+    let exits = |rx: &ReceivePort<SupervisionEvent>, n: usize| {
+        for _ in 0..n {
+            expect_event(rx, |e| matches!(e, SupervisionEvent::Restarted { .. }));
+        }
+    };
+    // A plain ask is not retried: one crash.
+    assert!(matches!(w.ask(Msg::Panic, T), Err(AskError::Panicked(_))));
+    exits(&ev, 1);
+    // A poison message with three attempts crashes the worker three times,
+    // then the caller gets the panic: no loop.
+    assert!(matches!(
+        w.ask_retrying(Msg::Panic, T, 3),
+        Err(AskError::Panicked(_))
+    ));
+    exits(&ev, 3);
+    assert_eq!(count(&w), 0);
+    // Nothing more was restarted.
+    sup.stop();
+    assert_eq!(sup.join(T), Some(ExitReason::Normal));
+    let restarts = ev
+        .try_iter()
+        .filter(|e| matches!(e, SupervisionEvent::Restarted { .. }))
+        .count();
+    assert_eq!(restarts, 0);
 }

@@ -251,6 +251,63 @@ impl<I: Isolate> IsolateHandle<I> {
         result
     }
 
+    /// Like [`ask`](Self::ask), sending the message again (a clone) when
+    /// handling it panicked, up to `attempts` sends in all, within one
+    /// overall `timeout`. Meant for a supervised isolate, which is restarted
+    /// after the panic; a message that panics every time gives up after
+    /// `attempts` (no poison loop) with the last [`AskError::Panicked`].
+    ///
+    /// # Errors
+    ///
+    /// As [`ask`](Self::ask); `Panicked` only once the attempts are spent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use std::time::Duration;
+    /// use isolates::{AskError, Context, Isolate};
+    /// use isolates::supervisor::{ChildSpec, SupervisorBuilder};
+    ///
+    /// static FLAKY: AtomicBool = AtomicBool::new(true);
+    ///
+    /// struct Once;
+    /// impl Isolate for Once {
+    ///     type Args = (); type Message = u8; type Reply = u8; type Error = String;
+    ///     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Once) }
+    ///     fn handle(&mut self, n: u8, _: &mut Context<Self>) -> Result<u8, String> {
+    ///         assert!(!FLAKY.swap(false, Ordering::SeqCst), "first try fails");
+    ///         Ok(n)
+    ///     }
+    /// }
+    /// let sup = SupervisorBuilder::new().child(ChildSpec::worker::<Once>("once", ())).start().unwrap();
+    /// let once = sup.worker::<Once>("once").unwrap();
+    /// assert_eq!(once.ask_retrying(5, Duration::from_secs(5), 2), Ok(5));
+    /// sup.stop();
+    /// ```
+    pub fn ask_retrying(
+        &self,
+        msg: I::Message,
+        timeout: Duration,
+        attempts: u32,
+    ) -> Result<I::Reply, AskError<I::Error>>
+    where
+        I::Message: Clone,
+    {
+        let deadline = crate::time::deadline_after(timeout);
+        let mut left = attempts.max(1);
+        loop {
+            let remaining = deadline.map_or(Duration::MAX, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
+            left -= 1;
+            match self.ask(msg.clone(), remaining) {
+                Err(AskError::Panicked(_)) if left > 0 => continue,
+                other => return other,
+            }
+        }
+    }
+
     /// Sends a message and returns at once with a [`Pending`] reply to poll;
     /// never blocks. A full bounded mailbox resolves it to
     /// [`AskError::Full`] at once.
