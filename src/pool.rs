@@ -146,6 +146,8 @@ pub trait Worker: Sized + 'static {
 pub struct TaskContext<'a, W: Worker> {
     cell: &'a TaskCell,
     codecs: &'a CodecSet<W>,
+    /// In a rayon pool: wakes idle workers to help with data-parallel work.
+    helpers: Option<&'a Condvar>,
 }
 
 impl<W: Worker> TaskContext<'_, W> {
@@ -169,6 +171,39 @@ impl<W: Worker> TaskContext<'_, W> {
         if let Ok(envelope) = self.codecs.progress.encode(value) {
             self.cell.push_progress(envelope);
         }
+    }
+
+    /// Runs data-parallel work (`rayon`'s `par_iter`, `join`, `scope`) for
+    /// this task.
+    ///
+    /// In a pool built with [`PoolBuilder::rayon`], the workers are the
+    /// threads of the pool's own rayon pool: the work is split over the
+    /// idle workers, which this call wakes to help, and never over extra
+    /// threads, so the machine is not oversubscribed. In other pools `f`
+    /// runs on rayon's global pool.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use rayon::prelude::*;
+    /// use isolates::pool::{Pool, TaskContext, Worker};
+    ///
+    /// struct Sum;
+    /// impl Worker for Sum {
+    ///     type Args = (); type Input = u64; type Output = u64; type Progress = (); type Error = String;
+    ///     fn start(_: ()) -> Result<Self, String> { Ok(Sum) }
+    ///     fn run(&mut self, n: u64, task: &TaskContext<'_, Self>) -> Result<u64, String> {
+    ///         Ok(task.par(|| (0..n).into_par_iter().map(|i| i * i).sum()))
+    ///     }
+    /// }
+    /// let pool = Pool::<Sum>::builder().workers(2).rayon(true).build(()).unwrap();
+    /// assert_eq!(pool.submit(1000).wait(), Ok(332_833_500));
+    /// ```
+    pub fn par<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        if let Some(helpers) = self.helpers {
+            helpers.notify_all();
+        }
+        f()
     }
 
     /// The task's id (as [`TaskHandle::id`]).
@@ -394,6 +429,7 @@ pub struct PoolBuilder<W: Worker, C: Codec = Bincode> {
     routing: Routing,
     bound: Option<(usize, FullPolicy)>,
     nice: Option<i32>,
+    rayon: bool,
     codec: C,
     _worker: std::marker::PhantomData<fn() -> W>,
 }
@@ -407,6 +443,7 @@ impl<W: Worker, C: Codec> fmt::Debug for PoolBuilder<W, C> {
             .field("routing", &self.routing)
             .field("bound", &self.bound)
             .field("nice", &self.nice)
+            .field("rayon", &self.rayon)
             .finish_non_exhaustive()
     }
 }
@@ -504,6 +541,22 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
         self
     }
 
+    /// Runs the workers as the threads of a rayon pool of their own, so
+    /// tasks can split data-parallel work ([`TaskContext::par`]) over the
+    /// idle workers without starting more threads than the pool has. The
+    /// pool then keeps a fixed size (the maximum; no autoscaling), idle
+    /// workers look for rayon work to help with every millisecond, and a
+    /// killed worker's replacement starts on the same thread once the
+    /// abandoned `run` returns.
+    ///
+    /// # Examples
+    ///
+    /// See [`TaskContext::par`].
+    pub fn rayon(mut self, rayon: bool) -> Self {
+        self.rayon = rayon;
+        self
+    }
+
     /// Uses `codec` for inputs, outputs, progress and errors.
     ///
     /// # Examples
@@ -528,6 +581,7 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
             routing: self.routing,
             bound: self.bound,
             nice: self.nice,
+            rayon: self.rayon,
             codec,
             _worker: std::marker::PhantomData,
         }
@@ -552,15 +606,26 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
         });
         let args_codec: DynCodec<W::Args> = dyn_codec(&self.codec);
         args_codec.encode(&args).map_err(SpawnError::Args)?;
+        let fixed = self.routing == Routing::KeyAffinity || self.rayon;
         let max = if self.routing == Routing::KeyAffinity {
             self.min.max(1)
         } else {
             self.max
         };
-        let min = if self.routing == Routing::KeyAffinity {
-            max
+        let min = if fixed { max } else { self.min };
+        let rayon = if self.rayon {
+            let nice = self.nice;
+            let name = self.name.clone();
+            Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(max)
+                    .thread_name(move |i| format!("{name}-{i}"))
+                    .start_handler(move |_| lower_priority(nice))
+                    .build()
+                    .map_err(|e| SpawnError::Thread(e.to_string()))?,
+            )
         } else {
-            self.min
+            None
         };
         let inner = Arc::new(Inner {
             name: self.name,
@@ -579,7 +644,20 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
             next_id: AtomicU64::new(0),
             counters: PoolCounters::default(),
             handles: AtomicUsize::new(1),
+            rayon,
         });
+        if let Some(rayon) = &inner.rayon {
+            {
+                let mut q = inner.queue.lock();
+                for slot in &mut q.slots {
+                    slot.alive = true;
+                }
+                q.alive = max;
+            }
+            let broadcast_inner = Arc::clone(&inner);
+            rayon.spawn_broadcast(move |ctx| rayon_worker(&broadcast_inner, ctx.index()));
+            return Ok(Pool { inner });
+        }
         for _ in 0..min.max(1) {
             let slot = {
                 let mut q = inner.queue.lock();
@@ -729,6 +807,7 @@ impl<W: Worker> Pool<W> {
             routing: Routing::SharedQueue,
             bound: None,
             nice: Some(10),
+            rayon: false,
             codec: Bincode::new(),
             _worker: std::marker::PhantomData,
         }
@@ -833,8 +912,9 @@ impl<W: Worker> Pool<W> {
         }
         inner.counters.restarts.fetch_add(1, Ordering::Relaxed);
         // The old thread sees the new generation and leaves; the slot
-        // stays alive and gets a new thread.
-        let started = spawn_worker(inner, index).is_ok();
+        // stays alive and gets a new thread (in a rayon pool, the same
+        // thread starts a fresh worker once the abandoned run returns).
+        let started = inner.rayon.is_some() || spawn_worker(inner, index).is_ok();
         if !started {
             let mut q = inner.queue.lock();
             q.slots[index].alive = false;
@@ -1063,6 +1143,8 @@ struct Inner<W: Worker> {
     next_id: AtomicU64,
     counters: PoolCounters,
     handles: AtomicUsize,
+    /// The workers' threads, in a rayon pool.
+    rayon: Option<rayon::ThreadPool>,
 }
 
 impl<W: Worker> Inner<W> {
@@ -1239,11 +1321,22 @@ impl<W: Worker> Inner<W> {
                 q.alive -= 1;
                 return None;
             }
+            if self.rayon.is_some() {
+                // Help with the data-parallel work of running tasks.
+                let helped = parking_lot::MutexGuard::unlocked(&mut q, || {
+                    matches!(rayon::yield_now(), Some(rayon::Yield::Executed))
+                });
+                if helped {
+                    continue;
+                }
+            }
+            let wait = if self.rayon.is_some() {
+                Duration::from_millis(1)
+            } else {
+                self.idle.min(Duration::from_secs(1))
+            };
             q.idle += 1;
-            let timed_out = self
-                .work
-                .wait_for(&mut q, self.idle.min(Duration::from_secs(1)))
-                .timed_out();
+            let timed_out = self.work.wait_for(&mut q, wait).timed_out();
             q.idle -= 1;
             if !timed_out {
                 idle_since = idle_since.min(Instant::now());
@@ -1265,6 +1358,25 @@ fn spawn_worker<W: Worker>(inner: &Arc<Inner<W>>, slot: usize) -> Result<(), Spa
         .spawn(move || worker_main(thread_inner, slot, generation, args))
         .map(drop)
         .map_err(|e| SpawnError::Thread(e.to_string()))
+}
+
+/// A worker slot on a thread of the pool's rayon pool: serves until the
+/// pool closes, starting a fresh worker each time the slot's worker is
+/// killed.
+fn rayon_worker<W: Worker>(inner: &Arc<Inner<W>>, slot: usize) {
+    loop {
+        let generation = {
+            let q = inner.queue.lock();
+            if q.closed || !q.slots[slot].alive {
+                return;
+            }
+            q.slots[slot].generation
+        };
+        let Ok(args) = inner.args_codec.encode(&inner.args) else {
+            return;
+        };
+        worker_main(Arc::clone(inner), slot, generation, args);
+    }
 }
 
 fn lower_priority(nice: Option<i32>) {
@@ -1371,6 +1483,7 @@ fn worker_main<W: Worker>(inner: Arc<Inner<W>>, slot: usize, generation: u64, ar
                 let ctx = TaskContext {
                     cell: &cell,
                     codecs,
+                    helpers: inner.rayon.as_ref().map(|_| &inner.work),
                 };
                 match unwind::catch(|| state.run(input, &ctx)) {
                     Ok(Ok(value)) => (
