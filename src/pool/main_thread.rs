@@ -142,18 +142,46 @@ impl MainThread {
     }
 
     /// Calls `waker` (on the worker's thread) each time a watched task
-    /// resolves, so an event loop that sleeps can be woken to pump.
+    /// resolves, so an event loop that sleeps can be woken to pump. It
+    /// applies to the tasks watched after it is set.
+    ///
+    /// This is also how results reach a channel an existing event loop
+    /// selects on: send into that channel from the waker, then pump when it
+    /// fires.
     ///
     /// # Examples
     ///
     /// ```
-    /// use std::sync::atomic::{AtomicBool, Ordering};
-    /// use std::sync::Arc;
-    /// let woken = Arc::new(AtomicBool::new(false));
-    /// let flag = Arc::clone(&woken);
-    /// let mut ui = isolates::pool::MainThread::new();
-    /// ui.set_waker(move || flag.store(true, Ordering::Release));
-    /// # let _ = woken;
+    /// use std::sync::mpsc;
+    /// use std::time::Duration;
+    /// use isolates::pool::{MainThread, Pool, TaskContext, Worker};
+    ///
+    /// struct Echo;
+    /// impl Worker for Echo {
+    ///     type Args = (); type Input = u8; type Output = u8; type Progress = (); type Error = String;
+    ///     fn start(_: ()) -> Result<Self, String> { Ok(Echo) }
+    ///     fn run(&mut self, n: u8, _: &TaskContext<'_, Self>) -> Result<u8, String> { Ok(n) }
+    /// }
+    ///
+    /// // The application's own event channel (any channel works).
+    /// enum Event { TaskReady, Quit }
+    /// let (events, inbox) = mpsc::channel::<Event>();
+    ///
+    /// let pool = Pool::<Echo>::builder().workers(1).build(()).unwrap();
+    /// let mut ui = MainThread::new();
+    /// let wake = events.clone();
+    /// ui.set_waker(move || { let _ = wake.send(Event::TaskReady); });
+    /// ui.on_done(pool.submit(7), move |r| {
+    ///     assert_eq!(r, Ok(7));
+    ///     let _ = events.send(Event::Quit);
+    /// });
+    /// // The event loop sleeps until something happens.
+    /// loop {
+    ///     match inbox.recv_timeout(Duration::from_secs(10)).expect("no event") {
+    ///         Event::TaskReady => { ui.pump(Duration::from_millis(2)); }
+    ///         Event::Quit => break,
+    ///     }
+    /// }
     /// ```
     pub fn set_waker(&mut self, waker: impl Fn() + Send + Sync + 'static) {
         self.waker = Some(Arc::new(waker));
