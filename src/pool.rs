@@ -781,6 +781,31 @@ pub struct PoolStats {
     pub rejected: u64,
 }
 
+/// One worker slot's figures (see [`Pool::worker_stats`]).
+///
+/// # Examples
+///
+/// See [`Pool::worker_stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WorkerStats {
+    /// The slot's index (as [`Pool::kill_worker`] takes it).
+    pub index: usize,
+    /// Whether a worker runs in the slot.
+    pub alive: bool,
+    /// Tasks queued for it (routed to it) plus the one it runs.
+    pub workload: usize,
+    /// The highest workload seen.
+    pub max_workload: usize,
+    /// Tasks it finished (any outcome), across restarts.
+    pub handled: u64,
+    /// Of those, the ones that did not give a value.
+    pub errors: u64,
+    /// Since the slot's current worker started.
+    pub uptime: Duration,
+    /// Since it last finished a task, while it waits; zero while busy.
+    pub idle: Duration,
+}
+
 #[derive(Default)]
 struct PoolCounters {
     succeeded: AtomicU64,
@@ -925,6 +950,52 @@ impl<W: Worker> Pool<W> {
         started
     }
 
+    /// Per-worker figures, one entry per slot (up to the maximum size),
+    /// as squadron and worker_manager report them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use isolates::pool::{Pool, TaskContext, Worker};
+    /// # struct W;
+    /// # impl Worker for W {
+    /// #     type Args = (); type Input = (); type Output = (); type Progress = (); type Error = String;
+    /// #     fn start(_: ()) -> Result<Self, String> { Ok(W) }
+    /// #     fn run(&mut self, _: (), _: &TaskContext<'_, Self>) -> Result<(), String> { Ok(()) }
+    /// # }
+    /// let pool = Pool::<W>::builder().workers(1).build(()).unwrap();
+    /// pool.submit(()).wait().unwrap();
+    /// let w = &pool.worker_stats()[0];
+    /// assert!(w.alive);
+    /// assert_eq!(w.handled, 1);
+    /// assert_eq!(w.workload, 0);
+    /// assert_eq!(w.max_workload, 1);
+    /// ```
+    pub fn worker_stats(&self) -> Vec<WorkerStats> {
+        let now = Instant::now();
+        let q = self.inner.queue.lock();
+        q.slots
+            .iter()
+            .enumerate()
+            .map(|(index, s)| WorkerStats {
+                index,
+                alive: s.alive,
+                workload: s.workload(),
+                max_workload: s.max_workload,
+                handled: s.handled,
+                errors: s.errors,
+                uptime: s
+                    .started
+                    .filter(|_| s.alive)
+                    .map_or(Duration::ZERO, |t| now - t),
+                idle: s
+                    .idle_since
+                    .filter(|_| s.alive && s.running.is_none())
+                    .map_or(Duration::ZERO, |t| now - t),
+            })
+            .collect()
+    }
+
     /// The pool's counters; never blocks for long.
     ///
     /// # Examples
@@ -1000,6 +1071,23 @@ struct Slot {
     running: Option<Running>,
     local: [VecDeque<Job>; 3],
     local_len: usize,
+    /// When the current worker of this slot started.
+    started: Option<Instant>,
+    /// When it last finished a task (or started, if it has none yet).
+    idle_since: Option<Instant>,
+    handled: u64,
+    errors: u64,
+    max_workload: usize,
+}
+
+impl Slot {
+    fn workload(&self) -> usize {
+        self.local_len + usize::from(self.running.is_some())
+    }
+
+    fn note_workload(&mut self) {
+        self.max_workload = self.max_workload.max(self.workload());
+    }
 }
 
 struct Queues {
@@ -1068,6 +1156,7 @@ impl Queues {
         let class = job.priority as usize;
         self.slots[slot].local[class].push_back(job);
         self.slots[slot].local_len += 1;
+        self.slots[slot].note_workload();
         self.len += 1;
     }
 
@@ -1347,7 +1436,14 @@ impl<W: Worker> Inner<W> {
 
 /// Starts a worker thread for `slot` (already marked alive).
 fn spawn_worker<W: Worker>(inner: &Arc<Inner<W>>, slot: usize) -> Result<(), SpawnError> {
-    let generation = inner.queue.lock().slots[slot].generation;
+    let generation = {
+        let mut q = inner.queue.lock();
+        let record = &mut q.slots[slot];
+        let now = Instant::now();
+        record.started = Some(now);
+        record.idle_since = Some(now);
+        record.generation
+    };
     let args = inner
         .args_codec
         .encode(&inner.args)
@@ -1366,11 +1462,15 @@ fn spawn_worker<W: Worker>(inner: &Arc<Inner<W>>, slot: usize) -> Result<(), Spa
 fn rayon_worker<W: Worker>(inner: &Arc<Inner<W>>, slot: usize) {
     loop {
         let generation = {
-            let q = inner.queue.lock();
+            let mut q = inner.queue.lock();
             if q.closed || !q.slots[slot].alive {
                 return;
             }
-            q.slots[slot].generation
+            let now = Instant::now();
+            let record = &mut q.slots[slot];
+            record.started = Some(now);
+            record.idle_since = Some(now);
+            record.generation
         };
         let Ok(args) = inner.args_codec.encode(&inner.args) else {
             return;
@@ -1463,12 +1563,17 @@ fn worker_main<W: Worker>(inner: Arc<Inner<W>>, slot: usize, generation: u64, ar
                 );
                 return;
             }
-            q.slots[slot].running = Some(Running {
+            let now = Instant::now();
+            let record = &mut q.slots[slot];
+            record.started.get_or_insert(now);
+            record.idle_since = None;
+            record.running = Some(Running {
                 cell: Arc::clone(&cell),
                 retry,
                 priority,
                 key,
             });
+            record.note_workload();
         }
         let codecs = &*inner.codecs;
         let decoded = unwind::catch(|| codecs.input.decode(input)).unwrap_or_else(|c| {
@@ -1511,7 +1616,13 @@ fn worker_main<W: Worker>(inner: Arc<Inner<W>>, slot: usize, generation: u64, ar
                 // the kill; this thread leaves.
                 return;
             }
-            q.slots[slot].running.take()
+            let record = &mut q.slots[slot];
+            record.handled += 1;
+            if panicked || !matches!(outcome, Outcome::Value(_)) {
+                record.errors += 1;
+            }
+            record.idle_since = Some(Instant::now());
+            record.running.take()
         };
         let counters = &inner.counters;
         match &outcome {
