@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -44,6 +44,7 @@ use crate::error::{CodecError, SpawnError};
 use crate::port::{DynCodec, dyn_codec};
 use crate::unwind;
 
+mod deadline;
 mod main_thread;
 mod task;
 
@@ -645,32 +646,31 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
             counters: PoolCounters::default(),
             handles: AtomicUsize::new(1),
             rayon,
+            deadlines: Arc::default(),
         });
         if let Some(rayon) = &inner.rayon {
             {
                 let mut q = inner.queue.lock();
-                for slot in &mut q.slots {
-                    slot.alive = true;
+                for slot in 0..max {
+                    q.occupy(slot);
                 }
-                q.alive = max;
             }
             let broadcast_inner = Arc::clone(&inner);
             rayon.spawn_broadcast(move |ctx| rayon_worker(&broadcast_inner, ctx.index()));
             return Ok(Pool { inner });
         }
         for _ in 0..min.max(1) {
-            let slot = {
+            let claimed = {
                 let mut q = inner.queue.lock();
-                match q.free_slot() {
-                    Some(slot) => {
-                        q.slots[slot].alive = true;
-                        q.alive += 1;
-                        slot
-                    }
-                    None => break,
-                }
+                q.free_slot().map(|slot| (slot, q.occupy(slot)))
             };
-            spawn_worker(&inner, slot)?;
+            let Some((slot, generation)) = claimed else {
+                break;
+            };
+            if let Err(e) = spawn_worker(&inner, slot, generation) {
+                inner.close();
+                return Err(e);
+            }
         }
         Ok(Pool { inner })
     }
@@ -887,6 +887,7 @@ impl<W: Worker> Pool<W> {
                 return handle;
             }
         };
+        inner.deadlines.watch(&cell, &inner.name);
         let job = Job {
             cell,
             input,
@@ -929,21 +930,21 @@ impl<W: Worker> Pool<W> {
             if !slot.alive {
                 return false;
             }
-            slot.generation += 1;
-            slot.running.take()
+            let running = slot.running.take();
+            // The old thread sees the new generation and leaves; the slot
+            // stays alive for the next one.
+            (running, q.occupy(index))
         };
+        let (lost, generation) = lost;
         if let Some(running) = lost {
             inner.lost(running, "killed by Pool::kill_worker".into());
         }
         inner.counters.restarts.fetch_add(1, Ordering::Relaxed);
-        // The old thread sees the new generation and leaves; the slot
-        // stays alive and gets a new thread (in a rayon pool, the same
-        // thread starts a fresh worker once the abandoned run returns).
-        let started = inner.rayon.is_some() || spawn_worker(inner, index).is_ok();
+        // In a rayon pool the slot's thread starts a fresh worker itself
+        // once the abandoned run returns.
+        let started = inner.rayon.is_some() || spawn_worker(inner, index, generation).is_ok();
         if !started {
-            let mut q = inner.queue.lock();
-            q.slots[index].alive = false;
-            q.alive -= 1;
+            inner.retire(index, generation, "no thread could be started".into());
         }
         // A wake meant for the slot may have gone to the old thread.
         inner.work.notify_all();
@@ -1005,9 +1006,12 @@ impl<W: Worker> Pool<W> {
         let inner = &self.inner;
         let (workers, busy, queued) = {
             let mut q = inner.queue.lock();
-            q.purge_resolved();
+            let expired = q.purge_resolved();
             let busy = q.slots.iter().filter(|s| s.running.is_some()).count();
-            (q.alive, busy, q.len)
+            let counts = (q.alive, busy, q.len);
+            drop(q);
+            expire(expired);
+            counts
         };
         let c = &inner.counters;
         PoolStats {
@@ -1116,6 +1120,22 @@ impl Queues {
         }
     }
 
+    /// Gives `slot` to a new worker thread: a new generation (an older
+    /// thread of the slot leaves when it sees it), counted alive. Returns
+    /// the generation the new thread must carry.
+    fn occupy(&mut self, slot: usize) -> u64 {
+        let now = Instant::now();
+        let record = &mut self.slots[slot];
+        record.generation += 1;
+        record.started = Some(now);
+        record.idle_since = Some(now);
+        if !record.alive {
+            record.alive = true;
+            self.alive += 1;
+        }
+        record.generation
+    }
+
     fn free_slot(&self) -> Option<usize> {
         self.slots.iter().position(|s| !s.alive)
     }
@@ -1170,31 +1190,41 @@ impl Queues {
         self.len += 1;
     }
 
-    /// Drops queued tasks that already resolved (cancelled, timed out):
-    /// they no longer hold a place.
-    fn purge_resolved(&mut self) {
+    /// Drops queued tasks that resolved (cancelled) or whose deadline
+    /// passed: they no longer hold a place. Returns the expired ones, to
+    /// resolve once the lock is released (resolving runs callbacks).
+    #[must_use = "the expired tasks must be resolved"]
+    fn purge_resolved(&mut self) -> Vec<Arc<TaskCell>> {
         let now = Instant::now();
-        let live = |job: &Job| {
-            job.cell.check_deadline(now);
-            job.cell.state() != TaskState::Done
+        let mut expired = Vec::new();
+        let mut live = |job: &Job| {
+            if job.cell.state() == TaskState::Done {
+                return false;
+            }
+            if job.cell.deadline.is_some_and(|d| now >= d) {
+                expired.push(Arc::clone(&job.cell));
+                return false;
+            }
+            true
         };
         let mut removed = 0;
         for q in &mut self.shared {
             let before = q.len();
-            q.retain(live);
+            q.retain(&mut live);
             removed += before - q.len();
         }
         for slot in &mut self.slots {
             let mut here = 0;
             for q in &mut slot.local {
                 let before = q.len();
-                q.retain(live);
+                q.retain(&mut live);
                 here += before - q.len();
             }
             slot.local_len -= here;
             removed += here;
         }
         self.len -= removed;
+        expired
     }
 
     fn drain_all(&mut self) -> Vec<Job> {
@@ -1234,6 +1264,7 @@ struct Inner<W: Worker> {
     handles: AtomicUsize,
     /// The workers' threads, in a rayon pool.
     rayon: Option<rayon::ThreadPool>,
+    deadlines: Arc<deadline::Deadlines>,
 }
 
 impl<W: Worker> Inner<W> {
@@ -1246,7 +1277,8 @@ impl<W: Worker> Inner<W> {
         }
         if let Some((bound, policy)) = self.bound {
             if q.len >= bound {
-                q.purge_resolved();
+                let expired = q.purge_resolved();
+                MutexGuard::unlocked(&mut q, || expire(expired));
             }
             if q.len >= bound {
                 let room = match policy {
@@ -1262,7 +1294,8 @@ impl<W: Worker> Inner<W> {
                             let slice = Instant::now() + Duration::from_millis(10);
                             let until = deadline.map_or(slice, |d| d.min(slice));
                             self.room.wait_until(&mut q, until);
-                            q.purge_resolved();
+                            let expired = q.purge_resolved();
+                            MutexGuard::unlocked(&mut q, || expire(expired));
                             if deadline.is_some_and(|d| Instant::now() >= d) {
                                 break q.len < bound;
                             }
@@ -1289,12 +1322,9 @@ impl<W: Worker> Inner<W> {
         }
         // Grow when more work waits than idle workers can take (a worker
         // just woken still counts as idle until it runs).
-        let grow = q.len > q.idle && q.alive < self.max && !q.closed;
-        let slot = if grow {
-            q.free_slot().inspect(|&s| {
-                q.slots[s].alive = true;
-                q.alive += 1;
-            })
+        let grow = q.len > q.idle && q.alive < self.max && !q.closed && self.rayon.is_none();
+        let claimed = if grow {
+            q.free_slot().map(|slot| (slot, q.occupy(slot)))
         } else {
             None
         };
@@ -1308,12 +1338,45 @@ impl<W: Worker> Inner<W> {
                 self.work.notify_one();
             }
         }
-        if let Some(slot) = slot
-            && spawn_worker(self, slot).is_err()
+        if let Some((slot, generation)) = claimed
+            && spawn_worker(self, slot, generation).is_err()
         {
+            self.retire(slot, generation, "no thread could be started".into());
+        }
+    }
+
+    /// Ends the worker of `slot` (if still of `generation`): its local work
+    /// goes to the shared queue. If no worker is left, queued tasks resolve
+    /// `WorkerLost`: nobody would run them.
+    fn retire(&self, slot: usize, generation: u64, why: String) {
+        let orphans = {
             let mut q = self.queue.lock();
+            if q.slots[slot].generation != generation || !q.slots[slot].alive {
+                return;
+            }
             q.slots[slot].alive = false;
             q.alive -= 1;
+            let jobs: Vec<Job> = q.slots[slot]
+                .local
+                .iter_mut()
+                .flat_map(|d| d.drain(..))
+                .collect();
+            q.slots[slot].local_len = 0;
+            q.len -= jobs.len();
+            for job in jobs {
+                q.push_shared(job, false);
+            }
+            if q.alive == 0 {
+                q.drain_all()
+            } else {
+                Vec::new()
+            }
+        };
+        self.work.notify_all();
+        for job in orphans {
+            job.cell.fail(ErrorKind::WorkerLost(format!(
+                "no worker is running in the pool: {why}"
+            )));
         }
     }
 
@@ -1325,7 +1388,10 @@ impl<W: Worker> Inner<W> {
         }
         match self.routing {
             Routing::SharedQueue => None,
-            Routing::KeyAffinity => job.key.map(|k| (k % q.slots.len() as u64) as usize),
+            Routing::KeyAffinity => job
+                .key
+                .map(|k| (k % q.slots.len() as u64) as usize)
+                .filter(|&slot| q.slots[slot].alive),
             Routing::RoundRobin => {
                 let pick = alive[q.next_slot % alive.len()];
                 q.next_slot = q.next_slot.wrapping_add(1);
@@ -1372,6 +1438,7 @@ impl<W: Worker> Inner<W> {
     }
 
     fn close(&self) {
+        self.deadlines.close();
         let jobs = {
             let mut q = self.queue.lock();
             q.closed = true;
@@ -1412,7 +1479,7 @@ impl<W: Worker> Inner<W> {
             }
             if self.rayon.is_some() {
                 // Help with the data-parallel work of running tasks.
-                let helped = parking_lot::MutexGuard::unlocked(&mut q, || {
+                let helped = MutexGuard::unlocked(&mut q, || {
                     matches!(rayon::yield_now(), Some(rayon::Yield::Executed))
                 });
                 if helped {
@@ -1435,15 +1502,11 @@ impl<W: Worker> Inner<W> {
 }
 
 /// Starts a worker thread for `slot` (already marked alive).
-fn spawn_worker<W: Worker>(inner: &Arc<Inner<W>>, slot: usize) -> Result<(), SpawnError> {
-    let generation = {
-        let mut q = inner.queue.lock();
-        let record = &mut q.slots[slot];
-        let now = Instant::now();
-        record.started = Some(now);
-        record.idle_since = Some(now);
-        record.generation
-    };
+fn spawn_worker<W: Worker>(
+    inner: &Arc<Inner<W>>,
+    slot: usize,
+    generation: u64,
+) -> Result<(), SpawnError> {
     let args = inner
         .args_codec
         .encode(&inner.args)
@@ -1463,14 +1526,16 @@ fn rayon_worker<W: Worker>(inner: &Arc<Inner<W>>, slot: usize) {
     loop {
         let generation = {
             let mut q = inner.queue.lock();
-            if q.closed || !q.slots[slot].alive {
+            if !q.slots[slot].alive {
                 return;
             }
-            let now = Instant::now();
-            let record = &mut q.slots[slot];
-            record.started = Some(now);
-            record.idle_since = Some(now);
-            record.generation
+            if q.closed {
+                // Left by a kill just before the close: count it gone.
+                q.slots[slot].alive = false;
+                q.alive -= 1;
+                return;
+            }
+            q.slots[slot].generation
         };
         let Ok(args) = inner.args_codec.encode(&inner.args) else {
             return;
@@ -1511,24 +1576,7 @@ fn worker_main<W: Worker>(inner: Arc<Inner<W>>, slot: usize, generation: u64, ar
         Ok(state) => state,
         Err(why) => {
             tracing::warn!(target: "isolates", pool = %inner.name, slot, %why, "a worker could not start");
-            let mut q = inner.queue.lock();
-            if q.slots[slot].generation == generation && q.slots[slot].alive {
-                q.slots[slot].alive = false;
-                q.alive -= 1;
-                // Its local work goes to the shared queue.
-                let jobs: Vec<Job> = q.slots[slot]
-                    .local
-                    .iter_mut()
-                    .flat_map(|d| d.drain(..))
-                    .collect();
-                q.slots[slot].local_len = 0;
-                q.len -= jobs.len();
-                for job in jobs {
-                    q.push_shared(job, false);
-                }
-            }
-            drop(q);
-            inner.work.notify_all();
+            inner.retire(slot, generation, format!("a worker could not start: {why}"));
             return;
         }
     };
@@ -1654,24 +1702,36 @@ fn worker_main<W: Worker>(inner: Arc<Inner<W>>, slot: usize, generation: u64, ar
             counters.restarts.fetch_add(1, Ordering::Relaxed);
             let args = match inner.args_codec.encode(&inner.args) {
                 Ok(args) => args,
-                Err(_) => return,
+                Err(e) => {
+                    inner.retire(slot, generation, format!("start arguments: {e}"));
+                    return;
+                }
             };
             state = match decode_args(args) {
                 Ok(state) => state,
                 Err(why) => {
                     tracing::warn!(target: "isolates", pool = %inner.name, slot, %why,
                         "a worker could not restart");
-                    let mut q = inner.queue.lock();
-                    if q.slots[slot].generation == generation {
-                        q.slots[slot].alive = false;
-                        q.alive -= 1;
-                    }
+                    inner.retire(
+                        slot,
+                        generation,
+                        format!("a worker could not restart: {why}"),
+                    );
                     return;
                 }
             };
         } else {
             cell.resolve(outcome);
         }
+    }
+}
+
+/// Resolves tasks whose deadline passed (never with the pool locked: a
+/// resolve runs the task's callbacks).
+fn expire(cells: Vec<Arc<TaskCell>>) {
+    let now = Instant::now();
+    for cell in cells {
+        cell.check_deadline(now);
     }
 }
 

@@ -88,6 +88,11 @@ pub enum Restart {
 /// [`Context::kill_requested`](crate::Context::kill_requested). A child
 /// that has not exited when a supervisor gives up on it is abandoned: it is
 /// marked exited (its queued asks fail) and its thread ends on its own.
+/// That is for a final stop; a restart needs the old incarnation gone, so a
+/// supervisor restarting siblings waits for a child that does not stop
+/// (logging a warning every [`ABANDON_AFTER`]): a handler that never
+/// returns and never checks `kill_requested` blocks its supervisor's
+/// restarts.
 ///
 /// # Examples
 ///
@@ -1075,11 +1080,8 @@ impl SupRun {
                 }
             }
         }
-        for i in affected {
+        for &i in &affected {
             let slot = &mut self.slots[i];
-            if slot.gone {
-                continue;
-            }
             while slot
                 .recent
                 .front()
@@ -1087,11 +1089,19 @@ impl SupRun {
             {
                 slot.recent.pop_front();
             }
-            slot.recent.push_back(now);
-            let attempt = u32::try_from(slot.recent.len()).unwrap_or(u32::MAX);
-            let random = self.random();
-            let delay = self.backoff.delay(attempt, random);
-            self.due.push((now + delay, i));
+            if !slot.gone {
+                slot.recent.push_back(now);
+            }
+        }
+        // One delay for the whole wave, from the child that exited, so the
+        // wave restarts together, in child order.
+        let attempt = u32::try_from(self.slots[index].recent.len()).unwrap_or(u32::MAX);
+        let random = self.random();
+        let due = now + self.backoff.delay(attempt, random);
+        for i in affected {
+            if !self.slots[i].gone {
+                self.due.push((due, i));
+            }
         }
         self.restart_due()
     }
@@ -1189,8 +1199,8 @@ impl SupRun {
                     generation,
                     reason,
                     leftover,
-                }) if generation == self.slots[index].generation => {
-                    let slot = &mut self.slots[index];
+                }) if index == i && generation == self.slots[i].generation => {
+                    let slot = &mut self.slots[i];
                     slot.running = false;
                     slot.child.ended(leftover);
                     self.shared.emit(SupervisionEvent::Exited {
@@ -1198,11 +1208,13 @@ impl SupRun {
                         reason,
                     });
                 }
-                Some(SupMsg::Exited { .. }) => {}
+                // Another child's exit is handled in full by the main loop
+                // (restart, intensity), after this wait.
                 Some(other) => later.push(other),
             }
         };
-        // Requeue what was not ours (a stop request) for the main loop.
+        // Requeue what was not ours (other exits, a stop request) for the
+        // main loop.
         for msg in later {
             let _ = self.shared.tx.send(msg);
         }

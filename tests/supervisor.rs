@@ -34,6 +34,10 @@ enum Msg {
     Stop,
     /// Blocks until released through the port it sends back.
     Block(SendPort<SendPort<()>>),
+    /// Says it started, then runs until a kill is requested (or `T`).
+    UntilKilled(SendPort<()>),
+    /// 1 if a kill is requested of this incarnation, else 0.
+    KillRequested,
 }
 
 /// Counts `Incr`s; the count is lost when it restarts.
@@ -67,6 +71,14 @@ impl Isolate for Worker {
                 reply.send(tx).map_err(|e| e.to_string())?;
                 let _ = rx.recv_timeout(T);
             }
+            Msg::UntilKilled(started) => {
+                let _ = started.send(());
+                let until = Instant::now() + T;
+                while !ctx.kill_requested() && Instant::now() < until {
+                    std::thread::yield_now();
+                }
+            }
+            Msg::KillRequested => return Ok(u64::from(ctx.kill_requested())),
         }
         Ok(self.count)
     }
@@ -408,4 +420,114 @@ fn the_crashing_message_is_retried_only_when_asked_and_only_so_often() {
         .filter(|e| matches!(e, SupervisionEvent::Restarted { .. }))
         .count();
     assert_eq!(restarts, 0);
+}
+
+/// Regression: an exit of another child while the supervisor waits for a
+/// child to stop must still be handled (restarted, counted).
+#[test]
+fn a_sibling_exit_during_a_stop_is_not_lost() {
+    let sup = SupervisorBuilder::new()
+        .strategy(Strategy::RestForOne)
+        .restart_intensity(5, Duration::from_secs(5))
+        .child(ChildSpec::worker::<Worker>("a", args("a")))
+        .child(ChildSpec::worker::<Worker>("b", args("b")))
+        .child(ChildSpec::worker::<Worker>("c", args("c")).shutdown(Shutdown::Timeout(T)))
+        .start()
+        .unwrap();
+    let ev = events(&sup);
+    let (a, b, c) = (worker(&sup, "a"), worker(&sup, "b"), worker(&sup, "c"));
+    // c is held inside a message; b's crash makes the supervisor stop c
+    // and wait for it.
+    let (gate_tx, gate_rx) = port::bounded::<SendPort<()>>(1);
+    let mut held = c.ask_pending(Msg::Block(gate_tx));
+    let release = gate_rx.recv_timeout(T).unwrap();
+    assert!(b.ask(Msg::Panic, T).is_err());
+    expect_event(
+        &ev,
+        |e| matches!(e, SupervisionEvent::Exited { child, .. } if child == "b"),
+    );
+    // While it waits, a crashes too.
+    assert!(a.ask(Msg::Panic, T).is_err());
+    release.send(()).unwrap();
+    assert!(held.wait_timeout(T).is_some());
+    expect_event(&ev, restarted("a"));
+    assert_eq!(count(&a), 0);
+    assert_eq!(count(&b), 0);
+    assert_eq!(count(&c), 0);
+    sup.stop();
+    assert_eq!(sup.join(T), Some(ExitReason::Normal));
+}
+
+/// Regression: a kill sent to an incarnation that then exited another way
+/// must not kill the next incarnation, whose kill flag starts clear.
+#[test]
+fn a_stale_kill_does_not_reach_the_restarted_child() {
+    let sup = SupervisorBuilder::new()
+        .strategy(Strategy::OneForAll)
+        .restart_intensity(5, Duration::from_secs(5))
+        .child(ChildSpec::worker::<Worker>("a", args("a")))
+        .child(
+            ChildSpec::worker::<Worker>("c", args("c"))
+                .shutdown(Shutdown::Timeout(Duration::from_millis(20))),
+        )
+        .start()
+        .unwrap();
+    let ev = events(&sup);
+    let (a, c) = (worker(&sup, "a"), worker(&sup, "c"));
+    // c runs until it is killed: the graceful stop (after the current
+    // message) times out, the immediate kill ends it, and the graceful
+    // one is left queued.
+    let (started_tx, started) = port::bounded::<()>(1);
+    let mut running = c.ask_pending(Msg::UntilKilled(started_tx));
+    started.recv_timeout(T).unwrap();
+    assert!(a.ask(Msg::Panic, T).is_err());
+    assert!(running.wait_timeout(T).is_some());
+    expect_event(&ev, restarted("a"));
+    expect_event(&ev, restarted("c"));
+    // The new c is alive, not killed by the leftover request, and its
+    // kill flag is clear.
+    assert_eq!(c.ask(Msg::KillRequested, T), Ok(0));
+    assert_eq!(count(&c), 0);
+    sup.stop();
+    assert_eq!(sup.join(T), Some(ExitReason::Normal));
+    let late_exits = ev
+        .try_iter()
+        .filter(|e| matches!(e, SupervisionEvent::Restarted { .. }))
+        .count();
+    assert_eq!(late_exits, 0, "nothing restarted again");
+}
+
+/// Regression: with jitter, a one-for-all wave still restarts in child
+/// order.
+#[test]
+fn a_jittered_wave_restarts_in_child_order() {
+    let (log_tx, log) = port::unbounded::<String>();
+    let names = ["o0", "o1", "o2", "o3", "o4", "o5"];
+    let mut builder = SupervisorBuilder::new()
+        .strategy(Strategy::OneForAll)
+        .restart_intensity(20, Duration::from_secs(5))
+        .backoff(Backoff::exponential(
+            Duration::from_millis(5),
+            Duration::from_millis(50),
+        ));
+    for name in names {
+        builder = builder.child(ChildSpec::worker::<Worker>(name, logged(name, &log_tx)));
+    }
+    let sup = builder.start().unwrap();
+    let ev = events(&sup);
+    for _ in 0..names.len() {
+        log.recv_timeout(T).unwrap();
+    }
+    for wave in 0..3 {
+        let victim = worker(&sup, names[wave % names.len()]);
+        assert!(victim.ask(Msg::Panic, T).is_err());
+        for _ in 0..names.len() {
+            expect_event(&ev, |e| matches!(e, SupervisionEvent::Restarted { .. }));
+        }
+        let starts: Vec<String> = log.try_iter().filter(|l| l.starts_with("start")).collect();
+        let expected: Vec<String> = names.iter().map(|n| format!("start {n}")).collect();
+        assert_eq!(starts, expected, "wave {wave}");
+    }
+    sup.stop();
+    assert_eq!(sup.join(T), Some(ExitReason::Normal));
 }

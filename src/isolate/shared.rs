@@ -240,6 +240,24 @@ impl<I: Isolate> Shared<I> {
         }
     }
 
+    /// Clears what a new incarnation must not inherit: the kill flag, and
+    /// kills, pauses and resumes still queued for the last one. Pings and
+    /// an orphan notice stay (they are about the isolate, not the
+    /// incarnation).
+    pub(super) fn reset_for_restart(&self, control_rx: &cb::Receiver<Control>) {
+        self.kill_requested.store(false, Ordering::SeqCst);
+        let keep = |c: &Control| matches!(c, Control::Ping(_) | Control::Orphaned);
+        let queued: Vec<Control> = control_rx.try_iter().filter(keep).collect();
+        for control in queued {
+            let _ = self.control_tx.send(control);
+        }
+        if let Some(urgent) = self.take_urgent() {
+            for control in urgent.into_iter().filter(keep) {
+                self.control(control, true);
+            }
+        }
+    }
+
     /// Hands an ended incarnation to the supervisor, if there is one;
     /// otherwise gives the leftover back for a final close.
     pub(super) fn exit_to_supervisor(

@@ -74,6 +74,9 @@ where
         };
         self.shared.set_supervisor(Some(hook));
         let Leftover { control_rx, held } = leftover;
+        // What was meant for the last incarnation (a kill that came after it
+        // had already exited, its pauses) must not reach this one.
+        self.shared.reset_for_restart(&control_rx);
         // Keep the channel here in case the thread cannot start (a held
         // message is then dropped, which resolves its ask).
         let start = Start {
