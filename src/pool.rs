@@ -1145,9 +1145,9 @@ impl Queues {
     /// low, so no class starves.
     fn order(&mut self) -> [usize; 3] {
         self.picks += 1;
-        if self.picks % 8 == 0 {
+        if self.picks.is_multiple_of(8) {
             [2, 1, 0]
-        } else if self.picks % 4 == 0 {
+        } else if self.picks.is_multiple_of(4) {
             [1, 0, 2]
         } else {
             [0, 1, 2]

@@ -1,0 +1,731 @@
+//! The project's benchmark harness: every measure runs beside its baseline
+//! in this process, interleaved round by round, and is reported as a ratio.
+//!
+//! ```text
+//! cargo run --release --bin isolates-bench              # full run
+//! cargo run --release --bin isolates-bench -- --quick   # under ~2 minutes on 2 cores
+//! cargo run --release --bin isolates-bench -- --json results.json
+//! ```
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel as cb;
+use indicatif::{ProgressBar, ProgressStyle};
+use isolates::pool::{Pool, TaskContext, Worker};
+use isolates::{Bincode, Codec, Context, Isolate, Transfer, port, run};
+use serde::{Deserialize, Serialize};
+
+/// One line of the report (and of the JSON).
+#[derive(Debug, Serialize)]
+struct Measure {
+    name: &'static str,
+    value: f64,
+    unit: &'static str,
+    baseline: &'static str,
+    baseline_value: f64,
+    ratio: f64,
+    /// The project's goal for the ratio or value, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    goal: Option<&'static str>,
+    /// Extra figures (frames over budget, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Machine {
+    cores: usize,
+    cpu: String,
+    os: &'static str,
+    arch: &'static str,
+    quick: bool,
+}
+
+#[derive(Serialize)]
+struct Report {
+    machine: Machine,
+    results: Vec<Measure>,
+}
+
+struct Options {
+    quick: bool,
+    json: Option<String>,
+}
+
+fn options() -> Result<Options, String> {
+    let mut quick = false;
+    let mut json = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "--json" => json = Some(args.next().ok_or("--json needs a file name")?),
+            "-h" | "--help" => {
+                println!("usage: isolates-bench [--quick] [--json FILE]");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?}; try --help")),
+        }
+    }
+    Ok(Options { quick, json })
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+/// Runs `base` and `ours` alternately `rounds` times; medians of each.
+fn interleaved(
+    rounds: usize,
+    mut base: impl FnMut() -> f64,
+    mut ours: impl FnMut() -> f64,
+) -> (f64, f64) {
+    let (mut b, mut o) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        b.push(base());
+        o.push(ours());
+    }
+    (median(b), median(o))
+}
+
+struct Echo;
+
+impl Isolate for Echo {
+    type Args = ();
+    type Message = u64;
+    type Reply = u64;
+    type Error = String;
+
+    fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> {
+        Ok(Echo)
+    }
+
+    fn handle(&mut self, n: u64, _: &mut Context<Self>) -> Result<u64, String> {
+        Ok(n.wrapping_add(1))
+    }
+}
+
+const T: Duration = Duration::from_secs(30);
+
+fn ask_rtt(quick: bool) -> Measure {
+    let n = if quick { 20_000 } else { 100_000 };
+    let (req_tx, req_rx) = cb::unbounded::<u64>();
+    let (rep_tx, rep_rx) = cb::unbounded::<u64>();
+    let server = std::thread::spawn(move || {
+        for x in req_rx {
+            let _ = rep_tx.send(x + 1);
+        }
+    });
+    let echo = Echo::spawn(()).expect("spawn");
+    let (base, ours) = interleaved(
+        if quick { 5 } else { 11 },
+        || {
+            let start = Instant::now();
+            for i in 0..n {
+                req_tx.send(i).unwrap();
+                black_box(rep_rx.recv().unwrap());
+            }
+            start.elapsed().as_nanos() as f64 / n as f64
+        },
+        || {
+            let start = Instant::now();
+            for i in 0..n {
+                black_box(echo.ask(i, T).unwrap());
+            }
+            start.elapsed().as_nanos() as f64 / n as f64
+        },
+    );
+    drop(req_tx);
+    server.join().unwrap();
+    Measure {
+        name: "ask_rtt",
+        value: ours,
+        unit: "ns",
+        baseline: "crossbeam two-channel round trip",
+        baseline_value: base,
+        ratio: ours / base,
+        goal: Some("ratio <= 1.5"),
+        note: None,
+    }
+}
+
+fn cast_throughput(quick: bool) -> Measure {
+    let n = if quick { 200_000 } else { 1_000_000 };
+    let (tx, rx) = cb::unbounded::<u64>();
+    let (ack_tx, ack_rx) = cb::bounded::<u64>(1);
+    let consumer = std::thread::spawn(move || {
+        let mut sum = 0u64;
+        for x in rx {
+            if x == u64::MAX {
+                let _ = ack_tx.send(sum);
+            } else {
+                sum = sum.wrapping_add(x);
+            }
+        }
+    });
+    let echo = Echo::spawn(()).expect("spawn");
+    let (base, ours) = interleaved(
+        if quick { 3 } else { 7 },
+        || {
+            let start = Instant::now();
+            for i in 0..n {
+                tx.send(i).unwrap();
+            }
+            tx.send(u64::MAX).unwrap();
+            ack_rx.recv().unwrap();
+            n as f64 / start.elapsed().as_secs_f64()
+        },
+        || {
+            let start = Instant::now();
+            for i in 0..n {
+                echo.cast(i).unwrap();
+            }
+            echo.ask(0, T).unwrap();
+            n as f64 / start.elapsed().as_secs_f64()
+        },
+    );
+    drop(tx);
+    consumer.join().unwrap();
+    Measure {
+        name: "cast_throughput",
+        value: ours,
+        unit: "msg/s",
+        baseline: "crossbeam one-way sends",
+        baseline_value: base,
+        ratio: ours / base,
+        goal: None,
+        note: None,
+    }
+}
+
+fn spawn(quick: bool) -> Measure {
+    let n = if quick { 100 } else { 500 };
+    let (base, ours) = interleaved(
+        if quick { 3 } else { 7 },
+        || {
+            let start = Instant::now();
+            for i in 0..n {
+                let (to_tx, to_rx) = cb::bounded::<u64>(1);
+                let (back_tx, back_rx) = cb::bounded::<u64>(1);
+                let t = std::thread::spawn(move || {
+                    if let Ok(x) = to_rx.recv() {
+                        let _ = back_tx.send(x + 1);
+                    }
+                });
+                to_tx.send(i).unwrap();
+                black_box(back_rx.recv().unwrap());
+                drop(t);
+            }
+            start.elapsed().as_nanos() as f64 / 1000.0 / n as f64
+        },
+        || {
+            let start = Instant::now();
+            let mut handles = Vec::with_capacity(n as usize);
+            for i in 0..n {
+                let echo = Echo::spawn(()).expect("spawn");
+                black_box(echo.ask(i, T).unwrap());
+                handles.push(echo);
+            }
+            let elapsed = start.elapsed();
+            drop(handles); // exits happen outside the measure
+            elapsed.as_nanos() as f64 / 1000.0 / n as f64
+        },
+    );
+    Measure {
+        name: "spawn",
+        value: ours,
+        unit: "µs",
+        baseline: "thread spawn + one channel round trip",
+        baseline_value: base,
+        ratio: ours / base,
+        goal: Some("ratio <= 1.2"),
+        note: None,
+    }
+}
+
+fn trivial(x: u64) -> u64 {
+    x.wrapping_mul(3)
+}
+
+fn run_overhead(quick: bool) -> Measure {
+    let n = if quick { 2_000 } else { 10_000 };
+    // Warm the thread cache.
+    run(trivial, 1).wait().unwrap();
+    let (base, ours) = interleaved(
+        if quick { 3 } else { 7 },
+        || {
+            let start = Instant::now();
+            for i in 0..n {
+                black_box(trivial(black_box(i)));
+            }
+            start.elapsed().as_nanos() as f64 / 1000.0 / n as f64
+        },
+        || {
+            let start = Instant::now();
+            for i in 0..n {
+                black_box(run(trivial, i).wait().unwrap());
+            }
+            start.elapsed().as_nanos() as f64 / 1000.0 / n as f64
+        },
+    );
+    Measure {
+        name: "run_overhead",
+        value: ours,
+        unit: "µs",
+        baseline: "direct call",
+        baseline_value: base,
+        ratio: ours / base.max(f64::MIN_POSITIVE),
+        goal: Some("value <= 5 µs"),
+        note: None,
+    }
+}
+
+/// Busy work: `iters` rounds of an integer hash.
+fn spin(iters: u64) -> u64 {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for i in 0..iters {
+        x = (x ^ i).wrapping_mul(0xBF58_476D_1CE4_E5B9).rotate_left(31);
+    }
+    black_box(x)
+}
+
+/// Iterations of `spin` per microsecond here.
+fn calibrate() -> f64 {
+    let iters = 2_000_000;
+    let start = Instant::now();
+    spin(iters);
+    iters as f64 / start.elapsed().as_secs_f64() / 1e6
+}
+
+fn now_nanos() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// Spins, and returns when it finished (`now_nanos`).
+struct Spinner;
+
+impl Worker for Spinner {
+    type Args = ();
+    type Input = u64;
+    type Output = u64;
+    type Progress = ();
+    type Error = String;
+
+    fn start(_: ()) -> Result<Self, String> {
+        Ok(Spinner)
+    }
+
+    fn run(&mut self, iters: u64, _: &TaskContext<'_, Self>) -> Result<u64, String> {
+        spin(iters);
+        Ok(now_nanos())
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn pool_throughput(quick: bool, per_us: f64) -> Measure {
+    let tasks = if quick { 300 } else { 1000 };
+    let iters = (100.0 * per_us) as u64;
+    let n = cores();
+    let pool = Pool::<Spinner>::builder()
+        .workers(n)
+        .nice(None)
+        .build(())
+        .expect("pool");
+    let rayon = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build()
+        .expect("rayon");
+    let (base, ours) = interleaved(
+        if quick { 3 } else { 7 },
+        || {
+            let start = Instant::now();
+            rayon.scope(|s| {
+                for _ in 0..tasks {
+                    s.spawn(move |_| {
+                        spin(iters);
+                    });
+                }
+            });
+            tasks as f64 / start.elapsed().as_secs_f64()
+        },
+        || {
+            let start = Instant::now();
+            let handles: Vec<_> = (0..tasks).map(|_| pool.submit(iters)).collect();
+            for h in handles.into_iter().rev() {
+                h.wait().unwrap();
+            }
+            tasks as f64 / start.elapsed().as_secs_f64()
+        },
+    );
+    Measure {
+        name: "pool_throughput",
+        value: ours,
+        unit: "tasks/s",
+        baseline: "rayon scope on the same number of threads",
+        baseline_value: base,
+        ratio: ours / base,
+        goal: Some("ratio >= 0.95"),
+        note: Some(format!("{n} threads, tasks of ~100 µs")),
+    }
+}
+
+fn mixed_sizes(count: usize, per_us: f64) -> Vec<u64> {
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    (0..count)
+        .map(|_| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            let u = (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64;
+            (10.0 * 1000f64.powf(u) * per_us) as u64
+        })
+        .collect()
+}
+
+fn p99(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[(xs.len() * 99 / 100).min(xs.len() - 1)]
+}
+
+fn pool_p99_mixed(quick: bool, per_us: f64) -> Measure {
+    let sizes = mixed_sizes(if quick { 150 } else { 400 }, per_us);
+    let n = cores();
+    let pool = Pool::<Spinner>::builder()
+        .workers(n)
+        .nice(None)
+        .build(())
+        .expect("pool");
+    let rayon = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build()
+        .expect("rayon");
+    let (base, ours) = interleaved(
+        if quick { 3 } else { 5 },
+        || {
+            let (tx, rx) = cb::unbounded();
+            let start = now_nanos();
+            for &size in &sizes {
+                let tx = tx.clone();
+                rayon.spawn(move || {
+                    spin(size);
+                    let _ = tx.send((now_nanos() - start) as f64 / 1e6);
+                });
+            }
+            drop(tx);
+            p99(rx.iter().collect())
+        },
+        || {
+            let start = now_nanos();
+            let handles: Vec<_> = sizes.iter().map(|&s| pool.submit(s)).collect();
+            let done = handles
+                .into_iter()
+                .map(|h| (h.wait().unwrap() - start) as f64 / 1e6)
+                .collect();
+            p99(done)
+        },
+    );
+    Measure {
+        name: "pool_p99_mixed",
+        value: ours,
+        unit: "ms",
+        baseline: "rayon::spawn on the same number of threads",
+        baseline_value: base,
+        ratio: ours / base,
+        goal: Some("ratio <= 1.0"),
+        note: Some("tasks of 10 µs–10 ms, log-uniform, submitted at once".into()),
+    }
+}
+
+fn transfer_64mib(quick: bool) -> Measure {
+    const SIZE: usize = 64 << 20;
+    let (tx, rx) = port::unbounded::<Transfer>();
+    let mut buffer = Some(vec![7u8; SIZE]);
+    let source = vec![7u8; SIZE];
+    let mut target = vec![0u8; SIZE];
+    let (base, ours) = interleaved(
+        if quick { 5 } else { 15 },
+        || {
+            let start = Instant::now();
+            target.copy_from_slice(&source);
+            black_box(&target);
+            start.elapsed().as_nanos() as f64
+        },
+        || {
+            let start = Instant::now();
+            tx.send(Transfer::new(buffer.take().unwrap())).unwrap();
+            buffer = Some(rx.recv().unwrap().into_vec());
+            start.elapsed().as_nanos() as f64
+        },
+    );
+    Measure {
+        name: "transfer_64mib",
+        value: ours / 1000.0,
+        unit: "µs",
+        baseline: "memcpy of 64 MiB",
+        baseline_value: base / 1000.0,
+        ratio: ours / base,
+        goal: Some("ratio <= 0.01"),
+        note: None,
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Blob {
+    #[serde(with = "isolates::codec::bytes")]
+    data: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PlainBlob {
+    data: Vec<u8>,
+}
+
+fn bytes_8mib(quick: bool) -> Measure {
+    const SIZE: usize = 8 << 20;
+    let data: Vec<u8> = (0..SIZE).map(|i| i as u8).collect();
+    let config = bincode::config::standard();
+    let codec = Bincode::new();
+    let blob = Blob { data: data.clone() };
+    let plain = PlainBlob { data };
+    let (base, ours) = interleaved(
+        if quick { 3 } else { 7 },
+        || {
+            let start = Instant::now();
+            let bytes = bincode::serde::encode_to_vec(&plain, config).unwrap();
+            let (back, _): (PlainBlob, usize) =
+                bincode::serde::decode_from_slice(&bytes, config).unwrap();
+            black_box(back);
+            start.elapsed().as_secs_f64() * 1000.0
+        },
+        || {
+            let start = Instant::now();
+            let mut bytes = Vec::with_capacity(SIZE + 16);
+            codec.encode(&blob, &mut bytes).unwrap();
+            let back: Blob = codec.decode(&bytes).unwrap();
+            black_box(back);
+            start.elapsed().as_secs_f64() * 1000.0
+        },
+    );
+    Measure {
+        name: "bytes_8mib",
+        value: ours,
+        unit: "ms",
+        baseline: "serde-bincode of the same Vec<u8>",
+        baseline_value: base,
+        ratio: ours / base,
+        goal: None,
+        note: Some("encode + decode".into()),
+    }
+}
+
+/// A 60 Hz loop doing ~`work_us` of work per frame; returns the frame work
+/// times in ms and how many frames missed their 16.7 ms deadline.
+fn frames(count: usize, work_iters: u64) -> (Vec<f64>, usize) {
+    let period = Duration::from_micros(16_667);
+    let mut times = Vec::with_capacity(count);
+    let mut late = 0;
+    let mut next = Instant::now() + period;
+    for _ in 0..count {
+        let frame_start = Instant::now();
+        spin(work_iters);
+        let done = Instant::now();
+        times.push((done - frame_start).as_secs_f64() * 1000.0);
+        if done > next {
+            late += 1;
+        }
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        next += period;
+        // Do not pile up missed frames.
+        if next < Instant::now() {
+            next = Instant::now() + period;
+        }
+    }
+    (times, late)
+}
+
+fn ui_frame_p99(quick: bool, per_us: f64) -> Measure {
+    let count = if quick { 90 } else { 300 };
+    let work_iters = (2000.0 * per_us) as u64;
+    // Pool at its defaults: cores − 1 workers at nice 10.
+    let pool = Pool::<Spinner>::builder().build(()).expect("pool");
+    let (idle_times, idle_late) = frames(count, work_iters);
+    // Saturate: keep far more 1 ms tasks queued than the loop lasts.
+    let load_iters = (1000.0 * per_us) as u64;
+    let tasks = count * 20 * isolates::pool::default_workers();
+    let load: Vec<_> = (0..tasks).map(|_| pool.submit(load_iters)).collect();
+    let (busy_times, busy_late) = frames(count, work_iters);
+    pool.shutdown();
+    drop(load);
+    let (base, ours) = (p99(idle_times), p99(busy_times));
+    Measure {
+        name: "ui_frame_p99",
+        value: ours,
+        unit: "ms",
+        baseline: "the same loop with the pool idle",
+        baseline_value: base,
+        ratio: ours / base,
+        goal: Some("ratio <= 1.2, zero frames over budget"),
+        note: Some(format!(
+            "frames over 16.7 ms: {busy_late} of {count} (idle: {idle_late})"
+        )),
+    }
+}
+
+/// Resident memory of this process, in KiB.
+fn rss_kib() -> f64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map_or(0.0, |pages| pages * 4.0)
+}
+
+fn idle_isolate_rss(quick: bool) -> Measure {
+    let n = if quick { 2_000 } else { 10_000 };
+    let before = rss_kib();
+    let mut parked = Vec::with_capacity(n);
+    let mut wakers = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (tx, rx) = cb::bounded::<()>(1);
+        parked.push(std::thread::spawn(move || {
+            let _ = rx.recv();
+        }));
+        wakers.push(tx);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let base = (rss_kib() - before) / n as f64;
+    drop(wakers);
+    for t in parked {
+        let _ = t.join();
+    }
+    let before = rss_kib();
+    let isolates: Vec<_> = (0..n).map(|_| Echo::spawn(()).expect("spawn")).collect();
+    for echo in &isolates {
+        echo.ask(1, T).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let ours = (rss_kib() - before) / n as f64;
+    drop(isolates);
+    Measure {
+        name: "idle_isolate_rss",
+        value: ours,
+        unit: "KiB",
+        baseline: "a plain thread blocked on a channel",
+        baseline_value: base,
+        ratio: ours / base.max(f64::MIN_POSITIVE),
+        goal: None,
+        note: Some(format!("{n} alive")),
+    }
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn main() {
+    let options = match options() {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("isolates-bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    let quick = options.quick;
+    let names = [
+        "ask_rtt",
+        "cast_throughput",
+        "spawn",
+        "run_overhead",
+        "pool_throughput",
+        "pool_p99_mixed",
+        "transfer_64mib",
+        "bytes_8mib",
+        "ui_frame_p99",
+        "idle_isolate_rss",
+    ];
+    let bar = ProgressBar::new(names.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(100));
+    let per_us = calibrate();
+    let mut results = Vec::new();
+    for name in names {
+        bar.set_message(name);
+        let measure = match name {
+            "ask_rtt" => ask_rtt(quick),
+            "cast_throughput" => cast_throughput(quick),
+            "spawn" => spawn(quick),
+            "run_overhead" => run_overhead(quick),
+            "pool_throughput" => pool_throughput(quick, per_us),
+            "pool_p99_mixed" => pool_p99_mixed(quick, per_us),
+            "transfer_64mib" => transfer_64mib(quick),
+            "bytes_8mib" => bytes_8mib(quick),
+            "ui_frame_p99" => ui_frame_p99(quick, per_us),
+            _ => idle_isolate_rss(quick),
+        };
+        results.push(measure);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+
+    println!(
+        "{:<18} {:>14} {:<8} {:>14}  {:<8} {:<44} goal",
+        "measure", "value", "unit", "baseline", "ratio", "baseline is"
+    );
+    for m in &results {
+        println!(
+            "{:<18} {:>14.3} {:<8} {:>14.3}  {:<8.4} {:<44} {}",
+            m.name,
+            m.value,
+            m.unit,
+            m.baseline_value,
+            m.ratio,
+            m.baseline,
+            m.goal.unwrap_or("")
+        );
+        if let Some(note) = &m.note {
+            println!("{:<18} {note}", "");
+        }
+    }
+
+    if let Some(path) = options.json {
+        let report = Report {
+            machine: Machine {
+                cores: cores(),
+                cpu: cpu_model(),
+                os: std::env::consts::OS,
+                arch: std::env::consts::ARCH,
+                quick,
+            },
+            results,
+        };
+        let written = serde_json::to_string_pretty(&report)
+            .map_err(|e| e.to_string())
+            .and_then(|json| std::fs::write(&path, json).map_err(|e| e.to_string()));
+        match written {
+            Ok(()) => println!("wrote {path}"),
+            Err(e) => {
+                eprintln!("isolates-bench: could not write {path}: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+}
