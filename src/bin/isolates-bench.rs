@@ -607,30 +607,45 @@ fn rss_kib() -> f64 {
 }
 
 fn idle_isolate_rss(quick: bool) -> Measure {
-    let n = if quick { 2_000 } else { 10_000 };
+    let wanted = if quick { 2_000 } else { 10_000 };
+    // Threads: as many as the system allows, up to `wanted`.
     let before = rss_kib();
-    let mut parked = Vec::with_capacity(n);
-    let mut wakers = Vec::with_capacity(n);
-    for _ in 0..n {
+    let mut parked = Vec::with_capacity(wanted);
+    let mut wakers = Vec::with_capacity(wanted);
+    for _ in 0..wanted {
         let (tx, rx) = cb::bounded::<()>(1);
-        parked.push(std::thread::spawn(move || {
+        let spawned = std::thread::Builder::new().spawn(move || {
             let _ = rx.recv();
-        }));
-        wakers.push(tx);
+        });
+        match spawned {
+            Ok(thread) => {
+                parked.push(thread);
+                wakers.push(tx);
+            }
+            Err(_) => break,
+        }
     }
+    let threads = parked.len().max(1);
     std::thread::sleep(Duration::from_millis(200));
-    let base = (rss_kib() - before) / n as f64;
+    let base = (rss_kib() - before) / threads as f64;
     drop(wakers);
     for t in parked {
         let _ = t.join();
     }
     let before = rss_kib();
-    let isolates: Vec<_> = (0..n).map(|_| Echo::spawn(()).expect("spawn")).collect();
+    let mut isolates = Vec::with_capacity(wanted);
+    for _ in 0..wanted {
+        match Echo::spawn(()) {
+            Ok(echo) => isolates.push(echo),
+            Err(_) => break,
+        }
+    }
     for echo in &isolates {
-        echo.ask(1, T).unwrap();
+        let _ = echo.ask(1, T);
     }
     std::thread::sleep(Duration::from_millis(200));
-    let ours = (rss_kib() - before) / n as f64;
+    let alive = isolates.len().max(1);
+    let ours = (rss_kib() - before) / alive as f64;
     drop(isolates);
     Measure {
         name: "idle_isolate_rss",
@@ -640,7 +655,13 @@ fn idle_isolate_rss(quick: bool) -> Measure {
         baseline_value: base,
         ratio: ours / base.max(f64::MIN_POSITIVE),
         goal: None,
-        note: Some(format!("{n} alive")),
+        note: Some(if alive < wanted || threads < wanted {
+            format!(
+                "{alive} isolates and {threads} threads alive (the system allowed no more of the {wanted} wanted)"
+            )
+        } else {
+            format!("{wanted} alive")
+        }),
     }
 }
 
