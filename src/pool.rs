@@ -40,8 +40,8 @@ use serde::de::DeserializeOwned;
 
 use crate::codec::envelope::Envelope;
 use crate::codec::{Bincode, Codec};
-use crate::error::{CodecError, SpawnError};
-use crate::port::{DynCodec, dyn_codec};
+use crate::error::SpawnError;
+use crate::port::{DynCodec, decode_caught, dyn_codec, encode_caught};
 use crate::unwind;
 
 mod deadline;
@@ -873,17 +873,10 @@ impl<W: Worker> Pool<W> {
             codecs: Arc::clone(&inner.codecs),
             taken: false,
         };
-        let input = match unwind::catch(|| inner.codecs.input.encode(&task.input)) {
-            Ok(Ok(input)) => input,
-            Ok(Err(e)) => {
+        let input = match encode_caught(&inner.codecs.input, &task.input, "input") {
+            Ok(input) => input,
+            Err(e) => {
                 cell.fail(ErrorKind::Codec(e));
-                return handle;
-            }
-            Err(caught) => {
-                cell.fail(ErrorKind::Codec(CodecError::Encode(format!(
-                    "the input's Serialize panicked: {}",
-                    caught.message
-                ))));
                 return handle;
             }
         };
@@ -1568,7 +1561,7 @@ fn worker_main<W: Worker>(inner: Arc<Inner<W>>, slot: usize, generation: u64, ar
         let args = inner.args_codec.decode(args).map_err(|e| e.to_string())?;
         match unwind::catch(|| W::start(args)) {
             Ok(Ok(worker)) => Ok(worker),
-            Ok(Err(e)) => Err(describe(&e)),
+            Ok(Err(e)) => Err(unwind::describe(&e)),
             Err(caught) => Err(caught.message),
         }
     };
@@ -1624,13 +1617,7 @@ fn worker_main<W: Worker>(inner: Arc<Inner<W>>, slot: usize, generation: u64, ar
             record.note_workload();
         }
         let codecs = &*inner.codecs;
-        let decoded = unwind::catch(|| codecs.input.decode(input)).unwrap_or_else(|c| {
-            Err(CodecError::Malformed(format!(
-                "the input's Deserialize panicked: {}",
-                c.message
-            )))
-        });
-        let (outcome, panicked) = match decoded {
+        let (outcome, panicked) = match decode_caught(&codecs.input, input, "input") {
             Err(e) => (Outcome::Error(ErrorKind::Codec(e)), false),
             Ok(input) => {
                 let ctx = TaskContext {
@@ -1640,14 +1627,14 @@ fn worker_main<W: Worker>(inner: Arc<Inner<W>>, slot: usize, generation: u64, ar
                 };
                 match unwind::catch(|| state.run(input, &ctx)) {
                     Ok(Ok(value)) => (
-                        match encode_caught(&codecs.output, &value) {
+                        match encode_caught(&codecs.output, &value, "value") {
                             Ok(envelope) => Outcome::Value(envelope),
                             Err(e) => Outcome::Error(ErrorKind::Codec(e)),
                         },
                         false,
                     ),
                     Ok(Err(error)) => (
-                        match encode_caught(&codecs.error, &error) {
+                        match encode_caught(&codecs.error, &error, "value") {
                             Ok(envelope) => Outcome::Failed(envelope),
                             Err(e) => Outcome::Error(ErrorKind::Codec(e)),
                         },
@@ -1733,19 +1720,4 @@ fn expire(cells: Vec<Arc<TaskCell>>) {
     for cell in cells {
         cell.check_deadline(now);
     }
-}
-
-fn encode_caught<T>(codec: &DynCodec<T>, value: &T) -> Result<Envelope, CodecError> {
-    match unwind::catch(|| codec.encode(value)) {
-        Ok(result) => result,
-        Err(caught) => Err(CodecError::Encode(format!(
-            "the value's Serialize panicked: {}",
-            caught.message
-        ))),
-    }
-}
-
-fn describe(error: &impl fmt::Display) -> String {
-    unwind::catch(|| error.to_string())
-        .unwrap_or_else(|c| format!("<the error's Display panicked: {}>", c.message))
 }

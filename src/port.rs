@@ -64,6 +64,36 @@ impl<C: Codec, T: Serialize + DeserializeOwned> MessageCodec<T> for C {
 /// A shared, type-fixed codec.
 pub(crate) type DynCodec<T> = Arc<dyn MessageCodec<T>>;
 
+/// Encodes `value` with `codec`; a panic in its `Serialize` is an encode
+/// error naming `what`, not an unwinding caller.
+pub(crate) fn encode_caught<T>(
+    codec: &DynCodec<T>,
+    value: &T,
+    what: &str,
+) -> Result<Envelope, CodecError> {
+    crate::unwind::catch(|| codec.encode(value)).unwrap_or_else(|caught| {
+        Err(CodecError::Encode(format!(
+            "the {what}'s Serialize panicked: {}",
+            caught.message
+        )))
+    })
+}
+
+/// Decodes `envelope` with `codec`; a panic in the `Deserialize` is a
+/// malformed-message error naming `what`.
+pub(crate) fn decode_caught<T>(
+    codec: &DynCodec<T>,
+    envelope: Envelope,
+    what: &str,
+) -> Result<T, CodecError> {
+    crate::unwind::catch(|| codec.decode(envelope)).unwrap_or_else(|caught| {
+        Err(CodecError::Malformed(format!(
+            "the {what}'s Deserialize panicked: {}",
+            caught.message
+        )))
+    })
+}
+
 /// Builds the type-fixed form of `codec` for `T`.
 pub(crate) fn dyn_codec<C: Codec, T: Serialize + DeserializeOwned + 'static>(
     codec: &C,

@@ -52,6 +52,13 @@ fn install_hook() {
     });
 }
 
+/// The error's text; a panicking `Display` gives a placeholder instead of
+/// unwinding into the runtime.
+pub(crate) fn describe(error: &impl std::fmt::Display) -> String {
+    catch(|| error.to_string())
+        .unwrap_or_else(|c| format!("<the error's Display panicked: {}>", c.message))
+}
+
 /// Runs `f`, catching a panic as a [`Caught`].
 pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, Caught> {
     install_hook();

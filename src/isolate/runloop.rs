@@ -10,9 +10,9 @@ use crossbeam_channel as cb;
 use super::shared::{Control, Item, Shared};
 use super::{Context, ExitReason, Isolate, IsolateError, IsolateState};
 use crate::codec::envelope::Envelope;
-use crate::error::CodecError;
 use crate::oneshot;
 use crate::pending::Reply;
+use crate::port::{decode_caught, encode_caught};
 use crate::unwind;
 
 /// Busy time, read from the clock when a run of messages starts, before
@@ -138,21 +138,6 @@ impl<I: Isolate> Drop for CloseOnUnwind<'_, I> {
     }
 }
 
-/// Encodes a reply or error for the caller; a panicking `Serialize` is an
-/// encode error for that call, not the isolate's end.
-fn encode_for_caller<T>(
-    codec: &crate::port::DynCodec<T>,
-    value: &T,
-) -> Result<Envelope, CodecError> {
-    match unwind::catch(|| codec.encode(value)) {
-        Ok(result) => result,
-        Err(caught) => Err(CodecError::Encode(format!(
-            "the value's Serialize panicked: {}",
-            caught.message
-        ))),
-    }
-}
-
 impl<I: Isolate> RunLoop<I> {
     fn run(&mut self, args: Envelope) -> ExitReason {
         tracing::debug!(target: "isolates", "isolate spawned");
@@ -198,7 +183,7 @@ impl<I: Isolate> RunLoop<I> {
         match unwind::catch(|| I::start(args, ctx)) {
             Ok(Ok(state)) => Ok(state),
             Ok(Err(error)) => {
-                let message = describe(&error);
+                let message = unwind::describe(&error);
                 self.shared.report_error(IsolateError {
                     message: message.clone(),
                     stack: String::new(),
@@ -384,14 +369,7 @@ impl<I: Isolate> RunLoop<I> {
         busy: &mut Busy,
     ) -> Exit {
         let shared = &*self.shared;
-        let decoded =
-            unwind::catch(|| shared.codecs.message.decode(envelope)).unwrap_or_else(|c| {
-                Err(CodecError::Malformed(format!(
-                    "the message's Deserialize panicked: {}",
-                    c.message
-                )))
-            });
-        let msg = match decoded {
+        let msg = match decode_caught(&shared.codecs.message, envelope, "message") {
             Ok(msg) => msg,
             Err(e) => {
                 shared.counters.bad_messages.fetch_add(1, Ordering::Relaxed);
@@ -412,7 +390,7 @@ impl<I: Isolate> RunLoop<I> {
         let fatal = match result {
             Ok(Ok(value)) => {
                 if let Some(reply) = reply {
-                    reply.send(match encode_for_caller(&shared.codecs.reply, &value) {
+                    reply.send(match encode_caught(&shared.codecs.reply, &value, "value") {
                         Ok(envelope) => Reply::Value(envelope),
                         Err(e) => Reply::Unencodable(e),
                     });
@@ -420,9 +398,9 @@ impl<I: Isolate> RunLoop<I> {
                 None
             }
             Ok(Err(error)) => {
-                let message = describe(&error);
+                let message = unwind::describe(&error);
                 if let Some(reply) = reply {
-                    reply.send(match encode_for_caller(&shared.codecs.error, &error) {
+                    reply.send(match encode_caught(&shared.codecs.error, &error, "value") {
                         Ok(envelope) => Reply::Failed(envelope),
                         Err(e) => Reply::Unencodable(e),
                     });
@@ -453,11 +431,4 @@ impl<I: Isolate> RunLoop<I> {
         }
         self.ctx.stop_requested.then_some(ExitReason::Normal)
     }
-}
-
-/// The error's text; a panicking `Display` gives a placeholder, not an
-/// unwinding run loop.
-fn describe(error: &impl std::fmt::Display) -> String {
-    unwind::catch(|| error.to_string())
-        .unwrap_or_else(|c| format!("<the error's Display panicked: {}>", c.message))
 }
