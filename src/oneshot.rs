@@ -185,13 +185,8 @@ impl<T> Receiver<T> {
         fence(Ordering::SeqCst);
         let mut guard = slot.park.lock();
         while self.is_empty() {
-            match deadline {
-                Some(deadline) => {
-                    if slot.filled.wait_until(&mut guard, deadline).timed_out() {
-                        break;
-                    }
-                }
-                None => slot.filled.wait(&mut guard),
+            if crate::time::wait(&slot.filled, &mut guard, deadline) {
+                break;
             }
         }
         drop(guard);

@@ -838,18 +838,8 @@ impl Supervisor {
         let deadline = crate::time::deadline_after(timeout);
         let mut exit = self.shared.exit.lock();
         while exit.is_none() {
-            match deadline {
-                Some(deadline) => {
-                    if self
-                        .shared
-                        .exited
-                        .wait_until(&mut exit, deadline)
-                        .timed_out()
-                    {
-                        break;
-                    }
-                }
-                None => self.shared.exited.wait(&mut exit),
+            if crate::time::wait(&self.shared.exited, &mut exit, deadline) {
+                break;
             }
         }
         exit.clone()

@@ -430,13 +430,8 @@ impl<I: Isolate> Shared<I> {
     pub(super) fn wait_exit(&self, deadline: Option<Instant>) -> Option<ExitReason> {
         let mut record = self.exit.lock();
         while record.reason.is_none() {
-            match deadline {
-                Some(deadline) => {
-                    if self.exited.wait_until(&mut record, deadline).timed_out() {
-                        break;
-                    }
-                }
-                None => self.exited.wait(&mut record),
+            if crate::time::wait(&self.exited, &mut record, deadline) {
+                break;
             }
         }
         record.reason.clone()

@@ -275,18 +275,13 @@ impl<W: Worker> TaskHandle<W> {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            match wake {
-                Some(at) => {
-                    if self.cell.done.wait_until(&mut outcome, at).timed_out() {
-                        drop(outcome);
-                        self.expire();
-                        outcome = self.cell.outcome.lock();
-                        if outcome.is_none() && until.is_some_and(|u| Instant::now() >= u) {
-                            return None;
-                        }
-                    }
+            if crate::time::wait(&self.cell.done, &mut outcome, wake) {
+                drop(outcome);
+                self.expire();
+                outcome = self.cell.outcome.lock();
+                if outcome.is_none() && until.is_some_and(|u| Instant::now() >= u) {
+                    return None;
                 }
-                None => self.cell.done.wait(&mut outcome),
             }
         }
     }
