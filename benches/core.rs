@@ -13,25 +13,13 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use crossbeam_channel as cb;
-use isolates::{Bincode, Codec, Context, Isolate, Transfer, port};
+use isolates::{Bincode, Codec, Isolate, Transfer, port};
 use serde::{Deserialize, Serialize};
 
-struct Echo;
+#[path = "support/workload.rs"]
+mod workload;
 
-impl Isolate for Echo {
-    type Args = ();
-    type Message = u64;
-    type Reply = u64;
-    type Error = String;
-
-    fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> {
-        Ok(Echo)
-    }
-
-    fn handle(&mut self, n: u64, _: &mut Context<Self>) -> Result<u64, String> {
-        Ok(n.wrapping_add(1))
-    }
-}
+use workload::Echo;
 
 const T: Duration = Duration::from_secs(10);
 

@@ -1,34 +1,21 @@
 //! Isolate lifecycle: ask and cast, panics and errors, kill priorities with
 //! queued messages, pause tokens, ping, listeners, stats, ordering.
 
+mod common;
+
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::{Even, wait_until};
 use isolates::{
     AskError, CodecError, Context, ExitReason, Isolate, IsolateBuilder, IsolateError,
     IsolateHandle, IsolateState, Mailbox, Pending, Priority, SendError, SendPort, SendTimeoutError,
     Transfer, TrySendError, port,
 };
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
 const T: Duration = Duration::from_secs(10);
-
-/// A number the receiving side refuses to decode when it is odd: a way to
-/// make a message that encodes fine and fails to decode.
-#[derive(Debug, Serialize, PartialEq)]
-struct Even(u32);
-
-impl<'de> Deserialize<'de> for Even {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let n = u32::deserialize(d)?;
-        if n % 2 == 0 {
-            Ok(Even(n))
-        } else {
-            Err(serde::de::Error::custom(format!("{n} is odd")))
-        }
-    }
-}
 
 #[derive(Serialize, Deserialize)]
 enum Cmd {
@@ -157,17 +144,6 @@ fn block(h: &IsolateHandle<Subject>) -> (Pending<Out, AskError<String>>, SendPor
     let pending = h.ask_pending(Cmd::Block(tell));
     let release = told.recv_timeout(T).expect("the handler started blocking");
     (pending, release)
-}
-
-fn wait_until(mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + T;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(1));
-    }
-    cond()
 }
 
 #[test]
@@ -683,7 +659,7 @@ fn pending_is_polled_from_a_frame_loop() {
         frames.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     release.send(()).unwrap();
-    assert!(wait_until(|| running.is_ready()));
+    assert!(wait_until(|| running.is_ready(), T));
     assert_eq!(running.try_take(), Some(Ok(Out::Unit)));
     assert_eq!(running.try_take(), None, "resolves exactly once");
     assert!(running.is_taken());

@@ -7,7 +7,7 @@ mod common;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::wait_until;
+use common::{Even, wait_until};
 use isolates::{
     Bincode, CodecError, RecvError, RecvTimeoutError, SendError, SendPort, SendTimeoutError,
     Transfer, TryRecvError, TrySendError, port,
@@ -18,22 +18,6 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 const T: Duration = Duration::from_secs(10);
 /// Short waits that are expected to time out.
 const SHORT: Duration = Duration::from_millis(20);
-
-/// A number the receiving side refuses to decode when it is odd: a message
-/// that encodes fine and fails to decode.
-#[derive(Debug, PartialEq, Serialize)]
-struct Even(u32);
-
-impl<'de> Deserialize<'de> for Even {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let n = u32::deserialize(d)?;
-        if n % 2 == 0 {
-            Ok(Even(n))
-        } else {
-            Err(serde::de::Error::custom(format!("{n} is odd")))
-        }
-    }
-}
 
 fn is_odd_error(e: &CodecError, n: u32) -> bool {
     matches!(e, CodecError::Malformed(m) if m.contains(&format!("{n} is odd")))

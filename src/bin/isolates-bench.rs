@@ -14,9 +14,14 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel as cb;
 use indicatif::{ProgressBar, ProgressStyle};
-use isolates::pool::{Pool, TaskContext, Worker};
-use isolates::{Bincode, Codec, Context, Isolate, Transfer, port, run};
+use isolates::pool::Pool;
+use isolates::{Bincode, Codec, Isolate, Transfer, port, run};
 use serde::{Deserialize, Serialize};
+
+#[path = "../../benches/support/workload.rs"]
+mod workload;
+
+use workload::{Echo, Stamper, calibrate, cores, mixed_sizes, now_nanos, pools, spin};
 
 /// One line of the report (and of the JSON).
 #[derive(Debug, Serialize)]
@@ -90,23 +95,6 @@ fn interleaved(
         o.push(ours());
     }
     (median(b), median(o))
-}
-
-struct Echo;
-
-impl Isolate for Echo {
-    type Args = ();
-    type Message = u64;
-    type Reply = u64;
-    type Error = String;
-
-    fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> {
-        Ok(Echo)
-    }
-
-    fn handle(&mut self, n: u64, _: &mut Context<Self>) -> Result<u64, String> {
-        Ok(n.wrapping_add(1))
-    }
 }
 
 const T: Duration = Duration::from_secs(30);
@@ -284,65 +272,11 @@ fn run_overhead(quick: bool) -> Measure {
     }
 }
 
-/// Busy work: `iters` rounds of an integer hash.
-fn spin(iters: u64) -> u64 {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    for i in 0..iters {
-        x = (x ^ i).wrapping_mul(0xBF58_476D_1CE4_E5B9).rotate_left(31);
-    }
-    black_box(x)
-}
-
-/// Iterations of `spin` per microsecond here.
-fn calibrate() -> f64 {
-    let iters = 2_000_000;
-    let start = Instant::now();
-    spin(iters);
-    iters as f64 / start.elapsed().as_secs_f64() / 1e6
-}
-
-fn now_nanos() -> u64 {
-    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
-}
-
-/// Spins, and returns when it finished (`now_nanos`).
-struct Spinner;
-
-impl Worker for Spinner {
-    type Args = ();
-    type Input = u64;
-    type Output = u64;
-    type Progress = ();
-    type Error = String;
-
-    fn start(_: ()) -> Result<Self, String> {
-        Ok(Spinner)
-    }
-
-    fn run(&mut self, iters: u64, _: &TaskContext<'_, Self>) -> Result<u64, String> {
-        spin(iters);
-        Ok(now_nanos())
-    }
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
 fn pool_throughput(quick: bool, per_us: f64) -> Measure {
     let tasks = if quick { 300 } else { 1000 };
     let iters = (100.0 * per_us) as u64;
     let n = cores();
-    let pool = Pool::<Spinner>::builder()
-        .workers(n)
-        .nice(None)
-        .build(())
-        .expect("pool");
-    let rayon = rayon::ThreadPoolBuilder::new()
-        .num_threads(n)
-        .build()
-        .expect("rayon");
+    let (pool, rayon) = pools::<Stamper>(n);
     let (base, ours) = interleaved(
         if quick { 3 } else { 7 },
         || {
@@ -377,19 +311,6 @@ fn pool_throughput(quick: bool, per_us: f64) -> Measure {
     }
 }
 
-fn mixed_sizes(count: usize, per_us: f64) -> Vec<u64> {
-    let mut x = 0x2545_F491_4F6C_DD1Du64;
-    (0..count)
-        .map(|_| {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            let u = (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64;
-            (10.0 * 1000f64.powf(u) * per_us) as u64
-        })
-        .collect()
-}
-
 fn p99(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs[(xs.len() * 99 / 100).min(xs.len() - 1)]
@@ -398,15 +319,7 @@ fn p99(mut xs: Vec<f64>) -> f64 {
 fn pool_p99_mixed(quick: bool, per_us: f64) -> Measure {
     let sizes = mixed_sizes(if quick { 150 } else { 400 }, per_us);
     let n = cores();
-    let pool = Pool::<Spinner>::builder()
-        .workers(n)
-        .nice(None)
-        .build(())
-        .expect("pool");
-    let rayon = rayon::ThreadPoolBuilder::new()
-        .num_threads(n)
-        .build()
-        .expect("rayon");
+    let (pool, rayon) = pools::<Stamper>(n);
     let (base, ours) = interleaved(
         if quick { 3 } else { 5 },
         || {
@@ -559,7 +472,7 @@ fn ui_frame_p99(quick: bool, per_us: f64) -> Measure {
     let work_iters = (2000.0 * per_us) as u64;
     let load_iters = (1000.0 * per_us) as u64;
     // Pool at its defaults: cores − 1 workers at nice 10.
-    let pool = Pool::<Spinner>::builder().build(()).expect("pool");
+    let pool = Pool::<Stamper>::builder().build(()).expect("pool");
     let (mut idle_times, mut busy_times) = (Vec::new(), Vec::new());
     let (mut idle_late, mut busy_late) = (0, 0);
     // Interleaved: a block of frames with the pool idle, then a block with

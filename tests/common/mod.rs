@@ -2,6 +2,8 @@
 
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Deserializer, Serialize};
+
 /// Polls `cond` every millisecond until it holds or `timeout` passes; returns
 /// whether it held.
 pub(crate) fn wait_until(mut cond: impl FnMut() -> bool, timeout: Duration) -> bool {
@@ -14,5 +16,22 @@ pub(crate) fn wait_until(mut cond: impl FnMut() -> bool, timeout: Duration) -> b
             return false;
         }
         std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A number the receiving side refuses to decode when it is odd: a message
+/// that encodes fine and fails to decode.
+#[allow(dead_code)] // not every test file sends one
+#[derive(Debug, PartialEq, Serialize)]
+pub(crate) struct Even(pub(crate) u32);
+
+impl<'de> Deserialize<'de> for Even {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = u32::deserialize(d)?;
+        if n % 2 == 0 {
+            Ok(Even(n))
+        } else {
+            Err(serde::de::Error::custom(format!("{n} is odd")))
+        }
     }
 }
