@@ -1375,10 +1375,6 @@ impl<W: Worker> Inner<W> {
 
     /// The slot a task goes to, or `None` for the shared queue.
     fn route(&self, q: &mut Queues, job: &Job) -> Option<usize> {
-        let alive: Vec<usize> = (0..q.slots.len()).filter(|&i| q.slots[i].alive).collect();
-        if alive.is_empty() {
-            return None;
-        }
         match self.routing {
             Routing::SharedQueue => None,
             Routing::KeyAffinity => job
@@ -1386,14 +1382,17 @@ impl<W: Worker> Inner<W> {
                 .map(|k| (k % q.slots.len() as u64) as usize)
                 .filter(|&slot| q.slots[slot].alive),
             Routing::RoundRobin => {
+                let alive: Vec<usize> = (0..q.slots.len()).filter(|&i| q.slots[i].alive).collect();
+                if alive.is_empty() {
+                    return None;
+                }
                 let pick = alive[q.next_slot % alive.len()];
                 q.next_slot = q.next_slot.wrapping_add(1);
                 Some(pick)
             }
-            Routing::LeastLoaded => alive
-                .iter()
-                .copied()
-                .min_by_key(|&i| q.slots[i].local_len + usize::from(q.slots[i].running.is_some())),
+            Routing::LeastLoaded => (0..q.slots.len())
+                .filter(|&i| q.slots[i].alive)
+                .min_by_key(|&i| q.slots[i].workload()),
         }
     }
 
