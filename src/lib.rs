@@ -7,6 +7,7 @@ mod isolate;
 mod oneshot;
 mod pending;
 pub mod pool;
+pub mod schedule;
 pub mod port;
 mod run;
 pub mod supervisor;

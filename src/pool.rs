@@ -914,21 +914,46 @@ impl<W: Worker> Pool<W> {
     /// assert_eq!(pool.submit(1).wait(), Ok(1)); // the replacement works
     /// ```
     pub fn kill_worker(&self, index: usize) -> bool {
+        self.kill_slot(|slot| slot.alive, Some(index))
+    }
+
+    /// Abandons the worker running task `task_id` (as
+    /// [`kill_worker`](Self::kill_worker)); whether one ran it.
+    pub(crate) fn kill_task(&self, task_id: u64) -> bool {
+        self.kill_slot(
+            |slot| slot.alive && slot.running.as_ref().is_some_and(|r| r.cell.id == task_id),
+            None,
+        )
+    }
+
+    /// Whether a worker is still running task `task_id` (a task whose
+    /// handle resolved by deadline or cancel may still be running).
+    pub(crate) fn is_running(&self, task_id: u64) -> bool {
+        let q = self.inner.queue.lock();
+        q.slots
+            .iter()
+            .any(|s| s.alive && s.running.as_ref().is_some_and(|r| r.cell.id == task_id))
+    }
+
+    /// Kills the first slot (or slot `only`) that `pick` chooses, under
+    /// the queue lock so the choice and the kill are one step.
+    fn kill_slot(&self, pick: impl Fn(&Slot) -> bool, only: Option<usize>) -> bool {
         let inner = &self.inner;
         let lost = {
             let mut q = inner.queue.lock();
-            let Some(slot) = q.slots.get_mut(index) else {
+            let found = match only {
+                Some(i) => q.slots.get(i).filter(|s| pick(s)).map(|_| i),
+                None => q.slots.iter().position(&pick),
+            };
+            let Some(index) = found else {
                 return false;
             };
-            if !slot.alive {
-                return false;
-            }
-            let running = slot.running.take();
+            let running = q.slots[index].running.take();
             // The old thread sees the new generation and leaves; the slot
             // stays alive for the next one.
-            (running, q.occupy(index))
+            (running, q.occupy(index), index)
         };
-        let (lost, generation) = lost;
+        let (lost, generation, index) = lost;
         if let Some(running) = lost {
             inner.lost(running, "killed by Pool::kill_worker".into());
         }

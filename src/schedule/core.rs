@@ -1,0 +1,912 @@
+//! The scheduler: one thread that owns the works, the store and the runs.
+//!
+//! Every change to a work happens here, so the state machine needs no
+//! locks. Each turn handles the events that arrived, starts the works that
+//! are due, then writes every changed work in one store transaction before
+//! it answers the callers whose change that transaction made durable.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel as cb;
+use parking_lot::{Mutex, RwLock};
+
+use super::clock::{Clock, dur_ms, from_ms};
+use super::constraint::Constraint;
+use super::handler::{Registry, RunOutput, RunRequest, Runner};
+use super::request::{Enqueued, ExistingWork, WorkId, WorkInfo, WorkQuery, WorkState};
+use super::store::{Record, WorkStore};
+use super::{Spec, WorkError};
+use crate::error::TaskError;
+use crate::pool::{Pool, Task, TaskHandle};
+use crate::unwind;
+
+/// How often a failed store write is tried again.
+const STORE_RETRY: Duration = Duration::from_secs(1);
+/// How often a run told to stop is checked for having stopped.
+const STOP_CHECK: Duration = Duration::from_millis(20);
+/// How often (on the work clock) finished work is looked at for pruning.
+const PRUNE_EVERY: i64 = 60_000;
+
+/// A reply sent once the change it reports is in the store.
+type Reply = Box<dyn FnOnce() + Send>;
+
+/// What reaches the scheduler thread.
+pub(crate) enum Event {
+    Enqueue {
+        stages: Vec<Vec<Spec>>,
+        unique: Option<(String, ExistingWork)>,
+        caller: Option<u64>,
+        reply: cb::Sender<Result<Enqueued, WorkError>>,
+    },
+    Cancel {
+        query: WorkQuery,
+        reply: cb::Sender<Result<usize, WorkError>>,
+    },
+    Watch {
+        query: WorkQuery,
+        to: cb::Sender<WorkInfo>,
+    },
+    Done {
+        work: u64,
+        task: u64,
+    },
+    Progress {
+        work: u64,
+        task: u64,
+        bytes: Vec<u8>,
+    },
+    Tick,
+    Shutdown,
+}
+
+/// Settings the scheduler needs.
+pub(crate) struct Settings {
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) constraints: HashMap<String, Arc<dyn Constraint>>,
+    pub(crate) max_running: usize,
+    pub(crate) time_limit: Duration,
+    pub(crate) stop_grace: Duration,
+    pub(crate) constraint_poll: Duration,
+    pub(crate) keep_finished: Duration,
+}
+
+/// A run in progress.
+struct Run {
+    task: u64,
+    handle: TaskHandle<Runner>,
+}
+
+pub(crate) struct Core {
+    store: WorkStore,
+    settings: Settings,
+    pool: Pool<Runner>,
+    registry: Arc<Registry>,
+    records: HashMap<u64, Record>,
+    /// Prerequisite → the works waiting for it.
+    dependents: HashMap<u64, Vec<u64>>,
+    unique: HashMap<String, Vec<u64>>,
+    /// Enqueued works by earliest start.
+    due: BTreeSet<(i64, u64)>,
+    running: HashMap<u64, Run>,
+    /// Works whose last run passed its limit and may still be running:
+    /// (task, when to abandon its worker). They do not start again before
+    /// it stopped.
+    stopping: HashMap<u64, (u64, Instant)>,
+    next_id: u64,
+    dirty: HashSet<u64>,
+    deleted: Vec<u64>,
+    replies: Vec<Reply>,
+    watchers: Vec<(WorkQuery, cb::Sender<WorkInfo>)>,
+    infos: Arc<RwLock<HashMap<u64, WorkInfo>>>,
+    store_error: Arc<StoreErrorSlot>,
+    next_prune: i64,
+    /// Handlers or constraints missing for stored work, warned once.
+    warned: HashSet<String>,
+    stopping_down: bool,
+}
+
+impl Core {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        store: WorkStore,
+        settings: Settings,
+        pool: Pool<Runner>,
+        registry: Arc<Registry>,
+        records: Vec<Record>,
+        next_id: u64,
+        infos: Arc<RwLock<HashMap<u64, WorkInfo>>>,
+        store_error: Arc<StoreErrorSlot>,
+    ) -> Self {
+        let mut core = Core {
+            store,
+            settings,
+            pool,
+            registry,
+            records: HashMap::new(),
+            dependents: HashMap::new(),
+            unique: HashMap::new(),
+            due: BTreeSet::new(),
+            running: HashMap::new(),
+            stopping: HashMap::new(),
+            next_id,
+            dirty: HashSet::new(),
+            deleted: Vec::new(),
+            replies: Vec::new(),
+            watchers: Vec::new(),
+            infos,
+            store_error,
+            next_prune: 0,
+            warned: HashSet::new(),
+            stopping_down: false,
+        };
+        let now = core.now();
+        for mut rec in records {
+            if rec.state == WorkState::Running {
+                // Interrupted by a crash or a kill: it runs again.
+                rec.state = WorkState::Enqueued;
+                rec.next_run_at = rec.next_run_at.min(now);
+                core.dirty.insert(rec.id);
+            }
+            core.insert(rec);
+        }
+        core.infos
+            .write()
+            .extend(core.records.values().map(|r| (r.id, r.info())));
+        core
+    }
+
+    fn now(&self) -> i64 {
+        super::clock::to_ms(self.settings.clock.now())
+    }
+
+    /// Adds a record to the indexes.
+    fn insert(&mut self, rec: Record) {
+        for &p in &rec.prerequisites {
+            self.dependents.entry(p).or_default().push(rec.id);
+        }
+        if let Some(name) = &rec.unique {
+            self.unique.entry(name.clone()).or_default().push(rec.id);
+        }
+        if rec.state == WorkState::Enqueued {
+            self.due.insert((rec.next_run_at, rec.id));
+        }
+        self.records.insert(rec.id, rec);
+    }
+
+    /// Changes a record, keeping the due index right and marking it for
+    /// the store.
+    fn update(&mut self, id: u64, f: impl FnOnce(&mut Record)) {
+        let Some(rec) = self.records.get_mut(&id) else {
+            return;
+        };
+        if rec.state == WorkState::Enqueued {
+            self.due.remove(&(rec.next_run_at, id));
+        }
+        f(rec);
+        if rec.state == WorkState::Enqueued {
+            self.due.insert((rec.next_run_at, id));
+        }
+        self.dirty.insert(id);
+    }
+
+    /// The thread's loop; returns when shut down.
+    pub(crate) fn run(mut self, events: cb::Receiver<Event>) {
+        let mut wait: Option<Duration> = Some(Duration::ZERO);
+        loop {
+            let first = match wait {
+                Some(d) => events.recv_timeout(d).map_err(|e| e.is_disconnected()),
+                None => events.recv().map_err(|_| true),
+            };
+            match first {
+                Ok(event) => self.handle(event),
+                Err(true) => self.stopping_down = true,
+                Err(false) => {}
+            }
+            // Take what else arrived, in bounded batches.
+            for _ in 0..4096 {
+                match events.try_recv() {
+                    Ok(event) => self.handle(event),
+                    Err(_) => break,
+                }
+            }
+            if self.stopping_down {
+                self.shut_down();
+                return;
+            }
+            let now = self.now();
+            self.check_stopping();
+            let next = self.dispatch(now);
+            self.prune(now);
+            let flushed = self.flush();
+            wait = self.next_wait(now, next, flushed);
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Enqueue {
+                stages,
+                unique,
+                caller,
+                reply,
+            } => {
+                let outcome = self.enqueue(stages, unique, caller);
+                self.replies.push(Box::new(move || {
+                    let _ = reply.send(outcome);
+                }));
+            }
+            Event::Cancel { query, reply } => {
+                let n = self.cancel(&query);
+                self.replies.push(Box::new(move || {
+                    let _ = reply.send(Ok(n));
+                }));
+            }
+            Event::Watch { query, to } => {
+                let mut matching: Vec<_> = self
+                    .records
+                    .values()
+                    .map(Record::info)
+                    .filter(|i| query.matches(i))
+                    .collect();
+                matching.sort_by_key(|i| i.id);
+                if matching.into_iter().all(|i| to.send(i).is_ok()) {
+                    self.watchers.push((query, to));
+                }
+            }
+            Event::Done { work, task } => self.finished(work, task),
+            Event::Progress { work, task, bytes } => {
+                // Only from the run in progress: a stopped run's late
+                // progress is dropped.
+                if self.running.get(&work).is_some_and(|r| r.task == task) {
+                    self.update(work, |r| r.progress = Some(bytes));
+                }
+            }
+            Event::Tick => {}
+            Event::Shutdown => self.stopping_down = true,
+        }
+    }
+
+    // ---- enqueueing ------------------------------------------------------
+
+    fn enqueue(
+        &mut self,
+        stages: Vec<Vec<Spec>>,
+        unique: Option<(String, ExistingWork)>,
+        caller: Option<u64>,
+    ) -> Result<Enqueued, WorkError> {
+        let mut after: Vec<u64> = Vec::new();
+        if let Some((name, policy)) = &unique {
+            let existing: Vec<u64> = self
+                .unique
+                .get(name)
+                .map(|ids| ids.iter().copied().filter(|id| self.records.contains_key(id)).collect())
+                .unwrap_or_default();
+            let unfinished: Vec<u64> = existing
+                .iter()
+                .copied()
+                .filter(|id| !self.records[id].state.is_finished())
+                .collect();
+            let periodic = stages[0][0].periodic.is_some();
+            let mut policy = *policy;
+            if policy == ExistingWork::AppendOrReplace {
+                let leaves = self.leaves(&existing);
+                let broken = leaves.iter().any(|id| {
+                    matches!(self.records[id].state, WorkState::Failed | WorkState::Cancelled)
+                });
+                policy = if broken { ExistingWork::Replace } else { ExistingWork::Append };
+            }
+            match policy {
+                ExistingWork::Keep if !unfinished.is_empty() => {
+                    return Ok(Enqueued::Kept(unfinished.into_iter().map(WorkId).collect()));
+                }
+                ExistingWork::Update if !unfinished.is_empty() => {
+                    let target = *unfinished.iter().max().expect("not empty");
+                    if self.records[&target].periodic.is_some() != periodic {
+                        return Err(WorkError::Invalid(format!(
+                            "{} under {name:?} is {} work; UPDATE cannot turn it into {} work: \
+                             use REPLACE",
+                            WorkId(target),
+                            if periodic { "one-off" } else { "periodic" },
+                            if periodic { "periodic" } else { "one-off" },
+                        )));
+                    }
+                    let spec = stages.into_iter().next().and_then(|s| s.into_iter().next());
+                    let spec = spec.expect("validated: one request");
+                    self.update_in_place(target, spec);
+                    return Ok(Enqueued::Updated(WorkId(target)));
+                }
+                ExistingWork::Append => {
+                    after = self.leaves(&existing);
+                }
+                ExistingWork::Replace => {
+                    for id in unfinished {
+                        let self_running = caller == Some(id) && self.running.contains_key(&id);
+                        if !self_running {
+                            self.cancel_one(id, "replaced by new work under its unique name");
+                        }
+                    }
+                    self.release_name(name, &existing);
+                }
+                // Keep or Update with nothing unfinished: start fresh.
+                _ => self.release_name(name, &existing),
+            }
+        }
+        let now = self.now();
+        let name = unique.map(|(n, _)| n);
+        let mut ids = Vec::new();
+        let mut prev = after;
+        for stage in stages {
+            let mut this = Vec::new();
+            for spec in stage {
+                let id = self.next_id;
+                self.next_id += 1;
+                let rec = new_record(id, spec, name.clone(), prev.clone(), now);
+                self.insert(rec);
+                self.dirty.insert(id);
+                if !prev.is_empty() {
+                    self.resolve_blocked(id, now);
+                }
+                this.push(id);
+                ids.push(WorkId(id));
+            }
+            prev = this;
+        }
+        Ok(Enqueued::New(ids))
+    }
+
+    /// Works among `ids` that no other work among them waits for.
+    fn leaves(&self, ids: &[u64]) -> Vec<u64> {
+        let set: HashSet<u64> = ids.iter().copied().collect();
+        ids.iter()
+            .copied()
+            .filter(|id| {
+                self.dependents
+                    .get(id)
+                    .is_none_or(|ds| !ds.iter().any(|d| set.contains(d)))
+            })
+            .collect()
+    }
+
+    /// Takes the unique name off `ids`: new work has it now.
+    fn release_name(&mut self, name: &str, ids: &[u64]) {
+        self.unique.remove(name);
+        for &id in ids {
+            self.update(id, |r| r.unique = None);
+        }
+    }
+
+    fn update_in_place(&mut self, id: u64, spec: Spec) {
+        let now = self.now();
+        self.update(id, |r| {
+            r.handler = spec.handler;
+            if spec.input.is_some() {
+                r.input = spec.input;
+            }
+            r.tags = spec.tags;
+            r.constraints = spec.constraints;
+            r.backoff = spec.backoff;
+            r.time_limit = spec.time_limit;
+            r.initial_delay = spec.initial_delay;
+            r.periodic = spec.periodic;
+            if r.state == WorkState::Enqueued && r.retries == 0 {
+                r.next_run_at = match r.periodic {
+                    // Keeps its timing: same period, new window.
+                    Some((interval, flex)) => r.period_start + (interval - flex),
+                    None => (r.enqueued_at + r.initial_delay).max(now.min(r.next_run_at)),
+                };
+            }
+        });
+    }
+
+    /// Decides a blocked work's fate from its prerequisites.
+    fn resolve_blocked(&mut self, id: u64, now: i64) {
+        let Some(rec) = self.records.get(&id) else {
+            return;
+        };
+        if rec.state != WorkState::Blocked {
+            return;
+        }
+        let states: Vec<(u64, WorkState)> = rec
+            .prerequisites
+            .iter()
+            .map(|p| (*p, self.records.get(p).map_or(WorkState::Succeeded, |r| r.state)))
+            .collect();
+        if let Some((p, _)) = states.iter().find(|(_, s)| *s == WorkState::Cancelled) {
+            let why = format!("its prerequisite {} was cancelled", WorkId(*p));
+            self.cancel_one(id, &why);
+        } else if let Some((p, _)) = states.iter().find(|(_, s)| *s == WorkState::Failed) {
+            let why = format!("its prerequisite {} failed", WorkId(*p));
+            self.fail_one(id, why, now);
+        } else if states.iter().all(|(_, s)| *s == WorkState::Succeeded) {
+            let first_output = rec
+                .prerequisites
+                .first()
+                .and_then(|p| self.records.get(p))
+                .and_then(|p| p.output.clone());
+            self.update(id, |r| {
+                if r.input.is_none() {
+                    r.input = first_output;
+                }
+                r.state = WorkState::Enqueued;
+                r.enqueued_at = now;
+                r.next_run_at = now + r.initial_delay;
+            });
+        }
+    }
+
+    // ---- cancelling ------------------------------------------------------
+
+    fn cancel(&mut self, query: &WorkQuery) -> usize {
+        let mut targets: Vec<u64> = self
+            .records
+            .values()
+            .filter(|r| !r.state.is_finished() && query.matches(&r.info()))
+            .map(|r| r.id)
+            .collect();
+        targets.sort_unstable();
+        let before = self.count_finished(WorkState::Cancelled);
+        for id in targets {
+            self.cancel_one(id, "cancelled");
+        }
+        self.count_finished(WorkState::Cancelled) - before
+    }
+
+    fn count_finished(&self, state: WorkState) -> usize {
+        self.records.values().filter(|r| r.state == state).count()
+    }
+
+    /// Cancels one unfinished work and, after it, the works waiting on it.
+    fn cancel_one(&mut self, id: u64, why: &str) {
+        let now = self.now();
+        let Some(rec) = self.records.get(&id) else {
+            return;
+        };
+        if rec.state.is_finished() {
+            return;
+        }
+        if let Some(run) = self.running.remove(&id) {
+            run.handle.cancel();
+            self.stopping
+                .insert(id, (run.task, Instant::now() + self.settings.stop_grace));
+        }
+        self.update(id, |r| {
+            r.state = WorkState::Cancelled;
+            r.finished_at = Some(now);
+            if why != "cancelled" {
+                r.failure = Some(why.to_owned());
+            }
+        });
+        for d in self.dependents.get(&id).cloned().unwrap_or_default() {
+            self.resolve_blocked(d, now);
+        }
+    }
+
+    // ---- running ---------------------------------------------------------
+
+    /// Starts due works while there is room; returns the earliest future
+    /// start, and whether work waits on a constraint.
+    fn dispatch(&mut self, now: i64) -> (Option<i64>, bool) {
+        let mut waiting_constraint = false;
+        let mut verdicts: HashMap<String, bool> = HashMap::new();
+        let mut start = Vec::new();
+        let room = self.settings.max_running.saturating_sub(self.running.len());
+        for &(at, id) in &self.due {
+            if at > now {
+                return self.start_all(start, Some(at), waiting_constraint);
+            }
+            if start.len() >= room {
+                break;
+            }
+            if self.stopping.contains_key(&id) {
+                continue;
+            }
+            let rec = &self.records[&id];
+            if !self.registry.handlers.contains_key(&rec.handler) {
+                if self.warned.insert(format!("h:{}", rec.handler)) {
+                    tracing::warn!(target: "isolates", work = %WorkId(id), handler = %rec.handler,
+                        "stored work names a handler this program does not register; it waits");
+                }
+                continue;
+            }
+            let mut holds = true;
+            for name in &rec.constraints {
+                let verdict = match verdicts.get(name) {
+                    Some(&v) => v,
+                    None => {
+                        let v = match self.settings.constraints.get(name) {
+                            Some(c) => unwind::catch(|| c.holds()).unwrap_or(false),
+                            None => {
+                                if self.warned.insert(format!("c:{name}")) {
+                                    tracing::warn!(target: "isolates", constraint = %name,
+                                        "stored work names a constraint this program does not \
+                                         register; it waits");
+                                }
+                                false
+                            }
+                        };
+                        verdicts.insert(name.clone(), v);
+                        v
+                    }
+                };
+                if !verdict {
+                    holds = false;
+                    break;
+                }
+            }
+            if !holds {
+                waiting_constraint = true;
+                continue;
+            }
+            start.push(id);
+        }
+        self.start_all(start, None, waiting_constraint)
+    }
+
+    fn start_all(
+        &mut self,
+        ids: Vec<u64>,
+        next: Option<i64>,
+        waiting_constraint: bool,
+    ) -> (Option<i64>, bool) {
+        for id in ids {
+            self.start(id);
+        }
+        (next, waiting_constraint)
+    }
+
+    fn start(&mut self, id: u64) {
+        self.update(id, |r| {
+            r.state = WorkState::Running;
+            r.attempts = r.attempts.saturating_add(1);
+        });
+        let rec = &self.records[&id];
+        let limit = rec.time_limit.unwrap_or(self.settings.time_limit);
+        let request = RunRequest {
+            work: id,
+            handler: rec.handler.clone(),
+            input: rec.input.clone().unwrap_or_default(),
+            attempt: rec.attempts,
+        };
+        let handle = self.pool.submit_task(Task::new(request).timeout(limit));
+        let task = handle.id();
+        let events = self.registry.events.clone();
+        handle.cell.on_resolve(Box::new(move |task| {
+            let _ = events.send(Event::Done { work: id, task });
+        }));
+        self.running.insert(id, Run { task, handle });
+    }
+
+    /// A run resolved.
+    fn finished(&mut self, work: u64, task: u64) {
+        if self.running.get(&work).is_none_or(|r| r.task != task) {
+            return; // cancelled or shut down: already accounted for
+        }
+        let mut run = self.running.remove(&work).expect("checked");
+        let now = self.now();
+        let Some(result) = run.handle.try_take() else {
+            return;
+        };
+        match result {
+            Ok(RunOutput::Success(bytes)) => self.succeed(work, bytes, now),
+            Ok(RunOutput::Retry) => self.retry(work, None, now),
+            Ok(RunOutput::Failure(why)) => self.fail_one(work, why, now),
+            Err(TaskError::TimedOut) => {
+                if self.pool.is_running(task) {
+                    self.stopping
+                        .insert(work, (task, Instant::now() + self.settings.stop_grace));
+                }
+                let limit = self.records[&work]
+                    .time_limit
+                    .unwrap_or(self.settings.time_limit);
+                let why = format!("the run passed its time limit of {limit:?}");
+                self.retry(work, Some(why), now);
+                let info = self.records[&work].info();
+                if let Some(h) = self.registry.handlers.get(&info.handler).cloned()
+                    && let Err(p) = unwind::catch(|| h.on_timeout(&info))
+                {
+                    tracing::warn!(target: "isolates", work = %info.id, panic = %p.message,
+                        "a handler's on_timeout panicked");
+                }
+            }
+            Err(TaskError::Panicked(m)) => {
+                self.fail_one(work, format!("the handler panicked: {m}"), now);
+            }
+            Err(TaskError::Failed(why)) => self.fail_one(work, why, now),
+            Err(TaskError::Codec(e)) => {
+                self.fail_one(work, format!("the run's data could not be carried: {e}"), now);
+            }
+            Err(TaskError::WorkerLost(why)) => {
+                self.retry(work, Some(format!("its worker was lost: {why}")), now);
+            }
+            Err(TaskError::PoolClosed | TaskError::Rejected) => {
+                // Not run: back in line as it was.
+                self.update(work, |r| r.state = WorkState::Enqueued);
+            }
+            Err(TaskError::Cancelled | TaskError::AlreadyTaken) => {}
+        }
+    }
+
+    fn succeed(&mut self, id: u64, output: Vec<u8>, now: i64) {
+        let periodic = self.records[&id].periodic.is_some();
+        self.update(id, |r| {
+            r.output = Some(output);
+            r.failure = None;
+            r.retries = 0;
+            if periodic {
+                next_period(r, now);
+            } else {
+                r.state = WorkState::Succeeded;
+                r.finished_at = Some(now);
+            }
+        });
+        for d in self.dependents.get(&id).cloned().unwrap_or_default() {
+            self.resolve_blocked(d, now);
+        }
+    }
+
+    fn retry(&mut self, id: u64, why: Option<String>, now: i64) {
+        self.update(id, |r| {
+            r.retries = r.retries.saturating_add(1);
+            r.state = WorkState::Enqueued;
+            r.next_run_at = now.saturating_add(dur_ms(r.backoff.delay_after(r.retries)));
+            r.failure = why;
+        });
+    }
+
+    /// Fails one-off work and its dependents; periodic work waits for its
+    /// next period.
+    fn fail_one(&mut self, id: u64, why: String, now: i64) {
+        let Some(rec) = self.records.get(&id) else {
+            return;
+        };
+        if rec.state.is_finished() {
+            return;
+        }
+        if let Some(run) = self.running.remove(&id) {
+            run.handle.cancel();
+        }
+        let periodic = rec.periodic.is_some();
+        self.update(id, |r| {
+            r.failure = Some(why);
+            r.retries = 0;
+            if periodic {
+                next_period(r, now);
+            } else {
+                r.state = WorkState::Failed;
+                r.finished_at = Some(now);
+            }
+        });
+        for d in self.dependents.get(&id).cloned().unwrap_or_default() {
+            self.resolve_blocked(d, now);
+        }
+    }
+
+    /// Abandons the workers of runs that did not stop within their grace.
+    fn check_stopping(&mut self) {
+        if self.stopping.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let pool = &self.pool;
+        self.stopping.retain(|work, (task, kill_at)| {
+            if !pool.is_running(*task) {
+                return false;
+            }
+            if now >= *kill_at {
+                tracing::warn!(target: "isolates", work = %WorkId(*work),
+                    "a run did not stop within its grace period; its worker is abandoned");
+                pool.kill_task(*task);
+                return false;
+            }
+            true
+        });
+    }
+
+    /// Deletes finished work older than the retention, once nothing
+    /// unfinished waits on it.
+    fn prune(&mut self, now: i64) {
+        if now < self.next_prune {
+            return;
+        }
+        self.next_prune = now + PRUNE_EVERY;
+        let keep = dur_ms(self.settings.keep_finished);
+        let old: Vec<u64> = self
+            .records
+            .values()
+            .filter(|r| r.finished_at.is_some_and(|f| f.saturating_add(keep) <= now))
+            .map(|r| r.id)
+            .filter(|id| {
+                self.dependents.get(id).is_none_or(|ds| {
+                    ds.iter()
+                        .all(|d| self.records.get(d).is_none_or(|r| r.state.is_finished()))
+                })
+            })
+            .collect();
+        for id in old {
+            let Some(rec) = self.records.remove(&id) else {
+                continue;
+            };
+            if let Some(name) = &rec.unique
+                && let Some(ids) = self.unique.get_mut(name)
+            {
+                ids.retain(|&i| i != id);
+                if ids.is_empty() {
+                    self.unique.remove(name);
+                }
+            }
+            self.dependents.remove(&id);
+            self.dirty.remove(&id);
+            self.deleted.push(id);
+        }
+    }
+
+    /// Writes what changed; on success publishes it and sends the replies
+    /// it makes true. Returns whether everything is written.
+    fn flush(&mut self) -> bool {
+        if self.dirty.is_empty() && self.deleted.is_empty() {
+            self.send_replies();
+            return true;
+        }
+        let records = &self.records;
+        let puts = self.dirty.iter().filter_map(|id| records.get(id));
+        if let Err(e) = self.store.write(puts, &self.deleted) {
+            tracing::error!(target: "isolates", error = %e,
+                "the work store could not be written; retrying");
+            self.store_error.set(Some(e));
+            return false;
+        }
+        self.store_error.set(None);
+        let changed: Vec<WorkInfo> = self
+            .dirty
+            .drain()
+            .filter_map(|id| records.get(&id).map(Record::info))
+            .collect();
+        {
+            let mut infos = self.infos.write();
+            for id in self.deleted.drain(..) {
+                infos.remove(&id);
+            }
+            for info in &changed {
+                infos.insert(info.id.0, info.clone());
+            }
+        }
+        if !self.watchers.is_empty() {
+            let mut changed = changed;
+            changed.sort_by_key(|i| i.id);
+            self.watchers.retain(|(query, to)| {
+                changed
+                    .iter()
+                    .filter(|i| query.matches(i))
+                    .all(|i| to.send(i.clone()).is_ok())
+            });
+        }
+        self.send_replies();
+        true
+    }
+
+    fn send_replies(&mut self) {
+        for reply in self.replies.drain(..) {
+            reply();
+        }
+    }
+
+    /// How long to wait for events before the next turn (`None`: until one
+    /// arrives).
+    fn next_wait(&self, now: i64, (next, waiting): (Option<i64>, bool), flushed: bool) -> Option<Duration> {
+        let mut wait: Option<Duration> = None;
+        let mut at_most = |d: Duration| wait = Some(wait.map_or(d, |w| w.min(d)));
+        if let Some(at) = next {
+            if let Some(d) = self.settings.clock.real_wait(from_ms(at)) {
+                at_most(d);
+            }
+            let _ = now;
+        }
+        if waiting {
+            at_most(self.settings.constraint_poll);
+        }
+        if !self.stopping.is_empty() {
+            at_most(STOP_CHECK);
+        }
+        if !flushed {
+            at_most(STORE_RETRY);
+        }
+        if self.next_prune > now
+            && let Some(d) = self.settings.clock.real_wait(from_ms(self.next_prune))
+        {
+            at_most(d);
+        }
+        wait
+    }
+
+    /// Stops: runs in progress are told to stop and go back to enqueued
+    /// (they run again on the next start), and the store is written.
+    fn shut_down(&mut self) {
+        let running: Vec<u64> = self.running.keys().copied().collect();
+        for id in running {
+            if let Some(run) = self.running.remove(&id) {
+                run.handle.cancel();
+            }
+            self.update(id, |r| r.state = WorkState::Enqueued);
+        }
+        self.pool.shutdown();
+        if !self.flush() {
+            tracing::error!(target: "isolates",
+                "the work store could not be written at shutdown; the last changes are lost");
+            self.send_replies();
+        }
+        for reply in self.replies.drain(..) {
+            reply();
+        }
+    }
+}
+
+/// A new work's record, blocked if it has prerequisites.
+fn new_record(id: u64, spec: Spec, unique: Option<String>, prerequisites: Vec<u64>, now: i64) -> Record {
+    let start = now.saturating_add(spec.initial_delay);
+    let next_run_at = match spec.periodic {
+        Some((interval, flex)) => start + (interval - flex),
+        None => start,
+    };
+    Record {
+        id,
+        handler: spec.handler,
+        state: if prerequisites.is_empty() {
+            WorkState::Enqueued
+        } else {
+            WorkState::Blocked
+        },
+        input: spec.input,
+        output: None,
+        progress: None,
+        tags: spec.tags,
+        unique,
+        periodic: spec.periodic,
+        period_start: start,
+        initial_delay: spec.initial_delay,
+        enqueued_at: now,
+        backoff: spec.backoff,
+        constraints: spec.constraints,
+        time_limit: spec.time_limit,
+        attempts: 0,
+        retries: 0,
+        periods: 0,
+        next_run_at,
+        finished_at: None,
+        prerequisites,
+        failure: None,
+    }
+}
+
+/// Moves periodic work to its next period, skipping periods missed whole
+/// (the process was down): at most one run per period.
+fn next_period(r: &mut Record, now: i64) {
+    let Some((interval, flex)) = r.periodic else {
+        return;
+    };
+    let interval = interval.max(1);
+    let mut start = r.period_start.saturating_add(interval);
+    if now >= start.saturating_add(interval) {
+        start += (now - start) / interval * interval;
+    }
+    r.period_start = start;
+    r.periods = r.periods.saturating_add(1);
+    r.state = WorkState::Enqueued;
+    r.next_run_at = start + (interval - flex);
+}
+
+/// The last store write error, for the app to read; cleared by a write
+/// that works.
+#[derive(Default)]
+pub(crate) struct StoreErrorSlot(Mutex<Option<super::StoreError>>);
+
+impl StoreErrorSlot {
+    fn set(&self, e: Option<super::StoreError>) {
+        *self.0.lock() = e;
+    }
+
+    pub(crate) fn get(&self) -> Option<super::StoreError> {
+        self.0.lock().clone()
+    }
+}

@@ -1,0 +1,343 @@
+//! The app's handlers and the pool worker that runs them.
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crossbeam_channel as cb;
+use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::core::Event;
+use super::request::{WorkId, WorkInfo};
+use crate::codec::{Bincode, Codec};
+use crate::pool::{TaskContext, Worker};
+
+/// How one run of a work ended (Android's `Result`).
+///
+/// # Examples
+///
+/// ```
+/// use isolates::schedule::WorkResult;
+/// let r: WorkResult<u32> = WorkResult::Retry;
+/// assert_ne!(r, WorkResult::Success(1));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WorkResult<T> {
+    /// Done, with this output. Periodic work waits for its next period.
+    Success(T),
+    /// Try again after the work's backoff.
+    Retry,
+    /// Give up with this reason: one-off work fails (and the rest of its
+    /// chain); periodic work waits for its next period.
+    Failure(String),
+}
+
+/// The code that runs a kind of work, registered under a name with
+/// [`WorkManagerBuilder::handler`](super::WorkManagerBuilder::handler).
+///
+/// Handlers run on the work manager's pool of worker isolates: input and
+/// output cross as encoded bytes. A panic counts as a failure.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use isolates::schedule::*;
+///
+/// struct Fetch;
+/// impl Handler for Fetch {
+///     type Input = String;
+///     type Output = usize;
+///     fn run(&self, url: String, work: &WorkContext<'_>) -> WorkResult<usize> {
+///         if work.is_stopped() { return WorkResult::Retry; }
+///         WorkResult::Success(url.len())
+///     }
+///     fn on_timeout(&self, info: &WorkInfo) {
+///         eprintln!("{} ran out of time", info.id);
+///     }
+/// }
+///
+/// let manager = WorkManager::builder(WorkStore::in_memory().unwrap())
+///     .handler("fetch", Fetch)
+///     .build()
+///     .unwrap();
+/// let ids = manager.enqueue(WorkRequest::once("fetch").input("https://x.y")).wait().unwrap();
+/// let info = manager.wait_finished(ids.ids()[0], Duration::from_secs(10)).unwrap();
+/// assert_eq!(info.output::<usize>(), Some(Ok(11)));
+/// ```
+pub trait Handler: Send + Sync + 'static {
+    /// The work's input.
+    type Input: DeserializeOwned;
+    /// A successful run's output.
+    type Output: Serialize;
+
+    /// Runs the work once.
+    fn run(&self, input: Self::Input, work: &WorkContext<'_>) -> WorkResult<Self::Output>;
+
+    /// Called (on the scheduler's thread: keep it short) when a run passes
+    /// its time limit, after the run was told to stop.
+    fn on_timeout(&self, info: &WorkInfo) {
+        let _ = info;
+    }
+}
+
+/// A handler made of a function (see
+/// [`WorkManagerBuilder::handler_fn`](super::WorkManagerBuilder::handler_fn)).
+pub(crate) struct FnHandler<F, I, O> {
+    f: F,
+    _types: PhantomData<fn(I) -> O>,
+}
+
+impl<F, I, O> FnHandler<F, I, O> {
+    pub(crate) fn new(f: F) -> Self {
+        FnHandler {
+            f,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<F, I, O> Handler for FnHandler<F, I, O>
+where
+    F: Fn(I, &WorkContext<'_>) -> WorkResult<O> + Send + Sync + 'static,
+    I: DeserializeOwned + 'static,
+    O: Serialize + 'static,
+{
+    type Input = I;
+    type Output = O;
+
+    fn run(&self, input: I, work: &WorkContext<'_>) -> WorkResult<O> {
+        (self.f)(input, work)
+    }
+}
+
+/// What a running handler can see and say.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use isolates::schedule::*;
+///
+/// let manager = WorkManager::builder(WorkStore::in_memory().unwrap())
+///     .handler_fn("count", |n: u32, work: &WorkContext<'_>| {
+///         for i in 1..=n {
+///             work.set_progress(&i);
+///         }
+///         WorkResult::Success(work.attempt())
+///     })
+///     .build()
+///     .unwrap();
+/// let id = manager.enqueue(WorkRequest::once("count").input(&3u32)).wait().unwrap().ids()[0];
+/// let info = manager.wait_finished(id, Duration::from_secs(10)).unwrap();
+/// assert_eq!(info.progress::<u32>(), Some(Ok(3)));
+/// assert_eq!(info.output::<u32>(), Some(Ok(1)));
+/// ```
+pub struct WorkContext<'a> {
+    pub(crate) id: WorkId,
+    pub(crate) attempt: u32,
+    pub(crate) task: &'a TaskContext<'a, Runner>,
+    pub(crate) registry: &'a Registry,
+}
+
+impl fmt::Debug for WorkContext<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkContext")
+            .field("id", &self.id)
+            .field("attempt", &self.attempt)
+            .finish()
+    }
+}
+
+impl WorkContext<'_> {
+    /// The work's id.
+    ///
+    /// # Examples
+    ///
+    /// See [`WorkContext`].
+    pub fn id(&self) -> WorkId {
+        self.id
+    }
+
+    /// Which run this is, from 1 (runs interrupted by a crash count too).
+    ///
+    /// # Examples
+    ///
+    /// See [`WorkContext`].
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// Whether the run should stop: it was cancelled, or passed its time
+    /// limit. A handler doing long work checks it and returns.
+    ///
+    /// # Examples
+    ///
+    /// See [`Handler`].
+    pub fn is_stopped(&self) -> bool {
+        self.task.is_cancelled()
+    }
+
+    /// Stores `progress` for observers ([`WorkInfo::progress`]). Progress
+    /// that cannot be encoded, or is over the data limit, is dropped with
+    /// a warning.
+    ///
+    /// # Examples
+    ///
+    /// See [`WorkContext`].
+    pub fn set_progress<T: Serialize + ?Sized>(&self, progress: &T) {
+        let mut bytes = Vec::new();
+        match Bincode::new().encode(progress, &mut bytes) {
+            Ok(()) if bytes.len() <= self.registry.data_limit => {
+                let _ = self.registry.events.send(Event::Progress {
+                    work: self.id.0,
+                    task: self.task.id(),
+                    bytes,
+                });
+            }
+            Ok(()) => tracing::warn!(target: "isolates", work = %self.id, size = bytes.len(),
+                limit = self.registry.data_limit, "progress over the data limit dropped"),
+            Err(e) => tracing::warn!(target: "isolates", work = %self.id, error = %e,
+                "progress that cannot be encoded dropped"),
+        }
+    }
+}
+
+/// A handler with its types erased: bytes in, an outcome out.
+pub(crate) trait ErasedHandler: Send + Sync {
+    fn run(&self, input: &[u8], work: &WorkContext<'_>) -> RunOutput;
+    fn on_timeout(&self, info: &WorkInfo);
+}
+
+impl<H: Handler> ErasedHandler for H {
+    fn run(&self, input: &[u8], work: &WorkContext<'_>) -> RunOutput {
+        let codec = Bincode::new();
+        // Work without input has none: `()` decodes from it, another
+        // type fails here with a clear reason.
+        let input = match codec.decode::<H::Input>(input) {
+            Ok(input) => input,
+            Err(e) => return RunOutput::Failure(format!("the input could not be decoded: {e}")),
+        };
+        match Handler::run(self, input, work) {
+            WorkResult::Success(out) => {
+                let mut bytes = Vec::new();
+                match codec.encode(&out, &mut bytes) {
+                    Ok(()) if bytes.len() <= work.registry.data_limit => RunOutput::Success(bytes),
+                    Ok(()) => RunOutput::Failure(format!(
+                        "the output is {} bytes, over the data limit of {}",
+                        bytes.len(),
+                        work.registry.data_limit
+                    )),
+                    Err(e) => RunOutput::Failure(format!("the output could not be encoded: {e}")),
+                }
+            }
+            WorkResult::Retry => RunOutput::Retry,
+            WorkResult::Failure(why) => RunOutput::Failure(why),
+        }
+    }
+
+    fn on_timeout(&self, info: &WorkInfo) {
+        Handler::on_timeout(self, info);
+    }
+}
+
+/// What the scheduler and the workers share: the handlers, the way back.
+pub(crate) struct Registry {
+    pub(crate) handlers: HashMap<String, Arc<dyn ErasedHandler>>,
+    pub(crate) events: cb::Sender<Event>,
+    pub(crate) data_limit: usize,
+}
+
+/// Registries by key: a worker isolate starts from a key (its encoded
+/// start argument) and finds its manager's handlers here.
+static REGISTRIES: Mutex<BTreeMap<u64, Arc<Registry>>> = Mutex::new(BTreeMap::new());
+static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
+
+/// Publishes `registry`; returns its key.
+pub(crate) fn publish(registry: Arc<Registry>) -> u64 {
+    let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
+    REGISTRIES.lock().insert(key, registry);
+    key
+}
+
+/// Forgets the registry under `key` (the manager stopped).
+pub(crate) fn withdraw(key: u64) {
+    REGISTRIES.lock().remove(&key);
+}
+
+thread_local! {
+    /// The work this thread runs now, if it is a work manager's worker.
+    static CURRENT: Cell<Option<u64>> = const { Cell::new(None) };
+}
+
+/// The work the calling thread is running, if any.
+pub(crate) fn current_work() -> Option<u64> {
+    CURRENT.with(Cell::get)
+}
+
+/// One run, as sent to a worker.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct RunRequest {
+    pub(crate) work: u64,
+    pub(crate) handler: String,
+    pub(crate) input: Vec<u8>,
+    pub(crate) attempt: u32,
+}
+
+/// One run's outcome, as a worker sends it back.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum RunOutput {
+    Success(Vec<u8>),
+    Retry,
+    Failure(String),
+}
+
+/// The pool worker that runs handlers.
+pub(crate) struct Runner {
+    registry: Arc<Registry>,
+}
+
+impl Worker for Runner {
+    type Args = u64;
+    type Input = RunRequest;
+    type Output = RunOutput;
+    type Progress = ();
+    type Error = String;
+
+    fn start(key: u64) -> Result<Self, String> {
+        let registry = REGISTRIES.lock().get(&key).cloned();
+        registry
+            .map(|registry| Runner { registry })
+            .ok_or_else(|| "the work manager has stopped".to_owned())
+    }
+
+    fn run(&mut self, run: RunRequest, task: &TaskContext<'_, Self>) -> Result<RunOutput, String> {
+        let Some(handler) = self.registry.handlers.get(&run.handler) else {
+            return Ok(RunOutput::Failure(format!(
+                "no handler is registered as {:?}",
+                run.handler
+            )));
+        };
+        let work = WorkContext {
+            id: WorkId(run.work),
+            attempt: run.attempt,
+            task,
+            registry: &self.registry,
+        };
+        /// Clears the current work even if the handler panics.
+        struct Current;
+        impl Drop for Current {
+            fn drop(&mut self) {
+                CURRENT.with(|c| c.set(None));
+            }
+        }
+        CURRENT.with(|c| c.set(Some(run.work)));
+        let _current = Current;
+        Ok(handler.run(&run.input, &work))
+    }
+}

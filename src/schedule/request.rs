@@ -1,0 +1,598 @@
+//! What the app asks for (requests, chains, policies) and what it sees
+//! (ids, states, infos).
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{Bincode, Codec};
+use crate::error::CodecError;
+
+/// A work's id, unique within its store and never reused.
+///
+/// # Examples
+///
+/// ```
+/// use isolates::schedule::WorkId;
+/// assert_eq!(WorkId(7).to_string(), "work#7");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct WorkId(pub u64);
+
+impl fmt::Display for WorkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "work#{}", self.0)
+    }
+}
+
+/// Where a work is in its life, as Android WorkManager names it.
+///
+/// `Enqueued → Running → Succeeded | Failed`; a retry goes back to
+/// `Enqueued`; `Blocked` while a prerequisite is unfinished; `Cancelled`
+/// from any unfinished state. Periodic work returns to `Enqueued` after
+/// each period and finishes only by `Cancelled`.
+///
+/// # Examples
+///
+/// ```
+/// use isolates::schedule::WorkState;
+/// assert!(WorkState::Succeeded.is_finished());
+/// assert!(!WorkState::Blocked.is_finished());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum WorkState {
+    /// Waiting for its time and its constraints.
+    Enqueued,
+    /// A handler runs it now.
+    Running,
+    /// Finished with a success (one-off work only).
+    Succeeded,
+    /// Finished with a failure (one-off work only).
+    Failed,
+    /// Waiting for a prerequisite to finish.
+    Blocked,
+    /// Cancelled; it never runs again.
+    Cancelled,
+}
+
+impl WorkState {
+    /// Whether the state is final: succeeded, failed or cancelled.
+    ///
+    /// # Examples
+    ///
+    /// See [`WorkState`].
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// How the delay before a retry grows (Android's `BackoffPolicy`).
+///
+/// After the n-th retry in a row (n ≥ 1): linear waits `delay × n`,
+/// exponential `delay × 2^(n−1)`; both are capped at `max`.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use isolates::schedule::Backoff;
+///
+/// let b = Backoff::exponential(Duration::from_secs(10));
+/// assert_eq!(b.delay_after(1), Duration::from_secs(10));
+/// assert_eq!(b.delay_after(3), Duration::from_secs(40));
+/// assert_eq!(b.delay_after(60), Duration::from_secs(5 * 3600)); // the cap
+/// let l = Backoff::linear(Duration::from_secs(10)).max(Duration::from_secs(25));
+/// assert_eq!(l.delay_after(2), Duration::from_secs(20));
+/// assert_eq!(l.delay_after(3), Duration::from_secs(25));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backoff {
+    exponential: bool,
+    delay: Duration,
+    max: Duration,
+}
+
+impl Default for Backoff {
+    /// Exponential from 30 s, capped at 5 h, as Android.
+    fn default() -> Self {
+        Self::exponential(Duration::from_secs(30))
+    }
+}
+
+impl Backoff {
+    /// The longest backoff by default: 5 hours.
+    pub const DEFAULT_MAX: Duration = Duration::from_secs(5 * 3600);
+
+    /// Waits `delay × n` after the n-th retry.
+    ///
+    /// # Examples
+    ///
+    /// See [`Backoff`].
+    pub fn linear(delay: Duration) -> Self {
+        Backoff {
+            exponential: false,
+            delay,
+            max: Self::DEFAULT_MAX,
+        }
+    }
+
+    /// Waits `delay × 2^(n−1)` after the n-th retry.
+    ///
+    /// # Examples
+    ///
+    /// See [`Backoff`].
+    pub fn exponential(delay: Duration) -> Self {
+        Backoff {
+            exponential: true,
+            delay,
+            max: Self::DEFAULT_MAX,
+        }
+    }
+
+    /// Caps the delay at `max` (default 5 h).
+    ///
+    /// # Examples
+    ///
+    /// See [`Backoff`].
+    pub fn max(mut self, max: Duration) -> Self {
+        self.max = max;
+        self
+    }
+
+    /// The delay after the `n`-th retry in a row (`n` below 1 counts as 1).
+    ///
+    /// # Examples
+    ///
+    /// See [`Backoff`].
+    pub fn delay_after(&self, n: u32) -> Duration {
+        let n = n.max(1);
+        let d = if self.exponential {
+            let factor = 1u32.checked_shl(n - 1).unwrap_or(u32::MAX);
+            self.delay.checked_mul(factor)
+        } else {
+            self.delay.checked_mul(n)
+        };
+        d.unwrap_or(Duration::MAX).min(self.max)
+    }
+}
+
+/// What to do when work with the same unique name exists (Android's
+/// `ExistingWorkPolicy` and `ExistingPeriodicWorkPolicy`).
+///
+/// "Existing" means work under the name that is not finished, except for
+/// `Append`, which also looks at finished work still in the store.
+///
+/// # Examples
+///
+/// ```
+/// use isolates::schedule::ExistingWork;
+/// assert_eq!(ExistingWork::default(), ExistingWork::Keep);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ExistingWork {
+    /// Ignore the new request if unfinished work has the name (the default
+    /// for one-off work).
+    #[default]
+    Keep,
+    /// Cancel the existing work and enqueue the new one. Work that enqueues
+    /// its own replacement from inside its handler is not cancelled: it
+    /// finishes its run, and loses the name.
+    Replace,
+    /// Chain the new work after the existing work's leaves: it runs when
+    /// they succeed, and fails or is cancelled if one of them did (one-off
+    /// work only).
+    Append,
+    /// As `Append`, but if a leaf failed or was cancelled, start fresh as
+    /// `Replace` does (one-off work only).
+    AppendOrReplace,
+    /// Change the existing work in place (handler, input, tags,
+    /// constraints, backoff, limit; for periodic work the interval, keeping
+    /// its timing), without cancelling a run in progress: the change applies
+    /// from its next run. Enqueues the new work if none exists. The default
+    /// for periodic work in Android; pass it explicitly here.
+    Update,
+}
+
+/// One piece of work to schedule: a handler's name, its input, when and
+/// under which conditions to run it.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use isolates::schedule::{Backoff, WorkRequest};
+///
+/// let sync = WorkRequest::periodic("sync", Duration::from_secs(15 * 60))
+///     .flex(Duration::from_secs(5 * 60))
+///     .input(&"https://example.com/feed")
+///     .tag("network")
+///     .constraint("network")
+///     .backoff(Backoff::linear(Duration::from_secs(30)))
+///     .time_limit(Duration::from_secs(30));
+/// assert_eq!(sync.handler(), "sync");
+///
+/// let once = WorkRequest::once("upload").initial_delay(Duration::from_secs(10));
+/// assert!(!once.is_periodic());
+/// ```
+#[derive(Debug, Clone)]
+pub struct WorkRequest {
+    pub(crate) handler: String,
+    pub(crate) input: Result<Option<Vec<u8>>, CodecError>,
+    pub(crate) periodic: Option<(Duration, Option<Duration>)>,
+    pub(crate) initial_delay: Duration,
+    pub(crate) tags: Vec<String>,
+    pub(crate) constraints: Vec<String>,
+    pub(crate) backoff: Backoff,
+    pub(crate) time_limit: Option<Duration>,
+}
+
+impl WorkRequest {
+    fn new(handler: &str, periodic: Option<(Duration, Option<Duration>)>) -> Self {
+        WorkRequest {
+            handler: handler.to_owned(),
+            input: Ok(None),
+            periodic,
+            initial_delay: Duration::ZERO,
+            tags: Vec::new(),
+            constraints: Vec::new(),
+            backoff: Backoff::default(),
+            time_limit: None,
+        }
+    }
+
+    /// One-off work for the handler registered as `handler`.
+    ///
+    /// # Examples
+    ///
+    /// See [`WorkRequest`].
+    pub fn once(handler: &str) -> Self {
+        Self::new(handler, None)
+    }
+
+    /// Work that runs once per `interval` until cancelled. The interval must
+    /// be at least the manager's minimum
+    /// ([`WorkManagerBuilder::min_interval`](super::WorkManagerBuilder::min_interval)).
+    ///
+    /// # Examples
+    ///
+    /// See [`WorkRequest`].
+    pub fn periodic(handler: &str, interval: Duration) -> Self {
+        Self::new(handler, Some((interval, None)))
+    }
+
+    /// For periodic work: run only in the last `flex` of each interval
+    /// (Android's flex window). Ignored by one-off work.
+    ///
+    /// # Examples
+    ///
+    /// See [`WorkRequest`].
+    pub fn flex(mut self, flex: Duration) -> Self {
+        if let Some((_, f)) = &mut self.periodic {
+            *f = Some(flex);
+        }
+        self
+    }
+
+    /// The handler's input, encoded now. A value that cannot be encoded
+    /// makes the enqueue fail with [`WorkError::Codec`](super::WorkError::Codec).
+    /// Work without input gets `()`, or in a chain its prerequisite's output.
+    ///
+    /// # Examples
+    ///
+    /// See [`WorkRequest`].
+    pub fn input<T: Serialize + ?Sized>(mut self, input: &T) -> Self {
+        let mut bytes = Vec::new();
+        self.input = Bincode::new().encode(input, &mut bytes).map(|()| Some(bytes));
+        self
+    }
+
+    /// Waits this long after enqueueing (or after its prerequisites
+    /// succeed) before the first run.
+    ///
+    /// # Examples
+    ///
+    /// See [`WorkRequest`].
+    pub fn initial_delay(mut self, delay: Duration) -> Self {
+        self.initial_delay = delay;
+        self
+    }
+
+    /// Adds a tag to observe or cancel work by.
+    ///
+    /// # Examples
+    ///
+    /// See [`WorkRequest`].
+    pub fn tag(mut self, tag: &str) -> Self {
+        if !self.tags.iter().any(|t| t == tag) {
+            self.tags.push(tag.to_owned());
+        }
+        self
+    }
+
+    /// Runs only while the constraint registered under `name` holds (see
+    /// [`WorkManagerBuilder::constraint`](super::WorkManagerBuilder::constraint)).
+    ///
+    /// # Examples
+    ///
+    /// See [`WorkRequest`].
+    pub fn constraint(mut self, name: &str) -> Self {
+        if !self.constraints.iter().any(|c| c == name) {
+            self.constraints.push(name.to_owned());
+        }
+        self
+    }
+
+    /// How retries back off (default exponential from 30 s, at most 5 h).
+    ///
+    /// # Examples
+    ///
+    /// See [`WorkRequest`].
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// The longest one run may take; past it the run is told to stop, its
+    /// worker is abandoned after a grace period, the handler's
+    /// [`on_timeout`](super::Handler::on_timeout) is called and the run
+    /// counts as a retry. Default: the manager's
+    /// ([`WorkManagerBuilder::time_limit`](super::WorkManagerBuilder::time_limit)).
+    ///
+    /// # Examples
+    ///
+    /// See [`WorkRequest`].
+    pub fn time_limit(mut self, limit: Duration) -> Self {
+        self.time_limit = Some(limit);
+        self
+    }
+
+    /// The handler's name.
+    ///
+    /// # Examples
+    ///
+    /// See [`WorkRequest`].
+    pub fn handler(&self) -> &str {
+        &self.handler
+    }
+
+    /// Whether the work is periodic.
+    ///
+    /// # Examples
+    ///
+    /// See [`WorkRequest`].
+    pub fn is_periodic(&self) -> bool {
+        self.periodic.is_some()
+    }
+}
+
+/// Works to run one stage after another: each stage starts when every work
+/// of the stage before has succeeded, and a work without input of its own
+/// gets its first prerequisite's output. A failure fails the rest of the
+/// chain; a cancel cancels it.
+///
+/// # Examples
+///
+/// ```
+/// use isolates::schedule::{WorkChain, WorkRequest};
+///
+/// let chain = WorkChain::new(WorkRequest::once("download"))
+///     .then(WorkRequest::once("resize"))
+///     .then_all([WorkRequest::once("upload"), WorkRequest::once("notify")]);
+/// assert_eq!(chain.len(), 4);
+/// ```
+#[derive(Debug, Clone)]
+pub struct WorkChain {
+    pub(crate) stages: Vec<Vec<WorkRequest>>,
+}
+
+impl From<WorkRequest> for WorkChain {
+    fn from(request: WorkRequest) -> Self {
+        WorkChain::new(request)
+    }
+}
+
+impl WorkChain {
+    /// A chain starting with one work.
+    ///
+    /// # Examples
+    ///
+    /// See [`WorkChain`].
+    pub fn new(first: WorkRequest) -> Self {
+        WorkChain {
+            stages: vec![vec![first]],
+        }
+    }
+
+    /// A chain starting with works that run side by side (also how to
+    /// enqueue many independent works in one store transaction).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use isolates::schedule::{WorkChain, WorkRequest};
+    /// let batch = WorkChain::all((0..3).map(|i| WorkRequest::once("job").input(&i)));
+    /// assert_eq!(batch.len(), 3);
+    /// ```
+    pub fn all(first: impl IntoIterator<Item = WorkRequest>) -> Self {
+        WorkChain {
+            stages: vec![first.into_iter().collect()],
+        }
+    }
+
+    /// Adds a stage of one work, run after the last stage succeeds.
+    ///
+    /// # Examples
+    ///
+    /// See [`WorkChain`].
+    pub fn then(mut self, next: WorkRequest) -> Self {
+        self.stages.push(vec![next]);
+        self
+    }
+
+    /// Adds a stage of works that run side by side after the last stage.
+    ///
+    /// # Examples
+    ///
+    /// See [`WorkChain`].
+    pub fn then_all(mut self, next: impl IntoIterator<Item = WorkRequest>) -> Self {
+        self.stages.push(next.into_iter().collect());
+        self
+    }
+
+    /// How many works the chain holds.
+    ///
+    /// # Examples
+    ///
+    /// See [`WorkChain`].
+    pub fn len(&self) -> usize {
+        self.stages.iter().map(Vec::len).sum()
+    }
+
+    /// Whether the chain holds no work.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use isolates::schedule::WorkChain;
+    /// assert!(WorkChain::all([]).is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Which works to observe or cancel.
+///
+/// # Examples
+///
+/// ```
+/// use isolates::schedule::{WorkId, WorkQuery};
+/// let q = WorkQuery::Tag("sync".into());
+/// assert_ne!(q, WorkQuery::Id(WorkId(1)));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum WorkQuery {
+    /// One work.
+    Id(WorkId),
+    /// Works with this tag.
+    Tag(String),
+    /// Works under this unique name.
+    UniqueName(String),
+    /// Every work.
+    All,
+}
+
+impl WorkQuery {
+    pub(crate) fn matches(&self, info: &WorkInfo) -> bool {
+        match self {
+            Self::Id(id) => info.id == *id,
+            Self::Tag(tag) => info.tags.iter().any(|t| t == tag),
+            Self::UniqueName(name) => info.unique_name.as_deref() == Some(name),
+            Self::All => true,
+        }
+    }
+}
+
+/// What an enqueue did.
+///
+/// # Examples
+///
+/// ```
+/// use isolates::schedule::{Enqueued, WorkId};
+/// let e = Enqueued::Kept(vec![WorkId(3)]);
+/// assert_eq!(e.ids(), &[WorkId(3)]);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enqueued {
+    /// New works, in chain order.
+    New(Vec<WorkId>),
+    /// Nothing new: unfinished work with the unique name was kept.
+    Kept(Vec<WorkId>),
+    /// The existing work was changed in place.
+    Updated(WorkId),
+}
+
+impl Enqueued {
+    /// The works concerned: new, kept or updated.
+    ///
+    /// # Examples
+    ///
+    /// See [`Enqueued`].
+    pub fn ids(&self) -> &[WorkId] {
+        match self {
+            Self::New(ids) | Self::Kept(ids) => ids,
+            Self::Updated(id) => std::slice::from_ref(id),
+        }
+    }
+}
+
+/// A snapshot of one work, as the store holds it.
+///
+/// # Examples
+///
+/// ```
+/// use isolates::schedule::{Handler, WorkContext, WorkManager, WorkRequest, WorkResult, WorkState, WorkStore};
+///
+/// let manager = WorkManager::builder(WorkStore::in_memory().unwrap())
+///     .handler_fn("double", |n: u32, _: &WorkContext<'_>| WorkResult::Success(n * 2))
+///     .build()
+///     .unwrap();
+/// let id = manager.enqueue(WorkRequest::once("double").input(&21u32)).wait().unwrap().ids()[0];
+/// let info = manager.wait_finished(id, std::time::Duration::from_secs(10)).unwrap();
+/// assert_eq!(info.state, WorkState::Succeeded);
+/// assert_eq!(info.output::<u32>(), Some(Ok(42)));
+/// assert_eq!(info.run_attempts, 1);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkInfo {
+    /// Its id.
+    pub id: WorkId,
+    /// The handler that runs it.
+    pub handler: String,
+    /// Its state.
+    pub state: WorkState,
+    /// Its tags.
+    pub tags: Vec<String>,
+    /// Its unique name, if it was enqueued under one.
+    pub unique_name: Option<String>,
+    /// Whether it is periodic.
+    pub periodic: bool,
+    /// Runs started, interrupted ones included.
+    pub run_attempts: u32,
+    /// Retries in a row since its last success or failure (drives backoff).
+    pub retries: u32,
+    /// Periods completed (periodic work).
+    pub periods: u64,
+    /// When it runs next, at the earliest (enqueued work).
+    pub next_run_at: Option<SystemTime>,
+    /// Its last output, encoded.
+    pub output: Option<Vec<u8>>,
+    /// Its last progress, encoded.
+    pub progress: Option<Vec<u8>>,
+    /// Why its last run failed, or why it was failed.
+    pub failure: Option<String>,
+    /// The works it waits for.
+    pub prerequisites: Vec<WorkId>,
+}
+
+impl WorkInfo {
+    /// Decodes the output as `T`; `None` without output.
+    ///
+    /// # Examples
+    ///
+    /// See [`WorkInfo`].
+    pub fn output<T: DeserializeOwned>(&self) -> Option<Result<T, CodecError>> {
+        self.output.as_deref().map(|b| Bincode::new().decode(b))
+    }
+
+    /// Decodes the last progress as `T`; `None` without progress.
+    ///
+    /// # Examples
+    ///
+    /// See [`WorkContext::set_progress`](super::WorkContext::set_progress).
+    pub fn progress<T: DeserializeOwned>(&self) -> Option<Result<T, CodecError>> {
+        self.progress.as_deref().map(|b| Bincode::new().decode(b))
+    }
+}

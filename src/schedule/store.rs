@@ -1,0 +1,436 @@
+//! The embedded store: one SQLite database (WAL) holding every work as a
+//! row, so schedules survive a restart or a `kill -9`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use super::clock::from_ms;
+use super::request::{Backoff, WorkId, WorkInfo, WorkState};
+use crate::codec::{Bincode, Codec};
+
+/// `PRAGMA application_id` of our stores: "ISOW".
+const APPLICATION_ID: i32 = 0x4953_4F57;
+/// The schema version this build reads and writes.
+const SCHEMA_VERSION: i32 = 1;
+
+/// What went wrong with a work store.
+///
+/// # Examples
+///
+/// ```
+/// use isolates::schedule::{StoreError, WorkStore};
+///
+/// let path = std::env::temp_dir().join(format!("isolates-doc-notdb-{}", std::process::id()));
+/// std::fs::write(&path, b"certainly not a database, but someone's notes").unwrap();
+/// let err = WorkStore::open(&path).unwrap_err();
+/// assert!(matches!(err, StoreError::NotADatabase { .. }));
+/// // The file is left as it was.
+/// assert_eq!(std::fs::read(&path).unwrap(), b"certainly not a database, but someone's notes");
+/// std::fs::remove_file(&path).unwrap();
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The file is not an SQLite database (or its header is corrupted).
+    /// Nothing was written to it.
+    NotADatabase {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file is an SQLite database of another program. Nothing was
+    /// written to it.
+    Foreign {
+        /// The file.
+        path: PathBuf,
+        /// Its `PRAGMA application_id` (0 when unset).
+        application_id: i32,
+    },
+    /// The store was written by a newer version of this crate.
+    TooNew {
+        /// The file.
+        path: PathBuf,
+        /// The store's schema version.
+        version: i32,
+        /// The newest this build reads.
+        supported: i32,
+    },
+    /// SQLite's integrity check found damage. Nothing was written to it.
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What the check reported.
+        detail: String,
+    },
+    /// Reading or writing failed (disk full, permissions, a lock held
+    /// elsewhere...).
+    Io(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotADatabase { path } => write!(
+                f,
+                "{} is not a work store (not an SQLite database, or its header is damaged); \
+                 it was left untouched: move it aside or pick another path",
+                path.display()
+            ),
+            Self::Foreign { path, application_id } => write!(
+                f,
+                "{} is an SQLite database of another program (application id {application_id:#x}); \
+                 it was left untouched: pick another path for the work store",
+                path.display()
+            ),
+            Self::TooNew { path, version, supported } => write!(
+                f,
+                "{} was written by a newer isolates (schema {version}, this build reads up to \
+                 {supported}); upgrade, or pick another path",
+                path.display()
+            ),
+            Self::Corrupt { path, detail } => write!(
+                f,
+                "the work store {} is damaged ({detail}); it was left untouched: restore it from \
+                 a backup or run `sqlite3 {} .recover`",
+                path.display(),
+                path.display()
+            ),
+            Self::Io(e) => write!(f, "the work store could not be read or written: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+fn io(e: rusqlite::Error) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
+/// One work as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Record {
+    pub(crate) id: u64,
+    pub(crate) handler: String,
+    pub(crate) state: WorkState,
+    /// `None` until set: a chained work takes its prerequisite's output.
+    pub(crate) input: Option<Vec<u8>>,
+    pub(crate) output: Option<Vec<u8>>,
+    pub(crate) progress: Option<Vec<u8>>,
+    pub(crate) tags: Vec<String>,
+    pub(crate) unique: Option<String>,
+    /// Interval and flex, in milliseconds.
+    pub(crate) periodic: Option<(i64, i64)>,
+    /// Start of the current period (periodic work), ms.
+    pub(crate) period_start: i64,
+    pub(crate) initial_delay: i64,
+    /// When it was enqueued (or its prerequisites succeeded), ms.
+    pub(crate) enqueued_at: i64,
+    pub(crate) backoff: Backoff,
+    pub(crate) constraints: Vec<String>,
+    pub(crate) time_limit: Option<Duration>,
+    pub(crate) attempts: u32,
+    pub(crate) retries: u32,
+    pub(crate) periods: u64,
+    pub(crate) next_run_at: i64,
+    pub(crate) finished_at: Option<i64>,
+    pub(crate) prerequisites: Vec<u64>,
+    pub(crate) failure: Option<String>,
+}
+
+impl Record {
+    pub(crate) fn info(&self) -> WorkInfo {
+        WorkInfo {
+            id: WorkId(self.id),
+            handler: self.handler.clone(),
+            state: self.state,
+            tags: self.tags.clone(),
+            unique_name: self.unique.clone(),
+            periodic: self.periodic.is_some(),
+            run_attempts: self.attempts,
+            retries: self.retries,
+            periods: self.periods,
+            next_run_at: (self.state == WorkState::Enqueued).then(|| from_ms(self.next_run_at)),
+            output: self.output.clone(),
+            progress: self.progress.clone(),
+            failure: self.failure.clone(),
+            prerequisites: self.prerequisites.iter().map(|&p| WorkId(p)).collect(),
+        }
+    }
+}
+
+/// A stored row that could not be read; it stays in the store untouched.
+///
+/// # Examples
+///
+/// See [`WorkStore::unreadable`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadableWork {
+    /// The row's work id.
+    pub id: WorkId,
+    /// Why it could not be read.
+    pub reason: String,
+}
+
+/// Where scheduled work is kept: an SQLite file in WAL mode, or an SQLite
+/// database in memory (for tests; gone with the manager).
+///
+/// # Examples
+///
+/// ```
+/// use isolates::schedule::{WorkManager, WorkRequest, WorkStore};
+///
+/// let path = std::env::temp_dir().join(format!("isolates-doc-store-{}.db", std::process::id()));
+/// # let _ = std::fs::remove_file(&path);
+/// {
+///     let manager = WorkManager::builder(WorkStore::open(&path).unwrap())
+///         .handler_fn("later", |(): (), _: &isolates::schedule::WorkContext<'_>| {
+///             isolates::schedule::WorkResult::Success(())
+///         })
+///         .build()
+///         .unwrap();
+///     let later = WorkRequest::once("later").initial_delay(std::time::Duration::from_secs(3600));
+///     manager.enqueue(later).wait().unwrap();
+///     manager.shutdown();
+/// }
+/// // Another process (or a later run) finds it there.
+/// let works = WorkStore::open(&path).unwrap().works().unwrap();
+/// assert_eq!(works.len(), 1);
+/// assert_eq!(works[0].handler, "later");
+/// # std::fs::remove_file(&path).unwrap();
+/// ```
+pub struct WorkStore {
+    conn: Connection,
+    path: Option<PathBuf>,
+}
+
+impl fmt::Debug for WorkStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkStore").field("path", &self.path).finish()
+    }
+}
+
+impl WorkStore {
+    /// Opens the store at `path`, creating it if missing. A file that is
+    /// not a work store is never written to: it gives a [`StoreError`].
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotADatabase`], [`StoreError::Foreign`],
+    /// [`StoreError::TooNew`], [`StoreError::Corrupt`] or
+    /// [`StoreError::Io`].
+    ///
+    /// # Examples
+    ///
+    /// See [`WorkStore`] and [`StoreError`].
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let conn = Connection::open(&path).map_err(io)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(io)?;
+        let store = WorkStore {
+            conn,
+            path: Some(path),
+        };
+        store.check_and_init()?;
+        Ok(store)
+    }
+
+    /// A store in memory: nothing survives the manager.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Io`] if SQLite cannot allocate it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use isolates::schedule::WorkStore;
+    /// assert!(WorkStore::in_memory().unwrap().works().unwrap().is_empty());
+    /// ```
+    pub fn in_memory() -> Result<Self, StoreError> {
+        let conn = Connection::open_in_memory().map_err(io)?;
+        let store = WorkStore { conn, path: None };
+        store.check_and_init()?;
+        Ok(store)
+    }
+
+    fn shown_path(&self) -> PathBuf {
+        self.path.clone().unwrap_or_else(|| PathBuf::from(":memory:"))
+    }
+
+    /// Refuses what is not ours before writing anything; sets up a new
+    /// store.
+    fn check_and_init(&self) -> Result<(), StoreError> {
+        let path = self.shown_path();
+        let not_db = |e: rusqlite::Error| match e.sqlite_error_code() {
+            Some(ErrorCode::NotADatabase) => StoreError::NotADatabase { path: path.clone() },
+            Some(ErrorCode::DatabaseCorrupt) => StoreError::Corrupt {
+                path: path.clone(),
+                detail: e.to_string(),
+            },
+            _ => io(e),
+        };
+        let app: i32 = self
+            .conn
+            .query_row("PRAGMA application_id", [], |r| r.get(0))
+            .map_err(not_db)?;
+        let version: i32 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(not_db)?;
+        let tables: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .map_err(not_db)?;
+        if app == 0 && tables == 0 {
+            // A new (empty) database: make it ours.
+            self.conn
+                .pragma_update(None, "journal_mode", "WAL")
+                .map_err(io)?;
+            self.conn
+                .execute_batch(&format!(
+                    "BEGIN;
+                     CREATE TABLE works (id INTEGER PRIMARY KEY, record BLOB NOT NULL);
+                     PRAGMA application_id = {APPLICATION_ID};
+                     PRAGMA user_version = {SCHEMA_VERSION};
+                     COMMIT;"
+                ))
+                .map_err(io)?;
+        } else if app != APPLICATION_ID {
+            return Err(StoreError::Foreign {
+                path,
+                application_id: app,
+            });
+        } else if version > SCHEMA_VERSION {
+            return Err(StoreError::TooNew {
+                path,
+                version,
+                supported: SCHEMA_VERSION,
+            });
+        } else {
+            let check: String = self
+                .conn
+                .query_row("PRAGMA quick_check", [], |r| r.get(0))
+                .map_err(not_db)?;
+            if check != "ok" {
+                return Err(StoreError::Corrupt {
+                    path,
+                    detail: check,
+                });
+            }
+            if self.path.is_some() {
+                self.conn
+                    .pragma_update(None, "journal_mode", "WAL")
+                    .map_err(io)?;
+            }
+        }
+        // WAL with NORMAL sync: a commit survives the process being
+        // killed; only a power cut can lose the last commits.
+        self.conn
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(io)?;
+        Ok(())
+    }
+
+    /// Every work the store holds that can be read, by id.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Io`] if the store cannot be read.
+    ///
+    /// # Examples
+    ///
+    /// See [`WorkStore`].
+    pub fn works(&self) -> Result<Vec<WorkInfo>, StoreError> {
+        Ok(self.load()?.0.iter().map(Record::info).collect())
+    }
+
+    /// The rows that could not be read (damaged or from elsewhere); they
+    /// are kept as they are, and the rest of the store works.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Io`] if the store cannot be read.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use isolates::schedule::WorkStore;
+    /// assert!(WorkStore::in_memory().unwrap().unreadable().unwrap().is_empty());
+    /// ```
+    pub fn unreadable(&self) -> Result<Vec<UnreadableWork>, StoreError> {
+        Ok(self.load()?.1)
+    }
+
+    /// Reads every row.
+    pub(crate) fn load(&self) -> Result<(Vec<Record>, Vec<UnreadableWork>), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, record FROM works ORDER BY id")
+            .map_err(io)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
+            .map_err(io)?;
+        let codec = Bincode::new();
+        let (mut good, mut bad) = (Vec::new(), Vec::new());
+        for row in rows {
+            let (id, bytes) = row.map_err(io)?;
+            match codec.decode::<Record>(&bytes) {
+                Ok(rec) if i64::try_from(rec.id).ok() == Some(id) => good.push(rec),
+                Ok(rec) => bad.push(UnreadableWork {
+                    id: WorkId(id.unsigned_abs()),
+                    reason: format!("the row holds work {} instead", rec.id),
+                }),
+                Err(e) => bad.push(UnreadableWork {
+                    id: WorkId(id.unsigned_abs()),
+                    reason: e.to_string(),
+                }),
+            }
+        }
+        Ok((good, bad))
+    }
+
+    /// The highest id in the store, readable or not.
+    pub(crate) fn max_id(&self) -> Result<u64, StoreError> {
+        let max: Option<i64> = self
+            .conn
+            .query_row("SELECT max(id) FROM works", [], |r| r.get(0))
+            .optional()
+            .map_err(io)?
+            .flatten();
+        Ok(max.map_or(0, i64::unsigned_abs))
+    }
+
+    /// Writes `puts` and deletes `deletes` in one transaction.
+    pub(crate) fn write<'a>(
+        &mut self,
+        puts: impl IntoIterator<Item = &'a Record>,
+        deletes: &[u64],
+    ) -> Result<(), StoreError> {
+        let codec = Bincode::new();
+        let tx = self.conn.transaction().map_err(io)?;
+        {
+            let mut put = tx
+                .prepare_cached("INSERT OR REPLACE INTO works (id, record) VALUES (?1, ?2)")
+                .map_err(io)?;
+            let mut bytes = Vec::new();
+            for rec in puts {
+                bytes.clear();
+                codec
+                    .encode(rec, &mut bytes)
+                    .map_err(|e| StoreError::Io(format!("work {} could not be encoded: {e}", rec.id)))?;
+                let id = i64::try_from(rec.id).map_err(|_| StoreError::Io("id overflow".into()))?;
+                put.execute(params![id, bytes]).map_err(io)?;
+            }
+            let mut del = tx
+                .prepare_cached("DELETE FROM works WHERE id = ?1")
+                .map_err(io)?;
+            for &id in deletes {
+                let id = i64::try_from(id).map_err(|_| StoreError::Io("id overflow".into()))?;
+                del.execute(params![id]).map_err(io)?;
+            }
+        }
+        tx.commit().map_err(io)
+    }
+}
