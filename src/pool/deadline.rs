@@ -15,12 +15,33 @@ use super::task::TaskCell;
 /// (the next deadline starts it again).
 const IDLE_EXIT: Duration = Duration::from_secs(10);
 
+/// The heap size from which entries of finished tasks are swept out.
+const SWEEP_FROM: usize = 1024;
+
 #[derive(Default)]
 struct State {
     heap: BinaryHeap<Reverse<(Instant, u64)>>,
     cells: HashMap<u64, Weak<TaskCell>>,
+    /// Sweep when the heap reaches this size (amortized: it doubles with
+    /// what survives a sweep).
+    sweep_at: usize,
     thread: bool,
     closed: bool,
+}
+
+impl State {
+    /// Drops the entries of tasks that resolved or were dropped long before
+    /// their deadline (a work manager gives every run a limit of minutes),
+    /// so the heap holds about the tasks still pending.
+    fn sweep(&mut self) {
+        self.cells.retain(|_, cell| {
+            cell.upgrade()
+                .is_some_and(|c| c.state() != super::task::TaskState::Done)
+        });
+        let cells = &self.cells;
+        self.heap.retain(|Reverse((_, id))| cells.contains_key(id));
+        self.sweep_at = (self.heap.len() * 2).max(SWEEP_FROM);
+    }
 }
 
 #[derive(Default)]
@@ -38,6 +59,9 @@ impl Deadlines {
         let mut state = self.state.lock();
         if state.closed {
             return;
+        }
+        if state.heap.len() >= state.sweep_at.max(SWEEP_FROM) {
+            state.sweep();
         }
         let earliest = state.heap.peek().map(|Reverse((at, _))| *at);
         state.heap.push(Reverse((at, cell.id)));
@@ -94,5 +118,39 @@ impl Deadlines {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::task::ErrorKind;
+
+    #[test]
+    fn finished_tasks_leave_the_heap() {
+        let deadlines = Arc::new(Deadlines::default());
+        let far = Instant::now() + Duration::from_secs(3600);
+        let mut pending = Vec::new();
+        for id in 0..10_000u64 {
+            let cell = Arc::new(TaskCell::new(id, Some(far)));
+            deadlines.watch(&cell, "test");
+            if id % 100 == 0 {
+                pending.push(cell); // still pending: must stay watched
+            } else {
+                cell.fail(ErrorKind::Cancelled);
+            }
+        }
+        let state = deadlines.state.lock();
+        assert!(
+            state.heap.len() < 2 * SWEEP_FROM + pending.len(),
+            "{} heap entries for {} pending tasks",
+            state.heap.len(),
+            pending.len()
+        );
+        for cell in &pending {
+            assert!(state.cells.contains_key(&cell.id), "a pending task was dropped");
+        }
+        drop(state);
+        deadlines.close();
     }
 }
