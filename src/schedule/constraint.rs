@@ -123,9 +123,9 @@ impl Constraint for OnAcPower {
         let all = supplies(&self.root);
         let batteries: Vec<_> = all.iter().filter(|s| s.kind == "Battery").collect();
         batteries.is_empty()
-            || all
-                .iter()
-                .any(|s| matches!(s.kind.as_str(), "Mains" | "USB" | "USB_C") && s.online == Some(true))
+            || all.iter().any(|s| {
+                matches!(s.kind.as_str(), "Mains" | "USB" | "USB_C") && s.online == Some(true)
+            })
             || batteries.iter().any(|s| charging(s))
     }
 }
@@ -230,8 +230,11 @@ pub struct SystemIdle {
     window: Duration,
     /// The sample that starts the current window, and the verdict of
     /// the window before.
-    last: Mutex<Option<(Instant, (u64, u64), bool)>>,
+    last: Mutex<Option<Sample>>,
 }
+
+/// When CPU times were read, the (idle, total) ticks, and the verdict.
+type Sample = (Instant, (u64, u64), bool);
 
 impl Default for SystemIdle {
     fn default() -> Self {
@@ -275,8 +278,11 @@ impl SystemIdle {
     }
 
     fn load_says_idle(&self) -> bool {
-        let load = read_trimmed(&self.root.join("proc/loadavg"))
-            .and_then(|s| s.split_whitespace().next().and_then(|l| l.parse::<f64>().ok()));
+        let load = read_trimmed(&self.root.join("proc/loadavg")).and_then(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|l| l.parse::<f64>().ok())
+        });
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         load.is_none_or(|l| l / cpus < 1.0 - self.min_idle)
     }
@@ -348,7 +354,10 @@ impl NetworkAvailable {
         let v6 = fs::read_to_string(self.root.join("proc/net/ipv6_route")).unwrap_or_default();
         let v6 = v6.lines().any(|l| {
             let f: Vec<_> = l.split_whitespace().collect();
-            f.len() >= 10 && f[0] == "00000000000000000000000000000000" && f[1] == "00" && f[9] != "lo"
+            f.len() >= 10
+                && f[0] == "00000000000000000000000000000000"
+                && f[1] == "00"
+                && f[9] != "lo"
         });
         v4 || v6
     }
@@ -359,7 +368,10 @@ impl NetworkAvailable {
         };
         dir.flatten().any(|e| {
             e.file_name() != "lo"
-                && matches!(read_trimmed(&e.path().join("operstate")).as_deref(), Some("up" | "unknown"))
+                && matches!(
+                    read_trimmed(&e.path().join("operstate")).as_deref(),
+                    Some("up" | "unknown")
+                )
         })
     }
 }

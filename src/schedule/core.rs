@@ -28,6 +28,8 @@ const STORE_RETRY: Duration = Duration::from_secs(1);
 const STOP_CHECK: Duration = Duration::from_millis(20);
 /// How often (on the work clock) finished work is looked at for pruning.
 const PRUNE_EVERY: i64 = 60_000;
+/// Why work replaced under its unique name was cancelled.
+const REPLACED: &str = "replaced by new work under its unique name";
 
 /// A reply sent once the change it reports is in the store.
 type Reply = Box<dyn FnOnce() + Send>;
@@ -76,6 +78,9 @@ pub(crate) struct Settings {
 struct Run {
     task: u64,
     handle: TaskHandle<Runner>,
+    /// When it started, on the work clock (ms): a periodic run counts for
+    /// the period it started in.
+    started: i64,
 }
 
 pub(crate) struct Core {
@@ -94,6 +99,9 @@ pub(crate) struct Core {
     /// (task, when to abandon its worker). They do not start again before
     /// it stopped.
     stopping: HashMap<u64, (u64, Instant)>,
+    /// Running works that enqueued their own replacement: cancelled once
+    /// their run ends (else periodic work, or a retry, would run again).
+    retiring: HashSet<u64>,
     next_id: u64,
     dirty: HashSet<u64>,
     deleted: Vec<u64>,
@@ -130,6 +138,7 @@ impl Core {
             due: BTreeSet::new(),
             running: HashMap::new(),
             stopping: HashMap::new(),
+            retiring: HashSet::new(),
             next_id,
             dirty: HashSet::new(),
             deleted: Vec::new(),
@@ -247,8 +256,8 @@ impl Core {
                 let mut matching: Vec<_> = self
                     .records
                     .values()
+                    .filter(|r| r.selected_by(&query))
                     .map(Record::info)
-                    .filter(|i| query.matches(i))
                     .collect();
                 matching.sort_by_key(|i| i.id);
                 if matching.into_iter().all(|i| to.send(i).is_ok()) {
@@ -281,7 +290,12 @@ impl Core {
             let existing: Vec<u64> = self
                 .unique
                 .get(name)
-                .map(|ids| ids.iter().copied().filter(|id| self.records.contains_key(id)).collect())
+                .map(|ids| {
+                    ids.iter()
+                        .copied()
+                        .filter(|id| self.records.contains_key(id))
+                        .collect()
+                })
                 .unwrap_or_default();
             let unfinished: Vec<u64> = existing
                 .iter()
@@ -293,9 +307,16 @@ impl Core {
             if policy == ExistingWork::AppendOrReplace {
                 let leaves = self.leaves(&existing);
                 let broken = leaves.iter().any(|id| {
-                    matches!(self.records[id].state, WorkState::Failed | WorkState::Cancelled)
+                    matches!(
+                        self.records[id].state,
+                        WorkState::Failed | WorkState::Cancelled
+                    )
                 });
-                policy = if broken { ExistingWork::Replace } else { ExistingWork::Append };
+                policy = if broken {
+                    ExistingWork::Replace
+                } else {
+                    ExistingWork::Append
+                };
             }
             match policy {
                 ExistingWork::Keep if !unfinished.is_empty() => {
@@ -323,8 +344,10 @@ impl Core {
                 ExistingWork::Replace => {
                     for id in unfinished {
                         let self_running = caller == Some(id) && self.running.contains_key(&id);
-                        if !self_running {
-                            self.cancel_one(id, "replaced by new work under its unique name");
+                        if self_running {
+                            self.retiring.insert(id);
+                        } else {
+                            self.cancel_one(id, REPLACED);
                         }
                     }
                     self.release_name(name, &existing);
@@ -411,14 +434,21 @@ impl Core {
         let states: Vec<(u64, WorkState)> = rec
             .prerequisites
             .iter()
-            .map(|p| (*p, self.records.get(p).map_or(WorkState::Succeeded, |r| r.state)))
+            .map(|p| {
+                (
+                    *p,
+                    self.records
+                        .get(p)
+                        .map_or(WorkState::Succeeded, |r| r.state),
+                )
+            })
             .collect();
         if let Some((p, _)) = states.iter().find(|(_, s)| *s == WorkState::Cancelled) {
             let why = format!("its prerequisite {} was cancelled", WorkId(*p));
             self.cancel_one(id, &why);
         } else if let Some((p, _)) = states.iter().find(|(_, s)| *s == WorkState::Failed) {
             let why = format!("its prerequisite {} failed", WorkId(*p));
-            self.fail_one(id, why, now);
+            self.fail_one(id, why, now, now);
         } else if states.iter().all(|(_, s)| *s == WorkState::Succeeded) {
             let first_output = rec
                 .prerequisites
@@ -442,7 +472,7 @@ impl Core {
         let mut targets: Vec<u64> = self
             .records
             .values()
-            .filter(|r| !r.state.is_finished() && query.matches(&r.info()))
+            .filter(|r| !r.state.is_finished() && r.selected_by(query))
             .map(|r| r.id)
             .collect();
         targets.sort_unstable();
@@ -466,6 +496,7 @@ impl Core {
         if rec.state.is_finished() {
             return;
         }
+        self.retiring.remove(&id);
         if let Some(run) = self.running.remove(&id) {
             run.handle.cancel();
             self.stopping
@@ -571,11 +602,19 @@ impl Core {
         };
         let handle = self.pool.submit_task(Task::new(request).timeout(limit));
         let task = handle.id();
+        let started = self.now();
         let events = self.registry.events.clone();
         handle.cell.on_resolve(Box::new(move |task| {
             let _ = events.send(Event::Done { work: id, task });
         }));
-        self.running.insert(id, Run { task, handle });
+        self.running.insert(
+            id,
+            Run {
+                task,
+                handle,
+                started,
+            },
+        );
     }
 
     /// A run resolved.
@@ -585,13 +624,15 @@ impl Core {
         }
         let mut run = self.running.remove(&work).expect("checked");
         let now = self.now();
+        let ran_at = run.started;
+        let retiring = self.retiring.remove(&work);
         let Some(result) = run.handle.try_take() else {
             return;
         };
         match result {
-            Ok(RunOutput::Success(bytes)) => self.succeed(work, bytes, now),
+            Ok(RunOutput::Success(bytes)) => self.succeed(work, bytes, now, ran_at),
             Ok(RunOutput::Retry) => self.retry(work, None, now),
-            Ok(RunOutput::Failure(why)) => self.fail_one(work, why, now),
+            Ok(RunOutput::Failure(why)) => self.fail_one(work, why, now, ran_at),
             Err(TaskError::TimedOut) => {
                 if self.pool.is_running(task) {
                     self.stopping
@@ -611,11 +652,12 @@ impl Core {
                 }
             }
             Err(TaskError::Panicked(m)) => {
-                self.fail_one(work, format!("the handler panicked: {m}"), now);
+                self.fail_one(work, format!("the handler panicked: {m}"), now, ran_at);
             }
-            Err(TaskError::Failed(why)) => self.fail_one(work, why, now),
+            Err(TaskError::Failed(why)) => self.fail_one(work, why, now, ran_at),
             Err(TaskError::Codec(e)) => {
-                self.fail_one(work, format!("the run's data could not be carried: {e}"), now);
+                let why = format!("the run's data could not be carried: {e}");
+                self.fail_one(work, why, now, ran_at);
             }
             Err(TaskError::WorkerLost(why)) => {
                 self.retry(work, Some(format!("its worker was lost: {why}")), now);
@@ -626,16 +668,21 @@ impl Core {
             }
             Err(TaskError::Cancelled | TaskError::AlreadyTaken) => {}
         }
+        if retiring {
+            // Replaced from its own run: that run finished it.
+            self.cancel_one(work, REPLACED);
+        }
     }
 
-    fn succeed(&mut self, id: u64, output: Vec<u8>, now: i64) {
+    /// A run that started at `ran_at` succeeded.
+    fn succeed(&mut self, id: u64, output: Vec<u8>, now: i64, ran_at: i64) {
         let periodic = self.records[&id].periodic.is_some();
         self.update(id, |r| {
             r.output = Some(output);
             r.failure = None;
             r.retries = 0;
             if periodic {
-                next_period(r, now);
+                next_period(r, ran_at);
             } else {
                 r.state = WorkState::Succeeded;
                 r.finished_at = Some(now);
@@ -657,7 +704,9 @@ impl Core {
 
     /// Fails one-off work and its dependents; periodic work waits for its
     /// next period.
-    fn fail_one(&mut self, id: u64, why: String, now: i64) {
+    /// `ran_at`: when the failed run started (`now` for work that did not
+    /// run).
+    fn fail_one(&mut self, id: u64, why: String, now: i64, ran_at: i64) {
         let Some(rec) = self.records.get(&id) else {
             return;
         };
@@ -672,7 +721,7 @@ impl Core {
             r.failure = Some(why);
             r.retries = 0;
             if periodic {
-                next_period(r, now);
+                next_period(r, ran_at);
             } else {
                 r.state = WorkState::Failed;
                 r.finished_at = Some(now);
@@ -794,7 +843,12 @@ impl Core {
 
     /// How long to wait for events before the next turn (`None`: until one
     /// arrives).
-    fn next_wait(&self, now: i64, (next, waiting): (Option<i64>, bool), flushed: bool) -> Option<Duration> {
+    fn next_wait(
+        &self,
+        now: i64,
+        (next, waiting): (Option<i64>, bool),
+        flushed: bool,
+    ) -> Option<Duration> {
         let mut wait: Option<Duration> = None;
         let mut at_most = |d: Duration| wait = Some(wait.map_or(d, |w| w.min(d)));
         if let Some(at) = next {
@@ -843,7 +897,13 @@ impl Core {
 }
 
 /// A new work's record, blocked if it has prerequisites.
-fn new_record(id: u64, spec: Spec, unique: Option<String>, prerequisites: Vec<u64>, now: i64) -> Record {
+fn new_record(
+    id: u64,
+    spec: Spec,
+    unique: Option<String>,
+    prerequisites: Vec<u64>,
+    now: i64,
+) -> Record {
     let start = now.saturating_add(spec.initial_delay);
     let next_run_at = match spec.periodic {
         Some((interval, flex)) => start + (interval - flex),
@@ -879,16 +939,19 @@ fn new_record(id: u64, spec: Spec, unique: Option<String>, prerequisites: Vec<u6
     }
 }
 
-/// Moves periodic work to its next period, skipping periods missed whole
-/// (the process was down): at most one run per period.
-fn next_period(r: &mut Record, now: i64) {
+/// Moves periodic work, whose run started at `ran_at`, to its next period:
+/// at most one run per period. A run that started after its period ended
+/// (periods were missed: the process was down, or the work waited) counts
+/// for the period it started in, and the periods missed are skipped.
+fn next_period(r: &mut Record, ran_at: i64) {
     let Some((interval, flex)) = r.periodic else {
         return;
     };
     let interval = interval.max(1);
     let mut start = r.period_start.saturating_add(interval);
-    if now >= start.saturating_add(interval) {
-        start += (now - start) / interval * interval;
+    if ran_at >= start {
+        let periods = (ran_at - start) / interval + 1;
+        start = start.saturating_add(periods.saturating_mul(interval));
     }
     r.period_start = start;
     r.periods = r.periods.saturating_add(1);

@@ -284,7 +284,9 @@ impl WorkRequest {
     /// See [`WorkRequest`].
     pub fn input<T: Serialize + ?Sized>(mut self, input: &T) -> Self {
         let mut bytes = Vec::new();
-        self.input = Bincode::new().encode(input, &mut bytes).map(|()| Some(bytes));
+        self.input = Bincode::new()
+            .encode(input, &mut bytes)
+            .map(|()| Some(bytes));
         self
     }
 
@@ -486,10 +488,15 @@ pub enum WorkQuery {
 
 impl WorkQuery {
     pub(crate) fn matches(&self, info: &WorkInfo) -> bool {
+        self.matches_parts(info.id, &info.tags, info.unique_name.as_deref())
+    }
+
+    /// Whether a work with this id, tags and unique name is selected.
+    pub(crate) fn matches_parts(&self, id: WorkId, tags: &[String], unique: Option<&str>) -> bool {
         match self {
-            Self::Id(id) => info.id == *id,
-            Self::Tag(tag) => info.tags.iter().any(|t| t == tag),
-            Self::UniqueName(name) => info.unique_name.as_deref() == Some(name),
+            Self::Id(want) => id == *want,
+            Self::Tag(tag) => tags.iter().any(|t| t == tag),
+            Self::UniqueName(name) => unique == Some(name),
             Self::All => true,
         }
     }

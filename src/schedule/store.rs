@@ -9,7 +9,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use super::clock::from_ms;
-use super::request::{Backoff, WorkId, WorkInfo, WorkState};
+use super::request::{Backoff, WorkId, WorkInfo, WorkQuery, WorkState};
 use crate::codec::{Bincode, Codec};
 
 /// `PRAGMA application_id` of our stores: "ISOW".
@@ -78,13 +78,20 @@ impl fmt::Display for StoreError {
                  it was left untouched: move it aside or pick another path",
                 path.display()
             ),
-            Self::Foreign { path, application_id } => write!(
+            Self::Foreign {
+                path,
+                application_id,
+            } => write!(
                 f,
                 "{} is an SQLite database of another program (application id {application_id:#x}); \
                  it was left untouched: pick another path for the work store",
                 path.display()
             ),
-            Self::TooNew { path, version, supported } => write!(
+            Self::TooNew {
+                path,
+                version,
+                supported,
+            } => write!(
                 f,
                 "{} was written by a newer isolates (schema {version}, this build reads up to \
                  {supported}); upgrade, or pick another path",
@@ -140,6 +147,11 @@ pub(crate) struct Record {
 }
 
 impl Record {
+    /// Whether `query` selects this work (without building its info).
+    pub(crate) fn selected_by(&self, query: &WorkQuery) -> bool {
+        query.matches_parts(WorkId(self.id), &self.tags, self.unique.as_deref())
+    }
+
     pub(crate) fn info(&self) -> WorkInfo {
         WorkInfo {
             id: WorkId(self.id),
@@ -207,7 +219,9 @@ pub struct WorkStore {
 
 impl fmt::Debug for WorkStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WorkStore").field("path", &self.path).finish()
+        f.debug_struct("WorkStore")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -256,7 +270,9 @@ impl WorkStore {
     }
 
     fn shown_path(&self) -> PathBuf {
-        self.path.clone().unwrap_or_else(|| PathBuf::from(":memory:"))
+        self.path
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(":memory:"))
     }
 
     /// Refuses what is not ours before writing anything; sets up a new
@@ -291,7 +307,9 @@ impl WorkStore {
             self.conn
                 .execute_batch(&format!(
                     "BEGIN;
-                     CREATE TABLE works (id INTEGER PRIMARY KEY, record BLOB NOT NULL);
+                     -- AUTOINCREMENT: sqlite_sequence keeps the highest id ever
+                     -- stored, so ids of deleted (pruned) works are not reused.
+                     CREATE TABLE works (id INTEGER PRIMARY KEY AUTOINCREMENT, record BLOB NOT NULL);
                      PRAGMA application_id = {APPLICATION_ID};
                      PRAGMA user_version = {SCHEMA_VERSION};
                      COMMIT;"
@@ -391,7 +409,8 @@ impl WorkStore {
         Ok((good, bad))
     }
 
-    /// The highest id in the store, readable or not.
+    /// The highest id the store ever held, readable or not, deleted or
+    /// not: ids are never reused.
     pub(crate) fn max_id(&self) -> Result<u64, StoreError> {
         let max: Option<i64> = self
             .conn
@@ -399,7 +418,27 @@ impl WorkStore {
             .optional()
             .map_err(io)?
             .flatten();
-        Ok(max.map_or(0, i64::unsigned_abs))
+        let sequence: bool = self
+            .conn
+            .query_row(
+                "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'sqlite_sequence'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(io)?;
+        let ever: Option<i64> = if sequence {
+            self.conn
+                .query_row(
+                    "SELECT seq FROM sqlite_sequence WHERE name = 'works'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(io)?
+        } else {
+            None
+        };
+        Ok(max.max(ever).map_or(0, i64::unsigned_abs))
     }
 
     /// Writes `puts` and deletes `deletes` in one transaction.
@@ -417,9 +456,9 @@ impl WorkStore {
             let mut bytes = Vec::new();
             for rec in puts {
                 bytes.clear();
-                codec
-                    .encode(rec, &mut bytes)
-                    .map_err(|e| StoreError::Io(format!("work {} could not be encoded: {e}", rec.id)))?;
+                codec.encode(rec, &mut bytes).map_err(|e| {
+                    StoreError::Io(format!("work {} could not be encoded: {e}", rec.id))
+                })?;
                 let id = i64::try_from(rec.id).map_err(|_| StoreError::Io("id overflow".into()))?;
                 put.execute(params![id, bytes]).map_err(io)?;
             }
