@@ -18,6 +18,8 @@ use isolates::pool::Pool;
 use isolates::{Bincode, Codec, Isolate, Transfer, port, run};
 use serde::{Deserialize, Serialize};
 
+#[path = "../../benches/support/schedule_load.rs"]
+mod schedule_load;
 #[path = "../../benches/support/workload.rs"]
 mod workload;
 
@@ -578,6 +580,74 @@ fn idle_isolate_rss(quick: bool) -> Measure {
     }
 }
 
+fn schedule_overhead(quick: bool) -> Measure {
+    use isolates::schedule::WorkStore;
+    let n = if quick { 500 } else { 2000 };
+    let manager = schedule_load::noop_manager(WorkStore::in_memory().expect("store"), cores());
+    let rayon = rayon::ThreadPoolBuilder::new()
+        .num_threads(cores())
+        .build()
+        .expect("rayon");
+    let mut batch = 0;
+    let (base, ours) = interleaved(
+        if quick { 3 } else { 7 },
+        || schedule_load::rayon_batch(&rayon, n).as_nanos() as f64 / n as f64 / 1000.0,
+        || {
+            batch += 1;
+            schedule_load::run_batch(&manager, n, batch).as_nanos() as f64 / n as f64 / 1000.0
+        },
+    );
+    manager.shutdown();
+    Measure {
+        name: "schedule_overhead",
+        value: ours,
+        unit: "us/work",
+        baseline: "rayon scope.spawn of the same no-op jobs",
+        baseline_value: base,
+        ratio: ours / base,
+        goal: None,
+        note: Some(format!(
+            "{n} no-op works enqueued in one batch and run to success, in-memory store"
+        )),
+    }
+}
+
+fn store_commit(quick: bool, per_tx: u64) -> Measure {
+    use isolates::schedule::WorkStore;
+    let n = if quick { 500 } else { 2000 }.max(per_tx);
+    let raw = schedule_load::temp_store_path("harness-raw");
+    let path = schedule_load::temp_store_path("harness-store");
+    let manager = schedule_load::noop_manager(WorkStore::open(&path).expect("store"), 1);
+    let (base, ours) = interleaved(
+        if quick { 3 } else { 7 },
+        || {
+            let t =
+                schedule_load::raw_sqlite_commits(&raw, n, per_tx, schedule_load::WORK_ROW_BYTES);
+            n as f64 / t.as_secs_f64()
+        },
+        || n as f64 / schedule_load::commit_works(&manager, n, per_tx).as_secs_f64(),
+    );
+    manager.shutdown();
+    schedule_load::remove_store(&raw);
+    schedule_load::remove_store(&path);
+    Measure {
+        name: if per_tx == 1 {
+            "store_commit"
+        } else {
+            "store_commit_batch"
+        },
+        value: ours,
+        unit: "works/s",
+        baseline: "the same rows INSERTed into SQLite directly",
+        baseline_value: base,
+        ratio: ours / base,
+        goal: None,
+        note: Some(format!(
+            "{per_tx} work(s) per transaction, file store, WAL + synchronous=NORMAL"
+        )),
+    }
+}
+
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -610,6 +680,9 @@ fn main() {
         "bytes_8mib",
         "ui_frame_p99",
         "idle_isolate_rss",
+        "schedule_overhead",
+        "store_commit",
+        "store_commit_batch",
     ];
     let bar = ProgressBar::new(names.len() as u64);
     bar.set_style(
@@ -632,6 +705,9 @@ fn main() {
             "transfer_64mib" => transfer_64mib(quick),
             "bytes_8mib" => bytes_8mib(quick),
             "ui_frame_p99" => ui_frame_p99(quick, per_us),
+            "schedule_overhead" => schedule_overhead(quick),
+            "store_commit" => store_commit(quick, 1),
+            "store_commit_batch" => store_commit(quick, 1000),
             _ => idle_isolate_rss(quick),
         };
         results.push(measure);
