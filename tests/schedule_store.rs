@@ -936,3 +936,68 @@ fn work_waits_for_a_builtin_constraint() {
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     manager.shutdown();
 }
+
+/// Periodic work that enqueued its own replacement during a run, and was
+/// interrupted before the run ended, does not come back after a restart:
+/// it is cancelled, and only the replacement keeps the name.
+#[test]
+fn work_that_replaced_itself_stays_retired_after_a_restart() {
+    let dir = TempDir::new("retire");
+    let path = dir.path("works.db");
+    let clock = ManualClock::default();
+    let slot: Arc<std::sync::OnceLock<WorkManager>> = Arc::default();
+    let replaced = Arc::new(AtomicBool::new(false));
+    let stopped = Arc::new(AtomicBool::new(false));
+    let (sl, rp, st) = (
+        Arc::clone(&slot),
+        Arc::clone(&replaced),
+        Arc::clone(&stopped),
+    );
+    let manager = WorkManager::builder(WorkStore::open(&path).unwrap())
+        .clock(clock.clone())
+        .handler_fn("renew", move |(): (), w: &WorkContext<'_>| {
+            if !rp.swap(true, Ordering::SeqCst) {
+                let m = sl.get().expect("the manager is set");
+                let next = WorkRequest::periodic("renew", HOUR).initial_delay(HOUR);
+                m.enqueue_unique("renew", ExistingWork::Replace, next)
+                    .wait()
+                    .expect("replacement enqueued");
+            }
+            // Stays in its run until the shutdown stops it.
+            while !w.is_stopped() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            st.store(true, Ordering::SeqCst);
+            WorkResult::<()>::Retry
+        })
+        .build()
+        .unwrap();
+    assert!(slot.set(manager.clone()).is_ok());
+    let old = ids(manager.enqueue_unique(
+        "renew",
+        ExistingWork::Keep,
+        WorkRequest::periodic("renew", HOUR),
+    ))[0];
+    assert!(wait_until(|| replaced.load(Ordering::SeqCst), T));
+    barrier(&manager);
+    assert_eq!(info(&manager, old).state, WorkState::Running);
+    manager.shutdown();
+    assert!(wait_until(|| stopped.load(Ordering::SeqCst), T));
+    drop(slot);
+
+    let manager = WorkManager::builder(WorkStore::open(&path).unwrap())
+        .clock(clock.clone())
+        .handler_fn("renew", |(): (), _: &WorkContext<'_>| {
+            WorkResult::Success(())
+        })
+        .build()
+        .unwrap();
+    let old_info = info(&manager, old);
+    assert_eq!(old_info.state, WorkState::Cancelled, "{old_info:?}");
+    assert_eq!(old_info.unique_name, None);
+    let named = manager.infos(&WorkQuery::UniqueName("renew".into()));
+    assert_eq!(named.len(), 1);
+    assert_ne!(named[0].id, old);
+    assert_eq!(named[0].state, WorkState::Enqueued);
+    manager.shutdown();
+}

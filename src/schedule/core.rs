@@ -99,9 +99,6 @@ pub(crate) struct Core {
     /// (task, when to abandon its worker). They do not start again before
     /// it stopped.
     stopping: HashMap<u64, (u64, Instant)>,
-    /// Running works that enqueued their own replacement: cancelled once
-    /// their run ends (else periodic work, or a retry, would run again).
-    retiring: HashSet<u64>,
     next_id: u64,
     dirty: HashSet<u64>,
     deleted: Vec<u64>,
@@ -138,7 +135,6 @@ impl Core {
             due: BTreeSet::new(),
             running: HashMap::new(),
             stopping: HashMap::new(),
-            retiring: HashSet::new(),
             next_id,
             dirty: HashSet::new(),
             deleted: Vec::new(),
@@ -152,7 +148,13 @@ impl Core {
         };
         let now = core.now();
         for mut rec in records {
-            if rec.state == WorkState::Running {
+            if rec.retire && !rec.state.is_finished() {
+                // It replaced itself, and its last run was interrupted.
+                rec.state = WorkState::Cancelled;
+                rec.finished_at = Some(now);
+                rec.failure = Some(REPLACED.to_owned());
+                core.dirty.insert(rec.id);
+            } else if rec.state == WorkState::Running {
                 // Interrupted by a crash or a kill: it runs again.
                 rec.state = WorkState::Enqueued;
                 rec.next_run_at = rec.next_run_at.min(now);
@@ -345,7 +347,7 @@ impl Core {
                     for id in unfinished {
                         let self_running = caller == Some(id) && self.running.contains_key(&id);
                         if self_running {
-                            self.retiring.insert(id);
+                            self.update(id, |r| r.retire = true);
                         } else {
                             self.cancel_one(id, REPLACED);
                         }
@@ -496,7 +498,6 @@ impl Core {
         if rec.state.is_finished() {
             return;
         }
-        self.retiring.remove(&id);
         if let Some(run) = self.running.remove(&id) {
             run.handle.cancel();
             self.stopping
@@ -625,7 +626,7 @@ impl Core {
         let mut run = self.running.remove(&work).expect("checked");
         let now = self.now();
         let ran_at = run.started;
-        let retiring = self.retiring.remove(&work);
+        let retiring = self.records.get(&work).is_some_and(|r| r.retire);
         let Some(result) = run.handle.try_take() else {
             return;
         };
@@ -936,6 +937,7 @@ fn new_record(
         finished_at: None,
         prerequisites,
         failure: None,
+        retire: false,
     }
 }
 

@@ -144,6 +144,9 @@ pub(crate) struct Record {
     pub(crate) finished_at: Option<i64>,
     pub(crate) prerequisites: Vec<u64>,
     pub(crate) failure: Option<String>,
+    /// It enqueued its own replacement during a run: cancelled when the
+    /// run ends (or at the next start, if the run was interrupted).
+    pub(crate) retire: bool,
 }
 
 impl Record {
