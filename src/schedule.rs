@@ -75,8 +75,7 @@ pub use constraint::{
 };
 pub use handler::{Handler, WorkContext, WorkResult};
 pub use request::{
-    Backoff, Enqueued, ExistingWork, WorkChain, WorkId, WorkInfo, WorkQuery, WorkRequest,
-    WorkState,
+    Backoff, Enqueued, ExistingWork, WorkChain, WorkId, WorkInfo, WorkQuery, WorkRequest, WorkState,
 };
 pub use store::{StoreError, UnreadableWork, WorkStore};
 
@@ -272,6 +271,8 @@ impl<T> Operation<T> {
 #[derive(Debug)]
 pub struct WorkWatch {
     rx: cb::Receiver<WorkInfo>,
+    /// The scheduler forgets the watch once this is dropped.
+    _alive: Arc<()>,
 }
 
 impl WorkWatch {
@@ -776,9 +777,7 @@ impl WorkManager {
     ) -> Result<Vec<Vec<Spec>>, WorkError> {
         let shared = &self.shared;
         if chain.stages.iter().any(Vec::is_empty) {
-            return Err(WorkError::Invalid(
-                "a chain stage holds no work".to_owned(),
-            ));
+            return Err(WorkError::Invalid("a chain stage holds no work".to_owned()));
         }
         let periodic = chain.stages.iter().flatten().any(WorkRequest::is_periodic);
         if periodic && chain.len() > 1 {
@@ -814,7 +813,10 @@ impl WorkManager {
                     return Err(WorkError::UnknownConstraint(c.clone()));
                 }
                 let input = req.input.map_err(WorkError::Codec)?;
-                if let Some(size) = input.as_ref().map(Vec::len).filter(|&s| s > shared.data_limit)
+                if let Some(size) = input
+                    .as_ref()
+                    .map(Vec::len)
+                    .filter(|&s| s > shared.data_limit)
                 {
                     return Err(WorkError::DataTooLarge {
                         size,
@@ -880,7 +882,12 @@ impl WorkManager {
     /// ```
     pub fn cancel(&self, query: WorkQuery) -> Operation<usize> {
         let (reply, rx) = cb::bounded(1);
-        if self.shared.events.send(Event::Cancel { query, reply }).is_err() {
+        if self
+            .shared
+            .events
+            .send(Event::Cancel { query, reply })
+            .is_err()
+        {
             return Operation::resolved(Err(WorkError::Stopped));
         }
         Operation { rx }
@@ -920,8 +927,13 @@ impl WorkManager {
     /// See [`WorkWatch`].
     pub fn watch(&self, query: WorkQuery) -> WorkWatch {
         let (to, rx) = cb::unbounded();
-        let _ = self.shared.events.send(Event::Watch { query, to });
-        WorkWatch { rx }
+        let alive = Arc::new(());
+        let _ = self.shared.events.send(Event::Watch {
+            query,
+            to,
+            alive: Arc::downgrade(&alive),
+        });
+        WorkWatch { rx, _alive: alive }
     }
 
     /// Blocks until work `id` is finished, or `timeout` passes (then
@@ -964,10 +976,7 @@ impl WorkManager {
         let watch = self.watch(WorkQuery::Id(id));
         loop {
             let next = match deadline {
-                Some(d) => watch
-                    .rx
-                    .recv_deadline(d.max(Instant::now()))
-                    .ok()?,
+                Some(d) => watch.rx.recv_deadline(d.max(Instant::now())).ok()?,
                 None => watch.rx.recv().ok()?,
             };
             if cond(&next) {

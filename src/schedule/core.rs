@@ -6,7 +6,7 @@
 //! it answers the callers whose change that transaction made durable.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel as cb;
@@ -49,6 +49,8 @@ pub(crate) enum Event {
     Watch {
         query: WorkQuery,
         to: cb::Sender<WorkInfo>,
+        /// Dead once the watch is dropped.
+        alive: Weak<()>,
     },
     Done {
         work: u64,
@@ -72,6 +74,13 @@ pub(crate) struct Settings {
     pub(crate) stop_grace: Duration,
     pub(crate) constraint_poll: Duration,
     pub(crate) keep_finished: Duration,
+}
+
+/// A [`WorkWatch`](super::WorkWatch)'s end.
+struct Watcher {
+    query: WorkQuery,
+    to: cb::Sender<WorkInfo>,
+    alive: Weak<()>,
 }
 
 /// A run in progress.
@@ -103,7 +112,7 @@ pub(crate) struct Core {
     dirty: HashSet<u64>,
     deleted: Vec<u64>,
     replies: Vec<Reply>,
-    watchers: Vec<(WorkQuery, cb::Sender<WorkInfo>)>,
+    watchers: Vec<Watcher>,
     infos: Arc<RwLock<HashMap<u64, WorkInfo>>>,
     store_error: Arc<StoreErrorSlot>,
     next_prune: i64,
@@ -254,7 +263,7 @@ impl Core {
                     let _ = reply.send(Ok(n));
                 }));
             }
-            Event::Watch { query, to } => {
+            Event::Watch { query, to, alive } => {
                 let mut matching: Vec<_> = self
                     .records
                     .values()
@@ -263,7 +272,7 @@ impl Core {
                     .collect();
                 matching.sort_by_key(|i| i.id);
                 if matching.into_iter().all(|i| to.send(i).is_ok()) {
-                    self.watchers.push((query, to));
+                    self.watchers.push(Watcher { query, to, alive });
                 }
             }
             Event::Done { work, task } => self.finished(work, task),
@@ -825,11 +834,13 @@ impl Core {
         if !self.watchers.is_empty() {
             let mut changed = changed;
             changed.sort_by_key(|i| i.id);
-            self.watchers.retain(|(query, to)| {
-                changed
-                    .iter()
-                    .filter(|i| query.matches(i))
-                    .all(|i| to.send(i.clone()).is_ok())
+            // Dropped watches leave here, whether or not a change is theirs.
+            self.watchers.retain(|w| {
+                w.alive.strong_count() > 0
+                    && changed
+                        .iter()
+                        .filter(|i| w.query.matches(i))
+                        .all(|i| w.to.send(i.clone()).is_ok())
             });
         }
         self.send_replies();
