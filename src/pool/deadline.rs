@@ -148,7 +148,10 @@ mod tests {
             pending.len()
         );
         for cell in &pending {
-            assert!(state.cells.contains_key(&cell.id), "a pending task was dropped");
+            assert!(
+                state.cells.contains_key(&cell.id),
+                "a pending task was dropped"
+            );
         }
         drop(state);
         deadlines.close();

@@ -113,6 +113,8 @@ pub(crate) struct Core {
     deleted: Vec<u64>,
     replies: Vec<Reply>,
     watchers: Vec<Watcher>,
+    /// Watches to register once this turn is written.
+    new_watchers: Vec<Watcher>,
     infos: Arc<RwLock<HashMap<u64, WorkInfo>>>,
     store_error: Arc<StoreErrorSlot>,
     next_prune: i64,
@@ -149,6 +151,7 @@ impl Core {
             deleted: Vec::new(),
             replies: Vec::new(),
             watchers: Vec::new(),
+            new_watchers: Vec::new(),
             infos,
             store_error,
             next_prune: 0,
@@ -264,16 +267,9 @@ impl Core {
                 }));
             }
             Event::Watch { query, to, alive } => {
-                let mut matching: Vec<_> = self
-                    .records
-                    .values()
-                    .filter(|r| r.selected_by(&query))
-                    .map(Record::info)
-                    .collect();
-                matching.sort_by_key(|i| i.id);
-                if matching.into_iter().all(|i| to.send(i).is_ok()) {
-                    self.watchers.push(Watcher { query, to, alive });
-                }
+                // Registered after this turn's write, so its snapshot is
+                // what the store (and `infos`) hold.
+                self.new_watchers.push(Watcher { query, to, alive });
             }
             Event::Done { work, task } => self.finished(work, task),
             Event::Progress { work, task, bytes } => {
@@ -847,9 +843,22 @@ impl Core {
         true
     }
 
+    /// Answers the callers and registers the watches of a written turn.
     fn send_replies(&mut self) {
         for reply in self.replies.drain(..) {
             reply();
+        }
+        for w in std::mem::take(&mut self.new_watchers) {
+            let mut matching: Vec<_> = self
+                .records
+                .values()
+                .filter(|r| r.selected_by(&w.query))
+                .map(Record::info)
+                .collect();
+            matching.sort_by_key(|i| i.id);
+            if matching.into_iter().all(|i| w.to.send(i).is_ok()) {
+                self.watchers.push(w);
+            }
         }
     }
 
