@@ -53,7 +53,10 @@ fn crash_child() {
             std::thread::sleep(Duration::from_millis(5));
             WorkResult::Success(n * 2)
         })
-        .handler_fn("tick", |(): (), _: &WorkContext<'_>| WorkResult::Success(()))
+        .handler_fn(
+            "tick",
+            |(): (), _: &WorkContext<'_>| WorkResult::Success(()),
+        )
         .build()
         .expect("manager starts");
     let one_offs = |m: &WorkManager| {
@@ -64,8 +67,9 @@ fn crash_child() {
     };
     if one_offs(&manager).is_empty() {
         // One transaction: all of them are stored, or none.
-        let batch =
-            WorkChain::all((0..WORKS).map(|i| WorkRequest::once("job").input(&u64::from(i)).tag("job")));
+        let batch = WorkChain::all(
+            (0..WORKS).map(|i| WorkRequest::once("job").input(&u64::from(i)).tag("job")),
+        );
         manager.enqueue(batch).wait().expect("seeded");
     }
     let tick = WorkRequest::periodic("tick", Duration::from_millis(50));
@@ -137,7 +141,13 @@ fn kill9_resumes_every_work_exactly_once() {
     loop {
         let before = succeeded(&dir);
         let mut child = Command::new(&exe)
-            .args(["--exact", "crash_child", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "crash_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(DIR_VAR, &dir)
             .env(RUN_VAR, run.to_string())
             .stdout(Stdio::null())
@@ -187,10 +197,7 @@ fn kill9_resumes_every_work_exactly_once() {
     assert!(kills >= KILLS, "only {kills} kills happened");
 
     let works = WorkStore::open(store_path(&dir)).unwrap().works().unwrap();
-    let jobs: Vec<_> = works
-        .iter()
-        .filter(|i| i.handler == "job")
-        .collect();
+    let jobs: Vec<_> = works.iter().filter(|i| i.handler == "job").collect();
     assert_eq!(jobs.len(), WORKS as usize, "works were lost or doubled");
     let mut ran: HashMap<u64, usize> = HashMap::new();
     for r in 0..run {
@@ -200,16 +207,36 @@ fn kill9_resumes_every_work_exactly_once() {
     }
     let mut inputs = HashSet::new();
     for info in &jobs {
-        assert_eq!(info.state, WorkState::Succeeded, "{} did not succeed", info.id);
+        assert_eq!(
+            info.state,
+            WorkState::Succeeded,
+            "{} did not succeed",
+            info.id
+        );
         let out: u64 = info.output().expect("an output").expect("decodes");
         assert_eq!(out % 2, 0);
-        assert!(inputs.insert(out / 2), "two works had the input {}", out / 2);
-        assert!(ran.get(&info.id.0).is_some_and(|&n| n >= 1), "{} never ran", info.id);
+        assert!(
+            inputs.insert(out / 2),
+            "two works had the input {}",
+            out / 2
+        );
+        assert!(
+            ran.get(&info.id.0).is_some_and(|&n| n >= 1),
+            "{} never ran",
+            info.id
+        );
         assert!(info.run_attempts >= 1);
     }
     assert_eq!(inputs.len(), WORKS as usize);
-    let tick = works.iter().find(|i| i.handler == "tick").expect("the periodic work is kept");
-    assert_eq!(tick.state, WorkState::Enqueued, "periodic work never finishes");
+    let tick = works
+        .iter()
+        .find(|i| i.handler == "tick")
+        .expect("the periodic work is kept");
+    assert_eq!(
+        tick.state,
+        WorkState::Enqueued,
+        "periodic work never finishes"
+    );
     assert!(tick.periods >= 1, "the periodic work never ran");
     let reruns: usize = ran.values().map(|n| n - 1).sum();
     eprintln!(

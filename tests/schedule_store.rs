@@ -956,12 +956,13 @@ fn work_that_replaced_itself_stays_retired_after_a_restart() {
     let manager = WorkManager::builder(WorkStore::open(&path).unwrap())
         .clock(clock.clone())
         .handler_fn("renew", move |(): (), w: &WorkContext<'_>| {
-            if !rp.swap(true, Ordering::SeqCst) {
+            if w.attempt() == 1 {
                 let m = sl.get().expect("the manager is set");
                 let next = WorkRequest::periodic("renew", HOUR).initial_delay(HOUR);
                 m.enqueue_unique("renew", ExistingWork::Replace, next)
                     .wait()
                     .expect("replacement enqueued");
+                rp.store(true, Ordering::SeqCst);
             }
             // Stays in its run until the shutdown stops it.
             while !w.is_stopped() {
