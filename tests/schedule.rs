@@ -1187,13 +1187,13 @@ fn cancel_by_id_tag_name_and_all() {
     m.shutdown();
 }
 
-#[test]
-fn cancelling_running_work_tells_the_handler_to_stop() {
-    let clock = ManualClock::default();
+/// A manager whose handler `"spin"` raises the first flag when it starts,
+/// then waits to be told to stop and raises the second if it was.
+fn spinning_manager(clock: &ManualClock) -> (WorkManager, Arc<AtomicBool>, Arc<AtomicBool>) {
     let started = Arc::new(AtomicBool::new(false));
     let saw_stop = Arc::new(AtomicBool::new(false));
     let (st, sa) = (Arc::clone(&started), Arc::clone(&saw_stop));
-    let m = builder(&clock)
+    let m = builder(clock)
         .handler_fn("spin", move |(): (), w: &WorkContext<'_>| {
             st.store(true, Ordering::SeqCst);
             if wait_until(|| w.is_stopped(), LONG) {
@@ -1203,6 +1203,13 @@ fn cancelling_running_work_tells_the_handler_to_stop() {
         })
         .build()
         .unwrap();
+    (m, started, saw_stop)
+}
+
+#[test]
+fn cancelling_running_work_tells_the_handler_to_stop() {
+    let clock = ManualClock::default();
+    let (m, started, saw_stop) = spinning_manager(&clock);
     let id = new_id(m.enqueue(WorkRequest::once("spin")));
     assert!(wait_until(|| started.load(Ordering::SeqCst), LONG));
     assert_eq!(info(&m, id).state, WorkState::Running);
@@ -1663,19 +1670,7 @@ fn constraint_is_polled() {
 #[test]
 fn shutdown_stops_runs_and_leaves_them_enqueued() {
     let clock = ManualClock::default();
-    let started = Arc::new(AtomicBool::new(false));
-    let saw_stop = Arc::new(AtomicBool::new(false));
-    let (st, sa) = (Arc::clone(&started), Arc::clone(&saw_stop));
-    let m = builder(&clock)
-        .handler_fn("spin", move |(): (), w: &WorkContext<'_>| {
-            st.store(true, Ordering::SeqCst);
-            if wait_until(|| w.is_stopped(), LONG) {
-                sa.store(true, Ordering::SeqCst);
-            }
-            WorkResult::Success(())
-        })
-        .build()
-        .unwrap();
+    let (m, started, saw_stop) = spinning_manager(&clock);
     let id = new_id(m.enqueue(WorkRequest::once("spin")));
     assert!(wait_until(|| started.load(Ordering::SeqCst), LONG));
     m.shutdown();

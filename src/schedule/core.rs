@@ -682,21 +682,7 @@ impl Core {
 
     /// A run that started at `ran_at` succeeded.
     fn succeed(&mut self, id: u64, output: Vec<u8>, now: i64, ran_at: i64) {
-        let periodic = self.records[&id].periodic.is_some();
-        self.update(id, |r| {
-            r.output = Some(output);
-            r.failure = None;
-            r.retries = 0;
-            if periodic {
-                next_period(r, ran_at);
-            } else {
-                r.state = WorkState::Succeeded;
-                r.finished_at = Some(now);
-            }
-        });
-        for d in self.dependents.get(&id).cloned().unwrap_or_default() {
-            self.resolve_blocked(d, now);
-        }
+        self.conclude(id, Ok(output), now, ran_at);
     }
 
     fn retry(&mut self, id: u64, why: Option<String>, now: i64) {
@@ -713,6 +699,13 @@ impl Core {
     /// `ran_at`: when the failed run started (`now` for work that did not
     /// run).
     fn fail_one(&mut self, id: u64, why: String, now: i64, ran_at: i64) {
+        self.conclude(id, Err(why), now, ran_at);
+    }
+
+    /// Ends a run (or, for `Err`, a work that cannot run): one-off work
+    /// finishes, periodic work moves to its next period; then the works
+    /// waiting on it are decided.
+    fn conclude(&mut self, id: u64, outcome: Result<Vec<u8>, String>, now: i64, ran_at: i64) {
         let Some(rec) = self.records.get(&id) else {
             return;
         };
@@ -724,12 +717,22 @@ impl Core {
         }
         let periodic = rec.periodic.is_some();
         self.update(id, |r| {
-            r.failure = Some(why);
             r.retries = 0;
+            let state = match outcome {
+                Ok(output) => {
+                    r.output = Some(output);
+                    r.failure = None;
+                    WorkState::Succeeded
+                }
+                Err(why) => {
+                    r.failure = Some(why);
+                    WorkState::Failed
+                }
+            };
             if periodic {
                 next_period(r, ran_at);
             } else {
-                r.state = WorkState::Failed;
+                r.state = state;
                 r.finished_at = Some(now);
             }
         });
