@@ -46,7 +46,7 @@ use crate::unwind;
 
 mod deadline;
 mod main_thread;
-mod task;
+pub(crate) mod task;
 
 pub use main_thread::MainThread;
 use task::{CodecSet, ErrorKind, Outcome, TaskCell};
@@ -926,15 +926,6 @@ impl<W: Worker> Pool<W> {
         )
     }
 
-    /// Whether a worker is still running task `task_id` (a task whose
-    /// handle resolved by deadline or cancel may still be running).
-    pub(crate) fn is_running(&self, task_id: u64) -> bool {
-        let q = self.inner.queue.lock();
-        q.slots
-            .iter()
-            .any(|s| s.alive && s.running.as_ref().is_some_and(|r| r.cell.id == task_id))
-    }
-
     /// Kills the first slot (or slot `only`) that `pick` chooses, under
     /// the queue lock so the choice and the kill are one step.
     fn kill_slot(&self, pick: impl Fn(&Slot) -> bool, only: Option<usize>) -> bool {
@@ -1605,7 +1596,11 @@ fn worker_main<W: Worker>(inner: Arc<Inner<W>>, slot: usize, generation: u64, ar
             key,
             retries,
         } = job;
-        if !cell.start_running() || cell.check_deadline(Instant::now()) {
+        if !cell.start_running() {
+            continue;
+        }
+        if cell.check_deadline(Instant::now()) {
+            cell.returned();
             continue;
         }
         let retry = if retries > 0 {
@@ -1617,6 +1612,7 @@ fn worker_main<W: Worker>(inner: Arc<Inner<W>>, slot: usize, generation: u64, ar
             let mut q = inner.queue.lock();
             if q.slots[slot].generation != generation {
                 drop(q);
+                cell.returned();
                 inner.lost(
                     Running {
                         cell,
@@ -1668,6 +1664,7 @@ fn worker_main<W: Worker>(inner: Arc<Inner<W>>, slot: usize, generation: u64, ar
                 }
             }
         };
+        cell.returned();
         let running = {
             let mut q = inner.queue.lock();
             if q.slots[slot].generation != generation {

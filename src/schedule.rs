@@ -642,9 +642,17 @@ struct Shared {
 impl Shared {
     fn shutdown(&self) {
         let _ = self.events.send(Event::Shutdown);
+        if handler::current_work(self.key).is_some() {
+            // From one of our handlers: the scheduler waits for this run to
+            // return, so waiting for the scheduler here would wait for
+            // ourselves. It stops on its own.
+            return;
+        }
         let thread = self.thread.lock().take();
         if let Some(thread) = thread {
             if thread.thread().id() == std::thread::current().id() {
+                // The scheduler itself: it stops after this turn.
+                handler::withdraw(self.key);
                 return;
             }
             let _ = thread.join();
@@ -761,7 +769,7 @@ impl WorkManager {
         let event = Event::Enqueue {
             stages,
             unique,
-            caller: handler::current_work(),
+            caller: handler::current_work(self.shared.key),
             reply,
         };
         if self.shared.events.send(event).is_err() {
@@ -1030,8 +1038,12 @@ impl WorkManager {
 
     /// Stops the scheduler and the workers: runs in progress are told to
     /// stop and stay enqueued in the store, to run again on the next start.
-    /// Blocks until the store is written. Later requests answer
-    /// [`WorkError::Stopped`].
+    /// Blocks until the store is written and the runs returned, or the stop
+    /// grace passed (a handler that ignores [`WorkContext::is_stopped`]
+    /// longer is left running; a manager started again on the same store
+    /// in this process could then run its work beside it). Called from a
+    /// handler, it returns at once and the manager stops after that run.
+    /// Later requests answer [`WorkError::Stopped`].
     ///
     /// # Examples
     ///

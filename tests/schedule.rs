@@ -143,6 +143,10 @@ impl Gate {
     fn wait(&self) -> bool {
         wait_until(|| self.0.load(Ordering::SeqCst), LONG)
     }
+
+    fn is_open(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
 }
 
 /// What a handler that replaced itself saw: the enqueue's answer, and
@@ -1297,7 +1301,7 @@ fn time_limit_stops_the_run_and_counts_as_a_retry() {
 }
 
 #[test]
-fn a_run_that_ignores_the_stop_loses_its_worker() {
+fn a_run_that_ignores_the_stop_loses_its_worker_and_its_work_waits_for_it() {
     let clock = ManualClock::default();
     let gate = Arc::new(Gate::default());
     let first_returned = Arc::new(AtomicBool::new(false));
@@ -1314,6 +1318,9 @@ fn a_run_that_ignores_the_stop_loses_its_worker() {
             }
             WorkResult::Success(w.attempt())
         })
+        .handler_fn("other", |(): (), _: &WorkContext<'_>| {
+            WorkResult::Success(0u32)
+        })
         .build()
         .unwrap();
     let request = WorkRequest::once("stubborn")
@@ -1323,22 +1330,29 @@ fn a_run_that_ignores_the_stop_loses_its_worker() {
     let i = wait_for(&m, id, "timed out", |i| i.retries == 1);
     assert_eq!(i.state, WorkState::Enqueued);
 
-    // The only worker is still stuck in the first run; the work runs again
-    // on the worker that replaced it.
-    let i = advance_until_finished(&m, &clock, id, SECOND);
-    assert_eq!(i.state, WorkState::Succeeded, "{i:?}");
-    assert!(i.run_attempts >= 2);
-    assert!(
-        !first_returned.load(Ordering::SeqCst),
-        "the second run waited for the first"
-    );
+    // The only worker is stuck in the first run: after the grace it is
+    // abandoned and replaced, so other work runs...
+    let other = new_id(m.enqueue(WorkRequest::once("other")));
+    assert_eq!(finished(&m, other).state, WorkState::Succeeded);
+    // ...but the stubborn work, due again, waits for its first run to
+    // return: two runs of one work never overlap.
+    clock.advance(SECOND * 5);
+    sync(&m);
+    let other = new_id(m.enqueue(WorkRequest::once("other")));
+    assert_eq!(finished(&m, other).state, WorkState::Succeeded);
+    let i = info(&m, id);
+    assert_eq!((i.state, i.run_attempts), (WorkState::Enqueued, 1), "{i:?}");
+    assert!(!first_returned.load(Ordering::SeqCst));
+
     gate.open();
     assert!(wait_until(|| first_returned.load(Ordering::SeqCst), LONG));
-    sync(&m);
+    let i = finished(&m, id);
+    assert_eq!(i.state, WorkState::Succeeded, "{i:?}");
+    assert_eq!(i.run_attempts, 2);
     assert_eq!(
-        info(&m, id).state,
-        WorkState::Succeeded,
-        "the abandoned run changed nothing"
+        i.output::<u32>(),
+        Some(Ok(2)),
+        "the abandoned run's result changed nothing"
     );
     m.shutdown();
 }
@@ -1841,4 +1855,436 @@ fn periodic_work_replacing_itself_retires_after_its_run() {
         "the old work ran again"
     );
     m.shutdown();
+}
+
+// ---- edge cases: huge durations, callbacks that call back, foreign rows ----
+
+/// The manager still answers (its scheduler thread did not die).
+fn scheduler_alive(m: &WorkManager) -> bool {
+    let mut op = m.cancel(WorkQuery::Tag("none".into()));
+    matches!(op.wait_timeout(Duration::from_secs(3)), Some(Ok(0)))
+}
+
+#[test]
+fn huge_periodic_interval_does_not_kill_the_scheduler() {
+    let clock = ManualClock::default();
+    let m = builder(&clock).build().unwrap();
+    let req = WorkRequest::periodic("noop", Duration::MAX).flex(MINUTE);
+    let mut op = m.enqueue(req);
+    let r = op.wait_timeout(Duration::from_secs(3));
+    assert!(
+        matches!(r, Some(Ok(_)) | Some(Err(WorkError::Invalid(_)))),
+        "{r:?}"
+    );
+    assert!(scheduler_alive(&m), "scheduler thread died");
+}
+
+#[test]
+fn huge_initial_delay_in_chain_does_not_kill_the_scheduler() {
+    let clock = ManualClock::default();
+    let m = builder(&clock).build().unwrap();
+    let chain = WorkChain::new(WorkRequest::once("noop"))
+        .then(WorkRequest::once("noop").initial_delay(Duration::MAX));
+    let ids = new_ids(m.enqueue(chain));
+    // The first runs and succeeds; resolving the second computes now + delay.
+    let _ = m.wait_finished(ids[0], Duration::from_secs(3));
+    assert!(scheduler_alive(&m), "scheduler thread died");
+}
+
+#[test]
+fn update_with_huge_initial_delay_does_not_kill_the_scheduler() {
+    let clock = ManualClock::default();
+    let m = builder(&clock).build().unwrap();
+    new_id(m.enqueue_unique(
+        "u",
+        ExistingWork::Keep,
+        WorkRequest::once("noop").initial_delay(HOUR),
+    ));
+    let mut op = m.enqueue_unique(
+        "u",
+        ExistingWork::Update,
+        WorkRequest::once("noop").initial_delay(Duration::MAX),
+    );
+    let _ = op.wait_timeout(Duration::from_secs(3));
+    assert!(scheduler_alive(&m), "scheduler thread died");
+}
+
+#[test]
+fn huge_periodic_initial_delay_with_flex_does_not_kill_the_scheduler() {
+    let clock = ManualClock::default();
+    let m = builder(&clock).build().unwrap();
+    let req = WorkRequest::periodic("noop", HOUR)
+        .flex(MINUTE)
+        .initial_delay(Duration::MAX);
+    let mut op = m.enqueue(req);
+    let _ = op.wait_timeout(Duration::from_secs(3));
+    assert!(scheduler_alive(&m), "scheduler thread died");
+}
+
+#[test]
+fn far_future_clock_does_not_kill_the_scheduler() {
+    let clock = ManualClock::new(std::time::UNIX_EPOCH + Duration::from_millis(i64::MAX as u64));
+    let m = builder(&clock).build().unwrap();
+    assert!(scheduler_alive(&m), "scheduler thread died");
+}
+
+#[test]
+fn append_to_periodic_work_is_not_blocked_forever() {
+    let clock = ManualClock::default();
+    let m = builder(&clock).build().unwrap();
+    let p = new_id(m.enqueue_unique("n", ExistingWork::Keep, WorkRequest::periodic("noop", HOUR)));
+    let r = m
+        .enqueue_unique("n", ExistingWork::Append, WorkRequest::once("noop"))
+        .wait();
+    let id = match r {
+        Err(WorkError::Invalid(_)) => return, // refused: fine
+        Ok(Enqueued::New(ids)) => ids[0],
+        other => panic!("{other:?}"),
+    };
+    wait_for(&m, p, "ran", |i| i.periods == 1);
+    clock.advance(HOUR);
+    wait_for(&m, p, "ran again", |i| i.periods == 2);
+    sync(&m);
+    let i = info(&m, id);
+    assert!(
+        i.state != WorkState::Blocked,
+        "appended one-off waits forever on periodic work that never finishes: {i:?}"
+    );
+}
+
+/// A handler whose on_timeout enqueues and waits, as a user might.
+struct EnqueueOnTimeout {
+    slot: Arc<OnceLock<WorkManager>>,
+}
+
+impl Handler for EnqueueOnTimeout {
+    type Input = ();
+    type Output = ();
+    fn run(&self, (): (), w: &WorkContext<'_>) -> WorkResult<()> {
+        wait_until(|| w.is_stopped(), LONG);
+        WorkResult::Success(())
+    }
+    fn on_timeout(&self, _info: &WorkInfo) {
+        let m = self.slot.get().unwrap();
+        let _ = m.enqueue(WorkRequest::once("noop")).wait();
+    }
+}
+
+#[test]
+fn on_timeout_that_enqueues_and_waits_does_not_deadlock() {
+    let clock = ManualClock::default();
+    let slot: Arc<OnceLock<WorkManager>> = Arc::default();
+    let m = builder(&clock)
+        .handler(
+            "slow",
+            EnqueueOnTimeout {
+                slot: Arc::clone(&slot),
+            },
+        )
+        .build()
+        .unwrap();
+    assert!(slot.set(m.clone()).is_ok());
+    new_id(m.enqueue(WorkRequest::once("slow").time_limit(Duration::from_millis(50))));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        scheduler_alive(&m),
+        "the scheduler deadlocked in on_timeout"
+    );
+}
+
+#[test]
+fn queued_run_is_not_timed_out_behind_a_cancelled_one() {
+    let clock = ManualClock::default();
+    let gate = Arc::new(Gate::default());
+    let g = Arc::clone(&gate);
+    let started = Arc::new(AtomicBool::new(false));
+    let st = Arc::clone(&started);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let m = builder(&clock)
+        .workers(1)
+        .stop_grace(Duration::from_secs(5))
+        .handler_fn("stubborn", move |(): (), _: &WorkContext<'_>| {
+            st.store(true, Ordering::SeqCst);
+            g.wait(); // ignores is_stopped
+            WorkResult::Success(())
+        })
+        .handler_fn("count", counting(&runs))
+        .build()
+        .unwrap();
+    let a = new_id(m.enqueue(WorkRequest::once("stubborn")));
+    assert!(wait_until(|| started.load(Ordering::SeqCst), LONG));
+    assert_eq!(m.cancel(WorkQuery::Id(a)).wait(), Ok(1));
+    let b = new_id(m.enqueue(WorkRequest::once("count").time_limit(Duration::from_millis(200))));
+    std::thread::sleep(Duration::from_millis(600));
+    sync(&m);
+    let i = info(&m, b);
+    gate.open();
+    assert_eq!(count(&runs), 0);
+    assert!(
+        i.failure.is_none() && i.retries == 0,
+        "b never ran, yet it was charged a timeout: {i:?}"
+    );
+    m.shutdown();
+}
+
+#[test]
+fn caller_of_another_manager_is_not_taken_for_self_replacement() {
+    // Two managers: ids start at 1 in both. A handler of manager 1 (work#1)
+    // replaces work under a name in manager 2 whose work#1 runs now.
+    let clock = ManualClock::default();
+    let (m2, started, saw_stop) = spinning_manager(&clock);
+    let slot: Arc<OnceLock<WorkManager>> = Arc::default();
+    let sl = Arc::clone(&slot);
+    let m1 = builder(&clock)
+        .handler_fn("replacer", move |(): (), _: &WorkContext<'_>| {
+            let m2 = sl.get().unwrap();
+            let _ = m2
+                .enqueue_unique(
+                    "n",
+                    ExistingWork::Replace,
+                    WorkRequest::once("noop").initial_delay(HOUR),
+                )
+                .wait();
+            WorkResult::Success(())
+        })
+        .build()
+        .unwrap();
+    assert!(slot.set(m2.clone()).is_ok());
+    let spin = new_id(m2.enqueue_unique("n", ExistingWork::Keep, WorkRequest::once("spin")));
+    assert!(wait_until(|| started.load(Ordering::SeqCst), LONG));
+    let r = new_id(m1.enqueue(WorkRequest::once("replacer")));
+    assert_eq!(spin, r, "same id in both stores");
+    finished(&m1, r);
+    sync(&m2);
+    let i = info(&m2, spin);
+    assert_eq!(
+        i.state,
+        WorkState::Cancelled,
+        "replaced work kept running: {i:?}; saw_stop={}",
+        saw_stop.load(Ordering::SeqCst)
+    );
+    m1.shutdown();
+    m2.shutdown();
+}
+
+/// A store path under the temp dir, removed with its WAL files on drop.
+struct TmpDb(std::path::PathBuf);
+
+impl TmpDb {
+    fn clear(&self) {
+        for ext in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{ext}", self.0.display()));
+        }
+    }
+}
+
+impl AsRef<std::path::Path> for TmpDb {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TmpDb {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+fn edge_tmp(name: &str) -> TmpDb {
+    let p = std::env::temp_dir().join(format!("isolates-edge-{}-{name}.db", std::process::id()));
+    let db = TmpDb(p);
+    db.clear();
+    db
+}
+
+#[test]
+fn a_text_row_does_not_make_the_whole_store_unreadable() {
+    let path = edge_tmp("textrow");
+    {
+        let clock = ManualClock::default();
+        let m = WorkManager::builder(WorkStore::open(&path).unwrap())
+            .clock(clock.clone())
+            .handler_fn(
+                "noop",
+                |(): (), _: &WorkContext<'_>| WorkResult::Success(()),
+            )
+            .build()
+            .unwrap();
+        new_id(m.enqueue(WorkRequest::once("noop").initial_delay(HOUR)));
+        m.shutdown();
+    }
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute("INSERT INTO works (id, record) VALUES (7, 'some text')", [])
+            .unwrap();
+    }
+    let store = WorkStore::open(&path).unwrap();
+    let r = store.unreadable();
+    assert!(r.is_ok(), "one odd row fails the whole load: {r:?}");
+}
+
+#[test]
+fn a_huge_stored_id_does_not_hang_every_operation() {
+    let path = edge_tmp("hugeid");
+    {
+        let m = WorkManager::builder(WorkStore::open(&path).unwrap())
+            .build()
+            .unwrap();
+        m.shutdown();
+    }
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute(
+            "INSERT INTO works (id, record) VALUES (?1, x'00')",
+            [i64::MAX],
+        )
+        .unwrap();
+    }
+    // The ids are used up: the store is refused with a clear error at
+    // start, instead of every later write failing.
+    let err = WorkManager::builder(WorkStore::open(&path).unwrap())
+        .handler_fn(
+            "noop",
+            |(): (), _: &WorkContext<'_>| WorkResult::Success(()),
+        )
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(&err, WorkError::Store(StoreError::Corrupt { detail, .. }) if detail.contains("id")),
+        "{err}"
+    );
+}
+
+#[test]
+fn shutdown_then_restart_does_not_run_a_work_twice_at_once() {
+    let path = edge_tmp("restart");
+    let clock = ManualClock::default();
+    let inside = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(Gate::default());
+    let make = |store: WorkStore| {
+        let (i, mo, g) = (Arc::clone(&inside), Arc::clone(&most), Arc::clone(&gate));
+        WorkManager::builder(store)
+            .clock(clock.clone())
+            .handler_fn("once", move |(): (), w: &WorkContext<'_>| {
+                let n = i.fetch_add(1, Ordering::SeqCst) + 1;
+                mo.fetch_max(n, Ordering::SeqCst);
+                // Stops when told, after a slow cleanup (within the grace).
+                while !w.is_stopped() && !g.is_open() {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                std::thread::sleep(Duration::from_millis(200));
+                i.fetch_sub(1, Ordering::SeqCst);
+                WorkResult::Success(())
+            })
+            .build()
+            .unwrap()
+    };
+    let m = make(WorkStore::open(&path).unwrap());
+    let id = new_id(m.enqueue(WorkRequest::once("once")));
+    assert!(wait_until(|| inside.load(Ordering::SeqCst) == 1, LONG));
+    m.shutdown();
+    let m2 = make(WorkStore::open(&path).unwrap());
+    let _ = m2.wait_for(id, Duration::from_secs(2), |i| {
+        i.state == WorkState::Running
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let seen = most.load(Ordering::SeqCst);
+    gate.open();
+    m2.shutdown();
+    assert_eq!(
+        seen, 1,
+        "two runs of {id} at once (shutdown returned while its run went on)"
+    );
+}
+
+/// Drops a flag when dropped.
+struct DropFlag(Arc<AtomicBool>);
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Holds the last manager clone and drops it in on_timeout (the scheduler thread).
+struct DropsManagerOnTimeout {
+    manager: Mutex<Option<WorkManager>>,
+    _flag: DropFlag,
+}
+
+impl Handler for DropsManagerOnTimeout {
+    type Input = ();
+    type Output = ();
+    fn run(&self, (): (), w: &WorkContext<'_>) -> WorkResult<()> {
+        wait_until(|| w.is_stopped(), LONG);
+        WorkResult::Success(())
+    }
+    fn on_timeout(&self, _info: &WorkInfo) {
+        drop(self.manager.lock().unwrap().take());
+    }
+}
+
+#[test]
+fn last_clone_dropped_on_the_scheduler_thread_frees_the_handlers() {
+    let clock = ManualClock::default();
+    let dropped = Arc::new(AtomicBool::new(false));
+    let holder: Arc<OnceLock<Arc<DropsManagerOnTimeout>>> = Arc::default();
+    let h = Arc::new(DropsManagerOnTimeout {
+        manager: Mutex::new(None),
+        _flag: DropFlag(Arc::clone(&dropped)),
+    });
+    // Register via a thin wrapper so the test keeps no strong ref.
+    struct Wrap(Arc<DropsManagerOnTimeout>);
+    impl Handler for Wrap {
+        type Input = ();
+        type Output = ();
+        fn run(&self, i: (), w: &WorkContext<'_>) -> WorkResult<()> {
+            self.0.run(i, w)
+        }
+        fn on_timeout(&self, info: &WorkInfo) {
+            self.0.on_timeout(info)
+        }
+    }
+    let m = builder(&clock)
+        .handler("t", Wrap(Arc::clone(&h)))
+        .build()
+        .unwrap();
+    *h.manager.lock().unwrap() = Some(m.clone());
+    drop(holder);
+    new_id(m.enqueue(WorkRequest::once("t").time_limit(Duration::from_millis(50))));
+    let weak = Arc::downgrade(&h);
+    drop(h);
+    drop(m); // the handler now holds the last clone
+    // on_timeout drops it on the scheduler thread: the manager should stop
+    // and its handlers be freed.
+    let freed = wait_until(|| dropped.load(Ordering::SeqCst), Duration::from_secs(5));
+    assert!(
+        freed,
+        "handlers leaked (registry never withdrawn); strong={}",
+        weak.strong_count()
+    );
+}
+
+#[test]
+fn last_clone_dropped_inside_a_handler_does_not_deadlock() {
+    let clock = ManualClock::default();
+    let slot: Arc<Mutex<Option<WorkManager>>> = Arc::default();
+    let done = Arc::new(AtomicBool::new(false));
+    let (sl, d) = (Arc::clone(&slot), Arc::clone(&done));
+    let m = builder(&clock)
+        .handler_fn("dropper", move |(): (), _: &WorkContext<'_>| {
+            let m = sl.lock().unwrap().take();
+            drop(m); // the last clone: stops the manager from its own worker
+            d.store(true, Ordering::SeqCst);
+            WorkResult::Success(())
+        })
+        .build()
+        .unwrap();
+    *slot.lock().unwrap() = Some(m.clone());
+    new_id(m.enqueue(WorkRequest::once("dropper")));
+    drop(m);
+    assert!(
+        wait_until(|| done.load(Ordering::SeqCst), Duration::from_secs(5)),
+        "handler stuck in Drop"
+    );
 }

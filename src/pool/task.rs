@@ -69,7 +69,15 @@ pub(crate) struct TaskCell {
     progress: Mutex<VecDeque<Envelope>>,
     /// Called once when the task resolves (the main-thread dispatcher).
     notify: Mutex<Option<Notify>>,
+    /// Whether a worker executes it: `IDLE`, `EXECUTING`, or back to
+    /// `IDLE` once `run` returned. Unlike `state`, which is `DONE` as soon
+    /// as the handle resolves (a deadline, a cancel, a kill), this says
+    /// whether the code may still be running.
+    execution: AtomicU8,
 }
+
+const IDLE: u8 = 0;
+const EXECUTING: u8 = 1;
 
 impl TaskCell {
     pub(crate) fn new(id: u64, deadline: Option<Instant>) -> Self {
@@ -82,6 +90,7 @@ impl TaskCell {
             deadline,
             progress: Mutex::new(VecDeque::new()),
             notify: Mutex::new(None),
+            execution: AtomicU8::new(IDLE),
         }
     }
 
@@ -95,10 +104,32 @@ impl TaskCell {
 
     /// Marks the task running, unless it already resolved (cancelled or
     /// timed out while queued): then the worker skips it.
+    ///
+    /// Counts as executing from before the switch (so a deadline that
+    /// resolves the task right after it never looks idle) until
+    /// [`returned`](Self::returned).
     pub(crate) fn start_running(&self) -> bool {
-        self.state
+        self.execution.store(EXECUTING, Ordering::Release);
+        let started = self
+            .state
             .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+            .is_ok();
+        if !started {
+            self.returned();
+        }
+        started
+    }
+
+    /// The worker is done with the task: its `run` returned, or it will
+    /// not run it.
+    pub(crate) fn returned(&self) {
+        self.execution.store(IDLE, Ordering::Release);
+    }
+
+    /// Whether a worker may still be executing the task's code (true from
+    /// its start until its `run` returns, even after the handle resolved).
+    pub(crate) fn executing(&self) -> bool {
+        self.execution.load(Ordering::Acquire) == EXECUTING
     }
 
     /// Puts a running task back in the queue (a retry).

@@ -19,6 +19,7 @@ use super::request::{Enqueued, ExistingWork, WorkId, WorkInfo, WorkQuery, WorkSt
 use super::store::{Record, WorkStore};
 use super::{Spec, WorkError};
 use crate::error::TaskError;
+use crate::pool::task::TaskCell;
 use crate::pool::{Pool, Task, TaskHandle};
 use crate::unwind;
 
@@ -26,6 +27,8 @@ use crate::unwind;
 const STORE_RETRY: Duration = Duration::from_secs(1);
 /// How often a run told to stop is checked for having stopped.
 const STOP_CHECK: Duration = Duration::from_millis(20);
+/// How often an abandoned run is checked for having returned.
+const ABANDONED_CHECK: Duration = Duration::from_millis(250);
 /// How often (on the work clock) finished work is looked at for pruning.
 const PRUNE_EVERY: i64 = 60_000;
 /// Why work replaced under its unique name was cancelled.
@@ -83,6 +86,15 @@ struct Watcher {
     alive: Weak<()>,
 }
 
+/// A run told to stop that may still be executing.
+struct Stopping {
+    task: u64,
+    cell: Arc<TaskCell>,
+    /// When its worker is abandoned (and replaced) if it still runs.
+    kill_at: Instant,
+    killed: bool,
+}
+
 /// A run in progress.
 struct Run {
     task: u64,
@@ -104,10 +116,9 @@ pub(crate) struct Core {
     /// Enqueued works by earliest start.
     due: BTreeSet<(i64, u64)>,
     running: HashMap<u64, Run>,
-    /// Works whose last run passed its limit and may still be running:
-    /// (task, when to abandon its worker). They do not start again before
-    /// it stopped.
-    stopping: HashMap<u64, (u64, Instant)>,
+    /// Works whose last run was told to stop (time limit, cancel) and may
+    /// still be executing. They do not start again before it returned.
+    stopping: HashMap<u64, Stopping>,
     next_id: u64,
     dirty: HashSet<u64>,
     deleted: Vec<u64>,
@@ -173,6 +184,18 @@ impl Core {
                 core.dirty.insert(rec.id);
             }
             core.insert(rec);
+        }
+        // A prerequisite may have finished (or become unreadable) without
+        // its dependents being decided before the last stop.
+        let mut blocked: Vec<u64> = core
+            .records
+            .values()
+            .filter(|r| r.state == WorkState::Blocked)
+            .map(|r| r.id)
+            .collect();
+        blocked.sort_unstable();
+        for id in blocked {
+            core.resolve_blocked(id, now);
         }
         core.infos
             .write()
@@ -346,6 +369,16 @@ impl Core {
                     return Ok(Enqueued::Updated(WorkId(target)));
                 }
                 ExistingWork::Append => {
+                    if let Some(&p) = unfinished
+                        .iter()
+                        .find(|id| self.records[id].periodic.is_some())
+                    {
+                        return Err(WorkError::Invalid(format!(
+                            "{} under {name:?} is periodic work, which never finishes: nothing \
+                             can run after it; use Keep or Replace",
+                            WorkId(p)
+                        )));
+                    }
                     after = self.leaves(&existing);
                 }
                 ExistingWork::Replace => {
@@ -423,8 +456,11 @@ impl Core {
             if r.state == WorkState::Enqueued && r.retries == 0 {
                 r.next_run_at = match r.periodic {
                     // Keeps its timing: same period, new window.
-                    Some((interval, flex)) => r.period_start + (interval - flex),
-                    None => (r.enqueued_at + r.initial_delay).max(now.min(r.next_run_at)),
+                    Some((interval, flex)) => r.period_start.saturating_add(interval - flex),
+                    None => r
+                        .enqueued_at
+                        .saturating_add(r.initial_delay)
+                        .max(now.min(r.next_run_at)),
                 };
             }
         });
@@ -438,18 +474,16 @@ impl Core {
         if rec.state != WorkState::Blocked {
             return;
         }
-        let states: Vec<(u64, WorkState)> = rec
+        // A missing prerequisite is an unreadable row (finished work is
+        // pruned only once its dependents finished): keep waiting.
+        let Some(states) = rec
             .prerequisites
             .iter()
-            .map(|p| {
-                (
-                    *p,
-                    self.records
-                        .get(p)
-                        .map_or(WorkState::Succeeded, |r| r.state),
-                )
-            })
-            .collect();
+            .map(|p| self.records.get(p).map(|r| (*p, r.state)))
+            .collect::<Option<Vec<(u64, WorkState)>>>()
+        else {
+            return;
+        };
         if let Some((p, _)) = states.iter().find(|(_, s)| *s == WorkState::Cancelled) {
             let why = format!("its prerequisite {} was cancelled", WorkId(*p));
             self.cancel_one(id, &why);
@@ -468,7 +502,7 @@ impl Core {
                 }
                 r.state = WorkState::Enqueued;
                 r.enqueued_at = now;
-                r.next_run_at = now + r.initial_delay;
+                r.next_run_at = now.saturating_add(r.initial_delay);
             });
         }
     }
@@ -505,8 +539,7 @@ impl Core {
         }
         if let Some(run) = self.running.remove(&id) {
             run.handle.cancel();
-            self.stopping
-                .insert(id, (run.task, Instant::now() + self.settings.stop_grace));
+            self.stop(id, &run);
         }
         self.update(id, |r| {
             r.state = WorkState::Cancelled;
@@ -528,7 +561,13 @@ impl Core {
         let mut waiting_constraint = false;
         let mut verdicts: HashMap<String, bool> = HashMap::new();
         let mut start = Vec::new();
-        let room = self.settings.max_running.saturating_sub(self.running.len());
+        // A run told to stop keeps its worker until it returns or its
+        // worker is abandoned.
+        let holding = self.stopping.values().filter(|s| !s.killed).count();
+        let room = self
+            .settings
+            .max_running
+            .saturating_sub(self.running.len() + holding);
         for &(at, id) in &self.due {
             if at > now {
                 return self.start_all(start, Some(at), waiting_constraint);
@@ -640,21 +679,28 @@ impl Core {
             Ok(RunOutput::Retry) => self.retry(work, None, now),
             Ok(RunOutput::Failure(why)) => self.fail_one(work, why, now, ran_at),
             Err(TaskError::TimedOut) => {
-                if self.pool.is_running(task) {
-                    self.stopping
-                        .insert(work, (task, Instant::now() + self.settings.stop_grace));
-                }
+                self.stop(work, &run);
                 let limit = self.records[&work]
                     .time_limit
                     .unwrap_or(self.settings.time_limit);
                 let why = format!("the run passed its time limit of {limit:?}");
                 self.retry(work, Some(why), now);
                 let info = self.records[&work].info();
-                if let Some(h) = self.registry.handlers.get(&info.handler).cloned()
-                    && let Err(p) = unwind::catch(|| h.on_timeout(&info))
-                {
-                    tracing::warn!(target: "isolates", work = %info.id, panic = %p.message,
-                        "a handler's on_timeout panicked");
+                if let Some(h) = self.registry.handlers.get(&info.handler).cloned() {
+                    // Not on this thread: the callback may call the manager
+                    // and wait for an answer only this thread gives.
+                    let spawned = std::thread::Builder::new()
+                        .name("isolates-work-timeout".into())
+                        .spawn(move || {
+                            if let Err(p) = unwind::catch(|| h.on_timeout(&info)) {
+                                tracing::warn!(target: "isolates", work = %info.id,
+                                    panic = %p.message, "a handler's on_timeout panicked");
+                            }
+                        });
+                    if let Err(e) = spawned {
+                        tracing::warn!(target: "isolates", work = %WorkId(work), error = %e,
+                            "no thread for on_timeout; it was not called");
+                    }
                 }
             }
             Err(TaskError::Panicked(m)) => {
@@ -741,22 +787,42 @@ impl Core {
         }
     }
 
-    /// Abandons the workers of runs that did not stop within their grace.
+    /// Watches `run`, told to stop, until it returns.
+    fn stop(&mut self, work: u64, run: &Run) {
+        let cell = Arc::clone(&run.handle.cell);
+        if cell.executing() {
+            let kill_at = Instant::now() + self.settings.stop_grace;
+            self.stopping.insert(
+                work,
+                Stopping {
+                    task: run.task,
+                    cell,
+                    kill_at,
+                    killed: false,
+                },
+            );
+        }
+    }
+
+    /// Forgets runs that returned; abandons (and replaces) the workers of
+    /// runs that did not stop within their grace. An abandoned run's work
+    /// still waits for it to return: runs of one work never overlap.
     fn check_stopping(&mut self) {
         if self.stopping.is_empty() {
             return;
         }
         let now = Instant::now();
         let pool = &self.pool;
-        self.stopping.retain(|work, (task, kill_at)| {
-            if !pool.is_running(*task) {
+        self.stopping.retain(|work, s| {
+            if !s.cell.executing() {
                 return false;
             }
-            if now >= *kill_at {
+            if !s.killed && now >= s.kill_at {
                 tracing::warn!(target: "isolates", work = %WorkId(*work),
-                    "a run did not stop within its grace period; its worker is abandoned");
-                pool.kill_task(*task);
-                return false;
+                    "a run did not stop within its grace period; its worker is abandoned and \
+                     the work waits for the run to return");
+                pool.kill_task(s.task);
+                s.killed = true;
             }
             true
         });
@@ -768,12 +834,15 @@ impl Core {
         if now < self.next_prune {
             return;
         }
-        self.next_prune = now + PRUNE_EVERY;
+        self.next_prune = now.saturating_add(PRUNE_EVERY);
         let keep = dur_ms(self.settings.keep_finished);
         let old: Vec<u64> = self
             .records
             .values()
-            .filter(|r| r.finished_at.is_some_and(|f| f.saturating_add(keep) <= now))
+            .filter(|r| {
+                r.state.is_finished()
+                    && r.finished_at.is_some_and(|f| f.saturating_add(keep) <= now)
+            })
             .map(|r| r.id)
             .filter(|id| {
                 self.dependents.get(id).is_none_or(|ds| {
@@ -884,8 +953,10 @@ impl Core {
         if waiting {
             at_most(self.settings.constraint_poll);
         }
-        if !self.stopping.is_empty() {
+        if self.stopping.values().any(|s| !s.killed) {
             at_most(STOP_CHECK);
+        } else if !self.stopping.is_empty() {
+            at_most(ABANDONED_CHECK);
         }
         if !flushed {
             at_most(STORE_RETRY);
@@ -899,12 +970,14 @@ impl Core {
     }
 
     /// Stops: runs in progress are told to stop and go back to enqueued
-    /// (they run again on the next start), and the store is written.
+    /// (they run again on the next start), the store is written, and runs
+    /// get up to the stop grace to return.
     fn shut_down(&mut self) {
         let running: Vec<u64> = self.running.keys().copied().collect();
         for id in running {
             if let Some(run) = self.running.remove(&id) {
                 run.handle.cancel();
+                self.stop(id, &run);
             }
             self.update(id, |r| r.state = WorkState::Enqueued);
         }
@@ -912,10 +985,19 @@ impl Core {
         if !self.flush() {
             tracing::error!(target: "isolates",
                 "the work store could not be written at shutdown; the last changes are lost");
-            self.send_replies();
+            // Their changes are not stored: the callers learn the manager
+            // stopped (dropped replies answer `Stopped`), never `Ok`.
+            self.replies.clear();
+            self.new_watchers.clear();
         }
-        for reply in self.replies.drain(..) {
-            reply();
+        // A restart on the same store must not overlap a run still going.
+        let deadline = Instant::now() + self.settings.stop_grace;
+        while self.stopping.values().any(|s| s.cell.executing()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if self.stopping.values().any(|s| s.cell.executing()) {
+            tracing::warn!(target: "isolates",
+                "runs still executing after the stop grace are left behind at shutdown");
         }
     }
 }
@@ -930,7 +1012,7 @@ fn new_record(
 ) -> Record {
     let start = now.saturating_add(spec.initial_delay);
     let next_run_at = match spec.periodic {
-        Some((interval, flex)) => start + (interval - flex),
+        Some((interval, flex)) => start.saturating_add(interval - flex),
         None => start,
     };
     Record {
@@ -981,7 +1063,7 @@ fn next_period(r: &mut Record, ran_at: i64) {
     r.period_start = start;
     r.periods = r.periods.saturating_add(1);
     r.state = WorkState::Enqueued;
-    r.next_run_at = start + (interval - flex);
+    r.next_run_at = start.saturating_add(interval - flex);
 }
 
 /// The last store write error, for the app to read; cleared by a write

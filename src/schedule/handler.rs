@@ -271,13 +271,18 @@ pub(crate) fn withdraw(key: u64) {
 }
 
 thread_local! {
-    /// The work this thread runs now, if it is a work manager's worker.
-    static CURRENT: Cell<Option<u64>> = const { Cell::new(None) };
+    /// The work this thread runs now, if it is a work manager's worker:
+    /// (the manager's registry key, the work's id).
+    static CURRENT: Cell<Option<(u64, u64)>> = const { Cell::new(None) };
 }
 
-/// The work the calling thread is running, if any.
-pub(crate) fn current_work() -> Option<u64> {
-    CURRENT.with(Cell::get)
+/// The work the calling thread is running for the manager with registry
+/// `key`, if any (ids repeat across stores: the key tells them apart).
+pub(crate) fn current_work(key: u64) -> Option<u64> {
+    CURRENT
+        .with(Cell::get)
+        .filter(|(k, _)| *k == key)
+        .map(|(_, id)| id)
 }
 
 /// One run, as sent to a worker.
@@ -300,6 +305,7 @@ pub(crate) enum RunOutput {
 /// The pool worker that runs handlers.
 pub(crate) struct Runner {
     registry: Arc<Registry>,
+    key: u64,
 }
 
 impl Worker for Runner {
@@ -312,7 +318,7 @@ impl Worker for Runner {
     fn start(key: u64) -> Result<Self, String> {
         let registry = REGISTRIES.lock().get(&key).cloned();
         registry
-            .map(|registry| Runner { registry })
+            .map(|registry| Runner { registry, key })
             .ok_or_else(|| "the work manager has stopped".to_owned())
     }
 
@@ -336,7 +342,7 @@ impl Worker for Runner {
                 CURRENT.with(|c| c.set(None));
             }
         }
-        CURRENT.with(|c| c.set(Some(run.work)));
+        CURRENT.with(|c| c.set(Some((self.key, run.work))));
         let _current = Current;
         Ok(handler.run(&run.input, &work))
     }

@@ -391,12 +391,23 @@ impl WorkStore {
             .prepare("SELECT id, record FROM works ORDER BY id")
             .map_err(io)?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1))))
             .map_err(io)?;
         let codec = Bincode::new();
         let (mut good, mut bad) = (Vec::new(), Vec::new());
         for row in rows {
             let (id, bytes) = row.map_err(io)?;
+            let bytes = match bytes {
+                Ok(bytes) => bytes,
+                // Not a blob (written by something else): report, keep.
+                Err(e) => {
+                    bad.push(UnreadableWork {
+                        id: WorkId(id.unsigned_abs()),
+                        reason: e.to_string(),
+                    });
+                    continue;
+                }
+            };
             match codec.decode::<Record>(&bytes) {
                 Ok(rec) if i64::try_from(rec.id).ok() == Some(id) => good.push(rec),
                 Ok(rec) => bad.push(UnreadableWork {
@@ -441,7 +452,15 @@ impl WorkStore {
         } else {
             None
         };
-        Ok(max.max(ever).map_or(0, i64::unsigned_abs))
+        match max.max(ever) {
+            // A row from elsewhere took the last ids: new work could not be
+            // stored.
+            Some(i64::MAX) => Err(StoreError::Corrupt {
+                path: self.shown_path(),
+                detail: format!("a row has the id {}, the last there is", i64::MAX),
+            }),
+            m => Ok(m.map_or(0, |m| m.max(0).unsigned_abs())),
+        }
     }
 
     /// Writes `puts` and deletes `deletes` in one transaction.
