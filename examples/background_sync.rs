@@ -62,7 +62,12 @@ fn main() {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--store" => store_path = args.next().expect("--store PATH").into(),
-            "--periods" => periods = args.next().and_then(|n| n.parse().ok()).expect("--periods N"),
+            "--periods" => {
+                periods = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .expect("--periods N")
+            }
             "--fresh" => fresh = true,
             other => panic!("unknown argument {other:?} (--store PATH, --periods N, --fresh)"),
         }
@@ -165,7 +170,10 @@ fn main() {
     }
     let w = manager.info(id).expect("the sync is stored");
     manager.shutdown();
-    assert!(w.periods >= target, "the sync did not reach {target} periods in time");
+    assert!(
+        w.periods >= target,
+        "the sync did not reach {target} periods in time"
+    );
     println!(
         "stopped with {} periods and {} runs stored; run again to resume from {}",
         w.periods,
