@@ -642,6 +642,9 @@ struct Shared {
 impl Shared {
     fn shutdown(&self) {
         let _ = self.events.send(Event::Shutdown);
+        // New workers (a restart after a panic) find no handlers from now
+        // on; running ones keep theirs.
+        handler::withdraw(self.key);
         if handler::current_work(self.key).is_some() {
             // From one of our handlers: the scheduler waits for this run to
             // return, so waiting for the scheduler here would wait for
@@ -649,15 +652,12 @@ impl Shared {
             return;
         }
         let thread = self.thread.lock().take();
-        if let Some(thread) = thread {
-            if thread.thread().id() == std::thread::current().id() {
-                // The scheduler itself: it stops after this turn.
-                handler::withdraw(self.key);
-                return;
-            }
+        if let Some(thread) = thread
+            // On the scheduler itself: it stops after this turn.
+            && thread.thread().id() != std::thread::current().id()
+        {
             let _ = thread.join();
         }
-        handler::withdraw(self.key);
     }
 }
 
