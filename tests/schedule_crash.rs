@@ -73,14 +73,18 @@ fn crash_child() {
         manager.enqueue(batch).wait().expect("seeded");
     }
     let tick = WorkRequest::periodic("tick", Duration::from_millis(50));
-    manager
+    let tick = manager
         .enqueue_unique("tick", ExistingWork::Keep, tick)
         .wait()
-        .expect("periodic enqueued");
+        .expect("periodic enqueued")
+        .ids()[0];
     let deadline = Instant::now() + Duration::from_secs(120);
+    // Done when every one-off work succeeded and the periodic one (due
+    // after the batch, so it runs after it) has run at least once.
     while one_offs(&manager)
         .iter()
         .any(|i| i.state != WorkState::Succeeded)
+        || manager.info(tick).is_none_or(|i| i.periods == 0)
     {
         assert!(Instant::now() < deadline, "the child made no progress");
         std::thread::sleep(Duration::from_millis(5));
