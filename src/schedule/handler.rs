@@ -79,8 +79,9 @@ pub trait Handler: Send + Sync + 'static {
     /// Runs the work once.
     fn run(&self, input: Self::Input, work: &WorkContext<'_>) -> WorkResult<Self::Output>;
 
-    /// Called (on the scheduler's thread: keep it short) when a run passes
-    /// its time limit, after the run was told to stop.
+    /// Called when a run passes its time limit, after the run was told to
+    /// stop (`background_fetch`'s timeout callback). It runs on a thread of
+    /// its own, so it may call the manager and wait for an answer.
     fn on_timeout(&self, info: &WorkInfo) {
         let _ = info;
     }

@@ -177,8 +177,9 @@ pub enum ExistingWork {
     #[default]
     Keep,
     /// Cancel the existing work and enqueue the new one. Work that enqueues
-    /// its own replacement from inside its handler is not cancelled: it
-    /// finishes its run, and loses the name.
+    /// its own replacement from inside its handler is not cancelled mid-run:
+    /// it loses the name, finishes its run, and is then cancelled (periodic
+    /// work does not run again; one-off work keeps the result of that run).
     Replace,
     /// Chain the new work after the existing work's leaves: it runs when
     /// they succeed, and fails or is cancelled if one of them did (one-off
