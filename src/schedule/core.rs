@@ -537,10 +537,7 @@ impl Core {
         if rec.state.is_finished() {
             return;
         }
-        if let Some(run) = self.running.remove(&id) {
-            run.handle.cancel();
-            self.stop(id, &run);
-        }
+        self.halt(id);
         self.update(id, |r| {
             r.state = WorkState::Cancelled;
             r.finished_at = Some(now);
@@ -561,6 +558,7 @@ impl Core {
         let mut waiting_constraint = false;
         let mut verdicts: HashMap<String, bool> = HashMap::new();
         let mut start = Vec::new();
+        let mut next = None;
         // A run told to stop keeps its worker until it returns or its
         // worker is abandoned.
         let holding = self.stopping.values().filter(|s| !s.killed).count();
@@ -570,7 +568,8 @@ impl Core {
             .saturating_sub(self.running.len() + holding);
         for &(at, id) in &self.due {
             if at > now {
-                return self.start_all(start, Some(at), waiting_constraint);
+                next = Some(at);
+                break;
             }
             if start.len() >= room {
                 break;
@@ -617,16 +616,7 @@ impl Core {
             }
             start.push(id);
         }
-        self.start_all(start, None, waiting_constraint)
-    }
-
-    fn start_all(
-        &mut self,
-        ids: Vec<u64>,
-        next: Option<i64>,
-        waiting_constraint: bool,
-    ) -> (Option<i64>, bool) {
-        for id in ids {
+        for id in start {
             self.start(id);
         }
         (next, waiting_constraint)
@@ -758,10 +748,8 @@ impl Core {
         if rec.state.is_finished() {
             return;
         }
-        if let Some(run) = self.running.remove(&id) {
-            run.handle.cancel();
-        }
         let periodic = rec.periodic.is_some();
+        self.halt(id);
         self.update(id, |r| {
             r.retries = 0;
             let state = match outcome {
@@ -784,6 +772,15 @@ impl Core {
         });
         for d in self.dependents.get(&id).cloned().unwrap_or_default() {
             self.resolve_blocked(d, now);
+        }
+    }
+
+    /// Tells work `id`'s run, if one is in progress, to stop, and keeps
+    /// the work from starting again until that run returned.
+    fn halt(&mut self, id: u64) {
+        if let Some(run) = self.running.remove(&id) {
+            run.handle.cancel();
+            self.stop(id, &run);
         }
     }
 
@@ -944,11 +941,8 @@ impl Core {
     ) -> Option<Duration> {
         let mut wait: Option<Duration> = None;
         let mut at_most = |d: Duration| wait = Some(wait.map_or(d, |w| w.min(d)));
-        if let Some(at) = next {
-            if let Some(d) = self.settings.clock.real_wait(from_ms(at)) {
-                at_most(d);
-            }
-            let _ = now;
+        if let Some(d) = next.and_then(|at| self.settings.clock.real_wait(from_ms(at))) {
+            at_most(d);
         }
         if waiting {
             at_most(self.settings.constraint_poll);
@@ -975,10 +969,7 @@ impl Core {
     fn shut_down(&mut self) {
         let running: Vec<u64> = self.running.keys().copied().collect();
         for id in running {
-            if let Some(run) = self.running.remove(&id) {
-                run.handle.cancel();
-                self.stop(id, &run);
-            }
+            self.halt(id);
             self.update(id, |r| r.state = WorkState::Enqueued);
         }
         self.pool.shutdown();
