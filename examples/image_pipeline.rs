@@ -111,7 +111,7 @@ impl Worker for Blur {
                 out[y * width + x] = (sum / n) as u8;
             }
             if y % step == step - 1 {
-                task.progress(&(((y + 1) * 100 / height) as u8));
+                task.progress(((y + 1) * 100 / height) as u8);
             }
         }
         let address = address(&out);

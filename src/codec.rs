@@ -1,12 +1,19 @@
 //! Codec layer: how a message becomes bytes and back.
 //!
-//! Every message crossing an isolate boundary is encoded by a [`Codec`] on the
-//! sender's thread and decoded on the receiver's, so no memory is shared. The
-//! default codec is [`Bincode`] (bincode 2 over serde, standard configuration)
-//! and every decode runs under a size limit: a hostile length prefix gets a
-//! [`CodecError`], never an allocation above the limit.
+//! Between threads of one process a message moves as a value: nothing is
+//! encoded. A message is encoded by a [`Codec`] where bytes are needed: on
+//! a port or isolate built with Dart's copy semantics
+//! ([`port::unbounded_with`](crate::port::unbounded_with),
+//! [`IsolateBuilder::copy_messages`](crate::IsolateBuilder::copy_messages),
+//! [`run_with`](crate::run_with)), for a pool task's retry copy, in the
+//! work manager's store, and at every boundary the value crosses. The
+//! default codec is [`Bincode`] (bincode 2 over serde, standard
+//! configuration) and every decode runs under a size limit: a hostile
+//! length prefix gets a [`CodecError`], never an allocation above the
+//! limit.
 //!
-//! Two escapes from "everything is copied through serde":
+//! Two escapes from "everything is copied through serde" where a message
+//! is encoded:
 //! - [`bytes`]: a `#[serde(with = "isolates::codec::bytes")]` helper that
 //!   writes a `Vec<u8>` (or `&[u8]`) as one block instead of byte by byte;
 //! - [`Transfer`]: an owned buffer that moves inside a message without any

@@ -27,10 +27,17 @@ pub use handle::IsolateHandle;
 /// An actor with private state, built inside its own thread.
 ///
 /// An isolate runs on its own thread. Its state is created by
-/// [`Isolate::start`] from start arguments that were encoded by the spawner
-/// and decoded inside the isolate, and every message reaches
-/// [`Isolate::handle`] the same way. The state type need not be `Send`: it
-/// never crosses a thread.
+/// [`Isolate::start`] from start arguments that the spawner gave up, and
+/// every message reaches [`Isolate::handle`] the same way: moved into the
+/// isolate, so the sender cannot touch it again and a send costs the same
+/// whatever the message's size. (With
+/// [`IsolateBuilder::copy_messages`] every message is encoded instead, as
+/// Dart copies.) The state type need not be `Send`: it never crosses a
+/// thread.
+///
+/// Every message type is serializable, so the same isolate can later cross
+/// a real boundary (a child process, another machine), where its messages
+/// are encoded.
 ///
 /// The outside world holds [`IsolateHandle`]s: cheap to clone, they can
 /// [`cast`](IsolateHandle::cast) (fire and forget), [`ask`](IsolateHandle::ask)
@@ -82,14 +89,14 @@ pub use handle::IsolateHandle;
 /// assert_eq!(counter.ask(10, Duration::from_secs(5)), Ok(115));
 /// ```
 pub trait Isolate: Sized + 'static {
-    /// What the isolate is started from; encoded by the spawner.
-    type Args: Serialize + DeserializeOwned + 'static;
+    /// What the isolate is started from; moved to the isolate's thread.
+    type Args: Serialize + DeserializeOwned + Send + 'static;
     /// What it is sent.
-    type Message: Serialize + DeserializeOwned + 'static;
+    type Message: Serialize + DeserializeOwned + Send + 'static;
     /// What it answers to an `ask`.
-    type Reply: Serialize + DeserializeOwned + 'static;
+    type Reply: Serialize + DeserializeOwned + Send + 'static;
     /// What its handler may fail with; carried back to the asker typed.
-    type Error: Serialize + DeserializeOwned + fmt::Display + 'static;
+    type Error: Serialize + DeserializeOwned + fmt::Display + Send + 'static;
 
     /// Builds the state, on the isolate's own thread.
     ///

@@ -40,8 +40,9 @@ use serde::de::DeserializeOwned;
 
 use crate::codec::envelope::Envelope;
 use crate::codec::{Bincode, Codec};
+use crate::error::CodecError;
 use crate::error::SpawnError;
-use crate::port::{DynCodec, decode_caught, dyn_codec, encode_caught};
+use crate::port::{DynCodec, dyn_codec};
 use crate::unwind;
 
 mod deadline;
@@ -84,16 +85,16 @@ pub(crate) type Codecs<W> = CodecSet<W>;
 /// assert_eq!(task.wait(), Ok(285));
 /// ```
 pub trait Worker: Sized + 'static {
-    /// What each worker is started from; encoded and decoded per worker.
+    /// What each worker is started from; each worker gets its own clone.
     type Args: Serialize + DeserializeOwned + Clone + Send + Sync + 'static;
-    /// A task's input.
-    type Input: Serialize + DeserializeOwned + 'static;
-    /// A task's output.
-    type Output: Serialize + DeserializeOwned + 'static;
+    /// A task's input; moved to the worker that runs it.
+    type Input: Serialize + DeserializeOwned + Send + 'static;
+    /// A task's output; moved back to the handle.
+    type Output: Serialize + DeserializeOwned + Send + 'static;
     /// What a running task reports as progress (use `()` for none).
-    type Progress: Serialize + DeserializeOwned + 'static;
+    type Progress: Serialize + DeserializeOwned + Send + 'static;
     /// A task's own error.
-    type Error: Serialize + DeserializeOwned + fmt::Display + 'static;
+    type Error: Serialize + DeserializeOwned + fmt::Display + Send + 'static;
 
     /// Builds a worker's state, on its own thread.
     ///
@@ -133,7 +134,7 @@ pub trait Worker: Sized + 'static {
 ///     fn run(&mut self, n: u32, task: &TaskContext<'_, Self>) -> Result<u32, String> {
 ///         for i in 1..=n {
 ///             if task.is_cancelled() { return Err("cancelled".into()); }
-///             task.progress(&i);
+///             task.progress(i);
 ///         }
 ///         Ok(n)
 ///     }
@@ -168,9 +169,9 @@ impl<W: Worker> TaskContext<'_, W> {
     /// # Examples
     ///
     /// See [`TaskContext`].
-    pub fn progress(&self, value: &W::Progress) {
-        if let Ok(envelope) = self.codecs.progress.encode(value) {
-            self.cell.push_progress(envelope);
+    pub fn progress(&self, value: W::Progress) {
+        if let Ok(packed) = self.codecs.progress.pack(value, "progress") {
+            self.cell.push_progress(packed.envelope);
         }
     }
 
@@ -431,6 +432,7 @@ pub struct PoolBuilder<W: Worker, C: Codec = Bincode> {
     bound: Option<(usize, FullPolicy)>,
     nice: Option<i32>,
     rayon: bool,
+    copy_messages: bool,
     codec: C,
     _worker: std::marker::PhantomData<fn() -> W>,
 }
@@ -558,7 +560,51 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
         self
     }
 
-    /// Uses `codec` for inputs, outputs, progress and errors.
+    /// Dart's copy semantics: every input, output, progress value, error
+    /// and the workers' start arguments are encoded with the
+    /// [codec](Self::codec) by their sender and decoded by their receiver,
+    /// under its limit. Default `false`: values move, so
+    /// [`submit`](Pool::submit) and [`TaskHandle::try_take`] cost the same
+    /// whatever a payload's size.
+    ///
+    /// Copy to enforce the codec's size limit on inputs and outputs, or to
+    /// prove in tests that the worker's types survive encoding before the
+    /// pool is moved to child processes or other machines. Then the
+    /// submitter pays the input's encode and the taker the output's decode.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use isolates::pool::{Pool, TaskContext, Worker};
+    /// use isolates::{Bincode, CodecError, TaskError};
+    ///
+    /// struct Len;
+    /// impl Worker for Len {
+    ///     type Args = (); type Input = Vec<u8>; type Output = usize; type Progress = (); type Error = String;
+    ///     fn start(_: ()) -> Result<Self, String> { Ok(Len) }
+    ///     fn run(&mut self, v: Vec<u8>, _: &TaskContext<'_, Self>) -> Result<usize, String> { Ok(v.len()) }
+    /// }
+    ///
+    /// let copied = Pool::<Len>::builder()
+    ///     .workers(1)
+    ///     .copy_messages(true)
+    ///     .codec(Bincode::<1024>::limited())
+    ///     .build(())
+    ///     .unwrap();
+    /// let err = copied.submit(vec![0; 4096]).wait().unwrap_err();
+    /// assert!(matches!(err, TaskError::Codec(CodecError::TooLarge { .. })));
+    ///
+    /// let moved = Pool::<Len>::builder().workers(1).build(()).unwrap();
+    /// assert_eq!(moved.submit(vec![0; 4096]).wait(), Ok(4096));
+    /// ```
+    pub fn copy_messages(mut self, copy: bool) -> Self {
+        self.copy_messages = copy;
+        self
+    }
+
+    /// The codec for inputs, outputs, progress and errors where they are
+    /// encoded: with [`copy_messages`](Self::copy_messages), for a retry's
+    /// copy of an input, and wherever they cross a real boundary.
     ///
     /// # Examples
     ///
@@ -583,6 +629,7 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
             bound: self.bound,
             nice: self.nice,
             rayon: self.rayon,
+            copy_messages: self.copy_messages,
             codec,
             _worker: std::marker::PhantomData,
         }
@@ -599,14 +646,21 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
     ///
     /// See [`Worker`].
     pub fn build(self, args: W::Args) -> Result<Pool<W>, SpawnError> {
+        let copy = self.copy_messages;
         let codecs = Arc::new(CodecSet::<W> {
-            input: dyn_codec(&self.codec),
-            output: dyn_codec(&self.codec),
-            progress: dyn_codec(&self.codec),
-            error: dyn_codec(&self.codec),
+            input: dyn_codec(&self.codec, copy),
+            output: dyn_codec(&self.codec, copy),
+            progress: dyn_codec(&self.codec, copy),
+            error: dyn_codec(&self.codec, copy),
         });
-        let args_codec: DynCodec<W::Args> = dyn_codec(&self.codec);
-        args_codec.encode(&args).map_err(SpawnError::Args)?;
+        let args_codec: DynCodec<W::Args> = dyn_codec(&self.codec, copy);
+        if copy {
+            // Every worker (and every restart) encodes them again: fail
+            // here, not in a worker.
+            args_codec
+                .encode_copy(&args, "start argument")
+                .map_err(SpawnError::Args)?;
+        }
         let fixed = self.routing == Routing::KeyAffinity || self.rayon;
         let max = if self.routing == Routing::KeyAffinity {
             self.min.max(1)
@@ -833,6 +887,7 @@ impl<W: Worker> Pool<W> {
             bound: None,
             nice: Some(10),
             rayon: false,
+            copy_messages: false,
             codec: Bincode::new(),
             _worker: std::marker::PhantomData,
         }
@@ -873,9 +928,9 @@ impl<W: Worker> Pool<W> {
             codecs: Arc::clone(&inner.codecs),
             taken: false,
         };
-        let input = match encode_caught(&inner.codecs.input, &task.input, "input") {
-            Ok(input) => input,
-            Err(e) => {
+        let input = match inner.codecs.input.pack(task.input, "input") {
+            Ok(packed) => packed.envelope,
+            Err((_, e)) => {
                 cell.fail(ErrorKind::Codec(e));
                 return handle;
             }
@@ -1277,6 +1332,14 @@ struct Inner<W: Worker> {
 }
 
 impl<W: Worker> Inner<W> {
+    /// A worker's start arguments: a clone moved to it, or their encoding.
+    fn start_args(&self) -> Result<Envelope, CodecError> {
+        self.args_codec
+            .pack(self.args.clone(), "start argument")
+            .map(|packed| packed.envelope)
+            .map_err(|(_, e)| e)
+    }
+
     fn enqueue(self: &Arc<Self>, job: Job) {
         let mut q = self.queue.lock();
         if q.closed {
@@ -1515,10 +1578,7 @@ fn spawn_worker<W: Worker>(
     slot: usize,
     generation: u64,
 ) -> Result<(), SpawnError> {
-    let args = inner
-        .args_codec
-        .encode(&inner.args)
-        .map_err(SpawnError::Args)?;
+    let args = inner.start_args().map_err(SpawnError::Args)?;
     let thread_inner = Arc::clone(inner);
     std::thread::Builder::new()
         .name(format!("{}-{slot}", inner.name))
@@ -1545,7 +1605,7 @@ fn rayon_worker<W: Worker>(inner: &Arc<Inner<W>>, slot: usize) {
             }
             q.slots[slot].generation
         };
-        let Ok(args) = inner.args_codec.encode(&inner.args) else {
+        let Ok(args) = inner.start_args() else {
             return;
         };
         worker_main(Arc::clone(inner), slot, generation, args);
@@ -1573,7 +1633,10 @@ fn lower_priority(nice: Option<i32>) {
 fn worker_main<W: Worker>(inner: Arc<Inner<W>>, slot: usize, generation: u64, args: Envelope) {
     lower_priority(inner.nice);
     let decode_args = |args: Envelope| -> Result<W, String> {
-        let args = inner.args_codec.decode(args).map_err(|e| e.to_string())?;
+        let args = inner
+            .args_codec
+            .unpack(args, "start argument")
+            .map_err(|e| e.to_string())?;
         match unwind::catch(|| W::start(args)) {
             Ok(Ok(worker)) => Ok(worker),
             Ok(Err(e)) => Err(unwind::describe(&e)),
@@ -1603,11 +1666,23 @@ fn worker_main<W: Worker>(inner: Arc<Inner<W>>, slot: usize, generation: u64, ar
             cell.returned();
             continue;
         }
-        let retry = if retries > 0 {
-            input.try_clone().map(|copy| (copy, retries))
-        } else {
-            None
+        // A retry needs a copy of the input, kept only when the submitter
+        // asked for retries: the bytes themselves when they came encoded,
+        // else an encoding made here, on the worker (a moved value has no
+        // other copy, and the submitter's thread must not pay for one).
+        let codecs = &*inner.codecs;
+        let retry_copy = match (&input, retries > 0) {
+            (_, false) => None,
+            (Envelope::Encoded(_), true) => input.try_clone(),
+            (Envelope::Moved(_), true) => None,
         };
+        let input = codecs.input.unpack(input, "input");
+        let retry_copy = match (&input, retry_copy, retries > 0) {
+            (_, Some(copy), _) => Some(copy),
+            (Ok(value), None, true) => codecs.input.encode_copy(value, "input").ok(),
+            _ => None,
+        };
+        let retry = retry_copy.map(|copy| (copy, retries));
         {
             let mut q = inner.queue.lock();
             if q.slots[slot].generation != generation {
@@ -1636,8 +1711,7 @@ fn worker_main<W: Worker>(inner: Arc<Inner<W>>, slot: usize, generation: u64, ar
             });
             record.note_workload();
         }
-        let codecs = &*inner.codecs;
-        let (outcome, panicked) = match decode_caught(&codecs.input, input, "input") {
+        let (outcome, panicked) = match input {
             Err(e) => (Outcome::Error(ErrorKind::Codec(e)), false),
             Ok(input) => {
                 let ctx = TaskContext {
@@ -1647,16 +1721,16 @@ fn worker_main<W: Worker>(inner: Arc<Inner<W>>, slot: usize, generation: u64, ar
                 };
                 match unwind::catch(|| state.run(input, &ctx)) {
                     Ok(Ok(value)) => (
-                        match encode_caught(&codecs.output, &value, "value") {
-                            Ok(envelope) => Outcome::Value(envelope),
-                            Err(e) => Outcome::Error(ErrorKind::Codec(e)),
+                        match codecs.output.pack(value, "value") {
+                            Ok(packed) => Outcome::Value(packed.envelope),
+                            Err((_, e)) => Outcome::Error(ErrorKind::Codec(e)),
                         },
                         false,
                     ),
                     Ok(Err(error)) => (
-                        match encode_caught(&codecs.error, &error, "value") {
-                            Ok(envelope) => Outcome::Failed(envelope),
-                            Err(e) => Outcome::Error(ErrorKind::Codec(e)),
+                        match codecs.error.pack(error, "value") {
+                            Ok(packed) => Outcome::Failed(packed.envelope),
+                            Err((_, e)) => Outcome::Error(ErrorKind::Codec(e)),
                         },
                         false,
                     ),
@@ -1708,7 +1782,7 @@ fn worker_main<W: Worker>(inner: Arc<Inner<W>>, slot: usize, generation: u64, ar
                 }
             }
             counters.restarts.fetch_add(1, Ordering::Relaxed);
-            let args = match inner.args_codec.encode(&inner.args) {
+            let args = match inner.start_args() {
                 Ok(args) => args,
                 Err(e) => {
                     inner.retire(slot, generation, format!("start arguments: {e}"));

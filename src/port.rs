@@ -1,10 +1,16 @@
 //! Typed ports: `SendPort<T>` and `ReceivePort<T>`, as in Dart.
 //!
-//! A port carries encoded envelopes, never values: [`SendPort::send`] encodes
-//! on the sender's thread and [`ReceivePort::recv`] decodes on the receiver's,
-//! so the two sides share no memory. A `SendPort` is itself serializable and
-//! can travel inside a message to another isolate; a reply port is just a port
-//! in a message.
+//! A port made with [`bounded`] or [`unbounded`] moves each message as a
+//! value: a send is O(1) whatever the message's size, and the sender cannot
+//! touch the message again (Rust's ownership is the isolation). A port made
+//! with [`bounded_with`] or [`unbounded_with`] has Dart's copy semantics
+//! instead: [`SendPort::send`] encodes on the sender's thread and
+//! [`ReceivePort::recv`] decodes on the receiver's, under the codec's limit.
+//! Use that where the bytes matter: to enforce a size limit on what a peer
+//! may send, or to test that a message type survives encoding before it is
+//! sent to a child process or another machine. A `SendPort` is itself
+//! serializable and can travel inside a message to another isolate; a reply
+//! port is just a port in a message.
 //!
 //! Every operation comes in crossbeam's four forms: `try_` (never blocks),
 //! blocking, `_timeout` and `_deadline`.
@@ -45,64 +51,122 @@ use crate::error::{
     TrySendError,
 };
 
-/// A codec fixed to one message type, so ports need no codec parameter.
+/// How one message type crosses between two threads: moved as a value, or
+/// encoded with a codec (Dart's copy semantics, and every real boundary).
 pub(crate) trait MessageCodec<T>: Send + Sync {
-    fn encode(&self, value: &T) -> Result<Envelope, CodecError>;
-    fn decode(&self, envelope: Envelope) -> Result<T, CodecError>;
+    /// Makes an envelope of `value` on the sender's side: a move (O(1),
+    /// no user code runs) or an encode, which keeps the value beside the
+    /// bytes so a refused send can give it back. A failed (or panicking)
+    /// encode gives the value back; `what` names it in the error.
+    fn pack(&self, value: T, what: &str) -> Result<Packed<T>, (T, CodecError)>;
+
+    /// Encodes a copy of `value` whatever the mode: for a copy kept to
+    /// retry a task, or for bytes that must cross a boundary.
+    fn encode_copy(&self, value: &T, what: &str) -> Result<Envelope, CodecError>;
+
+    /// Takes the value out of an envelope on the receiver's side: O(1) for
+    /// a moved value, a decode under the codec's limit for bytes. A panic
+    /// in a `Deserialize` is a malformed-message error naming `what`.
+    fn unpack(&self, envelope: Envelope, what: &str) -> Result<T, CodecError>;
+
+    /// Whether messages are encoded on every send (Dart's copy semantics).
+    fn copies(&self) -> bool;
 }
 
-impl<C: Codec, T: Serialize + DeserializeOwned> MessageCodec<T> for C {
-    fn encode(&self, value: &T) -> Result<Envelope, CodecError> {
-        envelope::encode(self, value)
+/// A codec and the choice between moving and copying.
+struct Wire<C> {
+    codec: C,
+    copy: bool,
+}
+
+impl<C: Codec, T: Serialize + DeserializeOwned + Send + 'static> MessageCodec<T> for Wire<C> {
+    fn pack(&self, value: T, what: &str) -> Result<Packed<T>, (T, CodecError)> {
+        if !self.copy {
+            return Ok(Packed {
+                envelope: Envelope::Moved(Box::new(value)),
+                kept: None,
+            });
+        }
+        match self.encode_copy(&value, what) {
+            Ok(envelope) => Ok(Packed {
+                envelope,
+                kept: Some(value),
+            }),
+            Err(e) => Err((value, e)),
+        }
     }
 
-    fn decode(&self, envelope: Envelope) -> Result<T, CodecError> {
-        envelope::decode(self, envelope)
+    fn encode_copy(&self, value: &T, what: &str) -> Result<Envelope, CodecError> {
+        crate::unwind::catch(|| envelope::encode(&self.codec, value))
+            .unwrap_or_else(|caught| {
+                Err(CodecError::Encode(format!(
+                    "the {what}'s Serialize panicked: {}",
+                    caught.message
+                )))
+            })
+            .map(Envelope::Encoded)
+    }
+
+    fn unpack(&self, envelope: Envelope, what: &str) -> Result<T, CodecError> {
+        match envelope {
+            Envelope::Moved(value) => value.downcast::<T>().map(|v| *v).map_err(|_| {
+                CodecError::Malformed(format!(
+                    "the {what} arrived as a value of another type than {}",
+                    std::any::type_name::<T>()
+                ))
+            }),
+            Envelope::Encoded(frame) => {
+                crate::unwind::catch(|| envelope::decode(&self.codec, frame)).unwrap_or_else(
+                    |caught| {
+                        Err(CodecError::Malformed(format!(
+                            "the {what}'s Deserialize panicked: {}",
+                            caught.message
+                        )))
+                    },
+                )
+            }
+        }
+    }
+
+    fn copies(&self) -> bool {
+        self.copy
+    }
+}
+
+/// A packed message: its envelope and, when it was encoded, the value
+/// itself, kept until the send is known to have succeeded.
+pub(crate) struct Packed<T> {
+    pub(crate) envelope: Envelope,
+    pub(crate) kept: Option<T>,
+}
+
+impl<T: 'static> Packed<T> {
+    /// The message back, after its envelope was refused.
+    pub(crate) fn take_back(envelope: Envelope, kept: Option<T>) -> T {
+        match kept {
+            Some(value) => value,
+            None => envelope.into_moved(),
+        }
     }
 }
 
 /// A shared, type-fixed codec.
 pub(crate) type DynCodec<T> = Arc<dyn MessageCodec<T>>;
 
-/// Encodes `value` with `codec`; a panic in its `Serialize` is an encode
-/// error naming `what`, not an unwinding caller.
-pub(crate) fn encode_caught<T>(
-    codec: &DynCodec<T>,
-    value: &T,
-    what: &str,
-) -> Result<Envelope, CodecError> {
-    crate::unwind::catch(|| codec.encode(value)).unwrap_or_else(|caught| {
-        Err(CodecError::Encode(format!(
-            "the {what}'s Serialize panicked: {}",
-            caught.message
-        )))
-    })
-}
-
-/// Decodes `envelope` with `codec`; a panic in the `Deserialize` is a
-/// malformed-message error naming `what`.
-pub(crate) fn decode_caught<T>(
-    codec: &DynCodec<T>,
-    envelope: Envelope,
-    what: &str,
-) -> Result<T, CodecError> {
-    crate::unwind::catch(|| codec.decode(envelope)).unwrap_or_else(|caught| {
-        Err(CodecError::Malformed(format!(
-            "the {what}'s Deserialize panicked: {}",
-            caught.message
-        )))
-    })
-}
-
-/// Builds the type-fixed form of `codec` for `T`.
-pub(crate) fn dyn_codec<C: Codec, T: Serialize + DeserializeOwned + 'static>(
+/// Builds the type-fixed form of `codec` for `T`: values move between
+/// threads, unless `copy` asks for every message to be encoded.
+pub(crate) fn dyn_codec<C: Codec, T: Serialize + DeserializeOwned + Send + 'static>(
     codec: &C,
+    copy: bool,
 ) -> DynCodec<T> {
-    Arc::new(codec.clone())
+    Arc::new(Wire {
+        codec: codec.clone(),
+        copy,
+    })
 }
 
-/// Creates a port pair whose mailbox holds at most `capacity` messages, with
-/// the default codec.
+/// Creates a port pair whose mailbox holds at most `capacity` messages;
+/// messages move as values.
 ///
 /// A capacity of zero makes a rendezvous port: a send waits for a receive.
 ///
@@ -115,12 +179,12 @@ pub(crate) fn dyn_codec<C: Codec, T: Serialize + DeserializeOwned + 'static>(
 /// ```
 pub fn bounded<T>(capacity: usize) -> (SendPort<T>, ReceivePort<T>)
 where
-    T: Serialize + DeserializeOwned + 'static,
+    T: Serialize + DeserializeOwned + Send + 'static,
 {
-    bounded_with(Bincode::new(), capacity)
+    pair(cb::bounded(capacity), dyn_codec(&Bincode::new(), false))
 }
 
-/// Creates a port pair with an unbounded mailbox and the default codec.
+/// Creates a port pair with an unbounded mailbox; messages move as values.
 ///
 /// # Examples
 ///
@@ -131,12 +195,13 @@ where
 /// ```
 pub fn unbounded<T>() -> (SendPort<T>, ReceivePort<T>)
 where
-    T: Serialize + DeserializeOwned + 'static,
+    T: Serialize + DeserializeOwned + Send + 'static,
 {
-    unbounded_with(Bincode::new())
+    pair(cb::unbounded(), dyn_codec(&Bincode::new(), false))
 }
 
-/// Like [`bounded`], with the given codec.
+/// Like [`bounded`], with Dart's copy semantics: every message is encoded
+/// with `codec` when sent and decoded when received, under its limit.
 ///
 /// # Examples
 ///
@@ -148,13 +213,14 @@ where
 /// ```
 pub fn bounded_with<T, C>(codec: C, capacity: usize) -> (SendPort<T>, ReceivePort<T>)
 where
-    T: Serialize + DeserializeOwned + 'static,
+    T: Serialize + DeserializeOwned + Send + 'static,
     C: Codec,
 {
-    pair(cb::bounded(capacity), dyn_codec(&codec))
+    pair(cb::bounded(capacity), dyn_codec(&codec, true))
 }
 
-/// Like [`unbounded`], with the given codec.
+/// Like [`unbounded`], with Dart's copy semantics: every message is encoded
+/// with `codec` when sent and decoded when received, under its limit.
 ///
 /// # Examples
 ///
@@ -166,10 +232,10 @@ where
 /// ```
 pub fn unbounded_with<T, C>(codec: C) -> (SendPort<T>, ReceivePort<T>)
 where
-    T: Serialize + DeserializeOwned + 'static,
+    T: Serialize + DeserializeOwned + Send + 'static,
     C: Codec,
 {
-    pair(cb::unbounded(), dyn_codec(&codec))
+    pair(cb::unbounded(), dyn_codec(&codec, true))
 }
 
 fn pair<T>(
@@ -190,7 +256,8 @@ fn pair<T>(
     )
 }
 
-/// The sending end of a port: encodes each message on the caller's thread.
+/// The sending end of a port: moves each message into the mailbox (or, on a
+/// port with a codec, encodes it on the caller's thread).
 ///
 /// Cheap to clone. Serializable: a `SendPort` inside a message sent through
 /// a port or an isolate arrives as a working `SendPort` on the other side.
@@ -212,7 +279,8 @@ pub struct SendPort<T> {
     _type: PhantomData<fn(T)>,
 }
 
-/// The receiving end of a port: decodes each message on the caller's thread.
+/// The receiving end of a port: takes each message out of the mailbox (on a
+/// port with a codec, decodes it on the caller's thread).
 ///
 /// A message that fails to decode is consumed and reported as a `Decode`
 /// error; the next receive goes on with the next message.
@@ -273,7 +341,7 @@ impl<T> fmt::Debug for ReceivePort<T> {
     }
 }
 
-impl<T> SendPort<T> {
+impl<T: 'static> SendPort<T> {
     /// Sends a message, waiting while a bounded mailbox is full.
     ///
     /// # Errors
@@ -289,13 +357,16 @@ impl<T> SendPort<T> {
     /// assert_eq!(rx.recv().unwrap(), 5);
     /// ```
     pub fn send(&self, msg: T) -> Result<(), SendError<T>> {
-        let envelope = match self.codec.encode(&msg) {
-            Ok(envelope) => envelope,
-            Err(e) => return Err(SendError::Encode(msg, e)),
+        let Packed { envelope, kept } = match self.codec.pack(msg, "message") {
+            Ok(packed) => packed,
+            Err((msg, e)) => return Err(SendError::Encode(msg, e)),
         };
-        self.tx
-            .send(envelope)
-            .map_err(|_| SendError::Disconnected(msg))
+        match self.tx.send(envelope) {
+            Ok(()) => Ok(()),
+            Err(cb::SendError(envelope)) => {
+                Err(SendError::Disconnected(Packed::take_back(envelope, kept)))
+            }
+        }
     }
 
     /// Sends a message if there is room now; never blocks.
@@ -313,13 +384,17 @@ impl<T> SendPort<T> {
     /// assert!(tx.try_send(2).unwrap_err().is_full());
     /// ```
     pub fn try_send(&self, msg: T) -> Result<(), TrySendError<T>> {
-        let envelope = match self.codec.encode(&msg) {
-            Ok(envelope) => envelope,
-            Err(e) => return Err(TrySendError::Encode(msg, e)),
+        let Packed { envelope, kept } = match self.codec.pack(msg, "message") {
+            Ok(packed) => packed,
+            Err((msg, e)) => return Err(TrySendError::Encode(msg, e)),
         };
         self.tx.try_send(envelope).map_err(|e| match e {
-            cb::TrySendError::Full(_) => TrySendError::Full(msg),
-            cb::TrySendError::Disconnected(_) => TrySendError::Disconnected(msg),
+            cb::TrySendError::Full(envelope) => {
+                TrySendError::Full(Packed::take_back(envelope, kept))
+            }
+            cb::TrySendError::Disconnected(envelope) => {
+                TrySendError::Disconnected(Packed::take_back(envelope, kept))
+            }
         })
     }
 
@@ -364,15 +439,19 @@ impl<T> SendPort<T> {
     /// assert_eq!(rx.recv().unwrap(), 1);
     /// ```
     pub fn send_deadline(&self, msg: T, deadline: Instant) -> Result<(), SendTimeoutError<T>> {
-        let envelope = match self.codec.encode(&msg) {
-            Ok(envelope) => envelope,
-            Err(e) => return Err(SendTimeoutError::Encode(msg, e)),
+        let Packed { envelope, kept } = match self.codec.pack(msg, "message") {
+            Ok(packed) => packed,
+            Err((msg, e)) => return Err(SendTimeoutError::Encode(msg, e)),
         };
         self.tx
             .send_deadline(envelope, deadline)
             .map_err(|e| match e {
-                cb::SendTimeoutError::Timeout(_) => SendTimeoutError::Timeout(msg),
-                cb::SendTimeoutError::Disconnected(_) => SendTimeoutError::Disconnected(msg),
+                cb::SendTimeoutError::Timeout(envelope) => {
+                    SendTimeoutError::Timeout(Packed::take_back(envelope, kept))
+                }
+                cb::SendTimeoutError::Disconnected(envelope) => {
+                    SendTimeoutError::Disconnected(Packed::take_back(envelope, kept))
+                }
             })
     }
 
@@ -445,7 +524,9 @@ impl<T> ReceivePort<T> {
     /// ```
     pub fn recv(&self) -> Result<T, RecvError> {
         let envelope = self.rx.recv().map_err(|_| RecvError::Disconnected)?;
-        self.codec.decode(envelope).map_err(RecvError::Decode)
+        self.codec
+            .unpack(envelope, "message")
+            .map_err(RecvError::Decode)
     }
 
     /// Takes a message if one is waiting; never blocks.
@@ -469,7 +550,9 @@ impl<T> ReceivePort<T> {
             cb::TryRecvError::Empty => TryRecvError::Empty,
             cb::TryRecvError::Disconnected => TryRecvError::Disconnected,
         })?;
-        self.codec.decode(envelope).map_err(TryRecvError::Decode)
+        self.codec
+            .unpack(envelope, "message")
+            .map_err(TryRecvError::Decode)
     }
 
     /// Waits at most `timeout` for a message.
@@ -517,7 +600,7 @@ impl<T> ReceivePort<T> {
             cb::RecvTimeoutError::Disconnected => RecvTimeoutError::Disconnected,
         })?;
         self.codec
-            .decode(envelope)
+            .unpack(envelope, "message")
             .map_err(RecvTimeoutError::Decode)
     }
 
@@ -535,7 +618,9 @@ impl<T> ReceivePort<T> {
     /// assert_eq!(rx.iter().collect::<Vec<_>>(), vec![1, 2]);
     /// ```
     pub fn iter(&self) -> impl Iterator<Item = T> + '_ {
-        self.rx.iter().filter_map(|e| self.codec.decode(e).ok())
+        self.rx
+            .iter()
+            .filter_map(|e| self.codec.unpack(e, "message").ok())
     }
 
     /// An iterator over the messages waiting now; never blocks. Messages that
@@ -550,7 +635,9 @@ impl<T> ReceivePort<T> {
     /// assert_eq!(rx.try_iter().count(), 0);
     /// ```
     pub fn try_iter(&self) -> impl Iterator<Item = T> + '_ {
-        self.rx.try_iter().filter_map(|e| self.codec.decode(e).ok())
+        self.rx
+            .try_iter()
+            .filter_map(|e| self.codec.unpack(e, "message").ok())
     }
 
     /// How many messages wait in the mailbox.

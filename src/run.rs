@@ -25,12 +25,16 @@ pub const IDLE_RETIRE: Duration = Duration::from_secs(10);
 
 /// Runs `f(arg)` on another thread and returns its result as a [`Pending`].
 ///
-/// `arg` is encoded here and decoded on the other thread; the result comes
-/// back the same way, so no memory is shared. `f` is a function pointer, so it
-/// captures nothing: non-capturing closures coerce to it. To get a typed
-/// error back, return a `Result` from `f`: it arrives as `Ok(Err(e))`.
+/// `arg` moves to the other thread and the result moves back: the call and
+/// taking the result cost the same whatever their size (no encoding, no
+/// copy), and no memory is shared, since the caller gave `arg` up. `f` is a
+/// function pointer, so it captures nothing: non-capturing closures coerce
+/// to it. To get a typed error back, return a `Result` from `f`: it arrives
+/// as `Ok(Err(e))`.
 ///
 /// The call never blocks: poll the `Pending` from a UI thread, or wait on it.
+/// For Dart's copy semantics (both values through a codec, under its
+/// limit), use [`run_with`].
 ///
 /// # Examples
 ///
@@ -58,13 +62,24 @@ pub const IDLE_RETIRE: Duration = Duration::from_secs(10);
 /// ```
 pub fn run<A, R>(f: fn(A) -> R, arg: A) -> Pending<R, RunError>
 where
-    A: Serialize + DeserializeOwned + 'static,
-    R: Serialize + DeserializeOwned + 'static,
+    A: Serialize + DeserializeOwned + Send + 'static,
+    R: Serialize + DeserializeOwned + Send + 'static,
 {
-    run_with(Bincode::new(), f, arg)
+    run_on(
+        dyn_codec(&Bincode::new(), false),
+        dyn_codec(&Bincode::new(), false),
+        f,
+        arg,
+    )
 }
 
-/// Like [`run`], with the given codec for the argument and the result.
+/// Like [`run`], with Dart's copy semantics: the argument is encoded with
+/// `codec` here and decoded on the other thread, and the result comes back
+/// the same way, each under the codec's limit.
+///
+/// The caller pays for the argument's encode and, when it takes the
+/// result, for its decode: use it to bound what crosses, not for large
+/// payloads on a UI thread.
 ///
 /// # Examples
 ///
@@ -78,34 +93,33 @@ where
 pub fn run_with<C, A, R>(codec: C, f: fn(A) -> R, arg: A) -> Pending<R, RunError>
 where
     C: Codec,
-    A: Serialize + DeserializeOwned + 'static,
-    R: Serialize + DeserializeOwned + 'static,
+    A: Serialize + DeserializeOwned + Send + 'static,
+    R: Serialize + DeserializeOwned + Send + 'static,
 {
-    let arg_codec: DynCodec<A> = dyn_codec(&codec);
-    let result_codec: DynCodec<R> = dyn_codec(&codec);
-    let envelope = match arg_codec.encode(&arg) {
-        Ok(envelope) => envelope,
-        Err(e) => return Pending::ready(Err(RunError::Codec(e))),
+    run_on(dyn_codec(&codec, true), dyn_codec(&codec, true), f, arg)
+}
+
+fn run_on<A: 'static, R: 'static>(
+    arg_codec: DynCodec<A>,
+    result_codec: DynCodec<R>,
+    f: fn(A) -> R,
+    arg: A,
+) -> Pending<R, RunError> {
+    let envelope = match arg_codec.pack(arg, "argument") {
+        Ok(packed) => packed.envelope,
+        Err((_, e)) => return Pending::ready(Err(RunError::Codec(e))),
     };
-    drop(arg);
     let (tx, rx) = oneshot::oneshot();
     let worker_codec = result_codec.clone();
     let job = Box::new(move || {
         // Everything user-written (serde impls included) runs under `catch`:
         // a panic is this call's error, and the cached thread lives on.
-        let reply = match unwind::catch(|| arg_codec.decode(envelope)) {
-            Ok(Err(e)) => Reply::BadMessage(e),
-            Err(caught) => Reply::Panicked(format!(
-                "decoding the argument panicked: {}",
-                caught.message
-            )),
-            Ok(Ok(arg)) => match unwind::catch(|| f(arg)) {
-                Ok(value) => match unwind::catch(|| worker_codec.encode(&value)) {
-                    Ok(Ok(envelope)) => Reply::Value(envelope),
-                    Ok(Err(e)) => Reply::Unencodable(e),
-                    Err(caught) => {
-                        Reply::Panicked(format!("encoding the result panicked: {}", caught.message))
-                    }
+        let reply = match arg_codec.unpack(envelope, "argument") {
+            Err(e) => Reply::BadMessage(e),
+            Ok(arg) => match unwind::catch(|| f(arg)) {
+                Ok(value) => match worker_codec.pack(value, "result") {
+                    Ok(packed) => Reply::Value(packed.envelope),
+                    Err((_, e)) => Reply::Unencodable(e),
                 },
                 Err(caught) => Reply::Panicked(caught.message),
             },
@@ -116,7 +130,9 @@ where
         return Pending::ready(Err(RunError::Spawn(e)));
     }
     Pending::waiting(rx, move |reply| match reply {
-        Some(Reply::Value(envelope)) => result_codec.decode(envelope).map_err(RunError::Codec),
+        Some(Reply::Value(envelope)) => result_codec
+            .unpack(envelope, "result")
+            .map_err(RunError::Codec),
         Some(Reply::Panicked(message)) => Err(RunError::Panicked(message)),
         Some(Reply::BadMessage(e) | Reply::Unencodable(e)) => Err(RunError::Codec(e)),
         Some(Reply::Failed(_) | Reply::Dead(_)) | None => Err(RunError::Panicked(

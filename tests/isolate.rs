@@ -483,7 +483,11 @@ fn many_askers_each_get_their_own_reply() {
 
 #[test]
 fn undecodable_message_is_the_senders_error() {
-    let h = spawn();
+    // Only a copying isolate decodes its messages.
+    let h = IsolateBuilder::new()
+        .copy_messages(true)
+        .spawn::<Subject>(Opts::default())
+        .unwrap();
     match h.ask(Cmd::Even(Even(3)), T) {
         Err(AskError::BadMessage(CodecError::Malformed(why))) => {
             assert!(why.contains("3 is odd"), "{why}")
@@ -592,6 +596,7 @@ fn bounded_mailbox_full_policies() {
 #[test]
 fn oversized_message_is_refused_at_the_sender() {
     let h = IsolateBuilder::new()
+        .copy_messages(true)
         .codec(isolates::Bincode::<64>::limited())
         .spawn::<Subject>(Opts::default())
         .unwrap();

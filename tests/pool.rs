@@ -179,7 +179,7 @@ impl Worker for Probe {
             }
             Op::Progress(n) => {
                 for i in 1..=n {
-                    task.progress(&i);
+                    task.progress(i);
                 }
                 u64::from(n)
             }

@@ -395,7 +395,7 @@ fn failed_sends_give_back_the_transfer_with_its_buffer() {
 
 #[test]
 fn undecodable_message_is_reported_and_the_next_one_arrives() {
-    let (tx, rx) = port::unbounded::<Even>();
+    let (tx, rx) = port::unbounded_with::<Even, _>(Bincode::new());
     for n in [3, 4, 5, 6, 7, 8] {
         tx.send(Even(n)).unwrap();
     }
@@ -413,7 +413,7 @@ fn undecodable_message_is_reported_and_the_next_one_arrives() {
 
 #[test]
 fn iterators_skip_undecodable_messages() {
-    let (tx, rx) = port::unbounded::<Even>();
+    let (tx, rx) = port::unbounded_with::<Even, _>(Bincode::new());
     for n in 0..6 {
         tx.send(Even(n)).unwrap();
     }
@@ -490,7 +490,7 @@ fn attachment_error_contains(e: &CodecError, text: &str) -> bool {
 fn attachment_of_the_wrong_kind_is_a_decode_error() {
     let (tx_u32, rx_u32) = port::unbounded::<u32>();
 
-    let (tx, rx) = port::unbounded::<PortOfAnotherType>();
+    let (tx, rx) = port::unbounded_with::<PortOfAnotherType, _>(Bincode::new());
     tx.send(PortOfAnotherType(Some(tx_u32.clone()))).unwrap();
     let err = rx.try_recv().unwrap_err();
     assert!(
@@ -499,7 +499,7 @@ fn attachment_of_the_wrong_kind_is_a_decode_error() {
         "{err:?}"
     );
 
-    let (tx, rx) = port::unbounded::<TransferAsPort>();
+    let (tx, rx) = port::unbounded_with::<TransferAsPort, _>(Bincode::new());
     tx.send(TransferAsPort(Some(Transfer::new(vec![1]))))
         .unwrap();
     let err = rx.recv_timeout(T).unwrap_err();
@@ -510,7 +510,7 @@ fn attachment_of_the_wrong_kind_is_a_decode_error() {
         ))
     );
 
-    let (tx, rx) = port::unbounded::<PortAsTransfer>();
+    let (tx, rx) = port::unbounded_with::<PortAsTransfer, _>(Bincode::new());
     tx.send(PortAsTransfer(Some(tx_u32.clone()))).unwrap();
     let err = rx.recv().unwrap_err();
     assert_eq!(
@@ -557,7 +557,7 @@ impl<'de> Deserialize<'de> for Forged {
 
 #[test]
 fn forged_attachment_indexes_are_decode_errors() {
-    let (tx, rx) = port::unbounded::<Forged>();
+    let (tx, rx) = port::unbounded_with::<Forged, _>(Bincode::new());
     let forged = |claim| Forged::Out {
         real: Transfer::new(vec![1, 2]),
         claim,

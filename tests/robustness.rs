@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use common::wait_until;
 use isolates::{
-    AskError, CodecError, Context, ExitReason, Isolate, IsolateBuilder, IsolateState, Mailbox,
-    Priority, RunError, SpawnError, port, run,
+    AskError, Bincode, CodecError, Context, ExitReason, Isolate, IsolateBuilder, IsolateState,
+    Mailbox, Priority, RunError, SpawnError, port, run, run_with,
 };
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -69,9 +69,27 @@ impl Isolate for Echo {
     }
 }
 
+/// An `Echo` with Dart's copy semantics: its serde impls run on every send.
+fn copying_echo() -> isolates::IsolateHandle<Echo> {
+    IsolateBuilder::new()
+        .copy_messages(true)
+        .spawn::<Echo>(())
+        .unwrap()
+}
+
+#[test]
+fn moved_messages_run_no_serde_impl() {
+    let h = Echo::spawn(()).unwrap();
+    assert_eq!(h.ask(Touchy(7), T), Ok(Touchy(7)));
+    assert_eq!(h.ask(Touchy(100), T), Ok(Touchy(13)));
+    assert_eq!(h.stats().bad_messages, 0);
+    assert_eq!(run(touchy_id, Touchy(7)).wait(), Ok(Touchy(7)));
+    assert_eq!(run(make_13, ()).wait(), Ok(Touchy(13)));
+}
+
 #[test]
 fn a_panicking_reply_serialize_is_that_asks_error_only() {
-    let h = Echo::spawn(()).unwrap();
+    let h = copying_echo();
     match h.ask(Touchy(100), T) {
         Err(AskError::BadReply(CodecError::Encode(why))) => {
             assert!(why.contains("serialize panics on 13"), "{why}");
@@ -85,7 +103,7 @@ fn a_panicking_reply_serialize_is_that_asks_error_only() {
 
 #[test]
 fn a_panicking_message_deserialize_is_a_bad_message() {
-    let h = Echo::spawn(()).unwrap();
+    let h = copying_echo();
     h.cast(Touchy(7)).unwrap();
     match h.ask(Touchy(7), T) {
         Err(AskError::BadMessage(CodecError::Malformed(why))) => {
@@ -220,13 +238,18 @@ fn make_13(_: ()) -> Touchy {
 
 #[test]
 fn run_survives_panicking_serde_impls() {
-    match run(touchy_id, Touchy(7)).wait() {
-        Err(RunError::Panicked(why)) => assert!(why.contains("deserialize panics on 7"), "{why}"),
-        other => panic!("expected Panicked, got {other:?}"),
+    // Copying, the serde impls run: on the run's thread, under `catch`.
+    match run_with(Bincode::new(), touchy_id, Touchy(7)).wait() {
+        Err(RunError::Codec(CodecError::Malformed(why))) => {
+            assert!(why.contains("deserialize panics on 7"), "{why}")
+        }
+        other => panic!("expected a decode error, got {other:?}"),
     }
-    match run(make_13, ()).wait() {
-        Err(RunError::Panicked(why)) => assert!(why.contains("serialize panics on 13"), "{why}"),
-        other => panic!("expected Panicked, got {other:?}"),
+    match run_with(Bincode::new(), make_13, ()).wait() {
+        Err(RunError::Codec(CodecError::Encode(why))) => {
+            assert!(why.contains("serialize panics on 13"), "{why}")
+        }
+        other => panic!("expected an encode error, got {other:?}"),
     }
     // The cached threads still serve.
     assert_eq!(run(id, 9).wait(), Ok(9));

@@ -104,14 +104,19 @@ fn makes_unreadable(_: ()) -> Unreadable {
 
 #[test]
 fn undecodable_argument_or_result_is_a_codec_error() {
-    let err = run(never_called, Unreadable).wait().unwrap_err();
+    // Only copied values are decoded.
+    let err = run_with(Bincode::new(), never_called, Unreadable)
+        .wait()
+        .unwrap_err();
     assert_eq!(
         err,
         RunError::Codec(CodecError::Malformed(
             "this value cannot be read back".into()
         ))
     );
-    let err = run(makes_unreadable, ()).wait().unwrap_err();
+    let err = run_with(Bincode::new(), makes_unreadable, ())
+        .wait()
+        .unwrap_err();
     assert!(
         matches!(err, RunError::Codec(CodecError::Malformed(_))),
         "{err:?}"

@@ -1,5 +1,6 @@
-//! Envelopes: encoded message bytes plus the attachments that travel beside
-//! them instead of through the bytes.
+//! Envelopes: a message between send and receive. In-process it is the
+//! value itself, moved; encoded, it is a frame of bytes plus the attachments
+//! that travel beside them instead of through the bytes.
 //!
 //! A [`Transfer`](crate::Transfer) or [`SendPort`](crate::SendPort) inside a
 //! message cannot be turned into bytes (a buffer should not be copied; a
@@ -62,17 +63,65 @@ impl Default for Payload {
     }
 }
 
-/// Encoded bytes plus attachments: what a message is between send and decode.
+/// What a message is between send and receive.
+///
+/// Between threads of one process a message moves as the value itself
+/// (ownership already keeps the sender from touching it again, so there is
+/// nothing to copy); where it crosses a boundary, or the user asked for
+/// Dart's copy semantics, it travels as a [`Frame`] of encoded bytes.
+pub(crate) enum Envelope {
+    /// The value itself, boxed: O(1) whatever its size.
+    Moved(Box<dyn Any + Send>),
+    /// The value encoded.
+    Encoded(Frame),
+}
+
+impl Envelope {
+    /// An envelope that carries nothing of interest (a ping's answer).
+    pub(crate) fn unit() -> Envelope {
+        // A zero-sized value: boxing it allocates nothing.
+        Envelope::Moved(Box::new(()))
+    }
+
+    /// The value of an envelope that this crate moved with a `T` in it.
+    ///
+    /// Only called on an envelope a send path just made from a `T` and got
+    /// back refused, so the type always matches: a mismatch is a bug in
+    /// this crate, not a condition a user can cause.
+    pub(crate) fn into_moved<T: 'static>(self) -> T {
+        match self {
+            Envelope::Moved(value) => match value.downcast::<T>() {
+                Ok(value) => *value,
+                Err(_) => unreachable!("a refused envelope holds the type it was made of"),
+            },
+            Envelope::Encoded(_) => {
+                unreachable!("an encoded envelope is refused with its value kept beside it")
+            }
+        }
+    }
+
+    /// A copy of the envelope, if it is encoded and has no attachments
+    /// (those move, and cannot be copied; a moved value has no copy).
+    pub(crate) fn try_clone(&self) -> Option<Envelope> {
+        match self {
+            Envelope::Encoded(frame) => frame.try_clone().map(Envelope::Encoded),
+            Envelope::Moved(_) => None,
+        }
+    }
+}
+
+/// Encoded bytes plus attachments: what an encoded message is between send
+/// and decode.
 #[derive(Default)]
-pub(crate) struct Envelope {
+pub(crate) struct Frame {
     pub(crate) payload: Payload,
     pub(crate) attachments: Box<[Attachment]>,
 }
 
-impl Envelope {
-    /// A copy of the envelope, if it has no attachments (those move, and
+impl Frame {
+    /// A copy of the frame, if it has no attachments (those move, and
     /// cannot be copied).
-    pub(crate) fn try_clone(&self) -> Option<Envelope> {
+    pub(crate) fn try_clone(&self) -> Option<Frame> {
         if !self.attachments.is_empty() {
             return None;
         }
@@ -83,7 +132,7 @@ impl Envelope {
             },
             Payload::Heap(bytes) => Payload::Heap(bytes.clone()),
         };
-        Some(Envelope {
+        Some(Frame {
             payload,
             attachments: Box::default(),
         })
@@ -200,11 +249,11 @@ fn clear_error() {
     ERROR.with_borrow_mut(|e| *e = None);
 }
 
-/// Encodes `value` into an envelope with `codec`.
+/// Encodes `value` into a frame with `codec`.
 pub(crate) fn encode<C: Codec, T: Serialize + ?Sized>(
     codec: &C,
     value: &T,
-) -> Result<Envelope, CodecError> {
+) -> Result<Frame, CodecError> {
     let scope = Scope::enter(Mode::Encode, Box::default());
     let mut buf = SCRATCH.take();
     buf.clear();
@@ -220,21 +269,21 @@ pub(crate) fn encode<C: Codec, T: Serialize + ?Sized>(
     };
     let attachments = scope.leave();
     result?;
-    Ok(Envelope {
+    Ok(Frame {
         payload,
         attachments: attachments.into_boxed_slice(),
     })
 }
 
-/// Decodes an envelope into a `T` with `codec`.
+/// Decodes a frame into a `T` with `codec`.
 pub(crate) fn decode<C: Codec, T: DeserializeOwned>(
     codec: &C,
-    envelope: Envelope,
+    frame: Frame,
 ) -> Result<T, CodecError> {
-    let Envelope {
+    let Frame {
         payload,
         attachments,
-    } = envelope;
+    } = frame;
     let scope = Scope::enter(Mode::Decode, attachments);
     let result = codec.decode(payload.as_slice());
     // Attachments the message did not claim are dropped here.

@@ -68,6 +68,7 @@ pub struct IsolateBuilder<C: Codec = Bincode> {
     mailbox: Mailbox,
     errors_are_fatal: bool,
     stack_size: Option<usize>,
+    copy_messages: bool,
     codec: C,
 }
 
@@ -84,6 +85,7 @@ impl IsolateBuilder<Bincode> {
             mailbox: Mailbox::Unbounded,
             errors_are_fatal: true,
             stack_size: None,
+            copy_messages: false,
             codec: Bincode::new(),
         }
     }
@@ -140,7 +142,52 @@ impl<C: Codec> IsolateBuilder<C> {
         self
     }
 
-    /// The codec for the isolate's arguments, messages, replies and errors.
+    /// Dart's copy semantics: every start argument, message, reply and error
+    /// is encoded with the [codec](Self::codec) by its sender and decoded by
+    /// its receiver, under the codec's limit. Default `false`: values move.
+    ///
+    /// Moving is what a program inside one process wants: a send is O(1)
+    /// whatever the message's size and a UI thread never pays for a
+    /// payload. Copy when the bytes matter: to enforce the codec's size
+    /// limit on what a peer may send, or to prove in tests that the
+    /// isolate's message types survive encoding before it is moved to a
+    /// child process or another machine. Then the sender pays the encode
+    /// (an `ask`'s caller also the reply's decode); a [`Transfer`](crate::Transfer)
+    /// inside a message still moves without a copy.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use isolates::{AskError, Bincode, CodecError, Context, Isolate, IsolateBuilder};
+    ///
+    /// struct Len;
+    /// impl Isolate for Len {
+    ///     type Args = (); type Message = Vec<u8>; type Reply = usize; type Error = String;
+    ///     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Len) }
+    ///     fn handle(&mut self, m: Vec<u8>, _: &mut Context<Self>) -> Result<usize, String> { Ok(m.len()) }
+    /// }
+    ///
+    /// let copied = IsolateBuilder::new()
+    ///     .copy_messages(true)
+    ///     .codec(Bincode::<1024>::limited())
+    ///     .spawn::<Len>(())
+    ///     .unwrap();
+    /// let err = copied.ask(vec![0; 4096], Duration::from_secs(5)).unwrap_err();
+    /// assert!(matches!(err, AskError::Encode(CodecError::TooLarge { .. })));
+    ///
+    /// // Moved, the same message is only a pointer changing hands.
+    /// let moved = IsolateBuilder::new().spawn::<Len>(()).unwrap();
+    /// assert_eq!(moved.ask(vec![0; 4096], Duration::from_secs(5)), Ok(4096));
+    /// ```
+    pub fn copy_messages(mut self, copy: bool) -> Self {
+        self.copy_messages = copy;
+        self
+    }
+
+    /// The codec used where the isolate's arguments, messages, replies and
+    /// errors are encoded: with [`copy_messages`](Self::copy_messages), and
+    /// wherever they cross a real boundary.
     ///
     /// # Examples
     ///
@@ -151,6 +198,7 @@ impl<C: Codec> IsolateBuilder<C> {
             mailbox: self.mailbox,
             errors_are_fatal: self.errors_are_fatal,
             stack_size: self.stack_size,
+            copy_messages: self.copy_messages,
             codec,
         }
     }
@@ -160,7 +208,8 @@ impl<C: Codec> IsolateBuilder<C> {
     ///
     /// # Errors
     ///
-    /// [`SpawnError::Args`] if `args` cannot be encoded,
+    /// [`SpawnError::Args`] if `args` cannot be encoded (only with
+    /// [`copy_messages`](Self::copy_messages)),
     /// [`SpawnError::Thread`] if no thread can be started.
     ///
     /// # Examples
@@ -195,7 +244,10 @@ impl<C: Codec> IsolateBuilder<C> {
         paused: bool,
     ) -> Result<(IsolateHandle<I>, u64), SpawnError> {
         let (shared, control_rx) = self.prepare::<I>()?;
-        let args = shared.codecs.args.encode(&args).map_err(SpawnError::Args)?;
+        let args = match shared.codecs.args.pack(args, "start argument") {
+            Ok(packed) => packed.envelope,
+            Err((_, e)) => return Err(SpawnError::Args(e)),
+        };
         let handle = IsolateHandle::new(Arc::clone(&shared));
         let token = Shared::<I>::new_token();
         let start = Start {
@@ -216,10 +268,10 @@ impl<C: Codec> IsolateBuilder<C> {
             return Err(SpawnError::ZeroCapacity);
         }
         let codecs = Codecs::<I> {
-            args: dyn_codec(&self.codec),
-            message: dyn_codec(&self.codec),
-            reply: dyn_codec(&self.codec),
-            error: dyn_codec(&self.codec),
+            args: dyn_codec(&self.codec, self.copy_messages),
+            message: dyn_codec(&self.codec, self.copy_messages),
+            reply: dyn_codec(&self.codec, self.copy_messages),
+            error: dyn_codec(&self.codec, self.copy_messages),
         };
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let name = self.name.clone().unwrap_or_else(|| {

@@ -11,7 +11,7 @@ use super::{ExitReason, Isolate, IsolateError, IsolateState, IsolateStats, Pause
 use crate::error::{AskError, CodecError, SendError, SendTimeoutError, TrySendError};
 use crate::oneshot;
 use crate::pending::{Pending, Reply};
-use crate::port::SendPort;
+use crate::port::{Packed, SendPort};
 
 /// A cheap, clonable reference to a running isolate; never exposes its state.
 ///
@@ -94,10 +94,12 @@ impl<I: Isolate> IsolateHandle<I> {
     ///
     /// See [`Isolate`].
     pub fn cast(&self, msg: I::Message) -> Result<(), SendError<I::Message>> {
-        match self.push_cast(&msg, Wait::Block) {
+        match self.push_cast(msg, Wait::Block) {
             Ok(()) => Ok(()),
-            Err(Err(e)) => Err(SendError::Encode(msg, e)),
-            Err(Ok(_)) => Err(SendError::Disconnected(msg)),
+            Err(CastRefused::Encode(msg, e)) => Err(SendError::Encode(msg, e)),
+            Err(CastRefused::Full(msg) | CastRefused::Disconnected(msg)) => {
+                Err(SendError::Disconnected(msg))
+            }
         }
     }
 
@@ -127,11 +129,11 @@ impl<I: Isolate> IsolateHandle<I> {
     /// echo.resume(&token);
     /// ```
     pub fn try_cast(&self, msg: I::Message) -> Result<(), TrySendError<I::Message>> {
-        match self.push_cast(&msg, Wait::No) {
+        match self.push_cast(msg, Wait::No) {
             Ok(()) => Ok(()),
-            Err(Err(e)) => Err(TrySendError::Encode(msg, e)),
-            Err(Ok(Refused::Full)) => Err(TrySendError::Full(msg)),
-            Err(Ok(Refused::Disconnected)) => Err(TrySendError::Disconnected(msg)),
+            Err(CastRefused::Encode(msg, e)) => Err(TrySendError::Encode(msg, e)),
+            Err(CastRefused::Full(msg)) => Err(TrySendError::Full(msg)),
+            Err(CastRefused::Disconnected(msg)) => Err(TrySendError::Disconnected(msg)),
         }
     }
 
@@ -160,11 +162,11 @@ impl<I: Isolate> IsolateHandle<I> {
         timeout: Duration,
     ) -> Result<(), SendTimeoutError<I::Message>> {
         let wait = crate::time::deadline_after(timeout).map_or(Wait::Block, Wait::Until);
-        match self.push_cast(&msg, wait) {
+        match self.push_cast(msg, wait) {
             Ok(()) => Ok(()),
-            Err(Err(e)) => Err(SendTimeoutError::Encode(msg, e)),
-            Err(Ok(Refused::Full)) => Err(SendTimeoutError::Timeout(msg)),
-            Err(Ok(Refused::Disconnected)) => Err(SendTimeoutError::Disconnected(msg)),
+            Err(CastRefused::Encode(msg, e)) => Err(SendTimeoutError::Encode(msg, e)),
+            Err(CastRefused::Full(msg)) => Err(SendTimeoutError::Timeout(msg)),
+            Err(CastRefused::Disconnected(msg)) => Err(SendTimeoutError::Disconnected(msg)),
         }
     }
 
@@ -194,25 +196,40 @@ impl<I: Isolate> IsolateHandle<I> {
         msg: I::Message,
         deadline: Instant,
     ) -> Result<(), SendTimeoutError<I::Message>> {
-        match self.push_cast(&msg, Wait::Until(deadline)) {
+        match self.push_cast(msg, Wait::Until(deadline)) {
             Ok(()) => Ok(()),
-            Err(Err(e)) => Err(SendTimeoutError::Encode(msg, e)),
-            Err(Ok(Refused::Full)) => Err(SendTimeoutError::Timeout(msg)),
-            Err(Ok(Refused::Disconnected)) => Err(SendTimeoutError::Disconnected(msg)),
+            Err(CastRefused::Encode(msg, e)) => Err(SendTimeoutError::Encode(msg, e)),
+            Err(CastRefused::Full(msg)) => Err(SendTimeoutError::Timeout(msg)),
+            Err(CastRefused::Disconnected(msg)) => Err(SendTimeoutError::Disconnected(msg)),
         }
     }
 
-    /// Encodes and pushes a cast; the caller gives the message back on error.
-    fn push_cast(&self, msg: &I::Message, wait: Wait) -> Result<(), Result<Refused, CodecError>> {
+    /// Packs (moves or encodes) and pushes a cast; a refused message comes
+    /// back.
+    fn push_cast(&self, msg: I::Message, wait: Wait) -> Result<(), CastRefused<I::Message>> {
         if self.shared.is_closed() {
-            return Err(Ok(Refused::Disconnected));
+            return Err(CastRefused::Disconnected(msg));
         }
-        let envelope = self.shared.codecs.message.encode(msg).map_err(Err)?;
+        let Packed { envelope, kept } = self
+            .shared
+            .codecs
+            .message
+            .pack(msg, "message")
+            .map_err(|(msg, e)| CastRefused::Encode(msg, e))?;
         let item = Item {
             envelope,
             reply: None,
         };
-        self.shared.push(item, wait).map_err(Ok)
+        match self.shared.push(item, wait) {
+            Ok(()) => Ok(()),
+            Err((refused, item)) => {
+                let msg = Packed::take_back(item.envelope, kept);
+                Err(match refused {
+                    Refused::Full => CastRefused::Full(msg),
+                    Refused::Disconnected => CastRefused::Disconnected(msg),
+                })
+            }
+        }
     }
 
     /// Sends a message and waits at most `timeout` for the reply, including
@@ -231,16 +248,15 @@ impl<I: Isolate> IsolateHandle<I> {
     /// See [`Isolate`].
     pub fn ask(&self, msg: I::Message, timeout: Duration) -> Result<I::Reply, AskError<I::Error>> {
         let deadline = crate::time::deadline_after(timeout);
-        let (item, rx) = self.ask_item(&msg)?;
+        let (item, rx) = self.ask_item(msg)?;
         match self
             .shared
             .push(item, deadline.map_or(Wait::Block, Wait::Until))
         {
             Ok(()) => {}
-            Err(Refused::Full) => return Err(AskError::Timeout),
-            Err(Refused::Disconnected) => return Err(self.dead()),
+            Err((Refused::Full, _)) => return Err(AskError::Timeout),
+            Err((Refused::Disconnected, _)) => return Err(self.dead()),
         }
-        drop(msg);
         // Waits on the reply slot directly: no `Pending` to allocate.
         let result = match rx.recv_until(deadline) {
             Ok(reply) => resolve_reply(&self.shared, Some(reply)),
@@ -316,32 +332,31 @@ impl<I: Isolate> IsolateHandle<I> {
     ///
     /// See [`IsolateHandle`].
     pub fn ask_pending(&self, msg: I::Message) -> Pending<I::Reply, AskError<I::Error>> {
-        let (item, rx) = match self.ask_item(&msg) {
+        let (item, rx) = match self.ask_item(msg) {
             Ok(pair) => pair,
             Err(e) => return Pending::ready(Err(e)),
         };
         match self.shared.push(item, Wait::No) {
             Ok(()) => {}
-            Err(Refused::Full) => return Pending::ready(Err(AskError::Full)),
-            Err(Refused::Disconnected) => return Pending::ready(Err(self.dead())),
+            Err((Refused::Full, _)) => return Pending::ready(Err(AskError::Full)),
+            Err((Refused::Disconnected, _)) => return Pending::ready(Err(self.dead())),
         }
-        drop(msg);
         self.pending(rx)
     }
 
+    /// Packs an ask. A refused ask's message is dropped where it is refused:
+    /// on the asker's thread, as before the send.
     fn ask_item(
         &self,
-        msg: &I::Message,
+        msg: I::Message,
     ) -> Result<(Item, oneshot::Receiver<Reply>), AskError<I::Error>> {
         if self.shared.is_closed() {
             return Err(self.dead());
         }
-        let envelope = self
-            .shared
-            .codecs
-            .message
-            .encode(msg)
-            .map_err(AskError::Encode)?;
+        let envelope = match self.shared.codecs.message.pack(msg, "message") {
+            Ok(packed) => packed.envelope,
+            Err((_, e)) => return Err(AskError::Encode(e)),
+        };
         let (tx, rx) = oneshot::reply_slot();
         Ok((
             Item {
@@ -615,9 +630,9 @@ fn resolve_reply<I: Isolate>(
         Some(Reply::Value(envelope)) => shared
             .codecs
             .reply
-            .decode(envelope)
+            .unpack(envelope, "reply")
             .map_err(AskError::BadReply),
-        Some(Reply::Failed(envelope)) => match shared.codecs.error.decode(envelope) {
+        Some(Reply::Failed(envelope)) => match shared.codecs.error.unpack(envelope, "error") {
             Ok(error) => Err(AskError::Failed(error)),
             Err(e) => Err(AskError::BadReply(e)),
         },
@@ -627,6 +642,13 @@ fn resolve_reply<I: Isolate>(
         Some(Reply::Dead(reason)) => Err(AskError::Dead(reason)),
         None => Err(AskError::Dead(lost_reason(shared.exit_reason()))),
     }
+}
+
+/// A cast that did not go into the mailbox, with its message.
+enum CastRefused<M> {
+    Encode(M, CodecError),
+    Full(M),
+    Disconnected(M),
 }
 
 fn lost_reason(reason: Option<ExitReason>) -> ExitReason {

@@ -12,7 +12,6 @@ use super::{Context, ExitReason, Isolate, IsolateError, IsolateState};
 use crate::codec::envelope::Envelope;
 use crate::oneshot;
 use crate::pending::Reply;
-use crate::port::{decode_caught, encode_caught};
 use crate::unwind;
 
 /// Busy time, read from the clock when a run of messages starts, before
@@ -165,17 +164,11 @@ impl<I: Isolate> RunLoop<I> {
     /// Decodes the arguments and runs `start`.
     fn start(&mut self, args: Envelope) -> Result<I, ExitReason> {
         self.shared.set_state(IsolateState::Starting);
-        let args = match unwind::catch(|| self.shared.codecs.args.decode(args)) {
-            Ok(Ok(args)) => args,
-            Ok(Err(e)) => {
+        let args = match self.shared.codecs.args.unpack(args, "start argument") {
+            Ok(args) => args,
+            Err(e) => {
                 return Err(ExitReason::Failed(format!(
                     "start arguments could not be decoded: {e}"
-                )));
-            }
-            Err(caught) => {
-                return Err(ExitReason::Panicked(format!(
-                    "decoding the start arguments panicked: {}",
-                    caught.message
                 )));
             }
         };
@@ -354,7 +347,7 @@ impl<I: Isolate> RunLoop<I> {
             Control::Resume(token) => {
                 self.paused.remove(&token);
             }
-            Control::Ping(reply) => reply.send(Reply::Value(Envelope::default())),
+            Control::Ping(reply) => reply.send(Reply::Value(Envelope::unit())),
             Control::Orphaned => self.orphaned = true,
             Control::Wake => {}
         }
@@ -369,7 +362,7 @@ impl<I: Isolate> RunLoop<I> {
         busy: &mut Busy,
     ) -> Exit {
         let shared = &*self.shared;
-        let msg = match decode_caught(&shared.codecs.message, envelope, "message") {
+        let msg = match shared.codecs.message.unpack(envelope, "message") {
             Ok(msg) => msg,
             Err(e) => {
                 shared.counters.bad_messages.fetch_add(1, Ordering::Relaxed);
@@ -390,9 +383,9 @@ impl<I: Isolate> RunLoop<I> {
         let fatal = match result {
             Ok(Ok(value)) => {
                 if let Some(reply) = reply {
-                    reply.send(match encode_caught(&shared.codecs.reply, &value, "value") {
-                        Ok(envelope) => Reply::Value(envelope),
-                        Err(e) => Reply::Unencodable(e),
+                    reply.send(match shared.codecs.reply.pack(value, "value") {
+                        Ok(packed) => Reply::Value(packed.envelope),
+                        Err((_, e)) => Reply::Unencodable(e),
                     });
                 }
                 None
@@ -400,9 +393,9 @@ impl<I: Isolate> RunLoop<I> {
             Ok(Err(error)) => {
                 let message = unwind::describe(&error);
                 if let Some(reply) = reply {
-                    reply.send(match encode_caught(&shared.codecs.error, &error, "value") {
-                        Ok(envelope) => Reply::Failed(envelope),
-                        Err(e) => Reply::Unencodable(e),
+                    reply.send(match shared.codecs.error.pack(error, "value") {
+                        Ok(packed) => Reply::Failed(packed.envelope),
+                        Err((_, e)) => Reply::Unencodable(e),
                     });
                 }
                 shared.counters.errors.fetch_add(1, Ordering::Relaxed);

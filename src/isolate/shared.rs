@@ -308,29 +308,30 @@ impl<I: Isolate> Shared<I> {
         self.exit.lock().reason.clone()
     }
 
-    /// Puts a message in the mailbox, waiting for room as `wait` says.
+    /// Puts a message in the mailbox, waiting for room as `wait` says; a
+    /// refused message comes back with the reason.
     ///
     /// If the isolate closed meanwhile, nobody else may drain the mailbox,
     /// so the sender drains it (the message it just pushed included).
-    pub(super) fn push(&self, item: Item, wait: Wait) -> Result<(), Refused> {
+    pub(super) fn push(&self, item: Item, wait: Wait) -> Result<(), (Refused, Item)> {
         if self.is_closed() {
-            return Err(Refused::Disconnected);
+            return Err((Refused::Disconnected, item));
         }
         let sent = match wait {
             Wait::Block => self
                 .mailbox_tx
                 .send(item)
-                .map_err(|_| Refused::Disconnected),
+                .map_err(|cb::SendError(item)| (Refused::Disconnected, item)),
             Wait::No => self.mailbox_tx.try_send(item).map_err(|e| match e {
-                cb::TrySendError::Full(_) => Refused::Full,
-                cb::TrySendError::Disconnected(_) => Refused::Disconnected,
+                cb::TrySendError::Full(item) => (Refused::Full, item),
+                cb::TrySendError::Disconnected(item) => (Refused::Disconnected, item),
             }),
             Wait::Until(deadline) => {
                 self.mailbox_tx
                     .send_deadline(item, deadline)
                     .map_err(|e| match e {
-                        cb::SendTimeoutError::Timeout(_) => Refused::Full,
-                        cb::SendTimeoutError::Disconnected(_) => Refused::Disconnected,
+                        cb::SendTimeoutError::Timeout(item) => (Refused::Full, item),
+                        cb::SendTimeoutError::Disconnected(item) => (Refused::Disconnected, item),
                     })
             }
         };

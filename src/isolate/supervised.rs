@@ -40,9 +40,16 @@ where
         args: I::Args,
     ) -> Result<(Self, IsolateHandle<I>), SpawnError> {
         let (shared, control_rx) = builder.prepare::<I>()?;
-        // Check once that the arguments encode, so a restart cannot fail
-        // on them later (they are encoded again for every incarnation).
-        shared.codecs.args.encode(&args).map_err(SpawnError::Args)?;
+        // Copying: check once that the arguments encode, so a restart
+        // cannot fail on them later (they are encoded again for every
+        // incarnation). Moving: each incarnation gets its own clone.
+        if shared.codecs.args.copies() {
+            shared
+                .codecs
+                .args
+                .encode_copy(&args, "start argument")
+                .map_err(SpawnError::Args)?;
+        }
         let handle = IsolateHandle::new(Arc::clone(&shared));
         let restartable = Restartable {
             shared,
@@ -65,9 +72,14 @@ where
             // Already running.
             return Ok(());
         };
-        let args = match self.shared.codecs.args.encode(&self.args) {
-            Ok(args) => args,
-            Err(e) => {
+        let args = match self
+            .shared
+            .codecs
+            .args
+            .pack(self.args.clone(), "start argument")
+        {
+            Ok(packed) => packed.envelope,
+            Err((_, e)) => {
                 self.leftover = Some(leftover);
                 return Err(SpawnError::Args(e));
             }

@@ -217,7 +217,7 @@ impl MainThread {
     ///     type Args = (); type Input = u32; type Output = u32; type Progress = u32; type Error = String;
     ///     fn start(_: ()) -> Result<Self, String> { Ok(Count) }
     ///     fn run(&mut self, n: u32, t: &TaskContext<'_, Self>) -> Result<u32, String> {
-    ///         for i in 1..=n { t.progress(&i); }
+    ///         for i in 1..=n { t.progress(i); }
     ///         Ok(n)
     ///     }
     /// }

@@ -340,7 +340,7 @@ impl<W: Worker> TaskHandle<W> {
         let batch: Vec<Envelope> = self.cell.progress.lock().drain(..).collect();
         batch
             .into_iter()
-            .filter_map(|e| self.codecs.progress.decode(e).ok())
+            .filter_map(|e| self.codecs.progress.unpack(e, "progress").ok())
             .collect()
     }
 
@@ -357,9 +357,9 @@ impl<W: Worker> TaskHandle<W> {
             Outcome::Value(envelope) => self
                 .codecs
                 .output
-                .decode(envelope)
+                .unpack(envelope, "value")
                 .map_err(TaskError::Codec),
-            Outcome::Failed(envelope) => match self.codecs.error.decode(envelope) {
+            Outcome::Failed(envelope) => match self.codecs.error.unpack(envelope, "error") {
                 Ok(error) => Err(TaskError::Failed(error)),
                 Err(e) => Err(TaskError::Codec(e)),
             },
