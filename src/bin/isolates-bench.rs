@@ -27,6 +27,10 @@ mod messaging;
 mod schedule_load;
 #[path = "isolates-bench/sys.rs"]
 mod sys;
+#[path = "isolates-bench/ui.rs"]
+mod ui;
+#[path = "../../benches/support/ui_call.rs"]
+mod ui_call;
 #[path = "../../benches/support/workload.rs"]
 mod workload;
 
@@ -602,6 +606,8 @@ fn main() {
         "pool_p99_mixed",
         "transfer_64mib",
         "bytes_8mib",
+        "ui_call_8mib",
+        "ui_call_64mib",
         "ui_frame_p99",
         "idle_isolate_rss",
         "schedule_overhead",
@@ -630,6 +636,8 @@ fn main() {
             "pool_p99_mixed" => pool_p99_mixed(quick, per_us),
             "transfer_64mib" => transfer_64mib(quick),
             "bytes_8mib" => bytes_8mib(quick),
+            "ui_call_8mib" => ui::ui_call(quick, 8),
+            "ui_call_64mib" => ui::ui_call(quick, 64),
             "ui_frame_p99" => ui_frame_p99(quick, per_us),
             "schedule_overhead" => schedule_overhead(quick),
             "store_commit" => store_commit(quick, 1),
