@@ -1,7 +1,8 @@
 //! The project's benchmark harness: every measure runs beside its baseline
 //! in this process, interleaved round by round, and is reported as a ratio.
 //! (`idle_isolate_rss` measures its baseline first: memory is measured per
-//! batch of 10,000 threads.) Two-thread measures (`ask_*`, `cast_*`) pin
+//! batch of 10,000 threads; `idle_cpu` measures its baseline window first,
+//! in a fresh child process.) Two-thread measures (`ask_*`, `cast_*`) pin
 //! their two threads to different CPUs, on both sides of the comparison;
 //! `ask_rtt_busy` runs one busy process per core (this binary, hidden flag
 //! `--busy-loop`) and kills them afterwards.
@@ -21,6 +22,8 @@ use isolates::pool::Pool;
 use isolates::{Bincode, Codec, Isolate, Transfer, port, run};
 use serde::{Deserialize, Serialize};
 
+#[path = "isolates-bench/idle.rs"]
+mod idle;
 #[path = "isolates-bench/messaging.rs"]
 mod messaging;
 #[path = "../../benches/support/schedule_load.rs"]
@@ -585,6 +588,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some(sys::BUSY_FLAG) => sys::busy_loop(),
+        Some(idle::CHILD_FLAG) => idle::child(&args[1..]),
         _ => {}
     }
     let options = match options() {
@@ -613,6 +617,7 @@ fn main() {
         "schedule_overhead",
         "store_commit",
         "store_commit_batch",
+        "idle_cpu",
     ];
     let bar = ProgressBar::new(names.len() as u64);
     bar.set_style(
@@ -643,6 +648,7 @@ fn main() {
             "store_commit" => store_commit(quick, 1),
             "store_commit_batch" => store_commit(quick, 1000),
             "idle_isolate_rss" => idle_isolate_rss(quick),
+            "idle_cpu" => idle::idle_cpu(quick),
             other => unreachable!("no measure named {other}"),
         };
         results.push(measure);
