@@ -3,7 +3,9 @@
 //! - cast throughput vs raw crossbeam one-way sends;
 //! - codec encode/decode of a small struct vs plain serde-bincode, and of an
 //!   8 MiB buffer (serde's element path, our bytes path) vs memcpy;
-//! - `Transfer` of 1 KiB vs 64 MiB through a port, vs a 64 MiB memcpy.
+//! - `Transfer` of 1 KiB vs 64 MiB through a port, vs a 64 MiB memcpy;
+//! - `run` with an 8 MiB `Vec<u8>` / `Vec<f32>` payload returned whole:
+//!   only the caller's time inside `run` and `try_take`, vs an 8 MiB memcpy.
 //!
 //! Run: `cargo bench --bench core`. Ratios are in BENCHMARKS.md.
 
@@ -16,6 +18,8 @@ use crossbeam_channel as cb;
 use isolates::{Bincode, Codec, Isolate, Transfer, port};
 use serde::{Deserialize, Serialize};
 
+#[path = "support/ui_call.rs"]
+mod ui_call;
 #[path = "support/workload.rs"]
 mod workload;
 
@@ -202,11 +206,57 @@ fn transfer(c: &mut Criterion) {
     group.finish();
 }
 
+fn run_8mib_caller(c: &mut Criterion) {
+    use ui_call::{byte_payload, caller_cost, float_payload, same_bytes, same_floats};
+    const MIB8: usize = 8 << 20;
+    let mut group = c.benchmark_group("run_8mib_caller");
+    group.throughput(Throughput::Bytes(MIB8 as u64));
+    group.sample_size(10);
+    let bytes = byte_payload(MIB8);
+    let floats = float_payload(MIB8);
+    let mut target = vec![0u8; MIB8];
+    group.bench_function("memcpy", |b| {
+        b.iter(|| {
+            target.copy_from_slice(black_box(&bytes));
+            black_box(&target);
+        })
+    });
+    // Only the caller's time inside `run` and `try_take` counts: the payload
+    // is cloned, and the result dropped, outside it.
+    group.bench_function("run_vec_u8", |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| {
+                    let payload = bytes.clone();
+                    let (inside, back) =
+                        caller_cost(|| isolates::run(same_bytes, payload)).expect("run of 8 MiB");
+                    drop(back);
+                    inside
+                })
+                .sum()
+        })
+    });
+    group.bench_function("run_vec_f32", |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| {
+                    let payload = floats.clone();
+                    let (inside, back) =
+                        caller_cost(|| isolates::run(same_floats, payload)).expect("run of 8 MiB");
+                    drop(back);
+                    inside
+                })
+                .sum()
+        })
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));
-    targets = ask_round_trip, cast_throughput, codec, transfer
+    targets = ask_round_trip, cast_throughput, codec, transfer, run_8mib_caller
 }
 criterion_main!(benches);

@@ -1,7 +1,11 @@
 //! The project's benchmark harness: every measure runs beside its baseline
 //! in this process, interleaved round by round, and is reported as a ratio.
 //! (`idle_isolate_rss` measures its baseline first: memory is measured per
-//! batch of 10,000 threads.)
+//! batch of 10,000 threads; `idle_cpu` measures its baseline window first,
+//! in a fresh child process.) Two-thread measures (`ask_*`, `cast_*`) pin
+//! their two threads to different CPUs, on both sides of the comparison;
+//! `ask_rtt_busy` runs one busy process per core (this binary, hidden flag
+//! `--busy-loop`) and kills them afterwards.
 //!
 //! ```text
 //! cargo run --release --bin isolates-bench              # full run
@@ -18,8 +22,18 @@ use isolates::pool::Pool;
 use isolates::{Bincode, Codec, Isolate, Transfer, port, run};
 use serde::{Deserialize, Serialize};
 
+#[path = "isolates-bench/idle.rs"]
+mod idle;
+#[path = "isolates-bench/messaging.rs"]
+mod messaging;
 #[path = "../../benches/support/schedule_load.rs"]
 mod schedule_load;
+#[path = "isolates-bench/sys.rs"]
+mod sys;
+#[path = "isolates-bench/ui.rs"]
+mod ui;
+#[path = "../../benches/support/ui_call.rs"]
+mod ui_call;
 #[path = "../../benches/support/workload.rs"]
 mod workload;
 
@@ -100,97 +114,6 @@ fn interleaved(
 }
 
 const T: Duration = Duration::from_secs(30);
-
-fn ask_rtt(quick: bool) -> Measure {
-    let n = if quick { 20_000 } else { 100_000 };
-    let (req_tx, req_rx) = cb::unbounded::<u64>();
-    let (rep_tx, rep_rx) = cb::unbounded::<u64>();
-    let server = std::thread::spawn(move || {
-        for x in req_rx {
-            let _ = rep_tx.send(x + 1);
-        }
-    });
-    let echo = Echo::spawn(()).expect("spawn");
-    let (base, ours) = interleaved(
-        if quick { 5 } else { 11 },
-        || {
-            let start = Instant::now();
-            for i in 0..n {
-                req_tx.send(i).unwrap();
-                black_box(rep_rx.recv().unwrap());
-            }
-            start.elapsed().as_nanos() as f64 / n as f64
-        },
-        || {
-            let start = Instant::now();
-            for i in 0..n {
-                black_box(echo.ask(i, T).unwrap());
-            }
-            start.elapsed().as_nanos() as f64 / n as f64
-        },
-    );
-    drop(req_tx);
-    server.join().unwrap();
-    Measure {
-        name: "ask_rtt",
-        value: ours,
-        unit: "ns",
-        baseline: "crossbeam two-channel round trip",
-        baseline_value: base,
-        ratio: ours / base,
-        goal: Some("ratio <= 1.5"),
-        note: None,
-    }
-}
-
-fn cast_throughput(quick: bool) -> Measure {
-    let n = if quick { 200_000 } else { 1_000_000 };
-    let (tx, rx) = cb::unbounded::<u64>();
-    let (ack_tx, ack_rx) = cb::bounded::<u64>(1);
-    let consumer = std::thread::spawn(move || {
-        let mut sum = 0u64;
-        for x in rx {
-            if x == u64::MAX {
-                let _ = ack_tx.send(sum);
-            } else {
-                sum = sum.wrapping_add(x);
-            }
-        }
-    });
-    let echo = Echo::spawn(()).expect("spawn");
-    let (base, ours) = interleaved(
-        if quick { 3 } else { 7 },
-        || {
-            let start = Instant::now();
-            for i in 0..n {
-                tx.send(i).unwrap();
-            }
-            tx.send(u64::MAX).unwrap();
-            ack_rx.recv().unwrap();
-            n as f64 / start.elapsed().as_secs_f64()
-        },
-        || {
-            let start = Instant::now();
-            for i in 0..n {
-                echo.cast(i).unwrap();
-            }
-            echo.ask(0, T).unwrap();
-            n as f64 / start.elapsed().as_secs_f64()
-        },
-    );
-    drop(tx);
-    consumer.join().unwrap();
-    Measure {
-        name: "cast_throughput",
-        value: ours,
-        unit: "msg/s",
-        baseline: "crossbeam one-way sends",
-        baseline_value: base,
-        ratio: ours / base,
-        goal: None,
-        note: None,
-    }
-}
 
 fn spawn(quick: bool) -> Measure {
     let n = if quick { 100 } else { 500 };
@@ -661,6 +584,13 @@ fn cpu_model() -> String {
 }
 
 fn main() {
+    // Hidden roles of this binary, for measures that need another process.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some(sys::BUSY_FLAG) => sys::busy_loop(),
+        Some(idle::CHILD_FLAG) => idle::child(&args[1..]),
+        _ => {}
+    }
     let options = match options() {
         Ok(options) => options,
         Err(e) => {
@@ -671,6 +601,8 @@ fn main() {
     let quick = options.quick;
     let names = [
         "ask_rtt",
+        "ask_rtt_busy",
+        "ask_cpu",
         "cast_throughput",
         "spawn",
         "run_overhead",
@@ -678,11 +610,14 @@ fn main() {
         "pool_p99_mixed",
         "transfer_64mib",
         "bytes_8mib",
+        "ui_call_8mib",
+        "ui_call_64mib",
         "ui_frame_p99",
         "idle_isolate_rss",
         "schedule_overhead",
         "store_commit",
         "store_commit_batch",
+        "idle_cpu",
     ];
     let bar = ProgressBar::new(names.len() as u64);
     bar.set_style(
@@ -696,19 +631,25 @@ fn main() {
     for name in names {
         bar.set_message(name);
         let measure = match name {
-            "ask_rtt" => ask_rtt(quick),
-            "cast_throughput" => cast_throughput(quick),
+            "ask_rtt" => messaging::ask_rtt(quick, false),
+            "ask_rtt_busy" => messaging::ask_rtt(quick, true),
+            "ask_cpu" => messaging::ask_cpu(quick),
+            "cast_throughput" => messaging::cast_throughput(quick),
             "spawn" => spawn(quick),
             "run_overhead" => run_overhead(quick),
             "pool_throughput" => pool_throughput(quick, per_us),
             "pool_p99_mixed" => pool_p99_mixed(quick, per_us),
             "transfer_64mib" => transfer_64mib(quick),
             "bytes_8mib" => bytes_8mib(quick),
+            "ui_call_8mib" => ui::ui_call(quick, 8),
+            "ui_call_64mib" => ui::ui_call(quick, 64),
             "ui_frame_p99" => ui_frame_p99(quick, per_us),
             "schedule_overhead" => schedule_overhead(quick),
             "store_commit" => store_commit(quick, 1),
             "store_commit_batch" => store_commit(quick, 1000),
-            _ => idle_isolate_rss(quick),
+            "idle_isolate_rss" => idle_isolate_rss(quick),
+            "idle_cpu" => idle::idle_cpu(quick),
+            other => unreachable!("no measure named {other}"),
         };
         results.push(measure);
         bar.inc(1);
