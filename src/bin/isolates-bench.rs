@@ -74,24 +74,31 @@ struct Report {
 struct Options {
     quick: bool,
     json: Option<String>,
+    /// Run only these measures (all when empty).
+    only: Vec<String>,
 }
 
 fn options() -> Result<Options, String> {
     let mut quick = false;
     let mut json = None;
+    let mut only = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => quick = true,
             "--json" => json = Some(args.next().ok_or("--json needs a file name")?),
+            "--only" => {
+                let names = args.next().ok_or("--only needs measure names, comma-separated")?;
+                only.extend(names.split(',').map(str::to_string));
+            }
             "-h" | "--help" => {
-                println!("usage: isolates-bench [--quick] [--json FILE]");
+                println!("usage: isolates-bench [--quick] [--json FILE] [--only NAME,NAME...]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?}; try --help")),
         }
     }
-    Ok(Options { quick, json })
+    Ok(Options { quick, json, only })
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -619,6 +626,14 @@ fn main() {
         "store_commit_batch",
         "idle_cpu",
     ];
+    if let Some(unknown) = options.only.iter().find(|n| !names.contains(&n.as_str())) {
+        eprintln!("isolates-bench: no measure named {unknown:?}; the names: {names:?}");
+        std::process::exit(2);
+    }
+    let names: Vec<&str> = names
+        .into_iter()
+        .filter(|n| options.only.is_empty() || options.only.iter().any(|o| o == n))
+        .collect();
     let bar = ProgressBar::new(names.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
