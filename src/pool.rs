@@ -171,7 +171,7 @@ impl<W: Worker> TaskContext<'_, W> {
     /// See [`TaskContext`].
     pub fn progress(&self, value: W::Progress) {
         if let Ok(packed) = self.codecs.progress.pack(value, "progress") {
-            self.cell.push_progress(packed.envelope);
+            self.cell.push_progress(packed.envelope.erase());
         }
     }
 
@@ -929,7 +929,7 @@ impl<W: Worker> Pool<W> {
             taken: false,
         };
         let input = match inner.codecs.input.pack(task.input, "input") {
-            Ok(packed) => packed.envelope,
+            Ok(packed) => packed.envelope.erase(),
             Err((_, e)) => {
                 cell.fail(ErrorKind::Codec(e));
                 return handle;
@@ -1333,7 +1333,7 @@ struct Inner<W: Worker> {
 
 impl<W: Worker> Inner<W> {
     /// A worker's start arguments: a clone moved to it, or their encoding.
-    fn start_args(&self) -> Result<Envelope, CodecError> {
+    fn start_args(&self) -> Result<Envelope<W::Args>, CodecError> {
         self.args_codec
             .pack(self.args.clone(), "start argument")
             .map(|packed| packed.envelope)
@@ -1630,9 +1630,14 @@ fn lower_priority(nice: Option<i32>) {
 }
 
 /// A worker's thread: start the state, then run tasks until told to stop.
-fn worker_main<W: Worker>(inner: Arc<Inner<W>>, slot: usize, generation: u64, args: Envelope) {
+fn worker_main<W: Worker>(
+    inner: Arc<Inner<W>>,
+    slot: usize,
+    generation: u64,
+    args: Envelope<W::Args>,
+) {
     lower_priority(inner.nice);
-    let decode_args = |args: Envelope| -> Result<W, String> {
+    let decode_args = |args: Envelope<W::Args>| -> Result<W, String> {
         let args = inner
             .args_codec
             .unpack(args, "start argument")
@@ -1676,10 +1681,14 @@ fn worker_main<W: Worker>(inner: Arc<Inner<W>>, slot: usize, generation: u64, ar
             (Envelope::Encoded(_), true) => input.try_clone(),
             (Envelope::Moved(_), true) => None,
         };
-        let input = codecs.input.unpack(input, "input");
+        let input = codecs.input.unpack_erased(input, "input");
         let retry_copy = match (&input, retry_copy, retries > 0) {
             (_, Some(copy), _) => Some(copy),
-            (Ok(value), None, true) => codecs.input.encode_copy(value, "input").ok(),
+            (Ok(value), None, true) => codecs
+                .input
+                .encode_copy(value, "input")
+                .ok()
+                .map(Envelope::erase),
             _ => None,
         };
         let retry = retry_copy.map(|copy| (copy, retries));
@@ -1722,14 +1731,14 @@ fn worker_main<W: Worker>(inner: Arc<Inner<W>>, slot: usize, generation: u64, ar
                 match unwind::catch(|| state.run(input, &ctx)) {
                     Ok(Ok(value)) => (
                         match codecs.output.pack(value, "value") {
-                            Ok(packed) => Outcome::Value(packed.envelope),
+                            Ok(packed) => Outcome::Value(packed.envelope.erase()),
                             Err((_, e)) => Outcome::Error(ErrorKind::Codec(e)),
                         },
                         false,
                     ),
                     Ok(Err(error)) => (
                         match codecs.error.pack(error, "value") {
-                            Ok(packed) => Outcome::Failed(packed.envelope),
+                            Ok(packed) => Outcome::Failed(packed.envelope.erase()),
                             Err((_, e)) => Outcome::Error(ErrorKind::Codec(e)),
                         },
                         false,

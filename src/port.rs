@@ -62,15 +62,23 @@ pub(crate) trait MessageCodec<T>: Send + Sync {
 
     /// Encodes a copy of `value` whatever the mode: for a copy kept to
     /// retry a task, or for bytes that must cross a boundary.
-    fn encode_copy(&self, value: &T, what: &str) -> Result<Envelope, CodecError>;
+    fn encode_copy(&self, value: &T, what: &str) -> Result<Envelope<T>, CodecError>;
 
     /// Takes the value out of an envelope on the receiver's side: O(1) for
     /// a moved value, a decode under the codec's limit for bytes. A panic
     /// in a `Deserialize` is a malformed-message error naming `what`.
-    fn unpack(&self, envelope: Envelope, what: &str) -> Result<T, CodecError>;
+    fn unpack(&self, envelope: Envelope<T>, what: &str) -> Result<T, CodecError>;
 
     /// Whether messages are encoded on every send (Dart's copy semantics).
     fn copies(&self) -> bool;
+}
+
+impl<T: 'static> dyn MessageCodec<T> {
+    /// [`unpack`](MessageCodec::unpack) for an envelope from a channel of
+    /// mixed types.
+    pub(crate) fn unpack_erased(&self, envelope: Envelope, what: &str) -> Result<T, CodecError> {
+        self.unpack(envelope.typed(what)?, what)
+    }
 }
 
 /// A codec and the choice between moving and copying.
@@ -83,7 +91,7 @@ impl<C: Codec, T: Serialize + DeserializeOwned + Send + 'static> MessageCodec<T>
     fn pack(&self, value: T, what: &str) -> Result<Packed<T>, (T, CodecError)> {
         if !self.copy {
             return Ok(Packed {
-                envelope: Envelope::Moved(Box::new(value)),
+                envelope: Envelope::Moved(value),
                 kept: None,
             });
         }
@@ -96,7 +104,7 @@ impl<C: Codec, T: Serialize + DeserializeOwned + Send + 'static> MessageCodec<T>
         }
     }
 
-    fn encode_copy(&self, value: &T, what: &str) -> Result<Envelope, CodecError> {
+    fn encode_copy(&self, value: &T, what: &str) -> Result<Envelope<T>, CodecError> {
         crate::unwind::catch(|| envelope::encode(&self.codec, value))
             .unwrap_or_else(|caught| {
                 Err(CodecError::Encode(format!(
@@ -107,14 +115,9 @@ impl<C: Codec, T: Serialize + DeserializeOwned + Send + 'static> MessageCodec<T>
             .map(Envelope::Encoded)
     }
 
-    fn unpack(&self, envelope: Envelope, what: &str) -> Result<T, CodecError> {
+    fn unpack(&self, envelope: Envelope<T>, what: &str) -> Result<T, CodecError> {
         match envelope {
-            Envelope::Moved(value) => value.downcast::<T>().map(|v| *v).map_err(|_| {
-                CodecError::Malformed(format!(
-                    "the {what} arrived as a value of another type than {}",
-                    std::any::type_name::<T>()
-                ))
-            }),
+            Envelope::Moved(value) => Ok(value),
             Envelope::Encoded(frame) => {
                 crate::unwind::catch(|| envelope::decode(&self.codec, frame)).unwrap_or_else(
                     |caught| {
@@ -136,16 +139,18 @@ impl<C: Codec, T: Serialize + DeserializeOwned + Send + 'static> MessageCodec<T>
 /// A packed message: its envelope and, when it was encoded, the value
 /// itself, kept until the send is known to have succeeded.
 pub(crate) struct Packed<T> {
-    pub(crate) envelope: Envelope,
+    pub(crate) envelope: Envelope<T>,
     pub(crate) kept: Option<T>,
 }
 
-impl<T: 'static> Packed<T> {
+impl<T> Packed<T> {
     /// The message back, after its envelope was refused.
-    pub(crate) fn take_back(envelope: Envelope, kept: Option<T>) -> T {
-        match kept {
-            Some(value) => value,
-            None => envelope.into_moved(),
+    pub(crate) fn take_back(envelope: Envelope<T>, kept: Option<T>) -> T {
+        match (envelope, kept) {
+            (_, Some(value)) | (Envelope::Moved(value), None) => value,
+            (Envelope::Encoded(_), None) => {
+                unreachable!("an encoded message is packed with its value kept beside it")
+            }
         }
     }
 }
@@ -239,7 +244,7 @@ where
 }
 
 fn pair<T>(
-    (tx, rx): (cb::Sender<Envelope>, cb::Receiver<Envelope>),
+    (tx, rx): (cb::Sender<Envelope<T>>, cb::Receiver<Envelope<T>>),
     codec: DynCodec<T>,
 ) -> (SendPort<T>, ReceivePort<T>) {
     (
@@ -274,7 +279,7 @@ fn pair<T>(
 /// assert_eq!(rx.try_iter().collect::<Vec<_>>(), vec![1, 2]);
 /// ```
 pub struct SendPort<T> {
-    tx: cb::Sender<Envelope>,
+    tx: cb::Sender<Envelope<T>>,
     codec: DynCodec<T>,
     _type: PhantomData<fn(T)>,
 }
@@ -298,7 +303,7 @@ pub struct SendPort<T> {
 /// assert!(tx.send("much too long for the limit".into()).is_err());
 /// ```
 pub struct ReceivePort<T> {
-    rx: cb::Receiver<Envelope>,
+    rx: cb::Receiver<Envelope<T>>,
     codec: DynCodec<T>,
     _type: PhantomData<fn() -> T>,
 }
@@ -671,7 +676,7 @@ impl<T> ReceivePort<T> {
 #[serde(rename = "SendPort")]
 struct PortIndex(u32);
 
-impl<T: 'static> Serialize for SendPort<T> {
+impl<T: Send + 'static> Serialize for SendPort<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match envelope::attach(Attachment::Port(Box::new(self.clone()))) {
             Ok(index) => PortIndex(index).serialize(serializer),
@@ -682,7 +687,7 @@ impl<T: 'static> Serialize for SendPort<T> {
     }
 }
 
-impl<'de, T: 'static> Deserialize<'de> for SendPort<T> {
+impl<'de, T: Send + 'static> Deserialize<'de> for SendPort<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let PortIndex(index) = PortIndex::deserialize(deserializer)?;
         match envelope::take(index).map_err(serde::de::Error::custom)? {

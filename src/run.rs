@@ -99,7 +99,7 @@ where
     run_on(dyn_codec(&codec, true), dyn_codec(&codec, true), f, arg)
 }
 
-fn run_on<A: 'static, R: 'static>(
+fn run_on<A: Send + 'static, R: Send + 'static>(
     arg_codec: DynCodec<A>,
     result_codec: DynCodec<R>,
     f: fn(A) -> R,
@@ -118,7 +118,7 @@ fn run_on<A: 'static, R: 'static>(
             Err(e) => Reply::BadMessage(e),
             Ok(arg) => match unwind::catch(|| f(arg)) {
                 Ok(value) => match worker_codec.pack(value, "result") {
-                    Ok(packed) => Reply::Value(packed.envelope),
+                    Ok(packed) => Reply::Value(packed.envelope.erase()),
                     Err((_, e)) => Reply::Unencodable(e),
                 },
                 Err(caught) => Reply::Panicked(caught.message),
@@ -131,7 +131,7 @@ fn run_on<A: 'static, R: 'static>(
     }
     Pending::waiting(rx, move |reply| match reply {
         Some(Reply::Value(envelope)) => result_codec
-            .unpack(envelope, "result")
+            .unpack_erased(envelope, "result")
             .map_err(RunError::Codec),
         Some(Reply::Panicked(message)) => Err(RunError::Panicked(message)),
         Some(Reply::BadMessage(e) | Reply::Unencodable(e)) => Err(RunError::Codec(e)),

@@ -88,7 +88,9 @@ fn options() -> Result<Options, String> {
             "--quick" => quick = true,
             "--json" => json = Some(args.next().ok_or("--json needs a file name")?),
             "--only" => {
-                let names = args.next().ok_or("--only needs measure names, comma-separated")?;
+                let names = args
+                    .next()
+                    .ok_or("--only needs measure names, comma-separated")?;
                 only.extend(names.split(',').map(str::to_string));
             }
             "-h" | "--help" => {

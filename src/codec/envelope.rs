@@ -63,15 +63,22 @@ impl Default for Payload {
     }
 }
 
+/// A moved value whose type only its receiver knows.
+pub(crate) type Erased = Box<dyn Any + Send>;
+
 /// What a message is between send and receive.
 ///
 /// Between threads of one process a message moves as the value itself
 /// (ownership already keeps the sender from touching it again, so there is
 /// nothing to copy); where it crosses a boundary, or the user asked for
 /// Dart's copy semantics, it travels as a [`Frame`] of encoded bytes.
-pub(crate) enum Envelope {
-    /// The value itself, boxed: O(1) whatever its size.
-    Moved(Box<dyn Any + Send>),
+///
+/// Typed channels (ports, an isolate's mailbox) carry `Envelope<T>`: a
+/// moved value costs no allocation. Where one channel carries values of
+/// several types (replies, pool tasks), the value is boxed: `Envelope`.
+pub(crate) enum Envelope<T = Erased> {
+    /// The value itself: O(1) whatever its size.
+    Moved(T),
     /// The value encoded.
     Encoded(Frame),
 }
@@ -83,26 +90,42 @@ impl Envelope {
         Envelope::Moved(Box::new(()))
     }
 
-    /// The value of an envelope that this crate moved with a `T` in it.
+    /// The typed form of an erased envelope.
     ///
-    /// Only called on an envelope a send path just made from a `T` and got
-    /// back refused, so the type always matches: a mismatch is a bug in
-    /// this crate, not a condition a user can cause.
-    pub(crate) fn into_moved<T: 'static>(self) -> T {
+    /// # Errors
+    ///
+    /// A moved value of another type than `T` (a bug in the crate, reported
+    /// rather than hidden).
+    pub(crate) fn typed<T: 'static>(self, what: &str) -> Result<Envelope<T>, CodecError> {
         match self {
-            Envelope::Moved(value) => match value.downcast::<T>() {
-                Ok(value) => *value,
-                Err(_) => unreachable!("a refused envelope holds the type it was made of"),
-            },
-            Envelope::Encoded(_) => {
-                unreachable!("an encoded envelope is refused with its value kept beside it")
-            }
+            Envelope::Moved(value) => value
+                .downcast::<T>()
+                .map(|value| Envelope::Moved(*value))
+                .map_err(|_| {
+                    CodecError::Malformed(format!(
+                        "the {what} arrived as a value of another type than {}",
+                        std::any::type_name::<T>()
+                    ))
+                }),
+            Envelope::Encoded(frame) => Ok(Envelope::Encoded(frame)),
         }
     }
+}
 
+impl<T: Send + 'static> Envelope<T> {
+    /// The envelope with its value boxed, for a channel of mixed types.
+    pub(crate) fn erase(self) -> Envelope {
+        match self {
+            Envelope::Moved(value) => Envelope::Moved(Box::new(value)),
+            Envelope::Encoded(frame) => Envelope::Encoded(frame),
+        }
+    }
+}
+
+impl<T> Envelope<T> {
     /// A copy of the envelope, if it is encoded and has no attachments
     /// (those move, and cannot be copied; a moved value has no copy).
-    pub(crate) fn try_clone(&self) -> Option<Envelope> {
+    pub(crate) fn try_clone(&self) -> Option<Envelope<T>> {
         match self {
             Envelope::Encoded(frame) => frame.try_clone().map(Envelope::Encoded),
             Envelope::Moved(_) => None,

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crossbeam_channel as cb;
 
-use super::shared::{Codecs, Control, Item, Shared};
+use super::shared::{Codecs, Control, Mail, Shared};
 use super::{Isolate, IsolateHandle, PauseToken, runloop};
 use crate::codec::envelope::Envelope;
 use crate::codec::{Bincode, Codec};
@@ -301,17 +301,17 @@ impl<C: Codec> IsolateBuilder<C> {
 }
 
 /// What an incarnation starts from.
-pub(super) struct Start {
+pub(super) struct Start<I: Isolate> {
     pub(super) control_rx: cb::Receiver<Control>,
-    pub(super) args: Envelope,
+    pub(super) args: Envelope<I::Args>,
     pub(super) paused: Option<u64>,
-    pub(super) held: Option<Item>,
+    pub(super) held: Option<Mail<I>>,
 }
 
 /// Starts an incarnation of the isolate on a new thread.
 pub(super) fn spawn_thread<I: Isolate>(
     shared: Arc<Shared<I>>,
-    start: Start,
+    start: Start<I>,
     stack_size: Option<usize>,
 ) -> Result<(), SpawnError> {
     let mut thread = std::thread::Builder::new().name(shared.name.clone());

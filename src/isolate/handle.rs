@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::shared::{Control, Item, Refused, Shared, Wait};
+use super::shared::{Control, Item, Mail, Refused, Shared, Wait};
 use super::{ExitReason, Isolate, IsolateError, IsolateState, IsolateStats, PauseToken, Priority};
 use crate::error::{AskError, CodecError, SendError, SendTimeoutError, TrySendError};
 use crate::oneshot;
@@ -349,7 +349,7 @@ impl<I: Isolate> IsolateHandle<I> {
     fn ask_item(
         &self,
         msg: I::Message,
-    ) -> Result<(Item, oneshot::Receiver<Reply>), AskError<I::Error>> {
+    ) -> Result<AskItem<I>, AskError<I::Error>> {
         if self.shared.is_closed() {
             return Err(self.dead());
         }
@@ -630,9 +630,10 @@ fn resolve_reply<I: Isolate>(
         Some(Reply::Value(envelope)) => shared
             .codecs
             .reply
-            .unpack(envelope, "reply")
+            .unpack_erased(envelope, "reply")
             .map_err(AskError::BadReply),
-        Some(Reply::Failed(envelope)) => match shared.codecs.error.unpack(envelope, "error") {
+        Some(Reply::Failed(envelope)) => match shared.codecs.error.unpack_erased(envelope, "error")
+        {
             Ok(error) => Err(AskError::Failed(error)),
             Err(e) => Err(AskError::BadReply(e)),
         },
@@ -643,6 +644,9 @@ fn resolve_reply<I: Isolate>(
         None => Err(AskError::Dead(lost_reason(shared.exit_reason()))),
     }
 }
+
+/// An ask ready for the mailbox, and where its reply will come.
+type AskItem<I> = (Mail<I>, oneshot::Receiver<Reply>);
 
 /// A cast that did not go into the mailbox, with its message.
 enum CastRefused<M> {

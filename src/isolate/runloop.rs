@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use crossbeam_channel as cb;
 
-use super::shared::{Control, Item, Shared};
+use super::shared::{Control, Item, Mail, Shared};
 use super::{Context, ExitReason, Isolate, IsolateError, IsolateState};
-use crate::codec::envelope::Envelope;
+use crate::codec::envelope::{Envelope, Erased};
 use crate::oneshot;
 use crate::pending::Reply;
 use crate::unwind;
@@ -66,12 +66,12 @@ type Exit = Option<ExitReason>;
 struct RunLoop<I: Isolate> {
     shared: Arc<Shared<I>>,
     control_rx: cb::Receiver<Control>,
-    mailbox_rx: cb::Receiver<Item>,
+    mailbox_rx: cb::Receiver<Mail<I>>,
     paused: HashSet<u64>,
     orphaned: bool,
     /// A message taken from the mailbox but not handled yet, because a
     /// control request sent before it (a pause, a kill) must go first.
-    held: Option<Item>,
+    held: Option<Mail<I>>,
     ctx: Context<I>,
 }
 
@@ -79,9 +79,9 @@ struct RunLoop<I: Isolate> {
 pub(super) fn run<I: Isolate>(
     shared: Arc<Shared<I>>,
     control_rx: cb::Receiver<Control>,
-    args: Envelope,
+    args: Envelope<I::Args>,
     paused: Option<u64>,
-    held: Option<Item>,
+    held: Option<Mail<I>>,
 ) {
     let span =
         tracing::debug_span!(target: "isolates", "isolate", name = %shared.name, id = shared.id);
@@ -109,22 +109,52 @@ pub(super) fn run<I: Isolate>(
     } = run_loop;
     // A supervised isolate keeps its mailbox for the next incarnation: its
     // supervisor decides between restart and the end.
-    let leftover = Leftover { control_rx, held };
+    let leftover = Leftover::new(control_rx, held);
     let Some(leftover) = shared.exit_to_supervisor(reason.clone(), leftover) else {
         return;
     };
     // Close before the loop's receivers drop: queued asks get the reason.
     shared.close(reason);
-    if let Some(item) = leftover.held {
+    if let (_, Some(item)) = leftover.into_parts::<I::Message>() {
         shared.discard(item);
     }
 }
 
 /// What an incarnation leaves to the next: its control channel and a
 /// message it took but did not handle.
+///
+/// It passes through the supervisor, which supervises isolates of many
+/// types, so the held message is boxed: only the isolate's own code, which
+/// knows its message type, takes it out.
 pub(crate) struct Leftover {
-    pub(super) control_rx: cb::Receiver<Control>,
-    pub(super) held: Option<Item>,
+    control_rx: cb::Receiver<Control>,
+    held: Option<Erased>,
+}
+
+impl Leftover {
+    pub(super) fn new<M: Send + 'static>(
+        control_rx: cb::Receiver<Control>,
+        held: Option<Item<M>>,
+    ) -> Self {
+        Leftover {
+            control_rx,
+            held: held.map(|item| Box::new(item) as Erased),
+        }
+    }
+
+    /// The control channel and the held message of an isolate whose
+    /// messages are `M`s.
+    pub(super) fn into_parts<M: 'static>(self) -> (cb::Receiver<Control>, Option<Item<M>>) {
+        let held = self.held.and_then(|held| match held.downcast::<Item<M>>() {
+            Ok(item) => Some(*item),
+            Err(_) => {
+                // Only the isolate that made a leftover takes it apart.
+                tracing::error!(target: "isolates", "a held message of another type was dropped (a bug in isolates)");
+                None
+            }
+        });
+        (self.control_rx, held)
+    }
 }
 
 struct CloseOnUnwind<'a, I: Isolate>(&'a Shared<I>);
@@ -138,7 +168,7 @@ impl<I: Isolate> Drop for CloseOnUnwind<'_, I> {
 }
 
 impl<I: Isolate> RunLoop<I> {
-    fn run(&mut self, args: Envelope) -> ExitReason {
+    fn run(&mut self, args: Envelope<I::Args>) -> ExitReason {
         tracing::debug!(target: "isolates", "isolate spawned");
         if let Some(reason) = self.wait_while_paused() {
             self.shared.mark_started();
@@ -162,7 +192,7 @@ impl<I: Isolate> RunLoop<I> {
     }
 
     /// Decodes the arguments and runs `start`.
-    fn start(&mut self, args: Envelope) -> Result<I, ExitReason> {
+    fn start(&mut self, args: Envelope<I::Args>) -> Result<I, ExitReason> {
         self.shared.set_state(IsolateState::Starting);
         let args = match self.shared.codecs.args.unpack(args, "start argument") {
             Ok(args) => args,
@@ -294,7 +324,7 @@ impl<I: Isolate> RunLoop<I> {
     /// exponential backoff would notice it up to a growing batch of pauses
     /// late), then blocks on the mailbox and the control channel together:
     /// waiting on two channels costs microseconds, paid only once idle.
-    fn wait_for_mail(&self) -> Option<Item> {
+    fn wait_for_mail(&self) -> Option<Mail<I>> {
         // The clock is read only once the first batch found nothing.
         let mut spin_until = None;
         loop {
@@ -357,7 +387,7 @@ impl<I: Isolate> RunLoop<I> {
     fn handle(
         &mut self,
         state: &mut I,
-        envelope: Envelope,
+        envelope: Envelope<I::Message>,
         reply: Option<oneshot::Sender<Reply>>,
         busy: &mut Busy,
     ) -> Exit {
@@ -384,7 +414,7 @@ impl<I: Isolate> RunLoop<I> {
             Ok(Ok(value)) => {
                 if let Some(reply) = reply {
                     reply.send(match shared.codecs.reply.pack(value, "value") {
-                        Ok(packed) => Reply::Value(packed.envelope),
+                        Ok(packed) => Reply::Value(packed.envelope.erase()),
                         Err((_, e)) => Reply::Unencodable(e),
                     });
                 }
@@ -394,7 +424,7 @@ impl<I: Isolate> RunLoop<I> {
                 let message = unwind::describe(&error);
                 if let Some(reply) = reply {
                     reply.send(match shared.codecs.error.pack(error, "value") {
-                        Ok(packed) => Reply::Failed(packed.envelope),
+                        Ok(packed) => Reply::Failed(packed.envelope.erase()),
                         Err((_, e)) => Reply::Unencodable(e),
                     });
                 }

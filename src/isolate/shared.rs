@@ -17,10 +17,13 @@ use crate::port::{DynCodec, SendPort};
 
 /// What a mailbox holds: a message's bytes and, for an ask, where the reply
 /// goes.
-pub(super) struct Item {
-    pub(super) envelope: Envelope,
+pub(super) struct Item<M> {
+    pub(super) envelope: Envelope<M>,
     pub(super) reply: Option<oneshot::Sender<Reply>>,
 }
+
+/// What an isolate `I`'s mailbox holds.
+pub(super) type Mail<I> = Item<<I as Isolate>::Message>;
 
 /// Told of each ended incarnation of a supervised isolate.
 pub(crate) type ExitHook = Box<dyn Fn(ExitReason, Leftover) + Send + Sync>;
@@ -85,9 +88,9 @@ pub(super) struct Shared<I: Isolate> {
     pub(super) id: u64,
     pub(super) name: String,
     pub(super) codecs: Codecs<I>,
-    pub(super) mailbox_tx: cb::Sender<Item>,
+    pub(super) mailbox_tx: cb::Sender<Mail<I>>,
     /// Kept so whoever sees the isolate closed can drain what is left.
-    pub(super) mailbox_rx: cb::Receiver<Item>,
+    pub(super) mailbox_rx: cb::Receiver<Mail<I>>,
     pub(super) control_tx: cb::Sender<Control>,
     /// Where an ended incarnation goes when supervised.
     supervisor: Mutex<Option<ExitHook>>,
@@ -122,7 +125,7 @@ impl<I: Isolate> Shared<I> {
         id: u64,
         name: String,
         codecs: Codecs<I>,
-        mailbox: (cb::Sender<Item>, cb::Receiver<Item>),
+        mailbox: (cb::Sender<Mail<I>>, cb::Receiver<Mail<I>>),
         control_tx: cb::Sender<Control>,
         errors_are_fatal: bool,
     ) -> Self {
@@ -313,7 +316,7 @@ impl<I: Isolate> Shared<I> {
     ///
     /// If the isolate closed meanwhile, nobody else may drain the mailbox,
     /// so the sender drains it (the message it just pushed included).
-    pub(super) fn push(&self, item: Item, wait: Wait) -> Result<(), (Refused, Item)> {
+    pub(super) fn push(&self, item: Mail<I>, wait: Wait) -> Result<(), (Refused, Mail<I>)> {
         if self.is_closed() {
             return Err((Refused::Disconnected, item));
         }
@@ -357,12 +360,12 @@ impl<I: Isolate> Shared<I> {
     }
 
     /// Resolves one message that will never be handled, once closed.
-    pub(super) fn discard(&self, item: Item) {
+    pub(super) fn discard(&self, item: Mail<I>) {
         let reason = self.exit_reason().unwrap_or(ExitReason::Killed);
         self.discard_with(item, &reason);
     }
 
-    fn discard_with(&self, item: Item, reason: &ExitReason) {
+    fn discard_with(&self, item: Mail<I>, reason: &ExitReason) {
         match item.reply {
             Some(reply) => reply.send(Reply::Dead(reason.clone())),
             None => {

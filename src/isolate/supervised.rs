@@ -55,10 +55,7 @@ where
             shared,
             args,
             stack_size: builder.thread_stack_size(),
-            leftover: Some(Leftover {
-                control_rx,
-                held: None,
-            }),
+            leftover: Some(Leftover::new::<I::Message>(control_rx, None)),
             incarnations: 0,
         };
         Ok((restartable, handle))
@@ -85,7 +82,7 @@ where
             }
         };
         self.shared.set_supervisor(Some(hook));
-        let Leftover { control_rx, held } = leftover;
+        let (control_rx, held) = leftover.into_parts::<I::Message>();
         // What was meant for the last incarnation (a kill that came after it
         // had already exited, its pauses) must not reach this one.
         self.shared.reset_for_restart(&control_rx);
@@ -98,10 +95,7 @@ where
             held,
         };
         if let Err(e) = spawn_thread(Arc::clone(&self.shared), start, self.stack_size) {
-            self.leftover = Some(Leftover {
-                control_rx,
-                held: None,
-            });
+            self.leftover = Some(Leftover::new::<I::Message>(control_rx, None));
             return Err(e);
         }
         self.incarnations += 1;
@@ -124,7 +118,11 @@ where
     pub(crate) fn close(&mut self, reason: ExitReason) {
         self.shared.set_supervisor(None);
         self.shared.close(reason);
-        if let Some(item) = self.leftover.take().and_then(|l| l.held) {
+        if let Some(item) = self
+            .leftover
+            .take()
+            .and_then(|l| l.into_parts::<I::Message>().1)
+        {
             self.shared.discard(item);
         }
     }

@@ -340,7 +340,7 @@ impl<W: Worker> TaskHandle<W> {
         let batch: Vec<Envelope> = self.cell.progress.lock().drain(..).collect();
         batch
             .into_iter()
-            .filter_map(|e| self.codecs.progress.unpack(e, "progress").ok())
+            .filter_map(|e| self.codecs.progress.unpack_erased(e, "progress").ok())
             .collect()
     }
 
@@ -357,9 +357,9 @@ impl<W: Worker> TaskHandle<W> {
             Outcome::Value(envelope) => self
                 .codecs
                 .output
-                .unpack(envelope, "value")
+                .unpack_erased(envelope, "value")
                 .map_err(TaskError::Codec),
-            Outcome::Failed(envelope) => match self.codecs.error.unpack(envelope, "error") {
+            Outcome::Failed(envelope) => match self.codecs.error.unpack_erased(envelope, "error") {
                 Ok(error) => Err(TaskError::Failed(error)),
                 Err(e) => Err(TaskError::Codec(e)),
             },
