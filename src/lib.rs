@@ -10,6 +10,7 @@ pub mod pool;
 pub mod port;
 mod run;
 pub mod schedule;
+mod spin;
 pub mod supervisor;
 mod time;
 mod unwind;

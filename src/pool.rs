@@ -47,6 +47,10 @@ use crate::unwind;
 
 mod deadline;
 mod main_thread;
+
+/// The stack of the thread that holds idle rayon workers' waits: it only
+/// waits on a condition variable.
+const IDLE_WAITS_STACK: usize = 128 * 1024;
 pub(crate) mod task;
 
 pub use main_thread::MainThread;
@@ -148,8 +152,9 @@ pub trait Worker: Sized + 'static {
 pub struct TaskContext<'a, W: Worker> {
     cell: &'a TaskCell,
     codecs: &'a CodecSet<W>,
-    /// In a rayon pool: wakes idle workers to help with data-parallel work.
-    helpers: Option<&'a Condvar>,
+    /// In a rayon pool: the pool, whose idle workers help with
+    /// data-parallel work while [`par`](Self::par) runs.
+    helpers: Option<&'a Inner<W>>,
 }
 
 impl<W: Worker> TaskContext<'_, W> {
@@ -180,9 +185,10 @@ impl<W: Worker> TaskContext<'_, W> {
     ///
     /// In a pool built with [`PoolBuilder::rayon`], the workers are the
     /// threads of the pool's own rayon pool: the work is split over the
-    /// idle workers, which this call wakes to help, and never over extra
-    /// threads, so the machine is not oversubscribed. In other pools `f`
-    /// runs on rayon's global pool.
+    /// idle workers, which this call wakes to help until it returns, and
+    /// never over extra threads, so the machine is not oversubscribed.
+    /// Rayon work started outside `par` runs on this worker alone. In
+    /// other pools `f` runs on rayon's global pool.
     ///
     /// # Examples
     ///
@@ -202,9 +208,7 @@ impl<W: Worker> TaskContext<'_, W> {
     /// assert_eq!(pool.submit(1000).wait(), Ok(332_833_500));
     /// ```
     pub fn par<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        if let Some(helpers) = self.helpers {
-            helpers.notify_all();
-        }
+        let _section = self.helpers.map(|inner| inner.enter_par());
         f()
     }
 
@@ -548,9 +552,10 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
     /// tasks can split data-parallel work ([`TaskContext::par`]) over the
     /// idle workers without starting more threads than the pool has. The
     /// pool then keeps a fixed size (the maximum; no autoscaling), idle
-    /// workers look for rayon work to help with every millisecond, and a
-    /// killed worker's replacement starts on the same thread once the
-    /// abandoned `run` returns.
+    /// workers help with a task's `par` work while it runs and sleep
+    /// otherwise (one more thread, which computes nothing, holds their
+    /// waits), and a killed worker's replacement starts on the same thread
+    /// once the abandoned `run` returns.
     ///
     /// # Examples
     ///
@@ -682,6 +687,29 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
         } else {
             None
         };
+        // Idle workers of a rayon pool wait for a task on this thread's
+        // behalf while a `par` section runs: a rayon worker that waits on
+        // another rayon pool steals its own pool's work meanwhile and
+        // sleeps when there is none, woken by rayon when work appears.
+        let idle_waits = if self.rayon {
+            let name = self.name.clone();
+            let built = rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .thread_name(move |_| format!("{name}-idle"))
+                .stack_size(IDLE_WAITS_STACK)
+                .build();
+            match built {
+                Ok(pool) => Some(pool),
+                // Workers then only run tasks: `par` runs on its caller.
+                Err(e) => {
+                    tracing::warn!(target: "isolates", error = %e,
+                        "no thread for idle rayon workers: par work runs on its task's worker");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let inner = Arc::new(Inner {
             name: self.name,
             min,
@@ -695,11 +723,13 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
             codecs,
             queue: Mutex::new(Queues::new(max)),
             work: Condvar::new(),
+            rejoin: Condvar::new(),
             room: Condvar::new(),
             next_id: AtomicU64::new(0),
             counters: PoolCounters::default(),
             handles: AtomicUsize::new(1),
             rayon,
+            idle_waits,
             deadlines: Arc::default(),
         });
         if let Some(rayon) = &inner.rayon {
@@ -995,6 +1025,9 @@ impl<W: Worker> Pool<W> {
                 return false;
             };
             let running = q.slots[index].running.take();
+            if q.slots[index].released {
+                inner.recall(&mut q);
+            }
             // The old thread sees the new generation and leaves; the slot
             // stays alive for the next one.
             (running, q.occupy(index), index)
@@ -1146,6 +1179,8 @@ struct Slot {
     handled: u64,
     errors: u64,
     max_workload: usize,
+    /// Its idle rayon worker is released to help with `par` work.
+    released: bool,
 }
 
 impl Slot {
@@ -1164,10 +1199,18 @@ struct Queues {
     /// Queued tasks, shared and local.
     len: usize,
     alive: usize,
+    /// Workers waiting on `work`.
     idle: usize,
     closed: bool,
     picks: u64,
     next_slot: usize,
+    /// Tasks inside [`TaskContext::par`] (rayon mode).
+    par: usize,
+    /// Idle rayon workers released to help with `par` work.
+    released: usize,
+    /// Moves on when released workers must come back (work for them, a
+    /// kill, the close).
+    epoch: u64,
 }
 
 impl Queues {
@@ -1181,6 +1224,9 @@ impl Queues {
             closed: false,
             picks: 0,
             next_slot: 0,
+            par: 0,
+            released: 0,
+            epoch: 0,
         }
     }
 
@@ -1321,6 +1367,9 @@ struct Inner<W: Worker> {
     queue: Mutex<Queues>,
     /// Workers wait here for tasks.
     work: Condvar,
+    /// Rayon workers released to help with `par` work wait here (on the
+    /// `idle_waits` thread) for [`Queues::epoch`] to change.
+    rejoin: Condvar,
     /// Submitters wait here for room in a bounded queue.
     room: Condvar,
     next_id: AtomicU64,
@@ -1328,6 +1377,8 @@ struct Inner<W: Worker> {
     handles: AtomicUsize,
     /// The workers' threads, in a rayon pool.
     rayon: Option<rayon::ThreadPool>,
+    /// In rayon mode: one thread on which released workers wait.
+    idle_waits: Option<rayon::ThreadPool>,
     deadlines: Arc<deadline::Deadlines>,
 }
 
@@ -1392,6 +1443,13 @@ impl<W: Worker> Inner<W> {
             Some(slot) => q.push_local(slot, job),
             None => q.push_shared(job, false),
         }
+        let recall = match target {
+            Some(slot) => q.slots[slot].released,
+            None => q.len > q.idle,
+        };
+        if recall {
+            self.recall(&mut q);
+        }
         // Grow when more work waits than idle workers can take (a worker
         // just woken still counts as idle until it runs).
         let grow = q.len > q.idle && q.alive < self.max && !q.closed && self.rayon.is_none();
@@ -1437,6 +1495,9 @@ impl<W: Worker> Inner<W> {
             q.len -= jobs.len();
             for job in jobs {
                 q.push_shared(job, false);
+            }
+            if q.len > q.idle {
+                self.recall(&mut q);
             }
             if q.alive == 0 {
                 q.drain_all()
@@ -1501,6 +1562,9 @@ impl<W: Worker> Inner<W> {
                 return;
             }
             q.push_shared(job, true);
+            if q.len > q.idle {
+                self.recall(&mut q);
+            }
             drop(q);
             self.work.notify_one();
             return;
@@ -1513,6 +1577,7 @@ impl<W: Worker> Inner<W> {
         let jobs = {
             let mut q = self.queue.lock();
             q.closed = true;
+            self.recall(&mut q);
             q.drain_all()
         };
         self.work.notify_all();
@@ -1524,9 +1589,17 @@ impl<W: Worker> Inner<W> {
 
     /// Takes the next task for `slot`, waiting; `None` when the worker
     /// should exit (closed, reaped, or replaced).
+    ///
+    /// An idle worker sleeps until something happens: a task, the close, a
+    /// kill, and, for a worker above the minimum, the end of its idle time
+    /// (one wake-up, armed only then). An idle rayon worker, while a task
+    /// runs `par` work, is released to help with it (see
+    /// [`wait_released`](Self::wait_released)).
     fn next(&self, slot: usize, generation: u64) -> Option<Job> {
+        // The task just finished no longer needs its deadline watched.
+        self.deadlines.forget_resolved();
         let mut q = self.queue.lock();
-        let mut idle_since = Instant::now();
+        let idle_since = Instant::now();
         loop {
             if q.slots[slot].generation != generation {
                 return None;
@@ -1548,27 +1621,80 @@ impl<W: Worker> Inner<W> {
                 q.alive -= 1;
                 return None;
             }
-            if self.rayon.is_some() {
-                // Help with the data-parallel work of running tasks.
-                let helped = MutexGuard::unlocked(&mut q, || {
-                    matches!(rayon::yield_now(), Some(rayon::Yield::Executed))
+            if q.par > 0
+                && let Some(idle_waits) = &self.idle_waits
+            {
+                let seen = q.epoch;
+                q.slots[slot].released = true;
+                q.released += 1;
+                MutexGuard::unlocked(&mut q, || {
+                    idle_waits.install(|| self.wait_released(seen));
                 });
-                if helped {
-                    continue;
-                }
+                q.slots[slot].released = false;
+                q.released -= 1;
+                continue;
             }
-            let wait = if self.rayon.is_some() {
-                Duration::from_millis(1)
+            let reap_at = if q.alive > self.min {
+                idle_since.checked_add(self.idle)
             } else {
-                self.idle.min(Duration::from_secs(1))
+                None
             };
             q.idle += 1;
-            let timed_out = self.work.wait_for(&mut q, wait).timed_out();
+            crate::time::wait(&self.work, &mut q, reap_at);
             q.idle -= 1;
-            if !timed_out {
-                idle_since = idle_since.min(Instant::now());
-            }
         }
+    }
+
+    /// Runs on the `idle_waits` thread for a released rayon worker: returns
+    /// once released workers are called back (the epoch moved on from
+    /// `seen`).
+    ///
+    /// The worker waits for this inside `ThreadPool::install` on another
+    /// pool, which is how a rayon worker waits for another pool's job: it
+    /// runs its own pool's pending work meanwhile (the `par` work of the
+    /// tasks) and sleeps when there is none, until rayon has new work or
+    /// this returns. So it neither polls nor misses work; rayon gives no
+    /// other way to sleep until work appears from inside a job, and a
+    /// worker is one (the broadcast that holds it).
+    fn wait_released(&self, seen: u64) {
+        let mut q = self.queue.lock();
+        while q.epoch == seen {
+            self.rejoin.wait(&mut q);
+        }
+    }
+
+    /// Calls released rayon workers back to the queue (work that no
+    /// waiting worker takes, a kill, the close).
+    fn recall(&self, q: &mut Queues) {
+        if q.released > 0 {
+            q.epoch = q.epoch.wrapping_add(1);
+            self.rejoin.notify_all();
+        }
+    }
+
+    /// A task starts data-parallel work: idle workers help with it until
+    /// the section ends.
+    fn enter_par(&self) -> ParSection<'_> {
+        let idle = {
+            let mut q = self.queue.lock();
+            q.par += 1;
+            q.idle > 0
+        };
+        if idle {
+            self.work.notify_all();
+        }
+        ParSection(&self.queue)
+    }
+}
+
+/// A task's [`TaskContext::par`] call in progress; ends when dropped (a
+/// panic included). Released workers stay in rayon's sleep after it: they
+/// come back only when called (see [`Inner::recall`]).
+struct ParSection<'a>(&'a Mutex<Queues>);
+
+impl Drop for ParSection<'_> {
+    fn drop(&mut self) {
+        self.0.lock().par -= 1;
     }
 }
 
@@ -1726,7 +1852,7 @@ fn worker_main<W: Worker>(
                 let ctx = TaskContext {
                     cell: &cell,
                     codecs,
-                    helpers: inner.rayon.as_ref().map(|_| &inner.work),
+                    helpers: inner.rayon.as_ref().map(|_| &*inner),
                 };
                 match unwind::catch(|| state.run(input, &ctx)) {
                     Ok(Ok(value)) => (

@@ -567,6 +567,7 @@ impl WorkManagerBuilder {
             handlers: self.handlers,
             events: events_tx.clone(),
             data_limit: self.data_limit,
+            in_handler: Mutex::default(),
         });
         let key = handler::publish(Arc::clone(&registry));
         let workers = self.workers.max(1);

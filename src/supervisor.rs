@@ -1162,11 +1162,11 @@ impl SupRun {
             self.slots[i].gone = true;
             self.slots[i].child.close(ExitReason::Killed);
         } else {
-            // A restart needs the old incarnation gone: keep waiting.
-            while !self.wait_exit(i, ABANDON_AFTER) {
-                tracing::warn!(target: "isolates", supervisor = %self.shared.name,
-                    child = %self.slots[i].spec.name, "a child does not stop; still waiting");
-            }
+            // A restart needs the old incarnation gone: keep waiting, as
+            // long as it takes, without waking to say so again.
+            tracing::warn!(target: "isolates", supervisor = %self.shared.name,
+                child = %self.slots[i].spec.name, "a child does not stop; waiting for it");
+            self.wait_exit(i, Duration::MAX);
         }
     }
 

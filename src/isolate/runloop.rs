@@ -12,6 +12,7 @@ use super::{Context, ExitReason, Isolate, IsolateError, IsolateState};
 use crate::codec::envelope::{Envelope, Erased};
 use crate::oneshot;
 use crate::pending::Reply;
+use crate::spin::Spin;
 use crate::unwind;
 
 /// Busy time, read from the clock when a run of messages starts, before
@@ -56,9 +57,6 @@ impl Busy {
         self.since = None;
     }
 }
-
-/// How long an isolate polls its empty mailbox before it blocks.
-const POLL: std::time::Duration = std::time::Duration::from_micros(5);
 
 /// What a step of the loop decided.
 type Exit = Option<ExitReason>;
@@ -319,28 +317,22 @@ impl<I: Isolate> RunLoop<I> {
     /// Waits for the next message, or returns `None` when a control request
     /// is waiting.
     ///
-    /// Polls at a steady short interval for a few microseconds first (a
-    /// request/reply partner usually answers within that, and crossbeam's
-    /// exponential backoff would notice it up to a growing batch of pauses
-    /// late), then blocks on the mailbox and the control channel together:
-    /// waiting on two channels costs microseconds, paid only once idle.
+    /// Spins briefly first, as crossbeam does ([`Spin`]): a request/reply
+    /// partner often answers within that. A longer spin, or one timed by
+    /// the clock, would take the core from the thread that is to send on
+    /// a loaded machine. Then it blocks on the mailbox and the control
+    /// channel together: waiting on two channels costs microseconds, paid
+    /// only once idle.
     fn wait_for_mail(&self) -> Option<Mail<I>> {
-        // The clock is read only once the first batch found nothing.
-        let mut spin_until = None;
-        loop {
-            for _ in 0..32 {
-                if let Ok(item) = self.mailbox_rx.try_recv() {
-                    return Some(item);
-                }
-                if self.shared.wake_pending() {
-                    return None;
-                }
-                std::hint::spin_loop();
+        let mut spin = Spin::default();
+        while !spin.is_completed() {
+            if let Ok(item) = self.mailbox_rx.try_recv() {
+                return Some(item);
             }
-            let now = Instant::now();
-            if now >= *spin_until.get_or_insert(now + POLL) {
-                break;
+            if self.shared.wake_pending() {
+                return None;
             }
+            spin.snooze();
         }
         let mut select = cb::Select::new();
         let mail = select.recv(&self.mailbox_rx);

@@ -1,6 +1,12 @@
 //! A pool's deadline timer: a task resolves `TimedOut` when its deadline
 //! passes even if nobody polls it (a queued task behind busy workers, whose
 //! result an event loop waits for through a waker).
+//!
+//! The timer wakes only for a deadline of a task still pending: entries of
+//! tasks that resolved first are dropped from the top of the heap by the
+//! workers (as they finish a task) and by the timer before it waits. With
+//! nothing left to watch it wakes once more, [`IDLE_EXIT`] after the heap
+//! emptied, and exits.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -11,8 +17,9 @@ use parking_lot::{Condvar, Mutex};
 
 use super::task::TaskCell;
 
-/// How long the timer thread waits with nothing to watch before it exits
-/// (the next deadline starts it again).
+/// How long the timer thread stays with nothing to watch before it exits
+/// (the next deadline starts it again): a single wake-up, not a period,
+/// that spares a thread start to a pool whose tasks come in bursts.
 const IDLE_EXIT: Duration = Duration::from_secs(10);
 
 /// The heap size from which entries of finished tasks are swept out.
@@ -27,6 +34,11 @@ struct State {
     sweep_at: usize,
     thread: bool,
     closed: bool,
+    /// The deadline the timer sleeps until, if it sleeps for one: a later
+    /// deadline needs no wake-up.
+    armed: Option<Instant>,
+    /// Since when the heap is empty.
+    empty_since: Option<Instant>,
 }
 
 impl State {
@@ -41,6 +53,24 @@ impl State {
         let cells = &self.cells;
         self.heap.retain(|Reverse((_, id))| cells.contains_key(id));
         self.sweep_at = (self.heap.len() * 2).max(SWEEP_FROM);
+    }
+
+    /// Drops the entries at the top of the heap whose task resolved or was
+    /// dropped: the timer need not wake for them.
+    fn pop_resolved(&mut self) {
+        while let Some(Reverse((_, id))) = self.heap.peek().copied() {
+            let pending = self
+                .cells
+                .get(&id)
+                .and_then(Weak::upgrade)
+                .is_some_and(|c| c.state() != super::task::TaskState::Done);
+            if pending {
+                return;
+            }
+            self.heap.pop();
+            self.cells.remove(&id);
+        }
+        self.empty_since.get_or_insert_with(Instant::now);
     }
 }
 
@@ -63,9 +93,9 @@ impl Deadlines {
         if state.heap.len() >= state.sweep_at.max(SWEEP_FROM) {
             state.sweep();
         }
-        let earliest = state.heap.peek().map(|Reverse((at, _))| *at);
         state.heap.push(Reverse((at, cell.id)));
         state.cells.insert(cell.id, Arc::downgrade(cell));
+        state.empty_since = None;
         if !state.thread {
             let timer = Arc::clone(self);
             let spawned = std::thread::Builder::new()
@@ -77,8 +107,18 @@ impl Deadlines {
                 Err(e) => tracing::warn!(target: "isolates", error = %e,
                     "no deadline timer thread: deadlines fire when polled"),
             }
-        } else if earliest.is_none_or(|e| at < e) {
+        } else if state.armed.is_none_or(|armed| at < armed) {
             self.changed.notify_one();
+        }
+    }
+
+    /// Forgets the tasks at the top of the heap that resolved (a worker
+    /// calls it as it finishes a task), so the timer does not wake for
+    /// their deadlines.
+    pub(crate) fn forget_resolved(&self) {
+        let mut state = self.state.lock();
+        if !state.heap.is_empty() {
+            state.pop_resolved();
         }
     }
 
@@ -95,13 +135,16 @@ impl Deadlines {
                 state.thread = false;
                 return;
             }
+            state.pop_resolved();
             match state.heap.peek().copied() {
                 None => {
-                    let timed_out = self.changed.wait_for(&mut state, IDLE_EXIT).timed_out();
-                    if timed_out && state.heap.is_empty() {
+                    let since = *state.empty_since.get_or_insert_with(Instant::now);
+                    let exit_at = since.checked_add(IDLE_EXIT);
+                    if exit_at.is_none_or(|at| at <= Instant::now()) {
                         state.thread = false;
                         return;
                     }
+                    crate::time::wait(&self.changed, &mut state, exit_at);
                 }
                 Some(Reverse((at, id))) if at <= Instant::now() => {
                     state.heap.pop();
@@ -114,7 +157,9 @@ impl Deadlines {
                     }
                 }
                 Some(Reverse((at, _))) => {
+                    state.armed = Some(at);
                     self.changed.wait_until(&mut state, at);
+                    state.armed = None;
                 }
             }
         }

@@ -25,11 +25,15 @@ use crate::unwind;
 
 /// How often a failed store write is tried again.
 const STORE_RETRY: Duration = Duration::from_secs(1);
-/// How often a run told to stop is checked for having stopped.
+/// How soon a run told to stop is looked at again while it is executing
+/// but not in its handler: about to enter it, or just returned from it
+/// (both take microseconds). A run in its handler says when it returns
+/// ([`Event::Returned`]) and is not looked at.
 const STOP_CHECK: Duration = Duration::from_millis(20);
-/// How often an abandoned run is checked for having returned.
-const ABANDONED_CHECK: Duration = Duration::from_millis(250);
-/// How often (on the work clock) finished work is looked at for pruning.
+/// The longest of those looks' growing intervals.
+const STOP_CHECK_MAX: Duration = Duration::from_secs(1);
+/// The least time (on the work clock, ms) between two looks for finished
+/// work to delete; a look happens only once some may be deleted.
 const PRUNE_EVERY: i64 = 60_000;
 /// Why work replaced under its unique name was cancelled.
 const REPLACED: &str = "replaced by new work under its unique name";
@@ -64,6 +68,11 @@ pub(crate) enum Event {
         task: u64,
         bytes: Vec<u8>,
     },
+    /// The handler of a run told to stop returned.
+    Returned {
+        work: u64,
+        task: u64,
+    },
     Tick,
     Shutdown,
 }
@@ -93,6 +102,11 @@ struct Stopping {
     /// When its worker is abandoned (and replaced) if it still runs.
     kill_at: Instant,
     killed: bool,
+    /// When to look at it again, while it executes out of its handler
+    /// (see [`STOP_CHECK`]); `None` while the handler runs.
+    look_at: Option<Instant>,
+    /// The interval after the next look.
+    look_every: Duration,
 }
 
 /// A run in progress.
@@ -128,7 +142,11 @@ pub(crate) struct Core {
     new_watchers: Vec<Watcher>,
     infos: Arc<RwLock<HashMap<u64, WorkInfo>>>,
     store_error: Arc<StoreErrorSlot>,
-    next_prune: i64,
+    /// When finished work may first be deleted, on the work clock
+    /// (`i64::MAX`: none is waiting to be).
+    prune_at: i64,
+    /// When finished work was last looked at for deleting.
+    pruned_at: i64,
     /// Handlers or constraints missing for stored work, warned once.
     warned: HashSet<String>,
     stopping_down: bool,
@@ -165,7 +183,9 @@ impl Core {
             new_watchers: Vec::new(),
             infos,
             store_error,
-            next_prune: 0,
+            // The first turn looks at the work loaded from the store.
+            prune_at: i64::MIN,
+            pruned_at: i64::MIN,
             warned: HashSet::new(),
             stopping_down: false,
         };
@@ -227,6 +247,7 @@ impl Core {
         let Some(rec) = self.records.get_mut(&id) else {
             return;
         };
+        let was_finished = rec.state.is_finished();
         if rec.state == WorkState::Enqueued {
             self.due.remove(&(rec.next_run_at, id));
         }
@@ -234,7 +255,33 @@ impl Core {
         if rec.state == WorkState::Enqueued {
             self.due.insert((rec.next_run_at, id));
         }
+        let finished = !was_finished && rec.state.is_finished();
         self.dirty.insert(id);
+        if finished {
+            self.arm_prune(id);
+        }
+    }
+
+    /// Work `id` just finished: it may be deleted once kept long enough,
+    /// and so may its finished prerequisites, which may have waited only
+    /// for it.
+    fn arm_prune(&mut self, id: u64) {
+        let keep = dur_ms(self.settings.keep_finished);
+        let Some(rec) = self.records.get(&id) else {
+            return;
+        };
+        let deletable = |r: &Record| {
+            r.finished_at
+                .filter(|_| r.state.is_finished())
+                .map(|f| f.saturating_add(keep))
+        };
+        let prerequisites = rec
+            .prerequisites
+            .iter()
+            .filter_map(|p| self.records.get(p).and_then(deletable));
+        if let Some(at) = deletable(rec).into_iter().chain(prerequisites).min() {
+            self.prune_at = self.prune_at.min(at);
+        }
     }
 
     /// The thread's loop; returns when shut down.
@@ -258,7 +305,7 @@ impl Core {
                 }
             }
             if self.stopping_down {
-                self.shut_down();
+                self.shut_down(&events);
                 return;
             }
             let now = self.now();
@@ -300,6 +347,11 @@ impl Core {
                 // progress is dropped.
                 if self.running.get(&work).is_some_and(|r| r.task == task) {
                     self.update(work, |r| r.progress = Some(bytes));
+                }
+            }
+            Event::Returned { work, task } => {
+                if self.stopping.get(&work).is_some_and(|s| s.task == task) {
+                    self.stopping.remove(&work);
                 }
             }
             Event::Tick => {}
@@ -788,16 +840,18 @@ impl Core {
     fn stop(&mut self, work: u64, run: &Run) {
         let cell = Arc::clone(&run.handle.cell);
         if cell.executing() {
-            let kill_at = Instant::now() + self.settings.stop_grace;
-            self.stopping.insert(
-                work,
-                Stopping {
-                    task: run.task,
-                    cell,
-                    kill_at,
-                    killed: false,
-                },
-            );
+            let now = Instant::now();
+            let mut stopping = Stopping {
+                task: run.task,
+                cell,
+                kill_at: now + self.settings.stop_grace,
+                killed: false,
+                look_at: None,
+                look_every: STOP_CHECK,
+            };
+            if still_executing(&self.registry, &mut stopping, now) {
+                self.stopping.insert(work, stopping);
+            }
         }
     }
 
@@ -810,8 +864,9 @@ impl Core {
         }
         let now = Instant::now();
         let pool = &self.pool;
+        let registry = &self.registry;
         self.stopping.retain(|work, s| {
-            if !s.cell.executing() {
+            if !still_executing(registry, s, now) {
                 return false;
             }
             if !s.killed && now >= s.kill_at {
@@ -827,27 +882,43 @@ impl Core {
 
     /// Deletes finished work older than the retention, once nothing
     /// unfinished waits on it.
+    ///
+    /// It looks only once some finished work may be deleted
+    /// ([`arm_prune`](Self::arm_prune)), at most every [`PRUNE_EVERY`],
+    /// and then knows when the next may be: an idle manager does not wake
+    /// for it.
     fn prune(&mut self, now: i64) {
-        if now < self.next_prune {
+        if now < self.next_prune() {
             return;
         }
-        self.next_prune = now.saturating_add(PRUNE_EVERY);
+        self.pruned_at = now;
         let keep = dur_ms(self.settings.keep_finished);
-        let old: Vec<u64> = self
-            .records
-            .values()
-            .filter(|r| {
-                r.state.is_finished()
-                    && r.finished_at.is_some_and(|f| f.saturating_add(keep) <= now)
-            })
-            .map(|r| r.id)
-            .filter(|id| {
-                self.dependents.get(id).is_none_or(|ds| {
-                    ds.iter()
-                        .all(|d| self.records.get(d).is_none_or(|r| r.state.is_finished()))
-                })
-            })
-            .collect();
+        let mut old = Vec::new();
+        let mut next = i64::MAX;
+        for r in self.records.values() {
+            let Some(at) = r
+                .finished_at
+                .filter(|_| r.state.is_finished())
+                .map(|f| f.saturating_add(keep))
+            else {
+                continue;
+            };
+            // Work that unfinished work waits on stays; the last of those
+            // to finish arms the next look.
+            let waited_on = self.dependents.get(&r.id).is_some_and(|ds| {
+                ds.iter()
+                    .any(|d| self.records.get(d).is_some_and(|r| !r.state.is_finished()))
+            });
+            if waited_on {
+                continue;
+            }
+            if at <= now {
+                old.push(r.id);
+            } else {
+                next = next.min(at);
+            }
+        }
+        self.prune_at = next;
         for id in old {
             let Some(rec) = self.records.remove(&id) else {
                 continue;
@@ -864,6 +935,13 @@ impl Core {
             self.dirty.remove(&id);
             self.deleted.push(id);
         }
+    }
+
+    /// When [`prune`](Self::prune) looks next, if `prune_at` is not
+    /// `i64::MAX`.
+    fn next_prune(&self) -> i64 {
+        self.prune_at
+            .max(self.pruned_at.saturating_add(PRUNE_EVERY))
     }
 
     /// Writes what changed; on success publishes it and sends the replies
@@ -947,18 +1025,21 @@ impl Core {
         if waiting {
             at_most(self.settings.constraint_poll);
         }
-        if self.stopping.values().any(|s| !s.killed) {
-            at_most(STOP_CHECK);
-        } else if !self.stopping.is_empty() {
-            at_most(ABANDONED_CHECK);
+        let instant = Instant::now();
+        for s in self.stopping.values() {
+            let look = s.look_at.into_iter();
+            for at in look.chain((!s.killed).then_some(s.kill_at)) {
+                at_most(at.saturating_duration_since(instant));
+            }
         }
         if !flushed {
             at_most(STORE_RETRY);
         }
-        if self.next_prune > now
-            && let Some(d) = self.settings.clock.real_wait(from_ms(self.next_prune))
-        {
-            at_most(d);
+        if self.prune_at != i64::MAX {
+            let at = self.next_prune();
+            if let Some(d) = self.settings.clock.real_wait(from_ms(at.max(now))) {
+                at_most(d);
+            }
         }
         wait
     }
@@ -966,7 +1047,7 @@ impl Core {
     /// Stops: runs in progress are told to stop and go back to enqueued
     /// (they run again on the next start), the store is written, and runs
     /// get up to the stop grace to return.
-    fn shut_down(&mut self) {
+    fn shut_down(&mut self, events: &cb::Receiver<Event>) {
         let running: Vec<u64> = self.running.keys().copied().collect();
         for id in running {
             self.halt(id);
@@ -981,16 +1062,52 @@ impl Core {
             self.replies.clear();
             self.new_watchers.clear();
         }
-        // A restart on the same store must not overlap a run still going.
+        // A restart on the same store must not overlap a run still going:
+        // wait for the runs told to stop to return (they say so), up to the
+        // grace. Other events are dropped: the manager has stopped.
         let deadline = Instant::now() + self.settings.stop_grace;
-        while self.stopping.values().any(|s| s.cell.executing()) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
+        loop {
+            let now = Instant::now();
+            let registry = &self.registry;
+            self.stopping
+                .retain(|_, s| still_executing(registry, s, now));
+            if self.stopping.is_empty() || now >= deadline {
+                break;
+            }
+            let look = self.stopping.values().filter_map(|s| s.look_at).min();
+            let until = look.map_or(deadline, |at| at.min(deadline));
+            match events.recv_deadline(until) {
+                Ok(Event::Returned { work, task }) => {
+                    if self.stopping.get(&work).is_some_and(|s| s.task == task) {
+                        self.stopping.remove(&work);
+                    }
+                }
+                Ok(_) | Err(cb::RecvTimeoutError::Timeout) => {}
+                // The registry holds a sender: cannot happen.
+                Err(cb::RecvTimeoutError::Disconnected) => break,
+            }
         }
-        if self.stopping.values().any(|s| s.cell.executing()) {
+        if !self.stopping.is_empty() {
             tracing::warn!(target: "isolates",
                 "runs still executing after the stop grace are left behind at shutdown");
         }
     }
+}
+
+/// Whether `s`, a run told to stop, may still be executing; arms its next
+/// look while it executes out of its handler (see [`STOP_CHECK`]).
+fn still_executing(registry: &Registry, s: &mut Stopping, now: Instant) -> bool {
+    if !s.cell.executing() {
+        return false;
+    }
+    if registry.in_handler(s.task) {
+        // It says when it returns.
+        s.look_at = None;
+    } else if s.look_at.is_none_or(|at| at <= now) {
+        s.look_at = Some(now + s.look_every);
+        s.look_every = (s.look_every * 2).min(STOP_CHECK_MAX);
+    }
+    true
 }
 
 /// A new work's record, blocked if it has prerequisites.

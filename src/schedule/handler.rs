@@ -1,7 +1,7 @@
 //! The app's handlers and the pool worker that runs them.
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -252,6 +252,18 @@ pub(crate) struct Registry {
     pub(crate) handlers: HashMap<String, Arc<dyn ErasedHandler>>,
     pub(crate) events: cb::Sender<Event>,
     pub(crate) data_limit: usize,
+    /// The pool tasks whose handler is running now. A run told to stop
+    /// that is in here says when it returns ([`Event::Returned`]); one that
+    /// is not is about to start or has just returned, and the scheduler
+    /// looks at its task again shortly.
+    pub(crate) in_handler: Mutex<HashSet<u64>>,
+}
+
+impl Registry {
+    /// Whether task `task`'s handler is running now.
+    pub(crate) fn in_handler(&self, task: u64) -> bool {
+        self.in_handler.lock().contains(&task)
+    }
 }
 
 /// Registries by key: a worker isolate starts from a key (its encoded
@@ -336,15 +348,37 @@ impl Worker for Runner {
             task,
             registry: &self.registry,
         };
-        /// Clears the current work even if the handler panics.
-        struct Current;
-        impl Drop for Current {
+        /// Clears the current work even if the handler panics, and tells
+        /// the scheduler when a run it told to stop has returned: it waits
+        /// for that (runs of one work never overlap) without polling.
+        struct Current<'a> {
+            registry: &'a Registry,
+            work: u64,
+            task: &'a TaskContext<'a, Runner>,
+        }
+        impl Drop for Current<'_> {
             fn drop(&mut self) {
                 CURRENT.with(|c| c.set(None));
+                let id = self.task.id();
+                self.registry.in_handler.lock().remove(&id);
+                // Told to stop before this point, the scheduler saw the run
+                // in the handler and waits for this; told after, it finds
+                // it out of the handler. Either way no stop is missed.
+                if self.task.is_cancelled() {
+                    let _ = self.registry.events.send(Event::Returned {
+                        work: self.work,
+                        task: id,
+                    });
+                }
             }
         }
         CURRENT.with(|c| c.set(Some((self.key, run.work))));
-        let _current = Current;
+        self.registry.in_handler.lock().insert(task.id());
+        let _current = Current {
+            registry: &self.registry,
+            work: run.work,
+            task,
+        };
         Ok(handler.run(&run.input, &work))
     }
 }
