@@ -2,7 +2,7 @@
 //!
 //! Every `ask` needs a fresh reply channel. A crossbeam `bounded(1)` costs
 //! several allocations and its blocking path; this slot is one allocation, a
-//! short spin (the reply often arrives within a microsecond), then a
+//! short backoff (the reply often arrives within a microsecond), then a
 //! parking_lot condvar. A sender dropped without sending closes the slot, so
 //! the receiver always learns the outcome: every ask resolves exactly once.
 
@@ -12,8 +12,7 @@ use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
 
-/// How long a waiting receiver polls before it yields, then parks.
-const SPIN: std::time::Duration = std::time::Duration::from_micros(10);
+use crate::backoff::Backoff;
 
 /// The slot is written once (by a send, or by the sender's drop) and the
 /// write is published with a single atomic store, so a spinning receiver
@@ -155,30 +154,16 @@ impl<T> Receiver<T> {
     /// Waits for the value until `deadline` (forever if `None`); `Empty`
     /// means the deadline passed.
     pub(crate) fn recv_until(&self, deadline: Option<Instant>) -> Result<T, Miss> {
-        // Most replies come within microseconds: poll at a steady short
-        // interval for a while (an exponential backoff would notice a reply
-        // up to a whole, growing, batch of pauses late), then yield a few
-        // times, then park.
-        // The clock is read only once the first batch found nothing: a fast
-        // reply costs no clock read.
-        let mut spin_until = None;
-        loop {
-            for _ in 0..64 {
-                if !self.is_empty() {
-                    return self.slot.take();
-                }
-                std::hint::spin_loop();
-            }
-            let now = Instant::now();
-            if now >= *spin_until.get_or_insert(now + SPIN) {
-                break;
-            }
-        }
-        for _ in 0..4 {
+        // Most replies come within microseconds: look again after growing
+        // pauses, then a few yields, then park. A fixed-time spin would
+        // hold the core the answering thread needs when the machine is
+        // busy; the backoff gives it back within a few hundred pauses.
+        let mut backoff = Backoff::new();
+        while !backoff.is_completed() {
             if !self.is_empty() {
                 return self.slot.take();
             }
-            std::thread::yield_now();
+            backoff.snooze();
         }
         let slot = &*self.slot;
         slot.waiting.store(true, Ordering::Relaxed);
