@@ -217,6 +217,7 @@ impl MainThread {
     /// Calls `waker` (on the worker's thread) each time a watched task
     /// resolves or a watched reply arrives, so an event loop that sleeps can
     /// be woken to pump. It applies to what is watched after it is set.
+    /// A panic in it is caught on the worker's thread and goes no further.
     ///
     /// This is also how results reach a channel an existing event loop
     /// selects on: send into that channel from the waker, then pump when it
