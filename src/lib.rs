@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+mod backoff;
 pub mod codec;
 mod error;
 mod isolate;

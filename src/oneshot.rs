@@ -2,18 +2,19 @@
 //!
 //! Every `ask` needs a fresh reply channel. A crossbeam `bounded(1)` costs
 //! several allocations and its blocking path; this slot is one allocation, a
-//! short spin (the reply often arrives within a microsecond), then a
-//! parking_lot condvar. A sender dropped without sending closes the slot, so
-//! the receiver always learns the outcome: every ask resolves exactly once.
+//! short backoff (the reply often arrives within a microsecond), then a
+//! parking_lot condvar. An async receiver registers a [`Waker`] instead of
+//! parking. A sender dropped without sending closes the slot, so the
+//! receiver always learns the outcome: every ask resolves exactly once.
 
 use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
 
-/// How long a waiting receiver polls before it yields, then parks.
-const SPIN: std::time::Duration = std::time::Duration::from_micros(10);
+use crate::backoff::Backoff;
 
 /// The slot is written once (by a send, or by the sender's drop) and the
 /// write is published with a single atomic store, so a spinning receiver
@@ -23,10 +24,13 @@ struct Slot<T> {
     /// `Some(value)` when sent, `None` when closed without a value (or
     /// after the value was taken).
     cell: OnceLock<Mutex<Option<T>>>,
-    /// A receiver is parked (or about to): the sender must notify.
+    /// A receiver is parked or has a waker registered (or is about to):
+    /// the sender must notify.
     waiting: AtomicBool,
     park: Mutex<()>,
     filled: Condvar,
+    /// The waker of the task awaiting the value, if one is.
+    waker: Mutex<Option<Waker>>,
 }
 
 impl<T> Slot<T> {
@@ -36,6 +40,7 @@ impl<T> Slot<T> {
             waiting: AtomicBool::new(false),
             park: Mutex::new(()),
             filled: Condvar::new(),
+            waker: Mutex::new(None),
         }
     }
 }
@@ -128,8 +133,17 @@ impl<T> Slot<T> {
         // value before it parks, or this sees `waiting` and wakes it.
         fence(Ordering::SeqCst);
         if self.waiting.load(Ordering::Relaxed) {
-            let _guard = self.park.lock();
-            self.filled.notify_all();
+            {
+                let _guard = self.park.lock();
+                self.filled.notify_all();
+            }
+            // The waker is the awaiting task's code: run it outside our
+            // locks and under `catch`, so a panicking waker cannot kill the
+            // sending thread (a worker).
+            let waker = self.waker.lock().take();
+            if let Some(waker) = waker {
+                let _ = crate::unwind::catch(|| waker.wake());
+            }
         }
     }
 
@@ -152,33 +166,59 @@ impl<T> Receiver<T> {
         self.slot.cell.get().is_none()
     }
 
+    /// Ready once the slot is filled (or closed); until then `cx`'s waker
+    /// is registered, and the sender wakes it once it sends or drops.
+    /// Takes nothing: follow a ready poll with [`try_recv`](Self::try_recv).
+    pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.is_empty() {
+            self.register(cx.waker());
+            // Filled between the first look and the registration: the
+            // sender may have missed the waker.
+            if self.is_empty() {
+                return Poll::Pending;
+            }
+            // Nothing will wake it now: drop it here, not on the sender.
+            let stale = self.slot.waker.lock().take();
+            drop(stale);
+        }
+        Poll::Ready(())
+    }
+
+    /// Has `waker` woken once the slot fills, replacing an earlier waker.
+    pub(crate) fn register(&self, waker: &Waker) {
+        let slot = &*self.slot;
+        let same = slot
+            .waker
+            .lock()
+            .as_ref()
+            .is_some_and(|w| w.will_wake(waker));
+        if !same {
+            // Cloning and dropping wakers runs the task's code: not under
+            // our lock.
+            let fresh = waker.clone();
+            let old = slot.waker.lock().replace(fresh);
+            drop(old);
+        }
+        // Pairs with the fence in `close_with`, as parking does: either the
+        // caller's next look sees the value, or the sender sees `waiting`
+        // and takes the waker.
+        slot.waiting.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+    }
+
     /// Waits for the value until `deadline` (forever if `None`); `Empty`
     /// means the deadline passed.
     pub(crate) fn recv_until(&self, deadline: Option<Instant>) -> Result<T, Miss> {
-        // Most replies come within microseconds: poll at a steady short
-        // interval for a while (an exponential backoff would notice a reply
-        // up to a whole, growing, batch of pauses late), then yield a few
-        // times, then park.
-        // The clock is read only once the first batch found nothing: a fast
-        // reply costs no clock read.
-        let mut spin_until = None;
-        loop {
-            for _ in 0..64 {
-                if !self.is_empty() {
-                    return self.slot.take();
-                }
-                std::hint::spin_loop();
-            }
-            let now = Instant::now();
-            if now >= *spin_until.get_or_insert(now + SPIN) {
-                break;
-            }
-        }
-        for _ in 0..4 {
+        // Most replies come within microseconds: look again after growing
+        // pauses, then a few yields, then park. A fixed-time spin would
+        // hold the core the answering thread needs when the machine is
+        // busy; the backoff gives it back within a few hundred pauses.
+        let mut backoff = Backoff::new();
+        while !backoff.is_completed() {
             if !self.is_empty() {
                 return self.slot.take();
             }
-            std::thread::yield_now();
+            backoff.snooze();
         }
         let slot = &*self.slot;
         slot.waiting.store(true, Ordering::Relaxed);
@@ -227,5 +267,60 @@ mod tests {
             Ok(9)
         );
         sender.join().unwrap();
+    }
+
+    /// Counts its wakes; panics on each if asked to.
+    struct Counter {
+        wakes: std::sync::atomic::AtomicUsize,
+        panics: bool,
+    }
+
+    impl std::task::Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.wakes.fetch_add(1, Ordering::SeqCst);
+            assert!(!self.panics, "a waker that panics");
+        }
+    }
+
+    fn counter(panics: bool) -> (Arc<Counter>, Waker) {
+        let counter = Arc::new(Counter {
+            wakes: Default::default(),
+            panics,
+        });
+        (Arc::clone(&counter), Waker::from(counter))
+    }
+
+    #[test]
+    fn a_send_wakes_the_registered_waker_once() {
+        let (tx, rx) = oneshot();
+        let (count, waker) = counter(false);
+        let mut cx = Context::from_waker(&waker);
+        assert!(rx.poll_ready(&mut cx).is_pending());
+        assert!(rx.poll_ready(&mut cx).is_pending(), "registers again");
+        tx.send(1);
+        assert_eq!(count.wakes.load(Ordering::SeqCst), 1);
+        assert!(rx.poll_ready(&mut cx).is_ready());
+        assert_eq!(rx.try_recv(), Ok(1));
+    }
+
+    #[test]
+    fn a_dropped_sender_wakes_too() {
+        let (tx, rx) = oneshot::<u8>();
+        let (count, waker) = counter(false);
+        assert!(rx.poll_ready(&mut Context::from_waker(&waker)).is_pending());
+        drop(tx);
+        assert_eq!(count.wakes.load(Ordering::SeqCst), 1);
+        assert_eq!(rx.try_recv(), Err(Miss::Closed));
+    }
+
+    #[test]
+    fn a_panicking_waker_stays_with_its_task() {
+        let (tx, rx) = oneshot();
+        let (count, waker) = counter(true);
+        assert!(rx.poll_ready(&mut Context::from_waker(&waker)).is_pending());
+        // The sender's thread goes on.
+        std::thread::spawn(move || tx.send(3)).join().unwrap();
+        assert_eq!(count.wakes.load(Ordering::SeqCst), 1);
+        assert_eq!(rx.try_recv(), Ok(3));
     }
 }

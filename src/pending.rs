@@ -1,6 +1,8 @@
 //! [`Pending`]: a result that is not there yet, which the main thread polls.
 
 use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::codec::envelope::Envelope;
@@ -41,9 +43,11 @@ enum State<T, E> {
 /// [`run`](crate::run()), or [`ping`](crate::IsolateHandle::ping).
 ///
 /// It resolves exactly once. The main thread polls it with
-/// [`try_take`](Pending::try_take) each frame and never blocks; other threads
-/// may [`wait`](Pending::wait). The reply is decoded by whichever call takes it,
-/// on that caller's thread.
+/// [`try_take`](Pending::try_take) each frame and never blocks, or hands it to
+/// a [`MainThread`](crate::pool::MainThread) with a callback; other threads
+/// may [`wait`](Pending::wait); async code `.await`s it (it is a [`Future`]
+/// on any executor, woken by the reply itself). The reply is decoded by
+/// whichever call takes it, on that caller's thread.
 ///
 /// # Examples
 ///
@@ -214,6 +218,15 @@ impl<T, E: Taken> Pending<T, E> {
         }
     }
 
+    /// Has `waker` woken once the result arrives (or the reply channel
+    /// closes); returns whether it is there already. Takes nothing.
+    pub(crate) fn wake_on_arrival(&self, waker: &Waker) -> bool {
+        match &self.state {
+            State::Waiting { rx, .. } => rx.poll_ready(&mut Context::from_waker(waker)).is_ready(),
+            State::Ready(_) | State::Taken => true,
+        }
+    }
+
     fn take_state(&mut self) -> Option<Result<T, E>> {
         match std::mem::replace(&mut self.state, State::Taken) {
             State::Ready(result) => Some(result),
@@ -230,6 +243,42 @@ impl<T, E: Taken> Pending<T, E> {
             State::Ready(result) => result,
             State::Taken => Err(E::taken()),
         }
+    }
+}
+
+/// A `Pending` holds nothing that needs pinning, so it can be awaited by
+/// `&mut` as well as by value (for example in a `select!` loop).
+impl<T, E> Unpin for Pending<T, E> {}
+
+/// Awaiting a `Pending` needs no particular runtime: the thread that replies
+/// wakes the awaiting task, and nothing polls in between.
+///
+/// Awaiting it after its result was taken gives the error type's "already
+/// taken" value, as [`wait`](Pending::wait) does.
+///
+/// # Examples
+///
+/// ```
+/// use futures::executor::block_on;
+///
+/// fn square(n: u64) -> u64 { n * n }
+///
+/// let mut pending = isolates::run(square, 12);
+/// assert_eq!(block_on(&mut pending), Ok(144));
+/// // Taken: awaiting again says so instead of hanging or panicking.
+/// assert_eq!(block_on(&mut pending), Err(isolates::RunError::AlreadyTaken));
+/// ```
+impl<T, E: Taken> Future for Pending<T, E> {
+    type Output = Result<T, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if let State::Waiting { rx, .. } = &this.state
+            && rx.poll_ready(cx).is_pending()
+        {
+            return Poll::Pending;
+        }
+        Poll::Ready(this.try_take().unwrap_or_else(|| Err(E::taken())))
     }
 }
 

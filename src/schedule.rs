@@ -82,6 +82,7 @@ pub use store::{StoreError, UnreadableWork, WorkStore};
 use self::core::{Core, Event, Settings, StoreErrorSlot};
 use self::handler::{ErasedHandler, FnHandler, Registry, Runner};
 use crate::error::CodecError;
+use crate::oneshot::{self, Miss};
 use crate::pool::Pool;
 
 /// What went wrong with a request to the work manager.
@@ -121,6 +122,9 @@ pub enum WorkError {
     Spawn(String),
     /// The manager was shut down.
     Stopped,
+    /// The answer was already taken from this [`Operation`]: it is given
+    /// once, like every result handle's.
+    AlreadyTaken,
 }
 
 impl fmt::Display for WorkError {
@@ -145,6 +149,7 @@ impl fmt::Display for WorkError {
             Self::Store(e) => e.fmt(f),
             Self::Spawn(e) => write!(f, "the work manager could not start: {e}"),
             Self::Stopped => f.write_str("the work manager was shut down"),
+            Self::AlreadyTaken => f.write_str("the answer was already taken from this operation"),
         }
     }
 }
@@ -171,7 +176,12 @@ pub(crate) struct Spec {
 }
 
 /// The answer to a request, once the scheduler has made it durable: poll
-/// it from a UI thread, or wait for it elsewhere.
+/// it from a UI thread, wait for it elsewhere, or `.await` it (it is a
+/// [`Future`] on any executor, woken by the scheduler
+/// once it answers).
+///
+/// The answer is given once; asking again gives
+/// [`WorkError::AlreadyTaken`].
 ///
 /// # Examples
 ///
@@ -187,58 +197,130 @@ pub(crate) struct Spec {
 /// // Each frame: op.try_result() is None until the store has it.
 /// let done = op.wait_timeout(Duration::from_secs(10)).expect("answered");
 /// assert!(matches!(done, Ok(Enqueued::New(_))));
+/// assert_eq!(op.try_result(), Some(Err(WorkError::AlreadyTaken)));
 /// ```
-#[derive(Debug)]
 pub struct Operation<T> {
-    rx: cb::Receiver<Result<T, WorkError>>,
+    rx: oneshot::Receiver<Result<T, WorkError>>,
+    taken: bool,
 }
 
 impl<T> Operation<T> {
-    fn resolved(result: Result<T, WorkError>) -> Self {
-        let (tx, rx) = cb::bounded(1);
-        let _ = tx.send(result);
-        Operation { rx }
+    fn waiting(rx: oneshot::Receiver<Result<T, WorkError>>) -> Self {
+        Operation { rx, taken: false }
     }
 
-    /// The answer, if it came; never blocks. After it returned `Some`,
-    /// later calls return `Some(Err(WorkError::Stopped))`.
+    fn resolved(result: Result<T, WorkError>) -> Self {
+        let (tx, rx) = oneshot::oneshot();
+        tx.send(result);
+        Operation::waiting(rx)
+    }
+
+    /// The answer, if it came; never blocks. After it returned an answer,
+    /// later calls return `Some(Err(WorkError::AlreadyTaken))`.
     ///
     /// # Examples
     ///
     /// See [`Operation`].
     pub fn try_result(&mut self) -> Option<Result<T, WorkError>> {
-        match self.rx.try_recv() {
-            Ok(r) => Some(r),
-            Err(cb::TryRecvError::Empty) => None,
-            Err(cb::TryRecvError::Disconnected) => Some(Err(WorkError::Stopped)),
+        if self.taken {
+            return Some(Err(WorkError::AlreadyTaken));
         }
+        let got = self.rx.try_recv();
+        self.settle(got)
     }
 
     /// Waits for the answer.
     ///
     /// # Errors
     ///
-    /// The request's error, or [`WorkError::Stopped`] if the manager
-    /// stopped first.
+    /// The request's error; [`WorkError::Stopped`] if the manager stopped
+    /// first; [`WorkError::AlreadyTaken`] if the answer was taken before.
     ///
     /// # Examples
     ///
     /// See [`WorkManager`].
-    pub fn wait(self) -> Result<T, WorkError> {
-        self.rx.recv().unwrap_or(Err(WorkError::Stopped))
+    pub fn wait(mut self) -> Result<T, WorkError> {
+        if self.taken {
+            return Err(WorkError::AlreadyTaken);
+        }
+        let got = self.rx.recv_until(None);
+        self.settle(got).unwrap_or(Err(WorkError::Stopped))
     }
 
-    /// Waits up to `timeout`; `None` if no answer came by then.
+    /// Waits up to `timeout`; `None` if no answer came by then. After an
+    /// answer was taken, `Some(Err(WorkError::AlreadyTaken))`.
     ///
     /// # Examples
     ///
     /// See [`Operation`].
     pub fn wait_timeout(&mut self, timeout: Duration) -> Option<Result<T, WorkError>> {
-        match self.rx.recv_timeout(timeout) {
-            Ok(r) => Some(r),
-            Err(cb::RecvTimeoutError::Timeout) => None,
-            Err(cb::RecvTimeoutError::Disconnected) => Some(Err(WorkError::Stopped)),
+        if self.taken {
+            return Some(Err(WorkError::AlreadyTaken));
         }
+        let got = self.rx.recv_until(crate::time::deadline_after(timeout));
+        self.settle(got)
+    }
+
+    /// What a look at the reply slot found, as the caller's answer.
+    fn settle(&mut self, got: Result<Result<T, WorkError>, Miss>) -> Option<Result<T, WorkError>> {
+        let answer = match got {
+            Ok(answer) => answer,
+            Err(Miss::Empty) => return None,
+            // The scheduler dropped the reply: it stopped first.
+            Err(Miss::Closed) => Err(WorkError::Stopped),
+        };
+        self.taken = true;
+        Some(answer)
+    }
+}
+
+/// Awaiting an `Operation` needs no particular runtime: the scheduler thread
+/// wakes the awaiting task once the change is stored, and nothing polls in
+/// between. Awaiting it after the answer was taken gives
+/// [`WorkError::AlreadyTaken`].
+///
+/// # Examples
+///
+/// ```
+/// use futures::executor::block_on;
+/// use isolates::schedule::*;
+///
+/// let manager = WorkManager::builder(WorkStore::in_memory().unwrap())
+///     .handler_fn("noop", |(): (), _: &WorkContext<'_>| WorkResult::Success(()))
+///     .build()
+///     .unwrap();
+/// let mut op = manager.enqueue(WorkRequest::once("noop"));
+/// block_on(async {
+///     assert!(matches!((&mut op).await, Ok(Enqueued::New(_))));
+///     assert_eq!(op.await, Err(WorkError::AlreadyTaken));
+/// });
+/// manager.shutdown();
+/// ```
+impl<T> Future for Operation<T> {
+    type Output = Result<T, WorkError>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.get_mut();
+        if !this.taken && this.rx.poll_ready(cx).is_pending() {
+            return std::task::Poll::Pending;
+        }
+        std::task::Poll::Ready(this.try_result().unwrap_or(Err(WorkError::Stopped)))
+    }
+}
+
+impl<T> fmt::Debug for Operation<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = if self.taken {
+            "taken"
+        } else if self.rx.is_empty() {
+            "waiting"
+        } else {
+            "answered"
+        };
+        f.debug_struct("Operation").field("state", &state).finish()
     }
 }
 
@@ -766,7 +848,7 @@ impl WorkManager {
             Ok(stages) => stages,
             Err(e) => return Operation::resolved(Err(e)),
         };
-        let (reply, rx) = cb::bounded(1);
+        let (reply, rx) = oneshot::oneshot();
         let event = Event::Enqueue {
             stages,
             unique,
@@ -776,7 +858,7 @@ impl WorkManager {
         if self.shared.events.send(event).is_err() {
             return Operation::resolved(Err(WorkError::Stopped));
         }
-        Operation { rx }
+        Operation::waiting(rx)
     }
 
     fn validate(
@@ -890,7 +972,7 @@ impl WorkManager {
     /// assert!(manager.infos(&WorkQuery::All).iter().all(|i| i.state == WorkState::Cancelled));
     /// ```
     pub fn cancel(&self, query: WorkQuery) -> Operation<usize> {
-        let (reply, rx) = cb::bounded(1);
+        let (reply, rx) = oneshot::oneshot();
         if self
             .shared
             .events
@@ -899,7 +981,7 @@ impl WorkManager {
         {
             return Operation::resolved(Err(WorkError::Stopped));
         }
-        Operation { rx }
+        Operation::waiting(rx)
     }
 
     /// The work `id`, as last stored; never blocks for long.

@@ -24,7 +24,7 @@ use isolates::pool::{
     FullPolicy, MainThread, Pool, PoolBuilder, Routing, Task, TaskContext, TaskHandle,
     TaskPriority, TaskState, Worker,
 };
-use isolates::{ReceivePort, RecvTimeoutError, SendPort, TaskError, port};
+use isolates::{ReceivePort, RecvTimeoutError, RunError, SendPort, TaskError, port};
 use serde::{Deserialize, Serialize};
 
 const T: Duration = Duration::from_secs(10);
@@ -884,6 +884,77 @@ fn main_thread_delivers_a_queued_timeout_while_the_workers_are_busy() {
         "the timeout was not delivered while the worker was busy"
     );
     assert_eq!(*done.borrow(), Some(Err(TaskError::TimedOut)));
+}
+
+#[test]
+fn main_thread_delivers_pending_results_beside_tasks() {
+    fn square(n: u64) -> u64 {
+        n * n
+    }
+    let pool = pool(1);
+    let mut ui = MainThread::new();
+    let woken = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&woken);
+    ui.set_waker(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+    });
+    let me = std::thread::current().id();
+    let replies: Rc<RefCell<Vec<Result<u64, RunError>>>> = Rc::default();
+    for n in 0..10 {
+        let replies = Rc::clone(&replies);
+        ui.on_reply(isolates::run(square, n), move |result| {
+            assert_eq!(std::thread::current().id(), me);
+            replies.borrow_mut().push(result);
+        });
+    }
+    let done: Rc<RefCell<Option<Outcome>>> = Rc::default();
+    let sink = Rc::clone(&done);
+    ui.on_done(pool.submit(Op::Double(4)), move |r| {
+        *sink.borrow_mut() = Some(r)
+    });
+    assert_eq!(ui.watching(), 11);
+    // Each arrival wakes the event loop; no callback runs before the pump.
+    assert!(wait_until(|| woken.load(Ordering::SeqCst) == 11, T));
+    assert!(replies.borrow().is_empty());
+    assert_eq!(ui.pump(T), 11);
+    assert_eq!(ui.watching(), 0);
+    let mut got = replies.borrow().clone();
+    got.sort_by_key(|r| *r.as_ref().unwrap());
+    assert_eq!(got, (0..10).map(|n| Ok(n * n)).collect::<Vec<_>>());
+    assert_eq!(done.borrow().as_ref().unwrap().as_ref().unwrap().value, 8);
+
+    // A result taken before it was handed over is delivered as taken.
+    let mut taken = isolates::run(square, 3);
+    assert_eq!(taken.wait_timeout(T), Some(Ok(9)));
+    let late: Rc<RefCell<Option<Result<u64, RunError>>>> = Rc::default();
+    let sink = Rc::clone(&late);
+    ui.on_reply(taken, move |r| *sink.borrow_mut() = Some(r));
+    assert_eq!(ui.pump(T), 1);
+    assert_eq!(*late.borrow(), Some(Err(RunError::AlreadyTaken)));
+}
+
+#[test]
+fn main_thread_keeps_tasks_of_two_pools_apart() {
+    // Task ids are numbered per pool: the first task of each has the same.
+    let (a, b) = (pool(1), pool(1));
+    let mut ui = MainThread::new();
+    let values: Rc<RefCell<Vec<u64>>> = Rc::default();
+    for (pool, n) in [(&a, 1), (&b, 2)] {
+        let values = Rc::clone(&values);
+        ui.on_done(pool.submit(Op::Double(n)), move |r| {
+            values.borrow_mut().push(r.unwrap().value);
+        });
+    }
+    assert_eq!(ui.watching(), 2);
+    assert!(wait_until(
+        || {
+            ui.pump(Duration::from_millis(5));
+            ui.watching() == 0
+        },
+        T
+    ));
+    values.borrow_mut().sort_unstable();
+    assert_eq!(*values.borrow(), vec![2, 4]);
 }
 
 // --- Exactly once --------------------------------------------------------------------

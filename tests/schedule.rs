@@ -1735,7 +1735,7 @@ fn operation_can_be_polled() {
     assert!(matches!(answer, Some(Ok(Enqueued::New(_)))), "{answer:?}");
     assert_eq!(
         op.try_result(),
-        Some(Err(WorkError::Stopped)),
+        Some(Err(WorkError::AlreadyTaken)),
         "answered once"
     );
 

@@ -3,14 +3,45 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::task::Wake;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel as cb;
 
 use super::{TaskHandle, Worker};
 use crate::error::TaskError;
+use crate::pending::{Pending, Taken};
 
-type Waker = Arc<dyn Fn() + Send + Sync>;
+/// The application's "something is ready" function.
+type EventWaker = Arc<dyn Fn() + Send + Sync>;
+
+/// Tells the dispatcher that watch `key` is ready (a task resolved, a reply
+/// arrived), then the application's event loop. Runs on the resolving
+/// thread, under `catch` there.
+struct Notifier {
+    key: u64,
+    ready: cb::Sender<u64>,
+    waker: Option<EventWaker>,
+}
+
+impl Notifier {
+    fn notify(&self) {
+        let _ = self.ready.send(self.key);
+        if let Some(waker) = &self.waker {
+            waker();
+        }
+    }
+}
+
+impl Wake for Notifier {
+    fn wake(self: Arc<Self>) {
+        self.notify();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.notify();
+    }
+}
 
 /// One watched task, type-erased.
 trait Watched {
@@ -64,14 +95,52 @@ where
     }
 }
 
+/// One watched reply.
+struct ReplyWatch<T, E, D> {
+    pending: Pending<T, E>,
+    on_done: Option<D>,
+}
+
+impl<T, E, D> Watched for ReplyWatch<T, E, D>
+where
+    E: Taken,
+    D: FnOnce(Result<T, E>),
+{
+    fn progress(&mut self) -> bool {
+        false
+    }
+
+    fn expire(&mut self) {}
+
+    fn finish(&mut self) -> bool {
+        let result = if self.pending.is_taken() {
+            Err(E::taken())
+        } else {
+            match self.pending.try_take() {
+                Some(result) => result,
+                None => return false,
+            }
+        };
+        if let Some(done) = self.on_done.take() {
+            done(result);
+        }
+        true
+    }
+}
+
 /// Runs task callbacks on the thread that owns it (the UI thread), only
 /// when that thread calls [`pump`](Self::pump): like one turn of Dart's
 /// event loop, with a time budget so a frame is never overrun by
-/// callbacks. Callbacks need not be `Send`.
+/// callbacks. Callbacks need not be `Send`. It takes a pool's
+/// [`TaskHandle`]s ([`on_done`](Self::on_done), [`watch`](Self::watch)) and
+/// the [`Pending`] results of [`run`](crate::run()) and
+/// [`ask_pending`](crate::IsolateHandle::ask_pending)
+/// ([`on_reply`](Self::on_reply)).
 ///
 /// To integrate with an existing event loop, [`set_waker`](Self::set_waker)
 /// installs a function called (from a worker thread) whenever a watched
-/// task resolves: post a redraw or an event from it, then pump.
+/// task resolves or a watched reply arrives: post a redraw or an event from
+/// it, then pump.
 ///
 /// # Examples
 ///
@@ -101,10 +170,13 @@ where
 /// assert_eq!(*shown.borrow(), Some(Ok(42)));
 /// ```
 pub struct MainThread {
+    /// By this dispatcher's own key: task ids are only unique per pool, and
+    /// a reply has none.
     watched: HashMap<u64, Box<dyn Watched>>,
+    next_key: u64,
     ready_tx: cb::Sender<u64>,
     ready_rx: cb::Receiver<u64>,
-    waker: Option<Waker>,
+    waker: Option<EventWaker>,
     /// Not `Send`: callbacks run on the thread that registered them.
     _not_send: std::marker::PhantomData<*const ()>,
 }
@@ -134,6 +206,7 @@ impl MainThread {
         let (ready_tx, ready_rx) = cb::unbounded();
         MainThread {
             watched: HashMap::new(),
+            next_key: 0,
             ready_tx,
             ready_rx,
             waker: None,
@@ -142,8 +215,9 @@ impl MainThread {
     }
 
     /// Calls `waker` (on the worker's thread) each time a watched task
-    /// resolves, so an event loop that sleeps can be woken to pump. It
-    /// applies to the tasks watched after it is set.
+    /// resolves or a watched reply arrives, so an event loop that sleeps can
+    /// be woken to pump. It applies to what is watched after it is set.
+    /// A panic in it is caught on the worker's thread and goes no further.
     ///
     /// This is also how results reach a channel an existing event loop
     /// selects on: send into that channel from the waker, then pump when it
@@ -239,23 +313,74 @@ impl MainThread {
         on_progress: impl FnMut(W::Progress) + 'static,
         on_done: impl FnOnce(Result<W::Output, TaskError<W::Error>>) + 'static,
     ) {
-        let id = handle.id();
-        let tx = self.ready_tx.clone();
-        let waker = self.waker.clone();
-        handle.cell.on_resolve(Box::new(move |id| {
-            let _ = tx.send(id);
-            if let Some(waker) = waker {
-                waker();
-            }
-        }));
+        let notifier = self.notifier();
+        let key = notifier.key;
+        handle.cell.on_resolve(Box::new(move |_| notifier.notify()));
         self.watched.insert(
-            id,
+            key,
             Box::new(Watch {
                 handle,
                 on_progress,
                 on_done: Some(on_done),
             }),
         );
+    }
+
+    /// Runs `on_done` with the result of a [`Pending`] (from
+    /// [`run`](crate::run()), [`ask_pending`](crate::IsolateHandle::ask_pending)
+    /// or [`ping`](crate::IsolateHandle::ping)) during a later
+    /// [`pump`](Self::pump), once it has arrived. A `Pending` whose result
+    /// was already taken delivers the error type's "already taken" value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::cell::RefCell;
+    /// use std::rc::Rc;
+    /// use std::time::Duration;
+    /// use isolates::pool::MainThread;
+    ///
+    /// fn square(n: u64) -> u64 { n * n }
+    ///
+    /// let mut ui = MainThread::new();
+    /// let shown = Rc::new(RefCell::new(None)); // UI state: not Send
+    /// let sink = Rc::clone(&shown);
+    /// ui.on_reply(isolates::run(square, 12), move |result| *sink.borrow_mut() = Some(result));
+    /// while ui.watching() > 0 {
+    ///     ui.pump(Duration::from_millis(2));
+    ///     std::thread::sleep(Duration::from_millis(1));
+    /// }
+    /// assert_eq!(*shown.borrow(), Some(Ok(144)));
+    /// ```
+    pub fn on_reply<T: 'static, E: Taken + 'static>(
+        &mut self,
+        pending: Pending<T, E>,
+        on_done: impl FnOnce(Result<T, E>) + 'static,
+    ) {
+        let notifier = Arc::new(self.notifier());
+        let key = notifier.key;
+        // The reply's sender wakes the notifier once it sends (or drops).
+        if pending.wake_on_arrival(&std::task::Waker::from(Arc::clone(&notifier))) {
+            notifier.notify();
+        }
+        self.watched.insert(
+            key,
+            Box::new(ReplyWatch {
+                pending,
+                on_done: Some(on_done),
+            }),
+        );
+    }
+
+    /// A notifier for the next watch.
+    fn notifier(&mut self) -> Notifier {
+        let key = self.next_key;
+        self.next_key += 1;
+        Notifier {
+            key,
+            ready: self.ready_tx.clone(),
+            waker: self.waker.clone(),
+        }
     }
 
     /// Runs ready callbacks until none is left or `budget` is spent;
@@ -288,21 +413,21 @@ impl MainThread {
     fn deliver_ready(&mut self, start: Instant, budget: Duration) -> usize {
         let mut ran = 0;
         while start.elapsed() < budget {
-            let Ok(id) = self.ready_rx.try_recv() else {
+            let Ok(key) = self.ready_rx.try_recv() else {
                 break;
             };
-            if let Some(mut watched) = self.watched.remove(&id) {
+            if let Some(mut watched) = self.watched.remove(&key) {
                 if watched.finish() {
                     ran += 1;
                 } else {
-                    self.watched.insert(id, watched);
+                    self.watched.insert(key, watched);
                 }
             }
         }
         ran
     }
 
-    /// How many tasks are watched and not yet delivered.
+    /// How many tasks and replies are watched and not yet delivered.
     ///
     /// # Examples
     ///

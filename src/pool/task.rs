@@ -2,8 +2,10 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -69,6 +71,8 @@ pub(crate) struct TaskCell {
     progress: Mutex<VecDeque<Envelope>>,
     /// Called once when the task resolves (the main-thread dispatcher).
     notify: Mutex<Option<Notify>>,
+    /// Woken once when the task resolves (a task awaiting the handle).
+    waker: Mutex<Option<Waker>>,
     /// Whether a worker executes it: `IDLE`, `EXECUTING`, or back to
     /// `IDLE` once `run` returned. Unlike `state`, which is `DONE` as soon
     /// as the handle resolves (a deadline, a cancel, a kill), this says
@@ -90,6 +94,7 @@ impl TaskCell {
             deadline,
             progress: Mutex::new(VecDeque::new()),
             notify: Mutex::new(None),
+            waker: Mutex::new(None),
             execution: AtomicU8::new(IDLE),
         }
     }
@@ -150,8 +155,16 @@ impl TaskCell {
             self.state.store(DONE, Ordering::Release);
         }
         self.done.notify_all();
-        if let Some(notify) = self.notify.lock().take() {
-            notify(self.id);
+        // Both run the application's code (an event loop's waker, an async
+        // task's waker): outside our locks, and under `catch` so a panic in
+        // them cannot kill the worker that resolves the task.
+        let notify = self.notify.lock().take();
+        if let Some(notify) = notify {
+            let _ = crate::unwind::catch(|| notify(self.id));
+        }
+        let waker = self.waker.lock().take();
+        if let Some(waker) = waker {
+            let _ = crate::unwind::catch(|| waker.wake());
         }
         true
     }
@@ -196,11 +209,35 @@ impl TaskCell {
             *slot = Some(notify);
         }
     }
+
+    /// Has `waker` woken when the task resolves, replacing an earlier one.
+    fn wake_on_resolve(&self, waker: &Waker) {
+        let same = self
+            .waker
+            .lock()
+            .as_ref()
+            .is_some_and(|w| w.will_wake(waker));
+        if !same {
+            // Cloning and dropping a waker runs its owner's code: not under
+            // our lock.
+            let fresh = waker.clone();
+            let old = self.waker.lock().replace(fresh);
+            drop(old);
+        }
+    }
+
+    /// Forgets a registered waker (the result was taken: nothing will be
+    /// woken for it), so it is dropped here, not on a worker.
+    fn forget_waker(&self) {
+        let old = self.waker.lock().take();
+        drop(old);
+    }
 }
 
 /// The result of one task submitted to a [`Pool`](super::Pool): resolves
 /// exactly once, to the worker's value or a [`TaskError`]. Poll it with
-/// [`try_take`](Self::try_take) from a UI thread, or wait on it.
+/// [`try_take`](Self::try_take) from a UI thread, wait on it, or `.await`
+/// it (it is a [`Future`] on any executor, woken by the task's resolution).
 ///
 /// Dropping a handle does not cancel the task; call
 /// [`cancel`](Self::cancel).
@@ -215,7 +252,8 @@ pub struct TaskHandle<W: Worker> {
 }
 
 impl<W: Worker> TaskHandle<W> {
-    /// The task's id, unique within the process.
+    /// The task's id, unique within its pool (tasks of two pools may share
+    /// one).
     ///
     /// # Examples
     ///
@@ -372,6 +410,60 @@ impl<W: Worker> TaskHandle<W> {
                 ErrorKind::Closed => TaskError::PoolClosed,
                 ErrorKind::Codec(e) => TaskError::Codec(e),
             }),
+        }
+    }
+}
+
+/// Awaiting a `TaskHandle` needs no particular runtime: the worker (or the
+/// deadline timer, or a cancel) that resolves the task wakes the awaiting
+/// task, and nothing polls in between. Dropping the future does not cancel
+/// the task; it still runs and resolves once, and its result is dropped.
+///
+/// Awaiting it after its result was taken gives
+/// [`TaskError::AlreadyTaken`].
+///
+/// # Examples
+///
+/// ```
+/// use futures::executor::block_on;
+/// use isolates::TaskError;
+/// use isolates::pool::{Pool, TaskContext, Worker};
+///
+/// struct Double;
+/// impl Worker for Double {
+///     type Args = (); type Input = u32; type Output = u32; type Progress = (); type Error = String;
+///     fn start(_: ()) -> Result<Self, String> { Ok(Double) }
+///     fn run(&mut self, n: u32, _: &TaskContext<'_, Self>) -> Result<u32, String> { Ok(n * 2) }
+/// }
+///
+/// let pool = Pool::<Double>::builder().workers(2).build(()).unwrap();
+/// let (a, mut b) = (pool.submit(20), pool.submit(1));
+/// block_on(async {
+///     assert_eq!(a.await, Ok(40));
+///     assert_eq!((&mut b).await, Ok(2));
+///     assert_eq!((&mut b).await, Err(TaskError::AlreadyTaken));
+/// });
+/// ```
+impl<W: Worker> Future for TaskHandle<W> {
+    type Output = Result<W::Output, TaskError<W::Error>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if this.taken {
+            return Poll::Ready(Err(TaskError::AlreadyTaken));
+        }
+        if let Some(result) = this.try_take() {
+            return Poll::Ready(result);
+        }
+        this.cell.wake_on_resolve(cx.waker());
+        // Resolved between the first look and the registration: the
+        // resolver may have missed the waker.
+        match this.try_take() {
+            Some(result) => {
+                this.cell.forget_waker();
+                Poll::Ready(result)
+            }
+            None => Poll::Pending,
         }
     }
 }

@@ -19,6 +19,7 @@ use super::request::{Enqueued, ExistingWork, WorkId, WorkInfo, WorkQuery, WorkSt
 use super::store::{Record, WorkStore};
 use super::{Spec, WorkError};
 use crate::error::TaskError;
+use crate::oneshot;
 use crate::pool::task::TaskCell;
 use crate::pool::{Pool, Task, TaskHandle};
 use crate::unwind;
@@ -47,11 +48,11 @@ pub(crate) enum Event {
         stages: Vec<Vec<Spec>>,
         unique: Option<(String, ExistingWork)>,
         caller: Option<u64>,
-        reply: cb::Sender<Result<Enqueued, WorkError>>,
+        reply: oneshot::Sender<Result<Enqueued, WorkError>>,
     },
     Cancel {
         query: WorkQuery,
-        reply: cb::Sender<Result<usize, WorkError>>,
+        reply: oneshot::Sender<Result<usize, WorkError>>,
     },
     Watch {
         query: WorkQuery,
@@ -327,13 +328,13 @@ impl Core {
             } => {
                 let outcome = self.enqueue(stages, unique, caller);
                 self.replies.push(Box::new(move || {
-                    let _ = reply.send(outcome);
+                    reply.send(outcome);
                 }));
             }
             Event::Cancel { query, reply } => {
                 let n = self.cancel(&query);
                 self.replies.push(Box::new(move || {
-                    let _ = reply.send(Ok(n));
+                    reply.send(Ok(n));
                 }));
             }
             Event::Watch { query, to, alive } => {
