@@ -1,7 +1,6 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
-mod backoff;
 pub mod codec;
 mod error;
 mod isolate;

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::backoff::Backoff;
+use crate::spin::Spin;
 
 /// The slot is written once (by a send, or by the sender's drop) and the
 /// write is published with a single atomic store, so a spinning receiver
@@ -212,13 +212,13 @@ impl<T> Receiver<T> {
         // Most replies come within microseconds: look again after growing
         // pauses, then a few yields, then park. A fixed-time spin would
         // hold the core the answering thread needs when the machine is
-        // busy; the backoff gives it back within a few hundred pauses.
-        let mut backoff = Backoff::new();
-        while !backoff.is_completed() {
+        // busy; the spin gives it back within a few hundred pauses.
+        let mut spin = Spin::default();
+        while !spin.is_completed() {
             if !self.is_empty() {
                 return self.slot.take();
             }
-            backoff.snooze();
+            spin.snooze();
         }
         let slot = &*self.slot;
         slot.waiting.store(true, Ordering::Relaxed);
