@@ -84,6 +84,7 @@ pub(super) fn run<I: Isolate>(
     let span =
         tracing::debug_span!(target: "isolates", "isolate", name = %shared.name, id = shared.id);
     let _entered = span.enter();
+    shared.holding.store(held.is_some(), Ordering::Relaxed);
     let mut run_loop = RunLoop {
         mailbox_rx: shared.mailbox_rx.clone(),
         ctx: Context {
@@ -279,7 +280,10 @@ impl<I: Isolate> RunLoop<I> {
                 }
             }
             let next = match self.held.take() {
-                Some(item) => Ok(item),
+                Some(item) => {
+                    self.shared.holding.store(false, Ordering::Relaxed);
+                    Ok(item)
+                }
                 None => self.mailbox_rx.try_recv(),
             };
             let item = match next {
@@ -300,6 +304,7 @@ impl<I: Isolate> RunLoop<I> {
             // first (a pause holds the message; a kill fails it).
             if self.shared.wake_pending() {
                 self.held = Some(item);
+                self.shared.holding.store(true, Ordering::Relaxed);
                 continue;
             }
             let Item { envelope, reply } = item;

@@ -118,6 +118,9 @@ pub(super) struct Shared<I: Isolate> {
     pub(super) counters: Counters,
     dropped: AtomicU64,
     spawned_at: Instant,
+    /// The isolate took a message out of the mailbox but holds it back for
+    /// a control request sent before it: still queued, as callers see it.
+    pub(super) holding: AtomicBool,
 }
 
 impl<I: Isolate> Shared<I> {
@@ -152,6 +155,7 @@ impl<I: Isolate> Shared<I> {
             counters: Counters::default(),
             dropped: AtomicU64::new(0),
             spawned_at: Instant::now(),
+            holding: AtomicBool::new(false),
         }
     }
 
@@ -346,7 +350,7 @@ impl<I: Isolate> Shared<I> {
 
     /// Messages waiting in the mailbox.
     pub(super) fn queued(&self) -> usize {
-        self.mailbox_tx.len()
+        self.mailbox_tx.len() + usize::from(self.holding.load(Ordering::Relaxed))
     }
 
     /// Resolves every queued ask with the exit reason and drops queued casts.
