@@ -68,17 +68,6 @@ pub(crate) trait MessageCodec<T>: Send + Sync {
     /// a moved value, a decode under the codec's limit for bytes. A panic
     /// in a `Deserialize` is a malformed-message error naming `what`.
     fn unpack(&self, envelope: Envelope<T>, what: &str) -> Result<T, CodecError>;
-
-    /// Whether messages are encoded on every send (Dart's copy semantics).
-    fn copies(&self) -> bool;
-}
-
-impl<T: 'static> dyn MessageCodec<T> {
-    /// [`unpack`](MessageCodec::unpack) for an envelope from a channel of
-    /// mixed types.
-    pub(crate) fn unpack_erased(&self, envelope: Envelope, what: &str) -> Result<T, CodecError> {
-        self.unpack(envelope.typed(what)?, what)
-    }
 }
 
 /// A codec and the choice between moving and copying.
@@ -112,14 +101,14 @@ impl<C: Codec, T: Serialize + DeserializeOwned + Send + 'static> MessageCodec<T>
                     caught.message
                 )))
             })
-            .map(Envelope::Encoded)
+            .map(|frame| Envelope::Encoded(Box::new(frame)))
     }
 
     fn unpack(&self, envelope: Envelope<T>, what: &str) -> Result<T, CodecError> {
         match envelope {
             Envelope::Moved(value) => Ok(value),
             Envelope::Encoded(frame) => {
-                crate::unwind::catch(|| envelope::decode(&self.codec, frame)).unwrap_or_else(
+                crate::unwind::catch(|| envelope::decode(&self.codec, *frame)).unwrap_or_else(
                     |caught| {
                         Err(CodecError::Malformed(format!(
                             "the {what}'s Deserialize panicked: {}",
@@ -129,10 +118,6 @@ impl<C: Codec, T: Serialize + DeserializeOwned + Send + 'static> MessageCodec<T>
                 )
             }
         }
-    }
-
-    fn copies(&self) -> bool {
-        self.copy
     }
 }
 
@@ -155,8 +140,63 @@ impl<T> Packed<T> {
     }
 }
 
-/// A shared, type-fixed codec.
-pub(crate) type DynCodec<T> = Arc<dyn MessageCodec<T>>;
+/// A shared, type-fixed codec, with the move path inline: a moved value
+/// costs no call through the trait object.
+pub(crate) struct DynCodec<T> {
+    copy: bool,
+    wire: Arc<dyn MessageCodec<T>>,
+}
+
+impl<T> Clone for DynCodec<T> {
+    fn clone(&self) -> Self {
+        DynCodec {
+            copy: self.copy,
+            wire: Arc::clone(&self.wire),
+        }
+    }
+}
+
+impl<T> DynCodec<T> {
+    /// See [`MessageCodec::pack`].
+    #[inline]
+    pub(crate) fn pack(&self, value: T, what: &str) -> Result<Packed<T>, (T, CodecError)> {
+        if self.copy {
+            self.wire.pack(value, what)
+        } else {
+            Ok(Packed {
+                envelope: Envelope::Moved(value),
+                kept: None,
+            })
+        }
+    }
+
+    /// See [`MessageCodec::encode_copy`].
+    pub(crate) fn encode_copy(&self, value: &T, what: &str) -> Result<Envelope<T>, CodecError> {
+        self.wire.encode_copy(value, what)
+    }
+
+    /// See [`MessageCodec::unpack`].
+    #[inline]
+    pub(crate) fn unpack(&self, envelope: Envelope<T>, what: &str) -> Result<T, CodecError> {
+        match envelope {
+            Envelope::Moved(value) => Ok(value),
+            encoded => self.wire.unpack(encoded, what),
+        }
+    }
+
+    /// Whether messages are encoded on every send (Dart's copy semantics).
+    pub(crate) fn copies(&self) -> bool {
+        self.copy
+    }
+}
+
+impl<T: 'static> DynCodec<T> {
+    /// [`unpack`](Self::unpack) for an envelope from a channel of mixed
+    /// types.
+    pub(crate) fn unpack_erased(&self, envelope: Envelope, what: &str) -> Result<T, CodecError> {
+        self.unpack(envelope.typed(what)?, what)
+    }
+}
 
 /// Builds the type-fixed form of `codec` for `T`: values move between
 /// threads, unless `copy` asks for every message to be encoded.
@@ -164,10 +204,13 @@ pub(crate) fn dyn_codec<C: Codec, T: Serialize + DeserializeOwned + Send + 'stat
     codec: &C,
     copy: bool,
 ) -> DynCodec<T> {
-    Arc::new(Wire {
-        codec: codec.clone(),
+    DynCodec {
         copy,
-    })
+        wire: Arc::new(Wire {
+            codec: codec.clone(),
+            copy,
+        }),
+    }
 }
 
 /// Creates a port pair whose mailbox holds at most `capacity` messages;
@@ -250,7 +293,7 @@ fn pair<T>(
     (
         SendPort {
             tx,
-            codec: Arc::clone(&codec),
+            codec: codec.clone(),
             _type: PhantomData,
         },
         ReceivePort {
@@ -312,7 +355,7 @@ impl<T> Clone for SendPort<T> {
     fn clone(&self) -> Self {
         SendPort {
             tx: self.tx.clone(),
-            codec: Arc::clone(&self.codec),
+            codec: self.codec.clone(),
             _type: PhantomData,
         }
     }
@@ -322,7 +365,7 @@ impl<T> Clone for ReceivePort<T> {
     fn clone(&self) -> Self {
         ReceivePort {
             rx: self.rx.clone(),
-            codec: Arc::clone(&self.codec),
+            codec: self.codec.clone(),
             _type: PhantomData,
         }
     }

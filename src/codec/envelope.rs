@@ -79,8 +79,9 @@ pub(crate) type Erased = Box<dyn Any + Send>;
 pub(crate) enum Envelope<T = Erased> {
     /// The value itself: O(1) whatever its size.
     Moved(T),
-    /// The value encoded.
-    Encoded(Frame),
+    /// The value encoded; boxed, so a channel of small moved values keeps
+    /// small slots (crossbeam zeroes and copies whole slots).
+    Encoded(Box<Frame>),
 }
 
 impl Envelope {
@@ -127,7 +128,9 @@ impl<T> Envelope<T> {
     /// (those move, and cannot be copied; a moved value has no copy).
     pub(crate) fn try_clone(&self) -> Option<Envelope<T>> {
         match self {
-            Envelope::Encoded(frame) => frame.try_clone().map(Envelope::Encoded),
+            Envelope::Encoded(frame) => frame
+                .try_clone()
+                .map(|frame| Envelope::Encoded(Box::new(frame))),
             Envelope::Moved(_) => None,
         }
     }

@@ -346,10 +346,7 @@ impl<I: Isolate> IsolateHandle<I> {
 
     /// Packs an ask. A refused ask's message is dropped where it is refused:
     /// on the asker's thread, as before the send.
-    fn ask_item(
-        &self,
-        msg: I::Message,
-    ) -> Result<AskItem<I>, AskError<I::Error>> {
+    fn ask_item(&self, msg: I::Message) -> Result<AskItem<I>, AskError<I::Error>> {
         if self.shared.is_closed() {
             return Err(self.dead());
         }
