@@ -130,7 +130,8 @@ pub trait Isolate: Sized + 'static {
     ///
     /// # Errors
     ///
-    /// [`SpawnError`] if the arguments cannot be encoded or no thread can be
+    /// [`SpawnError`] if the arguments cannot be encoded (only with
+    /// [`IsolateBuilder::copy_messages`]) or no thread can be
     /// started.
     ///
     /// # Examples

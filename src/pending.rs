@@ -12,9 +12,9 @@ use crate::oneshot::{self, Miss};
 
 /// What travels back on a reply channel.
 pub(crate) enum Reply {
-    /// The encoded reply value.
+    /// The reply value, moved (or encoded, when copying).
     Value(Envelope),
-    /// The encoded error the handler returned.
+    /// The error the handler returned, moved (or encoded, when copying).
     Failed(Envelope),
     /// The handler panicked with this message.
     Panicked(String),

@@ -2,10 +2,12 @@
 //! off the main thread.
 //!
 //! A [`Pool`] runs workers of one kind ([`Worker`]), each with state built
-//! on its own thread from encoded start arguments. [`Pool::submit`] encodes
-//! the input on the caller's thread and returns a [`TaskHandle`] at once; the
-//! handle resolves exactly once, to the decoded output or a typed
-//! [`TaskError`](crate::TaskError).
+//! on its own thread from its own clone of the start arguments.
+//! [`Pool::submit`] moves the input into the queue and returns a
+//! [`TaskHandle`] at once, whatever the input's size; the handle resolves
+//! exactly once, to the output (moved back) or a typed
+//! [`TaskError`](crate::TaskError). With
+//! [`PoolBuilder::copy_messages`] inputs and outputs are encoded instead.
 //!
 //! - **Routing** ([`Routing`]): by default idle workers pull from one shared
 //!   queue (best for uneven CPU tasks); or least-loaded, round-robin, or key
@@ -169,7 +171,9 @@ impl<W: Worker> TaskContext<'_, W> {
     }
 
     /// Reports progress; the handle reads it with
-    /// [`TaskHandle::progress`]. A value that cannot be encoded is dropped.
+    /// [`TaskHandle::progress`]. The value moves; with
+    /// [`PoolBuilder::copy_messages`] a value that cannot be encoded is
+    /// dropped.
     ///
     /// # Examples
     ///
@@ -392,9 +396,12 @@ impl<T> Task<T> {
 
     /// Runs the task again, up to `retries` more times, if its worker
     /// panics or is lost while running it (not if it returns an error).
-    /// Needs an input without [`Transfer`](crate::Transfer)s or
-    /// [`SendPort`](crate::SendPort)s, which move and cannot be kept for a
-    /// second run: such a task gets no retry.
+    /// The copy for a second run is the input encoded with the pool's
+    /// codec, made on the worker before the first run (the submitter pays
+    /// nothing for it). An input that cannot be encoded (over the codec's
+    /// limit, a failing `Serialize`) or that holds
+    /// [`Transfer`](crate::Transfer)s or [`SendPort`](crate::SendPort)s,
+    /// which move and cannot be kept, gets no retry.
     ///
     /// # Examples
     ///
@@ -644,7 +651,8 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
     ///
     /// # Errors
     ///
-    /// [`SpawnError::Args`] if `args` cannot be encoded,
+    /// [`SpawnError::Args`] if `args` cannot be encoded (only with
+    /// [`copy_messages`](Self::copy_messages)),
     /// [`SpawnError::Thread`] if no worker thread can be started.
     ///
     /// # Examples
@@ -1301,40 +1309,46 @@ impl Queues {
     }
 
     /// Drops queued tasks that resolved (cancelled) or whose deadline
-    /// passed: they no longer hold a place. Returns the expired ones, to
-    /// resolve once the lock is released (resolving runs callbacks).
+    /// passed: they no longer hold a place. Returns them, to resolve (the
+    /// expired ones) and drop once the lock is released: resolving runs
+    /// callbacks, and a moved input's `Drop` is user code.
     #[must_use = "the expired tasks must be resolved"]
-    fn purge_resolved(&mut self) -> Vec<Arc<TaskCell>> {
+    fn purge_resolved(&mut self) -> Vec<Job> {
         let now = Instant::now();
-        let mut expired = Vec::new();
-        let mut live = |job: &Job| {
-            if job.cell.state() == TaskState::Done {
-                return false;
+        let live = |job: &Job| {
+            job.cell.state() != TaskState::Done && !job.cell.deadline.is_some_and(|d| now >= d)
+        };
+        let mut purged = Vec::new();
+        let mut take_dead = |q: &mut VecDeque<Job>| {
+            if q.iter().all(live) {
+                return 0;
             }
-            if job.cell.deadline.is_some_and(|d| now >= d) {
-                expired.push(Arc::clone(&job.cell));
-                return false;
+            let before = purged.len();
+            let mut kept = VecDeque::with_capacity(q.len());
+            for job in q.drain(..) {
+                if live(&job) {
+                    kept.push_back(job);
+                } else {
+                    purged.push(job);
+                }
             }
-            true
+            *q = kept;
+            purged.len() - before
         };
         let mut removed = 0;
         for q in &mut self.shared {
-            let before = q.len();
-            q.retain(&mut live);
-            removed += before - q.len();
+            removed += take_dead(q);
         }
         for slot in &mut self.slots {
             let mut here = 0;
             for q in &mut slot.local {
-                let before = q.len();
-                q.retain(&mut live);
-                here += before - q.len();
+                here += take_dead(q);
             }
             slot.local_len -= here;
             removed += here;
         }
         self.len -= removed;
-        expired
+        purged
     }
 
     fn drain_all(&mut self) -> Vec<Job> {
@@ -1384,11 +1398,19 @@ struct Inner<W: Worker> {
 
 impl<W: Worker> Inner<W> {
     /// A worker's start arguments: a clone moved to it, or their encoding.
+    /// A panicking `Clone` is an error here, not an unwinding submitter or
+    /// a dead worker.
     fn start_args(&self) -> Result<Envelope<W::Args>, CodecError> {
-        self.args_codec
-            .pack(self.args.clone(), "start argument")
-            .map(|packed| packed.envelope)
-            .map_err(|(_, e)| e)
+        if self.args_codec.copies() {
+            return self.args_codec.encode_copy(&self.args, "start argument");
+        }
+        match crate::unwind::catch(|| self.args.clone()) {
+            Ok(args) => Ok(Envelope::Moved(args)),
+            Err(caught) => Err(CodecError::Encode(format!(
+                "cloning the start arguments panicked: {}",
+                caught.message
+            ))),
+        }
     }
 
     fn enqueue(self: &Arc<Self>, job: Job) {
@@ -1801,21 +1823,26 @@ fn worker_main<W: Worker>(
         // asked for retries: the bytes themselves when they came encoded,
         // else an encoding made here, on the worker (a moved value has no
         // other copy, and the submitter's thread must not pay for one).
+        // An input with attachments (a `Transfer`, a port) has no copy: a
+        // retry would find the buffer the first run took.
         let codecs = &*inner.codecs;
-        let retry_copy = match (&input, retries > 0) {
-            (_, false) => None,
-            (Envelope::Encoded(_), true) => input.try_clone(),
-            (Envelope::Moved(_), true) => None,
+        let moved = matches!(input, Envelope::Moved(_));
+        let retry_copy = if retries > 0 && !moved {
+            input.try_clone()
+        } else {
+            None
         };
         let input = codecs.input.unpack_erased(input, "input");
-        let retry_copy = match (&input, retry_copy, retries > 0) {
-            (_, Some(copy), _) => Some(copy),
-            (Ok(value), None, true) => codecs
-                .input
-                .encode_copy(value, "input")
-                .ok()
-                .map(Envelope::erase),
-            _ => None,
+        let retry_copy = match &input {
+            Ok(value) if retries > 0 && moved => match codecs.input.encode_copy(value, "input") {
+                Ok(copy) if !copy.has_attachments() => Some(copy.erase()),
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::warn!(target: "isolates", pool = %inner.name, error = %e, "a task's input could not be copied for its retries: it runs once");
+                    None
+                }
+            },
+            _ => retry_copy,
         };
         let retry = retry_copy.map(|copy| (copy, retries));
         {
@@ -1945,9 +1972,11 @@ fn worker_main<W: Worker>(
 
 /// Resolves tasks whose deadline passed (never with the pool locked: a
 /// resolve runs the task's callbacks).
-fn expire(cells: Vec<Arc<TaskCell>>) {
+/// Resolves the purged jobs whose deadline passed, and drops them all;
+/// called without the queue's lock.
+fn expire(jobs: Vec<Job>) {
     let now = Instant::now();
-    for cell in cells {
-        cell.check_deadline(now);
+    for job in jobs {
+        job.cell.check_deadline(now);
     }
 }

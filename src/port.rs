@@ -389,7 +389,7 @@ impl<T> fmt::Debug for ReceivePort<T> {
     }
 }
 
-impl<T: 'static> SendPort<T> {
+impl<T> SendPort<T> {
     /// Sends a message, waiting while a bounded mailbox is full.
     ///
     /// # Errors

@@ -252,3 +252,41 @@ fn ports_inside_moved_messages_work() {
     reply_to.send(n * 2).unwrap();
     assert_eq!(answers.recv_timeout(T), Ok(42));
 }
+
+/// Takes the buffer out of its `Transfer`, then panics the first time.
+struct Taker;
+
+static TAKER_FAILS: AtomicBool = AtomicBool::new(true);
+
+impl Worker for Taker {
+    type Args = ();
+    type Input = isolates::Transfer;
+    type Output = usize;
+    type Progress = ();
+    type Error = String;
+
+    fn start(_: ()) -> Result<Self, String> {
+        Ok(Taker)
+    }
+
+    fn run(&mut self, t: isolates::Transfer, _: &TaskContext<'_, Self>) -> Result<usize, String> {
+        let buffer = t.into_vec();
+        assert!(
+            !TAKER_FAILS.swap(false, Ordering::SeqCst),
+            "first try fails"
+        );
+        Ok(buffer.len())
+    }
+}
+
+#[test]
+fn an_input_with_a_transfer_gets_no_retry_rather_than_an_emptied_buffer() {
+    let pool = Pool::<Taker>::builder().workers(1).build(()).unwrap();
+    let task = pool.submit_task(Task::new(isolates::Transfer::new(vec![1; 1024])).retries(3));
+    // The first run took the buffer: a retry could only see it empty.
+    assert!(matches!(task.wait(), Err(isolates::TaskError::Panicked(_))));
+    assert_eq!(
+        pool.submit(isolates::Transfer::new(vec![1; 10])).wait(),
+        Ok(10)
+    );
+}

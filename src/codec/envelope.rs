@@ -124,6 +124,12 @@ impl<T: Send + 'static> Envelope<T> {
 }
 
 impl<T> Envelope<T> {
+    /// Whether values travel beside the bytes (a `Transfer`'s buffer, a
+    /// port): those are shared with the original, so this is no copy.
+    pub(crate) fn has_attachments(&self) -> bool {
+        matches!(self, Envelope::Encoded(frame) if !frame.attachments.is_empty())
+    }
+
     /// A copy of the envelope, if it is encoded and has no attachments
     /// (those move, and cannot be copied; a moved value has no copy).
     pub(crate) fn try_clone(&self) -> Option<Envelope<T>> {

@@ -88,7 +88,8 @@ impl<I: Isolate> IsolateHandle<I> {
     /// # Errors
     ///
     /// The message comes back in [`SendError::Disconnected`] if the isolate
-    /// has exited, or [`SendError::Encode`] if it cannot be encoded.
+    /// has exited, or [`SendError::Encode`] if it cannot be encoded (only
+    /// with [`IsolateBuilder::copy_messages`](crate::IsolateBuilder::copy_messages)).
     ///
     /// # Examples
     ///

@@ -365,6 +365,8 @@ impl<I: Isolate> Shared<I> {
 
     /// Resolves one message that will never be handled, once closed.
     pub(super) fn discard(&self, item: Mail<I>) {
+        // Only a held message is discarded one by one.
+        self.holding.store(false, Ordering::Relaxed);
         let reason = self.exit_reason().unwrap_or(ExitReason::Killed);
         self.discard_with(item, &reason);
     }

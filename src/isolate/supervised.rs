@@ -13,7 +13,8 @@ use super::runloop::Leftover;
 use super::shared::{ExitHook, Shared};
 use super::{ExitReason, Isolate, IsolateBuilder, IsolateHandle, Priority};
 use crate::codec::Codec;
-use crate::error::SpawnError;
+use crate::codec::envelope::Envelope;
+use crate::error::{CodecError, SpawnError};
 
 /// One supervised isolate: how to start it again, and what its last
 /// incarnation left.
@@ -69,14 +70,22 @@ where
             // Already running.
             return Ok(());
         };
-        let args = match self
-            .shared
-            .codecs
-            .args
-            .pack(self.args.clone(), "start argument")
-        {
-            Ok(packed) => packed.envelope,
-            Err((_, e)) => {
+        let codec = &self.shared.codecs.args;
+        let args = if codec.copies() {
+            codec.encode_copy(&self.args, "start argument")
+        } else {
+            crate::unwind::catch(|| self.args.clone())
+                .map(Envelope::Moved)
+                .map_err(|caught| {
+                    CodecError::Encode(format!(
+                        "cloning the start arguments panicked: {}",
+                        caught.message
+                    ))
+                })
+        };
+        let args = match args {
+            Ok(args) => args,
+            Err(e) => {
                 self.leftover = Some(leftover);
                 return Err(SpawnError::Args(e));
             }

@@ -37,7 +37,7 @@ const QUEUED: u8 = 0;
 const RUNNING: u8 = 1;
 const DONE: u8 = 2;
 
-/// How a task ended, before decoding.
+/// How a task ended; its value is moved (or encoded, when copying).
 pub(crate) enum Outcome {
     Value(Envelope),
     Failed(Envelope),
