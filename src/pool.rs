@@ -1316,7 +1316,7 @@ impl Queues {
     fn purge_resolved(&mut self) -> Vec<Job> {
         let now = Instant::now();
         let live = |job: &Job| {
-            job.cell.state() != TaskState::Done && !job.cell.deadline.is_some_and(|d| now >= d)
+            job.cell.state() != TaskState::Done && job.cell.deadline.is_none_or(|d| now < d)
         };
         let mut purged = Vec::new();
         let mut take_dead = |q: &mut VecDeque<Job>| {
