@@ -44,10 +44,12 @@ use crate::error::SpawnError;
 use crate::port::{DynCodec, decode_caught, dyn_codec, encode_caught};
 use crate::unwind;
 
+mod batch;
 mod deadline;
 mod main_thread;
 pub(crate) mod task;
 
+pub use batch::{Batch, join_all};
 pub use main_thread::MainThread;
 use task::{CodecSet, ErrorKind, Outcome, TaskCell};
 pub use task::{TaskHandle, TaskState};
