@@ -473,7 +473,7 @@ fn ui_frame_p99(quick: bool, per_us: f64) -> Measure {
     let per_round = if quick { 30 } else { 60 };
     let work_iters = (2000.0 * per_us) as u64;
     let load_iters = (1000.0 * per_us) as u64;
-    // Pool at its defaults: cores − 1 workers at nice 10.
+    // Pool at its defaults: one worker per core, at nice 10.
     let pool = Pool::<Stamper>::builder().build(()).expect("pool");
     let (mut idle_times, mut busy_times) = (Vec::new(), Vec::new());
     let (mut idle_late, mut busy_late) = (0, 0);
