@@ -205,7 +205,7 @@ fn a_shut_down_pool_resolves_its_queued_tasks_in_the_batch() {
     let pool = pool(1);
     let hold = pool.submit(Op::Hold);
     assert!(wait_until(|| hold.state() == TaskState::Running, T));
-    let mut batch = Batch::new([pool.submit(Op::Value(1)), hold]);
+    let batch = Batch::new([pool.submit(Op::Value(1)), hold]);
     pool.shutdown();
     // The queued task resolves at once; the running one may finish.
     assert!(wait_until(|| batch.pending() == 1, T));

@@ -6,6 +6,7 @@
 //! cores each of those wakes takes a core from a worker. The idea is
 //! rayon-core's `CountLatch` (rayon-core/src/latch.rs), which ends a scope.
 
+use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -108,7 +109,7 @@ pub struct Batch<W: Worker> {
     latch: Arc<Latch>,
     /// The earliest deadline of a task not resolved when last looked at: a
     /// queued task learns of its passed deadline when someone looks.
-    next_deadline: Option<Instant>,
+    next_deadline: Cell<Option<Instant>>,
     taken: bool,
 }
 
@@ -149,13 +150,13 @@ impl<W: Worker> Batch<W> {
                     .on_resolve(Box::new(move |_| latch.count_down()));
             }
         }
-        let mut batch = Batch {
+        let batch = Batch {
             handles,
             latch,
-            next_deadline: None,
+            next_deadline: Cell::new(None),
             taken: false,
         };
-        batch.next_deadline = batch.earliest_deadline();
+        batch.next_deadline.set(batch.earliest_deadline());
         batch
     }
 
@@ -205,7 +206,7 @@ impl<W: Worker> Batch<W> {
     /// assert!(batch.join_timeout(std::time::Duration::from_secs(10)).is_some());
     /// assert_eq!(batch.pending(), 0);
     /// ```
-    pub fn pending(&mut self) -> usize {
+    pub fn pending(&self) -> usize {
         self.expire();
         self.latch.remaining.load(Ordering::Acquire)
     }
@@ -224,11 +225,11 @@ impl<W: Worker> Batch<W> {
     /// #     fn run(&mut self, n: u8, _: &TaskContext<'_, Self>) -> Result<u8, String> { Ok(n) }
     /// # }
     /// let pool = Pool::<W>::builder().build(()).unwrap();
-    /// let mut batch = Batch::new([pool.submit(1), pool.submit(2)]);
+    /// let batch = Batch::new([pool.submit(1), pool.submit(2)]);
     /// batch.cancel();
     /// assert!(batch.is_done());
     /// ```
-    pub fn is_done(&mut self) -> bool {
+    pub fn is_done(&self) -> bool {
         self.pending() == 0
     }
 
@@ -353,7 +354,7 @@ impl<W: Worker> Batch<W> {
             self.expire();
             // A queued task's deadline ends the wait too, so it resolves
             // on time even with nobody else looking.
-            let wake = match (until, self.next_deadline) {
+            let wake = match (until, self.next_deadline.get()) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
@@ -368,15 +369,19 @@ impl<W: Worker> Batch<W> {
     }
 
     /// Resolves the tasks whose deadline passed, when one may have.
-    fn expire(&mut self) {
-        if self.next_deadline.is_some_and(|d| Instant::now() >= d) {
+    fn expire(&self) {
+        if self
+            .next_deadline
+            .get()
+            .is_some_and(|d| Instant::now() >= d)
+        {
             let now = Instant::now();
             for handle in &self.handles {
                 if !handle.taken && handle.cell.state() != TaskState::Done {
                     handle.cell.check_deadline(now);
                 }
             }
-            self.next_deadline = self.earliest_deadline();
+            self.next_deadline.set(self.earliest_deadline());
         }
     }
 
