@@ -23,8 +23,11 @@
 //!   resolves [`TaskError::WorkerLost`](crate::TaskError::WorkerLost) or is
 //!   retried) and starts a replacement. Tasks can ask for retries.
 //! - **Autoscaling** between a minimum and maximum, with idle reaping.
-//! - **Lower OS priority**: on Linux, worker threads run at nice 10 by
-//!   default, so heavy work does not take frames from the UI thread.
+//! - **Fast by default, below the UI**: one worker per core, which on
+//!   Linux run at nice 10, so heavy work runs as fast as on rayon yet does
+//!   not take frames from the UI thread ([`Pool::builder`] says why).
+//! - **Batch waits** ([`join_all`], [`Batch`]): the waiter wakes once, when
+//!   the last task of the batch resolves, and gets results in order.
 //!
 //! [`MainThread`] delivers results and progress as callbacks run on the UI
 //! thread when it calls [`MainThread::pump`] with a time budget per frame.
@@ -47,6 +50,7 @@ use crate::error::SpawnError;
 use crate::port::{DynCodec, dyn_codec};
 use crate::unwind;
 
+mod batch;
 mod deadline;
 mod main_thread;
 
@@ -55,6 +59,7 @@ mod main_thread;
 const IDLE_WAITS_STACK: usize = 128 * 1024;
 pub(crate) mod task;
 
+pub use batch::{Batch, join_all};
 pub use main_thread::MainThread;
 use task::{CodecSet, ErrorKind, Outcome, TaskCell};
 pub use task::{TaskHandle, TaskState};
@@ -462,18 +467,19 @@ impl<W: Worker, C: Codec> fmt::Debug for PoolBuilder<W, C> {
     }
 }
 
-/// Cores minus one (so the UI thread keeps a core), at least one.
+/// The number of workers a pool starts with by default: one per core (as
+/// [`std::thread::available_parallelism`] counts them), at least one. The
+/// UI thread needs no core of its own: the workers run below its priority
+/// (see [`Pool::builder`] for the figures).
 ///
 /// # Examples
 ///
 /// ```
-/// assert!(isolates::pool::default_workers() >= 1);
+/// let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+/// assert_eq!(isolates::pool::default_workers(), cores);
 /// ```
 pub fn default_workers() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .saturating_sub(1)
-        .max(1)
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 impl<W: Worker, C: Codec> PoolBuilder<W, C> {
@@ -533,9 +539,16 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
     }
 
     /// The nice level of worker threads on Linux (default 10: below the UI
-    /// thread); `None` leaves them as spawned. A level below the threads'
-    /// current one is ignored: a pool only ever lowers priority. Ignored on
-    /// other systems.
+    /// thread; [`Pool::builder`] says why); `None` leaves them as spawned,
+    /// at the priority of the thread that builds the pool. A level below
+    /// the threads' current one is ignored: a pool only ever lowers
+    /// priority. Ignored on other systems.
+    ///
+    /// Nice orders only threads that compete for a core: on a machine with
+    /// nothing else to run, niced workers are as fast as any. They do yield
+    /// to every other process too, so batch work that must win over other
+    /// programs (a build server, a benchmark against rayon on a busy
+    /// machine) may want `None`.
     ///
     /// # Examples
     ///
@@ -908,12 +921,49 @@ struct PoolCounters {
 }
 
 impl<W: Worker> Pool<W> {
-    /// A builder with the defaults: [`default_workers`] workers, shared
-    /// queue, unbounded, nice 10 on Linux, the default codec.
+    /// A builder with the defaults: one worker per core
+    /// ([`default_workers`]), shared queue, unbounded, nice 10 on Linux,
+    /// the default codec.
+    ///
+    /// The defaults aim at a pool as fast as rayon whose work never takes
+    /// frames from the UI thread. On a 2-core machine (figures in
+    /// BENCHMARKS.md, 10,000 tasks of ~100 µs, beside rayon's default pool
+    /// in the same run):
+    ///
+    /// - **One worker per core.** Keeping a core free for the UI thread
+    ///   (cores − 1 workers) halves a 2-core machine: 0.50× rayon's
+    ///   throughput, against 0.97–1.00× with one worker per core. The UI
+    ///   thread does not need that core (next point).
+    /// - **Nice 10.** A UI thread sharing its core with a busy worker still
+    ///   gets it nearly whole: with both workers busy, a UI thread doing
+    ///   8 ms of work per 60 Hz frame keeps its idle pace (median 8.3 ms,
+    ///   no frame over 16.7 ms of 240), where at nice 5 its median frame
+    ///   takes 12.1 ms and at nice 0 16.2 ms, 169 of 240 frames late. With
+    ///   2 ms of work a frame the median does not move at any level. Nice
+    ///   costs no throughput on a machine with nothing else to run
+    ///   ([`nice`](PoolBuilder::nice) says when to turn it off).
+    /// - **Wait for a batch, not for each task.** Waiting on the handles in
+    ///   submission order wakes the waiting thread once per task, and on
+    ///   2 cores each wake takes a core from a worker (0.84–0.88× rayon);
+    ///   [`join_all`] and [`Batch`] wake it once (0.97–1.00×).
     ///
     /// # Examples
     ///
-    /// See [`Worker`].
+    /// ```
+    /// use isolates::pool::{join_all, Pool, TaskContext, Worker};
+    ///
+    /// struct Cube;
+    /// impl Worker for Cube {
+    ///     type Args = (); type Input = u64; type Output = u64; type Progress = (); type Error = String;
+    ///     fn start(_: ()) -> Result<Self, String> { Ok(Cube) }
+    ///     fn run(&mut self, n: u64, _: &TaskContext<'_, Self>) -> Result<u64, String> { Ok(n * n * n) }
+    /// }
+    ///
+    /// let pool = Pool::<Cube>::builder().build(()).unwrap();
+    /// assert_eq!(pool.stats().workers, isolates::pool::default_workers());
+    /// let cubes = join_all((1..=3).map(|n| pool.submit(n)));
+    /// assert_eq!(cubes, [Ok(1), Ok(8), Ok(27)]);
+    /// ```
     pub fn builder() -> PoolBuilder<W> {
         let n = default_workers();
         PoolBuilder {
