@@ -7,6 +7,7 @@
 //! parking. A sender dropped without sending closes the slot, so the
 //! receiver always learns the outcome: every ask resolves exactly once.
 
+use std::any::Any;
 use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
@@ -62,23 +63,22 @@ fn connect<T>(slot: Arc<Slot<T>>) -> (Sender<T>, Receiver<T>) {
 thread_local! {
     /// A used reply slot kept for this thread's next `ask`: a blocking ask
     /// waits for its slot, so one spare per thread saves an allocation and
-    /// a free on every round trip.
-    static SPARE: std::cell::Cell<Option<Arc<Slot<crate::pending::Reply>>>> =
+    /// a free on every round trip. Any slot type: a thread that asks
+    /// isolates of several types allocates when the type changes.
+    static SPARE: std::cell::Cell<Option<Arc<dyn Any + Send + Sync>>> =
         const { std::cell::Cell::new(None) };
 }
 
-/// Like [`oneshot`], reusing this thread's spare slot if it has one.
-pub(crate) fn reply_slot() -> (
-    Sender<crate::pending::Reply>,
-    Receiver<crate::pending::Reply>,
-) {
-    match SPARE.take() {
-        Some(slot) => connect(slot),
-        None => oneshot(),
+/// Like [`oneshot`], reusing this thread's spare slot if it has one of
+/// this type.
+pub(crate) fn reply_slot<T: Send + 'static>() -> (Sender<T>, Receiver<T>) {
+    match SPARE.take().map(Arc::downcast::<Slot<T>>) {
+        Some(Ok(slot)) => connect(slot),
+        _ => oneshot(),
     }
 }
 
-impl Receiver<crate::pending::Reply> {
+impl<T: Send + 'static> Receiver<T> {
     /// Keeps the slot as this thread's spare if nobody else holds it.
     pub(crate) fn recycle(self) {
         let mut slot = self.slot;

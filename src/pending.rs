@@ -5,17 +5,19 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use crate::codec::envelope::Envelope;
+use crate::codec::envelope::{Envelope, Erased};
 use crate::error::{AskError, CodecError, RunError};
 use crate::isolate::ExitReason;
 use crate::oneshot::{self, Miss};
 
-/// What travels back on a reply channel.
-pub(crate) enum Reply {
+/// What travels back on a reply channel: typed (`Reply<R, E>`) on a
+/// blocking ask's own slot, erased (`Reply`) where one kind of slot serves
+/// many types (a [`Pending`]).
+pub(crate) enum Reply<R = Erased, E = Erased> {
     /// The reply value, moved (or encoded, when copying).
-    Value(Envelope),
+    Value(Envelope<R>),
     /// The error the handler returned, moved (or encoded, when copying).
-    Failed(Envelope),
+    Failed(Envelope<E>),
     /// The handler panicked with this message.
     Panicked(String),
     /// The request could not be decoded by the receiver.
@@ -24,6 +26,41 @@ pub(crate) enum Reply {
     Unencodable(CodecError),
     /// The isolate exited before handling the request.
     Dead(ExitReason),
+}
+
+impl<R: Send + 'static, E: Send + 'static> Reply<R, E> {
+    /// The reply with its payload boxed.
+    pub(crate) fn erase(self) -> Reply {
+        match self {
+            Reply::Value(v) => Reply::Value(v.erase()),
+            Reply::Failed(e) => Reply::Failed(e.erase()),
+            Reply::Panicked(m) => Reply::Panicked(m),
+            Reply::BadMessage(e) => Reply::BadMessage(e),
+            Reply::Unencodable(e) => Reply::Unencodable(e),
+            Reply::Dead(r) => Reply::Dead(r),
+        }
+    }
+}
+
+impl Reply {
+    /// The typed form of an erased reply; a payload of another type is an
+    /// `Unencodable` reply (a bug in the crate, reported, not hidden).
+    pub(crate) fn typed<R: 'static, E: 'static>(self) -> Reply<R, E> {
+        match self {
+            Reply::Value(v) => match v.typed("reply") {
+                Ok(v) => Reply::Value(v),
+                Err(e) => Reply::Unencodable(e),
+            },
+            Reply::Failed(e) => match e.typed("error") {
+                Ok(e) => Reply::Failed(e),
+                Err(e) => Reply::Unencodable(e),
+            },
+            Reply::Panicked(m) => Reply::Panicked(m),
+            Reply::BadMessage(e) => Reply::BadMessage(e),
+            Reply::Unencodable(e) => Reply::Unencodable(e),
+            Reply::Dead(r) => Reply::Dead(r),
+        }
+    }
 }
 
 /// Turns what came back (or `None`: the reply channel closed empty) into the

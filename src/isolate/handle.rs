@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::shared::{Control, Item, Mail, Refused, Shared, Wait};
+use super::shared::{Control, Item, Refused, ReplyTo, Shared, Wait};
 use super::{ExitReason, Isolate, IsolateError, IsolateState, IsolateStats, PauseToken, Priority};
+use crate::codec::envelope::Envelope;
 use crate::error::{AskError, CodecError, SendError, SendTimeoutError, TrySendError};
 use crate::oneshot;
 use crate::pending::{Pending, Reply};
@@ -249,7 +250,12 @@ impl<I: Isolate> IsolateHandle<I> {
     /// See [`Isolate`].
     pub fn ask(&self, msg: I::Message, timeout: Duration) -> Result<I::Reply, AskError<I::Error>> {
         let deadline = crate::time::deadline_after(timeout);
-        let (item, rx) = self.ask_item(msg)?;
+        let envelope = self.pack_ask(msg)?;
+        let (tx, rx) = oneshot::reply_slot();
+        let item = Item {
+            envelope,
+            reply: Some(ReplyTo::Typed(tx)),
+        };
         match self
             .shared
             .push(item, deadline.map_or(Wait::Block, Wait::Until))
@@ -333,9 +339,14 @@ impl<I: Isolate> IsolateHandle<I> {
     ///
     /// See [`IsolateHandle`].
     pub fn ask_pending(&self, msg: I::Message) -> Pending<I::Reply, AskError<I::Error>> {
-        let (item, rx) = match self.ask_item(msg) {
-            Ok(pair) => pair,
+        let envelope = match self.pack_ask(msg) {
+            Ok(envelope) => envelope,
             Err(e) => return Pending::ready(Err(e)),
+        };
+        let (tx, rx) = oneshot::oneshot();
+        let item = Item {
+            envelope,
+            reply: Some(ReplyTo::Erased(tx)),
         };
         match self.shared.push(item, Wait::No) {
             Ok(()) => {}
@@ -345,24 +356,16 @@ impl<I: Isolate> IsolateHandle<I> {
         self.pending(rx)
     }
 
-    /// Packs an ask. A refused ask's message is dropped where it is refused:
-    /// on the asker's thread, as before the send.
-    fn ask_item(&self, msg: I::Message) -> Result<AskItem<I>, AskError<I::Error>> {
+    /// Packs an ask's message. A refused ask's message is dropped where it
+    /// is refused: on the asker's thread, as before the send.
+    fn pack_ask(&self, msg: I::Message) -> Result<Envelope<I::Message>, AskError<I::Error>> {
         if self.shared.is_closed() {
             return Err(self.dead());
         }
-        let envelope = match self.shared.codecs.message.pack(msg, "message") {
-            Ok(packed) => packed.envelope,
-            Err((_, e)) => return Err(AskError::Encode(e)),
-        };
-        let (tx, rx) = oneshot::reply_slot();
-        Ok((
-            Item {
-                envelope,
-                reply: Some(tx),
-            },
-            rx,
-        ))
+        match self.shared.codecs.message.pack(msg, "message") {
+            Ok(packed) => Ok(packed.envelope),
+            Err((_, e)) => Err(AskError::Encode(e)),
+        }
     }
 
     fn dead(&self) -> AskError<I::Error> {
@@ -371,7 +374,9 @@ impl<I: Isolate> IsolateHandle<I> {
 
     fn pending(&self, rx: oneshot::Receiver<Reply>) -> Pending<I::Reply, AskError<I::Error>> {
         let shared = Arc::clone(&self.shared);
-        Pending::waiting(rx, move |reply| resolve_reply(&shared, reply))
+        Pending::waiting(rx, move |reply| {
+            resolve_reply(&shared, reply.map(Reply::typed::<I::Reply, I::Error>))
+        })
     }
 
     /// Kills the isolate. [`Priority::Immediate`] sets the flag that
@@ -622,16 +627,15 @@ impl<I: Isolate> IsolateHandle<I> {
 /// slot was dropped unanswered (the isolate went away).
 fn resolve_reply<I: Isolate>(
     shared: &Shared<I>,
-    reply: Option<Reply>,
+    reply: Option<Reply<I::Reply, I::Error>>,
 ) -> Result<I::Reply, AskError<I::Error>> {
     match reply {
         Some(Reply::Value(envelope)) => shared
             .codecs
             .reply
-            .unpack_erased(envelope, "reply")
+            .unpack(envelope, "reply")
             .map_err(AskError::BadReply),
-        Some(Reply::Failed(envelope)) => match shared.codecs.error.unpack_erased(envelope, "error")
-        {
+        Some(Reply::Failed(envelope)) => match shared.codecs.error.unpack(envelope, "error") {
             Ok(error) => Err(AskError::Failed(error)),
             Err(e) => Err(AskError::BadReply(e)),
         },
@@ -642,9 +646,6 @@ fn resolve_reply<I: Isolate>(
         None => Err(AskError::Dead(lost_reason(shared.exit_reason()))),
     }
 }
-
-/// An ask ready for the mailbox, and where its reply will come.
-type AskItem<I> = (Mail<I>, oneshot::Receiver<Reply>);
 
 /// A cast that did not go into the mailbox, with its message.
 enum CastRefused<M> {

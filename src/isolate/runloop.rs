@@ -7,10 +7,9 @@ use std::time::Instant;
 
 use crossbeam_channel as cb;
 
-use super::shared::{Control, Item, Mail, Shared};
+use super::shared::{Control, Item, Mail, ReplyTo, Shared};
 use super::{Context, ExitReason, Isolate, IsolateError, IsolateState};
 use crate::codec::envelope::{Envelope, Erased};
-use crate::oneshot;
 use crate::pending::Reply;
 use crate::spin::Spin;
 use crate::unwind;
@@ -108,13 +107,13 @@ pub(super) fn run<I: Isolate>(
     } = run_loop;
     // A supervised isolate keeps its mailbox for the next incarnation: its
     // supervisor decides between restart and the end.
-    let leftover = Leftover::new(control_rx, held);
+    let leftover = Leftover::new::<I>(control_rx, held);
     let Some(leftover) = shared.exit_to_supervisor(reason.clone(), leftover) else {
         return;
     };
     // Close before the loop's receivers drop: queued asks get the reason.
     shared.close(reason);
-    if let (_, Some(item)) = leftover.into_parts::<I::Message>() {
+    if let (_, Some(item)) = leftover.into_parts::<I>() {
         shared.discard(item);
     }
 }
@@ -131,9 +130,9 @@ pub(crate) struct Leftover {
 }
 
 impl Leftover {
-    pub(super) fn new<M: Send + 'static>(
+    pub(super) fn new<I: Isolate>(
         control_rx: cb::Receiver<Control>,
-        held: Option<Item<M>>,
+        held: Option<Mail<I>>,
     ) -> Self {
         Leftover {
             control_rx,
@@ -141,10 +140,9 @@ impl Leftover {
         }
     }
 
-    /// The control channel and the held message of an isolate whose
-    /// messages are `M`s.
-    pub(super) fn into_parts<M: 'static>(self) -> (cb::Receiver<Control>, Option<Item<M>>) {
-        let held = self.held.and_then(|held| match held.downcast::<Item<M>>() {
+    /// The control channel and the held message of an isolate `I`.
+    pub(super) fn into_parts<I: Isolate>(self) -> (cb::Receiver<Control>, Option<Mail<I>>) {
+        let held = self.held.and_then(|held| match held.downcast::<Mail<I>>() {
             Ok(item) => Some(*item),
             Err(_) => {
                 // Only the isolate that made a leftover takes it apart.
@@ -385,7 +383,7 @@ impl<I: Isolate> RunLoop<I> {
         &mut self,
         state: &mut I,
         envelope: Envelope<I::Message>,
-        reply: Option<oneshot::Sender<Reply>>,
+        reply: Option<ReplyTo<I::Reply, I::Error>>,
         busy: &mut Busy,
     ) -> Exit {
         let shared = &*self.shared;
@@ -411,7 +409,7 @@ impl<I: Isolate> RunLoop<I> {
             Ok(Ok(value)) => {
                 if let Some(reply) = reply {
                     reply.send(match shared.codecs.reply.pack(value, "value") {
-                        Ok(packed) => Reply::Value(packed.envelope.erase()),
+                        Ok(packed) => Reply::Value(packed.envelope),
                         Err((_, e)) => Reply::Unencodable(e),
                     });
                 }
@@ -421,7 +419,7 @@ impl<I: Isolate> RunLoop<I> {
                 let message = unwind::describe(&error);
                 if let Some(reply) = reply {
                     reply.send(match shared.codecs.error.pack(error, "value") {
-                        Ok(packed) => Reply::Failed(packed.envelope.erase()),
+                        Ok(packed) => Reply::Failed(packed.envelope),
                         Err((_, e)) => Reply::Unencodable(e),
                     });
                 }

@@ -17,13 +17,31 @@ use crate::port::{DynCodec, SendPort};
 
 /// What a mailbox holds: a message's bytes and, for an ask, where the reply
 /// goes.
-pub(super) struct Item<M> {
+pub(super) struct Item<M, R, E> {
     pub(super) envelope: Envelope<M>,
-    pub(super) reply: Option<oneshot::Sender<Reply>>,
+    pub(super) reply: Option<ReplyTo<R, E>>,
+}
+
+/// Where an ask's reply goes.
+pub(super) enum ReplyTo<R, E> {
+    /// A blocking `ask` waits on a slot of its own type: nothing is boxed.
+    Typed(oneshot::Sender<Reply<R, E>>),
+    /// A [`Pending`](crate::Pending) waits on an erased slot.
+    Erased(oneshot::Sender<Reply>),
+}
+
+impl<R: Send + 'static, E: Send + 'static> ReplyTo<R, E> {
+    pub(super) fn send(self, reply: Reply<R, E>) {
+        match self {
+            ReplyTo::Typed(tx) => tx.send(reply),
+            ReplyTo::Erased(tx) => tx.send(reply.erase()),
+        }
+    }
 }
 
 /// What an isolate `I`'s mailbox holds.
-pub(super) type Mail<I> = Item<<I as Isolate>::Message>;
+pub(super) type Mail<I> =
+    Item<<I as Isolate>::Message, <I as Isolate>::Reply, <I as Isolate>::Error>;
 
 /// Told of each ended incarnation of a supervised isolate.
 pub(crate) type ExitHook = Box<dyn Fn(ExitReason, Leftover) + Send + Sync>;

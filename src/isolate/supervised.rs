@@ -56,7 +56,7 @@ where
             shared,
             args,
             stack_size: builder.thread_stack_size(),
-            leftover: Some(Leftover::new::<I::Message>(control_rx, None)),
+            leftover: Some(Leftover::new::<I>(control_rx, None)),
             incarnations: 0,
         };
         Ok((restartable, handle))
@@ -91,7 +91,7 @@ where
             }
         };
         self.shared.set_supervisor(Some(hook));
-        let (control_rx, held) = leftover.into_parts::<I::Message>();
+        let (control_rx, held) = leftover.into_parts::<I>();
         // What was meant for the last incarnation (a kill that came after it
         // had already exited, its pauses) must not reach this one.
         self.shared.reset_for_restart(&control_rx);
@@ -104,7 +104,7 @@ where
             held,
         };
         if let Err(e) = spawn_thread(Arc::clone(&self.shared), start, self.stack_size) {
-            self.leftover = Some(Leftover::new::<I::Message>(control_rx, None));
+            self.leftover = Some(Leftover::new::<I>(control_rx, None));
             return Err(e);
         }
         self.incarnations += 1;
@@ -127,11 +127,7 @@ where
     pub(crate) fn close(&mut self, reason: ExitReason) {
         self.shared.set_supervisor(None);
         self.shared.close(reason);
-        if let Some(item) = self
-            .leftover
-            .take()
-            .and_then(|l| l.into_parts::<I::Message>().1)
-        {
+        if let Some(item) = self.leftover.take().and_then(|l| l.into_parts::<I>().1) {
             self.shared.discard(item);
         }
     }
