@@ -198,6 +198,22 @@ fn transfer(c: &mut Criterion) {
             })
         });
     }
+    // A plain `Vec` moves the same way: no `Transfer` needed in-process.
+    let (vec_tx, vec_rx) = port::unbounded::<(u32, Vec<u8>)>();
+    for size in [1usize << 10, 64 << 20] {
+        let mut buffer = Some(vec![7u8; size]);
+        group.bench_with_input(
+            BenchmarkId::new("port_send_recv_vec", size),
+            &size,
+            |b, _| {
+                b.iter(|| {
+                    vec_tx.send((1, buffer.take().unwrap())).unwrap();
+                    let (_, v) = vec_rx.recv().unwrap();
+                    buffer = Some(v);
+                })
+            },
+        );
+    }
     let data = vec![7u8; 64 << 20];
     group.sample_size(20);
     group.bench_function(BenchmarkId::new("memcpy", 64usize << 20), |b| {

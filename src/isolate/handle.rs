@@ -615,7 +615,7 @@ impl<I: Isolate> IsolateHandle<I> {
             bad_messages: self.shared.counters.bad_messages.load(Ordering::Relaxed),
             dropped: self.shared.dropped(),
             queue_len: self.shared.queued(),
-            busy: Duration::from_nanos(self.shared.counters.busy_nanos.load(Ordering::Relaxed)),
+            busy: self.shared.busy(),
             uptime: self.shared.uptime(),
             state: self.shared.state(),
         }

@@ -100,6 +100,9 @@ pub(super) struct Counters {
     pub(super) errors: AtomicU64,
     pub(super) bad_messages: AtomicU64,
     pub(super) busy_nanos: AtomicU64,
+    /// When the run of messages in progress started, in ns since the spawn
+    /// plus one; 0 when the isolate is not running messages.
+    pub(super) run_start: AtomicU64,
 }
 
 pub(super) struct Shared<I: Isolate> {
@@ -310,6 +313,29 @@ impl<I: Isolate> Shared<I> {
     /// Whether a control request is flagged; does not clear the flag.
     pub(super) fn wake_pending(&self) -> bool {
         self.wake_pending.load(Ordering::Relaxed)
+    }
+
+    /// Publishes when the run of messages in progress started (`None`: no
+    /// run): [`busy`](Self::busy) counts it.
+    pub(super) fn set_run_start(&self, start: Option<Instant>) {
+        let nanos = start.map_or(0, |s| {
+            u64::try_from(s.saturating_duration_since(self.spawned_at).as_nanos())
+                .unwrap_or(u64::MAX - 1)
+                + 1
+        });
+        self.counters.run_start.store(nanos, Ordering::Relaxed);
+    }
+
+    /// Time spent handling messages, the run in progress included.
+    pub(super) fn busy(&self) -> Duration {
+        let counted = Duration::from_nanos(self.counters.busy_nanos.load(Ordering::Relaxed));
+        match self.counters.run_start.load(Ordering::Relaxed) {
+            0 => counted,
+            start => {
+                let start = self.spawned_at + Duration::from_nanos(start - 1);
+                counted + Instant::now().saturating_duration_since(start)
+            }
+        }
     }
 
     /// Adds time the isolate spent busy.
