@@ -319,10 +319,11 @@ pub struct IsolateStats {
     pub dropped: u64,
     /// Messages waiting in the mailbox now.
     pub queue_len: usize,
-    /// Time spent handling messages (decoding, `handle`, replying), not
-    /// waiting for them. Counted when a run of back-to-back messages ends
-    /// and every 64 messages within one, so a message being handled now is
-    /// not in it yet.
+    /// Time spent handling messages (`handle`, replying), not blocked
+    /// waiting for them. The brief spin (a few µs at most) with which the
+    /// isolate looks for the next message before it blocks counts as busy:
+    /// the thread holds its core meanwhile. The run of messages in progress
+    /// is included.
     pub busy: Duration,
     /// Time since spawn.
     pub uptime: Duration,

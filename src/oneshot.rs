@@ -46,6 +46,18 @@ impl<T> Slot<T> {
     }
 }
 
+/// Keeps `waker` in `cell` unless the one there wakes the same task.
+/// Cloning and dropping wakers runs their owner's code: never under our
+/// lock.
+pub(crate) fn store_waker(cell: &Mutex<Option<Waker>>, waker: &Waker) {
+    let same = cell.lock().as_ref().is_some_and(|w| w.will_wake(waker));
+    if !same {
+        let fresh = waker.clone();
+        let old = cell.lock().replace(fresh);
+        drop(old);
+    }
+}
+
 /// Makes a connected sender and receiver.
 pub(crate) fn oneshot<T>() -> (Sender<T>, Receiver<T>) {
     connect(Arc::new(Slot::new()))
@@ -187,18 +199,7 @@ impl<T> Receiver<T> {
     /// Has `waker` woken once the slot fills, replacing an earlier waker.
     pub(crate) fn register(&self, waker: &Waker) {
         let slot = &*self.slot;
-        let same = slot
-            .waker
-            .lock()
-            .as_ref()
-            .is_some_and(|w| w.will_wake(waker));
-        if !same {
-            // Cloning and dropping wakers runs the task's code: not under
-            // our lock.
-            let fresh = waker.clone();
-            let old = slot.waker.lock().replace(fresh);
-            drop(old);
-        }
+        store_waker(&slot.waker, waker);
         // Pairs with the fence in `close_with`, as parking does: either the
         // caller's next look sees the value, or the sender sees `waiting`
         // and takes the waker.

@@ -16,9 +16,11 @@ use crate::unwind;
 
 /// Busy time, read from the clock when a run of messages starts, when it
 /// ends and every [`Busy::FLUSH`] messages in a run; not twice a message: a
-/// clock read costs 20–40 ns, a small message not much more, and none is on
-/// the way from a request to its reply. The run in progress is published
-/// (its start), so [`stats`](super::IsolateHandle::stats) counts it too: a
+/// clock read costs 20–40 ns, a small message not much more. A run ends
+/// when the isolate blocks, so the short spins between back-to-back
+/// messages count as busy (the thread held its core) and a request/reply
+/// exchange reads no clock at all. The run in progress is published (its
+/// start), so [`stats`](super::IsolateHandle::stats) counts it too: a
 /// caller that got its reply sees the time counted.
 #[derive(Default)]
 struct Busy {
@@ -299,8 +301,7 @@ impl<I: Isolate> RunLoop<I> {
                     if self.is_orphaned() {
                         return ExitReason::Normal;
                     }
-                    busy.stop(&self.shared);
-                    match self.wait_for_mail() {
+                    match self.wait_for_mail(busy) {
                         Some(item) => item,
                         // A control request came: look at it first.
                         None => continue,
@@ -335,7 +336,11 @@ impl<I: Isolate> RunLoop<I> {
     /// a loaded machine. Then it blocks on the mailbox and the control
     /// channel together: waiting on two channels costs microseconds, paid
     /// only once idle.
-    fn wait_for_mail(&self) -> Option<Mail<I>> {
+    ///
+    /// The run of messages (see [`Busy`]) ends only when it blocks: a
+    /// message caught while spinning continues it, so back-to-back
+    /// messages read no clock.
+    fn wait_for_mail(&self, busy: &mut Busy) -> Option<Mail<I>> {
         let mut spin = Spin::default();
         while !spin.is_completed() {
             if let Ok(item) = self.mailbox_rx.try_recv() {
@@ -346,6 +351,7 @@ impl<I: Isolate> RunLoop<I> {
             }
             spin.snooze();
         }
+        busy.stop(&self.shared);
         let mut select = cb::Select::new();
         let mail = select.recv(&self.mailbox_rx);
         select.recv(&self.control_rx);

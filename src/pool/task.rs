@@ -212,18 +212,7 @@ impl TaskCell {
 
     /// Has `waker` woken when the task resolves, replacing an earlier one.
     fn wake_on_resolve(&self, waker: &Waker) {
-        let same = self
-            .waker
-            .lock()
-            .as_ref()
-            .is_some_and(|w| w.will_wake(waker));
-        if !same {
-            // Cloning and dropping a waker runs its owner's code: not under
-            // our lock.
-            let fresh = waker.clone();
-            let old = self.waker.lock().replace(fresh);
-            drop(old);
-        }
+        crate::oneshot::store_waker(&self.waker, waker);
     }
 
     /// Forgets a registered waker (the result was taken: nothing will be
