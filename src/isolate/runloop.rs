@@ -278,14 +278,15 @@ impl<I: Isolate> RunLoop<I> {
                     if let Some(reason) = self.apply(control) {
                         return reason;
                     }
-                }
-                if !self.paused.is_empty() {
-                    busy.stop(&self.shared);
-                    if let Some(reason) = self.wait_while_paused() {
-                        return reason;
+                    // A pause is in force from here: requests after it (a
+                    // ping) are answered paused, as the state says.
+                    if !self.paused.is_empty() {
+                        busy.stop(&self.shared);
+                        if let Some(reason) = self.wait_while_paused() {
+                            return reason;
+                        }
+                        self.shared.set_state(IsolateState::Running);
                     }
-                    self.shared.set_state(IsolateState::Running);
-                    continue;
                 }
             }
             let next = match self.held.take() {
