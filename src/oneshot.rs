@@ -95,7 +95,10 @@ impl<T: Send + 'static> Receiver<T> {
     pub(crate) fn recycle(self) {
         let mut slot = self.slot;
         if let Some(fresh) = Arc::get_mut(&mut slot) {
-            *fresh = Slot::new();
+            // Only what a use changes: the parking pair is left as it is.
+            fresh.cell = OnceLock::new();
+            *fresh.waiting.get_mut() = false;
+            *fresh.waker.get_mut() = None;
             SPARE.set(Some(slot));
         }
     }

@@ -249,7 +249,11 @@ impl<I: Isolate> IsolateHandle<I> {
     ///
     /// See [`Isolate`].
     pub fn ask(&self, msg: I::Message, timeout: Duration) -> Result<I::Reply, AskError<I::Error>> {
-        let deadline = crate::time::deadline_after(timeout);
+        // An unbounded mailbox never makes a send wait: read the clock for
+        // the deadline after the send, while the isolate is already at
+        // work, not before it.
+        let bounded = self.shared.mailbox_tx.capacity().is_some();
+        let mut deadline = bounded.then(|| crate::time::deadline_after(timeout)).flatten();
         let envelope = self.pack_ask(msg)?;
         let (tx, rx) = oneshot::reply_slot();
         let item = Item {
@@ -263,6 +267,9 @@ impl<I: Isolate> IsolateHandle<I> {
             Ok(()) => {}
             Err((Refused::Full, _)) => return Err(AskError::Timeout),
             Err((Refused::Disconnected, _)) => return Err(self.dead()),
+        }
+        if !bounded {
+            deadline = crate::time::deadline_after(timeout);
         }
         // Waits on the reply slot directly: no `Pending` to allocate.
         let result = match rx.recv_until(deadline) {
