@@ -416,7 +416,10 @@ impl<I: Isolate> RunLoop<I> {
         let _span = tracing::trace_span!(target: "isolates", "message").entered();
         let ctx = &mut self.ctx;
         let result = unwind::catch(|| state.handle(msg, ctx));
-        shared.counters.handled.fetch_add(1, Ordering::Relaxed);
+        // Only the isolate's thread writes the count: a plain load and
+        // store, not a locked read-modify-write on every message.
+        let handled = &shared.counters.handled;
+        handled.store(handled.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         let fatal = match result {
             Ok(Ok(value)) => {
                 if let Some(reply) = reply {
