@@ -253,7 +253,9 @@ impl<I: Isolate> IsolateHandle<I> {
         // the deadline after the send, while the isolate is already at
         // work, not before it.
         let bounded = self.shared.mailbox_tx.capacity().is_some();
-        let mut deadline = bounded.then(|| crate::time::deadline_after(timeout)).flatten();
+        let mut deadline = bounded
+            .then(|| crate::time::deadline_after(timeout))
+            .flatten();
         let envelope = self.pack_ask(msg)?;
         let (tx, rx) = oneshot::reply_slot();
         let item = Item {
