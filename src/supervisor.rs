@@ -19,6 +19,7 @@ use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel as cb;
@@ -26,7 +27,7 @@ use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{Bincode, Codec};
-use crate::error::SpawnError;
+use crate::error::{SpawnError, TrySendError};
 use crate::isolate::{
     ExitHook, ExitReason, Isolate, IsolateBuilder, IsolateHandle, Leftover, Priority, Restartable,
 };
@@ -674,6 +675,7 @@ impl SupervisorBuilder {
             exit: Mutex::new(None),
             exited: Condvar::new(),
             listeners: Mutex::new(Vec::new()),
+            dropped_events: AtomicU64::new(0),
         });
         let (started_tx, started_rx) = cb::bounded(1);
         let thread_shared = Arc::clone(&shared);
@@ -713,14 +715,33 @@ struct SupShared {
     exit: Mutex<Option<ExitReason>>,
     exited: Condvar,
     listeners: Mutex<Vec<SendPort<SupervisionEvent>>>,
+    /// Events a full listener missed.
+    dropped_events: AtomicU64,
 }
 
 impl SupShared {
+    /// Tells every listener, never waiting for one: a listener whose
+    /// mailbox is full misses the event (counted, and logged), one whose
+    /// receiver is gone is forgotten. Sends happen outside the lock.
     fn emit(&self, event: SupervisionEvent) {
         tracing::debug!(target: "isolates", supervisor = %self.name, ?event, "supervision event");
-        self.listeners
-            .lock()
-            .retain(|port| port.send(event.clone()).is_ok());
+        let listeners = self.listeners.lock().clone();
+        let mut gone = Vec::new();
+        for port in listeners {
+            match port.try_send(event.clone()) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    self.dropped_events.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(target: "isolates", supervisor = %self.name, "a supervision event listener is full: it misses an event");
+                }
+                Err(_) => gone.push(port),
+            }
+        }
+        if !gone.is_empty() {
+            self.listeners
+                .lock()
+                .retain(|port| !gone.iter().any(|g| g.same_port(port)));
+        }
     }
 
     fn finish(&self, reason: ExitReason) {
@@ -801,7 +822,9 @@ impl Supervisor {
     }
 
     /// Sends every later [`SupervisionEvent`] to `port` (until its receiver
-    /// is gone).
+    /// is gone). The supervisor never waits for a listener: while `port`'s
+    /// mailbox is full, events for it are dropped and counted in
+    /// [`dropped_events`](Self::dropped_events).
     ///
     /// # Examples
     ///
@@ -816,6 +839,20 @@ impl Supervisor {
     /// ```
     pub fn add_event_listener(&self, port: SendPort<SupervisionEvent>) {
         self.shared.listeners.lock().push(port);
+    }
+
+    /// How many events listeners missed because their mailbox was full.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use isolates::supervisor::SupervisorBuilder;
+    /// let sup = SupervisorBuilder::new().start().unwrap();
+    /// assert_eq!(sup.dropped_events(), 0);
+    /// sup.stop();
+    /// ```
+    pub fn dropped_events(&self) -> u64 {
+        self.shared.dropped_events.load(Ordering::Relaxed)
     }
 
     /// Stops the children in reverse order, then the supervisor exits

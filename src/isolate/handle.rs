@@ -485,7 +485,8 @@ impl<I: Isolate> IsolateHandle<I> {
     /// Sends the exit reason to `port` when the isolate exits, or at once if
     /// it already has. To be sure not to miss an early exit, spawn paused
     /// ([`IsolateBuilder::spawn_paused`](crate::IsolateBuilder::spawn_paused)),
-    /// add listeners, then resume.
+    /// add listeners, then resume. The isolate never waits for a listener:
+    /// if `port`'s mailbox is full, the reason is dropped (and logged).
     ///
     /// # Examples
     ///
@@ -508,7 +509,10 @@ impl<I: Isolate> IsolateHandle<I> {
     }
 
     /// Sends every uncaught error (handler panic or `Err`, start failure) to
-    /// `port`, whether errors are fatal or not.
+    /// `port`, whether errors are fatal or not. The isolate never waits for
+    /// a listener: while `port`'s mailbox is full, errors for it are dropped
+    /// (and logged); once its receiver is gone, it is forgotten. An error
+    /// reaches listeners after the asker has its reply.
     ///
     /// # Examples
     ///

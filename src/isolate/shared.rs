@@ -448,7 +448,7 @@ impl<I: Isolate> Shared<I> {
         // ordinary ones when the control channel's receiver goes.
         drop(self.take_urgent());
         for listener in listeners {
-            let _ = listener.send(reason.clone());
+            tell(&listener, reason.clone(), &self.name);
         }
         self.exited.notify_all();
         tracing::debug!(target: "isolates", isolate = %self.name, %reason, "isolate exited");
@@ -460,7 +460,7 @@ impl<I: Isolate> Shared<I> {
             Some(reason) => {
                 let reason = reason.clone();
                 drop(record);
-                let _ = port.send(reason);
+                tell(&port, reason, &self.name);
             }
             None => record.exit_listeners.push(port),
         }
@@ -473,10 +473,19 @@ impl<I: Isolate> Shared<I> {
         }
     }
 
+    /// Tells the error listeners, never waiting for one; those whose
+    /// receiver is gone are forgotten.
     pub(super) fn report_error(&self, error: IsolateError) {
         let listeners = self.exit.lock().error_listeners.clone();
-        for listener in listeners {
-            let _ = listener.send(error.clone());
+        let gone: Vec<_> = listeners
+            .into_iter()
+            .filter(|listener| !tell(listener, error.clone(), &self.name))
+            .collect();
+        if !gone.is_empty() {
+            self.exit
+                .lock()
+                .error_listeners
+                .retain(|port| !gone.iter().any(|g| g.same_port(port)));
         }
     }
 
@@ -489,5 +498,19 @@ impl<I: Isolate> Shared<I> {
             }
         }
         record.reason.clone()
+    }
+}
+
+/// Sends an event to a listener without waiting: a full mailbox misses it
+/// (logged), so a listener nobody drains cannot hold up the isolate.
+/// Returns whether the listener is still there.
+fn tell<T: 'static>(port: &SendPort<T>, event: T, isolate: &str) -> bool {
+    match port.try_send(event) {
+        Ok(()) => true,
+        Err(crate::error::TrySendError::Full(_)) => {
+            tracing::warn!(target: "isolates", %isolate, "a listener's mailbox is full: it misses an event");
+            true
+        }
+        Err(_) => false,
     }
 }
