@@ -1847,7 +1847,7 @@ fn worker_main<W: Worker>(
         }
     };
     let mut state = match decode_args(args) {
-        Ok(state) => state,
+        Ok(state) => StateGuard(Some(state)),
         Err(why) => {
             tracing::warn!(target: "isolates", pool = %inner.name, slot, %why, "a worker could not start");
             inner.retire(slot, generation, format!("a worker could not start: {why}"));
@@ -1923,15 +1923,20 @@ fn worker_main<W: Worker>(
             });
             record.note_workload();
         }
-        let (outcome, panicked) = match input {
-            Err(e) => (Outcome::Error(ErrorKind::Codec(e)), false),
-            Ok(input) => {
+        let (outcome, panicked) = match (input, state.0.as_mut()) {
+            (Err(e), _) => (Outcome::Error(ErrorKind::Codec(e)), false),
+            // Never: a state is always there between tasks.
+            (Ok(_), None) => (
+                Outcome::Error(ErrorKind::WorkerLost("the worker has no state".into())),
+                false,
+            ),
+            (Ok(input), Some(worker)) => {
                 let ctx = TaskContext {
                     cell: &cell,
                     codecs,
                     helpers: inner.rayon.as_ref().map(|_| &*inner),
                 };
-                match unwind::catch(|| state.run(input, &ctx)) {
+                match unwind::catch(|| worker.run(input, &ctx)) {
                     Ok(Ok(value)) => (
                         match codecs.output.pack(value, "value") {
                             Ok(packed) => Outcome::Value(packed.envelope.erase()),
@@ -2001,8 +2006,8 @@ fn worker_main<W: Worker>(
                     return;
                 }
             };
-            state = match decode_args(args) {
-                Ok(state) => state,
+            match decode_args(args) {
+                Ok(fresh) => drop_caught(state.0.replace(fresh), &inner.name),
                 Err(why) => {
                     tracing::warn!(target: "isolates", pool = %inner.name, slot, %why,
                         "a worker could not restart");
@@ -2017,6 +2022,26 @@ fn worker_main<W: Worker>(
         } else {
             cell.resolve(outcome);
         }
+    }
+}
+
+/// A worker's state, dropped under `catch` wherever the worker's loop
+/// leaves it: a `Drop` that panics must not kill the worker's thread while
+/// the pool still counts it (its queued tasks would never resolve).
+struct StateGuard<W>(Option<W>);
+
+impl<W> Drop for StateGuard<W> {
+    fn drop(&mut self) {
+        drop_caught(self.0.take(), "");
+    }
+}
+
+/// Drops a worker's state under `catch`; a panic is logged.
+fn drop_caught<W>(state: Option<W>, pool: &str) {
+    if let Some(state) = state
+        && let Err(caught) = unwind::catch(move || drop(state))
+    {
+        tracing::warn!(target: "isolates", %pool, panic = %caught.message, "a worker's state panicked while dropped");
     }
 }
 

@@ -39,6 +39,9 @@ pub(crate) enum Attachment {
 /// buffer per message adds about 250 ns to a cross-thread round trip here).
 const INLINE: usize = 30;
 
+/// The largest scratch buffer a thread keeps between encodes.
+const SCRATCH_KEEP: usize = 4 << 10;
+
 /// Encoded bytes: inline when small, on the heap otherwise.
 pub(crate) enum Payload {
     Inline { len: u8, data: [u8; INLINE] },
@@ -294,7 +297,11 @@ pub(crate) fn encode<C: Codec, T: Serialize + ?Sized>(
         let mut data = [0; INLINE];
         data[..buf.len()].copy_from_slice(&buf);
         let len = buf.len() as u8;
-        SCRATCH.set(buf);
+        // A refused large encode leaves a large, empty buffer: keep only a
+        // small one for the next message, not megabytes for the thread's life.
+        if buf.capacity() <= SCRATCH_KEEP {
+            SCRATCH.set(buf);
+        }
         Payload::Inline { len, data }
     } else {
         Payload::Heap(buf)
@@ -430,6 +437,15 @@ mod tests {
         let (_, t): (u8, Transfer) = decode(&Bincode::<1024>::limited(), env).unwrap();
         let back = t.into_vec();
         assert_eq!(back.as_ptr(), ptr, "the same allocation arrives");
+    }
+
+    #[test]
+    fn a_refused_large_encode_keeps_no_large_scratch_buffer() {
+        let big = vec![1u8; 1 << 20];
+        let err = encode(&Bincode::<1024>::limited(), &big).err();
+        assert!(matches!(err, Some(CodecError::TooLarge { .. })));
+        let kept = SCRATCH.take();
+        assert!(kept.capacity() <= SCRATCH_KEEP, "{} bytes kept", kept.capacity());
     }
 
     #[test]

@@ -1,0 +1,119 @@
+//! Hostile worker code: a state whose `Drop` panics, start arguments whose
+//! `Deserialize` panics. Every task still resolves; no worker thread dies
+//! while the pool counts it.
+
+use std::time::Duration;
+
+use isolates::TaskError;
+use isolates::pool::{Pool, TaskContext, Worker};
+use serde::{Deserialize, Deserializer, Serialize};
+
+const T: Duration = Duration::from_secs(20);
+
+/// Panics on 0; its `Drop` always panics.
+struct Grumpy;
+
+impl Drop for Grumpy {
+    fn drop(&mut self) {
+        panic!("a state that panics when dropped");
+    }
+}
+
+impl Worker for Grumpy {
+    type Args = ();
+    type Input = u32;
+    type Output = u32;
+    type Progress = ();
+    type Error = String;
+
+    fn start(_: ()) -> Result<Self, String> {
+        Ok(Grumpy)
+    }
+
+    fn run(&mut self, n: u32, _: &TaskContext<'_, Self>) -> Result<u32, String> {
+        assert!(n != 0, "asked to panic");
+        Ok(n)
+    }
+}
+
+#[test]
+fn a_state_whose_drop_panics_is_replaced_and_tasks_go_on() {
+    let pool = Pool::<Grumpy>::builder().workers(1).build(()).unwrap();
+    for round in 1..=3u32 {
+        // The panic restarts the worker: its old state is dropped (and
+        // panics) while the worker goes on.
+        assert!(matches!(
+            pool.submit(0).wait_timeout_owned(T),
+            Some(Err(TaskError::Panicked(_)))
+        ));
+        assert_eq!(pool.submit(round).wait_timeout_owned(T), Some(Ok(round)));
+    }
+    let stats = pool.stats();
+    assert_eq!(stats.workers, 1);
+    assert_eq!(stats.restarts, 3);
+    // Dropping the pool drops the states too: no panic reaches here.
+    drop(pool);
+}
+
+/// Serializes fine; deserializing panics.
+#[derive(Clone, Debug)]
+struct Poison;
+
+impl Serialize for Poison {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_unit()
+    }
+}
+
+impl<'de> Deserialize<'de> for Poison {
+    fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        panic!("start arguments that panic when decoded")
+    }
+}
+
+struct Poisoned;
+
+impl Worker for Poisoned {
+    type Args = Poison;
+    type Input = u32;
+    type Output = u32;
+    type Progress = ();
+    type Error = String;
+
+    fn start(_: Poison) -> Result<Self, String> {
+        Ok(Poisoned)
+    }
+
+    fn run(&mut self, n: u32, _: &TaskContext<'_, Self>) -> Result<u32, String> {
+        Ok(n)
+    }
+}
+
+#[test]
+fn start_arguments_that_panic_when_decoded_fail_tasks_not_hang_them() {
+    // Copying, every worker decodes its arguments: each start fails.
+    let pool = Pool::<Poisoned>::builder()
+        .workers(2)
+        .copy_messages(true)
+        .build(Poison)
+        .unwrap();
+    let task = pool.submit(7);
+    assert!(matches!(
+        task.wait_timeout_owned(T),
+        Some(Err(TaskError::WorkerLost(_)))
+    ));
+}
+
+/// `wait_timeout` on an owned handle.
+trait WaitOwned<O, E> {
+    fn wait_timeout_owned(self, timeout: Duration) -> Option<Result<O, E>>;
+}
+
+impl<W: Worker> WaitOwned<W::Output, TaskError<W::Error>> for isolates::pool::TaskHandle<W> {
+    fn wait_timeout_owned(
+        mut self,
+        timeout: Duration,
+    ) -> Option<Result<W::Output, TaskError<W::Error>>> {
+        self.wait_timeout(timeout)
+    }
+}
