@@ -445,7 +445,11 @@ mod tests {
         let err = encode(&Bincode::<1024>::limited(), &big).err();
         assert!(matches!(err, Some(CodecError::TooLarge { .. })));
         let kept = SCRATCH.take();
-        assert!(kept.capacity() <= SCRATCH_KEEP, "{} bytes kept", kept.capacity());
+        assert!(
+            kept.capacity() <= SCRATCH_KEEP,
+            "{} bytes kept",
+            kept.capacity()
+        );
     }
 
     #[test]
