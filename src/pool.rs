@@ -1987,6 +1987,7 @@ fn worker_main<W: Worker>(
                 Outcome::Error(ErrorKind::Panicked(m)) => m.clone(),
                 _ => String::new(),
             };
+            tracing::warn!(target: "isolates", pool = %inner.name, slot, panic = %message, "a task panicked: its worker restarts");
             match running {
                 Some(running)
                     if running.retry.as_ref().is_some_and(|(_, n)| *n > 0)

@@ -724,7 +724,17 @@ impl SupShared {
     /// mailbox is full misses the event (counted, and logged), one whose
     /// receiver is gone is forgotten. Sends happen outside the lock.
     fn emit(&self, event: SupervisionEvent) {
-        tracing::debug!(target: "isolates", supervisor = %self.name, ?event, "supervision event");
+        match &event {
+            SupervisionEvent::Exited {
+                reason: ExitReason::Panicked(_) | ExitReason::Failed(_),
+                ..
+            } => {
+                tracing::warn!(target: "isolates", supervisor = %self.name, ?event, "a child crashed");
+            }
+            _ => {
+                tracing::debug!(target: "isolates", supervisor = %self.name, ?event, "supervision event");
+            }
+        }
         let listeners = self.listeners.lock().clone();
         let mut gone = Vec::new();
         for port in listeners {

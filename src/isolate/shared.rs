@@ -451,7 +451,15 @@ impl<I: Isolate> Shared<I> {
             tell(&listener, reason.clone(), &self.name);
         }
         self.exited.notify_all();
-        tracing::debug!(target: "isolates", isolate = %self.name, %reason, "isolate exited");
+        // A crash must be visible: only a normal exit or a kill is routine.
+        match &reason {
+            ExitReason::Panicked(_) | ExitReason::Failed(_) => {
+                tracing::warn!(target: "isolates", isolate = %self.name, %reason, "isolate exited");
+            }
+            _ => {
+                tracing::debug!(target: "isolates", isolate = %self.name, %reason, "isolate exited")
+            }
+        }
     }
 
     pub(super) fn add_exit_listener(&self, port: SendPort<ExitReason>) {
