@@ -176,7 +176,8 @@ impl<W: Worker> TaskContext<'_, W> {
     }
 
     /// Reports progress; the handle reads it with
-    /// [`TaskHandle::progress`]. The value moves; with
+    /// [`TaskHandle::progress`], which keeps the latest 1,024 unread
+    /// values. The value moves; with
     /// [`PoolBuilder::copy_messages`] a value that cannot be encoded is
     /// dropped.
     ///

@@ -117,3 +117,36 @@ impl<W: Worker> WaitOwned<W::Output, TaskError<W::Error>> for isolates::pool::Ta
         self.wait_timeout(timeout)
     }
 }
+
+/// Reports `n` progress values, then returns.
+struct Chatty;
+
+impl Worker for Chatty {
+    type Args = ();
+    type Input = u32;
+    type Output = ();
+    type Progress = u32;
+    type Error = String;
+
+    fn start(_: ()) -> Result<Self, String> {
+        Ok(Chatty)
+    }
+
+    fn run(&mut self, n: u32, task: &TaskContext<'_, Self>) -> Result<(), String> {
+        for i in 0..n {
+            task.progress(i);
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn unread_progress_is_bounded_to_the_latest_values() {
+    let pool = Pool::<Chatty>::builder().workers(1).build(()).unwrap();
+    let mut task = pool.submit(100_000);
+    assert_eq!(task.wait_timeout(T), Some(Ok(())));
+    let kept = task.progress();
+    assert_eq!(kept.len(), 1024, "only the latest unread values are kept");
+    assert_eq!(kept.first(), Some(&(100_000 - 1024)));
+    assert_eq!(kept.last(), Some(&99_999));
+}

@@ -56,6 +56,9 @@ pub(crate) enum ErrorKind {
     Codec(CodecError),
 }
 
+/// How many unread progress values a task keeps (the latest ones).
+pub(crate) const PROGRESS_KEEP: usize = 1024;
+
 /// Told a task's id once it resolves.
 pub(crate) type Notify = Box<dyn FnOnce(u64) + Send>;
 
@@ -192,10 +195,24 @@ impl TaskCell {
         }
     }
 
+    /// Keeps a progress value for the handle: the latest
+    /// [`PROGRESS_KEEP`] unread ones, so a task that reports faster than
+    /// anyone reads holds bounded memory. A value pushed out (or reported
+    /// after the end) is dropped outside the lock: its `Drop` is user code.
     pub(crate) fn push_progress(&self, envelope: Envelope) {
-        if self.state.load(Ordering::Acquire) != DONE {
-            self.progress.lock().push_back(envelope);
+        if self.state.load(Ordering::Acquire) == DONE {
+            return;
         }
+        let oldest = {
+            let mut progress = self.progress.lock();
+            progress.push_back(envelope);
+            if progress.len() > PROGRESS_KEEP {
+                progress.pop_front()
+            } else {
+                None
+            }
+        };
+        drop(oldest);
     }
 
     /// Sets the function told when the task resolves; called at once if it
@@ -358,7 +375,8 @@ impl<W: Worker> TaskHandle<W> {
 
     /// The progress values the task has reported since the last call,
     /// oldest first; never blocks. Values that cannot be decoded are
-    /// skipped.
+    /// skipped. Unread values are kept up to the latest 1,024: a task that
+    /// reports faster than the handle reads loses the oldest, not memory.
     ///
     /// # Examples
     ///
