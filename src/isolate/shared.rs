@@ -73,6 +73,11 @@ pub(super) enum Control {
     Orphaned,
     /// Look at the urgent queue.
     Wake,
+    /// A process isolate's child `child` ended its isolate, or died.
+    ChildExited {
+        child: u64,
+        reason: ExitReason,
+    },
 }
 
 /// The codecs of an isolate's four message types.
@@ -142,6 +147,12 @@ pub(super) struct Shared<I: Isolate> {
     /// The isolate took a message out of the mailbox but holds it back for
     /// a control request sent before it: still queued, as callers see it.
     pub(super) holding: AtomicBool,
+    /// A process isolate: how it runs in a child.
+    #[cfg(target_os = "linux")]
+    pub(super) process: Option<super::remote::ProcessSpec<I>>,
+    /// Kills the running child of a process isolate.
+    #[cfg(target_os = "linux")]
+    child_kill: Mutex<Option<std::sync::Arc<crate::backend::process::parent::KillSwitch>>>,
 }
 
 impl<I: Isolate> Shared<I> {
@@ -152,6 +163,7 @@ impl<I: Isolate> Shared<I> {
         mailbox: (cb::Sender<Mail<I>>, cb::Receiver<Mail<I>>),
         control_tx: cb::Sender<Control>,
         errors_are_fatal: bool,
+        #[cfg(target_os = "linux")] process: Option<super::remote::ProcessSpec<I>>,
     ) -> Self {
         Shared {
             id,
@@ -177,7 +189,20 @@ impl<I: Isolate> Shared<I> {
             dropped: AtomicU64::new(0),
             spawned_at: Instant::now(),
             holding: AtomicBool::new(false),
+            #[cfg(target_os = "linux")]
+            process,
+            #[cfg(target_os = "linux")]
+            child_kill: Mutex::new(None),
         }
+    }
+
+    /// Sets (or clears) the switch that kills the running child.
+    #[cfg(target_os = "linux")]
+    pub(super) fn set_child_kill(
+        &self,
+        kill: Option<std::sync::Arc<crate::backend::process::parent::KillSwitch>>,
+    ) {
+        *self.child_kill.lock() = kill;
     }
 
     /// A pause token no other pause of any isolate has: as Dart's
@@ -248,6 +273,11 @@ impl<I: Isolate> Shared<I> {
             super::Priority::Immediate => {
                 self.kill_requested.store(true, Ordering::SeqCst);
                 self.control(Control::Kill, true);
+                // A process isolate's handler is stopped where it is.
+                #[cfg(target_os = "linux")]
+                if let Some(kill) = self.child_kill.lock().clone() {
+                    kill.kill();
+                }
             }
             super::Priority::AfterCurrent => self.control(Control::Kill, false),
         }
@@ -453,7 +483,7 @@ impl<I: Isolate> Shared<I> {
         self.exited.notify_all();
         // A crash must be visible: only a normal exit or a kill is routine.
         match &reason {
-            ExitReason::Panicked(_) | ExitReason::Failed(_) => {
+            ExitReason::Panicked(_) | ExitReason::Failed(_) | ExitReason::Crashed(_) => {
                 tracing::warn!(target: "isolates", isolate = %self.name, %reason, "isolate exited");
             }
             _ => {
