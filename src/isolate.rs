@@ -18,6 +18,8 @@ mod runloop;
 mod shared;
 mod supervised;
 
+#[cfg(target_os = "linux")]
+pub(crate) use remote::serve_child;
 pub(crate) use runloop::Leftover;
 pub(crate) use shared::ExitHook;
 pub(crate) use supervised::Restartable;

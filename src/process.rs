@@ -392,7 +392,7 @@ impl Registry {
             entry: crate::backend::process::Entry {
                 limit: codec.limit(),
                 run: std::sync::Arc::new(move |channel, start| {
-                    crate::backend::process::child::run_isolate::<I, C>(&codec, channel, start)
+                    crate::isolate::serve_child::<I, C>(&codec, channel, start)
                 }),
             },
         };

@@ -74,8 +74,9 @@ type Exit = Option<ExitReason>;
 /// What handles the messages: the state, or a child process that has it.
 enum Body<I: Isolate> {
     Local(I),
+    /// The run loop's `child` has it.
     #[cfg(target_os = "linux")]
-    Child(super::remote::RemoteBody<I>),
+    Child,
 }
 
 /// What a handler did with a message.
@@ -96,7 +97,8 @@ struct RunLoop<I: Isolate> {
     held: Option<Mail<I>>,
     ctx: Context<I>,
     /// The running child of a process isolate.
-    child: Option<u64>,
+    #[cfg(target_os = "linux")]
+    child: Option<super::remote::RemoteBody<I>>,
 }
 
 /// Runs an isolate to its end on the current thread.
@@ -122,6 +124,7 @@ pub(super) fn run<I: Isolate>(
         paused: paused.into_iter().collect(),
         orphaned: false,
         held,
+        #[cfg(target_os = "linux")]
         child: None,
     };
     // User code runs under `catch`, so the loop itself should not unwind;
@@ -217,11 +220,12 @@ impl<I: Isolate> RunLoop<I> {
                 let _ = unwind::catch(move || drop(state));
             }
             #[cfg(target_os = "linux")]
-            Body::Child(child) => {
+            Body::Child => {
                 // Its `stopping` runs in the child.
-                child.stop();
+                if let Some(child) = self.child.take() {
+                    child.stop(&reason);
+                }
                 self.shared.set_child_kill(None);
-                self.child = None;
             }
         }
         reason
@@ -244,8 +248,8 @@ impl<I: Isolate> RunLoop<I> {
             let started = super::remote::RemoteBody::start(&self.shared, spec, args);
             return match started {
                 Ok(child) => {
-                    self.child = Some(child.id);
-                    Ok(Body::Child(child))
+                    self.child = Some(child);
+                    Ok(Body::Child)
                 }
                 Err(reason) => {
                     self.shared.set_child_kill(None);
@@ -440,16 +444,15 @@ impl<I: Isolate> RunLoop<I> {
             Control::Ping(reply) => reply.send(Reply::Value(Envelope::unit())),
             Control::Orphaned => self.orphaned = true,
             Control::Wake => {}
-            Control::ChildExited { child, reason } => {
+            #[cfg(target_os = "linux")]
+            Control::ChildExited { child } => {
                 // Notices of an earlier incarnation's child are stale.
-                if self.child == Some(child) {
-                    return Some(if self.shared.kill_requested.load(Ordering::SeqCst) {
-                        ExitReason::Killed
-                    } else {
-                        reason
-                    });
+                if let Some(body) = self.child.as_mut().filter(|c| c.id == child) {
+                    return Some(body.exit_reason(&self.shared));
                 }
             }
+            #[cfg(not(target_os = "linux"))]
+            Control::ChildExited { .. } => {}
         }
         None
     }
@@ -479,8 +482,13 @@ impl<I: Isolate> RunLoop<I> {
                 }
             }
             #[cfg(target_os = "linux")]
-            Body::Child(child) => {
+            Body::Child => {
                 use super::remote::Outcome;
+                let Some(child) = self.child.as_mut() else {
+                    return Some(ExitReason::Crashed(super::Crash::Protocol(
+                        "the child is gone".into(),
+                    )));
+                };
                 match child.call(shared, &msg, reply.is_none()) {
                     Outcome::Value(value) => Handled::Value(value),
                     Outcome::Done => {

@@ -73,10 +73,9 @@ pub(super) enum Control {
     Orphaned,
     /// Look at the urgent queue.
     Wake,
-    /// A process isolate's child `child` ended its isolate, or died.
+    /// A process isolate's child `child` has exited.
     ChildExited {
         child: u64,
-        reason: ExitReason,
     },
 }
 

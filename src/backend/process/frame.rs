@@ -18,7 +18,8 @@ pub(crate) enum Kind {
     Ask = 2,
     /// A message to handle; the answer is only whether it was handled.
     Cast = 3,
-    /// End the isolate after the current message and exit.
+    /// End the isolate (the body: the exit reason for its `stopping`) and
+    /// exit.
     Stop = 4,
     // Child to parent.
     /// `start` returned the state: messages may come.
@@ -29,9 +30,6 @@ pub(crate) enum Kind {
     Failed = 12,
     /// The handler panicked: the panic message.
     Panicked = 13,
-    /// The message was not handled, because the isolate has exited: the
-    /// exit reason.
-    Dead = 14,
     /// The message did not decode in the child: the codec's error.
     BadMessage = 15,
     /// The value or error could not be encoded: the codec's error.
@@ -39,7 +37,7 @@ pub(crate) enum Kind {
     /// A cast was handled.
     Done = 17,
     /// The isolate exited (it stopped itself, or `start` failed): the
-    /// reason. The child exits after sending it.
+    /// reason. The child exits after sending it, reading nothing more.
     Exited = 18,
 }
 
@@ -55,7 +53,6 @@ impl Kind {
             11 => Value,
             12 => Failed,
             13 => Panicked,
-            14 => Dead,
             15 => BadMessage,
             16 => Unencodable,
             17 => Done,

@@ -1,5 +1,10 @@
-//! The parent's side of a child process: spawn it, read its frames on a
-//! thread of their own, kill it, reap it, and say how it died.
+//! The parent's side of a child process: spawn it, talk to it, kill it,
+//! reap it, and say how it died.
+//!
+//! The owner reads the child's frames itself, on its own thread: an answer
+//! costs no hop through another thread. A reaper thread waits for the
+//! child's exit (blocked in `waitpid`, no polling) so that a child that dies
+//! while its owner is idle is noticed at once.
 
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
@@ -15,25 +20,15 @@ use rustix::process::{Pid, Signal};
 
 use super::frame::{self, Kind, ReadError};
 use super::{ENV_CHILD, ENV_MAX_MEMORY};
-use crate::isolate::{Crash, ExitReason};
+use crate::isolate::Crash;
 use crate::process::ProcessOptions;
 
-/// What the reader thread passes on.
-pub(crate) enum Incoming {
-    /// A frame other than `Exited`.
-    Frame(Kind, Vec<u8>),
-    /// The child's isolate exited (it stopped itself, or `start` failed).
-    Exited(ExitReason),
-    /// The child is gone (reaped): how it died.
-    Gone(Crash),
-}
-
-/// Called from the reader thread when the child says its isolate exited, or
-/// when the child is gone: the owner wakes up even while idle.
-pub(crate) type OnExit = Box<dyn Fn(ExitReason) + Send + Sync>;
+/// Called from the reaper thread when the child has exited: its owner
+/// wakes up even while idle.
+pub(crate) type OnExit = Box<dyn FnOnce(Crash) + Send>;
 
 /// Kills a child; shared with whoever may kill it (a handle's immediate
-/// kill) while the reader thread reaps it.
+/// kill) while the reaper waits for it.
 pub(crate) struct KillSwitch {
     /// `None` once reaped: a pid is never signalled after it may have been
     /// reused.
@@ -70,16 +65,29 @@ impl KillSwitch {
     }
 }
 
+/// Why a frame could not be had from the child.
+pub(crate) enum Broken {
+    /// It is gone: how it died.
+    Gone(Crash),
+    /// It did not answer in time (it was killed).
+    Timeout,
+}
+
 /// A running child process, as its parent sees it.
 pub(crate) struct ChildProcess {
-    writer: UnixStream,
-    incoming: cb::Receiver<Incoming>,
+    socket: UnixStream,
+    /// Frames from the child are at most this long.
+    limit: usize,
     kill: Arc<KillSwitch>,
+    /// How the child died, from the reaper.
+    died: cb::Receiver<Crash>,
+    /// What `died` said, once it said it.
+    dead: Option<Crash>,
 }
 
 impl ChildProcess {
-    /// Starts the current executable again as a child, with `test_entry`
-    /// arguments when it is a test binary.
+    /// Starts the child: this executable again (with `test_entry`'s
+    /// arguments in a test binary) or the options' program.
     pub(crate) fn spawn(
         options: &ProcessOptions,
         test_entry: Option<&str>,
@@ -122,45 +130,38 @@ impl ChildProcess {
                 command.env("MALLOC_ARENA_MAX", "2");
             }
         }
-        let mut child = command.spawn().map_err(|e| Crash::Spawn(format!("{e}")))?;
-        let pid = Pid::from_raw(child.id() as i32);
+        let mut child = command.spawn().map_err(|e| Crash::Spawn(e.to_string()))?;
         let kill = Arc::new(KillSwitch {
-            pid: Mutex::new(pid),
+            pid: Mutex::new(Pid::from_raw(child.id() as i32)),
             grace: options.kill_grace,
         });
         let stderr = child.stderr.take().map(forward_stderr);
-        let reader = ours
-            .try_clone()
-            .map_err(|e| Crash::Spawn(format!("the socket could not be shared: {e}")));
-        let reader = match reader {
-            Ok(reader) => reader,
-            Err(e) => {
-                kill.kill();
-                let _ = child.wait();
-                return Err(e);
-            }
-        };
-        let (tx, incoming) = cb::unbounded();
+        let (died_tx, died) = cb::bounded(1);
         let reaper = Reaper {
             child,
             kill: Arc::clone(&kill),
             stderr,
             max_memory: options.max_memory,
         };
-        let frame_limit = limit.saturating_add(frame::OVERHEAD);
         let spawned = std::thread::Builder::new()
-            .name("isolates-child-reader".into())
-            .spawn(move || read_loop(reader, frame_limit, tx, reaper, on_exit));
+            .name("isolates-reaper".into())
+            .spawn(move || {
+                let crash = reaper.wait();
+                let _ = died_tx.send(crash.clone());
+                on_exit(crash);
+            });
         if let Err(e) = spawned {
-            // The reaper went with the closure: kill by pid, the child
-            // exits and is reaped by init when we exit.
+            // The child went with the closure: it is killed, and reaped by
+            // init once we exit.
             kill.kill();
-            return Err(Crash::Spawn(format!("no reader thread: {e}")));
+            return Err(Crash::Spawn(format!("no reaper thread: {e}")));
         }
         Ok(ChildProcess {
-            writer: ours,
-            incoming,
+            socket: ours,
+            limit: limit.saturating_add(frame::OVERHEAD),
             kill,
+            died,
+            dead: None,
         })
     }
 
@@ -169,41 +170,90 @@ impl ChildProcess {
         Arc::clone(&self.kill)
     }
 
-    /// Sends a frame; a failed write means the child is going away (its
-    /// reader reports how).
-    pub(crate) fn send(&mut self, kind: Kind, parts: &[&[u8]]) -> bool {
-        frame::write(&mut self.writer, kind, parts).is_ok()
+    /// Sends a frame; a failed write means the child is going away (the
+    /// next read says how).
+    pub(crate) fn send(&mut self, kind: Kind, parts: &[&[u8]]) {
+        let _ = frame::write(&mut self.socket, kind, parts);
     }
 
-    /// The next frame or the child's end, waiting at most until `deadline`.
-    pub(crate) fn next(&self, deadline: Option<Instant>) -> Option<Incoming> {
-        match deadline {
-            None => self.incoming.recv().ok(),
-            Some(deadline) => self.incoming.recv_deadline(deadline).ok(),
+    /// The child's next frame, waiting at most until `deadline`; a child
+    /// that breaks the channel (garbage, an oversized frame) is killed.
+    pub(crate) fn read(&mut self, deadline: Option<Instant>) -> Result<(Kind, Vec<u8>), Broken> {
+        if let Some(deadline) = deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let _ = self
+                .socket
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))));
         }
-    }
-
-    /// Asks the child to stop, waits up to the grace for it to go, then
-    /// kills it; returns once it is reaped (or `wait` passed).
-    pub(crate) fn stop(mut self, grace: Duration) {
-        let _ = frame::write(&mut self.writer, Kind::Stop, &[]);
-        let deadline = Instant::now() + grace;
-        loop {
-            match self.incoming.recv_deadline(deadline) {
-                Ok(Incoming::Gone(_)) | Err(cb::RecvTimeoutError::Disconnected) => return,
-                Ok(Incoming::Frame(..) | Incoming::Exited(_)) => {}
-                Err(cb::RecvTimeoutError::Timeout) => break,
+        let read = frame::read(&mut self.socket, self.limit);
+        if deadline.is_some() {
+            let _ = self.socket.set_read_timeout(None);
+        }
+        match read {
+            Ok((kind @ (Kind::Start | Kind::Ask | Kind::Cast | Kind::Stop), _)) => {
+                Err(self.broken(format!("a {kind:?} frame, which only a parent sends")))
             }
+            Ok(frame) => Ok(frame),
+            Err(ReadError::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                self.kill.kill();
+                Err(Broken::Timeout)
+            }
+            Err(ReadError::Closed) => Err(Broken::Gone(self.died())),
+            Err(ReadError::Malformed(_)) if self.reaped(Duration::ZERO).is_some() => {
+                // Cut off mid-frame by its death: how it died is the news.
+                Err(Broken::Gone(self.died()))
+            }
+            Err(e @ (ReadError::Malformed(_) | ReadError::TooLarge { .. })) => {
+                Err(self.broken(e.to_string()))
+            }
+            Err(ReadError::Io(e)) => Err(self.broken(format!("the channel failed: {e}"))),
         }
-        self.kill.signal(Signal::KILL);
-        let _ = self.incoming.recv_timeout(Duration::from_secs(5));
     }
-}
 
-impl Drop for ChildProcess {
-    fn drop(&mut self) {
-        // Closing our end tells the child to go; the reader reaps it.
-        let _ = self.writer.shutdown(std::net::Shutdown::Both);
+    /// How the child died, waiting up to `timeout` for the reaper.
+    fn reaped(&mut self, timeout: Duration) -> Option<Crash> {
+        if self.dead.is_none() {
+            self.dead = self.died.recv_timeout(timeout).ok();
+        }
+        self.dead.clone()
+    }
+
+    /// Kills a child that broke the channel; the crash says why.
+    fn broken(&mut self, why: String) -> Broken {
+        self.kill.signal(Signal::KILL);
+        // Reaped, so that no zombie is left.
+        self.reaped(Duration::from_secs(5));
+        Broken::Gone(Crash::Protocol(why))
+    }
+
+    /// How the child died: it closed the channel, so it exits (or is made
+    /// to).
+    fn died(&mut self) -> Crash {
+        if let Some(crash) = self.reaped(Duration::from_secs(2)) {
+            return crash;
+        }
+        // Closed its end yet lives on: a broken channel.
+        self.kill.signal(Signal::KILL);
+        self.reaped(Duration::from_secs(5));
+        Crash::Protocol("the child closed its channel".into())
+    }
+
+    /// Asks the child to finish and exit (with `reason` for its `stopping`);
+    /// kills it if it takes longer than `timeout`. Returns once it is reaped.
+    pub(crate) fn stop(mut self, reason: &[u8], timeout: Duration) {
+        if self.dead.is_some() {
+            return;
+        }
+        let _ = frame::write(&mut self.socket, Kind::Stop, &[reason]);
+        if self.reaped(timeout).is_none() {
+            self.kill.signal(Signal::KILL);
+            self.reaped(Duration::from_secs(5));
+        }
     }
 }
 
@@ -215,41 +265,19 @@ struct Reaper {
     max_memory: Option<u64>,
 }
 
+const SIGABRT: i32 = 6;
+
 impl Reaper {
-    /// Kills the child if it still runs (it closed or broke its channel, or
-    /// we did), and reaps it.
-    fn reap(&mut self, force: bool) -> Option<ExitStatus> {
-        if force {
-            self.kill.signal(Signal::KILL);
-        }
-        // A child that closed its channel without exiting would keep us
-        // waiting: give it a moment, then kill it.
-        let deadline = Instant::now() + Duration::from_secs(2);
-        let status = loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => break Some(status),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                Ok(None) => {
-                    self.kill.signal(Signal::KILL);
-                    break self.child.wait().ok();
-                }
-                Err(_) => break None,
-            }
-        };
+    fn wait(mut self) -> Crash {
+        let status = self.child.wait();
         *self.kill.pid.lock() = None;
-        status
+        match status {
+            Ok(status) => self.classify(status),
+            Err(e) => Crash::Protocol(format!("the child could not be reaped: {e}")),
+        }
     }
 
-    fn classify(mut self, broken: Option<String>) -> Crash {
-        let status = self.reap(broken.is_some());
-        if let Some(why) = broken {
-            return Crash::Protocol(why);
-        }
-        let Some(status) = status else {
-            return Crash::Protocol("the child could not be reaped".into());
-        };
+    fn classify(self, status: ExitStatus) -> Crash {
         match (status.signal(), status.code()) {
             (Some(SIGABRT), _) => {
                 // Rust aborts on a failed allocation and on a stack overflow,
@@ -258,7 +286,6 @@ impl Reaper {
                 // costs at most the timeout).
                 let tail = self
                     .stderr
-                    .take()
                     .and_then(|rx| rx.recv_timeout(Duration::from_secs(2)).ok())
                     .unwrap_or_default();
                 match self.max_memory {
@@ -274,43 +301,6 @@ impl Reaper {
             (None, None) => Crash::Protocol(format!("unknown exit status {status}")),
         }
     }
-}
-
-const SIGABRT: i32 = 6;
-
-/// Reads frames until the child goes; then reaps it and says how it died.
-fn read_loop(
-    mut socket: UnixStream,
-    limit: usize,
-    tx: cb::Sender<Incoming>,
-    reaper: Reaper,
-    on_exit: OnExit,
-) {
-    let broken = loop {
-        match frame::read(&mut socket, limit) {
-            Ok((Kind::Exited, body)) => match super::decode_reason(&body) {
-                Some(reason) => {
-                    let _ = tx.send(Incoming::Exited(reason.clone()));
-                    on_exit(reason);
-                }
-                None => break Some("an exit frame that does not decode".to_string()),
-            },
-            Ok((kind @ (Kind::Start | Kind::Ask | Kind::Cast | Kind::Stop), _)) => {
-                break Some(format!("a {kind:?} frame, which only a parent sends"));
-            }
-            Ok((kind, body)) => {
-                let _ = tx.send(Incoming::Frame(kind, body));
-            }
-            Err(ReadError::Closed) => break None,
-            Err(e @ (ReadError::Malformed(_) | ReadError::TooLarge { .. })) => {
-                break Some(e.to_string());
-            }
-            Err(ReadError::Io(e)) => break Some(format!("the channel failed: {e}")),
-        }
-    };
-    let crash = reaper.classify(broken);
-    let _ = tx.send(Incoming::Gone(crash.clone()));
-    on_exit(ExitReason::Crashed(crash));
 }
 
 /// Copies the child's stderr to ours and keeps its last few KiB, sent on
