@@ -471,3 +471,240 @@ fn empty_chain_stages_are_skipped() {
     assert!(matches!(none, Err(WorkError::Invalid(_))), "{none:?}");
     m.shutdown();
 }
+
+// ---- isolates ----------------------------------------------------------------
+
+mod isolate {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    use isolates::{
+        AskError, Context, ExitReason, Isolate, IsolateBuilder, IsolateError, IsolateHandle,
+        Priority, SendPort, port,
+    };
+    use serde::{Deserialize, Serialize};
+
+    const T: Duration = Duration::from_secs(10);
+
+    #[derive(Serialize, Deserialize)]
+    enum Cmd {
+        Echo(u32),
+        Fail,
+        /// Sends 1 to the port, exits, then would send 2.
+        Exit(SendPort<u32>),
+        /// As `Exit`, but catches the unwind and returns.
+        ExitCaught(SendPort<u32>),
+        /// Sets [`GLOBAL`].
+        SetGlobal(u32),
+    }
+
+    /// Exits from `start` if asked.
+    struct Probe;
+
+    static GLOBAL: AtomicU32 = AtomicU32::new(0);
+
+    impl Isolate for Probe {
+        type Args = bool;
+        type Message = Cmd;
+        type Reply = u32;
+        type Error = String;
+
+        fn start(exit: bool, ctx: &mut Context<Self>) -> Result<Self, String> {
+            if exit {
+                ctx.exit();
+            }
+            Ok(Probe)
+        }
+
+        fn handle(&mut self, cmd: Cmd, ctx: &mut Context<Self>) -> Result<u32, String> {
+            match cmd {
+                Cmd::Echo(n) => Ok(n),
+                Cmd::Fail => Err("failed on purpose".into()),
+                Cmd::Exit(to) => {
+                    let _ = to.send(1);
+                    ctx.exit();
+                    #[allow(unreachable_code)]
+                    {
+                        let _ = to.send(2);
+                        Ok(2)
+                    }
+                }
+                Cmd::ExitCaught(to) => {
+                    let _ = to.send(1);
+                    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        ctx.exit();
+                    }));
+                    let _ = to.send(if caught.is_err() { 2 } else { 3 });
+                    Ok(2)
+                }
+                Cmd::SetGlobal(n) => {
+                    GLOBAL.store(n, Ordering::SeqCst);
+                    Ok(n)
+                }
+            }
+        }
+    }
+
+    fn spawn_paused() -> (IsolateHandle<Probe>, isolates::PauseToken) {
+        IsolateBuilder::new()
+            .errors_are_fatal(false)
+            .spawn_paused::<Probe>(false)
+            .expect("spawn")
+    }
+
+    // ---- 10. the same port twice; removal ----------------------------------
+
+    #[test]
+    fn the_same_port_added_twice_gets_each_exit_and_error_once() {
+        let (probe, token) = spawn_paused();
+        let (exit_tx, exits) = port::unbounded::<ExitReason>();
+        let (error_tx, errors) = port::unbounded::<IsolateError>();
+        for _ in 0..2 {
+            probe.add_exit_listener(exit_tx.clone());
+        }
+        for _ in 0..3 {
+            probe.add_error_listener(error_tx.clone());
+        }
+        // Told last: once they have an event, the ports before them have it.
+        let (last_exit_tx, last_exits) = port::unbounded::<ExitReason>();
+        let (last_error_tx, last_errors) = port::unbounded::<IsolateError>();
+        probe.add_exit_listener(last_exit_tx);
+        probe.add_error_listener(last_error_tx);
+        probe.resume(&token);
+
+        for _ in 0..5 {
+            assert!(matches!(probe.ask(Cmd::Fail, T), Err(AskError::Failed(_))));
+        }
+        for n in 0..5 {
+            let e = last_errors.recv_timeout(T).expect("an error");
+            assert_eq!(e.message, "failed on purpose", "error {n}");
+        }
+        assert_eq!(errors.try_iter().count(), 5, "each error once");
+
+        probe.kill(Priority::Immediate);
+        assert_eq!(last_exits.recv_timeout(T), Ok(ExitReason::Killed));
+        assert_eq!(exits.try_iter().collect::<Vec<_>>(), [ExitReason::Killed]);
+    }
+
+    #[test]
+    fn removed_exit_and_error_listeners_get_nothing() {
+        let (probe, token) = spawn_paused();
+        let (exit_tx, exits) = port::unbounded::<ExitReason>();
+        let (error_tx, errors) = port::unbounded::<IsolateError>();
+        probe.add_exit_listener(exit_tx.clone());
+        probe.add_exit_listener(exit_tx.clone());
+        probe.add_error_listener(error_tx.clone());
+        assert!(probe.remove_exit_listener(&exit_tx), "it was a listener");
+        assert!(
+            !probe.remove_exit_listener(&exit_tx),
+            "added twice, held once"
+        );
+        assert!(probe.remove_error_listener(&error_tx));
+        assert!(!probe.remove_error_listener(&error_tx));
+        let (last_exit_tx, last_exits) = port::unbounded::<ExitReason>();
+        let (last_error_tx, last_errors) = port::unbounded::<IsolateError>();
+        probe.add_exit_listener(last_exit_tx);
+        probe.add_error_listener(last_error_tx);
+        probe.resume(&token);
+
+        assert!(probe.ask(Cmd::Fail, T).is_err());
+        assert!(last_errors.recv_timeout(T).is_ok());
+        assert!(
+            errors.try_recv().is_err(),
+            "a removed error listener was told"
+        );
+        probe.kill(Priority::Immediate);
+        assert_eq!(last_exits.recv_timeout(T), Ok(ExitReason::Killed));
+        assert!(
+            exits.try_recv().is_err(),
+            "a removed exit listener was told"
+        );
+    }
+
+    // ---- 11. an exit listener added after the exit -------------------------
+
+    #[test]
+    fn an_exit_listener_added_after_the_exit_gets_the_reason_at_once() {
+        let (probe, token) = spawn_paused();
+        probe.resume(&token);
+        probe.kill(Priority::Immediate);
+        assert_eq!(probe.join(T), Some(ExitReason::Killed));
+        let (tx, exits) = port::unbounded::<ExitReason>();
+        probe.add_exit_listener(tx);
+        // Ours, unlike Dart (which sends nothing): the reason, at once.
+        assert_eq!(exits.try_recv(), Ok(ExitReason::Killed));
+        assert!(exits.try_recv().is_err(), "once");
+
+        // An error listener added after the exit gets nothing.
+        let (tx, errors) = port::unbounded::<IsolateError>();
+        probe.add_error_listener(tx);
+        assert!(errors.try_recv().is_err());
+    }
+
+    // ---- 12. an isolate ending itself at once ------------------------------
+
+    #[test]
+    fn exit_ends_the_isolate_at_once_and_the_handler_does_not_go_on() {
+        let (probe, token) = spawn_paused();
+        let (exit_tx, exits) = port::unbounded::<ExitReason>();
+        let (error_tx, errors) = port::unbounded::<IsolateError>();
+        probe.add_exit_listener(exit_tx);
+        probe.add_error_listener(error_tx);
+        probe.resume(&token);
+
+        let (to, seen) = port::unbounded::<u32>();
+        let mut exiting = probe.ask_pending(Cmd::Exit(to));
+        let mut queued = probe.ask_pending(Cmd::Echo(7));
+        assert_eq!(
+            exiting.wait_timeout(T),
+            Some(Err(AskError::Dead(ExitReason::Normal)))
+        );
+        assert_eq!(
+            queued.wait_timeout(T),
+            Some(Err(AskError::Dead(ExitReason::Normal))),
+            "a queued message was handled"
+        );
+        assert_eq!(probe.join(T), Some(ExitReason::Normal));
+        assert_eq!(exits.recv_timeout(T), Ok(ExitReason::Normal));
+        assert_eq!(
+            seen.try_iter().collect::<Vec<_>>(),
+            [1],
+            "the handler went on"
+        );
+        assert!(errors.try_recv().is_err(), "an exit is not an error");
+    }
+
+    #[test]
+    fn exit_from_start_ends_the_isolate_normally() {
+        let probe = IsolateBuilder::new().spawn::<Probe>(true).expect("spawn");
+        assert_eq!(probe.join(T), Some(ExitReason::Normal));
+    }
+
+    #[test]
+    fn exit_whose_unwind_is_caught_still_ends_the_isolate_after_the_handler() {
+        let (probe, token) = spawn_paused();
+        probe.resume(&token);
+        let (to, seen) = port::unbounded::<u32>();
+        assert_eq!(probe.ask(Cmd::ExitCaught(to), T), Ok(2));
+        assert_eq!(probe.join(T), Some(ExitReason::Normal));
+        assert_eq!(seen.try_iter().collect::<Vec<_>>(), [1, 2]);
+    }
+
+    // ---- 13. globals ---------------------------------------------------------
+
+    #[test]
+    fn statics_are_shared_with_the_spawner_unlike_dart_globals() {
+        fn set(n: u32) -> u32 {
+            GLOBAL.store(n, Ordering::SeqCst);
+            n
+        }
+        // `run`: a static set on its thread is the caller's.
+        assert_eq!(isolates::run(set, 41).wait(), Ok(41));
+        assert_eq!(GLOBAL.load(Ordering::SeqCst), 41);
+        // An isolate: the same.
+        let (probe, token) = spawn_paused();
+        probe.resume(&token);
+        assert_eq!(probe.ask(Cmd::SetGlobal(42), T), Ok(42));
+        assert_eq!(GLOBAL.load(Ordering::SeqCst), 42);
+    }
+}

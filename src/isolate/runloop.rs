@@ -100,6 +100,7 @@ pub(super) fn run<I: Isolate>(
         ctx: Context {
             shared: Arc::clone(&shared),
             stop_requested: false,
+            exiting: false,
         },
         shared: Arc::clone(&shared),
         control_rx,
@@ -212,6 +213,8 @@ impl<I: Isolate> RunLoop<I> {
         };
         let ctx = &mut self.ctx;
         match unwind::catch(|| I::start(args, ctx)) {
+            // `Context::exit`: no error, a normal end.
+            Err(_) if self.ctx.exiting => Err(ExitReason::Normal),
             Ok(Ok(state)) => Ok(state),
             Ok(Err(error)) => {
                 let message = unwind::describe(&error);
@@ -420,6 +423,13 @@ impl<I: Isolate> RunLoop<I> {
         // store, not a locked read-modify-write on every message.
         let handled = &shared.counters.handled;
         handled.store(handled.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        if result.is_err() && self.ctx.exiting {
+            // `Context::exit`: the isolate ends here, normally.
+            if let Some(reply) = reply {
+                reply.send(Reply::Dead(ExitReason::Normal));
+            }
+            return Some(ExitReason::Normal);
+        }
         let fatal = match result {
             Ok(Ok(value)) => {
                 if let Some(reply) = reply {
