@@ -708,3 +708,122 @@ mod isolate {
         assert_eq!(GLOBAL.load(Ordering::SeqCst), 42);
     }
 }
+
+// ---- stores written before these changes -------------------------------------
+
+/// A row as the first store layout held it (before the input merger).
+#[derive(serde::Serialize)]
+struct RowV1 {
+    id: u64,
+    handler: String,
+    state: WorkState,
+    input: Option<Vec<u8>>,
+    output: Option<Vec<u8>>,
+    progress: Option<Vec<u8>>,
+    tags: Vec<String>,
+    unique: Option<String>,
+    periodic: Option<(i64, i64)>,
+    period_start: i64,
+    initial_delay: i64,
+    enqueued_at: i64,
+    backoff: Backoff,
+    constraints: Vec<String>,
+    time_limit: Option<Duration>,
+    attempts: u32,
+    retries: u32,
+    periods: u64,
+    next_run_at: i64,
+    finished_at: Option<i64>,
+    prerequisites: Vec<u64>,
+    failure: Option<String>,
+    retire: bool,
+}
+
+fn row_v1(id: u64, handler: &str, state: WorkState, prerequisites: Vec<u64>) -> RowV1 {
+    RowV1 {
+        id,
+        handler: handler.into(),
+        state,
+        input: None,
+        output: None,
+        progress: None,
+        tags: vec!["old".into()],
+        unique: None,
+        periodic: None,
+        period_start: 0,
+        initial_delay: 0,
+        enqueued_at: 0,
+        backoff: Backoff::default(),
+        constraints: vec![],
+        time_limit: None,
+        attempts: 0,
+        retries: 0,
+        periods: 0,
+        next_run_at: 0,
+        finished_at: None,
+        prerequisites,
+        failure: None,
+        retire: false,
+    }
+}
+
+#[test]
+fn works_stored_by_the_first_layout_load_tagged_and_merge_as_before() {
+    use isolates::{Bincode, Codec};
+
+    let path =
+        std::env::temp_dir().join(format!("isolates-semantics-v1-{}.db", std::process::id()));
+    let remove = |p: &std::path::Path| {
+        for ext in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{ext}", p.display()));
+        }
+    };
+    remove(&path);
+    drop(WorkStore::open(&path).expect("a new store"));
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let encode = |row: &RowV1| {
+            let mut bytes = Vec::new();
+            Bincode::new().encode(row, &mut bytes).unwrap();
+            bytes
+        };
+        let mut rows = Vec::new();
+        for (id, n) in [(1u64, 3u32), (2, 4)] {
+            let mut row = row_v1(id, "square", WorkState::Succeeded, vec![]);
+            let mut out = Vec::new();
+            Bincode::new().encode(&n, &mut out).unwrap();
+            row.output = Some(out);
+            row.finished_at = Some(0);
+            row.attempts = 1;
+            rows.push(row);
+        }
+        rows.push(row_v1(3, "show", WorkState::Blocked, vec![1, 2]));
+        for row in &rows {
+            conn.execute(
+                "INSERT INTO works (id, record) VALUES (?1, ?2)",
+                rusqlite::params![row.id as i64, encode(row)],
+            )
+            .unwrap();
+        }
+    }
+
+    let clock = ManualClock::default();
+    let m = WorkManager::builder(WorkStore::open(&path).unwrap())
+        .clock(clock.clone())
+        .workers(2)
+        .handler_fn("square", |n: u32, _: &WorkContext<'_>| {
+            WorkResult::Success(n * n)
+        })
+        .handler_fn("show", |n: u32, _: &WorkContext<'_>| {
+            WorkResult::Success(format!("<{n}>"))
+        })
+        .build()
+        .unwrap();
+    assert!(m.unreadable().is_empty(), "{:?}", m.unreadable());
+    let i = finished(&m, WorkId(3));
+    assert_eq!(i.output::<String>(), Some(Ok("<4>".into())), "{i:?}");
+    assert_eq!(i.tags, ["show", "old"], "the implicit tag is added on load");
+    assert_eq!(info(&m, WorkId(1)).tags, ["square", "old"]);
+    m.shutdown();
+    remove(&path);
+}

@@ -206,6 +206,10 @@ impl Core {
         };
         let now = core.now();
         for mut rec in records {
+            // Stored before works carried their handler's name as a tag.
+            if !rec.tags.contains(&rec.handler) {
+                rec.tags.insert(0, rec.handler.clone());
+            }
             if rec.retire && !rec.state.is_finished() {
                 // It replaced itself, and its last run was interrupted.
                 rec.state = WorkState::Cancelled;
