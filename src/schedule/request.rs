@@ -312,6 +312,12 @@ impl WorkRequest {
     /// be at least the manager's minimum
     /// ([`WorkManagerBuilder::min_interval`](super::WorkManagerBuilder::min_interval)).
     ///
+    /// As in Android, the next run comes no sooner than one interval after
+    /// the last run started: a run on time keeps the schedule, a late one
+    /// (the process was down, the work waited for a constraint or a worker)
+    /// pushes it, and the periods it missed are skipped, not run in a burst.
+    /// Each period's first run is attempt 1 ([`WorkContext::attempt`](super::WorkContext::attempt)).
+    ///
     /// # Examples
     ///
     /// See [`WorkRequest`].
