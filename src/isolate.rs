@@ -62,6 +62,17 @@ pub use handle::IsolateHandle;
 /// Messages still queued when it exits are not handled: each queued `ask`
 /// resolves [`AskError::Dead`](crate::AskError::Dead) with the exit reason,
 /// and queued casts are dropped (counted in [`IsolateStats::dropped`]).
+/// [`Context::exit`] ends the isolate from inside a handler at once (Dart's
+/// `Isolate.exit`): the rest of the handler does not run.
+///
+/// # Globals are shared
+///
+/// **Unlike Dart**, where each isolate has its own globals, an isolate here
+/// is a thread of the process: `static`s are shared by every isolate and
+/// the main thread (a `thread_local!` is per thread). Keep the isolate's
+/// data in its state, which nothing else can reach. For real separation (its own statics and memory, a crash
+/// that cannot take the process down) run it in a child process, with the
+/// process backend.
 ///
 /// # Examples
 ///

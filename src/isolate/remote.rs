@@ -309,8 +309,18 @@ pub(crate) fn serve_child<I: Isolate, C: Codec>(
     let mut ctx = Context {
         shared: Arc::clone(&shared),
         stop_requested: false,
+        exiting: false,
     };
     let mut state = match unwind::catch(|| I::start(args, &mut ctx)) {
+        // `Context::exit`: a normal end.
+        Err(_) if ctx.exiting => {
+            write(
+                &mut channel,
+                Kind::Exited,
+                &encode_reason(&ExitReason::Normal),
+            );
+            return 0;
+        }
         Ok(Ok(state)) => state,
         Ok(Err(error)) => {
             let reason = ExitReason::Failed(unwind::describe(&error));
@@ -361,6 +371,16 @@ pub(crate) fn serve_child<I: Isolate, C: Codec>(
             Ok(msg) => answer(codec, &mut state, &mut ctx, msg, cast),
             Err(e) => (Kind::BadMessage, e.into_bytes()),
         };
+        if ctx.exiting {
+            // `Context::exit`: this message's sender hears of the exit.
+            write(
+                &mut channel,
+                Kind::Exited,
+                &encode_reason(&ExitReason::Normal),
+            );
+            ended(state, &ExitReason::Normal);
+            return 0;
+        }
         if !write(&mut channel, kind, &answer) {
             return 0;
         }
@@ -372,6 +392,12 @@ pub(crate) fn serve_child<I: Isolate, C: Codec>(
                 continue;
             };
             let result = unwind::catch(|| state.handle(msg, &mut ctx));
+            if ctx.exiting {
+                if let Some(reply) = reply {
+                    reply.send(Reply::Dead(ExitReason::Normal));
+                }
+                break;
+            }
             if let Some(reply) = reply {
                 reply.send(match result {
                     Ok(Ok(value)) => Reply::Value(Envelope::Moved(value)),

@@ -118,6 +118,7 @@ pub(super) fn run<I: Isolate>(
         ctx: Context {
             shared: Arc::clone(&shared),
             stop_requested: false,
+            exiting: false,
         },
         shared: Arc::clone(&shared),
         control_rx,
@@ -265,6 +266,8 @@ impl<I: Isolate> RunLoop<I> {
         }
         let ctx = &mut self.ctx;
         match unwind::catch(|| I::start(args, ctx)) {
+            // `Context::exit`: no error, a normal end.
+            Err(_) if self.ctx.exiting => Err(ExitReason::Normal),
             Ok(Ok(state)) => Ok(Body::Local(state)),
             Ok(Err(error)) => {
                 let message = unwind::describe(&error);
@@ -473,6 +476,14 @@ impl<I: Isolate> RunLoop<I> {
             Body::Local(state) => {
                 let ctx = &mut self.ctx;
                 match unwind::catch(|| state.handle(msg, ctx)) {
+                    Err(_) if self.ctx.exiting => {
+                        // `Context::exit`: the isolate ends here, normally.
+                        self.count_handled();
+                        if let Some(reply) = reply {
+                            reply.send(Reply::Dead(ExitReason::Normal));
+                        }
+                        return Some(ExitReason::Normal);
+                    }
                     Ok(Ok(value)) => Handled::Value(value),
                     Ok(Err(error)) => Handled::Failed(error),
                     Err(caught) => Handled::Panicked {

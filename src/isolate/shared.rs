@@ -499,15 +499,25 @@ impl<I: Isolate> Shared<I> {
                 drop(record);
                 tell(&port, reason, &self.name);
             }
-            None => record.exit_listeners.push(port),
+            None => add_once(&mut record.exit_listeners, port),
         }
     }
 
     pub(super) fn add_error_listener(&self, port: SendPort<IsolateError>) {
         let mut record = self.exit.lock();
         if record.reason.is_none() {
-            record.error_listeners.push(port);
+            add_once(&mut record.error_listeners, port);
         }
+    }
+
+    /// Forgets `port` as an exit listener; whether it was one.
+    pub(super) fn remove_exit_listener(&self, port: &SendPort<ExitReason>) -> bool {
+        remove_port(&mut self.exit.lock().exit_listeners, port)
+    }
+
+    /// Forgets `port` as an error listener; whether it was one.
+    pub(super) fn remove_error_listener(&self, port: &SendPort<IsolateError>) -> bool {
+        remove_port(&mut self.exit.lock().error_listeners, port)
     }
 
     /// Tells the error listeners, never waiting for one; those whose
@@ -536,6 +546,21 @@ impl<I: Isolate> Shared<I> {
         }
         record.reason.clone()
     }
+}
+
+/// Adds `port` to `listeners` unless it is there already: as in Dart, a
+/// port added twice gets each event once.
+fn add_once<T>(listeners: &mut Vec<SendPort<T>>, port: SendPort<T>) {
+    if !listeners.iter().any(|p| p.same_port(&port)) {
+        listeners.push(port);
+    }
+}
+
+/// Removes `port` from `listeners`; whether it was there.
+fn remove_port<T>(listeners: &mut Vec<SendPort<T>>, port: &SendPort<T>) -> bool {
+    let before = listeners.len();
+    listeners.retain(|p| !p.same_port(port));
+    listeners.len() != before
 }
 
 /// Sends an event to a listener without waiting: a full mailbox misses it
