@@ -57,7 +57,11 @@ mod main_thread;
 /// The stack of the thread that holds idle rayon workers' waits: it only
 /// waits on a condition variable.
 const IDLE_WAITS_STACK: usize = 128 * 1024;
+#[cfg(target_os = "linux")]
+mod remote;
 pub(crate) mod task;
+#[cfg(target_os = "linux")]
+pub(crate) use remote::serve_worker;
 
 pub use batch::{Batch, join_all};
 pub use main_thread::MainThread;
@@ -162,6 +166,8 @@ pub struct TaskContext<'a, W: Worker> {
     /// In a rayon pool: the pool, whose idle workers help with
     /// data-parallel work while [`par`](Self::par) runs.
     helpers: Option<&'a Inner<W>>,
+    /// In a process worker's child: where progress goes (to the parent).
+    sink: Option<&'a (dyn Fn(W::Progress) + Sync + 'a)>,
 }
 
 impl<W: Worker> TaskContext<'_, W> {
@@ -185,6 +191,10 @@ impl<W: Worker> TaskContext<'_, W> {
     ///
     /// See [`TaskContext`].
     pub fn progress(&self, value: W::Progress) {
+        if let Some(sink) = self.sink {
+            sink(value);
+            return;
+        }
         if let Ok(packed) = self.codecs.progress.pack(value, "progress") {
             self.cell.push_progress(packed.envelope.erase());
         }
@@ -450,6 +460,7 @@ pub struct PoolBuilder<W: Worker, C: Codec = Bincode> {
     nice: Option<i32>,
     rayon: bool,
     copy_messages: bool,
+    process: Option<crate::process::ProcessOptions>,
     codec: C,
     _worker: std::marker::PhantomData<fn() -> W>,
 }
@@ -628,6 +639,50 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
         self
     }
 
+    /// Runs each worker in a child process of its own (see
+    /// [`process`](crate::process)): a task's panic, abort, segfault or
+    /// memory blow-up ends only that child, which the pool replaces; a
+    /// task deadline or [`kill_worker`](Pool::kill_worker) kills the
+    /// child, so the work really stops. Inputs, outputs, progress values
+    /// and errors are encoded with the [codec](Self::codec). The worker
+    /// type must be registered with
+    /// [`Registry::worker`](crate::process::Registry::worker) first thing
+    /// in `main`. Cancellation reaches a running task in the child within
+    /// about 20 ms ([`TaskContext::is_cancelled`] turns true there).
+    /// Not with [`rayon`](Self::rayon): its workers are rayon's threads.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use isolates::pool::{Pool, TaskContext, Worker};
+    /// use isolates::process::{ProcessOptions, Registry};
+    ///
+    /// struct Pid;
+    /// impl Worker for Pid {
+    ///     type Args = (); type Input = (); type Output = u32; type Progress = (); type Error = String;
+    ///     fn start(_: ()) -> Result<Self, String> { Ok(Pid) }
+    ///     fn run(&mut self, _: (), _: &TaskContext<'_, Self>) -> Result<u32, String> {
+    ///         Ok(std::process::id())
+    ///     }
+    /// }
+    ///
+    /// fn main() {
+    ///     Registry::new().worker::<Pid>().init();
+    ///     # #[cfg(target_os = "linux")] {
+    ///     let pool = Pool::<Pid>::builder()
+    ///         .workers(2)
+    ///         .process(ProcessOptions::new().max_memory(1 << 30))
+    ///         .build(())
+    ///         .unwrap();
+    ///     assert_ne!(pool.submit(()).wait(), Ok(std::process::id()));
+    ///     # }
+    /// }
+    /// ```
+    pub fn process(mut self, options: crate::process::ProcessOptions) -> Self {
+        self.process = Some(options);
+        self
+    }
+
     /// The codec for inputs, outputs, progress and errors where they are
     /// encoded: with [`copy_messages`](Self::copy_messages), for a retry's
     /// copy of an input, and wherever they cross a real boundary.
@@ -656,6 +711,7 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
             nice: self.nice,
             rayon: self.rayon,
             copy_messages: self.copy_messages,
+            process: self.process,
             codec,
             _worker: std::marker::PhantomData,
         }
@@ -673,6 +729,25 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
     ///
     /// See [`Worker`].
     pub fn build(self, args: W::Args) -> Result<Pool<W>, SpawnError> {
+        #[cfg(target_os = "linux")]
+        let process = match &self.process {
+            Some(_) if self.rayon => {
+                return Err(SpawnError::Unsupported(
+                    "a rayon pool's workers are threads of its rayon pool: process workers need rayon(false)",
+                ));
+            }
+            Some(options) => Some(remote::WorkerSpec::<W> {
+                options: options.clone(),
+                wire: Arc::new(remote::CodecWire(self.codec.clone())),
+                key: crate::process::worker_key::<W, C>(),
+                test_entry: crate::process::lookup_worker::<W, C>()?,
+            }),
+            None => None,
+        };
+        #[cfg(not(target_os = "linux"))]
+        if self.process.is_some() {
+            crate::process::lookup_worker::<W, C>()?;
+        }
         let copy = self.copy_messages;
         let codecs = Arc::new(CodecSet::<W> {
             input: dyn_codec(&self.codec, copy),
@@ -753,6 +828,8 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
             rayon,
             idle_waits,
             deadlines: Arc::default(),
+            #[cfg(target_os = "linux")]
+            process,
         });
         if let Some(rayon) = &inner.rayon {
             {
@@ -977,6 +1054,7 @@ impl<W: Worker> Pool<W> {
             nice: Some(10),
             rayon: false,
             copy_messages: false,
+            process: None,
             codec: Bincode::new(),
             _worker: std::marker::PhantomData,
         }
@@ -1086,6 +1164,11 @@ impl<W: Worker> Pool<W> {
             let running = q.slots[index].running.take();
             if q.slots[index].released {
                 inner.recall(&mut q);
+            }
+            // A worker in a child process stops where it is.
+            #[cfg(target_os = "linux")]
+            if let Some(kill) = q.slots[index].child_kill.take() {
+                kill.kill();
             }
             // The old thread sees the new generation and leaves; the slot
             // stays alive for the next one.
@@ -1240,6 +1323,9 @@ struct Slot {
     max_workload: usize,
     /// Its idle rayon worker is released to help with `par` work.
     released: bool,
+    /// Kills the current worker's child process.
+    #[cfg(target_os = "linux")]
+    child_kill: Option<Arc<crate::backend::process::parent::KillSwitch>>,
 }
 
 impl Slot {
@@ -1445,6 +1531,9 @@ struct Inner<W: Worker> {
     /// In rayon mode: one thread on which released workers wait.
     idle_waits: Option<rayon::ThreadPool>,
     deadlines: Arc<deadline::Deadlines>,
+    /// Workers in child processes.
+    #[cfg(target_os = "linux")]
+    process: Option<remote::WorkerSpec<W>>,
 }
 
 impl<W: Worker> Inner<W> {
@@ -1847,8 +1936,25 @@ fn worker_main<W: Worker>(
             Err(caught) => Err(caught.message),
         }
     };
-    let mut state = match decode_args(args) {
-        Ok(state) => StateGuard(Some(state)),
+    // The worker's state here, or a child process that holds it.
+    let start = |args: Envelope<W::Args>| -> Result<Exec<W>, String> {
+        #[cfg(target_os = "linux")]
+        if let Some(spec) = &inner.process {
+            let args = inner
+                .args_codec
+                .unpack(args, "start argument")
+                .map_err(|e| e.to_string())?;
+            let child = remote::ChildWorker::start(spec, &inner.name, &args)?;
+            let mut q = inner.queue.lock();
+            if q.slots[slot].generation == generation {
+                q.slots[slot].child_kill = Some(child.kill_switch());
+            }
+            return Ok(Exec::Child(child));
+        }
+        decode_args(args).map(|state| Exec::Local(StateGuard(Some(state))))
+    };
+    let mut exec = match start(args) {
+        Ok(exec) => exec,
         Err(why) => {
             tracing::warn!(target: "isolates", pool = %inner.name, slot, %why, "a worker could not start");
             inner.retire(slot, generation, format!("a worker could not start: {why}"));
@@ -1924,18 +2030,21 @@ fn worker_main<W: Worker>(
             });
             record.note_workload();
         }
-        let (outcome, panicked) = match (input, state.0.as_mut()) {
+        let (outcome, panicked) = match (input, &mut exec) {
             (Err(e), _) => (Outcome::Error(ErrorKind::Codec(e)), false),
+            #[cfg(target_os = "linux")]
+            (Ok(input), Exec::Child(child)) => child.run(&input, &cell, codecs),
             // Never: a state is always there between tasks.
-            (Ok(_), None) => (
+            (Ok(_), Exec::Local(StateGuard(None))) => (
                 Outcome::Error(ErrorKind::WorkerLost("the worker has no state".into())),
                 false,
             ),
-            (Ok(input), Some(worker)) => {
+            (Ok(input), Exec::Local(StateGuard(Some(worker)))) => {
                 let ctx = TaskContext {
                     cell: &cell,
                     codecs,
                     helpers: inner.rayon.as_ref().map(|_| &*inner),
+                    sink: None,
                 };
                 match unwind::catch(|| worker.run(input, &ctx)) {
                     Ok(Ok(value)) => (
@@ -1985,10 +2094,10 @@ fn worker_main<W: Worker>(
             // A panic may leave the state broken: start it again, as a
             // supervisor restarts a crashed child.
             let message = match &outcome {
-                Outcome::Error(ErrorKind::Panicked(m)) => m.clone(),
+                Outcome::Error(ErrorKind::Panicked(m) | ErrorKind::WorkerLost(m)) => m.clone(),
                 _ => String::new(),
             };
-            tracing::warn!(target: "isolates", pool = %inner.name, slot, panic = %message, "a task panicked: its worker restarts");
+            tracing::warn!(target: "isolates", pool = %inner.name, slot, why = %message, "a task panicked or its worker died: the worker restarts");
             match running {
                 Some(running)
                     if running.retry.as_ref().is_some_and(|(_, n)| *n > 0)
@@ -2008,8 +2117,8 @@ fn worker_main<W: Worker>(
                     return;
                 }
             };
-            match decode_args(args) {
-                Ok(fresh) => drop_caught(state.0.replace(fresh), &inner.name),
+            match start(args) {
+                Ok(fresh) => drop(std::mem::replace(&mut exec, fresh)),
                 Err(why) => {
                     tracing::warn!(target: "isolates", pool = %inner.name, slot, %why,
                         "a worker could not restart");
@@ -2025,6 +2134,15 @@ fn worker_main<W: Worker>(
             cell.resolve(outcome);
         }
     }
+}
+
+/// What runs a worker's tasks.
+enum Exec<W: Worker> {
+    /// Its state, on this thread.
+    Local(StateGuard<W>),
+    /// A child process that holds it.
+    #[cfg(target_os = "linux")]
+    Child(remote::ChildWorker<W>),
 }
 
 /// A worker's state, dropped under `catch` wherever the worker's loop

@@ -321,23 +321,38 @@ pub(crate) fn key<I: 'static, C: 'static>() -> u64 {
     hasher.finish()
 }
 
+/// The key of pool worker `W` with codec `C` (a type may be both an
+/// isolate and a worker).
+pub(crate) fn worker_key<W: 'static, C: 'static>() -> u64 {
+    key::<AsWorker<W>, C>()
+}
+
+struct AsWorker<W>(std::marker::PhantomData<W>);
+
 /// Checks that isolate `I` with codec `C` can run in a child; returns the
 /// test entry to start the child with, if any.
 pub(crate) fn lookup<I: 'static, C: 'static>() -> Result<Option<String>, SpawnError> {
+    lookup_key::<I, C>(key::<I, C>(), "isolate")
+}
+
+/// As [`lookup`], for pool worker `W`.
+pub(crate) fn lookup_worker<W: 'static, C: 'static>() -> Result<Option<String>, SpawnError> {
+    lookup_key::<W, C>(worker_key::<W, C>(), "worker")
+}
+
+fn lookup_key<T: 'static, C: 'static>(key: u64, kind: &str) -> Result<Option<String>, SpawnError> {
     if !cfg!(target_os = "linux") {
         return Err(SpawnError::Unsupported(
             "process isolates need Linux; use a thread isolate (the default) here",
         ));
     }
     let installed = INSTALLED.lock();
-    let type_name = std::any::type_name::<I>();
+    let type_name = std::any::type_name::<T>();
     match &*installed {
-        Some(installed) if installed.entries.contains_key(&key::<I, C>()) => {
-            Ok(installed.test_entry.clone())
-        }
+        Some(installed) if installed.entries.contains_key(&key) => Ok(installed.test_entry.clone()),
         Some(_) => Err(SpawnError::NotRegistered(format!(
-            "{type_name} (with codec {}) is not registered: add `.isolate::<{type_name}>()` \
-             (or `.isolate_with` for another codec) to the Registry that main initializes",
+            "{kind} {type_name} (with codec {}) is not registered: add `.{kind}::<{type_name}>()` \
+             (or `.{kind}_with` for another codec) to the Registry that main initializes",
             std::any::type_name::<C>()
         ))),
         None => Err(SpawnError::NotRegistered(format!(
@@ -397,6 +412,60 @@ impl Registry {
             },
         };
         self.entries.insert(key::<I, C>(), registered);
+        self
+    }
+
+    /// Registers pool worker `W`, with the default codec ([`Bincode`]),
+    /// for pools built with
+    /// [`PoolBuilder::process`](crate::pool::PoolBuilder::process).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use isolates::process::Registry;
+    /// # use isolates::pool::{TaskContext, Worker};
+    /// # struct Hash;
+    /// # impl Worker for Hash {
+    /// #     type Args = (); type Input = Vec<u8>; type Output = u64; type Progress = (); type Error = String;
+    /// #     fn start(_: ()) -> Result<Self, String> { Ok(Hash) }
+    /// #     fn run(&mut self, v: Vec<u8>, _: &TaskContext<'_, Self>) -> Result<u64, String> { Ok(v.len() as u64) }
+    /// # }
+    /// Registry::new().worker::<Hash>().init();
+    /// ```
+    pub fn worker<W: crate::pool::Worker>(self) -> Self {
+        self.worker_with::<W, Bincode>(Bincode::new())
+    }
+
+    /// Registers pool worker `W` with `codec`, for pools built with
+    /// [`PoolBuilder::codec`](crate::pool::PoolBuilder::codec)`(codec)`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use isolates::Bincode;
+    /// use isolates::process::Registry;
+    /// # use isolates::pool::{TaskContext, Worker};
+    /// # struct Hash;
+    /// # impl Worker for Hash {
+    /// #     type Args = (); type Input = Vec<u8>; type Output = u64; type Progress = (); type Error = String;
+    /// #     fn start(_: ()) -> Result<Self, String> { Ok(Hash) }
+    /// #     fn run(&mut self, v: Vec<u8>, _: &TaskContext<'_, Self>) -> Result<u64, String> { Ok(v.len() as u64) }
+    /// # }
+    /// Registry::new().worker_with::<Hash, _>(Bincode::<{ 1 << 20 }>::limited()).init();
+    /// ```
+    pub fn worker_with<W: crate::pool::Worker, C: Codec>(mut self, codec: C) -> Self {
+        let _ = &codec;
+        let registered = Registered {
+            type_name: std::any::type_name::<W>(),
+            #[cfg(target_os = "linux")]
+            entry: crate::backend::process::Entry {
+                limit: codec.limit(),
+                run: std::sync::Arc::new(move |channel, start| {
+                    crate::pool::serve_worker::<W, C>(&codec, channel, start)
+                }),
+            },
+        };
+        self.entries.insert(worker_key::<W, C>(), registered);
         self
     }
 

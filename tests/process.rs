@@ -10,11 +10,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::wait_until;
+use isolates::pool::{Pool, Task, TaskContext, Worker};
 use isolates::process::{ProcessOptions, Registry};
 use isolates::supervisor::{ChildSpec, Restart, SupervisionEvent, SupervisorBuilder};
 use isolates::{
     AskError, Context, Crash, ExitReason, Isolate, IsolateBuilder, IsolateHandle, Priority,
-    SpawnError, port,
+    SpawnError, TaskError, port,
 };
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +26,7 @@ const T: Duration = Duration::from_secs(30);
 fn children() {
     Registry::new()
         .isolate::<Probe>()
+        .worker::<Crunch>()
         .test_entry("child_entry")
         .init();
 }
@@ -438,4 +440,151 @@ fn a_parent_killed_with_sigkill_leaves_no_child() {
         wait_until(|| !alive(&child), T),
         "child {child} outlived its parent"
     );
+}
+
+/// A pool worker for the process-pool tests.
+struct Crunch;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Job {
+    /// Reports 1..=n as progress, returns the pid.
+    Steps(u32),
+    Panic,
+    Abort,
+    /// Runs until cancelled; returns how it ended.
+    UntilCancelled,
+    Forever,
+}
+
+impl Worker for Crunch {
+    type Args = ();
+    type Input = Job;
+    type Output = u64;
+    type Progress = u32;
+    type Error = String;
+
+    fn start(_: ()) -> Result<Self, String> {
+        Ok(Crunch)
+    }
+
+    fn run(&mut self, job: Job, task: &TaskContext<'_, Self>) -> Result<u64, String> {
+        match job {
+            Job::Steps(n) => {
+                for i in 1..=n {
+                    task.progress(i);
+                }
+                Ok(u64::from(std::process::id()))
+            }
+            Job::Panic => panic!("crunch panicked"),
+            Job::Abort => std::process::abort(),
+            Job::UntilCancelled => {
+                while !task.is_cancelled() {
+                    std::thread::park_timeout(Duration::from_millis(1));
+                }
+                Err("cancelled".into())
+            }
+            Job::Forever => loop {
+                std::hint::spin_loop();
+            },
+        }
+    }
+}
+
+fn process_pool(workers: usize) -> Pool<Crunch> {
+    children();
+    Pool::<Crunch>::builder()
+        .workers(workers)
+        .process(ProcessOptions::new())
+        .build(())
+        .expect("a process pool")
+}
+
+#[test]
+fn a_process_pool_runs_tasks_in_children_with_progress() {
+    let pool = process_pool(2);
+    let mut task = pool.submit(Job::Steps(5));
+    let pid = task.wait_timeout(T).expect("resolves").expect("runs");
+    assert_ne!(pid, u64::from(std::process::id()));
+    assert_eq!(task.progress(), vec![1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn a_panic_or_an_abort_in_a_process_worker_costs_only_its_task() {
+    let pool = process_pool(1);
+    let first = pool.submit(Job::Steps(0)).wait().unwrap();
+    assert_eq!(
+        pool.submit(Job::Panic).wait(),
+        Err(TaskError::Panicked("crunch panicked".into()))
+    );
+    let second = pool.submit(Job::Steps(0)).wait().unwrap();
+    assert_ne!(first, second, "a fresh child after a panic");
+    assert!(matches!(
+        pool.submit(Job::Abort).wait(),
+        Err(TaskError::WorkerLost(why)) if why.contains("signal 6")
+    ));
+    // With a retry, the task runs again on a fresh child.
+    let retried = pool.submit_task(Task::new(Job::Steps(1)).retries(1));
+    assert!(retried.wait().is_ok());
+    assert_eq!(pool.stats().workers, 1);
+}
+
+#[test]
+fn cancelling_a_running_task_reaches_the_child() {
+    let pool = process_pool(1);
+    let running = pool.submit(Job::UntilCancelled);
+    assert!(wait_until(
+        || running.state() == isolates::pool::TaskState::Running,
+        T
+    ));
+    assert!(running.cancel());
+    assert_eq!(running.wait(), Err(TaskError::Cancelled));
+    // The child saw it and returned: the worker is free for the next task.
+    let mut next = pool.submit(Job::Steps(1));
+    assert!(matches!(next.wait_timeout(T), Some(Ok(_))));
+}
+
+#[test]
+fn a_deadline_kills_a_runaway_task_in_its_child() {
+    let pool = process_pool(1);
+    let before = pool.submit(Job::Steps(0)).wait().unwrap();
+    let runaway = pool.submit_task(Task::new(Job::Forever).timeout(Duration::from_millis(200)));
+    assert_eq!(runaway.wait(), Err(TaskError::TimedOut));
+    // The child that spun is gone, killed; a new one serves.
+    let pid = rustix::process::Pid::from_raw(before as i32).unwrap();
+    assert!(wait_until(
+        || rustix::process::test_kill_process(pid).is_err(),
+        T
+    ));
+    let after = pool.submit(Job::Steps(0)).wait().unwrap();
+    assert_ne!(before, after);
+}
+
+#[test]
+fn a_process_pool_needs_registration_and_no_rayon() {
+    struct Unregistered;
+    impl Worker for Unregistered {
+        type Args = ();
+        type Input = ();
+        type Output = ();
+        type Progress = ();
+        type Error = String;
+        fn start(_: ()) -> Result<Self, String> {
+            Ok(Unregistered)
+        }
+        fn run(&mut self, _: (), _: &TaskContext<'_, Self>) -> Result<(), String> {
+            Ok(())
+        }
+    }
+    children();
+    let err = Pool::<Unregistered>::builder()
+        .process(ProcessOptions::new())
+        .build(())
+        .unwrap_err();
+    assert!(matches!(&err, SpawnError::NotRegistered(why) if why.contains("Unregistered")));
+    let err = Pool::<Crunch>::builder()
+        .rayon(true)
+        .process(ProcessOptions::new())
+        .build(())
+        .unwrap_err();
+    assert!(matches!(err, SpawnError::Unsupported(_)));
 }

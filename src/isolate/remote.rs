@@ -15,7 +15,7 @@ use super::{Context, Crash, ExitReason, Isolate, IsolateBuilder};
 use crate::backend::process::child::split_start;
 use crate::backend::process::frame::{self, Kind};
 use crate::backend::process::parent::{Broken, ChildProcess};
-use crate::backend::process::{decode_reason, encode_reason};
+use crate::backend::process::{decode, decode_reason, encode, encode_reason};
 use crate::codec::Codec;
 use crate::codec::envelope::Envelope;
 use crate::error::CodecError;
@@ -46,23 +46,11 @@ pub(super) struct CodecWire<C>(pub(super) C);
 
 impl<C: Codec> CodecWire<C> {
     fn encode<T: Serialize>(&self, value: &T, what: &str) -> Result<Vec<u8>, CodecError> {
-        let mut out = Vec::new();
-        crate::unwind::catch(|| self.0.encode(value, &mut out)).unwrap_or_else(|caught| {
-            Err(CodecError::Encode(format!(
-                "the {what}'s Serialize panicked: {}",
-                caught.message
-            )))
-        })?;
-        Ok(out)
+        encode(&self.0, value, what).map_err(CodecError::Encode)
     }
 
     fn decode<T: DeserializeOwned>(&self, bytes: &[u8], what: &str) -> Result<T, CodecError> {
-        crate::unwind::catch(|| self.0.decode(bytes)).unwrap_or_else(|caught| {
-            Err(CodecError::Malformed(format!(
-                "the {what}'s Deserialize panicked: {}",
-                caught.message
-            )))
-        })
+        decode(&self.0, bytes, what).map_err(CodecError::Malformed)
     }
 }
 
@@ -437,28 +425,5 @@ fn answer<I: Isolate, C: Codec>(
             Err(e) => (Kind::Unencodable, e.into_bytes()),
         },
         Err(caught) => (Kind::Panicked, caught.message.into_bytes()),
-    }
-}
-
-fn decode<T: DeserializeOwned, C: Codec>(codec: &C, bytes: &[u8], what: &str) -> Result<T, String> {
-    match unwind::catch(|| codec.decode::<T>(bytes)) {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(format!("the {what} could not be decoded: {e}")),
-        Err(caught) => Err(format!(
-            "the {what}'s Deserialize panicked: {}",
-            caught.message
-        )),
-    }
-}
-
-fn encode<T: Serialize, C: Codec>(codec: &C, value: &T, what: &str) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    match unwind::catch(|| codec.encode(value, &mut out)) {
-        Ok(Ok(())) => Ok(out),
-        Ok(Err(e)) => Err(format!("the {what} could not be encoded: {e}")),
-        Err(caught) => Err(format!(
-            "the {what}'s Serialize panicked: {}",
-            caught.message
-        )),
     }
 }

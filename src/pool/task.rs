@@ -184,6 +184,11 @@ impl TaskCell {
         self.fail(ErrorKind::Cancelled)
     }
 
+    /// Whether the task's deadline has passed (whoever resolved it).
+    pub(crate) fn deadline_passed(&self, now: Instant) -> bool {
+        self.deadline.is_some_and(|deadline| now >= deadline)
+    }
+
     /// Resolves `TimedOut` if the deadline has passed.
     pub(crate) fn check_deadline(&self, now: Instant) -> bool {
         match self.deadline {

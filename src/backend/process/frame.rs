@@ -21,6 +21,10 @@ pub(crate) enum Kind {
     /// End the isolate (the body: the exit reason for its `stopping`) and
     /// exit.
     Stop = 4,
+    /// A pool task: its id (8 bytes), then its input.
+    Task = 5,
+    /// Cancel the pool task with this id (8 bytes) if it runs.
+    Cancel = 6,
     // Child to parent.
     /// `start` returned the state: messages may come.
     Started = 10,
@@ -39,6 +43,8 @@ pub(crate) enum Kind {
     /// The isolate exited (it stopped itself, or `start` failed): the
     /// reason. The child exits after sending it, reading nothing more.
     Exited = 18,
+    /// A pool task's progress value, encoded.
+    Progress = 19,
 }
 
 impl Kind {
@@ -49,6 +55,8 @@ impl Kind {
             2 => Ask,
             3 => Cast,
             4 => Stop,
+            5 => Task,
+            6 => Cancel,
             10 => Started,
             11 => Value,
             12 => Failed,
@@ -57,6 +65,7 @@ impl Kind {
             16 => Unencodable,
             17 => Done,
             18 => Exited,
+            19 => Progress,
             _ => return None,
         })
     }

@@ -215,6 +215,22 @@ impl ChildProcess {
         }
     }
 
+    /// The child's next frame if one starts within `wait`, else `None`;
+    /// a frame that has started is read whole.
+    pub(crate) fn poll_read(&mut self, wait: Duration) -> Result<Option<(Kind, Vec<u8>)>, Broken> {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        let timeout = Timespec {
+            tv_sec: wait.as_secs() as i64,
+            tv_nsec: i64::from(wait.subsec_nanos()),
+        };
+        let mut fds = [PollFd::new(&self.socket, PollFlags::IN)];
+        match poll(&mut fds, Some(&timeout)) {
+            Ok(0) => Ok(None),
+            // Readable, or closed (a read says which).
+            _ => self.read(None).map(Some),
+        }
+    }
+
     /// How the child died, waiting up to `timeout` for the reaper.
     fn reaped(&mut self, timeout: Duration) -> Option<Crash> {
         if self.dead.is_none() {

@@ -1,0 +1,357 @@
+//! A pool worker in a child process: the parent's worker thread drives the
+//! child task by task; the child runs the [`Worker`] on its channel's
+//! thread.
+
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::task::{CodecSet, ErrorKind, Outcome, TaskCell};
+use super::{TaskContext, Worker};
+use crate::backend::process::child::split_start;
+use crate::backend::process::frame::{self, Kind};
+use crate::backend::process::parent::{Broken, ChildProcess, KillSwitch};
+use crate::backend::process::{decode, decode_reason, encode, encode_reason};
+use crate::codec::Codec;
+use crate::error::CodecError;
+use crate::isolate::{Crash, ExitReason};
+use crate::port::dyn_codec;
+use crate::process::ProcessOptions;
+use crate::unwind;
+
+/// How a pool's workers run in children: set by
+/// [`PoolBuilder::process`](super::PoolBuilder::process).
+pub(crate) struct WorkerSpec<W: Worker> {
+    pub(super) options: ProcessOptions,
+    pub(super) wire: Arc<dyn WorkerWire<W>>,
+    pub(super) key: u64,
+    pub(super) test_entry: Option<String>,
+}
+
+/// Encodes what goes to the child and decodes what comes back.
+pub(super) trait WorkerWire<W: Worker>: Send + Sync {
+    fn limit(&self) -> usize;
+    fn encode_args(&self, args: &W::Args) -> Result<Vec<u8>, CodecError>;
+    fn encode_input(&self, input: &W::Input) -> Result<Vec<u8>, CodecError>;
+    fn decode_output(&self, bytes: &[u8]) -> Result<W::Output, CodecError>;
+    fn decode_progress(&self, bytes: &[u8]) -> Result<W::Progress, CodecError>;
+    fn decode_error(&self, bytes: &[u8]) -> Result<W::Error, CodecError>;
+}
+
+pub(super) struct CodecWire<C>(pub(super) C);
+
+impl<C: Codec> CodecWire<C> {
+    fn encode<T: Serialize>(&self, value: &T, what: &str) -> Result<Vec<u8>, CodecError> {
+        encode(&self.0, value, what).map_err(CodecError::Encode)
+    }
+
+    fn decode<T: DeserializeOwned>(&self, bytes: &[u8], what: &str) -> Result<T, CodecError> {
+        decode(&self.0, bytes, what).map_err(CodecError::Malformed)
+    }
+}
+
+impl<C: Codec, W: Worker> WorkerWire<W> for CodecWire<C> {
+    fn limit(&self) -> usize {
+        self.0.limit()
+    }
+    fn encode_args(&self, args: &W::Args) -> Result<Vec<u8>, CodecError> {
+        self.encode(args, "start argument")
+    }
+    fn encode_input(&self, input: &W::Input) -> Result<Vec<u8>, CodecError> {
+        self.encode(input, "input")
+    }
+    fn decode_output(&self, bytes: &[u8]) -> Result<W::Output, CodecError> {
+        self.decode(bytes, "output")
+    }
+    fn decode_progress(&self, bytes: &[u8]) -> Result<W::Progress, CodecError> {
+        self.decode(bytes, "progress")
+    }
+    fn decode_error(&self, bytes: &[u8]) -> Result<W::Error, CodecError> {
+        self.decode(bytes, "error")
+    }
+}
+
+/// How often a running task's worker looks at its cancellation, to pass it
+/// on to the child.
+const CANCEL_POLL: Duration = Duration::from_millis(20);
+
+/// A worker's child, as the parent's worker thread drives it.
+pub(super) struct ChildWorker<W: Worker> {
+    child: ChildProcess,
+    wire: Arc<dyn WorkerWire<W>>,
+}
+
+impl<W: Worker> ChildWorker<W> {
+    /// Starts a child and the worker's state in it.
+    pub(super) fn start(spec: &WorkerSpec<W>, name: &str, args: &W::Args) -> Result<Self, String> {
+        let args = spec
+            .wire
+            .encode_args(args)
+            .map_err(|e| format!("start arguments could not be encoded: {e}"))?;
+        let mut child = ChildProcess::spawn(
+            &spec.options,
+            spec.test_entry.as_deref(),
+            spec.wire.limit(),
+            Box::new(|_| {}),
+        )
+        .map_err(|crash| crash.to_string())?;
+        let name = &name.as_bytes()[..name.len().min(1024)];
+        let name = std::str::from_utf8(name).unwrap_or("worker").as_bytes();
+        let name_len = (name.len() as u32).to_le_bytes();
+        child.send(
+            Kind::Start,
+            &[&spec.key.to_le_bytes(), &name_len, name, &args],
+        );
+        let deadline = Instant::now() + spec.options.start_timeout;
+        match child.read(Some(deadline)) {
+            Ok((Kind::Started, _)) => Ok(ChildWorker {
+                child,
+                wire: Arc::clone(&spec.wire),
+            }),
+            Ok((Kind::Exited, reason)) => Err(decode_reason(&reason).map_or_else(
+                || "its child process failed to start".into(),
+                |r| r.to_string(),
+            )),
+            Ok((kind, _)) => {
+                child.kill_switch().kill();
+                Err(
+                    Crash::Protocol(format!("a {kind:?} frame before the worker started"))
+                        .to_string(),
+                )
+            }
+            Err(Broken::Gone(crash)) => Err(crash.to_string()),
+            Err(Broken::Timeout) => Err(Crash::Protocol(format!(
+                "the child did not start its worker within {:?} \
+                 (is isolates::process::Registry::init the first call in main?)",
+                spec.options.start_timeout
+            ))
+            .to_string()),
+        }
+    }
+
+    /// The switch that kills this worker's child.
+    pub(super) fn kill_switch(&self) -> Arc<KillSwitch> {
+        self.child.kill_switch()
+    }
+
+    /// Runs one task in the child: its outcome, and whether the child must
+    /// be replaced (it panicked or died).
+    pub(super) fn run(
+        &mut self,
+        input: &W::Input,
+        cell: &TaskCell,
+        codecs: &CodecSet<W>,
+    ) -> (Outcome, bool) {
+        let bytes = match self.wire.encode_input(input) {
+            Ok(bytes) => bytes,
+            Err(e) => return (Outcome::Error(ErrorKind::Codec(e)), false),
+        };
+        let id = cell.id.to_le_bytes();
+        self.child.send(Kind::Task, &[&id, &bytes]);
+        let mut cancel_sent = false;
+        loop {
+            let frame = match self.child.poll_read(CANCEL_POLL) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => {
+                    let now = Instant::now();
+                    if cell.deadline_passed(now) {
+                        // A deadline on a process worker ends its child:
+                        // the work really stops.
+                        cell.check_deadline(now);
+                        self.child.kill_switch().kill();
+                        let why = "its deadline passed: its child process was killed".to_string();
+                        return (Outcome::Error(ErrorKind::WorkerLost(why)), true);
+                    }
+                    if !cancel_sent && cell.cancel.load(std::sync::atomic::Ordering::Acquire) {
+                        self.child.send(Kind::Cancel, &[&id]);
+                        cancel_sent = true;
+                    }
+                    continue;
+                }
+                Err(Broken::Gone(crash)) => {
+                    let why = format!("its child process died: {crash}");
+                    return (Outcome::Error(ErrorKind::WorkerLost(why)), true);
+                }
+                Err(Broken::Timeout) => {
+                    let why = "its child process did not answer".to_string();
+                    return (Outcome::Error(ErrorKind::WorkerLost(why)), true);
+                }
+            };
+            let (kind, body) = frame;
+            let text = || String::from_utf8_lossy(&body).into_owned();
+            return match kind {
+                Kind::Progress => {
+                    if let Ok(value) = self.wire.decode_progress(&body)
+                        && let Ok(packed) = codecs.progress.pack(value, "progress")
+                    {
+                        cell.push_progress(packed.envelope.erase());
+                    }
+                    continue;
+                }
+                Kind::Value => (
+                    match self.wire.decode_output(&body) {
+                        Ok(value) => match codecs.output.pack(value, "value") {
+                            Ok(packed) => Outcome::Value(packed.envelope.erase()),
+                            Err((_, e)) => Outcome::Error(ErrorKind::Codec(e)),
+                        },
+                        Err(e) => Outcome::Error(ErrorKind::Codec(e)),
+                    },
+                    false,
+                ),
+                Kind::Failed => (
+                    match self.wire.decode_error(&body) {
+                        Ok(error) => match codecs.error.pack(error, "value") {
+                            Ok(packed) => Outcome::Failed(packed.envelope.erase()),
+                            Err((_, e)) => Outcome::Error(ErrorKind::Codec(e)),
+                        },
+                        Err(e) => Outcome::Error(ErrorKind::Codec(e)),
+                    },
+                    false,
+                ),
+                Kind::Panicked => (Outcome::Error(ErrorKind::Panicked(text())), true),
+                Kind::BadMessage => (
+                    Outcome::Error(ErrorKind::Codec(CodecError::Malformed(text()))),
+                    false,
+                ),
+                Kind::Unencodable => (
+                    Outcome::Error(ErrorKind::Codec(CodecError::Encode(text()))),
+                    false,
+                ),
+                other => {
+                    self.child.kill_switch().kill();
+                    let why = format!("its child process sent a {other:?} frame mid-task");
+                    (Outcome::Error(ErrorKind::WorkerLost(why)), true)
+                }
+            };
+        }
+    }
+}
+
+/// Runs pool worker `W` for the parent on `channel`, in the child: tasks one
+/// at a time, on this thread; returns the exit code.
+pub(crate) fn serve_worker<W: Worker, C: Codec>(
+    codec: &C,
+    channel: UnixStream,
+    start: Vec<u8>,
+) -> i32 {
+    let writer = match channel.try_clone() {
+        Ok(writer) => Mutex::new(writer),
+        Err(_) => return 0,
+    };
+    let send = |kind: Kind, body: &[&[u8]]| frame::write(&mut *writer.lock(), kind, body).is_ok();
+    let exited = |reason: ExitReason| {
+        send(Kind::Exited, &[&encode_reason(&reason)]);
+        0
+    };
+    let Some((_, args)) = split_start(&start) else {
+        return exited(ExitReason::Failed("a malformed start frame".into()));
+    };
+    let args = match decode::<W::Args, C>(codec, args, "start argument") {
+        Ok(args) => args,
+        Err(e) => return exited(ExitReason::Failed(e)),
+    };
+    let mut state = match unwind::catch(|| W::start(args)) {
+        Ok(Ok(state)) => state,
+        Ok(Err(e)) => return exited(ExitReason::Failed(unwind::describe(&e))),
+        Err(caught) => return exited(ExitReason::Panicked(caught.message)),
+    };
+    if !send(Kind::Started, &[]) {
+        return 0;
+    }
+    // Codecs of a task context: progress goes to the parent by `sink`.
+    let codecs = CodecSet::<W> {
+        input: dyn_codec(codec, false),
+        output: dyn_codec(codec, false),
+        progress: dyn_codec(codec, false),
+        error: dyn_codec(codec, false),
+    };
+    let current: Mutex<Option<Arc<TaskCell>>> = Mutex::new(None);
+    let (tasks_tx, tasks) = crossbeam_channel::bounded::<Vec<u8>>(1);
+    let limit = codec.limit().saturating_add(frame::OVERHEAD);
+    std::thread::scope(|scope| {
+        // Reads the parent's frames while a task runs: cancellations.
+        let mut reader = channel;
+        let current = &current;
+        scope.spawn(move || {
+            loop {
+                match frame::read(&mut reader, limit) {
+                    Ok((Kind::Task, body)) => {
+                        if tasks_tx.send(body).is_err() {
+                            break;
+                        }
+                    }
+                    Ok((Kind::Cancel, body)) => {
+                        let id = body.get(..8).map(|b| {
+                            let mut id = [0u8; 8];
+                            id.copy_from_slice(b);
+                            u64::from_le_bytes(id)
+                        });
+                        if let Some(cell) = &*current.lock()
+                            && Some(cell.id) == id
+                        {
+                            cell.cancel
+                                .store(true, std::sync::atomic::Ordering::Release);
+                        }
+                    }
+                    // Stop, or the parent is gone.
+                    _ => break,
+                }
+            }
+        });
+        for body in tasks.iter() {
+            let Some((id, input)) = body.split_first_chunk::<8>() else {
+                break;
+            };
+            let cell = Arc::new(TaskCell::new(u64::from_le_bytes(*id), None));
+            *current.lock() = Some(Arc::clone(&cell));
+            let input = match decode::<W::Input, C>(codec, input, "input") {
+                Ok(input) => input,
+                Err(e) => {
+                    if !send(Kind::BadMessage, &[e.as_bytes()]) {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let sink = |value: W::Progress| {
+                if let Ok(bytes) = encode(codec, &value, "progress") {
+                    send(Kind::Progress, &[&bytes]);
+                }
+            };
+            let ctx = TaskContext {
+                cell: &cell,
+                codecs: &codecs,
+                helpers: None,
+                sink: Some(&sink),
+            };
+            let result = unwind::catch(|| state.run(input, &ctx));
+            *current.lock() = None;
+            let (kind, bytes) = match result {
+                Ok(Ok(value)) => match encode(codec, &value, "output") {
+                    Ok(bytes) => (Kind::Value, bytes),
+                    Err(e) => (Kind::Unencodable, e.into_bytes()),
+                },
+                Ok(Err(error)) => match encode(codec, &error, "error") {
+                    Ok(bytes) => (Kind::Failed, bytes),
+                    Err(e) => (Kind::Unencodable, e.into_bytes()),
+                },
+                Err(caught) => {
+                    // The state may be broken: the parent starts a new
+                    // child; this one goes.
+                    send(Kind::Panicked, &[caught.message.as_bytes()]);
+                    std::process::exit(0);
+                }
+            };
+            if !send(kind, &[&bytes]) {
+                break;
+            }
+        }
+        let _ = unwind::catch(move || drop(state));
+        // The reader ends when the parent closes the channel.
+        std::process::exit(0);
+    })
+}
