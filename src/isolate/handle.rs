@@ -249,6 +249,17 @@ impl<I: Isolate> IsolateHandle<I> {
     ///
     /// See [`Isolate`].
     pub fn ask(&self, msg: I::Message, timeout: Duration) -> Result<I::Reply, AskError<I::Error>> {
+        // A process isolate whose thread is parked: the caller talks to the
+        // child itself.
+        #[cfg(target_os = "linux")]
+        let msg = if self.shared.process.is_some() {
+            match super::remote::direct_ask(&self.shared, msg, timeout) {
+                Ok(result) => return result,
+                Err(msg) => msg,
+            }
+        } else {
+            msg
+        };
         // An unbounded mailbox never makes a send wait: read the clock for
         // the deadline after the send, while the isolate is already at
         // work, not before it.

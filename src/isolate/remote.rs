@@ -96,6 +96,11 @@ pub(super) struct RemoteBody<I: Isolate> {
     pub(super) id: u64,
     wire: Arc<dyn ChildWire<I>>,
     stop_timeout: std::time::Duration,
+    /// A direct ask ended the isolate: the reason, for its thread.
+    pending_exit: Option<ExitReason>,
+    /// A direct ask timed out: its answer is still to come, and must be
+    /// read (and accounted) before the channel is used again.
+    owed: bool,
 }
 
 static NEXT_CHILD: AtomicU64 = AtomicU64::new(1);
@@ -114,7 +119,7 @@ impl<I: Isolate> RemoteBody<I> {
         let weak = Arc::downgrade(shared);
         let on_exit = Box::new(move |_: Crash| {
             if let Some(shared) = weak.upgrade() {
-                shared.control(Control::ChildExited { child: id }, true);
+                shared.control(Control::Child { child: id }, true);
             }
         });
         let child = ChildProcess::spawn(
@@ -135,6 +140,8 @@ impl<I: Isolate> RemoteBody<I> {
             id,
             wire: Arc::clone(&spec.wire),
             stop_timeout: spec.options.stop_timeout,
+            pending_exit: None,
+            owed: false,
         };
         // The name fits the start frame's overhead.
         let mut end = shared.name.len().min(1024);
@@ -183,13 +190,46 @@ impl<I: Isolate> RemoteBody<I> {
 
     /// Has the child handle one message, and waits for what became of it.
     pub(super) fn call(&mut self, shared: &Shared<I>, msg: &I::Message, cast: bool) -> Outcome<I> {
+        self.call_until(shared, msg, cast, None).unwrap_or_else(|| {
+            Outcome::Gone(ExitReason::Crashed(Crash::Protocol(
+                "no answer from the child".into(),
+            )))
+        })
+    }
+
+    /// As [`call`](Self::call), waiting at most until `deadline`: `None`
+    /// if the answer has not started by then (it is then owed).
+    fn call_until(
+        &mut self,
+        shared: &Shared<I>,
+        msg: &I::Message,
+        cast: bool,
+        deadline: Option<Instant>,
+    ) -> Option<Outcome<I>> {
         let bytes = match self.wire.encode_message(msg) {
             Ok(bytes) => bytes,
-            Err(e) => return Outcome::BadMessage(e),
+            Err(e) => return Some(Outcome::BadMessage(e)),
         };
         let kind = if cast { Kind::Cast } else { Kind::Ask };
         // A failed write means the child is going: the read says how.
         self.child.send(kind, &[&bytes]);
+        if let Some(deadline) = deadline {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match self.child.wait_readable(wait) {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.owed = true;
+                    return None;
+                }
+                Err(Broken::Gone(crash)) => return Some(Outcome::Gone(gone(shared, crash))),
+                Err(Broken::Timeout) => {}
+            }
+        }
+        Some(self.answer(shared))
+    }
+
+    /// Reads the child's answer to the message it was sent.
+    fn answer(&mut self, shared: &Shared<I>) -> Outcome<I> {
         let (kind, body) = match self.child.read(None) {
             Ok(frame) => frame,
             Err(Broken::Gone(crash)) => return Outcome::Gone(gone(shared, crash)),
@@ -227,9 +267,31 @@ impl<I: Isolate> RemoteBody<I> {
         Outcome::Gone(ExitReason::Crashed(Crash::Protocol(why.to_string())))
     }
 
+    /// What the isolate's thread must know before using the channel, or
+    /// when told to look: an exit a direct ask ran into, the answer to a
+    /// direct ask that timed out (accounted as a cast's would be), or the
+    /// child's death. `Some` ends the isolate.
+    pub(super) fn look(&mut self, shared: &Shared<I>) -> Option<ExitReason> {
+        if let Some(reason) = &self.pending_exit {
+            return Some(reason.clone());
+        }
+        if self.owed {
+            self.owed = false;
+            let outcome = self.answer(shared);
+            if let Some(reason) = account(shared, &outcome) {
+                self.pending_exit = Some(reason.clone());
+                return Some(reason);
+            }
+        }
+        if self.child.has_died() {
+            return Some(self.exit_reason(shared));
+        }
+        None
+    }
+
     /// The child was reaped while the isolate was idle: why it exited (it
     /// said so, having stopped itself, or it crashed).
-    pub(super) fn exit_reason(&mut self, shared: &Shared<I>) -> ExitReason {
+    fn exit_reason(&mut self, shared: &Shared<I>) -> ExitReason {
         let soon = Instant::now() + std::time::Duration::from_millis(100);
         match self.child.read(Some(soon)) {
             Ok((Kind::Exited, body)) => decode_reason(&body).unwrap_or_else(|| {
@@ -251,6 +313,121 @@ impl<I: Isolate> RemoteBody<I> {
     pub(super) fn stop(self, reason: &ExitReason) {
         self.child.stop(&encode_reason(reason), self.stop_timeout);
     }
+}
+
+/// Counts what a direct ask's answer means for the isolate: errors are
+/// reported; a fatal one, or the child's end, is the reason it exits.
+fn account<I: Isolate>(shared: &Shared<I>, outcome: &Outcome<I>) -> Option<ExitReason> {
+    let (message, reason) = match outcome {
+        Outcome::Failed(error) => {
+            let message = unwind::describe(error);
+            (message.clone(), ExitReason::Failed(message))
+        }
+        Outcome::Panicked(message) => (message.clone(), ExitReason::Panicked(message.clone())),
+        Outcome::Dead(reason) => return Some(reason.clone()),
+        Outcome::Gone(reason) => {
+            if !matches!(reason, ExitReason::Killed) {
+                shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+                shared.report_error(super::IsolateError {
+                    message: reason.to_string(),
+                    stack: String::new(),
+                });
+            }
+            return Some(reason.clone());
+        }
+        Outcome::BadMessage(_) => {
+            shared.counters.bad_messages.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Outcome::Value(_) | Outcome::Done | Outcome::BadReply(_) => {
+            count_handled(shared);
+            return None;
+        }
+    };
+    count_handled(shared);
+    shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+    shared.report_error(super::IsolateError {
+        message,
+        stack: String::new(),
+    });
+    shared
+        .errors_are_fatal
+        .load(Ordering::Relaxed)
+        .then_some(reason)
+}
+
+/// Counted by whichever thread used the child: an atomic add.
+fn count_handled<I: Isolate>(shared: &Shared<I>) {
+    shared.counters.handled.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What an `ask` of isolate `I` gives.
+type AskResult<I> = Result<<I as Isolate>::Reply, crate::AskError<<I as Isolate>::Error>>;
+
+/// A blocking `ask` of a process isolate whose thread is parked with an
+/// empty mailbox: the caller talks to the child itself, saving two thread
+/// hops (the round trip then costs about what the socket's does). The
+/// message comes back (`Err`) when the isolate's thread is, or may be, at
+/// work: it then goes through the mailbox, so that a sender's messages stay
+/// in order.
+///
+/// Ordering: the isolate's thread clears `taking` only while parked, and
+/// raises it before it looks at its mailbox; a caller reads `taking` and
+/// the mailbox after its own earlier sends. Either it sees the thread
+/// parked and its own earlier messages handled, or it goes the long way.
+pub(super) fn direct_ask<I: Isolate>(
+    shared: &Shared<I>,
+    msg: I::Message,
+    timeout: std::time::Duration,
+) -> Result<AskResult<I>, I::Message> {
+    use crate::AskError;
+    let idle = |shared: &Shared<I>| {
+        !shared.taking.load(Ordering::SeqCst)
+            && shared.state() == super::IsolateState::Running
+            && !shared.wake_pending()
+            && shared.queued() == 0
+            && !shared.is_closed()
+    };
+    if !idle(shared) {
+        return Err(msg);
+    }
+    let Some(mut conn) = shared.conn.try_lock() else {
+        return Err(msg);
+    };
+    let Some(body) = conn.as_mut() else {
+        return Err(msg);
+    };
+    if !idle(shared) || body.owed || body.pending_exit.is_some() || body.child.has_died() {
+        return Err(msg);
+    }
+    let deadline = crate::time::deadline_after(timeout);
+    let started = Instant::now();
+    let outcome = body.call_until(shared, &msg, false, deadline);
+    let id = body.id;
+    let Some(outcome) = outcome else {
+        // Its thread reads the answer when it comes.
+        drop(conn);
+        shared.control(Control::Child { child: id }, true);
+        return Ok(Err(AskError::Timeout));
+    };
+    let exit = account(shared, &outcome);
+    shared.add_busy(started.elapsed());
+    if let Some(reason) = exit {
+        body.pending_exit = Some(reason);
+        drop(conn);
+        shared.control(Control::Child { child: id }, true);
+    }
+    Ok(match outcome {
+        Outcome::Value(value) => Ok(value),
+        Outcome::Failed(error) => Err(AskError::Failed(error)),
+        Outcome::Panicked(message) => Err(AskError::Panicked(message)),
+        Outcome::BadMessage(e) => Err(AskError::BadMessage(e)),
+        Outcome::BadReply(e) => Err(AskError::BadReply(e)),
+        Outcome::Dead(reason) | Outcome::Gone(reason) => Err(AskError::Dead(reason)),
+        Outcome::Done => Err(AskError::BadReply(CodecError::Malformed(
+            "the child answered an ask as a cast".into(),
+        ))),
+    })
 }
 
 /// The reason for a child that died: a kill we were asked for is `Killed`,
@@ -339,8 +516,13 @@ pub(crate) fn serve_child<I: Isolate, C: Codec>(
         return 0;
     }
     let limit = codec.limit().saturating_add(frame::OVERHEAD);
+    // A frame's header and body in one system call, usually.
+    let Ok(reader) = channel.try_clone() else {
+        return 0;
+    };
+    let mut reader = std::io::BufReader::with_capacity(64 << 10, reader);
     loop {
-        let (kind, body) = match frame::read(&mut channel, limit) {
+        let (kind, body) = match frame::read(&mut reader, limit) {
             Ok(frame) => frame,
             // The parent is gone.
             Err(_) => return 0,

@@ -96,9 +96,6 @@ struct RunLoop<I: Isolate> {
     /// control request sent before it (a pause, a kill) must go first.
     held: Option<Mail<I>>,
     ctx: Context<I>,
-    /// The running child of a process isolate.
-    #[cfg(target_os = "linux")]
-    child: Option<super::remote::RemoteBody<I>>,
 }
 
 /// Runs an isolate to its end on the current thread.
@@ -125,8 +122,6 @@ pub(super) fn run<I: Isolate>(
         paused: paused.into_iter().collect(),
         orphaned: false,
         held,
-        #[cfg(target_os = "linux")]
-        child: None,
     };
     // User code runs under `catch`, so the loop itself should not unwind;
     // if it ever does, the isolate must still be closed, or its callers
@@ -223,7 +218,8 @@ impl<I: Isolate> RunLoop<I> {
             #[cfg(target_os = "linux")]
             Body::Child => {
                 // Its `stopping` runs in the child.
-                if let Some(child) = self.child.take() {
+                let child = self.shared.conn.lock().take();
+                if let Some(child) = child {
                     child.stop(&reason);
                 }
                 self.shared.set_child_kill(None);
@@ -249,7 +245,7 @@ impl<I: Isolate> RunLoop<I> {
             let started = super::remote::RemoteBody::start(&self.shared, spec, args);
             return match started {
                 Ok(child) => {
-                    self.child = Some(child);
+                    *self.shared.conn.lock() = Some(child);
                     Ok(Body::Child)
                 }
                 Err(reason) => {
@@ -413,7 +409,19 @@ impl<I: Isolate> RunLoop<I> {
         let mail = select.recv(&self.mailbox_rx);
         select.recv(&self.control_rx);
         loop {
+            // Parked: a blocking `ask` may use a process isolate's child
+            // directly meanwhile (`remote::direct_ask`).
+            #[cfg(target_os = "linux")]
+            let process = self.shared.process.is_some();
+            #[cfg(target_os = "linux")]
+            if process {
+                self.shared.taking.store(false, Ordering::SeqCst);
+            }
             let ready = select.ready();
+            #[cfg(target_os = "linux")]
+            if process {
+                self.shared.taking.store(true, Ordering::SeqCst);
+            }
             if ready == mail {
                 if let Ok(item) = self.mailbox_rx.try_recv() {
                     return Some(item);
@@ -448,14 +456,15 @@ impl<I: Isolate> RunLoop<I> {
             Control::Orphaned => self.orphaned = true,
             Control::Wake => {}
             #[cfg(target_os = "linux")]
-            Control::ChildExited { child } => {
+            Control::Child { child } => {
+                let mut conn = self.shared.conn.lock();
                 // Notices of an earlier incarnation's child are stale.
-                if let Some(body) = self.child.as_mut().filter(|c| c.id == child) {
-                    return Some(body.exit_reason(&self.shared));
+                if let Some(body) = conn.as_mut().filter(|c| c.id == child) {
+                    return body.look(&self.shared);
                 }
             }
             #[cfg(not(target_os = "linux"))]
-            Control::ChildExited { .. } => {}
+            Control::Child { .. } => {}
         }
         None
     }
@@ -495,12 +504,20 @@ impl<I: Isolate> RunLoop<I> {
             #[cfg(target_os = "linux")]
             Body::Child => {
                 use super::remote::Outcome;
-                let Some(child) = self.child.as_mut() else {
+                let mut conn = shared.conn.lock();
+                let Some(child) = conn.as_mut() else {
                     return Some(ExitReason::Crashed(super::Crash::Protocol(
                         "the child is gone".into(),
                     )));
                 };
-                match child.call(shared, &msg, reply.is_none()) {
+                // What a direct ask left: an exit, an answer still to come.
+                let owed = child.look(shared);
+                let outcome = match owed {
+                    Some(reason) => Outcome::Dead(reason),
+                    None => child.call(shared, &msg, reply.is_none()),
+                };
+                drop(conn);
+                match outcome {
                     Outcome::Value(value) => Handled::Value(value),
                     Outcome::Done => {
                         self.count_handled();
@@ -551,9 +568,15 @@ impl<I: Isolate> RunLoop<I> {
     }
 
     /// Only the isolate's thread writes the count: a plain load and store,
-    /// not a locked read-modify-write on every message.
+    /// not a locked read-modify-write on every message. (A process
+    /// isolate's callers count their direct asks too: an atomic add.)
     fn count_handled(&self) {
         let handled = &self.shared.counters.handled;
+        #[cfg(target_os = "linux")]
+        if self.shared.process.is_some() {
+            handled.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         handled.store(handled.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
 

@@ -73,8 +73,9 @@ pub(super) enum Control {
     Orphaned,
     /// Look at the urgent queue.
     Wake,
-    /// A process isolate's child `child` has exited.
-    ChildExited {
+    /// Look at the connection to the process isolate's child `child`: it
+    /// exited, or a direct ask left something to settle.
+    Child {
         child: u64,
     },
 }
@@ -152,6 +153,15 @@ pub(super) struct Shared<I: Isolate> {
     /// Kills the running child of a process isolate.
     #[cfg(target_os = "linux")]
     child_kill: Mutex<Option<std::sync::Arc<crate::backend::process::parent::KillSwitch>>>,
+    /// The running child of a process isolate: used by the isolate's
+    /// thread for each message, and by a blocking `ask` directly while the
+    /// thread is parked (see `remote::direct_ask`).
+    #[cfg(target_os = "linux")]
+    pub(super) conn: Mutex<Option<super::remote::RemoteBody<I>>>,
+    /// The isolate's thread may be taking a message out of its mailbox:
+    /// false only while it is parked waiting for one.
+    #[cfg(target_os = "linux")]
+    pub(super) taking: AtomicBool,
 }
 
 impl<I: Isolate> Shared<I> {
@@ -192,6 +202,10 @@ impl<I: Isolate> Shared<I> {
             process,
             #[cfg(target_os = "linux")]
             child_kill: Mutex::new(None),
+            #[cfg(target_os = "linux")]
+            conn: Mutex::new(None),
+            #[cfg(target_os = "linux")]
+            taking: AtomicBool::new(true),
         }
     }
 

@@ -274,7 +274,7 @@ pub(crate) fn serve_worker<W: Worker, C: Codec>(
     let limit = codec.limit().saturating_add(frame::OVERHEAD);
     std::thread::scope(|scope| {
         // Reads the parent's frames while a task runs: cancellations.
-        let mut reader = channel;
+        let mut reader = std::io::BufReader::with_capacity(64 << 10, channel);
         let current = &current;
         scope.spawn(move || {
             loop {

@@ -6,7 +6,7 @@
 //! child's exit (blocked in `waitpid`, no polling) so that a child that dies
 //! while its owner is idle is noticed at once.
 
-use std::io::{Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
@@ -75,7 +75,11 @@ pub(crate) enum Broken {
 
 /// A running child process, as its parent sees it.
 pub(crate) struct ChildProcess {
+    /// Where frames are written.
     socket: UnixStream,
+    /// Where they are read (the same socket): a frame's header and body
+    /// usually come in one system call.
+    reader: BufReader<UnixStream>,
     /// Frames from the child are at most this long.
     limit: usize,
     kill: Arc<KillSwitch>,
@@ -130,6 +134,9 @@ impl ChildProcess {
                 command.env("MALLOC_ARENA_MAX", "2");
             }
         }
+        let reader = ours
+            .try_clone()
+            .map_err(|e| Crash::Spawn(format!("the socket could not be shared: {e}")))?;
         let mut child = command.spawn().map_err(|e| Crash::Spawn(e.to_string()))?;
         let kill = Arc::new(KillSwitch {
             pid: Mutex::new(Pid::from_raw(child.id() as i32)),
@@ -158,6 +165,7 @@ impl ChildProcess {
         }
         Ok(ChildProcess {
             socket: ours,
+            reader: BufReader::with_capacity(64 << 10, reader),
             limit: limit.saturating_add(frame::OVERHEAD),
             kill,
             died,
@@ -185,14 +193,20 @@ impl ChildProcess {
                 .socket
                 .set_read_timeout(Some(left.max(Duration::from_millis(1))));
         }
-        let read = frame::read(&mut self.socket, self.limit);
+        let read = frame::read(&mut self.reader, self.limit);
         if deadline.is_some() {
             let _ = self.socket.set_read_timeout(None);
         }
         match read {
-            Ok((kind @ (Kind::Start | Kind::Ask | Kind::Cast | Kind::Stop), _)) => {
-                Err(self.broken(format!("a {kind:?} frame, which only a parent sends")))
-            }
+            Ok((
+                kind @ (Kind::Start
+                | Kind::Ask
+                | Kind::Cast
+                | Kind::Stop
+                | Kind::Task
+                | Kind::Cancel),
+                _,
+            )) => Err(self.broken(format!("a {kind:?} frame, which only a parent sends"))),
             Ok(frame) => Ok(frame),
             Err(ReadError::Io(e))
                 if matches!(
@@ -218,17 +232,35 @@ impl ChildProcess {
     /// The child's next frame if one starts within `wait`, else `None`;
     /// a frame that has started is read whole.
     pub(crate) fn poll_read(&mut self, wait: Duration) -> Result<Option<(Kind, Vec<u8>)>, Broken> {
+        match self.wait_readable(wait) {
+            Ok(true) => self.read(None).map(Some),
+            Ok(false) => Ok(None),
+            Err(broken) => Err(broken),
+        }
+    }
+
+    /// Whether something (a frame, or the end) can be read within `wait`.
+    pub(crate) fn wait_readable(&mut self, wait: Duration) -> Result<bool, Broken> {
         use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        if !self.reader.buffer().is_empty() {
+            return Ok(true);
+        }
         let timeout = Timespec {
-            tv_sec: wait.as_secs() as i64,
+            tv_sec: wait.as_secs().min(i64::MAX as u64) as i64,
             tv_nsec: i64::from(wait.subsec_nanos()),
         };
         let mut fds = [PollFd::new(&self.socket, PollFlags::IN)];
         match poll(&mut fds, Some(&timeout)) {
-            Ok(0) => Ok(None),
-            // Readable, or closed (a read says which).
-            _ => self.read(None).map(Some),
+            Ok(0) => Ok(false),
+            // Readable, or closed (a read says which), or a failed poll (a
+            // read says how).
+            _ => Ok(true),
         }
+    }
+
+    /// Whether the reaper has seen the child exit.
+    pub(crate) fn has_died(&mut self) -> bool {
+        self.reaped(Duration::ZERO).is_some()
     }
 
     /// How the child died, waiting up to `timeout` for the reaper.
