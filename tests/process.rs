@@ -55,6 +55,8 @@ enum Msg {
     Fail,
     Stop,
     Big(usize),
+    Sleep(u64),
+    ExitIsolate,
 }
 
 struct Probe {
@@ -115,6 +117,11 @@ impl Isolate for Probe {
                 0
             }
             Msg::Big(n) => n as u64,
+            Msg::Sleep(ms) => {
+                std::thread::sleep(Duration::from_millis(ms));
+                ms
+            }
+            Msg::ExitIsolate => ctx.exit(),
         })
     }
 }
@@ -207,6 +214,42 @@ fn a_start_error_and_a_stop_in_the_child_are_exit_reasons() {
     let probe = spawn(ProcessOptions::new());
     assert_eq!(probe.ask(Msg::Stop, T), Ok(0));
     // The parent learns of the stop without sending anything more.
+    assert_eq!(probe.join(T), Some(ExitReason::Normal));
+}
+
+#[test]
+fn an_ask_that_times_out_leaves_its_answer_to_the_isolate() {
+    let probe = spawn(ProcessOptions::new());
+    assert_eq!(probe.ask(Msg::Echo(1), T), Ok(1));
+    assert_eq!(
+        probe.ask(Msg::Sleep(300), Duration::from_millis(20)),
+        Err(AskError::Timeout)
+    );
+    // The late answer is read and counted, and the next ask gets its own.
+    assert_eq!(probe.ask(Msg::Echo(2), T), Ok(2));
+    assert!(wait_until(|| probe.stats().messages_handled == 3, T));
+    // A fatal error after a timeout still ends the isolate.
+    assert_eq!(
+        probe.ask(Msg::Sleep(200), Duration::from_millis(10)),
+        Err(AskError::Timeout)
+    );
+    assert_eq!(
+        probe.ask(Msg::Fail, T),
+        Err(AskError::Failed("probe failed".into()))
+    );
+    assert_eq!(
+        probe.join(T),
+        Some(ExitReason::Failed("probe failed".into()))
+    );
+}
+
+#[test]
+fn context_exit_in_the_child_ends_the_isolate_normally() {
+    let probe = spawn(ProcessOptions::new());
+    assert_eq!(
+        probe.ask(Msg::ExitIsolate, T),
+        Err(AskError::Dead(ExitReason::Normal))
+    );
     assert_eq!(probe.join(T), Some(ExitReason::Normal));
 }
 
