@@ -151,6 +151,11 @@ pub(crate) struct Core {
     /// Handlers or constraints missing for stored work, warned once.
     warned: HashSet<String>,
     stopping_down: bool,
+    /// Works whose prerequisites changed, to decide (see
+    /// [`resolve_dependents`](Self::resolve_dependents)), with the time.
+    cascade: Vec<(u64, i64)>,
+    /// Whether a cascade is being worked through.
+    cascading: bool,
 }
 
 impl Core {
@@ -189,6 +194,8 @@ impl Core {
             pruned_at: i64::MIN,
             warned: HashSet::new(),
             stopping_down: false,
+            cascade: Vec::new(),
+            cascading: false,
         };
         let now = core.now();
         for mut rec in records {
@@ -519,6 +526,25 @@ impl Core {
         });
     }
 
+    /// Decides the fate of the works waiting on `id`, and of the works
+    /// waiting on those, with a work list rather than recursion: a chain of
+    /// any length (user-sized data) takes no more stack than one link.
+    /// Called while a cascade is under way, it adds to that cascade's list.
+    fn resolve_dependents(&mut self, id: u64, now: i64) {
+        if let Some(ds) = self.dependents.get(&id) {
+            // Reversed: popped in order, as the recursion visited them.
+            self.cascade.extend(ds.iter().rev().map(|&d| (d, now)));
+        }
+        if self.cascading {
+            return;
+        }
+        self.cascading = true;
+        while let Some((d, at)) = self.cascade.pop() {
+            self.resolve_blocked(d, at);
+        }
+        self.cascading = false;
+    }
+
     /// Decides a blocked work's fate from its prerequisites.
     fn resolve_blocked(&mut self, id: u64, now: i64) {
         let Some(rec) = self.records.get(&id) else {
@@ -598,9 +624,7 @@ impl Core {
                 r.failure = Some(why.to_owned());
             }
         });
-        for d in self.dependents.get(&id).cloned().unwrap_or_default() {
-            self.resolve_blocked(d, now);
-        }
+        self.resolve_dependents(id, now);
     }
 
     // ---- running ---------------------------------------------------------
@@ -823,9 +847,7 @@ impl Core {
                 r.finished_at = Some(now);
             }
         });
-        for d in self.dependents.get(&id).cloned().unwrap_or_default() {
-            self.resolve_blocked(d, now);
-        }
+        self.resolve_dependents(id, now);
     }
 
     /// Tells work `id`'s run, if one is in progress, to stop, and keeps
