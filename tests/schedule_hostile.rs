@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use isolates::Codec;
 use isolates::schedule::*;
 
 /// Generous: the machine running the tests may be loaded.
@@ -146,4 +147,118 @@ fn cancelling_the_head_of_a_long_chain_cancels_it_all_and_is_stored() {
     assert_eq!(done.state, WorkState::Succeeded);
     m.shutdown();
     assert_eq!(runs.load(Ordering::SeqCst), 1, "only the probe ran");
+}
+
+// ---- hostile stored rows (issue 11, item 6) -------------------------------
+
+/// The bytes `value` is stored as inside a work's record.
+fn encoded<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    isolates::Bincode::new().encode(value, &mut out).unwrap();
+    out
+}
+
+/// Replaces, in work `id`'s stored record, the bytes of its period and
+/// period start (`from`, stored one after the other) with `to`'s.
+fn patch_period(
+    path: &Path,
+    id: WorkId,
+    from: (Option<(i64, i64)>, i64),
+    to: (Option<(i64, i64)>, i64),
+) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let row: Vec<u8> = conn
+        .query_row(
+            "SELECT record FROM works WHERE id = ?1",
+            [id.0 as i64],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let (from, to) = (encoded(&from), encoded(&to));
+    let at = row
+        .windows(from.len())
+        .position(|w| w == from.as_slice())
+        .expect("the period and its start are stored one after the other");
+    let mut patched = row[..at].to_vec();
+    patched.extend_from_slice(&to);
+    patched.extend_from_slice(&row[at + from.len()..]);
+    conn.execute(
+        "UPDATE works SET record = ?1 WHERE id = ?2",
+        rusqlite::params![patched, id.0 as i64],
+    )
+    .unwrap();
+}
+
+fn ms(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// Rows that decode but hold extreme values do not kill the scheduler: a
+/// period start of `i64::MIN` (its next period is computed without
+/// overflow, and is the next one after its run, not one in 1970), a
+/// period start of `i64::MAX` with the longest interval (never due); a
+/// period that is no period (negative flex) is reported as unreadable and
+/// kept. Work enqueued after them runs.
+#[test]
+fn stored_rows_with_extreme_values_do_not_kill_the_scheduler() {
+    let dir = TempDir::new("extreme-rows");
+    let path = dir.path("works.db");
+    let clock = ManualClock::default();
+    let runs = Arc::new(AtomicUsize::new(0));
+    // Distinct intervals and delays, so each row's bytes are found.
+    let (i1, i2, i3) = (HOUR, HOUR * 2, HOUR * 3);
+    let d = Duration::from_millis(1_234);
+    let start = ms(clock.now() + d);
+    let ids = {
+        let m = manager(&path, &clock, &runs);
+        let ids: Vec<WorkId> = [i1, i2, i3]
+            .into_iter()
+            .map(|i| {
+                new_ids(m.enqueue(WorkRequest::periodic("count", i).flex(i).initial_delay(d)))[0]
+            })
+            .collect();
+        m.shutdown();
+        ids
+    };
+    let period = |i: Duration| Some((i.as_millis() as i64, i.as_millis() as i64));
+    patch_period(&path, ids[0], (period(i1), start), (period(i1), i64::MIN));
+    patch_period(
+        &path,
+        ids[1],
+        (period(i2), start),
+        (Some((i64::MAX, i64::MAX)), i64::MAX),
+    );
+    let no_period = Some((i3.as_millis() as i64, -5));
+    patch_period(&path, ids[2], (period(i3), start), (no_period, start));
+
+    // Their first runs are due.
+    clock.advance(d);
+    let m = manager(&path, &clock, &runs);
+    let unreadable = m.unreadable();
+    assert_eq!(unreadable.len(), 1, "{unreadable:?}");
+    assert_eq!(unreadable[0].id, ids[2]);
+    assert!(unreadable[0].reason.contains("period"), "{unreadable:?}");
+    let ran = m
+        .wait_for(ids[0], T, |i| i.periods == 1)
+        .expect("the work with a period start of i64::MIN ran once and moved on");
+    assert_eq!(ran.state, WorkState::Enqueued, "{ran:?}");
+    let next = ran.next_run_at.expect("enqueued");
+    assert!(next > clock.now() && next <= clock.now() + i1, "{ran:?}");
+    let probe = new_ids(m.enqueue(WorkRequest::once("count")))[0];
+    let done = m
+        .wait_finished(probe, T)
+        .expect("work enqueued after them runs");
+    assert_eq!(done.state, WorkState::Succeeded);
+    // Due once (its stored next run was not patched), then never again.
+    let never = m
+        .wait_for(ids[1], T, |i| i.periods == 1)
+        .expect("the work with a period start of i64::MAX ran once");
+    assert_eq!(never.state, WorkState::Enqueued, "{never:?}");
+    assert!(never.next_run_at.expect("enqueued") > clock.now() + HOUR * 24 * 365 * 1000);
+    m.shutdown();
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        3,
+        "i64::MIN, i64::MAX and the probe ran once each"
+    );
 }

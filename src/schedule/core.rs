@@ -516,7 +516,9 @@ impl Core {
             if r.state == WorkState::Enqueued && r.retries == 0 {
                 r.next_run_at = match r.periodic {
                     // Keeps its timing: same period, new window.
-                    Some((interval, flex)) => r.period_start.saturating_add(interval - flex),
+                    Some((interval, flex)) => {
+                        r.period_start.saturating_add(interval.saturating_sub(flex))
+                    }
                     None => r
                         .enqueued_at
                         .saturating_add(r.initial_delay)
@@ -867,7 +869,7 @@ impl Core {
             let mut stopping = Stopping {
                 task: run.task,
                 cell,
-                kill_at: now + self.settings.stop_grace,
+                kill_at: later(now, self.settings.stop_grace),
                 killed: false,
                 look_at: None,
                 look_every: STOP_CHECK,
@@ -1088,7 +1090,7 @@ impl Core {
         // A restart on the same store must not overlap a run still going:
         // wait for the runs told to stop to return (they say so), up to the
         // grace. Other events are dropped: the manager has stopped.
-        let deadline = Instant::now() + self.settings.stop_grace;
+        let deadline = later(Instant::now(), self.settings.stop_grace);
         loop {
             let now = Instant::now();
             let registry = &self.registry;
@@ -1143,7 +1145,7 @@ fn new_record(
 ) -> Record {
     let start = now.saturating_add(spec.initial_delay);
     let next_run_at = match spec.periodic {
-        Some((interval, flex)) => start.saturating_add(interval - flex),
+        Some((interval, flex)) => start.saturating_add(interval.saturating_sub(flex)),
         None => start,
     };
     Record {
@@ -1185,16 +1187,33 @@ fn next_period(r: &mut Record, ran_at: i64) {
     let Some((interval, flex)) = r.periodic else {
         return;
     };
-    let interval = interval.max(1);
-    let mut start = r.period_start.saturating_add(interval);
+    // In i128: stored values may be anything an i64 holds, and the sums
+    // and products of two i64 fit.
+    let interval = i128::from(interval.max(1));
+    let flex = i128::from(flex).clamp(1, interval);
+    let mut start = i128::from(r.period_start) + interval;
+    let ran_at = i128::from(ran_at);
     if ran_at >= start {
         let periods = (ran_at - start) / interval + 1;
-        start = start.saturating_add(periods.saturating_mul(interval));
+        start += periods * interval;
     }
-    r.period_start = start;
+    r.period_start = saturate(start);
     r.periods = r.periods.saturating_add(1);
     r.state = WorkState::Enqueued;
-    r.next_run_at = start.saturating_add(interval - flex);
+    r.next_run_at = saturate(start + interval - flex);
+}
+
+/// `d` after `now`, or a century after it if an `Instant` cannot hold
+/// that (a grace of `Duration::MAX`).
+fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(now)
+}
+
+/// `x` if an `i64` holds it, else the nearest `i64`.
+fn saturate(x: i128) -> i64 {
+    i64::try_from(x).unwrap_or(if x < 0 { i64::MIN } else { i64::MAX })
 }
 
 /// The last store write error, for the app to read; cleared by a write

@@ -12,6 +12,8 @@ use super::clock::from_ms;
 use super::request::{Backoff, WorkId, WorkInfo, WorkQuery, WorkState};
 use crate::codec::{Bincode, Codec};
 
+mod check;
+
 /// `PRAGMA application_id` of our stores: "ISOW".
 const APPLICATION_ID: i32 = 0x4953_4F57;
 /// The schema version this build reads and writes.
@@ -409,7 +411,13 @@ impl WorkStore {
                 }
             };
             match codec.decode::<Record>(&bytes) {
-                Ok(rec) if i64::try_from(rec.id).ok() == Some(id) => good.push(rec),
+                Ok(rec) if i64::try_from(rec.id).ok() == Some(id) => match rec.problem() {
+                    None => good.push(rec),
+                    Some(reason) => bad.push(UnreadableWork {
+                        id: WorkId(rec.id),
+                        reason,
+                    }),
+                },
                 Ok(rec) => bad.push(UnreadableWork {
                     id: WorkId(id.unsigned_abs()),
                     reason: format!("the row holds work {} instead", rec.id),
