@@ -262,3 +262,75 @@ fn stored_rows_with_extreme_values_do_not_kill_the_scheduler() {
         "i64::MIN, i64::MAX and the probe ran once each"
     );
 }
+
+// ---- files that are not ours, second openers (issue 11, item 7) ------------
+
+/// Files too short to be an SQLite database, which SQLite itself would take
+/// for a new database and overwrite, are refused and left as they were.
+#[test]
+fn short_files_that_are_not_ours_are_refused_untouched() {
+    let dir = TempDir::new("short-files");
+    for (name, bytes) in [
+        ("one", &b"x"[..]),
+        ("notes", b"buy milk\n"),
+        ("zero", &[0u8; 15]),
+    ] {
+        let path = dir.path(name);
+        std::fs::write(&path, bytes).unwrap();
+        let err = WorkStore::open(&path).unwrap_err();
+        assert_eq!(
+            err,
+            StoreError::NotADatabase { path: path.clone() },
+            "{name}"
+        );
+        assert!(err.to_string().contains("another path"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "{name} was changed");
+    }
+    // An empty file is a new store.
+    let empty = dir.path("empty");
+    std::fs::write(&empty, b"").unwrap();
+    assert!(WorkStore::open(&empty).unwrap().works().unwrap().is_empty());
+}
+
+/// A store file serves one manager at a time: a second open, through
+/// another path to the same file too, is refused with a typed error that
+/// says what to do, so no work runs twice; once the first manager is shut
+/// down the store opens again. A lock file left by a killed process does
+/// not block it.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_second_opener_of_a_store_is_refused() {
+    let dir = TempDir::new("second-opener");
+    let path = dir.path("works.db");
+    let clock = ManualClock::default();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let m = manager(&path, &clock, &runs);
+    let ids: Vec<WorkId> = (0..20)
+        .map(|_| new_ids(m.enqueue(WorkRequest::once("count").initial_delay(HOUR)))[0])
+        .collect();
+    let other_path = dir.0.join(".").join("works.db");
+    for p in [&path, &other_path] {
+        let err = WorkStore::open(p).unwrap_err();
+        assert_eq!(err, StoreError::Locked { path: p.clone() });
+        let text = err.to_string();
+        assert!(
+            text.contains("another work manager") && text.contains("shut"),
+            "{text}"
+        );
+    }
+    clock.advance(HOUR);
+    for id in &ids {
+        let done = m.wait_finished(*id, T).expect("runs");
+        assert_eq!(done.state, WorkState::Succeeded);
+    }
+    m.shutdown();
+    assert_eq!(runs.load(Ordering::SeqCst), 20, "each work ran once");
+
+    // A lock file no process holds (its owner was killed) is no lock.
+    let mut lock = path.as_os_str().to_owned();
+    lock.push("-lock");
+    std::fs::write(PathBuf::from(lock), b"").unwrap();
+    let m = manager(&path, &clock, &runs);
+    assert_eq!(m.infos(&WorkQuery::All).len(), 20);
+    m.shutdown();
+}
