@@ -48,8 +48,8 @@ impl Drop for TempDir {
     }
 }
 
-/// A manager whose `"fail"` handler fails and whose `"count"` handler
-/// counts its runs in `runs`.
+/// A manager whose `"fail"` handler fails, whose `"retry"` handler asks
+/// for a retry, and whose `"count"` handler counts its runs in `runs`.
 fn manager(path: &Path, clock: &ManualClock, runs: &Arc<AtomicUsize>) -> WorkManager {
     let runs = Arc::clone(runs);
     WorkManager::builder(WorkStore::open(path).expect("store opens"))
@@ -57,6 +57,9 @@ fn manager(path: &Path, clock: &ManualClock, runs: &Arc<AtomicUsize>) -> WorkMan
         .workers(2)
         .handler_fn("fail", |(): (), _: &WorkContext<'_>| {
             WorkResult::<()>::Failure("on purpose".into())
+        })
+        .handler_fn("retry", |(): (), _: &WorkContext<'_>| {
+            WorkResult::<()>::Retry
         })
         .handler_fn("count", move |_: (), _: &WorkContext<'_>| {
             runs.fetch_add(1, Ordering::SeqCst);
@@ -166,6 +169,12 @@ fn patch_period(
     from: (Option<(i64, i64)>, i64),
     to: (Option<(i64, i64)>, i64),
 ) {
+    patch(path, id, &from, &to);
+}
+
+/// Replaces, in work `id`'s stored record, the bytes of `from` with
+/// those of `to`.
+fn patch<T: serde::Serialize>(path: &Path, id: WorkId, from: &T, to: &T) {
     let conn = rusqlite::Connection::open(path).unwrap();
     let row: Vec<u8> = conn
         .query_row(
@@ -174,11 +183,11 @@ fn patch_period(
             |r| r.get(0),
         )
         .unwrap();
-    let (from, to) = (encoded(&from), encoded(&to));
+    let (from, to) = (encoded(from), encoded(to));
     let at = row
         .windows(from.len())
         .position(|w| w == from.as_slice())
-        .expect("the period and its start are stored one after the other");
+        .expect("the value is stored as it encodes");
     let mut patched = row[..at].to_vec();
     patched.extend_from_slice(&to);
     patched.extend_from_slice(&row[at + from.len()..]);
@@ -332,5 +341,84 @@ fn a_second_opener_of_a_store_is_refused() {
     std::fs::write(PathBuf::from(lock), b"").unwrap();
     let m = manager(&path, &clock, &runs);
     assert_eq!(m.infos(&WorkQuery::All).len(), 20);
+    m.shutdown();
+}
+
+// ---- requests that would spin (issue 11, item 8) --------------------------
+
+fn invalid(m: &WorkManager, request: WorkRequest) -> String {
+    let mut op = m.enqueue(request);
+    match op.wait_timeout(T).expect("answered") {
+        Err(WorkError::Invalid(why)) => why,
+        other => panic!("expected the request refused, got {other:?}"),
+    }
+}
+
+/// A zero time limit, a backoff under the manager's minimum (a zero delay,
+/// or a zero cap) and a periodic interval under a minimum set to zero
+/// (raised to 10 ms) are refused, each saying what to change; the
+/// minimum itself goes.
+#[test]
+fn requests_that_would_spin_are_refused() {
+    let m = WorkManager::builder(WorkStore::in_memory().unwrap())
+        .handler_fn("n", |(): (), _: &WorkContext<'_>| WorkResult::Success(()))
+        .min_interval(Duration::ZERO)
+        .build()
+        .unwrap();
+    let why = invalid(&m, WorkRequest::once("n").time_limit(Duration::ZERO));
+    assert!(why.contains("time limit of zero"), "{why}");
+    let second = Duration::from_secs(1);
+    for backoff in [
+        Backoff::linear(Duration::ZERO),
+        Backoff::exponential(Duration::from_millis(999)),
+        Backoff::exponential(second).max(Duration::ZERO),
+    ] {
+        let why = invalid(&m, WorkRequest::once("n").backoff(backoff));
+        assert!(why.contains("WorkManagerBuilder::min_backoff"), "{why}");
+    }
+    let why = invalid(&m, WorkRequest::periodic("n", Duration::from_millis(1)));
+    assert!(
+        why.contains("min_interval") && why.contains("10ms"),
+        "{why}"
+    );
+    for fine in [
+        WorkRequest::once("n").backoff(Backoff::linear(second)),
+        WorkRequest::periodic("n", Duration::from_millis(10)),
+    ] {
+        let mut op = m.enqueue(fine);
+        assert!(matches!(op.wait_timeout(T), Some(Ok(_))));
+    }
+    m.shutdown();
+}
+
+/// A stored work whose backoff is zero (from an older build, or an edit)
+/// waits the manager's minimum backoff before each retry: it cannot spin.
+#[test]
+fn a_stored_zero_backoff_waits_the_minimum() {
+    let dir = TempDir::new("zero-backoff");
+    let path = dir.path("works.db");
+    let clock = ManualClock::default();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let odd = Backoff::linear(Duration::from_millis(1_234_567)).max(Duration::from_secs(7_777));
+    let id = {
+        let m = manager(&path, &clock, &runs);
+        let request = WorkRequest::once("retry").backoff(odd).initial_delay(HOUR);
+        let id = new_ids(m.enqueue(request))[0];
+        m.shutdown();
+        id
+    };
+    patch(&path, id, &odd, &Backoff::linear(Duration::ZERO));
+    clock.advance(HOUR);
+    let m = manager(&path, &clock, &runs);
+    let retried = m
+        .wait_for(id, T, |i| i.retries == 1)
+        .expect("ran and asked for a retry");
+    assert_eq!(retried.state, WorkState::Enqueued, "{retried:?}");
+    assert_eq!(retried.run_attempts, 1, "{retried:?}");
+    let next = retried.next_run_at.expect("enqueued");
+    assert!(
+        next >= clock.now() + Duration::from_secs(1),
+        "retries at once: {retried:?}"
+    );
     m.shutdown();
 }

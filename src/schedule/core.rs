@@ -84,6 +84,8 @@ pub(crate) struct Settings {
     pub(crate) constraints: HashMap<String, Arc<dyn Constraint>>,
     pub(crate) max_running: usize,
     pub(crate) time_limit: Duration,
+    /// The least wait before a retry, whatever a stored backoff says.
+    pub(crate) min_backoff: Duration,
     pub(crate) stop_grace: Duration,
     pub(crate) constraint_poll: Duration,
     pub(crate) keep_finished: Duration,
@@ -801,10 +803,12 @@ impl Core {
     }
 
     fn retry(&mut self, id: u64, why: Option<String>, now: i64) {
+        let min = self.settings.min_backoff;
         self.update(id, |r| {
             r.retries = r.retries.saturating_add(1);
             r.state = WorkState::Enqueued;
-            r.next_run_at = now.saturating_add(dur_ms(r.backoff.delay_after(r.retries)));
+            let wait = r.backoff.delay_after(r.retries).max(min);
+            r.next_run_at = now.saturating_add(dur_ms(wait));
             r.failure = why;
         });
     }
