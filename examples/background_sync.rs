@@ -105,7 +105,7 @@ fn main() {
     let existing = manager.infos(&WorkQuery::UniqueName("sync".into()));
     match existing.first() {
         Some(w) => println!(
-            "resumed from the store: {} ({:?}), {} periods done, {} runs, next run {}",
+            "resumed from the store: {} ({:?}), {} periods done, {} runs in this period, next run {}",
             w.id,
             w.state,
             w.periods,

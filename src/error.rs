@@ -459,6 +459,12 @@ pub enum SpawnError {
     /// `Mailbox::Bounded(0)`: an isolate's mailbox needs room for at least
     /// one message (there is no rendezvous form).
     ZeroCapacity,
+    /// A [process isolate](crate::process)'s type is not registered with
+    /// [`Registry::init`](crate::process::Registry::init): the text says
+    /// what to add.
+    NotRegistered(String),
+    /// Process isolates are not available on this platform.
+    Unsupported(&'static str),
 }
 
 impl fmt::Display for SpawnError {
@@ -469,6 +475,8 @@ impl fmt::Display for SpawnError {
             Self::ZeroCapacity => f.write_str(
                 "a bounded mailbox needs room for at least one message: use Mailbox::Bounded(1) or more",
             ),
+            Self::NotRegistered(why) => write!(f, "no child process can run this isolate: {why}"),
+            Self::Unsupported(why) => f.write_str(why),
         }
     }
 }

@@ -12,10 +12,14 @@ use crate::error::SpawnError;
 mod builder;
 mod context;
 mod handle;
+#[cfg(target_os = "linux")]
+mod remote;
 mod runloop;
 mod shared;
 mod supervised;
 
+#[cfg(target_os = "linux")]
+pub(crate) use remote::serve_child;
 pub(crate) use runloop::Leftover;
 pub(crate) use shared::ExitHook;
 pub(crate) use supervised::Restartable;
@@ -58,6 +62,17 @@ pub use handle::IsolateHandle;
 /// Messages still queued when it exits are not handled: each queued `ask`
 /// resolves [`AskError::Dead`](crate::AskError::Dead) with the exit reason,
 /// and queued casts are dropped (counted in [`IsolateStats::dropped`]).
+/// [`Context::exit`] ends the isolate from inside a handler at once (Dart's
+/// `Isolate.exit`): the rest of the handler does not run.
+///
+/// # Globals are shared
+///
+/// **Unlike Dart**, where each isolate has its own globals, an isolate here
+/// is a thread of the process: `static`s are shared by every isolate and
+/// the main thread (a `thread_local!` is per thread). Keep the isolate's
+/// data in its state, which nothing else can reach. For real separation (its own statics and memory, a crash
+/// that cannot take the process down) run it in a child process, with the
+/// process backend.
 ///
 /// # Examples
 ///
@@ -172,6 +187,73 @@ pub enum ExitReason {
     Panicked(String),
     /// `start` or a handler returned this error (its `Display` text).
     Failed(String),
+    /// A [process isolate](crate::process)'s child process died: a signal,
+    /// a stack overflow, its memory limit, an exit of its own, or a broken
+    /// channel. The parent and its other isolates go on.
+    Crashed(Crash),
+}
+
+/// How a [process isolate](crate::process)'s child process died.
+///
+/// # Examples
+///
+/// ```
+/// use isolates::{Crash, ExitReason};
+/// let reason = ExitReason::Crashed(Crash::Signal(11));
+/// assert_eq!(reason.to_string(), "crashed: killed by signal 11 (SIGSEGV, a segmentation fault)");
+/// let oom = ExitReason::Crashed(Crash::OutOfMemory { limit: 64 << 20 });
+/// assert!(oom.to_string().contains("memory limit"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Crash {
+    /// Killed by this signal: 11 a segmentation fault, 6 an abort (a
+    /// Rust `abort`, a C library's assertion), 9 a kill from outside.
+    Signal(i32),
+    /// A thread of the child overflowed its stack.
+    StackOverflow,
+    /// An allocation failed under the memory limit (`max_memory`), in bytes.
+    OutOfMemory {
+        /// The limit the child ran under.
+        limit: u64,
+    },
+    /// The child exited by itself with this code (e.g. `std::process::exit`
+    /// in user code).
+    Exit(i32),
+    /// The child broke the channel: it sent bytes that are not a frame, a
+    /// frame over the codec's limit, closed its end, or did not start in
+    /// time. The child is killed.
+    Protocol(String),
+    /// The child process could not be started.
+    Spawn(String),
+}
+
+impl fmt::Display for Crash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Crash::Signal(signal) => {
+                write!(f, "killed by signal {signal}")?;
+                let name = match signal {
+                    4 => " (SIGILL, an illegal instruction)",
+                    6 => " (SIGABRT, an abort)",
+                    7 => " (SIGBUS, a bus error)",
+                    8 => " (SIGFPE, an arithmetic fault)",
+                    9 => " (SIGKILL)",
+                    11 => " (SIGSEGV, a segmentation fault)",
+                    15 => " (SIGTERM)",
+                    _ => "",
+                };
+                f.write_str(name)
+            }
+            Crash::StackOverflow => f.write_str("a stack overflow"),
+            Crash::OutOfMemory { limit } => {
+                write!(f, "out of memory under its memory limit of {limit} bytes")
+            }
+            Crash::Exit(code) => write!(f, "the child process exited by itself with code {code}"),
+            Crash::Protocol(why) => write!(f, "the child process broke its channel: {why}"),
+            Crash::Spawn(why) => write!(f, "the child process could not be started: {why}"),
+        }
+    }
 }
 
 impl ExitReason {
@@ -194,6 +276,7 @@ impl fmt::Display for ExitReason {
             ExitReason::Killed => f.write_str("killed"),
             ExitReason::Panicked(msg) => write!(f, "panicked: {msg}"),
             ExitReason::Failed(msg) => write!(f, "failed: {msg}"),
+            ExitReason::Crashed(crash) => write!(f, "crashed: {crash}"),
         }
     }
 }

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+mod backend;
 pub mod codec;
 mod error;
 mod isolate;
@@ -8,6 +9,7 @@ mod oneshot;
 mod pending;
 pub mod pool;
 pub mod port;
+pub mod process;
 mod run;
 pub mod schedule;
 mod spin;
@@ -21,7 +23,7 @@ pub use error::{
     SpawnError, TaskError, TryRecvError, TrySendError,
 };
 pub use isolate::{
-    Context, ExitReason, Isolate, IsolateBuilder, IsolateError, IsolateHandle, IsolateState,
+    Context, Crash, ExitReason, Isolate, IsolateBuilder, IsolateError, IsolateHandle, IsolateState,
     IsolateStats, Mailbox, PauseToken, Priority,
 };
 pub use pending::{Pending, Taken};

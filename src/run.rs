@@ -60,6 +60,28 @@ pub const IDLE_RETIRE: Duration = Duration::from_secs(10);
 /// let shared = std::sync::Arc::new(5u32);
 /// isolates::run(move |x: u32| x + *shared, 1);
 /// ```
+///
+/// # Globals are shared
+///
+/// **Unlike Dart**, where each isolate has its own globals, `f` runs on a
+/// thread of this process: a `static` it changes is changed for the caller
+/// and every other thread too (thread-locals are the thread's, and `run`
+/// threads are reused). Pass what `f` needs in `arg` and return what it
+/// made. For real separation (its own statics and memory, a crash that
+/// cannot take the caller down) run the work in a child process, with the
+/// process backend.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU32, Ordering};
+///
+/// static SEEN: AtomicU32 = AtomicU32::new(0);
+/// fn remember(n: u32) -> u32 {
+///     SEEN.fetch_add(n, Ordering::SeqCst) + n
+/// }
+///
+/// isolates::run(remember, 5).wait().unwrap();
+/// assert_eq!(SEEN.load(Ordering::SeqCst), 5); // the caller sees it
+/// ```
 pub fn run<A, R>(f: fn(A) -> R, arg: A) -> Pending<R, RunError>
 where
     A: Serialize + DeserializeOwned + Send + 'static,

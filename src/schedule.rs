@@ -76,7 +76,8 @@ pub use constraint::{
 };
 pub use handler::{Handler, WorkContext, WorkResult};
 pub use request::{
-    Backoff, Enqueued, ExistingWork, WorkChain, WorkId, WorkInfo, WorkQuery, WorkRequest, WorkState,
+    Backoff, Enqueued, ExistingWork, InputMerger, WorkChain, WorkId, WorkInfo, WorkQuery,
+    WorkRequest, WorkState,
 };
 pub use store::{StoreError, UnreadableWork, WorkStore};
 
@@ -174,6 +175,7 @@ pub(crate) struct Spec {
     pub(crate) constraints: Vec<String>,
     pub(crate) backoff: Backoff,
     pub(crate) time_limit: Option<Duration>,
+    pub(crate) input_merger: InputMerger,
 }
 
 /// The answer to a request, once the scheduler has made it durable: poll
@@ -748,6 +750,25 @@ impl WorkManagerBuilder {
     }
 }
 
+/// Drops a chain's empty stages, as Android skips them; a chain with no
+/// work at all is refused.
+fn skip_empty_stages(mut chain: WorkChain) -> Result<WorkChain, WorkError> {
+    chain.stages.retain(|stage| !stage.is_empty());
+    if chain.stages.is_empty() {
+        return Err(WorkError::Invalid("the chain holds no work".to_owned()));
+    }
+    Ok(chain)
+}
+
+/// A work's tags: its handler's name first (the implicit tag, as Android's
+/// worker class name), then the request's own, each once.
+fn with_implicit_tag(handler: &str, tags: Vec<String>) -> Vec<String> {
+    let mut all = Vec::with_capacity(tags.len() + 1);
+    all.push(handler.to_owned());
+    all.extend(tags.into_iter().filter(|t| t != handler));
+    all
+}
+
 struct Shared {
     events: cb::Sender<Event>,
     infos: Arc<RwLock<HashMap<u64, WorkInfo>>>,
@@ -908,9 +929,7 @@ impl WorkManager {
         policy: Option<ExistingWork>,
     ) -> Result<Vec<Vec<Spec>>, WorkError> {
         let shared = &self.shared;
-        if chain.stages.iter().any(Vec::is_empty) {
-            return Err(WorkError::Invalid("a chain stage holds no work".to_owned()));
-        }
+        let chain = skip_empty_stages(chain)?;
         let periodic = chain.stages.iter().flatten().any(WorkRequest::is_periodic);
         if periodic && chain.len() > 1 {
             return Err(WorkError::Invalid(
@@ -977,14 +996,15 @@ impl WorkManager {
                     }
                 };
                 specs.push(Spec {
+                    tags: with_implicit_tag(&req.handler, req.tags),
                     handler: req.handler,
                     input,
                     periodic,
                     initial_delay: clock::dur_ms(req.initial_delay),
-                    tags: req.tags,
                     constraints: req.constraints,
                     backoff: req.backoff,
                     time_limit: req.time_limit,
+                    input_merger: req.input_merger,
                 });
             }
             stages.push(specs);
@@ -994,8 +1014,10 @@ impl WorkManager {
 
     /// Cancels the unfinished works `query` selects, and the works chained
     /// after them; a running one is told to stop
-    /// ([`WorkContext::is_stopped`]). Answers how many were cancelled;
-    /// never blocks.
+    /// ([`WorkContext::is_stopped`]). A finished work it selects stays as it
+    /// finished, but the unfinished works chained after it are cancelled,
+    /// as Android cancels the dependents of a succeeded work cancelled by
+    /// id. Answers how many were cancelled; never blocks.
     ///
     /// # Examples
     ///

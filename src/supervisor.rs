@@ -844,7 +844,7 @@ impl SupShared {
     fn emit(&self, event: SupervisionEvent) {
         match &event {
             SupervisionEvent::Exited {
-                reason: ExitReason::Panicked(_) | ExitReason::Failed(_),
+                reason: ExitReason::Panicked(_) | ExitReason::Failed(_) | ExitReason::Crashed(_),
                 ..
             } => {
                 tracing::warn!(target: "isolates", supervisor = %self.name, ?event, "a child crashed");

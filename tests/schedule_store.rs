@@ -327,7 +327,11 @@ fn work_interrupted_by_shutdown_runs_again() {
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].state, WorkState::Enqueued);
     assert_eq!(stored[0].run_attempts, 1);
-    assert_eq!(stored[0].tags, ["slow"]);
+    assert_eq!(
+        stored[0].tags,
+        ["block", "slow"],
+        "the handler's name, then its own"
+    );
 
     release.store(true, Ordering::SeqCst);
     let manager = blocking_manager(

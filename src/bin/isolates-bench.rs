@@ -26,6 +26,9 @@ use serde::{Deserialize, Serialize};
 mod idle;
 #[path = "isolates-bench/messaging.rs"]
 mod messaging;
+#[cfg(target_os = "linux")]
+#[path = "isolates-bench/process.rs"]
+mod process;
 #[path = "../../benches/support/schedule_load.rs"]
 mod schedule_load;
 #[path = "isolates-bench/sys.rs"]
@@ -640,10 +643,16 @@ fn cpu_model() -> String {
 
 fn main() {
     // Hidden roles of this binary, for measures that need another process.
+    // A process isolate's child becomes the child here.
+    isolates::process::Registry::new()
+        .isolate::<workload::Echo>()
+        .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some(sys::BUSY_FLAG) => sys::busy_loop(),
         Some(idle::CHILD_FLAG) => idle::child(&args[1..]),
+        #[cfg(target_os = "linux")]
+        Some(process::RAW_CHILD_FLAG) => process::raw_child(),
         _ => {}
     }
     let options = match options() {
@@ -654,7 +663,7 @@ fn main() {
         }
     };
     let quick = options.quick;
-    let names = [
+    let names = vec![
         "ask_rtt",
         "ask_rtt_busy",
         "ask_cpu",
@@ -675,6 +684,14 @@ fn main() {
         "store_commit_batch",
         "idle_cpu",
     ];
+    // Process isolates are Linux only.
+    let names = if cfg!(target_os = "linux") {
+        let mut names = names;
+        names.extend(["process_ask_rtt", "process_spawn", "process_idle_rss"]);
+        names
+    } else {
+        names
+    };
     if let Some(unknown) = options.only.iter().find(|n| !names.contains(&n.as_str())) {
         eprintln!("isolates-bench: no measure named {unknown:?}; the names: {names:?}");
         std::process::exit(2);
@@ -714,6 +731,12 @@ fn main() {
             "store_commit_batch" => store_commit(quick, 1000),
             "idle_isolate_rss" => idle_isolate_rss(quick),
             "idle_cpu" => idle::idle_cpu(quick),
+            #[cfg(target_os = "linux")]
+            "process_ask_rtt" => process::process_ask_rtt(quick),
+            #[cfg(target_os = "linux")]
+            "process_spawn" => process::process_spawn(quick),
+            #[cfg(target_os = "linux")]
+            "process_idle_rss" => process::process_idle_rss(quick),
             other => unreachable!("no measure named {other}"),
         };
         results.push(measure);

@@ -69,6 +69,7 @@ pub struct IsolateBuilder<C: Codec = Bincode> {
     errors_are_fatal: bool,
     stack_size: Option<usize>,
     copy_messages: bool,
+    process: Option<crate::process::ProcessOptions>,
     codec: C,
 }
 
@@ -86,6 +87,7 @@ impl IsolateBuilder<Bincode> {
             errors_are_fatal: true,
             stack_size: None,
             copy_messages: false,
+            process: None,
             codec: Bincode::new(),
         }
     }
@@ -185,6 +187,51 @@ impl<C: Codec> IsolateBuilder<C> {
         self
     }
 
+    /// Runs the isolate in a child process: a private heap the OS enforces,
+    /// a kill that kills, crashes and a memory limit contained by the OS.
+    /// The handle and its calls stay the same; messages, replies and errors
+    /// are encoded with the [codec](Self::codec) in both directions. The
+    /// type must be registered with
+    /// [`Registry::init`](crate::process::Registry::init) first thing in
+    /// `main`; the [`process`](crate::process) module says how and what
+    /// changes.
+    ///
+    /// [`spawn`](Self::spawn) still returns at once: the child starts on
+    /// the isolate's own thread, and messages wait in the mailbox meanwhile.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use isolates::{Context, Isolate, IsolateBuilder};
+    /// use isolates::process::{ProcessOptions, Registry};
+    ///
+    /// struct Pid;
+    /// impl Isolate for Pid {
+    ///     type Args = (); type Message = (); type Reply = u32; type Error = String;
+    ///     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Pid) }
+    ///     fn handle(&mut self, _: (), _: &mut Context<Self>) -> Result<u32, String> {
+    ///         Ok(std::process::id())
+    ///     }
+    /// }
+    ///
+    /// fn main() {
+    ///     Registry::new().isolate::<Pid>().init();
+    ///     # #[cfg(target_os = "linux")] {
+    ///     let child = IsolateBuilder::new()
+    ///         .process(ProcessOptions::new())
+    ///         .spawn::<Pid>(())
+    ///         .unwrap();
+    ///     let theirs = child.ask((), Duration::from_secs(30)).unwrap();
+    ///     assert_ne!(theirs, std::process::id());
+    ///     # }
+    /// }
+    /// ```
+    pub fn process(mut self, options: crate::process::ProcessOptions) -> Self {
+        self.process = Some(options);
+        self
+    }
+
     /// The codec used where the isolate's arguments, messages, replies and
     /// errors are encoded: with [`copy_messages`](Self::copy_messages), and
     /// wherever they cross a real boundary.
@@ -199,6 +246,7 @@ impl<C: Codec> IsolateBuilder<C> {
             errors_are_fatal: self.errors_are_fatal,
             stack_size: self.stack_size,
             copy_messages: self.copy_messages,
+            process: self.process,
             codec,
         }
     }
@@ -273,6 +321,23 @@ impl<C: Codec> IsolateBuilder<C> {
             reply: dyn_codec(&self.codec, self.copy_messages),
             error: dyn_codec(&self.codec, self.copy_messages),
         };
+        #[cfg(target_os = "linux")]
+        let process = match &self.process {
+            Some(options) => {
+                let test_entry = crate::process::lookup::<I, C>()?;
+                Some(super::remote::ProcessSpec::<I> {
+                    options: options.clone(),
+                    wire: Arc::new(super::remote::CodecWire(self.codec.clone())),
+                    key: crate::process::key::<I, C>(),
+                    test_entry,
+                })
+            }
+            None => None,
+        };
+        #[cfg(not(target_os = "linux"))]
+        if self.process.is_some() {
+            crate::process::lookup::<I, C>()?;
+        }
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let name = self.name.clone().unwrap_or_else(|| {
             let type_name = std::any::type_name::<I>();
@@ -291,6 +356,8 @@ impl<C: Codec> IsolateBuilder<C> {
             mailbox,
             control_tx,
             self.errors_are_fatal,
+            #[cfg(target_os = "linux")]
+            process,
         ));
         Ok((shared, control_rx))
     }

@@ -37,7 +37,13 @@ use super::{Isolate, IsolateHandle};
 pub struct Context<I: Isolate> {
     pub(super) shared: Arc<Shared<I>>,
     pub(super) stop_requested: bool,
+    /// [`Context::exit`] was called: the unwind it started is not a panic.
+    pub(super) exiting: bool,
 }
+
+/// The unwind payload of [`Context::exit`]: the run loop catches it and ends
+/// the isolate normally.
+struct ExitNow;
 
 impl<I: Isolate> Context<I> {
     /// A handle to this isolate, to give to others or to send to itself.
@@ -116,6 +122,51 @@ impl<I: Isolate> Context<I> {
     /// See [`Context`].
     pub fn stop(&mut self) {
         self.stop_requested = true;
+    }
+
+    /// Ends the isolate now, with [`ExitReason::Normal`](super::ExitReason::Normal):
+    /// it never returns, and the rest of the handler (or of `start`) does
+    /// not run, as Dart's `Isolate.exit` or an isolate killing itself with
+    /// immediate priority. Compare [`stop`](Self::stop), which lets the
+    /// handler finish.
+    ///
+    /// The handler's stack unwinds (its locals are dropped) up to the
+    /// isolate's loop, which is not a panic: no error is reported, the
+    /// asker of the message being handled gets
+    /// [`AskError::Dead`](crate::AskError::Dead) with `Normal`, and queued
+    /// messages are not handled. It needs the default `panic = "unwind"`.
+    /// Code that catches unwinds itself (`catch_unwind`) and goes on ends
+    /// the isolate when it returns.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use isolates::{AskError, Context, ExitReason, Isolate};
+    ///
+    /// struct Quitter { after: u32 }
+    /// impl Isolate for Quitter {
+    ///     type Args = (); type Message = u32; type Reply = u32; type Error = String;
+    ///     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Quitter { after: 0 }) }
+    ///     fn handle(&mut self, n: u32, ctx: &mut Context<Self>) -> Result<u32, String> {
+    ///         if n == 0 {
+    ///             ctx.exit();
+    ///         }
+    ///         self.after += 1; // not reached after exit
+    ///         Ok(self.after)
+    ///     }
+    /// }
+    ///
+    /// let q = Quitter::spawn(()).unwrap();
+    /// assert_eq!(q.ask(1, Duration::from_secs(5)), Ok(1));
+    /// assert_eq!(q.ask(0, Duration::from_secs(5)), Err(AskError::Dead(ExitReason::Normal)));
+    /// assert_eq!(q.join(Duration::from_secs(5)), Some(ExitReason::Normal));
+    /// ```
+    pub fn exit(&mut self) -> ! {
+        self.stop_requested = true;
+        self.exiting = true;
+        // Not `panic!`: the panic hook does not run, nothing is reported.
+        std::panic::resume_unwind(Box::new(ExitNow))
     }
 }
 

@@ -488,6 +488,15 @@ impl<I: Isolate> IsolateHandle<I> {
     /// add listeners, then resume. The isolate never waits for a listener:
     /// if `port`'s mailbox is full, the reason is dropped (and logged).
     ///
+    /// A port added twice gets the reason once, as in Dart (ports are the
+    /// same when [`SendPort::same_port`] says so);
+    /// [`remove_exit_listener`](Self::remove_exit_listener) takes it off.
+    ///
+    /// **Unlike Dart**, a listener added after the isolate exited gets the
+    /// reason at once (Dart sends it nothing): a supervisor or a UI that
+    /// starts listening late learns how the isolate ended instead of
+    /// waiting forever.
+    ///
     /// # Examples
     ///
     /// ```
@@ -500,19 +509,57 @@ impl<I: Isolate> IsolateHandle<I> {
     /// # }
     /// let echo = Echo::spawn(()).unwrap();
     /// let (tx, exits) = port::unbounded::<ExitReason>();
-    /// echo.add_exit_listener(tx);
+    /// echo.add_exit_listener(tx.clone());
+    /// echo.add_exit_listener(tx); // the same port: still one event
     /// echo.kill(Priority::Immediate);
     /// assert_eq!(exits.recv(), Ok(ExitReason::Killed));
+    /// assert!(exits.try_recv().is_err());
+    ///
+    /// // Added after the exit: the reason comes at once.
+    /// let (late, late_exits) = port::unbounded::<ExitReason>();
+    /// echo.add_exit_listener(late);
+    /// assert_eq!(late_exits.recv(), Ok(ExitReason::Killed));
     /// ```
     pub fn add_exit_listener(&self, port: SendPort<ExitReason>) {
         self.shared.add_exit_listener(port);
+    }
+
+    /// Stops sending the exit reason to `port` (Dart's
+    /// `removeOnExitListener`); returns whether it was a listener. Every
+    /// registration of the same port goes: it was registered once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use isolates::{Context, Isolate, Priority, ExitReason, port};
+    /// # struct Echo;
+    /// # impl Isolate for Echo {
+    /// #     type Args = (); type Message = u8; type Reply = u8; type Error = String;
+    /// #     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Echo) }
+    /// #     fn handle(&mut self, m: u8, _: &mut Context<Self>) -> Result<u8, String> { Ok(m) }
+    /// # }
+    /// let echo = Echo::spawn(()).unwrap();
+    /// let (tx, exits) = port::unbounded::<ExitReason>();
+    /// echo.add_exit_listener(tx.clone());
+    /// assert!(echo.remove_exit_listener(&tx));
+    /// assert!(!echo.remove_exit_listener(&tx));
+    /// echo.kill(Priority::Immediate);
+    /// assert!(echo.join(std::time::Duration::from_secs(5)).is_some());
+    /// assert!(exits.try_recv().is_err());
+    /// ```
+    pub fn remove_exit_listener(&self, port: &SendPort<ExitReason>) -> bool {
+        self.shared.remove_exit_listener(port)
     }
 
     /// Sends every uncaught error (handler panic or `Err`, start failure) to
     /// `port`, whether errors are fatal or not. The isolate never waits for
     /// a listener: while `port`'s mailbox is full, errors for it are dropped
     /// (and logged); once its receiver is gone, it is forgotten. An error
-    /// reaches listeners after the asker has its reply.
+    /// reaches listeners after the asker has its reply. A port added twice
+    /// gets each error once, as in Dart;
+    /// [`remove_error_listener`](Self::remove_error_listener) takes it off.
+    /// A listener added after the isolate exited gets nothing: errors come
+    /// only from a running isolate.
     ///
     /// # Examples
     ///
@@ -536,6 +583,33 @@ impl<I: Isolate> IsolateHandle<I> {
     /// ```
     pub fn add_error_listener(&self, port: SendPort<IsolateError>) {
         self.shared.add_error_listener(port);
+    }
+
+    /// Stops sending errors to `port` (Dart's `removeErrorListener`);
+    /// returns whether it was a listener.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use isolates::{Context, Isolate, IsolateBuilder, IsolateError, port};
+    /// struct Picky;
+    /// impl Isolate for Picky {
+    ///     type Args = (); type Message = u8; type Reply = u8; type Error = String;
+    ///     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Picky) }
+    ///     fn handle(&mut self, m: u8, _: &mut Context<Self>) -> Result<u8, String> {
+    ///         if m == 0 { Err("zero".into()) } else { Ok(m) }
+    ///     }
+    /// }
+    /// let picky = IsolateBuilder::new().errors_are_fatal(false).spawn::<Picky>(()).unwrap();
+    /// let (tx, errors) = port::unbounded::<IsolateError>();
+    /// picky.add_error_listener(tx.clone());
+    /// assert!(picky.remove_error_listener(&tx));
+    /// assert!(picky.ask(0, Duration::from_secs(5)).is_err());
+    /// assert!(errors.try_recv().is_err());
+    /// ```
+    pub fn remove_error_listener(&self, port: &SendPort<IsolateError>) -> bool {
+        self.shared.remove_error_listener(port)
     }
 
     /// Makes handler errors and panics fatal (the default) or not, from the

@@ -71,6 +71,21 @@ impl Busy {
 /// What a step of the loop decided.
 type Exit = Option<ExitReason>;
 
+/// What handles the messages: the state, or a child process that has it.
+enum Body<I: Isolate> {
+    Local(I),
+    /// The run loop's `child` has it.
+    #[cfg(target_os = "linux")]
+    Child,
+}
+
+/// What a handler did with a message.
+enum Handled<I: Isolate> {
+    Value(I::Reply),
+    Failed(I::Error),
+    Panicked { message: String, stack: String },
+}
+
 struct RunLoop<I: Isolate> {
     shared: Arc<Shared<I>>,
     control_rx: cb::Receiver<Control>,
@@ -81,6 +96,9 @@ struct RunLoop<I: Isolate> {
     /// control request sent before it (a pause, a kill) must go first.
     held: Option<Mail<I>>,
     ctx: Context<I>,
+    /// The running child of a process isolate.
+    #[cfg(target_os = "linux")]
+    child: Option<super::remote::RemoteBody<I>>,
 }
 
 /// Runs an isolate to its end on the current thread.
@@ -100,12 +118,15 @@ pub(super) fn run<I: Isolate>(
         ctx: Context {
             shared: Arc::clone(&shared),
             stop_requested: false,
+            exiting: false,
         },
         shared: Arc::clone(&shared),
         control_rx,
         paused: paused.into_iter().collect(),
         orphaned: false,
         held,
+        #[cfg(target_os = "linux")]
+        child: None,
     };
     // User code runs under `catch`, so the loop itself should not unwind;
     // if it ever does, the isolate must still be closed, or its callers
@@ -194,13 +215,26 @@ impl<I: Isolate> RunLoop<I> {
         } else {
             self.serve(&mut state)
         };
-        let _ = unwind::catch(|| state.stopping(&reason));
-        let _ = unwind::catch(move || drop(state));
+        match state {
+            Body::Local(mut state) => {
+                let _ = unwind::catch(|| state.stopping(&reason));
+                let _ = unwind::catch(move || drop(state));
+            }
+            #[cfg(target_os = "linux")]
+            Body::Child => {
+                // Its `stopping` runs in the child.
+                if let Some(child) = self.child.take() {
+                    child.stop(&reason);
+                }
+                self.shared.set_child_kill(None);
+            }
+        }
         reason
     }
 
-    /// Decodes the arguments and runs `start`.
-    fn start(&mut self, args: Envelope<I::Args>) -> Result<I, ExitReason> {
+    /// Decodes the arguments and runs `start` (in a child process, for a
+    /// process isolate).
+    fn start(&mut self, args: Envelope<I::Args>) -> Result<Body<I>, ExitReason> {
         self.shared.set_state(IsolateState::Starting);
         let args = match self.shared.codecs.args.unpack(args, "start argument") {
             Ok(args) => args,
@@ -210,9 +244,31 @@ impl<I: Isolate> RunLoop<I> {
                 )));
             }
         };
+        #[cfg(target_os = "linux")]
+        if let Some(spec) = &self.shared.process {
+            let started = super::remote::RemoteBody::start(&self.shared, spec, args);
+            return match started {
+                Ok(child) => {
+                    self.child = Some(child);
+                    Ok(Body::Child)
+                }
+                Err(reason) => {
+                    self.shared.set_child_kill(None);
+                    if !matches!(reason, ExitReason::Killed) {
+                        self.shared.report_error(IsolateError {
+                            message: reason.to_string(),
+                            stack: String::new(),
+                        });
+                    }
+                    Err(reason)
+                }
+            };
+        }
         let ctx = &mut self.ctx;
         match unwind::catch(|| I::start(args, ctx)) {
-            Ok(Ok(state)) => Ok(state),
+            // `Context::exit`: no error, a normal end.
+            Err(_) if self.ctx.exiting => Err(ExitReason::Normal),
+            Ok(Ok(state)) => Ok(Body::Local(state)),
             Ok(Err(error)) => {
                 let message = unwind::describe(&error);
                 self.shared.report_error(IsolateError {
@@ -255,14 +311,14 @@ impl<I: Isolate> RunLoop<I> {
         None
     }
 
-    fn serve(&mut self, state: &mut I) -> ExitReason {
+    fn serve(&mut self, state: &mut Body<I>) -> ExitReason {
         let mut busy = Busy::default();
         let reason = self.serve_until_exit(state, &mut busy);
         busy.stop(&self.shared);
         reason
     }
 
-    fn serve_until_exit(&mut self, state: &mut I, busy: &mut Busy) -> ExitReason {
+    fn serve_until_exit(&mut self, state: &mut Body<I>, busy: &mut Busy) -> ExitReason {
         loop {
             if let Some(reason) = self.urgent() {
                 return reason;
@@ -391,37 +447,139 @@ impl<I: Isolate> RunLoop<I> {
             Control::Ping(reply) => reply.send(Reply::Value(Envelope::unit())),
             Control::Orphaned => self.orphaned = true,
             Control::Wake => {}
+            #[cfg(target_os = "linux")]
+            Control::ChildExited { child } => {
+                // Notices of an earlier incarnation's child are stale.
+                if let Some(body) = self.child.as_mut().filter(|c| c.id == child) {
+                    return Some(body.exit_reason(&self.shared));
+                }
+            }
+            #[cfg(not(target_os = "linux"))]
+            Control::ChildExited { .. } => {}
         }
         None
     }
 
     fn handle(
         &mut self,
-        state: &mut I,
+        state: &mut Body<I>,
         envelope: Envelope<I::Message>,
         reply: Option<ReplyTo<I::Reply, I::Error>>,
     ) -> Exit {
         let shared = &*self.shared;
         let msg = match shared.codecs.message.unpack(envelope, "message") {
             Ok(msg) => msg,
-            Err(e) => {
-                shared.counters.bad_messages.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(target: "isolates", error = %e, "dropped a message that failed to decode");
-                if let Some(reply) = reply {
-                    reply.send(Reply::BadMessage(e));
-                }
-                return None;
-            }
+            Err(e) => return self.bad_message(e, reply),
         };
         let _span = tracing::trace_span!(target: "isolates", "message").entered();
-        let ctx = &mut self.ctx;
-        let result = unwind::catch(|| state.handle(msg, ctx));
-        // Only the isolate's thread writes the count: a plain load and
-        // store, not a locked read-modify-write on every message.
-        let handled = &shared.counters.handled;
+        let handled = match state {
+            Body::Local(state) => {
+                let ctx = &mut self.ctx;
+                match unwind::catch(|| state.handle(msg, ctx)) {
+                    Err(_) if self.ctx.exiting => {
+                        // `Context::exit`: the isolate ends here, normally.
+                        self.count_handled();
+                        if let Some(reply) = reply {
+                            reply.send(Reply::Dead(ExitReason::Normal));
+                        }
+                        return Some(ExitReason::Normal);
+                    }
+                    Ok(Ok(value)) => Handled::Value(value),
+                    Ok(Err(error)) => Handled::Failed(error),
+                    Err(caught) => Handled::Panicked {
+                        message: caught.message,
+                        stack: caught.stack,
+                    },
+                }
+            }
+            #[cfg(target_os = "linux")]
+            Body::Child => {
+                use super::remote::Outcome;
+                let Some(child) = self.child.as_mut() else {
+                    return Some(ExitReason::Crashed(super::Crash::Protocol(
+                        "the child is gone".into(),
+                    )));
+                };
+                match child.call(shared, &msg, reply.is_none()) {
+                    Outcome::Value(value) => Handled::Value(value),
+                    Outcome::Done => {
+                        self.count_handled();
+                        return self.ctx.stop_requested.then_some(ExitReason::Normal);
+                    }
+                    Outcome::Failed(error) => Handled::Failed(error),
+                    Outcome::Panicked(message) => Handled::Panicked {
+                        message,
+                        stack: String::new(),
+                    },
+                    Outcome::BadMessage(e) => return self.bad_message(e, reply),
+                    Outcome::BadReply(e) => {
+                        self.count_handled();
+                        if let Some(reply) = reply {
+                            reply.send(Reply::Unencodable(e));
+                        }
+                        return None;
+                    }
+                    Outcome::Dead(reason) => {
+                        // Not handled: it stays queued, as for an isolate
+                        // that exits with messages in its mailbox.
+                        self.held = Some(Item {
+                            envelope: Envelope::Moved(msg),
+                            reply,
+                        });
+                        shared.holding.store(true, Ordering::Relaxed);
+                        return Some(reason);
+                    }
+                    Outcome::Gone(reason) => {
+                        // It died handling this one: the sender is told.
+                        if let Some(reply) = reply {
+                            reply.send(Reply::Dead(reason.clone()));
+                        }
+                        if !matches!(reason, ExitReason::Killed) {
+                            shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+                            shared.report_error(IsolateError {
+                                message: reason.to_string(),
+                                stack: String::new(),
+                            });
+                        }
+                        return Some(reason);
+                    }
+                }
+            }
+        };
+        self.count_handled();
+        self.finish(handled, reply)
+    }
+
+    /// Only the isolate's thread writes the count: a plain load and store,
+    /// not a locked read-modify-write on every message.
+    fn count_handled(&self) {
+        let handled = &self.shared.counters.handled;
         handled.store(handled.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        let fatal = match result {
-            Ok(Ok(value)) => {
+    }
+
+    /// A message that could not be taken: dropped, its sender told.
+    fn bad_message(
+        &self,
+        e: crate::error::CodecError,
+        reply: Option<ReplyTo<I::Reply, I::Error>>,
+    ) -> Exit {
+        self.shared
+            .counters
+            .bad_messages
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(target: "isolates", error = %e, "dropped a message that failed to decode");
+        if let Some(reply) = reply {
+            reply.send(Reply::BadMessage(e));
+        }
+        None
+    }
+
+    /// Replies with what the handler did; an error or panic may end the
+    /// isolate.
+    fn finish(&mut self, handled: Handled<I>, reply: Option<ReplyTo<I::Reply, I::Error>>) -> Exit {
+        let shared = &*self.shared;
+        let fatal = match handled {
+            Handled::Value(value) => {
                 if let Some(reply) = reply {
                     reply.send(match shared.codecs.reply.pack(value, "value") {
                         Ok(packed) => Reply::Value(packed.envelope),
@@ -430,7 +588,7 @@ impl<I: Isolate> RunLoop<I> {
                 }
                 None
             }
-            Ok(Err(error)) => {
+            Handled::Failed(error) => {
                 let message = unwind::describe(&error);
                 if let Some(reply) = reply {
                     reply.send(match shared.codecs.error.pack(error, "value") {
@@ -445,16 +603,16 @@ impl<I: Isolate> RunLoop<I> {
                 });
                 Some(ExitReason::Failed(message))
             }
-            Err(caught) => {
+            Handled::Panicked { message, stack } => {
                 if let Some(reply) = reply {
-                    reply.send(Reply::Panicked(caught.message.clone()));
+                    reply.send(Reply::Panicked(message.clone()));
                 }
                 shared.counters.errors.fetch_add(1, Ordering::Relaxed);
                 shared.report_error(IsolateError {
-                    message: caught.message.clone(),
-                    stack: caught.stack,
+                    message: message.clone(),
+                    stack,
                 });
-                Some(ExitReason::Panicked(caught.message))
+                Some(ExitReason::Panicked(message))
             }
         };
         if let Some(reason) = fatal

@@ -73,6 +73,10 @@ pub(super) enum Control {
     Orphaned,
     /// Look at the urgent queue.
     Wake,
+    /// A process isolate's child `child` has exited.
+    ChildExited {
+        child: u64,
+    },
 }
 
 /// The codecs of an isolate's four message types.
@@ -142,6 +146,12 @@ pub(super) struct Shared<I: Isolate> {
     /// The isolate took a message out of the mailbox but holds it back for
     /// a control request sent before it: still queued, as callers see it.
     pub(super) holding: AtomicBool,
+    /// A process isolate: how it runs in a child.
+    #[cfg(target_os = "linux")]
+    pub(super) process: Option<super::remote::ProcessSpec<I>>,
+    /// Kills the running child of a process isolate.
+    #[cfg(target_os = "linux")]
+    child_kill: Mutex<Option<std::sync::Arc<crate::backend::process::parent::KillSwitch>>>,
 }
 
 impl<I: Isolate> Shared<I> {
@@ -152,6 +162,7 @@ impl<I: Isolate> Shared<I> {
         mailbox: (cb::Sender<Mail<I>>, cb::Receiver<Mail<I>>),
         control_tx: cb::Sender<Control>,
         errors_are_fatal: bool,
+        #[cfg(target_os = "linux")] process: Option<super::remote::ProcessSpec<I>>,
     ) -> Self {
         Shared {
             id,
@@ -177,7 +188,20 @@ impl<I: Isolate> Shared<I> {
             dropped: AtomicU64::new(0),
             spawned_at: Instant::now(),
             holding: AtomicBool::new(false),
+            #[cfg(target_os = "linux")]
+            process,
+            #[cfg(target_os = "linux")]
+            child_kill: Mutex::new(None),
         }
+    }
+
+    /// Sets (or clears) the switch that kills the running child.
+    #[cfg(target_os = "linux")]
+    pub(super) fn set_child_kill(
+        &self,
+        kill: Option<std::sync::Arc<crate::backend::process::parent::KillSwitch>>,
+    ) {
+        *self.child_kill.lock() = kill;
     }
 
     /// A pause token no other pause of any isolate has: as Dart's
@@ -248,6 +272,11 @@ impl<I: Isolate> Shared<I> {
             super::Priority::Immediate => {
                 self.kill_requested.store(true, Ordering::SeqCst);
                 self.control(Control::Kill, true);
+                // A process isolate's handler is stopped where it is.
+                #[cfg(target_os = "linux")]
+                if let Some(kill) = self.child_kill.lock().clone() {
+                    kill.kill();
+                }
             }
             super::Priority::AfterCurrent => self.control(Control::Kill, false),
         }
@@ -453,7 +482,7 @@ impl<I: Isolate> Shared<I> {
         self.exited.notify_all();
         // A crash must be visible: only a normal exit or a kill is routine.
         match &reason {
-            ExitReason::Panicked(_) | ExitReason::Failed(_) => {
+            ExitReason::Panicked(_) | ExitReason::Failed(_) | ExitReason::Crashed(_) => {
                 tracing::warn!(target: "isolates", isolate = %self.name, %reason, "isolate exited");
             }
             _ => {
@@ -470,15 +499,25 @@ impl<I: Isolate> Shared<I> {
                 drop(record);
                 tell(&port, reason, &self.name);
             }
-            None => record.exit_listeners.push(port),
+            None => add_once(&mut record.exit_listeners, port),
         }
     }
 
     pub(super) fn add_error_listener(&self, port: SendPort<IsolateError>) {
         let mut record = self.exit.lock();
         if record.reason.is_none() {
-            record.error_listeners.push(port);
+            add_once(&mut record.error_listeners, port);
         }
+    }
+
+    /// Forgets `port` as an exit listener; whether it was one.
+    pub(super) fn remove_exit_listener(&self, port: &SendPort<ExitReason>) -> bool {
+        remove_port(&mut self.exit.lock().exit_listeners, port)
+    }
+
+    /// Forgets `port` as an error listener; whether it was one.
+    pub(super) fn remove_error_listener(&self, port: &SendPort<IsolateError>) -> bool {
+        remove_port(&mut self.exit.lock().error_listeners, port)
     }
 
     /// Tells the error listeners, never waiting for one; those whose
@@ -507,6 +546,21 @@ impl<I: Isolate> Shared<I> {
         }
         record.reason.clone()
     }
+}
+
+/// Adds `port` to `listeners` unless it is there already: as in Dart, a
+/// port added twice gets each event once.
+fn add_once<T>(listeners: &mut Vec<SendPort<T>>, port: SendPort<T>) {
+    if !listeners.iter().any(|p| p.same_port(&port)) {
+        listeners.push(port);
+    }
+}
+
+/// Removes `port` from `listeners`; whether it was there.
+fn remove_port<T>(listeners: &mut Vec<SendPort<T>>, port: &SendPort<T>) -> bool {
+    let before = listeners.len();
+    listeners.retain(|p| !p.same_port(port));
+    listeners.len() != before
 }
 
 /// Sends an event to a listener without waiting: a full mailbox misses it

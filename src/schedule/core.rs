@@ -15,9 +15,10 @@ use parking_lot::{Mutex, RwLock};
 use super::clock::{Clock, dur_ms, from_ms};
 use super::constraint::Constraint;
 use super::handler::{Registry, RunOutput, RunRequest, Runner};
-use super::request::{Enqueued, ExistingWork, WorkId, WorkInfo, WorkQuery, WorkState};
+use super::request::{Enqueued, ExistingWork, InputMerger, WorkId, WorkInfo, WorkQuery, WorkState};
 use super::store::{Record, WorkStore};
 use super::{Spec, WorkError};
+use crate::codec::{Bincode, Codec};
 use crate::error::TaskError;
 use crate::oneshot;
 use crate::pool::task::TaskCell;
@@ -38,6 +39,9 @@ const STOP_CHECK_MAX: Duration = Duration::from_secs(1);
 const PRUNE_EVERY: i64 = 60_000;
 /// Why work replaced under its unique name was cancelled.
 const REPLACED: &str = "replaced by new work under its unique name";
+/// Why a run whose constraints stopped holding was stopped.
+const CONSTRAINTS_LOST: &str = "its constraints stopped holding during the run; it runs again once \
+                                they hold";
 
 /// A reply sent once the change it reports is in the store.
 type Reply = Box<dyn FnOnce() + Send>;
@@ -153,6 +157,13 @@ pub(crate) struct Core {
     /// Handlers or constraints missing for stored work, warned once.
     warned: HashSet<String>,
     stopping_down: bool,
+    /// The last state of works deleted this turn because new work under
+    /// their unique name superseded them: their watchers get it.
+    gone: Vec<WorkInfo>,
+    /// When the constraints of running works were last looked at.
+    running_checked_at: Option<Instant>,
+    /// A recheck was asked for: look at running works' constraints now.
+    recheck: bool,
     /// Works whose prerequisites changed, to decide (see
     /// [`resolve_dependents`](Self::resolve_dependents)), with the time.
     cascade: Vec<(u64, i64)>,
@@ -196,11 +207,18 @@ impl Core {
             pruned_at: i64::MIN,
             warned: HashSet::new(),
             stopping_down: false,
+            gone: Vec::new(),
+            running_checked_at: None,
+            recheck: false,
             cascade: Vec::new(),
             cascading: false,
         };
         let now = core.now();
         for mut rec in records {
+            // Stored before works carried their handler's name as a tag.
+            if !rec.tags.contains(&rec.handler) {
+                rec.tags.insert(0, rec.handler.clone());
+            }
             if rec.retire && !rec.state.is_finished() {
                 // It replaced itself, and its last run was interrupted.
                 rec.state = WorkState::Cancelled;
@@ -211,6 +229,7 @@ impl Core {
                 // Interrupted by a crash or a kill: it runs again.
                 rec.state = WorkState::Enqueued;
                 rec.next_run_at = rec.next_run_at.min(now);
+                rec.progress = None;
                 core.dirty.insert(rec.id);
             }
             core.insert(rec);
@@ -262,6 +281,11 @@ impl Core {
             self.due.remove(&(rec.next_run_at, id));
         }
         f(rec);
+        // Progress is the run's: gone when the run ends (Android clears it
+        // when a work finishes).
+        if rec.state != WorkState::Running {
+            rec.progress = None;
+        }
         if rec.state == WorkState::Enqueued {
             self.due.insert((rec.next_run_at, id));
         }
@@ -320,7 +344,9 @@ impl Core {
             }
             let now = self.now();
             self.check_stopping();
-            let next = self.dispatch(now);
+            let watching = self.check_running_constraints();
+            let (next, waiting) = self.dispatch(now);
+            let next = (next, waiting || watching);
             self.prune(now);
             let flushed = self.flush();
             wait = self.next_wait(now, next, flushed);
@@ -364,7 +390,7 @@ impl Core {
                     self.stopping.remove(&work);
                 }
             }
-            Event::Tick => {}
+            Event::Tick => self.recheck = true,
             Event::Shutdown => self.stopping_down = true,
         }
     }
@@ -452,10 +478,10 @@ impl Core {
                             self.cancel_one(id, REPLACED);
                         }
                     }
-                    self.release_name(name, &existing);
+                    self.supersede(name, &existing);
                 }
                 // Keep or Update with nothing unfinished: start fresh.
-                _ => self.release_name(name, &existing),
+                _ => self.supersede(name, &existing),
             }
         }
         let now = self.now();
@@ -494,12 +520,43 @@ impl Core {
             .collect()
     }
 
-    /// Takes the unique name off `ids`: new work has it now.
-    fn release_name(&mut self, name: &str, ids: &[u64]) {
+    /// Makes way for new work under `name`: the works `ids` that had it
+    /// are deleted, as Android deletes the works that REPLACE (or KEEP and
+    /// APPEND_OR_REPLACE over finished work) supersede. Unfinished ones
+    /// were cancelled first, and their watchers get that last change; one
+    /// replaced from its own run only loses the name, and is cancelled
+    /// when that run ends.
+    fn supersede(&mut self, name: &str, ids: &[u64]) {
         self.unique.remove(name);
         for &id in ids {
-            self.update(id, |r| r.unique = None);
+            if self.records.get(&id).is_some_and(|r| r.retire) {
+                self.update(id, |r| r.unique = None);
+            } else {
+                self.delete(id);
+            }
         }
+    }
+
+    /// Removes work `id` from the indexes and, at the next write, from the
+    /// store and the snapshots; a change made this turn still reaches its
+    /// watchers.
+    fn delete(&mut self, id: u64) {
+        let Some(rec) = self.records.remove(&id) else {
+            return;
+        };
+        if rec.state == WorkState::Enqueued {
+            self.due.remove(&(rec.next_run_at, id));
+        }
+        for p in &rec.prerequisites {
+            if let Some(ds) = self.dependents.get_mut(p) {
+                ds.retain(|&d| d != id);
+            }
+        }
+        self.dependents.remove(&id);
+        if self.dirty.remove(&id) {
+            self.gone.push(rec.info());
+        }
+        self.deleted.push(id);
     }
 
     fn update_in_place(&mut self, id: u64, spec: Spec) {
@@ -513,6 +570,7 @@ impl Core {
             r.constraints = spec.constraints;
             r.backoff = spec.backoff;
             r.time_limit = spec.time_limit;
+            r.input_merger = spec.input_merger;
             r.initial_delay = spec.initial_delay;
             r.periodic = spec.periodic;
             if r.state == WorkState::Enqueued && r.retries == 0 {
@@ -574,14 +632,19 @@ impl Core {
             let why = format!("its prerequisite {} failed", WorkId(*p));
             self.fail_one(id, why, now, now);
         } else if states.iter().all(|(_, s)| *s == WorkState::Succeeded) {
-            let first_output = rec
-                .prerequisites
-                .first()
-                .and_then(|p| self.records.get(p))
-                .and_then(|p| p.output.clone());
+            let merged = match rec.input {
+                Some(_) => None,
+                None => match self.merged_input(rec) {
+                    Ok(input) => Some(input),
+                    Err(why) => {
+                        self.fail_one(id, why, now, now);
+                        return;
+                    }
+                },
+            };
             self.update(id, |r| {
                 if r.input.is_none() {
-                    r.input = first_output;
+                    r.input = merged;
                 }
                 r.state = WorkState::Enqueued;
                 r.enqueued_at = now;
@@ -590,21 +653,91 @@ impl Core {
         }
     }
 
+    /// The input of `rec`, whose prerequisites all succeeded, made from
+    /// their outputs as its merger says; an error if it is over the data
+    /// limit.
+    fn merged_input(&self, rec: &Record) -> Result<Vec<u8>, String> {
+        let outputs: Vec<&[u8]> = rec
+            .prerequisites
+            .iter()
+            .map(|p| {
+                self.records
+                    .get(p)
+                    .and_then(|r| r.output.as_deref())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let input = match rec.input_merger {
+            // Whole values overwrite: the one listed last wins.
+            InputMerger::Overwriting => outputs.last().copied().unwrap_or_default().to_vec(),
+            // A sequence is its length then its elements: the outputs, as
+            // encoded, make a `Vec` of them.
+            InputMerger::ArrayCreating => {
+                let mut bytes = Vec::new();
+                Bincode::new()
+                    .encode(&(outputs.len() as u64), &mut bytes)
+                    .map_err(|e| format!("the merged input could not be encoded: {e}"))?;
+                for output in outputs {
+                    bytes.extend_from_slice(output);
+                }
+                bytes
+            }
+        };
+        if input.len() > self.registry.data_limit {
+            return Err(format!(
+                "the merged outputs of its prerequisites are {} bytes, over the data limit of {}",
+                input.len(),
+                self.registry.data_limit
+            ));
+        }
+        Ok(input)
+    }
+
     // ---- cancelling ------------------------------------------------------
 
     fn cancel(&mut self, query: &WorkQuery) -> usize {
-        let mut targets: Vec<u64> = self
+        let (mut targets, mut done): (Vec<u64>, Vec<u64>) = self
             .records
             .values()
-            .filter(|r| !r.state.is_finished() && r.selected_by(query))
+            .filter(|r| r.selected_by(query))
             .map(|r| r.id)
-            .collect();
+            .partition(|id| !self.records[id].state.is_finished());
         targets.sort_unstable();
+        done.sort_unstable();
         let before = self.count_finished(WorkState::Cancelled);
         for id in targets {
             self.cancel_one(id, "cancelled");
         }
+        for id in done {
+            self.cancel_downstream(id);
+        }
         self.count_finished(WorkState::Cancelled) - before
+    }
+
+    /// Cancels the unfinished works that wait, directly or down a chain,
+    /// on finished work `id`, which stays as it finished: Android's cancel
+    /// of a succeeded prerequisite cancels what waits on it.
+    fn cancel_downstream(&mut self, id: u64) {
+        let why = format!(
+            "{} was cancelled after it finished, and this work waited on it",
+            WorkId(id)
+        );
+        let mut stack: Vec<u64> = self.dependents.get(&id).cloned().unwrap_or_default();
+        let mut seen = HashSet::new();
+        while let Some(d) = stack.pop() {
+            if !seen.insert(d) {
+                continue;
+            }
+            match self.records.get(&d) {
+                // Finished too: look further down.
+                Some(r) if r.state.is_finished() => {
+                    stack.extend(self.dependents.get(&d).into_iter().flatten().copied());
+                }
+                // Cancels the rest of its chain too.
+                Some(_) => self.cancel_one(d, &why),
+                None => {}
+            }
+        }
     }
 
     fn count_finished(&self, state: WorkState) -> usize {
@@ -632,6 +765,58 @@ impl Core {
     }
 
     // ---- running ---------------------------------------------------------
+
+    /// Stops the runs whose constraints no longer hold and puts their works
+    /// back to enqueued, to run again once the constraints hold, as Android
+    /// stops a worker whose constraints are lost (the handler sees
+    /// [`is_stopped`](super::WorkContext::is_stopped)). Looks at most once
+    /// per constraint poll, and at once after a recheck or a clock change.
+    /// Returns whether a running work has constraints: the scheduler then
+    /// polls.
+    fn check_running_constraints(&mut self) -> bool {
+        let watched: Vec<(u64, Vec<String>)> = self
+            .running
+            .keys()
+            .filter_map(|id| {
+                let rec = self.records.get(id)?;
+                (!rec.constraints.is_empty()).then(|| (*id, rec.constraints.clone()))
+            })
+            .collect();
+        let recheck = std::mem::take(&mut self.recheck);
+        if watched.is_empty() {
+            return false;
+        }
+        let now = Instant::now();
+        let due = recheck
+            || self.running_checked_at.is_none_or(|at| {
+                now.saturating_duration_since(at) >= self.settings.constraint_poll
+            });
+        if !due {
+            return true;
+        }
+        self.running_checked_at = Some(now);
+        let mut verdicts: HashMap<String, bool> = HashMap::new();
+        for (id, constraints) in watched {
+            let holds = constraints.iter().all(|name| {
+                *verdicts.entry(name.clone()).or_insert_with(|| {
+                    self.settings
+                        .constraints
+                        .get(name)
+                        .is_some_and(|c| unwind::catch(|| c.holds()).unwrap_or(false))
+                })
+            });
+            if !holds {
+                tracing::debug!(target: "isolates", work = %WorkId(id),
+                    "a running work's constraints stopped holding; it is stopped and enqueued");
+                self.halt(id);
+                self.update(id, |r| {
+                    r.state = WorkState::Enqueued;
+                    r.failure = Some(CONSTRAINTS_LOST.to_owned());
+                });
+            }
+        }
+        true
+    }
 
     /// Starts due works while there is room; returns the earliest future
     /// start, and whether work waits on a constraint.
@@ -989,11 +1174,12 @@ impl Core {
             return false;
         }
         self.store_error.set(None);
-        let changed: Vec<WorkInfo> = self
+        let mut changed: Vec<WorkInfo> = self
             .dirty
             .drain()
             .filter_map(|id| records.get(&id).map(Record::info))
             .collect();
+        let gone = std::mem::take(&mut self.gone);
         {
             let mut infos = self.infos.write();
             for id in self.deleted.drain(..) {
@@ -1004,7 +1190,8 @@ impl Core {
             }
         }
         if !self.watchers.is_empty() {
-            let mut changed = changed;
+            // Deleted works' last changes reach their watchers only.
+            changed.extend(gone);
             changed.sort_by_key(|i| i.id);
             // Dropped watches leave here, whether or not a change is theirs.
             self.watchers.retain(|w| {
@@ -1180,31 +1367,35 @@ fn new_record(
         prerequisites,
         failure: None,
         retire: false,
+        input_merger: spec.input_merger,
     }
 }
 
 /// Moves periodic work, whose run started at `ran_at`, to its next period:
-/// at most one run per period. A run that started after its period ended
-/// (periods were missed: the process was down, or the work waited) counts
-/// for the period it started in, and the periods missed are skipped.
+/// at most one run per period, and, as Android schedules it, the next run
+/// no sooner than one interval after the last one started. A run on time
+/// (at the start of its flex window) keeps the periods where they were; a
+/// late run (the process was down, the work waited for a constraint or a
+/// worker) pushes them: the periods missed are skipped, and the next run
+/// comes one interval after the late one. The run attempt count starts
+/// again each period.
 fn next_period(r: &mut Record, ran_at: i64) {
     let Some((interval, flex)) = r.periodic else {
         return;
     };
-    // In i128: stored values may be anything an i64 holds, and the sums
-    // and products of two i64 fit.
-    let interval = i128::from(interval.max(1));
-    let flex = i128::from(flex).clamp(1, interval);
-    let mut start = i128::from(r.period_start) + interval;
-    let ran_at = i128::from(ran_at);
-    if ran_at >= start {
-        let periods = (ran_at - start) / interval + 1;
-        start += periods * interval;
-    }
-    r.period_start = saturate(start);
+    let interval = interval.max(1);
+    // Saturating: a stored row may hold any value an i64 holds.
+    let offset = interval.saturating_sub(flex).max(0);
+    let on_grid = r
+        .period_start
+        .saturating_add(interval)
+        .saturating_add(offset);
+    let next_run_at = on_grid.max(ran_at.saturating_add(interval));
+    r.period_start = next_run_at.saturating_sub(offset);
     r.periods = r.periods.saturating_add(1);
+    r.attempts = 0;
     r.state = WorkState::Enqueued;
-    r.next_run_at = saturate(start + interval - flex);
+    r.next_run_at = next_run_at;
 }
 
 /// `d` after `now`, or a century after it if an `Instant` cannot hold
@@ -1213,11 +1404,6 @@ fn later(now: Instant, d: Duration) -> Instant {
     now.checked_add(d)
         .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 86_400)))
         .unwrap_or(now)
-}
-
-/// `x` if an `i64` holds it, else the nearest `i64`.
-fn saturate(x: i128) -> i64 {
-    i64::try_from(x).unwrap_or(if x < 0 { i64::MIN } else { i64::MAX })
 }
 
 /// The last store write error, for the app to read; cleared by a write

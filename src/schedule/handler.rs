@@ -136,8 +136,9 @@ where
 ///     .unwrap();
 /// let id = manager.enqueue(WorkRequest::once("count").input(&3u32)).wait().unwrap().ids()[0];
 /// let info = manager.wait_finished(id, Duration::from_secs(10)).unwrap();
-/// assert_eq!(info.progress::<u32>(), Some(Ok(3)));
 /// assert_eq!(info.output::<u32>(), Some(Ok(1)));
+/// // Progress is the run's: cleared once it ended, as in Android.
+/// assert_eq!(info.progress, None);
 /// ```
 pub struct WorkContext<'a> {
     pub(crate) id: WorkId,
@@ -166,6 +167,9 @@ impl WorkContext<'_> {
     }
 
     /// Which run this is, from 1 (runs interrupted by a crash count too).
+    /// For periodic work it counts within the period, and starts at 1 again
+    /// each period, as Android's run attempt count: "give up after n
+    /// attempts" means n attempts per period.
     ///
     /// # Examples
     ///
@@ -174,8 +178,10 @@ impl WorkContext<'_> {
         self.attempt
     }
 
-    /// Whether the run should stop: it was cancelled, or passed its time
-    /// limit. A handler doing long work checks it and returns.
+    /// Whether the run should stop: it was cancelled, passed its time
+    /// limit, or its constraints stopped holding (then the work goes back
+    /// to enqueued, and runs again once they hold; what this run returns
+    /// is ignored). A handler doing long work checks it and returns.
     ///
     /// # Examples
     ///
@@ -184,7 +190,8 @@ impl WorkContext<'_> {
         self.task.is_cancelled()
     }
 
-    /// Stores `progress` for observers ([`WorkInfo::progress`]). Progress
+    /// Stores `progress` for observers ([`WorkInfo::progress`]) while this
+    /// run lasts: it is cleared when the run ends. Progress
     /// that cannot be encoded, or is over the data limit, is dropped with
     /// a warning.
     ///

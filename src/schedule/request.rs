@@ -164,6 +164,15 @@ impl Backoff {
 /// "Existing" means work under the name that is not finished, except for
 /// `Append`, which also looks at finished work still in the store.
 ///
+/// Work that new work supersedes under its name is deleted, as in Android:
+/// `Replace`, and `Keep`, `Update` or `AppendOrReplace` that start fresh,
+/// delete every work under the name (finished or not; unfinished ones are
+/// cancelled first). A watch of a deleted work sees it `Cancelled` (if it
+/// was unfinished), then nothing more; [`WorkManager::info`] answers
+/// `None` for it from then on.
+///
+/// [`WorkManager::info`]: super::WorkManager::info
+///
 /// # Examples
 ///
 /// ```
@@ -176,7 +185,7 @@ pub enum ExistingWork {
     /// for one-off work).
     #[default]
     Keep,
-    /// Cancel the existing work and enqueue the new one. Work that enqueues
+    /// Cancel and delete the existing work and enqueue the new one. Work that enqueues
     /// its own replacement from inside its handler is not cancelled mid-run:
     /// it loses the name, finishes its run, and is then cancelled (periodic
     /// work does not run again; one-off work keeps the result of that run).
@@ -186,7 +195,7 @@ pub enum ExistingWork {
     /// work only).
     Append,
     /// As `Append`, but if a leaf failed or was cancelled, start fresh as
-    /// `Replace` does (one-off work only).
+    /// `Replace` does, deleting the old work (one-off work only).
     AppendOrReplace,
     /// Change the existing work in place (handler, input, tags,
     /// constraints, backoff, limit; for periodic work the interval, keeping
@@ -194,6 +203,51 @@ pub enum ExistingWork {
     /// from its next run. Enqueues the new work if none exists. The default
     /// for periodic work in Android; pass it explicitly here.
     Update,
+}
+
+/// How a work with several prerequisites gets its input from their outputs
+/// (Android's `InputMerger`), when it has no input of its own.
+///
+/// Outputs here are typed values, not Android's key-value maps, so the
+/// default overwrite works on whole values: the prerequisite listed last
+/// (in a chain, the last of the stage before) wins, as the last writer of
+/// a key wins in Android. [`ArrayCreating`](Self::ArrayCreating) gives the
+/// dependent every output instead, as a `Vec` of them in prerequisite
+/// order: merge them in the handler. A work given an input of its own
+/// keeps it whatever the merger (in Android the outputs would overwrite
+/// it).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use isolates::schedule::*;
+///
+/// let manager = WorkManager::builder(WorkStore::in_memory().unwrap())
+///     .handler_fn("square", |n: u32, _: &WorkContext<'_>| WorkResult::Success(n * n))
+///     .handler_fn("sum", |all: Vec<u32>, _: &WorkContext<'_>| {
+///         WorkResult::Success(all.iter().sum::<u32>())
+///     })
+///     .build()
+///     .unwrap();
+/// let chain = WorkChain::all([1u32, 2, 3].map(|n| WorkRequest::once("square").input(&n)))
+///     .then(WorkRequest::once("sum").input_merger(InputMerger::ArrayCreating));
+/// let ids = manager.enqueue(chain).wait().unwrap();
+/// let sum = manager.wait_finished(ids.ids()[3], Duration::from_secs(10)).unwrap();
+/// assert_eq!(sum.output::<u32>(), Some(Ok(14)));
+/// assert_eq!(InputMerger::default(), InputMerger::Overwriting);
+/// # manager.shutdown();
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum InputMerger {
+    /// The output of the prerequisite listed last (the default; with one
+    /// prerequisite, its output).
+    #[default]
+    Overwriting,
+    /// A `Vec` of every prerequisite's output, in prerequisite order: the
+    /// dependent's input type is `Vec<T>` when each prerequisite outputs a
+    /// `T` (even with one prerequisite).
+    ArrayCreating,
 }
 
 /// One piece of work to schedule: a handler's name, its input, when and
@@ -227,6 +281,7 @@ pub struct WorkRequest {
     pub(crate) constraints: Vec<String>,
     pub(crate) backoff: Backoff,
     pub(crate) time_limit: Option<Duration>,
+    pub(crate) input_merger: InputMerger,
 }
 
 impl WorkRequest {
@@ -240,6 +295,7 @@ impl WorkRequest {
             constraints: Vec::new(),
             backoff: Backoff::default(),
             time_limit: None,
+            input_merger: InputMerger::default(),
         }
     }
 
@@ -255,6 +311,12 @@ impl WorkRequest {
     /// Work that runs once per `interval` until cancelled. The interval must
     /// be at least the manager's minimum
     /// ([`WorkManagerBuilder::min_interval`](super::WorkManagerBuilder::min_interval)).
+    ///
+    /// As in Android, the next run comes no sooner than one interval after
+    /// the last run started: a run on time keeps the schedule, a late one
+    /// (the process was down, the work waited for a constraint or a worker)
+    /// pushes it, and the periods it missed are skipped, not run in a burst.
+    /// Each period's first run is attempt 1 ([`WorkContext::attempt`](super::WorkContext::attempt)).
     ///
     /// # Examples
     ///
@@ -302,11 +364,26 @@ impl WorkRequest {
         self
     }
 
-    /// Adds a tag to observe or cancel work by.
+    /// Adds a tag to observe or cancel work by. Every work also carries
+    /// its handler's name as a tag, first (as Android tags each work with
+    /// its worker's class name), so `WorkQuery::Tag(handler)` selects all
+    /// works of a kind.
     ///
     /// # Examples
     ///
-    /// See [`WorkRequest`].
+    /// ```
+    /// use isolates::schedule::*;
+    ///
+    /// let manager = WorkManager::builder(WorkStore::in_memory().unwrap())
+    ///     .handler_fn("upload", |(): (), _: &WorkContext<'_>| WorkResult::Success(()))
+    ///     .build()
+    ///     .unwrap();
+    /// let later = WorkRequest::once("upload").tag("photos").initial_delay(std::time::Duration::from_secs(60));
+    /// let id = manager.enqueue(later).wait().unwrap().ids()[0];
+    /// assert_eq!(manager.info(id).unwrap().tags, ["upload", "photos"]);
+    /// assert_eq!(manager.infos(&WorkQuery::Tag("upload".into())).len(), 1);
+    /// # manager.shutdown();
+    /// ```
     pub fn tag(mut self, tag: &str) -> Self {
         if !self.tags.iter().any(|t| t == tag) {
             self.tags.push(tag.to_owned());
@@ -351,6 +428,18 @@ impl WorkRequest {
         self
     }
 
+    /// How this work's input is made from the outputs of its
+    /// prerequisites, when it has no input of its own (default
+    /// [`InputMerger::Overwriting`]).
+    ///
+    /// # Examples
+    ///
+    /// See [`InputMerger`].
+    pub fn input_merger(mut self, merger: InputMerger) -> Self {
+        self.input_merger = merger;
+        self
+    }
+
     /// The handler's name.
     ///
     /// # Examples
@@ -372,8 +461,11 @@ impl WorkRequest {
 
 /// Works to run one stage after another: each stage starts when every work
 /// of the stage before has succeeded, and a work without input of its own
-/// gets its first prerequisite's output. A failure fails the rest of the
-/// chain; a cancel cancels it.
+/// gets its prerequisites' outputs, merged as its [`InputMerger`] says (by
+/// default the last one's). A failure fails the rest of the chain; a cancel
+/// cancels it. An empty stage is skipped, as Android skips one; a chain with
+/// no work at all is refused with
+/// [`WorkError::Invalid`](super::WorkError::Invalid).
 ///
 /// # Examples
 ///
@@ -435,10 +527,18 @@ impl WorkChain {
     }
 
     /// Adds a stage of works that run side by side after the last stage.
+    /// An empty stage is skipped: the next stage waits for the last stage
+    /// that holds work.
     ///
     /// # Examples
     ///
-    /// See [`WorkChain`].
+    /// ```
+    /// use isolates::schedule::{WorkChain, WorkRequest};
+    /// let chain = WorkChain::new(WorkRequest::once("a"))
+    ///     .then_all([])
+    ///     .then(WorkRequest::once("b")); // runs after "a"
+    /// assert_eq!(chain.len(), 2);
+    /// ```
     pub fn then_all(mut self, next: impl IntoIterator<Item = WorkRequest>) -> Self {
         self.stages.push(next.into_iter().collect());
         self
@@ -561,13 +661,16 @@ pub struct WorkInfo {
     pub handler: String,
     /// Its state.
     pub state: WorkState,
-    /// Its tags.
+    /// Its tags: its handler's name first (the implicit tag), then those
+    /// of its request.
     pub tags: Vec<String>,
     /// Its unique name, if it was enqueued under one.
     pub unique_name: Option<String>,
     /// Whether it is periodic.
     pub periodic: bool,
-    /// Runs started, interrupted ones included.
+    /// Runs started, interrupted ones included: of this work (one-off
+    /// work), or of its current period (periodic work: 0 again when a
+    /// period ends, as Android's run attempt count).
     pub run_attempts: u32,
     /// Retries in a row since its last success or failure (drives backoff).
     pub retries: u32,
@@ -577,7 +680,9 @@ pub struct WorkInfo {
     pub next_run_at: Option<SystemTime>,
     /// Its last output, encoded.
     pub output: Option<Vec<u8>>,
-    /// Its last progress, encoded.
+    /// The progress of the run in progress, encoded: `None` unless it is
+    /// [`Running`](WorkState::Running) and has set some. Progress is
+    /// cleared when a run ends, as Android clears it when a work finishes.
     pub progress: Option<Vec<u8>>,
     /// Why its last run failed, or why it was failed.
     pub failure: Option<String>,

@@ -9,7 +9,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use super::clock::from_ms;
-use super::request::{Backoff, WorkId, WorkInfo, WorkQuery, WorkState};
+use super::request::{Backoff, InputMerger, WorkId, WorkInfo, WorkQuery, WorkState};
 use crate::codec::{Bincode, Codec};
 
 mod check;
@@ -165,6 +165,82 @@ pub(crate) struct Record {
     /// It enqueued its own replacement during a run: cancelled when the
     /// run ends (or at the next start, if the run was interrupted).
     pub(crate) retire: bool,
+    /// How its input is made from its prerequisites' outputs. Added after
+    /// the first layout: rows written before it read as [`RecordV1`].
+    pub(crate) input_merger: InputMerger,
+}
+
+/// A row as the first layout wrote it: a [`Record`] without its input
+/// merger (the overwriting one, the only behaviour then).
+#[derive(Deserialize)]
+struct RecordV1 {
+    id: u64,
+    handler: String,
+    state: WorkState,
+    input: Option<Vec<u8>>,
+    output: Option<Vec<u8>>,
+    progress: Option<Vec<u8>>,
+    tags: Vec<String>,
+    unique: Option<String>,
+    periodic: Option<(i64, i64)>,
+    period_start: i64,
+    initial_delay: i64,
+    enqueued_at: i64,
+    backoff: Backoff,
+    constraints: Vec<String>,
+    time_limit: Option<Duration>,
+    attempts: u32,
+    retries: u32,
+    periods: u64,
+    next_run_at: i64,
+    finished_at: Option<i64>,
+    prerequisites: Vec<u64>,
+    failure: Option<String>,
+    retire: bool,
+}
+
+impl From<RecordV1> for Record {
+    fn from(r: RecordV1) -> Self {
+        Record {
+            id: r.id,
+            handler: r.handler,
+            state: r.state,
+            input: r.input,
+            output: r.output,
+            progress: r.progress,
+            tags: r.tags,
+            unique: r.unique,
+            periodic: r.periodic,
+            period_start: r.period_start,
+            initial_delay: r.initial_delay,
+            enqueued_at: r.enqueued_at,
+            backoff: r.backoff,
+            constraints: r.constraints,
+            time_limit: r.time_limit,
+            attempts: r.attempts,
+            retries: r.retries,
+            periods: r.periods,
+            next_run_at: r.next_run_at,
+            finished_at: r.finished_at,
+            prerequisites: r.prerequisites,
+            failure: r.failure,
+            retire: r.retire,
+            input_merger: InputMerger::Overwriting,
+        }
+    }
+}
+
+/// Decodes a row in the current layout, or in the first one. The layouts
+/// cannot be mistaken for each other: the current one has a field more at
+/// the end, and a decode must use every byte.
+fn decode_record(bytes: &[u8]) -> Result<Record, crate::error::CodecError> {
+    let codec = Bincode::new();
+    codec.decode::<Record>(bytes).or_else(|e| {
+        codec
+            .decode::<RecordV1>(bytes)
+            .map(Record::from)
+            .map_err(|_| e)
+    })
 }
 
 impl Record {
@@ -440,7 +516,6 @@ impl WorkStore {
         let rows = stmt
             .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1))))
             .map_err(io)?;
-        let codec = Bincode::new();
         let (mut good, mut bad) = (Vec::new(), Vec::new());
         for row in rows {
             let (id, bytes) = row.map_err(io)?;
@@ -455,7 +530,7 @@ impl WorkStore {
                     continue;
                 }
             };
-            match codec.decode::<Record>(&bytes) {
+            match decode_record(&bytes) {
                 Ok(rec) if i64::try_from(rec.id).ok() == Some(id) => match rec.problem() {
                     None => good.push(rec),
                     Some(reason) => bad.push(UnreadableWork {
@@ -546,5 +621,87 @@ impl WorkStore {
             }
         }
         tx.commit().map_err(io)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A row of the first layout, as a build before the input merger
+    /// wrote it.
+    #[derive(Serialize)]
+    struct WrittenV1<'a> {
+        id: u64,
+        handler: &'a str,
+        state: WorkState,
+        input: Option<Vec<u8>>,
+        output: Option<Vec<u8>>,
+        progress: Option<Vec<u8>>,
+        tags: Vec<String>,
+        unique: Option<String>,
+        periodic: Option<(i64, i64)>,
+        period_start: i64,
+        initial_delay: i64,
+        enqueued_at: i64,
+        backoff: Backoff,
+        constraints: Vec<String>,
+        time_limit: Option<Duration>,
+        attempts: u32,
+        retries: u32,
+        periods: u64,
+        next_run_at: i64,
+        finished_at: Option<i64>,
+        prerequisites: Vec<u64>,
+        failure: Option<String>,
+        retire: bool,
+    }
+
+    #[test]
+    fn rows_of_the_first_layout_still_read() {
+        let old = WrittenV1 {
+            id: 7,
+            handler: "sum",
+            state: WorkState::Blocked,
+            input: None,
+            output: None,
+            progress: None,
+            tags: vec!["t".into()],
+            unique: Some("u".into()),
+            periodic: None,
+            period_start: 5,
+            initial_delay: 0,
+            enqueued_at: 5,
+            backoff: Backoff::default(),
+            constraints: vec![],
+            time_limit: None,
+            attempts: 0,
+            retries: 0,
+            periods: 0,
+            next_run_at: 5,
+            finished_at: None,
+            prerequisites: vec![3, 4],
+            failure: None,
+            retire: true,
+        };
+        let mut bytes = Vec::new();
+        Bincode::new().encode(&old, &mut bytes).unwrap();
+        let rec = decode_record(&bytes).expect("a first-layout row reads");
+        assert_eq!((rec.id, rec.handler.as_str()), (7, "sum"));
+        assert_eq!(rec.prerequisites, [3, 4]);
+        assert!(rec.retire);
+        assert_eq!(rec.input_merger, InputMerger::Overwriting);
+
+        // And a row of the current layout reads as itself.
+        let mut rec = rec;
+        rec.input_merger = InputMerger::ArrayCreating;
+        let mut bytes = Vec::new();
+        Bincode::new().encode(&rec, &mut bytes).unwrap();
+        let back = decode_record(&bytes).unwrap();
+        assert_eq!(back.input_merger, InputMerger::ArrayCreating);
+        assert!(back.retire);
+
+        // Garbage is still an error, the current layout's.
+        assert!(decode_record(&bytes[..bytes.len() - 3]).is_err());
     }
 }

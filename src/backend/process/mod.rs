@@ -1,0 +1,51 @@
+//! Process isolates: an isolate in a child process that is this executable
+//! started again, talking frames over a socket pair.
+//!
+//! - [`frame`]: the wire format, read under a limit;
+//! - [`parent`]: spawn, read, kill, reap, and how a child died;
+//! - [`child`]: what a child runs;
+//! - the isolate's run loop (`isolate::remote`) drives a child as the body
+//!   of an isolate.
+
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+
+use crate::codec::{Bincode, Codec};
+use crate::isolate::ExitReason;
+
+pub(crate) mod child;
+pub(crate) mod frame;
+pub(crate) mod parent;
+
+/// Set in a child's environment: the parent's pid.
+pub(crate) const ENV_CHILD: &str = "ISOLATES_CHILD_OF";
+/// Set in a child's environment: its address-space limit in bytes.
+pub(crate) const ENV_MAX_MEMORY: &str = "ISOLATES_MAX_MEMORY";
+
+/// A registered child entry: runs a child on its channel from the start
+/// frame, returns the exit code.
+#[derive(Clone)]
+pub(crate) struct Entry {
+    pub(crate) run: Arc<dyn Fn(UnixStream, Vec<u8>) -> i32 + Send + Sync>,
+    /// The codec's limit: a start frame may be this long.
+    pub(crate) limit: usize,
+}
+
+/// Exit reasons in control frames: small, so a small limit.
+type ReasonCodec = Bincode<{ 1 << 20 }>;
+
+pub(crate) fn encode_reason(reason: &ExitReason) -> Vec<u8> {
+    let mut out = Vec::new();
+    if ReasonCodec::limited().encode(reason, &mut out).is_err() {
+        out.clear();
+        let _ = ReasonCodec::limited().encode(
+            &ExitReason::Failed("an exit reason too large to carry".into()),
+            &mut out,
+        );
+    }
+    out
+}
+
+pub(crate) fn decode_reason(bytes: &[u8]) -> Option<ExitReason> {
+    ReasonCodec::limited().decode(bytes).ok()
+}

@@ -1,0 +1,332 @@
+//! The parent's side of a child process: spawn it, talk to it, kill it,
+//! reap it, and say how it died.
+//!
+//! The owner reads the child's frames itself, on its own thread: an answer
+//! costs no hop through another thread. A reaper thread waits for the
+//! child's exit (blocked in `waitpid`, no polling) so that a child that dies
+//! while its owner is idle is noticed at once.
+
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel as cb;
+use parking_lot::Mutex;
+use rustix::process::{Pid, Signal};
+
+use super::frame::{self, Kind, ReadError};
+use super::{ENV_CHILD, ENV_MAX_MEMORY};
+use crate::isolate::Crash;
+use crate::process::ProcessOptions;
+
+/// Called from the reaper thread when the child has exited: its owner
+/// wakes up even while idle.
+pub(crate) type OnExit = Box<dyn FnOnce(Crash) + Send>;
+
+/// Kills a child; shared with whoever may kill it (a handle's immediate
+/// kill) while the reaper waits for it.
+pub(crate) struct KillSwitch {
+    /// `None` once reaped: a pid is never signalled after it may have been
+    /// reused.
+    pid: Mutex<Option<Pid>>,
+    grace: Duration,
+}
+
+impl KillSwitch {
+    /// Ends the child: SIGKILL, or SIGTERM and SIGKILL after the grace.
+    pub(crate) fn kill(self: &Arc<Self>) {
+        if self.grace.is_zero() {
+            self.signal(Signal::KILL);
+            return;
+        }
+        self.signal(Signal::TERM);
+        let this = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("isolates-kill".into())
+            .spawn(move || {
+                std::thread::sleep(this.grace);
+                this.signal(Signal::KILL);
+            });
+        if spawned.is_err() {
+            self.signal(Signal::KILL);
+        }
+    }
+
+    fn signal(&self, signal: Signal) {
+        if let Some(pid) = *self.pid.lock() {
+            // A child that exited but is not reaped yet is a zombie: the
+            // signal does nothing, and its pid cannot have been reused.
+            let _ = rustix::process::kill_process(pid, signal);
+        }
+    }
+}
+
+/// Why a frame could not be had from the child.
+pub(crate) enum Broken {
+    /// It is gone: how it died.
+    Gone(Crash),
+    /// It did not answer in time (it was killed).
+    Timeout,
+}
+
+/// A running child process, as its parent sees it.
+pub(crate) struct ChildProcess {
+    socket: UnixStream,
+    /// Frames from the child are at most this long.
+    limit: usize,
+    kill: Arc<KillSwitch>,
+    /// How the child died, from the reaper.
+    died: cb::Receiver<Crash>,
+    /// What `died` said, once it said it.
+    dead: Option<Crash>,
+}
+
+impl ChildProcess {
+    /// Starts the child: this executable again (with `test_entry`'s
+    /// arguments in a test binary) or the options' program.
+    pub(crate) fn spawn(
+        options: &ProcessOptions,
+        test_entry: Option<&str>,
+        limit: usize,
+        on_exit: OnExit,
+    ) -> Result<ChildProcess, Crash> {
+        let (ours, theirs) = UnixStream::pair()
+            .map_err(|e| Crash::Spawn(format!("no socket pair for the child: {e}")))?;
+        let mut command = match &options.program {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args);
+                command
+            }
+            None => {
+                let exe = std::env::current_exe()
+                    .map_err(|e| Crash::Spawn(format!("the current executable is unknown: {e}")))?;
+                let mut command = Command::new(exe);
+                if let Some(test) = test_entry {
+                    command.args([
+                        test,
+                        "--exact",
+                        "--nocapture",
+                        "--quiet",
+                        "--test-threads=1",
+                    ]);
+                }
+                command
+            }
+        };
+        command
+            .env(ENV_CHILD, std::process::id().to_string())
+            .stdin(Stdio::from(OwnedFd::from(theirs)))
+            .stderr(Stdio::piped());
+        if let Some(bytes) = options.max_memory {
+            command.env(ENV_MAX_MEMORY, bytes.to_string());
+            // glibc reserves 64 MiB of address space per thread arena: under
+            // an address-space limit that would be most of a small one.
+            if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+                command.env("MALLOC_ARENA_MAX", "2");
+            }
+        }
+        let mut child = command.spawn().map_err(|e| Crash::Spawn(e.to_string()))?;
+        let kill = Arc::new(KillSwitch {
+            pid: Mutex::new(Pid::from_raw(child.id() as i32)),
+            grace: options.kill_grace,
+        });
+        let stderr = child.stderr.take().map(forward_stderr);
+        let (died_tx, died) = cb::bounded(1);
+        let reaper = Reaper {
+            child,
+            kill: Arc::clone(&kill),
+            stderr,
+            max_memory: options.max_memory,
+        };
+        let spawned = std::thread::Builder::new()
+            .name("isolates-reaper".into())
+            .spawn(move || {
+                let crash = reaper.wait();
+                let _ = died_tx.send(crash.clone());
+                on_exit(crash);
+            });
+        if let Err(e) = spawned {
+            // The child went with the closure: it is killed, and reaped by
+            // init once we exit.
+            kill.kill();
+            return Err(Crash::Spawn(format!("no reaper thread: {e}")));
+        }
+        Ok(ChildProcess {
+            socket: ours,
+            limit: limit.saturating_add(frame::OVERHEAD),
+            kill,
+            died,
+            dead: None,
+        })
+    }
+
+    /// The switch that kills this child.
+    pub(crate) fn kill_switch(&self) -> Arc<KillSwitch> {
+        Arc::clone(&self.kill)
+    }
+
+    /// Sends a frame; a failed write means the child is going away (the
+    /// next read says how).
+    pub(crate) fn send(&mut self, kind: Kind, parts: &[&[u8]]) {
+        let _ = frame::write(&mut self.socket, kind, parts);
+    }
+
+    /// The child's next frame, waiting at most until `deadline`; a child
+    /// that breaks the channel (garbage, an oversized frame) is killed.
+    pub(crate) fn read(&mut self, deadline: Option<Instant>) -> Result<(Kind, Vec<u8>), Broken> {
+        if let Some(deadline) = deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let _ = self
+                .socket
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))));
+        }
+        let read = frame::read(&mut self.socket, self.limit);
+        if deadline.is_some() {
+            let _ = self.socket.set_read_timeout(None);
+        }
+        match read {
+            Ok((kind @ (Kind::Start | Kind::Ask | Kind::Cast | Kind::Stop), _)) => {
+                Err(self.broken(format!("a {kind:?} frame, which only a parent sends")))
+            }
+            Ok(frame) => Ok(frame),
+            Err(ReadError::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                self.kill.kill();
+                Err(Broken::Timeout)
+            }
+            Err(ReadError::Closed) => Err(Broken::Gone(self.died())),
+            Err(ReadError::Malformed(_)) if self.reaped(Duration::ZERO).is_some() => {
+                // Cut off mid-frame by its death: how it died is the news.
+                Err(Broken::Gone(self.died()))
+            }
+            Err(e @ (ReadError::Malformed(_) | ReadError::TooLarge { .. })) => {
+                Err(self.broken(e.to_string()))
+            }
+            Err(ReadError::Io(e)) => Err(self.broken(format!("the channel failed: {e}"))),
+        }
+    }
+
+    /// How the child died, waiting up to `timeout` for the reaper.
+    fn reaped(&mut self, timeout: Duration) -> Option<Crash> {
+        if self.dead.is_none() {
+            self.dead = self.died.recv_timeout(timeout).ok();
+        }
+        self.dead.clone()
+    }
+
+    /// Kills a child that broke the channel; the crash says why.
+    fn broken(&mut self, why: String) -> Broken {
+        self.kill.signal(Signal::KILL);
+        // Reaped, so that no zombie is left.
+        self.reaped(Duration::from_secs(5));
+        Broken::Gone(Crash::Protocol(why))
+    }
+
+    /// How the child died: it closed the channel, so it exits (or is made
+    /// to).
+    fn died(&mut self) -> Crash {
+        if let Some(crash) = self.reaped(Duration::from_secs(2)) {
+            return crash;
+        }
+        // Closed its end yet lives on: a broken channel.
+        self.kill.signal(Signal::KILL);
+        self.reaped(Duration::from_secs(5));
+        Crash::Protocol("the child closed its channel".into())
+    }
+
+    /// Asks the child to finish and exit (with `reason` for its `stopping`);
+    /// kills it if it takes longer than `timeout`. Returns once it is reaped.
+    pub(crate) fn stop(mut self, reason: &[u8], timeout: Duration) {
+        if self.dead.is_some() {
+            return;
+        }
+        let _ = frame::write(&mut self.socket, Kind::Stop, &[reason]);
+        if self.reaped(timeout).is_none() {
+            self.kill.signal(Signal::KILL);
+            self.reaped(Duration::from_secs(5));
+        }
+    }
+}
+
+/// Reaps the child and works out how it died.
+struct Reaper {
+    child: Child,
+    kill: Arc<KillSwitch>,
+    stderr: Option<cb::Receiver<String>>,
+    max_memory: Option<u64>,
+}
+
+const SIGABRT: i32 = 6;
+
+impl Reaper {
+    fn wait(mut self) -> Crash {
+        let status = self.child.wait();
+        *self.kill.pid.lock() = None;
+        match status {
+            Ok(status) => self.classify(status),
+            Err(e) => Crash::Protocol(format!("the child could not be reaped: {e}")),
+        }
+    }
+
+    fn classify(self, status: ExitStatus) -> Crash {
+        match (status.signal(), status.code()) {
+            (Some(SIGABRT), _) => {
+                // Rust aborts on a failed allocation and on a stack overflow,
+                // after saying which on stderr: read what it said (the pipe
+                // closes as the child exits; a grandchild holding it open
+                // costs at most the timeout).
+                let tail = self
+                    .stderr
+                    .and_then(|rx| rx.recv_timeout(Duration::from_secs(2)).ok())
+                    .unwrap_or_default();
+                match self.max_memory {
+                    Some(limit) if tail.contains("memory allocation of") => {
+                        Crash::OutOfMemory { limit }
+                    }
+                    _ if tail.contains("has overflowed its stack") => Crash::StackOverflow,
+                    _ => Crash::Signal(SIGABRT),
+                }
+            }
+            (Some(signal), _) => Crash::Signal(signal),
+            (None, Some(code)) => Crash::Exit(code),
+            (None, None) => Crash::Protocol(format!("unknown exit status {status}")),
+        }
+    }
+}
+
+/// Copies the child's stderr to ours and keeps its last few KiB, sent on
+/// the returned channel when the child closes it.
+fn forward_stderr(mut stderr: impl Read + Send + 'static) -> cb::Receiver<String> {
+    const KEEP: usize = 8 << 10;
+    let (tx, rx) = cb::bounded(1);
+    let spawned = std::thread::Builder::new()
+        .name("isolates-child-stderr".into())
+        .spawn(move || {
+            let mut tail: Vec<u8> = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                match stderr.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let _ = std::io::stderr().write_all(&buf[..n]);
+                        tail.extend_from_slice(&buf[..n]);
+                        if tail.len() > 2 * KEEP {
+                            tail.drain(..tail.len() - KEEP);
+                        }
+                    }
+                }
+            }
+            let _ = tx.send(String::from_utf8_lossy(&tail).into_owned());
+        });
+    drop(spawned);
+    rx
+}

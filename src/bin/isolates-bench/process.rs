@@ -1,0 +1,220 @@
+//! Process isolates beside the raw mechanism they stand on: a round trip
+//! over a Unix socket pair to a child process, and starting a child of the
+//! same executable with one message of handshake. The raw child is this
+//! binary too (hidden flag [`RAW_CHILD_FLAG`]): both sides pay the same
+//! `exec`.
+
+use std::hint::black_box;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+use isolates::IsolateBuilder;
+use isolates::process::ProcessOptions;
+
+use super::workload::Echo;
+use super::{Measure, T, interleaved};
+
+/// The hidden flag that turns the harness into a raw echo child: it reads
+/// 8-byte numbers from its stdin (a socket) and writes back each plus one.
+pub(crate) const RAW_CHILD_FLAG: &str = "--raw-echo-child";
+
+/// What the raw child runs; never returns.
+pub(crate) fn raw_child() -> ! {
+    let fd = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .expect("stdin is a socket");
+    let mut socket = UnixStream::from(fd);
+    let mut buf = [0u8; 8];
+    while socket.read_exact(&mut buf).is_ok() {
+        let n = u64::from_le_bytes(buf).wrapping_add(1);
+        if socket.write_all(&n.to_le_bytes()).is_err() {
+            break;
+        }
+    }
+    std::process::exit(0);
+}
+
+/// A raw child and our end of its socket.
+struct RawChild {
+    child: Child,
+    socket: UnixStream,
+}
+
+impl RawChild {
+    fn spawn() -> RawChild {
+        let (ours, theirs) = UnixStream::pair().expect("socket pair");
+        let child = Command::new(std::env::current_exe().expect("current exe"))
+            .arg(RAW_CHILD_FLAG)
+            .stdin(Stdio::from(OwnedFd::from(theirs)))
+            .spawn()
+            .expect("spawn the raw child");
+        RawChild {
+            child,
+            socket: ours,
+        }
+    }
+
+    fn round_trip(&mut self, n: u64) -> u64 {
+        self.socket.write_all(&n.to_le_bytes()).expect("write");
+        let mut buf = [0u8; 8];
+        self.socket.read_exact(&mut buf).expect("read");
+        u64::from_le_bytes(buf)
+    }
+}
+
+impl Drop for RawChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn echo_in_child() -> isolates::IsolateHandle<Echo> {
+    IsolateBuilder::new()
+        .process(ProcessOptions::new())
+        .spawn::<Echo>(())
+        .expect("spawn a process isolate")
+}
+
+pub(crate) fn process_ask_rtt(quick: bool) -> Measure {
+    let n = if quick { 2_000 } else { 20_000 };
+    let mut raw = RawChild::spawn();
+    let echo = echo_in_child();
+    // Both children up and warm.
+    for i in 0..100 {
+        black_box(raw.round_trip(i));
+        black_box(echo.ask(i, T).expect("ask"));
+    }
+    let (base, ours) = interleaved(
+        if quick { 3 } else { 7 },
+        || {
+            let start = Instant::now();
+            for i in 0..n {
+                black_box(raw.round_trip(i));
+            }
+            start.elapsed().as_nanos() as f64 / 1000.0 / n as f64
+        },
+        || {
+            let start = Instant::now();
+            for i in 0..n {
+                black_box(echo.ask(i, T).expect("ask"));
+            }
+            start.elapsed().as_nanos() as f64 / 1000.0 / n as f64
+        },
+    );
+    Measure {
+        name: "process_ask_rtt",
+        value: ours,
+        unit: "µs",
+        baseline: "raw 8-byte round trip, Unix socket pair",
+        baseline_value: base,
+        ratio: ours / base,
+        goal: Some("ratio <= 1.5"),
+        note: None,
+    }
+}
+
+pub(crate) fn process_spawn(quick: bool) -> Measure {
+    let n = if quick { 10 } else { 40 };
+    let (base, ours) = interleaved(
+        if quick { 3 } else { 5 },
+        || {
+            let start = Instant::now();
+            for i in 0..n {
+                let mut raw = RawChild::spawn();
+                black_box(raw.round_trip(i));
+            }
+            start.elapsed().as_nanos() as f64 / 1e6 / n as f64
+        },
+        || {
+            let start = Instant::now();
+            for i in 0..n {
+                let echo = echo_in_child();
+                black_box(echo.ask(i, T).expect("ask"));
+            }
+            start.elapsed().as_nanos() as f64 / 1e6 / n as f64
+        },
+    );
+    Measure {
+        name: "process_spawn",
+        value: ours,
+        unit: "ms",
+        baseline: "Command spawn of this exe + one round trip",
+        baseline_value: base,
+        ratio: ours / base,
+        goal: Some("ratio <= 1.2"),
+        note: Some("both include the child's exit and reaping".into()),
+    }
+}
+
+/// Resident memory of process `pid`, in KiB.
+fn rss_of(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/statm"))
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map_or(0.0, |pages| pages * 4.0)
+}
+
+pub(crate) fn process_idle_rss(quick: bool) -> Measure {
+    let n = if quick { 4 } else { 16 };
+    let raws: Vec<RawChild> = (0..n)
+        .map(|i| {
+            let mut raw = RawChild::spawn();
+            raw.round_trip(i);
+            raw
+        })
+        .collect();
+    let base = raws.iter().map(|r| rss_of(r.child.id())).sum::<f64>() / n as f64;
+    drop(raws);
+    let echoes: Vec<_> = (0..n)
+        .map(|i| {
+            let echo = echo_in_child();
+            echo.ask(i, T).expect("ask");
+            echo
+        })
+        .collect();
+    let pids = child_pids();
+    let ours = pids.iter().map(|&p| rss_of(p)).sum::<f64>() / pids.len().max(1) as f64;
+    let note = format!(
+        "{} live children measured, after one message each",
+        pids.len()
+    );
+    drop(echoes);
+    Measure {
+        name: "process_idle_rss",
+        value: ours,
+        unit: "KiB",
+        baseline: "an idle raw child of the same exe",
+        baseline_value: base,
+        ratio: ours / base,
+        goal: None,
+        note: Some(note),
+    }
+}
+
+/// The pids of this process's live children that run this executable.
+fn child_pids() -> Vec<u32> {
+    let me = std::process::id();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                let fields: Vec<&str> = stat
+                    .rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .collect();
+                // Field 4 of stat (after the name) is the parent's pid.
+                fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(me)
+                    && fields.first() != Some(&"Z")
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,464 @@
+//! A process isolate's body in its parent: a child process does the work,
+//! and the run loop drives it with frames.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use std::os::unix::net::UnixStream;
+
+use super::shared::{Control, Item, Shared};
+use super::{Context, Crash, ExitReason, Isolate, IsolateBuilder};
+use crate::backend::process::child::split_start;
+use crate::backend::process::frame::{self, Kind};
+use crate::backend::process::parent::{Broken, ChildProcess};
+use crate::backend::process::{decode_reason, encode_reason};
+use crate::codec::Codec;
+use crate::codec::envelope::Envelope;
+use crate::error::CodecError;
+use crate::pending::Reply;
+use crate::process::ProcessOptions;
+use crate::unwind;
+
+/// How an isolate runs in a child: set by
+/// [`IsolateBuilder::process`](super::IsolateBuilder::process).
+pub(crate) struct ProcessSpec<I: Isolate> {
+    pub(super) options: ProcessOptions,
+    pub(super) wire: Arc<dyn ChildWire<I>>,
+    pub(super) key: u64,
+    pub(super) test_entry: Option<String>,
+}
+
+/// Encodes what goes to the child and decodes what comes back, with the
+/// builder's codec.
+pub(super) trait ChildWire<I: Isolate>: Send + Sync {
+    fn limit(&self) -> usize;
+    fn encode_args(&self, args: &I::Args) -> Result<Vec<u8>, CodecError>;
+    fn encode_message(&self, msg: &I::Message) -> Result<Vec<u8>, CodecError>;
+    fn decode_reply(&self, bytes: &[u8]) -> Result<I::Reply, CodecError>;
+    fn decode_error(&self, bytes: &[u8]) -> Result<I::Error, CodecError>;
+}
+
+pub(super) struct CodecWire<C>(pub(super) C);
+
+impl<C: Codec> CodecWire<C> {
+    fn encode<T: Serialize>(&self, value: &T, what: &str) -> Result<Vec<u8>, CodecError> {
+        let mut out = Vec::new();
+        crate::unwind::catch(|| self.0.encode(value, &mut out)).unwrap_or_else(|caught| {
+            Err(CodecError::Encode(format!(
+                "the {what}'s Serialize panicked: {}",
+                caught.message
+            )))
+        })?;
+        Ok(out)
+    }
+
+    fn decode<T: DeserializeOwned>(&self, bytes: &[u8], what: &str) -> Result<T, CodecError> {
+        crate::unwind::catch(|| self.0.decode(bytes)).unwrap_or_else(|caught| {
+            Err(CodecError::Malformed(format!(
+                "the {what}'s Deserialize panicked: {}",
+                caught.message
+            )))
+        })
+    }
+}
+
+impl<C: Codec, I: Isolate> ChildWire<I> for CodecWire<C> {
+    fn limit(&self) -> usize {
+        self.0.limit()
+    }
+    fn encode_args(&self, args: &I::Args) -> Result<Vec<u8>, CodecError> {
+        self.encode(args, "start argument")
+    }
+    fn encode_message(&self, msg: &I::Message) -> Result<Vec<u8>, CodecError> {
+        self.encode(msg, "message")
+    }
+    fn decode_reply(&self, bytes: &[u8]) -> Result<I::Reply, CodecError> {
+        self.decode(bytes, "reply")
+    }
+    fn decode_error(&self, bytes: &[u8]) -> Result<I::Error, CodecError> {
+        self.decode(bytes, "error")
+    }
+}
+
+/// What became of one message sent to the child.
+pub(super) enum Outcome<I: Isolate> {
+    Value(I::Reply),
+    /// A cast was handled.
+    Done,
+    Failed(I::Error),
+    Panicked(String),
+    /// The message could not reach the isolate (encoding here, decoding there).
+    BadMessage(CodecError),
+    /// The reply or error could not come back.
+    BadReply(CodecError),
+    /// Not handled: the isolate had exited with this reason.
+    Dead(ExitReason),
+    /// The child died handling it.
+    Gone(ExitReason),
+}
+
+/// A running child, as the parent's run loop drives it.
+pub(super) struct RemoteBody<I: Isolate> {
+    child: ChildProcess,
+    /// Tells this child's exit notices from those of an earlier incarnation.
+    pub(super) id: u64,
+    wire: Arc<dyn ChildWire<I>>,
+    stop_timeout: std::time::Duration,
+}
+
+static NEXT_CHILD: AtomicU64 = AtomicU64::new(1);
+
+impl<I: Isolate> RemoteBody<I> {
+    /// Starts a child and the isolate in it.
+    pub(super) fn start(
+        shared: &Arc<Shared<I>>,
+        spec: &ProcessSpec<I>,
+        args: I::Args,
+    ) -> Result<Self, ExitReason> {
+        let args = spec.wire.encode_args(&args).map_err(|e| {
+            ExitReason::Failed(format!("start arguments could not be encoded: {e}"))
+        })?;
+        let id = NEXT_CHILD.fetch_add(1, Ordering::Relaxed);
+        let weak = Arc::downgrade(shared);
+        let on_exit = Box::new(move |_: Crash| {
+            if let Some(shared) = weak.upgrade() {
+                shared.control(Control::ChildExited { child: id }, true);
+            }
+        });
+        let child = ChildProcess::spawn(
+            &spec.options,
+            spec.test_entry.as_deref(),
+            spec.wire.limit(),
+            on_exit,
+        )
+        .map_err(ExitReason::Crashed)?;
+        let kill = child.kill_switch();
+        shared.set_child_kill(Some(Arc::clone(&kill)));
+        // A kill that came before the switch was there.
+        if shared.kill_requested.load(Ordering::SeqCst) {
+            kill.kill();
+        }
+        let mut body = RemoteBody {
+            child,
+            id,
+            wire: Arc::clone(&spec.wire),
+            stop_timeout: spec.options.stop_timeout,
+        };
+        // The name fits the start frame's overhead.
+        let mut end = shared.name.len().min(1024);
+        while !shared.name.is_char_boundary(end) {
+            end -= 1;
+        }
+        let name = &shared.name.as_bytes()[..end];
+        let name_len = (name.len() as u32).to_le_bytes();
+        body.child.send(
+            Kind::Start,
+            &[&spec.key.to_le_bytes(), &name_len, name, &args],
+        );
+        let deadline = Instant::now() + spec.options.start_timeout;
+        match body.child.read(Some(deadline)) {
+            Ok((Kind::Started, _)) => Ok(body),
+            Ok((Kind::Exited, reason)) => {
+                let reason = decode_reason(&reason).unwrap_or_else(|| {
+                    ExitReason::Crashed(Crash::Protocol(
+                        "an exit frame that does not decode".into(),
+                    ))
+                });
+                body.stop(&reason);
+                Err(reason)
+            }
+            Ok((kind, _)) => {
+                kill.kill();
+                body.stop(&ExitReason::Killed);
+                Err(ExitReason::Crashed(Crash::Protocol(format!(
+                    "a {kind:?} frame before the isolate started"
+                ))))
+            }
+            Err(Broken::Gone(crash)) => Err(gone(shared, crash)),
+            Err(Broken::Timeout) => {
+                let timeout = spec.options.start_timeout;
+                body.stop(&ExitReason::Killed);
+                if shared.kill_requested.load(Ordering::SeqCst) {
+                    return Err(ExitReason::Killed);
+                }
+                Err(ExitReason::Crashed(Crash::Protocol(format!(
+                    "the child did not start its isolate within {timeout:?} \
+                     (is isolates::process::Registry::init the first call in main?)"
+                ))))
+            }
+        }
+    }
+
+    /// Has the child handle one message, and waits for what became of it.
+    pub(super) fn call(&mut self, shared: &Shared<I>, msg: &I::Message, cast: bool) -> Outcome<I> {
+        let bytes = match self.wire.encode_message(msg) {
+            Ok(bytes) => bytes,
+            Err(e) => return Outcome::BadMessage(e),
+        };
+        let kind = if cast { Kind::Cast } else { Kind::Ask };
+        // A failed write means the child is going: the read says how.
+        self.child.send(kind, &[&bytes]);
+        let (kind, body) = match self.child.read(None) {
+            Ok(frame) => frame,
+            Err(Broken::Gone(crash)) => return Outcome::Gone(gone(shared, crash)),
+            Err(Broken::Timeout) => {
+                return Outcome::Gone(ExitReason::Crashed(Crash::Protocol(
+                    "no answer from the child".into(),
+                )));
+            }
+        };
+        let text = || String::from_utf8_lossy(&body).into_owned();
+        match kind {
+            Kind::Value => match self.wire.decode_reply(&body) {
+                Ok(value) => Outcome::Value(value),
+                Err(e) => Outcome::BadReply(e),
+            },
+            Kind::Done => Outcome::Done,
+            Kind::Failed => match self.wire.decode_error(&body) {
+                Ok(error) => Outcome::Failed(error),
+                Err(e) => Outcome::BadReply(e),
+            },
+            Kind::Panicked => Outcome::Panicked(text()),
+            Kind::BadMessage => Outcome::BadMessage(CodecError::Malformed(text())),
+            Kind::Unencodable => Outcome::BadReply(CodecError::Encode(text())),
+            // It stopped itself (after its last answer) before this one.
+            Kind::Exited => match decode_reason(&body) {
+                Some(reason) => Outcome::Dead(reason),
+                None => self.broken("an exit frame that does not decode"),
+            },
+            other => self.broken(&format!("a {other:?} frame in answer to a message")),
+        }
+    }
+
+    fn broken(&self, why: &str) -> Outcome<I> {
+        self.child.kill_switch().kill();
+        Outcome::Gone(ExitReason::Crashed(Crash::Protocol(why.to_string())))
+    }
+
+    /// The child was reaped while the isolate was idle: why it exited (it
+    /// said so, having stopped itself, or it crashed).
+    pub(super) fn exit_reason(&mut self, shared: &Shared<I>) -> ExitReason {
+        let soon = Instant::now() + std::time::Duration::from_millis(100);
+        match self.child.read(Some(soon)) {
+            Ok((Kind::Exited, body)) => decode_reason(&body).unwrap_or_else(|| {
+                ExitReason::Crashed(Crash::Protocol("an exit frame that does not decode".into()))
+            }),
+            Ok((kind, _)) => ExitReason::Crashed(Crash::Protocol(format!(
+                "a {kind:?} frame while no message was sent"
+            ))),
+            Err(Broken::Gone(crash)) => gone(shared, crash),
+            Err(Broken::Timeout) => gone(
+                shared,
+                Crash::Protocol("the child exited without closing its channel".into()),
+            ),
+        }
+    }
+
+    /// Asks the child to finish and exit; kills it if it takes longer than
+    /// the stop timeout. Returns once it is reaped.
+    pub(super) fn stop(self, reason: &ExitReason) {
+        self.child.stop(&encode_reason(reason), self.stop_timeout);
+    }
+}
+
+/// The reason for a child that died: a kill we were asked for is `Killed`,
+/// anything else is how it crashed.
+fn gone<I: Isolate>(shared: &Shared<I>, crash: Crash) -> ExitReason {
+    if shared.kill_requested.load(Ordering::SeqCst) {
+        ExitReason::Killed
+    } else {
+        ExitReason::Crashed(crash)
+    }
+}
+
+/// Runs isolate `I` for the parent on `channel`, in the child: its state
+/// lives on this thread; returns the exit code.
+pub(crate) fn serve_child<I: Isolate, C: Codec>(
+    codec: &C,
+    mut channel: UnixStream,
+    start: Vec<u8>,
+) -> i32 {
+    let write = |channel: &mut UnixStream, kind: Kind, body: &[u8]| {
+        frame::write(channel, kind, &[body]).is_ok()
+    };
+    let Some((name, args)) = split_start(&start) else {
+        let reason = ExitReason::Failed("a malformed start frame".into());
+        write(&mut channel, Kind::Exited, &encode_reason(&reason));
+        return 0;
+    };
+    let args = match decode::<I::Args, C>(codec, args, "start argument") {
+        Ok(args) => args,
+        Err(e) => {
+            let reason = ExitReason::Failed(format!("start arguments could not be decoded: {e}"));
+            write(&mut channel, Kind::Exited, &encode_reason(&reason));
+            return 0;
+        }
+    };
+    let shared = match IsolateBuilder::new().name(name).prepare::<I>() {
+        Ok((shared, _control)) => shared,
+        Err(e) => {
+            let reason = ExitReason::Failed(e.to_string());
+            write(&mut channel, Kind::Exited, &encode_reason(&reason));
+            return 0;
+        }
+    };
+    let mut ctx = Context {
+        shared: Arc::clone(&shared),
+        stop_requested: false,
+        exiting: false,
+    };
+    let mut state = match unwind::catch(|| I::start(args, &mut ctx)) {
+        // `Context::exit`: a normal end.
+        Err(_) if ctx.exiting => {
+            write(
+                &mut channel,
+                Kind::Exited,
+                &encode_reason(&ExitReason::Normal),
+            );
+            return 0;
+        }
+        Ok(Ok(state)) => state,
+        Ok(Err(error)) => {
+            let reason = ExitReason::Failed(unwind::describe(&error));
+            write(&mut channel, Kind::Exited, &encode_reason(&reason));
+            return 0;
+        }
+        Err(caught) => {
+            let reason = ExitReason::Panicked(caught.message);
+            write(&mut channel, Kind::Exited, &encode_reason(&reason));
+            return 0;
+        }
+    };
+    let ended = |state: I, reason: &ExitReason| {
+        let mut state = state;
+        let _ = unwind::catch(|| state.stopping(reason));
+        let _ = unwind::catch(move || drop(state));
+    };
+    if ctx.stop_requested {
+        write(
+            &mut channel,
+            Kind::Exited,
+            &encode_reason(&ExitReason::Normal),
+        );
+        ended(state, &ExitReason::Normal);
+        return 0;
+    }
+    if !write(&mut channel, Kind::Started, &[]) {
+        return 0;
+    }
+    let limit = codec.limit().saturating_add(frame::OVERHEAD);
+    loop {
+        let (kind, body) = match frame::read(&mut channel, limit) {
+            Ok(frame) => frame,
+            // The parent is gone.
+            Err(_) => return 0,
+        };
+        let cast = match kind {
+            Kind::Ask => false,
+            Kind::Cast => true,
+            Kind::Stop => {
+                let reason = decode_reason(&body).unwrap_or(ExitReason::Killed);
+                ended(state, &reason);
+                return 0;
+            }
+            _ => return 0,
+        };
+        let (kind, answer) = match decode::<I::Message, C>(codec, &body, "message") {
+            Ok(msg) => answer(codec, &mut state, &mut ctx, msg, cast),
+            Err(e) => (Kind::BadMessage, e.into_bytes()),
+        };
+        if ctx.exiting {
+            // `Context::exit`: this message's sender hears of the exit.
+            write(
+                &mut channel,
+                Kind::Exited,
+                &encode_reason(&ExitReason::Normal),
+            );
+            ended(state, &ExitReason::Normal);
+            return 0;
+        }
+        if !write(&mut channel, kind, &answer) {
+            return 0;
+        }
+        // Messages it sent itself meanwhile are handled before the next
+        // one from the parent; their answers go to their senders here.
+        while let Ok(item) = shared.mailbox_rx.try_recv() {
+            let Item { envelope, reply } = item;
+            let Envelope::Moved(msg) = envelope else {
+                continue;
+            };
+            let result = unwind::catch(|| state.handle(msg, &mut ctx));
+            if ctx.exiting {
+                if let Some(reply) = reply {
+                    reply.send(Reply::Dead(ExitReason::Normal));
+                }
+                break;
+            }
+            if let Some(reply) = reply {
+                reply.send(match result {
+                    Ok(Ok(value)) => Reply::Value(Envelope::Moved(value)),
+                    Ok(Err(error)) => Reply::Failed(Envelope::Moved(error)),
+                    Err(caught) => Reply::Panicked(caught.message),
+                });
+            }
+        }
+        if ctx.stop_requested {
+            write(
+                &mut channel,
+                Kind::Exited,
+                &encode_reason(&ExitReason::Normal),
+            );
+            ended(state, &ExitReason::Normal);
+            return 0;
+        }
+    }
+}
+
+/// Handles one message from the parent: the answer frame.
+fn answer<I: Isolate, C: Codec>(
+    codec: &C,
+    state: &mut I,
+    ctx: &mut Context<I>,
+    msg: I::Message,
+    cast: bool,
+) -> (Kind, Vec<u8>) {
+    match unwind::catch(|| state.handle(msg, ctx)) {
+        Ok(Ok(_)) if cast => (Kind::Done, Vec::new()),
+        Ok(Ok(value)) => match encode(codec, &value, "reply") {
+            Ok(bytes) => (Kind::Value, bytes),
+            Err(e) => (Kind::Unencodable, e.into_bytes()),
+        },
+        Ok(Err(error)) => match encode(codec, &error, "error") {
+            Ok(bytes) => (Kind::Failed, bytes),
+            Err(e) => (Kind::Unencodable, e.into_bytes()),
+        },
+        Err(caught) => (Kind::Panicked, caught.message.into_bytes()),
+    }
+}
+
+fn decode<T: DeserializeOwned, C: Codec>(codec: &C, bytes: &[u8], what: &str) -> Result<T, String> {
+    match unwind::catch(|| codec.decode::<T>(bytes)) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(format!("the {what} could not be decoded: {e}")),
+        Err(caught) => Err(format!(
+            "the {what}'s Deserialize panicked: {}",
+            caught.message
+        )),
+    }
+}
+
+fn encode<T: Serialize, C: Codec>(codec: &C, value: &T, what: &str) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    match unwind::catch(|| codec.encode(value, &mut out)) {
+        Ok(Ok(())) => Ok(out),
+        Ok(Err(e)) => Err(format!("the {what} could not be encoded: {e}")),
+        Err(caught) => Err(format!(
+            "the {what}'s Serialize panicked: {}",
+            caught.message
+        )),
+    }
+}

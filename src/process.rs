@@ -1,0 +1,460 @@
+//! Process isolates: an isolate in a child process, with a heap the OS
+//! keeps private, a kill that kills, crashes that stay in the child, and a
+//! memory limit.
+//!
+//! One builder switch, [`IsolateBuilder::process`](crate::IsolateBuilder::process),
+//! puts an isolate in a child process. The handle is the same
+//! [`IsolateHandle`](crate::IsolateHandle) with the same calls; what
+//! changes:
+//! - **Messages are encoded** (the builder's codec, bincode by default) in
+//!   both directions, and every frame is read under the codec's size limit:
+//!   a child that sends garbage, an oversized frame, or closes its channel is
+//!   killed and its isolate exits [`Crash::Protocol`](crate::Crash::Protocol),
+//!   never a panic or a hang of the parent. A [`Transfer`](crate::Transfer)
+//!   is copied (there is no shared memory); a port cannot cross and makes the
+//!   message a [`BadMessage`](crate::AskError::BadMessage).
+//! - **[`kill`](crate::IsolateHandle::kill)`(Priority::Immediate)` kills**:
+//!   the child gets SIGKILL (after SIGTERM and
+//!   [`kill_grace`](ProcessOptions::kill_grace), if one is set), even in the
+//!   middle of a handler that never returns; the call in flight resolves
+//!   [`AskError::Dead`](crate::AskError::Dead)`(ExitReason::Killed)`.
+//! - **A crash is an exit reason**: an abort, a segfault, a stack overflow,
+//!   an allocation over [`max_memory`](ProcessOptions::max_memory), a kill
+//!   from outside or an exit of its own ends the isolate with
+//!   [`ExitReason::Crashed`](crate::ExitReason::Crashed) saying which; the
+//!   call in flight resolves `Dead` with that reason; supervisors restart it
+//!   (a new child) per their policy; the parent goes on.
+//! - **Globals are private**: a `static` set in the child is not the
+//!   parent's.
+//! - **No orphans, no zombies**: a child dies with the thread that started
+//!   it (`PR_SET_PDEATHSIG`) and exits when its channel closes; every child
+//!   is reaped.
+//!
+//! # The one call at the top of `main`
+//!
+//! The child is this same executable, started again with a marker in its
+//! environment. Its `main` must become the child before doing anything
+//! else, so the first line of `main` registers the isolate types that run in
+//! child processes and calls [`Registry::init`]: in a child it runs the
+//! child and never returns; in the parent it records the registry and
+//! returns at once.
+//!
+//! ```
+//! use std::time::Duration;
+//! use isolates::{Context, Isolate, IsolateBuilder};
+//! use isolates::process::{ProcessOptions, Registry};
+//!
+//! /// Parses untrusted input in a child process: a crash there is the
+//! /// child's.
+//! struct Parser;
+//!
+//! impl Isolate for Parser {
+//!     type Args = ();
+//!     type Message = Vec<u8>;
+//!     type Reply = usize;
+//!     type Error = String;
+//!     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Parser) }
+//!     fn handle(&mut self, input: Vec<u8>, _: &mut Context<Self>) -> Result<usize, String> {
+//!         Ok(input.iter().filter(|&&b| b == b'\n').count())
+//!     }
+//! }
+//!
+//! fn main() {
+//!     Registry::new().isolate::<Parser>().init();
+//!
+//!     # #[cfg(target_os = "linux")] {
+//!     let parser = IsolateBuilder::new()
+//!         .process(ProcessOptions::new().max_memory(512 << 20))
+//!         .spawn::<Parser>(())
+//!         .unwrap();
+//!     assert_eq!(parser.ask(b"a\nb\n".to_vec(), Duration::from_secs(30)), Ok(2));
+//!     # }
+//! }
+//! ```
+//!
+//! In a test binary (`cargo test`) the test harness owns `main`: name a test
+//! that calls `init` with [`Registry::test_entry`], and call the same
+//! registration at the start of each test that spawns process isolates (in
+//! the parent it only records the registry):
+//!
+//! ```no_run
+//! # use isolates::process::Registry;
+//! # struct Parser;
+//! fn children() {
+//!     Registry::new()/* .isolate::<Parser>() */.test_entry("child_entry").init();
+//! }
+//!
+//! #[test]
+//! fn child_entry() {
+//!     children(); // a child process runs this test alone, and becomes the child
+//! }
+//! ```
+//!
+//! Examples and benches have a `main` of their own: the first form.
+//!
+//! # Platforms
+//!
+//! Linux is the target: everything above holds there. On other platforms
+//! the switch is a clear error at spawn,
+//! [`SpawnError::Unsupported`](crate::SpawnError); the crate
+//! still builds. (Other Unix systems lack `PR_SET_PDEATHSIG` and enforce
+//! `RLIMIT_AS` unevenly; they get the error too rather than weaker
+//! promises.)
+
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::codec::{Bincode, Codec};
+use crate::error::SpawnError;
+use crate::isolate::Isolate;
+
+/// How a process isolate's child runs: its memory limit, how a kill ends
+/// it, how long it may take to start.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use isolates::process::ProcessOptions;
+///
+/// let options = ProcessOptions::new()
+///     .max_memory(256 << 20)
+///     .kill_grace(Duration::from_millis(100))
+///     .start_timeout(Duration::from_secs(10));
+/// assert_eq!(options.memory_limit(), Some(256 << 20));
+/// ```
+#[derive(Clone, Debug)]
+pub struct ProcessOptions {
+    pub(crate) max_memory: Option<u64>,
+    pub(crate) kill_grace: Duration,
+    pub(crate) start_timeout: Duration,
+    pub(crate) stop_timeout: Duration,
+    pub(crate) program: Option<(std::path::PathBuf, Vec<std::ffi::OsString>)>,
+}
+
+impl Default for ProcessOptions {
+    fn default() -> Self {
+        ProcessOptions {
+            max_memory: None,
+            kill_grace: Duration::ZERO,
+            start_timeout: Duration::from_secs(30),
+            stop_timeout: Duration::from_secs(5),
+            program: None,
+        }
+    }
+}
+
+impl ProcessOptions {
+    /// No memory limit, an immediate SIGKILL, 30 s to start, 5 s to stop.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let options = isolates::process::ProcessOptions::new();
+    /// assert_eq!(options.memory_limit(), None);
+    /// ```
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Limits the child's address space to `bytes` (`RLIMIT_AS`), enforced
+    /// by the kernel: an allocation beyond it fails, the child aborts, and
+    /// the isolate exits
+    /// [`Crash::OutOfMemory`](crate::Crash::OutOfMemory).
+    ///
+    /// It bounds address space, not resident memory: the executable, thread
+    /// stacks (8 MiB reserved each) and allocator arenas count. Leave
+    /// 64 MiB or more above what the isolate itself needs. (The child runs
+    /// with `MALLOC_ARENA_MAX=2` under a limit, unless the environment sets
+    /// it.)
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let options = isolates::process::ProcessOptions::new().max_memory(1 << 30);
+    /// assert_eq!(options.memory_limit(), Some(1 << 30));
+    /// ```
+    pub fn max_memory(mut self, bytes: u64) -> Self {
+        self.max_memory = Some(bytes);
+        self
+    }
+
+    /// The memory limit set with [`max_memory`](Self::max_memory).
+    ///
+    /// # Examples
+    ///
+    /// See [`ProcessOptions`].
+    pub fn memory_limit(&self) -> Option<u64> {
+        self.max_memory
+    }
+
+    /// An immediate kill sends SIGTERM, then SIGKILL after `grace`; with no
+    /// grace (the default) it sends SIGKILL at once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let options = isolates::process::ProcessOptions::new().kill_grace(Duration::from_millis(50));
+    /// # let _ = options;
+    /// ```
+    pub fn kill_grace(mut self, grace: Duration) -> Self {
+        self.kill_grace = grace;
+        self
+    }
+
+    /// How long the child may take from spawn to a started isolate (its
+    /// `start` included) before it is killed and the isolate exits
+    /// [`Crash::Protocol`](crate::Crash::Protocol). Default 30 s.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let options = isolates::process::ProcessOptions::new().start_timeout(Duration::from_secs(5));
+    /// # let _ = options;
+    /// ```
+    pub fn start_timeout(mut self, timeout: Duration) -> Self {
+        self.start_timeout = timeout;
+        self
+    }
+
+    /// Starts `program` with `args` as the child instead of this executable
+    /// again: for example a small helper binary of the same workspace, so
+    /// that children do not map the whole application. It must call
+    /// [`Registry::init`] first thing in `main`, with the same
+    /// registrations (and be built from the same code: the isolate types are
+    /// matched by type identity).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let options = isolates::process::ProcessOptions::new()
+    ///     .program("/usr/local/bin/my-app-worker", ["--quiet"]);
+    /// # let _ = options;
+    /// ```
+    pub fn program<S: Into<std::ffi::OsString>>(
+        mut self,
+        program: impl Into<std::path::PathBuf>,
+        args: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.program = Some((program.into(), args.into_iter().map(Into::into).collect()));
+        self
+    }
+
+    /// How long an isolate that exits (stopped, killed after its current
+    /// message, its handles dropped) waits for its child to finish and exit
+    /// before killing it. Default 5 s.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let options = isolates::process::ProcessOptions::new().stop_timeout(Duration::from_secs(1));
+    /// # let _ = options;
+    /// ```
+    pub fn stop_timeout(mut self, timeout: Duration) -> Self {
+        self.stop_timeout = timeout;
+        self
+    }
+}
+
+/// The isolate types this executable can run in a child process; see the
+/// [module docs](self).
+///
+/// # Examples
+///
+/// ```
+/// use isolates::process::Registry;
+/// # use isolates::{Context, Isolate};
+/// # struct Echo;
+/// # impl Isolate for Echo {
+/// #     type Args = (); type Message = u8; type Reply = u8; type Error = String;
+/// #     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Echo) }
+/// #     fn handle(&mut self, m: u8, _: &mut Context<Self>) -> Result<u8, String> { Ok(m) }
+/// # }
+///
+/// // First thing in main: a child never returns from this.
+/// Registry::new().isolate::<Echo>().init();
+/// ```
+#[derive(Default)]
+pub struct Registry {
+    entries: HashMap<u64, Registered>,
+    test_entry: Option<String>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<_> = self.entries.values().map(|e| e.type_name).collect();
+        names.sort_unstable();
+        f.debug_struct("Registry")
+            .field("isolates", &names)
+            .field("test_entry", &self.test_entry)
+            .finish()
+    }
+}
+
+#[derive(Clone)]
+struct Registered {
+    type_name: &'static str,
+    #[cfg(target_os = "linux")]
+    entry: crate::backend::process::Entry,
+}
+
+/// What `init` recorded in the parent.
+struct Installed {
+    entries: HashMap<u64, Registered>,
+    test_entry: Option<String>,
+}
+
+static INSTALLED: Mutex<Option<Installed>> = Mutex::new(None);
+
+/// Identifies isolate `I` with codec `C` in both processes: the same
+/// executable gives the same type ids.
+pub(crate) fn key<I: 'static, C: 'static>() -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    TypeId::of::<(I, C)>().hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Checks that isolate `I` with codec `C` can run in a child; returns the
+/// test entry to start the child with, if any.
+pub(crate) fn lookup<I: 'static, C: 'static>() -> Result<Option<String>, SpawnError> {
+    if !cfg!(target_os = "linux") {
+        return Err(SpawnError::Unsupported(
+            "process isolates need Linux; use a thread isolate (the default) here",
+        ));
+    }
+    let installed = INSTALLED.lock();
+    let type_name = std::any::type_name::<I>();
+    match &*installed {
+        Some(installed) if installed.entries.contains_key(&key::<I, C>()) => {
+            Ok(installed.test_entry.clone())
+        }
+        Some(_) => Err(SpawnError::NotRegistered(format!(
+            "{type_name} (with codec {}) is not registered: add `.isolate::<{type_name}>()` \
+             (or `.isolate_with` for another codec) to the Registry that main initializes",
+            std::any::type_name::<C>()
+        ))),
+        None => Err(SpawnError::NotRegistered(format!(
+            "isolates::process::Registry::init was not called: call it first thing in main, \
+             registering {type_name}"
+        ))),
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    ///
+    /// # Examples
+    ///
+    /// See [`Registry`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers isolate `I`, with the default codec ([`Bincode`]).
+    ///
+    /// # Examples
+    ///
+    /// See [`Registry`].
+    pub fn isolate<I: Isolate>(self) -> Self {
+        self.isolate_with::<I, Bincode>(Bincode::new())
+    }
+
+    /// Registers isolate `I` with `codec`, for isolates built with
+    /// [`IsolateBuilder::codec`](crate::IsolateBuilder::codec)`(codec)`:
+    /// the child decodes with it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use isolates::Bincode;
+    /// use isolates::process::Registry;
+    /// # use isolates::{Context, Isolate};
+    /// # struct Echo;
+    /// # impl Isolate for Echo {
+    /// #     type Args = (); type Message = u8; type Reply = u8; type Error = String;
+    /// #     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Echo) }
+    /// #     fn handle(&mut self, m: u8, _: &mut Context<Self>) -> Result<u8, String> { Ok(m) }
+    /// # }
+    /// Registry::new().isolate_with::<Echo, _>(Bincode::<{ 1 << 20 }>::limited()).init();
+    /// ```
+    pub fn isolate_with<I: Isolate, C: Codec>(mut self, codec: C) -> Self {
+        let _ = &codec;
+        let registered = Registered {
+            type_name: std::any::type_name::<I>(),
+            #[cfg(target_os = "linux")]
+            entry: crate::backend::process::Entry {
+                limit: codec.limit(),
+                run: std::sync::Arc::new(move |channel, start| {
+                    crate::isolate::serve_child::<I, C>(&codec, channel, start)
+                }),
+            },
+        };
+        self.entries.insert(key::<I, C>(), registered);
+        self
+    }
+
+    /// In a test binary, the name of the `#[test]` function that calls
+    /// [`init`](Self::init) (its full path within the test crate, e.g.
+    /// `child_entry` or `process::child_entry`): the child is the test
+    /// binary running that test alone.
+    ///
+    /// # Examples
+    ///
+    /// See the [module docs](self).
+    pub fn test_entry(mut self, name: impl Into<String>) -> Self {
+        self.test_entry = Some(name.into());
+        self
+    }
+
+    /// In a child process: runs the child and exits, never returning. In
+    /// the parent: records what can run in a child and returns at once.
+    /// Calling it again adds to what was recorded.
+    ///
+    /// # Examples
+    ///
+    /// See [`Registry`].
+    pub fn init(self) {
+        let Registry {
+            entries,
+            test_entry,
+        } = self;
+        {
+            let mut installed = INSTALLED.lock();
+            let installed = installed.get_or_insert_with(|| Installed {
+                entries: HashMap::new(),
+                test_entry: None,
+            });
+            installed.entries.extend(entries);
+            if test_entry.is_some() {
+                installed.test_entry = test_entry;
+            }
+        }
+        #[cfg(target_os = "linux")]
+        {
+            let (start_limit, entries) = {
+                let installed = INSTALLED.lock();
+                let entries: HashMap<u64, crate::backend::process::Entry> = installed
+                    .as_ref()
+                    .map(|i| {
+                        i.entries
+                            .iter()
+                            .map(|(k, r)| (*k, r.entry.clone()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let limit = entries.values().map(|e| e.limit).max().unwrap_or(0);
+                (limit, entries)
+            };
+            crate::backend::process::child::enter_if_child(start_limit, |key| {
+                entries.get(&key).cloned()
+            });
+        }
+    }
+}

@@ -1,0 +1,441 @@
+//! Process isolates: the same handle API over a child process, a kill that
+//! kills, crashes that are exit reasons, a memory limit the OS enforces, no
+//! orphans, and a parent that survives whatever its child sends.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::io::BufRead;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::wait_until;
+use isolates::process::{ProcessOptions, Registry};
+use isolates::supervisor::{ChildSpec, Restart, SupervisionEvent, SupervisorBuilder};
+use isolates::{
+    AskError, Context, Crash, ExitReason, Isolate, IsolateBuilder, IsolateHandle, Priority,
+    SpawnError, port,
+};
+use serde::{Deserialize, Serialize};
+
+const T: Duration = Duration::from_secs(30);
+
+/// Registers what the children of this test binary run; a child runs
+/// `child_entry` alone and becomes the child there.
+fn children() {
+    Registry::new()
+        .isolate::<Probe>()
+        .test_entry("child_entry")
+        .init();
+}
+
+#[test]
+fn child_entry() {
+    children();
+}
+
+static GLOBAL: AtomicU64 = AtomicU64::new(0);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Msg {
+    Echo(u64),
+    Pid,
+    SetGlobal(u64),
+    GetGlobal,
+    Sum,
+    Spin,
+    Abort,
+    Segfault,
+    Overflow(u64),
+    Alloc(usize),
+    Exit(i32),
+    Panic,
+    Fail,
+    Stop,
+    Big(usize),
+}
+
+struct Probe {
+    sum: u64,
+}
+
+impl Isolate for Probe {
+    type Args = u64;
+    type Message = Msg;
+    type Reply = u64;
+    type Error = String;
+
+    fn start(start: u64, _: &mut Context<Self>) -> Result<Self, String> {
+        if start == u64::MAX {
+            return Err("refused to start".into());
+        }
+        Ok(Probe { sum: start })
+    }
+
+    fn handle(&mut self, msg: Msg, ctx: &mut Context<Self>) -> Result<u64, String> {
+        Ok(match msg {
+            Msg::Echo(n) => {
+                self.sum += n;
+                n
+            }
+            Msg::Pid => u64::from(std::process::id()),
+            Msg::SetGlobal(n) => {
+                GLOBAL.store(n, Ordering::SeqCst);
+                n
+            }
+            Msg::GetGlobal => GLOBAL.load(Ordering::SeqCst),
+            Msg::Sum => self.sum,
+            Msg::Spin => loop {
+                std::hint::spin_loop();
+            },
+            Msg::Abort => std::process::abort(),
+            Msg::Segfault => {
+                // Rust's own SIGSEGV handler (it watches for stack overflows)
+                // lets the first one through when it is not a fault and
+                // restores the default: the second one kills.
+                let me = rustix::process::getpid();
+                loop {
+                    let _ = rustix::process::kill_process(me, rustix::process::Signal::SEGV);
+                    std::thread::park_timeout(Duration::from_millis(10));
+                }
+            }
+            Msg::Overflow(n) => recurse(n),
+            Msg::Alloc(bytes) => {
+                let v = vec![1u8; bytes];
+                std::hint::black_box(&v);
+                v.len() as u64
+            }
+            Msg::Exit(code) => std::process::exit(code),
+            Msg::Panic => panic!("probe panicked"),
+            Msg::Fail => return Err("probe failed".into()),
+            Msg::Stop => {
+                ctx.stop();
+                0
+            }
+            Msg::Big(n) => n as u64,
+        })
+    }
+}
+
+#[inline(never)]
+fn recurse(n: u64) -> u64 {
+    let buf = std::hint::black_box([n; 64]);
+    if n == 0 {
+        buf[3]
+    } else {
+        recurse(n + 1).wrapping_add(buf[5])
+    }
+}
+
+fn spawn(options: ProcessOptions) -> IsolateHandle<Probe> {
+    children();
+    IsolateBuilder::new()
+        .process(options)
+        .spawn::<Probe>(0)
+        .expect("spawn a process isolate")
+}
+
+#[test]
+fn messages_round_trip_and_globals_are_the_childs_own() {
+    let probe = spawn(ProcessOptions::new());
+    assert_eq!(probe.ask(Msg::Echo(7), T), Ok(7));
+    let pid = probe.ask(Msg::Pid, T).unwrap();
+    assert_ne!(
+        pid,
+        u64::from(std::process::id()),
+        "it runs in another process"
+    );
+    assert_eq!(probe.ask(Msg::SetGlobal(42), T), Ok(42));
+    assert_eq!(probe.ask(Msg::GetGlobal, T), Ok(42));
+    assert_eq!(
+        GLOBAL.load(Ordering::SeqCst),
+        0,
+        "the parent's static is untouched"
+    );
+    // Casts arrive in order, none lost.
+    for i in 1..=100 {
+        probe.cast(Msg::Echo(i)).unwrap();
+    }
+    assert_eq!(probe.ask(Msg::Sum, T), Ok(7 + 5050));
+    assert_eq!(probe.stats().messages_handled, 105);
+    probe.kill(Priority::AfterCurrent);
+    assert_eq!(probe.join(T), Some(ExitReason::Killed));
+}
+
+#[test]
+fn handler_errors_and_panics_are_typed_as_in_a_thread() {
+    let probe = spawn(ProcessOptions::new());
+    probe.set_errors_fatal(false);
+    assert_eq!(
+        probe.ask(Msg::Fail, T),
+        Err(AskError::Failed("probe failed".into()))
+    );
+    assert_eq!(
+        probe.ask(Msg::Panic, T),
+        Err(AskError::Panicked("probe panicked".into()))
+    );
+    assert_eq!(probe.ask(Msg::Echo(1), T), Ok(1), "not fatal: it goes on");
+    probe.set_errors_fatal(true);
+    assert_eq!(
+        probe.ask(Msg::Fail, T),
+        Err(AskError::Failed("probe failed".into()))
+    );
+    assert_eq!(
+        probe.join(T),
+        Some(ExitReason::Failed("probe failed".into()))
+    );
+}
+
+#[test]
+fn a_start_error_and_a_stop_in_the_child_are_exit_reasons() {
+    children();
+    let refused = IsolateBuilder::new()
+        .process(ProcessOptions::new())
+        .spawn::<Probe>(u64::MAX)
+        .unwrap();
+    assert_eq!(
+        refused.join(T),
+        Some(ExitReason::Failed("refused to start".into()))
+    );
+    assert!(matches!(
+        refused.ask(Msg::Echo(1), T),
+        Err(AskError::Dead(ExitReason::Failed(_)))
+    ));
+
+    let probe = spawn(ProcessOptions::new());
+    assert_eq!(probe.ask(Msg::Stop, T), Ok(0));
+    // The parent learns of the stop without sending anything more.
+    assert_eq!(probe.join(T), Some(ExitReason::Normal));
+}
+
+#[test]
+fn an_infinite_loop_is_killed_immediately() {
+    let probe = spawn(ProcessOptions::new());
+    assert_eq!(probe.ask(Msg::Echo(1), T), Ok(1));
+    let mut stuck = probe.ask_pending(Msg::Spin);
+    // The run loop has taken the message: the child is spinning in it.
+    assert!(wait_until(|| probe.stats().queue_len == 0, T));
+    let mut queued = probe.ask_pending(Msg::Echo(2));
+    probe.kill(Priority::Immediate);
+    assert_eq!(
+        stuck.wait_timeout(T),
+        Some(Err(AskError::Dead(ExitReason::Killed)))
+    );
+    assert_eq!(
+        queued.wait_timeout(T),
+        Some(Err(AskError::Dead(ExitReason::Killed)))
+    );
+    assert_eq!(probe.join(T), Some(ExitReason::Killed));
+}
+
+fn crash_with(msg: Msg, options: ProcessOptions) -> ExitReason {
+    let probe = spawn(options);
+    let err = probe.ask(msg, T).unwrap_err();
+    let AskError::Dead(reason) = err else {
+        panic!("expected the child to die, got {err:?}");
+    };
+    assert_eq!(probe.join(T), Some(reason.clone()));
+    reason
+}
+
+#[test]
+fn an_abort_is_sigabrt() {
+    assert_eq!(
+        crash_with(Msg::Abort, ProcessOptions::new()),
+        ExitReason::Crashed(Crash::Signal(6))
+    );
+}
+
+#[test]
+fn a_segfault_is_sigsegv() {
+    assert_eq!(
+        crash_with(Msg::Segfault, ProcessOptions::new()),
+        ExitReason::Crashed(Crash::Signal(11))
+    );
+}
+
+#[test]
+fn a_stack_overflow_is_its_own_reason() {
+    assert_eq!(
+        crash_with(Msg::Overflow(1), ProcessOptions::new()),
+        ExitReason::Crashed(Crash::StackOverflow)
+    );
+}
+
+#[test]
+fn an_allocation_past_the_memory_limit_is_out_of_memory() {
+    let limit = 512 << 20;
+    assert_eq!(
+        crash_with(Msg::Alloc(2 << 30), ProcessOptions::new().max_memory(limit)),
+        ExitReason::Crashed(Crash::OutOfMemory { limit })
+    );
+    // Under the limit, the same child allocates fine.
+    let probe = spawn(ProcessOptions::new().max_memory(limit));
+    assert_eq!(probe.ask(Msg::Alloc(64 << 20), T), Ok(64 << 20));
+}
+
+#[test]
+fn an_exit_of_its_own_and_a_kill_from_outside_are_exit_reasons() {
+    assert_eq!(
+        crash_with(Msg::Exit(3), ProcessOptions::new()),
+        ExitReason::Crashed(Crash::Exit(3))
+    );
+    // Killed from outside while idle: the parent notices without a message.
+    let probe = spawn(ProcessOptions::new());
+    let pid = probe.ask(Msg::Pid, T).unwrap();
+    let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+    assert_eq!(probe.join(T), Some(ExitReason::Crashed(Crash::Signal(9))));
+}
+
+#[test]
+fn a_supervisor_restarts_a_crashed_child_process() {
+    children();
+    let (events_tx, events) = port::unbounded();
+    let spec = ChildSpec::worker_with::<Probe, _>(
+        "probe",
+        IsolateBuilder::new().process(ProcessOptions::new()),
+        0,
+    )
+    .restart(Restart::Permanent);
+    let sup = SupervisorBuilder::new().child(spec).start().unwrap();
+    sup.add_event_listener(events_tx);
+    let probe = sup.worker::<Probe>("probe").unwrap();
+    let first = probe.ask(Msg::Pid, T).unwrap();
+    assert!(matches!(
+        probe.ask(Msg::Segfault, T),
+        Err(AskError::Dead(ExitReason::Crashed(Crash::Signal(11))))
+    ));
+    // The same handle reaches the restarted isolate, in a new child.
+    let mut second = None;
+    assert!(wait_until(
+        || {
+            second = probe.ask(Msg::Pid, T).ok();
+            second.is_some()
+        },
+        T
+    ));
+    assert_ne!(second, Some(first));
+    let mut restarts = 0;
+    while let Ok(event) = events.try_recv() {
+        if matches!(event, SupervisionEvent::Restarted { .. }) {
+            restarts += 1;
+        }
+    }
+    assert_eq!(restarts, 1);
+    sup.stop();
+    assert!(sup.join(T).is_some());
+}
+
+fn hostile(script: &str) -> ExitReason {
+    spawn(
+        ProcessOptions::new()
+            .program("/bin/sh", ["-c", script])
+            .start_timeout(Duration::from_secs(2)),
+    )
+    .join(T)
+    .expect("the isolate exits")
+}
+
+#[test]
+fn garbage_oversized_frames_and_silence_from_a_child_are_typed_errors() {
+    // Bytes that are not a frame (an unknown kind).
+    let reason = hostile("printf 'garbage!' >&0; exec sleep 30");
+    assert!(
+        matches!(&reason, ExitReason::Crashed(Crash::Protocol(why)) if why.contains("unknown frame kind")),
+        "{reason:?}"
+    );
+    // A frame header announcing 4 GiB: refused before anything is allocated.
+    let reason = hostile("printf '\\377\\377\\377\\377\\013' >&0; exec sleep 30");
+    assert!(
+        matches!(&reason, ExitReason::Crashed(Crash::Protocol(why)) if why.contains("over the limit")),
+        "{reason:?}"
+    );
+    // Nothing at all: the start times out and the child is killed.
+    let reason = hostile("exec sleep 30");
+    assert!(
+        matches!(&reason, ExitReason::Crashed(Crash::Protocol(why)) if why.contains("did not start")),
+        "{reason:?}"
+    );
+    // A child that exits at once.
+    assert_eq!(hostile("exit 4"), ExitReason::Crashed(Crash::Exit(4)));
+}
+
+#[test]
+fn an_unregistered_type_is_a_spawn_error() {
+    struct Other;
+    impl Isolate for Other {
+        type Args = ();
+        type Message = ();
+        type Reply = ();
+        type Error = String;
+        fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> {
+            Ok(Other)
+        }
+        fn handle(&mut self, _: (), _: &mut Context<Self>) -> Result<(), String> {
+            Ok(())
+        }
+    }
+    children();
+    let err = IsolateBuilder::new()
+        .process(ProcessOptions::new())
+        .spawn::<Other>(())
+        .unwrap_err();
+    assert!(matches!(&err, SpawnError::NotRegistered(why) if why.contains("Other")));
+}
+
+#[test]
+fn an_oversized_reply_is_a_typed_error() {
+    children();
+    let probe = IsolateBuilder::new()
+        .codec(isolates::Bincode::<64>::limited())
+        .process(ProcessOptions::new())
+        .spawn::<Probe>(0);
+    // Not registered with that codec: said so.
+    assert!(matches!(probe, Err(SpawnError::NotRegistered(_))));
+}
+
+/// Run by `a_parent_killed_with_sigkill_leaves_no_child`: spawns a child,
+/// prints its pid, then waits to be killed.
+#[test]
+fn parent_role() {
+    if std::env::var_os("ISOLATES_TEST_PARENT_ROLE").is_none() {
+        return;
+    }
+    let probe = spawn(ProcessOptions::new());
+    let pid = probe.ask(Msg::Pid, T).unwrap();
+    println!("CHILD {pid}");
+    let _ = probe.join(Duration::from_secs(120));
+}
+
+#[test]
+fn a_parent_killed_with_sigkill_leaves_no_child() {
+    let mut parent = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["parent_role", "--exact", "--nocapture", "--test-threads=1"])
+        .env("ISOLATES_TEST_PARENT_ROLE", "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(parent.stdout.take().unwrap());
+    let child = stdout
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| line.strip_prefix("CHILD ").map(|p| p.trim().to_string()))
+        .expect("the parent prints its child's pid");
+    let alive = |pid: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|stat| {
+                // The state follows the command name in parentheses.
+                let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+                !state.starts_with('Z')
+            })
+            .unwrap_or(false)
+    };
+    assert!(alive(&child), "the child runs while its parent does");
+    parent.kill().unwrap();
+    parent.wait().unwrap();
+    assert!(
+        wait_until(|| !alive(&child), T),
+        "child {child} outlived its parent"
+    );
+}
