@@ -98,6 +98,7 @@ fn main() {
         .handler_fn("fetch", fetch)
         .constraint("storage_not_low", space)
         .min_interval(Duration::from_millis(500))
+        .min_backoff(Duration::from_millis(200))
         .build()
         .expect("the work manager starts");
 

@@ -8,9 +8,9 @@
 //! [`run_with`](crate::run_with)), for a pool task's retry copy, in the
 //! work manager's store, and at every boundary the value crosses. The
 //! default codec is [`Bincode`] (bincode 2 over serde, standard
-//! configuration) and every decode runs under a size limit: a hostile
-//! length prefix gets a [`CodecError`], never an allocation above the
-//! limit.
+//! configuration) and every decode runs under a limit that bounds its bytes,
+//! its heap and its time (see [`Bincode`]): a hostile length prefix gets a
+//! [`CodecError`], never an allocation above the limit.
 //!
 //! Two escapes from "everything is copied through serde" where a message
 //! is encoded:
@@ -26,6 +26,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::CodecError;
 
+mod budget;
 pub mod bytes;
 mod claim;
 pub(crate) mod envelope;
@@ -85,15 +86,32 @@ pub trait Codec: Clone + fmt::Debug + Send + Sync + 'static {
 /// endian, variable-length integers) and a decode limit of `LIMIT` bytes.
 ///
 /// The limit is a const parameter because bincode checks it at compile time:
-/// pick another with `Bincode::<{ 1 << 20 }>::limited()`. It bounds both the size
-/// of a frame and the memory that decoding it may claim, so a length prefix
-/// that promises 2⁶⁴ bytes is an error, not an abort.
+/// pick another with `Bincode::<{ 1 << 20 }>::limited()`. It bounds a decode
+/// three ways, so no frame can make the receiver abort, run out of memory or
+/// spin:
 ///
-/// The limit counts memory as bincode's decoder does: each integer its
-/// in-memory width whatever its varint size (a `u64` counts 8), each length
-/// prefix 8, each string or byte buffer its length. Encoding refuses a
-/// message whose decode would pass the limit, so what a sender sends, the
-/// receiver can decode.
+/// - **bytes**: a frame over the limit is [`CodecError::TooLarge`];
+/// - **bincode's count**: each integer its in-memory width whatever its varint
+///   size (a `u64` counts 8), each length prefix 8, each string or byte
+///   buffer its length; over the limit is [`CodecError::ClaimOverLimit`];
+/// - **heap and time**: a decode holds at most **twice** the limit in heap
+///   (a `Vec` of `LIMIT / 8` `u64`s, which bincode's count allows, takes
+///   `LIMIT` bytes and up to as much again of room to grow). It charges the
+///   decoded value's memory: each element of a sequence twice its size, each
+///   map entry four times (a hash table's), each string its length, and
+///   every element at least 1 byte, so `Vec<()>` with a length of 2⁶⁴ is
+///   refused before its first element and a decode visits at most
+///   `2 × LIMIT` values. Nothing is preallocated on a length's word. Over is
+///   [`CodecError::ClaimOverLimit`]; values nested deeper than 128 levels are
+///   [`CodecError::TooDeep`] (which bounds the decoder's stack). What `Box`es
+///   hold, and what `HashSet`s and `BTreeSet`s (charged as sequences) take
+///   beyond a `Vec`, is not charged.
+///
+/// Encoding refuses a message over the limit in bytes or in bincode's count,
+/// so the receiver decodes what a sender sends unless its decoded form
+/// takes more memory than the limit: that depends on the receiver's types,
+/// not on the bytes (a `None` is one byte whatever it is a `None` of), and
+/// the receiver refuses it with [`CodecError::ClaimOverLimit`].
 ///
 /// # Examples
 ///
@@ -104,6 +122,14 @@ pub trait Codec: Clone + fmt::Debug + Send + Sync + 'static {
 /// let mut buf = Vec::new();
 /// let err = small.encode(&vec![0u64; 2000], &mut buf).unwrap_err();
 /// assert!(matches!(err, CodecError::TooLarge { limit: 1024, .. }));
+///
+/// // 1,000 `None`s are 1,000 bytes on the wire but 16 KB in memory, over
+/// // twice the limit.
+/// let nones = vec![None::<[u64; 1]>; 1000];
+/// let mut buf = Vec::new();
+/// Bincode::new().encode(&nones, &mut buf).unwrap();
+/// let err = small.decode::<Vec<Option<[u64; 1]>>>(&buf).unwrap_err();
+/// assert_eq!(err, CodecError::ClaimOverLimit { limit: 1024 });
 /// ```
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
 pub struct Bincode<const LIMIT: usize = DEFAULT_LIMIT>;
@@ -188,13 +214,26 @@ impl<const LIMIT: usize> Codec for Bincode<LIMIT> {
                 limit: LIMIT,
             });
         }
-        match bincode::serde::decode_from_slice::<T, _>(bytes, Self::config()) {
+        let budget = budget::Budget::new(LIMIT.saturating_mul(budget::HEAP_PER_LIMIT));
+        let seed = budget::Budgeted::<T> {
+            budget: &budget,
+            value: std::marker::PhantomData,
+        };
+        match bincode::serde::seed_decode_from_slice(seed, bytes, Self::config()) {
             Ok((value, read)) if read == bytes.len() => Ok(value),
             Ok((_, read)) => Err(CodecError::TrailingBytes {
                 unread: bytes.len() - read,
             }),
             Err(bincode::error::DecodeError::LimitExceeded) => {
                 Err(CodecError::ClaimOverLimit { limit: LIMIT })
+            }
+            Err(_) if budget.exceeded() == Some(budget::Exceeded::Memory) => {
+                Err(CodecError::ClaimOverLimit { limit: LIMIT })
+            }
+            Err(_) if budget.exceeded() == Some(budget::Exceeded::Depth) => {
+                Err(CodecError::TooDeep {
+                    limit: budget::MAX_DEPTH,
+                })
             }
             Err(e) => {
                 let text = match e {

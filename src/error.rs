@@ -34,10 +34,20 @@ pub enum CodecError {
         /// The codec's limit in bytes.
         limit: usize,
     },
-    /// A length inside the message claims more memory than the limit allows
-    /// (corrupt or hostile bytes); nothing that large was allocated.
+    /// Decoding the message would claim more than the limit allows: a
+    /// length claims too much, or the values take far more room in memory
+    /// than on the wire, over twice the limit (corrupt or hostile bytes;
+    /// see [`Bincode`](crate::Bincode)). The decode stopped there; nothing
+    /// that large was allocated.
     ClaimOverLimit {
         /// The codec's limit in bytes.
+        limit: usize,
+    },
+    /// The message nests values (options, sequences, enums...) deeper than
+    /// the decoder goes, which bounds its stack: flatten the type, or the
+    /// bytes are hostile.
+    TooDeep {
+        /// The deepest nesting decoded.
         limit: usize,
     },
     /// The bytes are not a valid encoding of the expected type: truncated,
@@ -69,8 +79,14 @@ impl fmt::Display for CodecError {
             ),
             Self::ClaimOverLimit { limit } => write!(
                 f,
-                "a length in the message claims more than the codec limit of {limit} bytes; \
+                "decoding the message would claim more than the codec limit of {limit} bytes \
+                 allows (in its lengths and values, or in memory: at most twice the limit); \
                  the bytes are corrupt or the limit too small"
+            ),
+            Self::TooDeep { limit } => write!(
+                f,
+                "the message nests values deeper than {limit} levels; flatten the type, or the \
+                 bytes are corrupt"
             ),
             Self::Malformed(why) => write!(f, "malformed message bytes: {why}"),
             Self::TrailingBytes { unread } => write!(

@@ -66,6 +66,7 @@ mod clock;
 mod constraint;
 mod core;
 mod handler;
+mod pace;
 mod request;
 mod store;
 
@@ -430,6 +431,7 @@ pub struct WorkManagerBuilder {
     time_limit: Duration,
     stop_grace: Duration,
     min_interval: Duration,
+    min_backoff: Duration,
     data_limit: usize,
     constraint_poll: Duration,
     keep_finished: Duration,
@@ -449,6 +451,7 @@ impl fmt::Debug for WorkManagerBuilder {
             .field("workers", &self.workers)
             .field("time_limit", &self.time_limit)
             .field("min_interval", &self.min_interval)
+            .field("min_backoff", &self.min_backoff)
             .field("data_limit", &self.data_limit)
             .finish_non_exhaustive()
     }
@@ -537,13 +540,13 @@ impl WorkManagerBuilder {
     }
 
     /// The time limit of runs whose request sets none (default 10
-    /// minutes, as Android's).
+    /// minutes, as Android's; at least 10 ms: shorter is raised to it).
     ///
     /// # Examples
     ///
     /// See [`WorkManagerBuilder`].
     pub fn time_limit(mut self, limit: Duration) -> Self {
-        self.time_limit = limit;
+        self.time_limit = pace::floor(limit);
         self
     }
 
@@ -564,14 +567,47 @@ impl WorkManagerBuilder {
     }
 
     /// The shortest interval periodic work may ask for (default 1 minute;
-    /// Android's is 15). Shorter intervals are refused with
-    /// [`WorkError::Invalid`].
+    /// Android's is 15, to which it clamps silently). Shorter intervals are
+    /// refused with [`WorkError::Invalid`]. At least 10 ms: a shorter
+    /// minimum is raised to it.
     ///
     /// # Examples
     ///
     /// See [`WorkManagerBuilder`].
     pub fn min_interval(mut self, min: Duration) -> Self {
-        self.min_interval = min;
+        self.min_interval = pace::floor(min);
+        self
+    }
+
+    /// The shortest wait before a retry a request's [`Backoff`] may ask
+    /// for (default 1 s; Android clamps backoff silently to at least
+    /// 10 s). A request whose backoff waits less after its first retry is
+    /// refused with [`WorkError::Invalid`]; stored work from an older
+    /// build waits at least this long too. At least 10 ms: a shorter
+    /// minimum is raised to it. Together with a time limit above zero
+    /// (also checked), work that keeps failing cannot spin.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use isolates::schedule::*;
+    ///
+    /// let manager = WorkManager::builder(WorkStore::in_memory().unwrap())
+    ///     .handler_fn("n", |(): (), _: &WorkContext<'_>| WorkResult::Success(()))
+    ///     .min_backoff(Duration::from_millis(100))
+    ///     .build()
+    ///     .unwrap();
+    /// let spin = WorkRequest::once("n").backoff(Backoff::linear(Duration::ZERO));
+    /// assert!(matches!(manager.enqueue(spin).wait(), Err(WorkError::Invalid(_))));
+    /// let zero_limit = WorkRequest::once("n").time_limit(Duration::ZERO);
+    /// assert!(matches!(manager.enqueue(zero_limit).wait(), Err(WorkError::Invalid(_))));
+    /// let fine = WorkRequest::once("n").backoff(Backoff::linear(Duration::from_millis(100)));
+    /// assert!(manager.enqueue(fine).wait().is_ok());
+    /// # manager.shutdown();
+    /// ```
+    pub fn min_backoff(mut self, min: Duration) -> Self {
+        self.min_backoff = pace::floor(min);
         self
     }
 
@@ -597,7 +633,8 @@ impl WorkManagerBuilder {
     }
 
     /// How often constraints are checked again while work waits on them
-    /// (default 1 s). [`WorkManager::recheck`] checks at once.
+    /// (default 1 s; at least 10 ms: shorter is raised to it).
+    /// [`WorkManager::recheck`] checks at once.
     ///
     /// # Examples
     ///
@@ -608,7 +645,7 @@ impl WorkManagerBuilder {
     /// # let _ = b;
     /// ```
     pub fn constraint_poll(mut self, every: Duration) -> Self {
-        self.constraint_poll = every;
+        self.constraint_poll = pace::floor(every);
         self
     }
 
@@ -670,6 +707,7 @@ impl WorkManagerBuilder {
             constraints: self.constraints.clone(),
             max_running: workers,
             time_limit: self.time_limit,
+            min_backoff: self.min_backoff,
             stop_grace: self.stop_grace,
             constraint_poll: self.constraint_poll,
             keep_finished: self.keep_finished,
@@ -703,6 +741,7 @@ impl WorkManagerBuilder {
                 handlers: registry.handlers.keys().cloned().collect(),
                 constraints: self.constraints.keys().cloned().collect(),
                 min_interval: self.min_interval,
+                min_backoff: self.min_backoff,
                 data_limit: self.data_limit,
                 key,
                 thread: Mutex::new(Some(thread)),
@@ -738,6 +777,7 @@ struct Shared {
     handlers: HashSet<String>,
     constraints: HashSet<String>,
     min_interval: Duration,
+    min_backoff: Duration,
     data_limit: usize,
     key: u64,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -813,8 +853,8 @@ impl fmt::Debug for WorkManager {
 
 impl WorkManager {
     /// A builder over `store`, with the defaults: system clock, one worker
-    /// per core, 10-minute time limit, 1-minute minimum interval, 64 KiB
-    /// data limit, no handlers, no constraints.
+    /// per core, 10-minute time limit, 1-minute minimum interval, 1-second
+    /// minimum backoff, 64 KiB data limit, no handlers, no constraints.
     ///
     /// # Examples
     ///
@@ -829,6 +869,7 @@ impl WorkManager {
             time_limit: Duration::from_secs(600),
             stop_grace: Duration::from_secs(5),
             min_interval: Duration::from_secs(60),
+            min_backoff: pace::DEFAULT_MIN_BACKOFF,
             data_limit: 64 << 10,
             constraint_poll: Duration::from_secs(1),
             keep_finished: Duration::from_secs(24 * 3600),
@@ -922,6 +963,7 @@ impl WorkManager {
                 {
                     return Err(WorkError::UnknownConstraint(c.clone()));
                 }
+                pace::check_request(&req, shared.min_backoff)?;
                 let input = req.input.map_err(WorkError::Codec)?;
                 if let Some(size) = input
                     .as_ref()

@@ -216,6 +216,7 @@ impl Default for Backoff {
 }
 
 /// What happened in a supervisor, for the application to observe (see
+/// [`SupervisorBuilder::event_listener`] and
 /// [`Supervisor::add_event_listener`]).
 ///
 /// # Examples
@@ -229,7 +230,8 @@ impl Default for Backoff {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum SupervisionEvent {
-    /// A child started (at supervisor start).
+    /// A child started (at supervisor start): only listeners attached with
+    /// [`SupervisorBuilder::event_listener`] are there to see it.
     Started {
         /// The child's name.
         child: String,
@@ -272,6 +274,79 @@ impl SupervisionEvent {
         }
     }
 }
+
+/// What a nested supervisor is called in [`LookupError::WrongType`].
+const SUPERVISOR: &str = "a supervisor";
+
+/// Why [`Supervisor::worker`] or [`Supervisor::supervisor`] gave no
+/// handle.
+///
+/// # Examples
+///
+/// ```
+/// use isolates::supervisor::{LookupError, SupervisorBuilder};
+/// let sup = SupervisorBuilder::new().name("root").start().unwrap();
+/// let err = sup.supervisor("nobody").unwrap_err();
+/// assert_eq!(err, LookupError::NotFound { name: "nobody".into(), children: vec![] });
+/// assert!(err.to_string().contains("no child named \"nobody\""));
+/// sup.stop();
+/// sup.join(std::time::Duration::from_secs(5));
+/// assert!(matches!(sup.supervisor("nobody"), Err(LookupError::Exited { .. })));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LookupError {
+    /// The supervisor has no child of this name: check the spelling
+    /// against `children`, the names it has.
+    NotFound {
+        /// The name asked for.
+        name: String,
+        /// The supervisor's children, by name, sorted.
+        children: Vec<String>,
+    },
+    /// The child exists but is not what was asked for: ask with the type
+    /// it was added with (`found`), or use [`Supervisor::supervisor`] for
+    /// a nested supervisor.
+    WrongType {
+        /// The child's name.
+        name: String,
+        /// The isolate type asked for, or "a supervisor".
+        expected: &'static str,
+        /// What the child is: its isolate type, or "a supervisor".
+        found: &'static str,
+    },
+    /// The supervisor has exited and its children with it: see
+    /// [`Supervisor::exit_reason`].
+    Exited {
+        /// The supervisor's name.
+        supervisor: String,
+    },
+}
+
+impl fmt::Display for LookupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotFound { name, children } => write!(
+                f,
+                "the supervisor has no child named {name:?}; its children are {children:?}"
+            ),
+            Self::WrongType {
+                name,
+                expected,
+                found,
+            } => write!(
+                f,
+                "the child {name:?} is {found}, not {expected}: look it up as what it was added as"
+            ),
+            Self::Exited { supervisor } => write!(
+                f,
+                "the supervisor {supervisor:?} has exited and its children with it: see its \
+                 exit_reason"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for LookupError {}
 
 /// A child that a supervisor can start, stop and restart.
 trait Child: Send {
@@ -329,9 +404,10 @@ impl Child for Nested {
     ) -> Result<(), SpawnError> {
         let parent: ParentHook = Box::new(move |reason| exited(reason, None));
         let supervisor = self.builder.clone().start_inner(Some(parent))?;
-        self.registry
-            .lock()
-            .insert(self.name.clone(), Box::new(supervisor.clone()));
+        self.registry.lock().insert(
+            self.name.clone(),
+            (Box::new(supervisor.clone()), SUPERVISOR),
+        );
         self.current = Some(supervisor);
         Ok(())
     }
@@ -353,7 +429,9 @@ impl Child for Nested {
     }
 }
 
-type Registry = Arc<Mutex<HashMap<String, Box<dyn Any + Send>>>>;
+/// The children's handles by name, each with what it is (for
+/// [`LookupError::WrongType`]).
+type Registry = Arc<Mutex<HashMap<String, (Box<dyn Any + Send>, &'static str)>>>;
 type ParentHook = Box<dyn Fn(ExitReason) + Send + Sync>;
 type ChildFactory = Arc<dyn Fn(&Registry) -> Result<Box<dyn Child>, SpawnError> + Send + Sync>;
 
@@ -436,9 +514,10 @@ impl ChildSpec {
             shutdown: Shutdown::default(),
             factory: Arc::new(move |registry: &Registry| {
                 let (child, handle) = Restartable::<I>::new(&builder, args.clone())?;
-                registry
-                    .lock()
-                    .insert(factory_name.clone(), Box::new(handle));
+                registry.lock().insert(
+                    factory_name.clone(),
+                    (Box::new(handle), std::any::type_name::<I>()),
+                );
                 Ok(Box::new(child) as Box<dyn Child>)
             }),
         }
@@ -553,6 +632,7 @@ pub struct SupervisorBuilder {
     period: Duration,
     backoff: Backoff,
     children: Vec<ChildSpec>,
+    listeners: Vec<SendPort<SupervisionEvent>>,
 }
 
 impl Default for SupervisorBuilder {
@@ -564,6 +644,7 @@ impl Default for SupervisorBuilder {
             period: Duration::from_secs(5),
             backoff: Backoff::none(),
             children: Vec::new(),
+            listeners: Vec::new(),
         }
     }
 }
@@ -577,6 +658,7 @@ impl fmt::Debug for SupervisorBuilder {
             .field("period", &self.period)
             .field("backoff", &self.backoff)
             .field("children", &self.children)
+            .field("listeners", &self.listeners.len())
             .finish()
     }
 }
@@ -652,6 +734,42 @@ impl SupervisorBuilder {
         self
     }
 
+    /// Sends every [`SupervisionEvent`] of the supervisor to `port`, from
+    /// the first: the [`Started`](SupervisionEvent::Started) of each child
+    /// included, which [`Supervisor::add_event_listener`] comes too late
+    /// for. As there, the supervisor never waits for the listener. A
+    /// nested supervisor's builder keeps its listeners: each incarnation
+    /// tells them its events.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use isolates::{port, Isolate, Context};
+    /// use isolates::supervisor::{ChildSpec, SupervisionEvent, SupervisorBuilder};
+    ///
+    /// struct Idle;
+    /// impl Isolate for Idle {
+    ///     type Args = (); type Message = (); type Reply = (); type Error = String;
+    ///     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Idle) }
+    ///     fn handle(&mut self, _: (), _: &mut Context<Self>) -> Result<(), String> { Ok(()) }
+    /// }
+    ///
+    /// let (tx, events) = port::unbounded::<SupervisionEvent>();
+    /// let sup = SupervisorBuilder::new()
+    ///     .event_listener(tx)
+    ///     .child(ChildSpec::worker::<Idle>("idle", ()))
+    ///     .start()
+    ///     .unwrap();
+    /// let first = events.recv_timeout(Duration::from_secs(5)).unwrap();
+    /// assert_eq!(first, SupervisionEvent::Started { child: "idle".into() });
+    /// sup.stop();
+    /// ```
+    pub fn event_listener(mut self, port: SendPort<SupervisionEvent>) -> Self {
+        self.listeners.push(port);
+        self
+    }
+
     /// Starts the supervisor and its children, in order.
     ///
     /// # Errors
@@ -674,7 +792,7 @@ impl SupervisorBuilder {
             registry: Arc::new(Mutex::new(HashMap::new())),
             exit: Mutex::new(None),
             exited: Condvar::new(),
-            listeners: Mutex::new(Vec::new()),
+            listeners: Mutex::new(self.listeners.clone()),
             dropped_events: AtomicU64::new(0),
         });
         let (started_tx, started_rx) = cb::bounded(1);
@@ -794,22 +912,55 @@ impl fmt::Debug for Supervisor {
 
 impl Supervisor {
     /// The handle of worker child `name` of type `I`: the same handle across
-    /// restarts. `None` if there is no such child (or it is of another type,
-    /// or the supervisor has exited).
+    /// restarts.
+    ///
+    /// # Errors
+    ///
+    /// [`LookupError::NotFound`] if the supervisor has no child `name` (it
+    /// lists the names it has), [`LookupError::WrongType`] if the child
+    /// is of another type or a supervisor, [`LookupError::Exited`] once
+    /// the supervisor has exited.
     ///
     /// # Examples
     ///
-    /// See [`SupervisorBuilder`].
-    pub fn worker<I: Isolate>(&self, name: &str) -> Option<IsolateHandle<I>> {
-        self.shared
-            .registry
-            .lock()
-            .get(name)?
-            .downcast_ref::<IsolateHandle<I>>()
-            .cloned()
+    /// ```
+    /// use isolates::{Context, Isolate};
+    /// use isolates::supervisor::{ChildSpec, LookupError, SupervisorBuilder};
+    ///
+    /// struct Idle;
+    /// impl Isolate for Idle {
+    ///     type Args = (); type Message = (); type Reply = (); type Error = String;
+    ///     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Idle) }
+    ///     fn handle(&mut self, _: (), _: &mut Context<Self>) -> Result<(), String> { Ok(()) }
+    /// }
+    /// struct Other;
+    /// impl Isolate for Other {
+    ///     type Args = (); type Message = (); type Reply = (); type Error = String;
+    ///     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Other) }
+    ///     fn handle(&mut self, _: (), _: &mut Context<Self>) -> Result<(), String> { Ok(()) }
+    /// }
+    ///
+    /// let sup = SupervisorBuilder::new()
+    ///     .child(ChildSpec::worker::<Idle>("idle", ()))
+    ///     .start()
+    ///     .unwrap();
+    /// assert!(sup.worker::<Idle>("idle").is_ok());
+    /// let typo = sup.worker::<Idle>("idel").unwrap_err();
+    /// assert!(matches!(&typo, LookupError::NotFound { children, .. } if children == &["idle"]));
+    /// let wrong = sup.worker::<Other>("idle").unwrap_err();
+    /// assert!(matches!(wrong, LookupError::WrongType { .. }));
+    /// sup.stop();
+    /// ```
+    pub fn worker<I: Isolate>(&self, name: &str) -> Result<IsolateHandle<I>, LookupError> {
+        self.lookup(name, std::any::type_name::<I>())
     }
 
     /// The current incarnation of nested supervisor `name`.
+    ///
+    /// # Errors
+    ///
+    /// As [`worker`](Self::worker)'s: [`LookupError::WrongType`] if the
+    /// child `name` is a worker.
     ///
     /// # Examples
     ///
@@ -819,20 +970,46 @@ impl Supervisor {
     ///     .child(ChildSpec::supervisor("inner", SupervisorBuilder::new()))
     ///     .start()
     ///     .unwrap();
-    /// assert!(root.supervisor("inner").is_some());
+    /// assert!(root.supervisor("inner").is_ok());
     /// root.stop();
     /// ```
-    pub fn supervisor(&self, name: &str) -> Option<Supervisor> {
-        self.shared
-            .registry
-            .lock()
-            .get(name)?
-            .downcast_ref::<Supervisor>()
+    pub fn supervisor(&self, name: &str) -> Result<Supervisor, LookupError> {
+        self.lookup(name, SUPERVISOR)
+    }
+
+    /// The child `name`'s handle, of type `T` (`expected` names it).
+    fn lookup<T: Clone + 'static>(
+        &self,
+        name: &str,
+        expected: &'static str,
+    ) -> Result<T, LookupError> {
+        if self.shared.exit.lock().is_some() {
+            return Err(LookupError::Exited {
+                supervisor: self.shared.name.clone(),
+            });
+        }
+        let registry = self.shared.registry.lock();
+        let Some((handle, found)) = registry.get(name) else {
+            let mut children: Vec<String> = registry.keys().cloned().collect();
+            children.sort();
+            return Err(LookupError::NotFound {
+                name: name.to_owned(),
+                children,
+            });
+        };
+        handle
+            .downcast_ref::<T>()
             .cloned()
+            .ok_or_else(|| LookupError::WrongType {
+                name: name.to_owned(),
+                expected,
+                found,
+            })
     }
 
     /// Sends every later [`SupervisionEvent`] to `port` (until its receiver
-    /// is gone). The supervisor never waits for a listener: while `port`'s
+    /// is gone); the children's `Started` events are past by now: attach
+    /// with [`SupervisorBuilder::event_listener`] to see them. The supervisor never waits for a listener: while `port`'s
     /// mailbox is full, events for it are dropped and counted in
     /// [`dropped_events`](Self::dropped_events).
     ///

@@ -340,6 +340,7 @@ fn idle_work_manager_with_an_abandoned_run(errors: &mut Vec<Result<(), String>>)
     let manager = WorkManager::builder(WorkStore::in_memory().unwrap())
         .workers(1)
         .stop_grace(Duration::from_millis(50))
+        .min_backoff(Duration::from_millis(10))
         .handler_fn("stuck", move |(): (), w: &WorkContext<'_>| {
             if w.attempt() == 1 {
                 // Ignores the stop: only the test lets it go.
@@ -351,7 +352,7 @@ fn idle_work_manager_with_an_abandoned_run(errors: &mut Vec<Result<(), String>>)
         .unwrap();
     let request = WorkRequest::once("stuck")
         .time_limit(Duration::from_millis(100))
-        .backoff(Backoff::linear(Duration::ZERO));
+        .backoff(Backoff::linear(Duration::from_millis(10)));
     let id = manager.enqueue(request).wait().unwrap().ids()[0];
     // Past its time limit and grace, the run's worker is abandoned and
     // replaced (a second thread of the same name); the work waits for the

@@ -266,7 +266,7 @@ fn intensity_escalates_through_two_levels() {
     assert!(wait_until(
         || root
             .supervisor("inner")
-            .is_some_and(|s| s.exit_reason().is_none()),
+            .is_ok_and(|s| s.exit_reason().is_none()),
         T
     ));
     let second = root.supervisor("inner").unwrap();

@@ -88,6 +88,8 @@ pub(crate) struct Settings {
     pub(crate) constraints: HashMap<String, Arc<dyn Constraint>>,
     pub(crate) max_running: usize,
     pub(crate) time_limit: Duration,
+    /// The least wait before a retry, whatever a stored backoff says.
+    pub(crate) min_backoff: Duration,
     pub(crate) stop_grace: Duration,
     pub(crate) constraint_poll: Duration,
     pub(crate) keep_finished: Duration,
@@ -162,6 +164,11 @@ pub(crate) struct Core {
     running_checked_at: Option<Instant>,
     /// A recheck was asked for: look at running works' constraints now.
     recheck: bool,
+    /// Works whose prerequisites changed, to decide (see
+    /// [`resolve_dependents`](Self::resolve_dependents)), with the time.
+    cascade: Vec<(u64, i64)>,
+    /// Whether a cascade is being worked through.
+    cascading: bool,
 }
 
 impl Core {
@@ -203,6 +210,8 @@ impl Core {
             gone: Vec::new(),
             running_checked_at: None,
             recheck: false,
+            cascade: Vec::new(),
+            cascading: false,
         };
         let now = core.now();
         for mut rec in records {
@@ -567,7 +576,9 @@ impl Core {
             if r.state == WorkState::Enqueued && r.retries == 0 {
                 r.next_run_at = match r.periodic {
                     // Keeps its timing: same period, new window.
-                    Some((interval, flex)) => r.period_start.saturating_add(interval - flex),
+                    Some((interval, flex)) => {
+                        r.period_start.saturating_add(interval.saturating_sub(flex))
+                    }
                     None => r
                         .enqueued_at
                         .saturating_add(r.initial_delay)
@@ -575,6 +586,25 @@ impl Core {
                 };
             }
         });
+    }
+
+    /// Decides the fate of the works waiting on `id`, and of the works
+    /// waiting on those, with a work list rather than recursion: a chain of
+    /// any length (user-sized data) takes no more stack than one link.
+    /// Called while a cascade is under way, it adds to that cascade's list.
+    fn resolve_dependents(&mut self, id: u64, now: i64) {
+        if let Some(ds) = self.dependents.get(&id) {
+            // Reversed: popped in order, as the recursion visited them.
+            self.cascade.extend(ds.iter().rev().map(|&d| (d, now)));
+        }
+        if self.cascading {
+            return;
+        }
+        self.cascading = true;
+        while let Some((d, at)) = self.cascade.pop() {
+            self.resolve_blocked(d, at);
+        }
+        self.cascading = false;
     }
 
     /// Decides a blocked work's fate from its prerequisites.
@@ -731,9 +761,7 @@ impl Core {
                 r.failure = Some(why.to_owned());
             }
         });
-        for d in self.dependents.get(&id).cloned().unwrap_or_default() {
-            self.resolve_blocked(d, now);
-        }
+        self.resolve_dependents(id, now);
     }
 
     // ---- running ---------------------------------------------------------
@@ -960,10 +988,12 @@ impl Core {
     }
 
     fn retry(&mut self, id: u64, why: Option<String>, now: i64) {
+        let min = self.settings.min_backoff;
         self.update(id, |r| {
             r.retries = r.retries.saturating_add(1);
             r.state = WorkState::Enqueued;
-            r.next_run_at = now.saturating_add(dur_ms(r.backoff.delay_after(r.retries)));
+            let wait = r.backoff.delay_after(r.retries).max(min);
+            r.next_run_at = now.saturating_add(dur_ms(wait));
             r.failure = why;
         });
     }
@@ -1008,9 +1038,7 @@ impl Core {
                 r.finished_at = Some(now);
             }
         });
-        for d in self.dependents.get(&id).cloned().unwrap_or_default() {
-            self.resolve_blocked(d, now);
-        }
+        self.resolve_dependents(id, now);
     }
 
     /// Tells work `id`'s run, if one is in progress, to stop, and keeps
@@ -1030,7 +1058,7 @@ impl Core {
             let mut stopping = Stopping {
                 task: run.task,
                 cell,
-                kill_at: now + self.settings.stop_grace,
+                kill_at: later(now, self.settings.stop_grace),
                 killed: false,
                 look_at: None,
                 look_every: STOP_CHECK,
@@ -1253,7 +1281,7 @@ impl Core {
         // A restart on the same store must not overlap a run still going:
         // wait for the runs told to stop to return (they say so), up to the
         // grace. Other events are dropped: the manager has stopped.
-        let deadline = Instant::now() + self.settings.stop_grace;
+        let deadline = later(Instant::now(), self.settings.stop_grace);
         loop {
             let now = Instant::now();
             let registry = &self.registry;
@@ -1308,7 +1336,7 @@ fn new_record(
 ) -> Record {
     let start = now.saturating_add(spec.initial_delay);
     let next_run_at = match spec.periodic {
-        Some((interval, flex)) => start.saturating_add(interval - flex),
+        Some((interval, flex)) => start.saturating_add(interval.saturating_sub(flex)),
         None => start,
     };
     Record {
@@ -1356,7 +1384,8 @@ fn next_period(r: &mut Record, ran_at: i64) {
         return;
     };
     let interval = interval.max(1);
-    let offset = interval - flex;
+    // Saturating: a stored row may hold any value an i64 holds.
+    let offset = interval.saturating_sub(flex).max(0);
     let on_grid = r
         .period_start
         .saturating_add(interval)
@@ -1367,6 +1396,14 @@ fn next_period(r: &mut Record, ran_at: i64) {
     r.attempts = 0;
     r.state = WorkState::Enqueued;
     r.next_run_at = next_run_at;
+}
+
+/// `d` after `now`, or a century after it if an `Instant` cannot hold
+/// that (a grace of `Duration::MAX`).
+fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(now)
 }
 
 /// The last store write error, for the app to read; cleared by a write

@@ -12,6 +12,9 @@ use super::clock::from_ms;
 use super::request::{Backoff, InputMerger, WorkId, WorkInfo, WorkQuery, WorkState};
 use crate::codec::{Bincode, Codec};
 
+mod check;
+mod lock;
+
 /// `PRAGMA application_id` of our stores: "ISOW".
 const APPLICATION_ID: i32 = 0x4953_4F57;
 /// The schema version this build reads and writes.
@@ -64,6 +67,14 @@ pub enum StoreError {
         /// What the check reported.
         detail: String,
     },
+    /// Another open [`WorkStore`] holds the file: a work manager in this
+    /// process or another (two would both run every work). Nothing was
+    /// read or written. Linux only, for now: elsewhere one opener per
+    /// store is the caller's to ensure.
+    Locked {
+        /// The file.
+        path: PathBuf,
+    },
     /// Reading or writing failed (disk full, permissions, a lock held
     /// elsewhere...).
     Io(String),
@@ -102,6 +113,13 @@ impl fmt::Display for StoreError {
                 "the work store {} is damaged ({detail}); it was left untouched: restore it from \
                  a backup or run `sqlite3 {} .recover`",
                 path.display(),
+                path.display()
+            ),
+            Self::Locked { path } => write!(
+                f,
+                "the work store {} is in use by another work manager (in this process or \
+                 another); a store serves one manager at a time: shut the other down first, or \
+                 pick another path",
                 path.display()
             ),
             Self::Io(e) => write!(f, "the work store could not be read or written: {e}"),
@@ -294,6 +312,8 @@ pub struct UnreadableWork {
 pub struct WorkStore {
     conn: Connection,
     path: Option<PathBuf>,
+    /// Released after the connection closed (fields drop in order).
+    _lock: Option<lock::StoreLock>,
 }
 
 impl fmt::Debug for WorkStore {
@@ -308,22 +328,45 @@ impl WorkStore {
     /// Opens the store at `path`, creating it if missing. A file that is
     /// not a work store is never written to: it gives a [`StoreError`].
     ///
+    /// An open store is locked (on Linux): a second `open` of the same
+    /// file, in this process or another, is refused with
+    /// [`StoreError::Locked`] until the first store is dropped (its work
+    /// manager shut down). The lock is a file beside the store,
+    /// `<path>-lock`, removed when the store closes.
+    ///
     /// # Errors
     ///
     /// [`StoreError::NotADatabase`], [`StoreError::Foreign`],
-    /// [`StoreError::TooNew`], [`StoreError::Corrupt`] or
-    /// [`StoreError::Io`].
+    /// [`StoreError::TooNew`], [`StoreError::Corrupt`],
+    /// [`StoreError::Locked`] or [`StoreError::Io`].
     ///
     /// # Examples
     ///
-    /// See [`WorkStore`] and [`StoreError`].
+    /// ```
+    /// use isolates::schedule::{StoreError, WorkStore};
+    ///
+    /// let path = std::env::temp_dir().join(format!("isolates-doc-lock-{}.db", std::process::id()));
+    /// # let _ = std::fs::remove_file(&path);
+    /// let first = WorkStore::open(&path).unwrap();
+    /// # #[cfg(target_os = "linux")]
+    /// assert!(matches!(WorkStore::open(&path), Err(StoreError::Locked { .. })));
+    /// drop(first);
+    /// let again = WorkStore::open(&path).unwrap();
+    /// # drop(again);
+    /// # std::fs::remove_file(&path).unwrap();
+    /// ```
+    ///
+    /// See also [`WorkStore`] and [`StoreError`].
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
+        lock::check_header(&path)?;
+        let held = lock::StoreLock::acquire(&path)?;
         let conn = Connection::open(&path).map_err(io)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(io)?;
         let store = WorkStore {
             conn,
             path: Some(path),
+            _lock: Some(held),
         };
         store.check_and_init()?;
         Ok(store)
@@ -343,7 +386,11 @@ impl WorkStore {
     /// ```
     pub fn in_memory() -> Result<Self, StoreError> {
         let conn = Connection::open_in_memory().map_err(io)?;
-        let store = WorkStore { conn, path: None };
+        let store = WorkStore {
+            conn,
+            path: None,
+            _lock: None,
+        };
         store.check_and_init()?;
         Ok(store)
     }
@@ -484,7 +531,13 @@ impl WorkStore {
                 }
             };
             match decode_record(&bytes) {
-                Ok(rec) if i64::try_from(rec.id).ok() == Some(id) => good.push(rec),
+                Ok(rec) if i64::try_from(rec.id).ok() == Some(id) => match rec.problem() {
+                    None => good.push(rec),
+                    Some(reason) => bad.push(UnreadableWork {
+                        id: WorkId(rec.id),
+                        reason,
+                    }),
+                },
                 Ok(rec) => bad.push(UnreadableWork {
                     id: WorkId(id.unsigned_abs()),
                     reason: format!("the row holds work {} instead", rec.id),
