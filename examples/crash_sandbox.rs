@@ -471,7 +471,7 @@ mod app {
                     SupervisionEvent::Restarted { attempt, .. } => {
                         tally.restarts += 1;
                         println!(
-                            "    supervisor: decoder restarted (attempt {attempt} this second)"
+                            "    supervisor: decoder restarted ({attempt} within the last second)"
                         );
                     }
                     SupervisionEvent::GaveUp { reason } => {
