@@ -419,6 +419,13 @@ pub enum RunError {
     Codec(CodecError),
     /// No thread could be started for the function.
     Spawn(String),
+    /// The function ran in a child process ([`process::run`](crate::process::run)),
+    /// which died: a signal, a stack overflow, its memory limit, or a
+    /// broken channel.
+    Crashed(crate::Crash),
+    /// The function cannot run in a child process: it is not registered,
+    /// or the platform has no process isolates. The text says what to do.
+    NotRegistered(String),
     /// The result was already taken from this [`Pending`](crate::Pending)
     /// with `try_take`; waiting on it again is a misuse.
     AlreadyTaken,
@@ -430,6 +437,10 @@ impl fmt::Display for RunError {
             Self::Panicked(msg) => write!(f, "the function panicked: {msg}"),
             Self::Codec(e) => write!(f, "the argument or result could not be carried: {e}"),
             Self::Spawn(why) => write!(f, "no thread could be started: {why}"),
+            Self::Crashed(crash) => write!(f, "the function's child process died: {crash}"),
+            Self::NotRegistered(why) => {
+                write!(f, "the function cannot run in a child process: {why}")
+            }
             Self::AlreadyTaken => {
                 f.write_str("the result was already taken from this pending handle")
             }

@@ -321,6 +321,109 @@ pub(crate) fn key<I: 'static, C: 'static>() -> u64 {
     hasher.finish()
 }
 
+/// The key of function `f` for [`run`]: its type and its place in this
+/// executable (an offset from a function of this crate, the same in every
+/// process started from the same file, wherever it is loaded).
+pub(crate) fn fn_key<A: 'static, R: 'static>(f: fn(A) -> R) -> u64 {
+    fn anchor() {}
+    let anchor: fn() = anchor;
+    let offset = (f as usize).wrapping_sub(anchor as usize);
+    let mut hasher = std::hash::DefaultHasher::new();
+    TypeId::of::<(A, R)>().hash(&mut hasher);
+    offset.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Runs `f(arg)` in a fresh child process, as [`run`](crate::run()) does on
+/// a thread: Dart's `Isolate.run` with a heap and globals of its own. The
+/// function must be registered with [`Registry::function`]. The caller
+/// never blocks: the child is started, and the argument encoded, on a
+/// thread of the `run` pool.
+///
+/// A crash of the function (an abort, a segfault, a stack overflow, its
+/// memory limit) is [`RunError::Crashed`](crate::RunError::Crashed); the
+/// caller goes on. Each call starts a child (about a millisecond or two):
+/// for many small calls, a [process pool](crate::pool::PoolBuilder::process)
+/// keeps its children.
+///
+/// # Examples
+///
+/// ```
+/// use isolates::process::{ProcessOptions, Registry};
+///
+/// fn parse(text: String) -> usize {
+///     text.split_whitespace().count()
+/// }
+///
+/// fn main() {
+///     Registry::new().function(parse).init();
+///     # #[cfg(target_os = "linux")] {
+///     let words = isolates::process::run(parse, "three small words".to_string());
+///     assert_eq!(words.wait(), Ok(3));
+///     # }
+/// }
+/// ```
+pub fn run<A, R>(f: fn(A) -> R, arg: A) -> crate::Pending<R, crate::RunError>
+where
+    A: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+    R: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+{
+    run_with(ProcessOptions::new(), f, arg)
+}
+
+/// Like [`run`], with `options` for the child (its memory limit, start
+/// timeout).
+///
+/// # Examples
+///
+/// ```
+/// use isolates::process::{ProcessOptions, Registry};
+/// use isolates::{Crash, RunError};
+///
+/// fn hog(bytes: usize) -> usize {
+///     let v = vec![1u8; bytes];
+///     v.iter().map(|&b| b as usize).sum()
+/// }
+///
+/// fn main() {
+///     Registry::new().function(hog).init();
+///     # #[cfg(target_os = "linux")] {
+///     let limit = 256 << 20;
+///     let options = ProcessOptions::new().max_memory(limit);
+///     let pending = isolates::process::run_with(options, hog, 1 << 31);
+///     assert_eq!(pending.wait(), Err(RunError::Crashed(Crash::OutOfMemory { limit })));
+///     # }
+/// }
+/// ```
+pub fn run_with<A, R>(
+    options: ProcessOptions,
+    f: fn(A) -> R,
+    arg: A,
+) -> crate::Pending<R, crate::RunError>
+where
+    A: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+    R: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+{
+    let key = fn_key(f);
+    let test_entry = match lookup_key::<fn(A) -> R, Bincode>(key, "function") {
+        Ok(test_entry) => test_entry,
+        Err(e) => {
+            return crate::Pending::ready(Err(crate::RunError::NotRegistered(e.to_string())));
+        }
+    };
+    #[cfg(target_os = "linux")]
+    {
+        crate::backend::process::run_fn(options, test_entry, key, arg)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (options, test_entry, arg);
+        crate::Pending::ready(Err(crate::RunError::NotRegistered(
+            "process isolates need Linux".into(),
+        )))
+    }
+}
+
 /// The key of pool worker `W` with codec `C` (a type may be both an
 /// isolate and a worker).
 pub(crate) fn worker_key<W: 'static, C: 'static>() -> u64 {
@@ -466,6 +569,33 @@ impl Registry {
             },
         };
         self.entries.insert(worker_key::<W, C>(), registered);
+        self
+    }
+
+    /// Registers function `f` for [`run`]. Register and run the same
+    /// function item (a plain `fn`, not a closure); a generic function may
+    /// have several copies in an executable and is best wrapped in a plain
+    /// one.
+    ///
+    /// # Examples
+    ///
+    /// See [`run`].
+    pub fn function<A, R>(mut self, f: fn(A) -> R) -> Self
+    where
+        A: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+        R: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+    {
+        let registered = Registered {
+            type_name: std::any::type_name::<fn(A) -> R>(),
+            #[cfg(target_os = "linux")]
+            entry: crate::backend::process::Entry {
+                limit: crate::DEFAULT_LIMIT,
+                run: std::sync::Arc::new(move |channel, start| {
+                    crate::backend::process::serve_fn(f, channel, start)
+                }),
+            },
+        };
+        self.entries.insert(fn_key(f), registered);
         self
     }
 

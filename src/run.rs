@@ -163,7 +163,7 @@ fn run_on<A: Send + 'static, R: Send + 'static>(
     })
 }
 
-type Job = Box<dyn FnOnce() + Send>;
+pub(crate) type Job = Box<dyn FnOnce() + Send>;
 
 /// A cache of threads for [`run`].
 ///
@@ -189,7 +189,7 @@ fn cache() -> &'static Cache {
     })
 }
 
-fn submit(job: Job) -> Result<(), String> {
+pub(crate) fn submit(job: Job) -> Result<(), String> {
     let cache = cache();
     let mut idle = cache.idle.load(Ordering::Acquire);
     while idle > 0 {

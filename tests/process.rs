@@ -27,6 +27,9 @@ fn children() {
     Registry::new()
         .isolate::<Probe>()
         .worker::<Crunch>()
+        .function(word_count)
+        .function(abort_on)
+        .function(bump_global)
         .test_entry("child_entry")
         .init();
 }
@@ -630,4 +633,52 @@ fn a_process_pool_needs_registration_and_no_rayon() {
         .build(())
         .unwrap_err();
     assert!(matches!(err, SpawnError::Unsupported(_)));
+}
+
+fn word_count(text: String) -> usize {
+    if text == "panic" {
+        panic!("asked to panic");
+    }
+    text.split_whitespace().count()
+}
+
+fn abort_on(n: u32) -> u32 {
+    if n == 0 {
+        std::process::abort();
+    }
+    n
+}
+
+fn bump_global(n: u64) -> u64 {
+    GLOBAL.fetch_add(n, Ordering::SeqCst) + n
+}
+
+fn not_registered(n: u8) -> u8 {
+    n
+}
+
+#[test]
+fn run_in_a_child_process_returns_its_result_and_contains_its_crash() {
+    children();
+    assert_eq!(
+        isolates::process::run(word_count, "a b c".to_string()).wait(),
+        Ok(3)
+    );
+    assert_eq!(
+        isolates::process::run(word_count, "panic".to_string()).wait(),
+        Err(isolates::RunError::Panicked("asked to panic".into()))
+    );
+    assert_eq!(
+        isolates::process::run(abort_on, 0).wait(),
+        Err(isolates::RunError::Crashed(Crash::Signal(6)))
+    );
+    assert_eq!(isolates::process::run(abort_on, 7).wait(), Ok(7));
+    // Its statics are its own: each run starts from a fresh process.
+    assert_eq!(isolates::process::run(bump_global, 5).wait(), Ok(5));
+    assert_eq!(isolates::process::run(bump_global, 5).wait(), Ok(5));
+    assert_eq!(GLOBAL.load(Ordering::SeqCst), 0);
+    assert!(matches!(
+        isolates::process::run(not_registered, 1).wait(),
+        Err(isolates::RunError::NotRegistered(why)) if why.contains("not registered")
+    ));
 }
