@@ -75,6 +75,7 @@ pub(super) enum Control {
     Wake,
     /// Look at the connection to the process isolate's child `child`: it
     /// exited, or a direct ask left something to settle.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     Child {
         child: u64,
     },

@@ -185,6 +185,7 @@ impl TaskCell {
     }
 
     /// Whether the task's deadline has passed (whoever resolved it).
+    #[cfg(target_os = "linux")]
     pub(crate) fn deadline_passed(&self, now: Instant) -> bool {
         self.deadline.is_some_and(|deadline| now >= deadline)
     }
