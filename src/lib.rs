@@ -4,6 +4,8 @@
 mod backend;
 pub mod codec;
 mod error;
+#[doc(hidden)]
+pub mod fuzz;
 mod isolate;
 mod oneshot;
 mod pending;

@@ -90,7 +90,17 @@
 //! }
 //! ```
 //!
-//! Examples and benches have a `main` of their own: the first form.
+//! Examples have a `main` of their own: the first form. A criterion bench
+//! (`harness = false`) writes its `main` out instead of `criterion_main!`,
+//! with the registration first:
+//!
+//! ```ignore
+//! fn main() {
+//!     Registry::new().isolate::<Parser>().init();
+//!     benches();
+//!     criterion::Criterion::default().configure_from_args().final_summary();
+//! }
+//! ```
 //!
 //! # Platforms
 //!

@@ -1199,3 +1199,8 @@ impl WorkManager {
         self.shared.shutdown();
     }
 }
+
+/// What loading does with one stored row's bytes (for `crate::fuzz`).
+pub(crate) fn fuzz_row(bytes: &[u8]) {
+    store::fuzz_row(bytes);
+}
