@@ -276,6 +276,25 @@ fn an_infinite_loop_is_killed_immediately() {
     assert_eq!(probe.join(T), Some(ExitReason::Killed));
 }
 
+#[test]
+fn an_immediate_kill_with_a_grace_ends_the_child_too() {
+    let probe = spawn(ProcessOptions::new().kill_grace(Duration::from_millis(50)));
+    let pid = probe.ask(Msg::Pid, T).unwrap();
+    let mut stuck = probe.ask_pending(Msg::Spin);
+    assert!(wait_until(|| probe.stats().queue_len == 0, T));
+    probe.kill(Priority::Immediate);
+    assert_eq!(
+        stuck.wait_timeout(T),
+        Some(Err(AskError::Dead(ExitReason::Killed)))
+    );
+    assert_eq!(probe.join(T), Some(ExitReason::Killed));
+    let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
+    assert!(wait_until(
+        || rustix::process::test_kill_process(pid).is_err(),
+        T
+    ));
+}
+
 fn crash_with(msg: Msg, options: ProcessOptions) -> ExitReason {
     let probe = spawn(options);
     let err = probe.ask(msg, T).unwrap_err();
