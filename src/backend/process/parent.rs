@@ -137,17 +137,15 @@ impl ChildProcess {
         let reader = ours
             .try_clone()
             .map_err(|e| Crash::Spawn(format!("the socket could not be shared: {e}")))?;
-        let mut child = command.spawn().map_err(|e| Crash::Spawn(e.to_string()))?;
+        let child = command.spawn().map_err(|e| Crash::Spawn(e.to_string()))?;
         let kill = Arc::new(KillSwitch {
             pid: Mutex::new(Pid::from_raw(child.id() as i32)),
             grace: options.kill_grace,
         });
-        let stderr = child.stderr.take().map(forward_stderr);
         let (died_tx, died) = cb::bounded(1);
         let reaper = Reaper {
             child,
             kill: Arc::clone(&kill),
-            stderr,
             max_memory: options.max_memory,
         };
         let spawned = std::thread::Builder::new()
@@ -305,11 +303,11 @@ impl ChildProcess {
     }
 }
 
-/// Reaps the child and works out how it died.
+/// Passes the child's stderr on, reaps the child and works out how it
+/// died: one thread a child, blocked in `poll` until either happens.
 struct Reaper {
     child: Child,
     kill: Arc<KillSwitch>,
-    stderr: Option<cb::Receiver<String>>,
     max_memory: Option<u64>,
 }
 
@@ -317,25 +315,81 @@ const SIGABRT: i32 = 6;
 
 impl Reaper {
     fn wait(mut self) -> Crash {
+        let tail = self.forward_stderr();
         let status = self.child.wait();
         *self.kill.pid.lock() = None;
         match status {
-            Ok(status) => self.classify(status),
+            Ok(status) => self.classify(status, &tail),
             Err(e) => Crash::Protocol(format!("the child could not be reaped: {e}")),
         }
     }
 
-    fn classify(self, status: ExitStatus) -> Crash {
+    /// Passes the child's stderr on to ours until the child exits (or
+    /// closes it), and returns its last few KiB. A grandchild that keeps the
+    /// pipe open does not hold the reaping up: the child's exit is watched
+    /// too (a pidfd, where the kernel has them).
+    fn forward_stderr(&mut self) -> String {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        const KEEP: usize = 8 << 10;
+        let Some(mut stderr) = self.child.stderr.take() else {
+            return String::new();
+        };
+        let pidfd = Pid::from_raw(self.child.id() as i32).and_then(|pid| {
+            rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+        });
+        let mut tail: Vec<u8> = Vec::new();
+        let mut buf = [0u8; 4096];
+        let mut exited = false;
+        // After the exit, what a grandchild keeps writing is not waited for.
+        let mut after_exit = 0;
+        loop {
+            let (readable, gone) = {
+                let mut fds = vec![PollFd::new(&stderr, PollFlags::IN)];
+                if let Some(pidfd) = &pidfd {
+                    fds.push(PollFd::new(pidfd, PollFlags::IN));
+                }
+                // Once the child is gone, only what is already in the pipe.
+                let now = Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
+                if poll(&mut fds, exited.then_some(&now)).is_err() {
+                    break;
+                }
+                let readable = !fds[0].revents().is_empty();
+                let gone = fds.get(1).is_some_and(|fd| !fd.revents().is_empty());
+                (readable, gone)
+            };
+            if readable {
+                match stderr.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let _ = std::io::stderr().write_all(&buf[..n]);
+                        tail.extend_from_slice(&buf[..n]);
+                        if tail.len() > 2 * KEEP {
+                            tail.drain(..tail.len() - KEEP);
+                        }
+                    }
+                }
+            } else if exited {
+                break;
+            }
+            if exited {
+                after_exit += 1;
+                if after_exit > 64 {
+                    break;
+                }
+            }
+            exited |= gone;
+        }
+        String::from_utf8_lossy(&tail).into_owned()
+    }
+
+    fn classify(&self, status: ExitStatus, tail: &str) -> Crash {
         match (status.signal(), status.code()) {
             (Some(SIGABRT), _) => {
                 // Rust aborts on a failed allocation and on a stack overflow,
-                // after saying which on stderr: read what it said (the pipe
-                // closes as the child exits; a grandchild holding it open
-                // costs at most the timeout).
-                let tail = self
-                    .stderr
-                    .and_then(|rx| rx.recv_timeout(Duration::from_secs(2)).ok())
-                    .unwrap_or_default();
+                // after saying which on stderr.
                 match self.max_memory {
                     Some(limit) if tail.contains("memory allocation of") => {
                         Crash::OutOfMemory { limit }
@@ -349,32 +403,4 @@ impl Reaper {
             (None, None) => Crash::Protocol(format!("unknown exit status {status}")),
         }
     }
-}
-
-/// Copies the child's stderr to ours and keeps its last few KiB, sent on
-/// the returned channel when the child closes it.
-fn forward_stderr(mut stderr: impl Read + Send + 'static) -> cb::Receiver<String> {
-    const KEEP: usize = 8 << 10;
-    let (tx, rx) = cb::bounded(1);
-    let spawned = std::thread::Builder::new()
-        .name("isolates-child-stderr".into())
-        .spawn(move || {
-            let mut tail: Vec<u8> = Vec::new();
-            let mut buf = [0u8; 4096];
-            loop {
-                match stderr.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        let _ = std::io::stderr().write_all(&buf[..n]);
-                        tail.extend_from_slice(&buf[..n]);
-                        if tail.len() > 2 * KEEP {
-                            tail.drain(..tail.len() - KEEP);
-                        }
-                    }
-                }
-            }
-            let _ = tx.send(String::from_utf8_lossy(&tail).into_owned());
-        });
-    drop(spawned);
-    rx
 }
