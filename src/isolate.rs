@@ -70,9 +70,10 @@ pub use handle::IsolateHandle;
 /// **Unlike Dart**, where each isolate has its own globals, an isolate here
 /// is a thread of the process: `static`s are shared by every isolate and
 /// the main thread (a `thread_local!` is per thread). Keep the isolate's
-/// data in its state, which nothing else can reach. For real separation (its own statics and memory, a crash
-/// that cannot take the process down) run it in a child process, with the
-/// process backend.
+/// data in its state, which nothing else can reach. For real separation
+/// (its own statics and memory, a kill that stops a running handler, a
+/// crash that cannot take the process down) run it in a child process:
+/// [`IsolateBuilder::process`].
 ///
 /// # Examples
 ///

@@ -68,8 +68,8 @@ pub const IDLE_RETIRE: Duration = Duration::from_secs(10);
 /// and every other thread too (thread-locals are the thread's, and `run`
 /// threads are reused). Pass what `f` needs in `arg` and return what it
 /// made. For real separation (its own statics and memory, a crash that
-/// cannot take the caller down) run the work in a child process, with the
-/// process backend.
+/// cannot take the caller down) run the work in a child process, with
+/// [`process::run`](crate::process::run).
 ///
 /// ```
 /// use std::sync::atomic::{AtomicU32, Ordering};
