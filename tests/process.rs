@@ -60,6 +60,9 @@ enum Msg {
     Big(usize),
     Sleep(u64),
     ExitIsolate,
+    /// Runs this test binary again as a plain program (as user code may)
+    /// and says whether it ran as one: 1 if so.
+    RunProgram,
 }
 
 struct Probe {
@@ -125,6 +128,14 @@ impl Isolate for Probe {
                 ms
             }
             Msg::ExitIsolate => ctx.exit(),
+            Msg::RunProgram => {
+                let out = std::process::Command::new(std::env::current_exe().unwrap())
+                    .args(["program_role", "--exact", "--nocapture", "--test-threads=1"])
+                    .env("ISOLATES_TEST_PROGRAM_ROLE", "1")
+                    .output()
+                    .map_err(|e| e.to_string())?;
+                u64::from(String::from_utf8_lossy(&out.stdout).contains("RAN AS A PROGRAM"))
+            }
         })
     }
 }
@@ -460,6 +471,24 @@ fn an_oversized_reply_is_a_typed_error() {
         .spawn::<Probe>(0);
     // Not registered with that codec: said so.
     assert!(matches!(probe, Err(SpawnError::NotRegistered(_))));
+}
+
+/// Run by `a_program_a_child_starts_is_not_taken_for_a_child`: the
+/// registration returns (this is not a child), and the program goes on.
+#[test]
+fn program_role() {
+    if std::env::var_os("ISOLATES_TEST_PROGRAM_ROLE").is_none() {
+        return;
+    }
+    children();
+    println!("RAN AS A PROGRAM");
+}
+
+#[test]
+fn a_program_a_child_starts_is_not_taken_for_a_child() {
+    // It inherits the child's environment, marker included.
+    let probe = spawn(ProcessOptions::new());
+    assert_eq!(probe.ask(Msg::RunProgram, T), Ok(1));
 }
 
 /// Run by `a_parent_killed_with_sigkill_leaves_no_child`: spawns a child,

@@ -20,12 +20,28 @@ pub(crate) fn enter_if_child(start_limit: usize, find: impl Fn(u64) -> Option<En
     let Some(parent) = std::env::var_os(ENV_CHILD) else {
         return;
     };
-    // Die with the parent, and make sure it has not died already (then
+    let parent = parent
+        .to_str()
+        .and_then(|p| p.parse::<i32>().ok())
+        .and_then(rustix::process::Pid::from_raw);
+    let ppid = || rustix::process::getppid();
+    let Some(parent) = parent else {
+        return;
+    };
+    if ppid() != Some(parent) {
+        // A process that a child started (user code running a program of
+        // its own) inherits the variable: it is not ours while the parent
+        // named in it lives. If that parent is gone, we are an orphaned
+        // child: nobody is left to talk to.
+        if rustix::process::test_kill_process(parent).is_ok() {
+            return;
+        }
+        std::process::exit(EXIT_ORPHAN);
+    }
+    // Die with the parent, and make sure it has not died meanwhile (then
     // the death signal would never come).
     let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
-    let parent = parent.to_str().and_then(|p| p.parse::<i32>().ok());
-    let ppid = rustix::process::getppid().map(|p| p.as_raw_nonzero().get());
-    if parent.is_none() || parent != ppid {
+    if ppid() != Some(parent) {
         std::process::exit(EXIT_ORPHAN);
     }
     if let Some(bytes) = std::env::var(ENV_MAX_MEMORY)
