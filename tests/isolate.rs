@@ -204,12 +204,12 @@ fn errors_not_fatal_keep_the_isolate() {
         .spawn::<Subject>(Opts::default())
         .unwrap();
     assert_eq!(
-        h.ask(Cmd::Panic("once".into()), T),
-        Err(AskError::Panicked("once".into()))
-    );
-    assert_eq!(
         h.ask(Cmd::Fail("nope".into()), T),
         Err(AskError::Failed("nope".to_string()))
+    );
+    assert_eq!(
+        h.ask(Cmd::Fail("again".into()), T),
+        Err(AskError::Failed("again".to_string()))
     );
     assert_eq!(h.ask(Cmd::Echo(2), T), Ok(Out::N(2)));
     assert_eq!(h.stats().errors, 2);
@@ -220,6 +220,26 @@ fn errors_not_fatal_keep_the_isolate() {
         Err(AskError::Failed("now fatal".to_string()))
     );
     assert_eq!(h.join(T), Some(ExitReason::Failed("now fatal".into())));
+}
+
+#[test]
+fn a_panic_ends_the_isolate_even_with_errors_not_fatal() {
+    let h = IsolateBuilder::new()
+        .errors_are_fatal(false)
+        .spawn::<Subject>(Opts::default())
+        .unwrap();
+    // The panic is answered, then the half-changed state is not used again.
+    let mut panicked = h.ask_pending(Cmd::Panic("broken".into()));
+    let mut after = h.ask_pending(Cmd::Echo(4));
+    assert_eq!(
+        panicked.wait_timeout(T),
+        Some(Err(AskError::Panicked("broken".into())))
+    );
+    assert_eq!(
+        after.wait_timeout(T),
+        Some(Err(AskError::Dead(ExitReason::Panicked("broken".into()))))
+    );
+    assert_eq!(h.join(T), Some(ExitReason::Panicked("broken".into())));
 }
 
 #[test]

@@ -193,10 +193,6 @@ fn handler_errors_and_panics_are_typed_as_in_a_thread() {
         probe.ask(Msg::Fail, T),
         Err(AskError::Failed("probe failed".into()))
     );
-    assert_eq!(
-        probe.ask(Msg::Panic, T),
-        Err(AskError::Panicked("probe panicked".into()))
-    );
     assert_eq!(probe.ask(Msg::Echo(1), T), Ok(1), "not fatal: it goes on");
     probe.set_errors_fatal(true);
     assert_eq!(
@@ -206,6 +202,17 @@ fn handler_errors_and_panics_are_typed_as_in_a_thread() {
     assert_eq!(
         probe.join(T),
         Some(ExitReason::Failed("probe failed".into()))
+    );
+    // A panic ends it even with errors not fatal.
+    let probe = spawn(ProcessOptions::new());
+    probe.set_errors_fatal(false);
+    assert_eq!(
+        probe.ask(Msg::Panic, T),
+        Err(AskError::Panicked("probe panicked".into()))
+    );
+    assert_eq!(
+        probe.join(T),
+        Some(ExitReason::Panicked("probe panicked".into()))
     );
 }
 

@@ -120,8 +120,14 @@ impl<C: Codec> IsolateBuilder<C> {
         self
     }
 
-    /// Whether a handler error or panic ends the isolate (default `true`, as
-    /// in Dart). Either way the asker gets the error.
+    /// Whether a handler's `Err` ends the isolate (default `true`, as in
+    /// Dart). Either way the asker gets the error.
+    ///
+    /// A panic ends the isolate whatever this says (unlike Dart, where
+    /// `errorsAreFatal: false` goes on after any uncaught error): a panic
+    /// means broken invariants, and the state it left half-changed is not
+    /// used again. The isolate exits [`ExitReason::Panicked`](crate::ExitReason::Panicked);
+    /// a supervisor restarts it from its arguments.
     ///
     /// # Examples
     ///

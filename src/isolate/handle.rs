@@ -623,8 +623,9 @@ impl<I: Isolate> IsolateHandle<I> {
         self.shared.remove_error_listener(port)
     }
 
-    /// Makes handler errors and panics fatal (the default) or not, from the
-    /// next message on, as Dart's `setErrorsFatal`.
+    /// Makes a handler's `Err` fatal (the default) or not, from the next
+    /// message on, as Dart's `setErrorsFatal`. A panic is always fatal (see
+    /// [`IsolateBuilder::errors_are_fatal`](crate::IsolateBuilder::errors_are_fatal)).
     ///
     /// # Examples
     ///

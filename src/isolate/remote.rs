@@ -350,9 +350,8 @@ fn account<I: Isolate>(shared: &Shared<I>, outcome: &Outcome<I>) -> Option<ExitR
         message,
         stack: String::new(),
     });
-    shared
-        .errors_are_fatal
-        .load(Ordering::Relaxed)
+    // A panic always ends the isolate (its state may be half-changed).
+    (matches!(reason, ExitReason::Panicked(_)) || shared.errors_are_fatal.load(Ordering::Relaxed))
         .then_some(reason)
 }
 

@@ -638,8 +638,12 @@ impl<I: Isolate> RunLoop<I> {
                 Some(ExitReason::Panicked(message))
             }
         };
+        // A panic always ends the isolate: its state may be half-changed,
+        // so it is not used again (a supervisor restarts it from its
+        // arguments). Only an `Err` may be let go.
         if let Some(reason) = fatal
-            && shared.errors_are_fatal.load(Ordering::Relaxed)
+            && (matches!(reason, ExitReason::Panicked(_))
+                || shared.errors_are_fatal.load(Ordering::Relaxed))
         {
             return Some(reason);
         }
