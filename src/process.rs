@@ -94,7 +94,7 @@
 //! (`harness = false`) writes its `main` out instead of `criterion_main!`,
 //! with the registration first:
 //!
-//! ```ignore
+//! ```text
 //! fn main() {
 //!     Registry::new().isolate::<Parser>().init();
 //!     benches();
