@@ -395,7 +395,14 @@ impl<I: Isolate> RunLoop<I> {
     /// messages read no clock.
     fn wait_for_mail(&self, busy: &mut Busy) -> Option<Mail<I>> {
         let mut spin = Spin::default();
-        while !spin.is_completed() {
+        // A process isolate parks at once: a message to it costs a socket
+        // round trip anyway, and a parked isolate lets a blocking `ask`
+        // talk to the child directly, without two thread hops.
+        #[cfg(target_os = "linux")]
+        let spins = self.shared.process.is_none();
+        #[cfg(not(target_os = "linux"))]
+        let spins = true;
+        while spins && !spin.is_completed() {
             if let Ok(item) = self.mailbox_rx.try_recv() {
                 return Some(item);
             }
