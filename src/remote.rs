@@ -333,8 +333,9 @@ impl NatsOptions {
     }
 }
 
-/// Serves pool `name`'s tasks in this process until the connection closes
-/// for good: pulls tasks from the server, runs them on
+/// Serves pool `name`'s tasks in this process for as long as it runs (a
+/// server that goes away is reconnected to, again and again): pulls tasks
+/// from the server, runs them on
 /// [`workers`](NatsOptions::workers) threads, each with a `W` started
 /// from a clone of `args`, and sends results and progress back. Blocks;
 /// see [`start`] for a handle that can stop it.
@@ -461,12 +462,12 @@ impl Serving {
         self.inner.stop();
     }
 
-    /// Waits until it stops ([`stop`](Self::stop), or a connection closed
-    /// for good).
+    /// Waits until it stops: [`stop`](Self::stop) from another thread (a
+    /// lost server is reconnected to, not an end).
     ///
     /// # Errors
     ///
-    /// [`RemoteError::Closed`] if the connection ended on its own.
+    /// None yet: the `Result` leaves room for an end that is a failure.
     ///
     /// # Examples
     ///
