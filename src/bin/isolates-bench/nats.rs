@@ -254,12 +254,16 @@ pub(crate) fn remote_task_latency(quick: bool, tail: bool) -> Measure {
 /// One core request's round trip on a connection kept for the run.
 fn core_round_us(url: &str, subject: &str) -> f64 {
     thread_local! {
-        static CONN: std::cell::RefCell<Option<(tokio::runtime::Runtime, async_nats::Client)>> =
+        static CONN: std::cell::RefCell<Option<(String, tokio::runtime::Runtime, async_nats::Client)>> =
             const { std::cell::RefCell::new(None) };
     }
     CONN.with(|conn| {
         let mut conn = conn.borrow_mut();
-        let (rt, client) = conn.get_or_insert_with(|| {
+        // A connection to an earlier run's server is of no use.
+        if conn.as_ref().is_some_and(|(u, _, _)| u != url) {
+            *conn = None;
+        }
+        let (_, rt, client) = conn.get_or_insert_with(|| {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -267,7 +271,7 @@ fn core_round_us(url: &str, subject: &str) -> f64 {
             let client = rt
                 .block_on(async_nats::connect(url.to_string()))
                 .expect("connect");
-            (rt, client)
+            (url.to_string(), rt, client)
         });
         let subject = subject.to_string();
         rt.block_on(async {
