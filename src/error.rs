@@ -476,6 +476,9 @@ pub enum SpawnError {
     NotRegistered(String),
     /// Process isolates are not available on this platform.
     Unsupported(&'static str),
+    /// A pool's NATS connection could not be set up (see
+    /// [`PoolBuilder::nats`](crate::pool::PoolBuilder)).
+    Remote(RemoteError),
 }
 
 impl fmt::Display for SpawnError {
@@ -488,11 +491,94 @@ impl fmt::Display for SpawnError {
             ),
             Self::NotRegistered(why) => write!(f, "no child process can run this isolate: {why}"),
             Self::Unsupported(why) => f.write_str(why),
+            Self::Remote(e) => write!(f, "the pool's workers could not be reached: {e}"),
         }
     }
 }
 
 impl std::error::Error for SpawnError {}
+
+/// A connection to a NATS server, or its JetStream, failed: from
+/// `PoolBuilder::nats` (inside [`SpawnError::Remote`]) and from
+/// `isolates::remote::serve` (the `nats` feature). Each text says what to
+/// check.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use isolates::RemoteError;
+///
+/// let e = RemoteError::Unreachable {
+///     url: "nats://127.0.0.1:4222".into(),
+///     waited: Duration::from_secs(5),
+///     why: "connection refused".into(),
+/// };
+/// assert!(e.to_string().contains("is nats-server running"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RemoteError {
+    /// No server answered at `url` within `waited` (the connect timeout).
+    Unreachable {
+        /// The server's address as given.
+        url: String,
+        /// How long the connection was tried.
+        waited: std::time::Duration,
+        /// What the attempt met.
+        why: String,
+    },
+    /// The server refused the credentials (user and password, token,
+    /// nkey).
+    Unauthorized(String),
+    /// TLS could not be set up (a certificate, a server that requires or
+    /// refuses TLS).
+    Tls(String),
+    /// JetStream is off on the server, or refused the pool's stream or
+    /// consumer.
+    JetStream(String),
+    /// The pool's name cannot name a NATS subject and stream.
+    InvalidName(String),
+    /// A worker's state could not be started (its `Worker::start` failed).
+    WorkerStart(String),
+    /// The connection or its thread ended.
+    Closed(String),
+}
+
+impl fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unreachable { url, waited, why } => write!(
+                f,
+                "no NATS server answered at {url} within {waited:?} ({why}): \
+                 is nats-server running there, and is the address right?"
+            ),
+            Self::Unauthorized(why) => write!(
+                f,
+                "the NATS server refused the credentials ({why}): check the user and \
+                 password, token or nkey"
+            ),
+            Self::Tls(why) => write!(
+                f,
+                "TLS with the NATS server failed ({why}): check the certificates and \
+                 whether the server requires TLS"
+            ),
+            Self::JetStream(why) => write!(
+                f,
+                "JetStream refused the pool's queue ({why}): start nats-server with -js \
+                 (JetStream on), and give the account JetStream resources"
+            ),
+            Self::InvalidName(name) => write!(
+                f,
+                "{name:?} cannot name a remote pool: use 1 to 64 ASCII letters, digits, '-' or '_'"
+            ),
+            Self::WorkerStart(why) => write!(f, "a worker could not start: {why}"),
+            Self::Closed(why) => write!(f, "the NATS connection closed: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for RemoteError {}
 
 /// Why a pool task produced no value.
 ///

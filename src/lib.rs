@@ -12,6 +12,8 @@ mod pending;
 pub mod pool;
 pub mod port;
 pub mod process;
+#[cfg(feature = "nats")]
+pub mod remote;
 mod run;
 pub mod schedule;
 mod spin;
@@ -21,8 +23,8 @@ mod unwind;
 
 pub use codec::{Bincode, Codec, DEFAULT_LIMIT, Transfer};
 pub use error::{
-    AskError, CodecError, RecvError, RecvTimeoutError, RunError, SendError, SendTimeoutError,
-    SpawnError, TaskError, TryRecvError, TrySendError,
+    AskError, CodecError, RecvError, RecvTimeoutError, RemoteError, RunError, SendError,
+    SendTimeoutError, SpawnError, TaskError, TryRecvError, TrySendError,
 };
 pub use isolate::{
     Context, Crash, ExitReason, Isolate, IsolateBuilder, IsolateError, IsolateHandle, IsolateState,

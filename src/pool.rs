@@ -170,7 +170,22 @@ pub struct TaskContext<'a, W: Worker> {
     sink: Option<&'a (dyn Fn(W::Progress) + Sync + 'a)>,
 }
 
-impl<W: Worker> TaskContext<'_, W> {
+impl<'a, W: Worker> TaskContext<'a, W> {
+    /// A remote worker's context: progress goes to `sink`.
+    #[cfg(feature = "nats")]
+    pub(crate) fn remote(
+        cell: &'a TaskCell,
+        codecs: &'a CodecSet<W>,
+        sink: &'a (dyn Fn(W::Progress) + Sync + 'a),
+    ) -> Self {
+        TaskContext {
+            cell,
+            codecs,
+            helpers: None,
+            sink: Some(sink),
+        }
+    }
+
     /// Whether the task was cancelled or its deadline passed: a long task
     /// should check this and return early (its result is dropped anyway).
     ///
@@ -461,6 +476,8 @@ pub struct PoolBuilder<W: Worker, C: Codec = Bincode> {
     rayon: bool,
     copy_messages: bool,
     process: Option<crate::process::ProcessOptions>,
+    #[cfg(feature = "nats")]
+    nats: Option<(crate::remote::NatsOptions, String)>,
     codec: C,
     _worker: std::marker::PhantomData<fn() -> W>,
 }
@@ -683,6 +700,48 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
         self
     }
 
+    /// Runs the pool's tasks on workers on other machines, carried by NATS
+    /// JetStream (see [`remote`](crate::remote); the `nats` feature):
+    /// tasks go to the stream of pool `name` on the server in `options`,
+    /// and worker processes started with
+    /// [`remote::serve`](crate::remote::serve) for the same `name` run
+    /// them. The handles behave as a local pool's. The pool's own slots
+    /// become the [tasks on the wire](crate::remote::NatsOptions::in_flight);
+    /// the start arguments given to [`build`](Self::build) are unused
+    /// (the workers get theirs from `serve`). Inputs, outputs, progress
+    /// and errors are encoded with the [codec](Self::codec), which the
+    /// workers must share. Not with [`rayon`](Self::rayon) or
+    /// [`process`](Self::process).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use isolates::pool::{Pool, TaskContext, Worker};
+    /// use isolates::remote::NatsOptions;
+    ///
+    /// struct Square;
+    /// impl Worker for Square {
+    ///     type Args = (); type Input = u64; type Output = u64; type Progress = (); type Error = String;
+    ///     fn start(_: ()) -> Result<Self, String> { Ok(Square) }
+    ///     fn run(&mut self, n: u64, _: &TaskContext<'_, Self>) -> Result<u64, String> { Ok(n * n) }
+    /// }
+    ///
+    /// let pool = Pool::<Square>::builder()
+    ///     .nats(NatsOptions::new("nats://127.0.0.1:4222").in_flight(32), "squares")
+    ///     .build(())?;
+    /// assert_eq!(pool.submit(9).wait(), Ok(81));
+    /// # Ok::<(), isolates::SpawnError>(())
+    /// ```
+    #[cfg(feature = "nats")]
+    pub fn nats(
+        mut self,
+        options: impl Into<crate::remote::NatsOptions>,
+        name: impl Into<String>,
+    ) -> Self {
+        self.nats = Some((options.into(), name.into()));
+        self
+    }
+
     /// The codec for inputs, outputs, progress and errors where they are
     /// encoded: with [`copy_messages`](Self::copy_messages), for a retry's
     /// copy of an input, and wherever they cross a real boundary.
@@ -712,6 +771,8 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
             rayon: self.rayon,
             copy_messages: self.copy_messages,
             process: self.process,
+            #[cfg(feature = "nats")]
+            nats: self.nats,
             codec,
             _worker: std::marker::PhantomData,
         }
@@ -728,7 +789,7 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
     /// # Examples
     ///
     /// See [`Worker`].
-    pub fn build(self, args: W::Args) -> Result<Pool<W>, SpawnError> {
+    pub fn build(#[allow(unused_mut)] mut self, args: W::Args) -> Result<Pool<W>, SpawnError> {
         #[cfg(target_os = "linux")]
         let process = match &self.process {
             Some(_) if self.rayon => {
@@ -748,6 +809,26 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
         if self.process.is_some() {
             crate::process::lookup_worker::<W, C>()?;
         }
+        #[cfg(feature = "nats")]
+        let nats = match &self.nats {
+            Some(_) if self.rayon || self.process.is_some() => {
+                return Err(SpawnError::Unsupported(
+                    "a NATS pool's workers are remote: not with rayon(true) or process(..)",
+                ));
+            }
+            Some((options, name)) => {
+                self.min = options.in_flight;
+                self.max = options.in_flight;
+                let client = crate::backend::nats::client::Client::<W>::connect(
+                    options,
+                    name,
+                    self.codec.clone(),
+                )
+                .map_err(SpawnError::Remote)?;
+                Some(client)
+            }
+            None => None,
+        };
         let copy = self.copy_messages;
         let codecs = Arc::new(CodecSet::<W> {
             input: dyn_codec(&self.codec, copy),
@@ -830,6 +911,8 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
             deadlines: Arc::default(),
             #[cfg(target_os = "linux")]
             process,
+            #[cfg(feature = "nats")]
+            nats,
         });
         if let Some(rayon) = &inner.rayon {
             {
@@ -1055,6 +1138,8 @@ impl<W: Worker> Pool<W> {
             rayon: false,
             copy_messages: false,
             process: None,
+            #[cfg(feature = "nats")]
+            nats: None,
             codec: Bincode::new(),
             _worker: std::marker::PhantomData,
         }
@@ -1534,6 +1619,9 @@ struct Inner<W: Worker> {
     /// Workers in child processes.
     #[cfg(target_os = "linux")]
     process: Option<remote::WorkerSpec<W>>,
+    /// Workers on other machines: each slot carries a task over NATS.
+    #[cfg(feature = "nats")]
+    nats: Option<Arc<crate::backend::nats::client::Client<W>>>,
 }
 
 impl<W: Worker> Inner<W> {
@@ -1938,6 +2026,10 @@ fn worker_main<W: Worker>(
     };
     // The worker's state here, or a child process that holds it.
     let start = |args: Envelope<W::Args>| -> Result<Exec<W>, String> {
+        #[cfg(feature = "nats")]
+        if let Some(client) = &inner.nats {
+            return Ok(Exec::Nats(client.slot()));
+        }
         #[cfg(target_os = "linux")]
         if let Some(spec) = &inner.process {
             let args = inner
@@ -2034,6 +2126,8 @@ fn worker_main<W: Worker>(
             (Err(e), _) => (Outcome::Error(ErrorKind::Codec(e)), false),
             #[cfg(target_os = "linux")]
             (Ok(input), Exec::Child(child)) => child.run(&input, &cell, codecs),
+            #[cfg(feature = "nats")]
+            (Ok(input), Exec::Nats(slot)) => slot.run(&input, &cell, codecs),
             // Never: a state is always there between tasks.
             (Ok(_), Exec::Local(StateGuard(None))) => (
                 Outcome::Error(ErrorKind::WorkerLost("the worker has no state".into())),
@@ -2143,6 +2237,9 @@ enum Exec<W: Worker> {
     /// A child process that holds it.
     #[cfg(target_os = "linux")]
     Child(remote::ChildWorker<W>),
+    /// A slot that carries tasks to workers on other machines.
+    #[cfg(feature = "nats")]
+    Nats(crate::backend::nats::client::RemoteSlot<W>),
 }
 
 /// A worker's state, dropped under `catch` wherever the worker's loop

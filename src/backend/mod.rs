@@ -2,3 +2,6 @@
 
 #[cfg(target_os = "linux")]
 pub(crate) mod process;
+
+#[cfg(feature = "nats")]
+pub(crate) mod nats;

@@ -26,6 +26,13 @@ use serde::{Deserialize, Serialize};
 mod idle;
 #[path = "isolates-bench/messaging.rs"]
 mod messaging;
+#[cfg(feature = "nats")]
+#[path = "isolates-bench/nats.rs"]
+mod nats;
+#[cfg(feature = "nats")]
+#[allow(unreachable_pub)] // shared with the tests
+#[path = "../../tests/common/nats_server.rs"]
+mod nats_server;
 #[cfg(target_os = "linux")]
 #[path = "isolates-bench/process.rs"]
 mod process;
@@ -653,6 +660,10 @@ fn main() {
         Some(idle::CHILD_FLAG) => idle::child(&args[1..]),
         #[cfg(target_os = "linux")]
         Some(process::RAW_CHILD_FLAG) => process::raw_child(),
+        #[cfg(feature = "nats")]
+        Some(nats::SERVE_FLAG) => nats::serve(&args[1..]),
+        #[cfg(feature = "nats")]
+        Some(nats::REPLY_FLAG) => nats::reply(&args[1..]),
         _ => {}
     }
     let options = match options() {
@@ -688,6 +699,18 @@ fn main() {
     let names = if cfg!(target_os = "linux") {
         let mut names = names;
         names.extend(["process_ask_rtt", "process_spawn", "process_idle_rss"]);
+        names
+    } else {
+        names
+    };
+    // Pools over NATS: with the `nats` feature.
+    let names = if cfg!(feature = "nats") {
+        let mut names = names;
+        names.extend([
+            "remote_pool_throughput",
+            "remote_task_p50",
+            "remote_task_p99",
+        ]);
         names
     } else {
         names
@@ -737,6 +760,12 @@ fn main() {
             "process_spawn" => process::process_spawn(quick),
             #[cfg(target_os = "linux")]
             "process_idle_rss" => process::process_idle_rss(quick),
+            #[cfg(feature = "nats")]
+            "remote_pool_throughput" => nats::remote_pool_throughput(quick),
+            #[cfg(feature = "nats")]
+            "remote_task_p50" => nats::remote_task_latency(quick, false),
+            #[cfg(feature = "nats")]
+            "remote_task_p99" => nats::remote_task_latency(quick, true),
             other => unreachable!("no measure named {other}"),
         };
         results.push(measure);

@@ -2,6 +2,8 @@
 
 use std::time::{Duration, Instant};
 
+pub(crate) mod nats_server;
+
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// Polls `cond` every millisecond until it holds or `timeout` passes; returns

@@ -1,0 +1,296 @@
+//! Pools over NATS JetStream: the client side (a pool's slots publish tasks
+//! and wait for results), the worker side (`remote::serve`), and the
+//! bridge thread that runs the async NATS client for both.
+//!
+//! - [`bridge`]: one thread with a single-threaded tokio runtime;
+//! - [`client`]: a pool slot that carries one task at a time over NATS;
+//! - [`worker`]: pulls tasks, runs them on local threads, answers;
+//! - here: names, frames, connecting.
+//!
+//! Subjects of pool `name`: tasks on `isolates.<name>.tasks` (a JetStream
+//! work-queue stream `ISOLATES_<name>`, durable consumer `workers`);
+//! results as requests to `isolates.<name>.results.<client>` (the client's
+//! reply is the worker's licence to acknowledge the task); progress on
+//! `isolates.<name>.progress.<client>`; cancellations on
+//! `isolates.<name>.cancel`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::error::RemoteError;
+use crate::remote::{Auth, NatsOptions};
+
+pub(crate) mod bridge;
+pub(crate) mod client;
+pub(crate) mod worker;
+
+/// The subjects and stream of one pool.
+#[derive(Debug, Clone)]
+pub(crate) struct Names {
+    pub(crate) stream: String,
+    pub(crate) tasks: String,
+    prefix: String,
+}
+
+impl Names {
+    pub(crate) fn new(name: &str) -> Result<Names, RemoteError> {
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !ok {
+            return Err(RemoteError::InvalidName(name.chars().take(80).collect()));
+        }
+        Ok(Names {
+            stream: format!("ISOLATES_{name}"),
+            tasks: format!("isolates.{name}.tasks"),
+            prefix: format!("isolates.{name}"),
+        })
+    }
+
+    pub(crate) fn results(&self, client: u64) -> String {
+        format!("{}.results.{client:016x}", self.prefix)
+    }
+
+    pub(crate) fn progress(&self, client: u64) -> String {
+        format!("{}.progress.{client:016x}", self.prefix)
+    }
+
+    pub(crate) fn cancel(&self) -> String {
+        format!("{}.cancel", self.prefix)
+    }
+}
+
+/// Frames: a 4-byte tag, then fixed little-endian fields, then the body.
+pub(crate) mod frame {
+    pub(crate) const TASK: &[u8; 4] = b"ISt1";
+    pub(crate) const RESULT: &[u8; 4] = b"ISr1";
+    pub(crate) const PROGRESS: &[u8; 4] = b"ISp1";
+    pub(crate) const CANCEL: &[u8; 4] = b"ISc1";
+
+    /// Result kinds.
+    pub(crate) const VALUE: u8 = 0;
+    pub(crate) const FAILED: u8 = 1;
+    pub(crate) const PANICKED: u8 = 2;
+    pub(crate) const BAD_INPUT: u8 = 3;
+    pub(crate) const UNENCODABLE: u8 = 4;
+
+    /// No deadline.
+    pub(crate) const NO_DEADLINE: u64 = u64::MAX;
+
+    /// A task: client, task id, milliseconds left until its deadline.
+    pub(crate) fn task(client: u64, id: u64, deadline_ms: u64, input: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(28 + input.len());
+        out.extend_from_slice(TASK);
+        out.extend_from_slice(&client.to_le_bytes());
+        out.extend_from_slice(&id.to_le_bytes());
+        out.extend_from_slice(&deadline_ms.to_le_bytes());
+        out.extend_from_slice(input);
+        out
+    }
+
+    pub(crate) fn parse_task(bytes: &[u8]) -> Option<(u64, u64, u64, &[u8])> {
+        let rest = bytes.strip_prefix(TASK)?;
+        let (client, rest) = split_u64(rest)?;
+        let (id, rest) = split_u64(rest)?;
+        let (deadline, rest) = split_u64(rest)?;
+        Some((client, id, deadline, rest))
+    }
+
+    pub(crate) fn result(id: u64, kind: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(13 + body.len());
+        out.extend_from_slice(RESULT);
+        out.extend_from_slice(&id.to_le_bytes());
+        out.push(kind);
+        out.extend_from_slice(body);
+        out
+    }
+
+    pub(crate) fn parse_result(bytes: &[u8]) -> Option<(u64, u8, &[u8])> {
+        let rest = bytes.strip_prefix(RESULT)?;
+        let (id, rest) = split_u64(rest)?;
+        let (&kind, rest) = rest.split_first()?;
+        Some((id, kind, rest))
+    }
+
+    pub(crate) fn progress(id: u64, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(12 + body.len());
+        out.extend_from_slice(PROGRESS);
+        out.extend_from_slice(&id.to_le_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    pub(crate) fn parse_progress(bytes: &[u8]) -> Option<(u64, &[u8])> {
+        split_u64(bytes.strip_prefix(PROGRESS)?)
+    }
+
+    pub(crate) fn cancel(client: u64, id: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(20);
+        out.extend_from_slice(CANCEL);
+        out.extend_from_slice(&client.to_le_bytes());
+        out.extend_from_slice(&id.to_le_bytes());
+        out
+    }
+
+    pub(crate) fn parse_cancel(bytes: &[u8]) -> Option<(u64, u64)> {
+        let (client, rest) = split_u64(bytes.strip_prefix(CANCEL)?)?;
+        let (id, _) = split_u64(rest)?;
+        Some((client, id))
+    }
+
+    fn split_u64(bytes: &[u8]) -> Option<(u64, &[u8])> {
+        let (head, rest) = bytes.split_first_chunk::<8>()?;
+        Some((u64::from_le_bytes(*head), rest))
+    }
+}
+
+/// Encodes with a user codec; a panicking `Serialize` is an error.
+pub(crate) fn encode<T: serde::Serialize, C: crate::codec::Codec>(
+    codec: &C,
+    value: &T,
+    what: &str,
+) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    match crate::unwind::catch(|| codec.encode(value, &mut out)) {
+        Ok(Ok(())) => Ok(out),
+        Ok(Err(e)) => Err(format!("the {what} could not be encoded: {e}")),
+        Err(caught) => Err(format!(
+            "the {what}'s Serialize panicked: {}",
+            caught.message
+        )),
+    }
+}
+
+/// Decodes with a user codec, under its limit; a panicking `Deserialize`
+/// is an error.
+pub(crate) fn decode<T: serde::de::DeserializeOwned, C: crate::codec::Codec>(
+    codec: &C,
+    bytes: &[u8],
+    what: &str,
+) -> Result<T, String> {
+    match crate::unwind::catch(|| codec.decode::<T>(bytes)) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(format!("the {what} could not be decoded: {e}")),
+        Err(caught) => Err(format!(
+            "the {what}'s Deserialize panicked: {}",
+            caught.message
+        )),
+    }
+}
+
+/// Whether the connection is up, and since when it is down.
+#[derive(Debug, Default)]
+pub(crate) struct Link {
+    down_since: Mutex<Option<Instant>>,
+}
+
+impl Link {
+    /// How long the server has been unreachable, if it is.
+    pub(crate) fn down_for(&self) -> Option<Duration> {
+        self.down_since.lock().map(|t| t.elapsed())
+    }
+}
+
+/// A random 64-bit id for a client (subjects of its results).
+pub(crate) fn random_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// Connects, with the options' credentials and TLS, within the connect
+/// timeout; `link` follows the connection's state afterwards.
+pub(crate) async fn connect(
+    options: &NatsOptions,
+    name: String,
+    link: Arc<Link>,
+) -> Result<async_nats::Client, RemoteError> {
+    let mut connect = async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(options.connect_timeout)
+        .require_tls(options.tls_required)
+        .event_callback(move |event| {
+            let link = Arc::clone(&link);
+            async move {
+                match event {
+                    async_nats::Event::Disconnected => {
+                        link.down_since.lock().get_or_insert_with(Instant::now);
+                    }
+                    async_nats::Event::Connected => *link.down_since.lock() = None,
+                    _ => {}
+                }
+            }
+        });
+    connect = match &options.auth {
+        Auth::None => connect,
+        Auth::UserPassword(user, password) => {
+            connect.user_and_password(user.clone(), password.clone())
+        }
+        Auth::Token(token) => connect.token(token.clone()),
+        Auth::Nkey(seed) => connect.nkey(seed.clone()),
+    };
+    for root in &options.tls_roots {
+        connect = connect.add_root_certificates(root.clone());
+    }
+    if let Some((cert, key)) = &options.tls_client {
+        connect = connect.add_client_certificate(cert.clone(), key.clone());
+    }
+    let unreachable = |why: String| RemoteError::Unreachable {
+        url: options.url.clone(),
+        waited: options.connect_timeout,
+        why,
+    };
+    // The client's own timeout covers one attempt per address; this one
+    // bounds the whole call.
+    let attempt = tokio::time::timeout(
+        options.connect_timeout + Duration::from_secs(1),
+        connect.connect(options.url.as_str()),
+    );
+    match attempt.await {
+        Err(_) => Err(unreachable("timed out".into())),
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(e)) => {
+            use async_nats::ConnectErrorKind as K;
+            Err(match e.kind() {
+                K::Authentication | K::AuthorizationViolation => {
+                    RemoteError::Unauthorized(e.to_string())
+                }
+                K::Tls => RemoteError::Tls(e.to_string()),
+                K::ServerParse => RemoteError::Unreachable {
+                    url: options.url.clone(),
+                    waited: Duration::ZERO,
+                    why: format!("not a server address: {e}"),
+                },
+                _ => unreachable(e.to_string()),
+            })
+        }
+    }
+}
+
+/// Finds or creates the pool's work-queue stream.
+pub(crate) async fn stream(
+    js: &async_nats::jetstream::Context,
+    names: &Names,
+) -> Result<async_nats::jetstream::stream::Stream, RemoteError> {
+    use async_nats::jetstream::stream;
+    js.get_or_create_stream(stream::Config {
+        name: names.stream.clone(),
+        subjects: vec![names.tasks.clone()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| RemoteError::JetStream(e.to_string()))
+}

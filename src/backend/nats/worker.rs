@@ -1,0 +1,521 @@
+//! The worker side (`remote::serve`): pulls the pool's tasks from its
+//! durable consumer, runs each on one of this process's worker threads,
+//! keeps the task's claim alive while it runs, sends the result to the
+//! client as a request, and acknowledges the task only once the client
+//! confirmed the result. A task this process never finishes (it died, it
+//! was cut off) goes to another worker after the ack wait.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use parking_lot::{Condvar, Mutex};
+
+use super::bridge::Bridge;
+use super::{Link, Names, frame};
+use crate::codec::Codec;
+use crate::error::RemoteError;
+use crate::pool::task::{CodecSet, TaskCell};
+use crate::pool::{TaskContext, Worker};
+use crate::port::dyn_codec;
+use crate::remote::NatsOptions;
+use crate::unwind;
+
+/// The durable consumer all workers of a pool share.
+const CONSUMER: &str = "workers";
+
+/// How many cancelled task ids a worker remembers (a cancel may arrive
+/// before its task).
+const CANCELLED_KEEP: usize = 16_384;
+
+/// What a worker process has served.
+///
+/// # Examples
+///
+/// ```
+/// let s = isolates::remote::ServeStats::default();
+/// assert_eq!(s.garbage, 0);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct ServeStats {
+    /// Tasks received (a redelivered task counts again).
+    pub received: u64,
+    /// Of those, deliveries after the first (their first worker died or
+    /// was cut off).
+    pub redelivered: u64,
+    /// Tasks that returned a value.
+    pub succeeded: u64,
+    /// Tasks that returned their own error.
+    pub failed: u64,
+    /// Tasks whose worker panicked (the worker's state was started again).
+    pub panicked: u64,
+    /// Tasks skipped because they were cancelled or past their deadline.
+    pub skipped: u64,
+    /// Messages that were not tasks, or whose input did not decode under
+    /// the codec's limit: dropped (the client of a bad input is told).
+    pub garbage: u64,
+    /// Results no client took (it had gone): the task was dropped.
+    pub orphaned: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    received: AtomicU64,
+    redelivered: AtomicU64,
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    panicked: AtomicU64,
+    skipped: AtomicU64,
+    garbage: AtomicU64,
+    orphaned: AtomicU64,
+}
+
+/// One task for a worker thread.
+struct Job {
+    cell: Arc<TaskCell>,
+    client: u64,
+    input: bytes::Bytes,
+    done: tokio::sync::oneshot::Sender<(u8, Vec<u8>)>,
+}
+
+/// Tasks received and not finished, by (client, task), for cancels.
+#[derive(Default)]
+struct Running {
+    cells: HashMap<(u64, u64), Arc<TaskCell>>,
+    cancelled: HashSet<(u64, u64)>,
+    order: VecDeque<(u64, u64)>,
+}
+
+/// A serving process's shared state.
+pub(crate) struct Served {
+    counters: Arc<Counters>,
+    bridge: Mutex<Option<Bridge>>,
+    ended: Mutex<Option<Result<(), RemoteError>>>,
+    ended_cv: Condvar,
+}
+
+impl Served {
+    pub(crate) fn stats(&self) -> ServeStats {
+        let c = &self.counters;
+        ServeStats {
+            received: c.received.load(Ordering::Relaxed),
+            redelivered: c.redelivered.load(Ordering::Relaxed),
+            succeeded: c.succeeded.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+            panicked: c.panicked.load(Ordering::Relaxed),
+            skipped: c.skipped.load(Ordering::Relaxed),
+            garbage: c.garbage.load(Ordering::Relaxed),
+            orphaned: c.orphaned.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn stop(&self) {
+        self.end(Ok(()));
+        // Outside the lock: stopping joins the bridge thread.
+        let bridge = self.bridge.lock().take();
+        drop(bridge);
+    }
+
+    fn end(&self, why: Result<(), RemoteError>) {
+        let mut ended = self.ended.lock();
+        if ended.is_none() {
+            *ended = Some(why);
+            self.ended_cv.notify_all();
+        }
+    }
+
+    pub(crate) fn wait(&self) -> Result<(), RemoteError> {
+        let mut ended = self.ended.lock();
+        loop {
+            if let Some(why) = &*ended {
+                return why.clone();
+            }
+            self.ended_cv.wait(&mut ended);
+        }
+    }
+}
+
+/// Starts the worker threads (each `W::start`s first), connects, sets up
+/// the stream and consumer, and starts pulling.
+pub(crate) fn start<W: Worker, C: Codec>(
+    options: &NatsOptions,
+    name: &str,
+    args: W::Args,
+    codec: C,
+) -> Result<Arc<Served>, RemoteError> {
+    let names = Names::new(name)?;
+    let counters = Arc::new(Counters::default());
+    let (jobs_tx, jobs) = crossbeam_channel::unbounded::<Job>();
+    let bridge = Bridge::start(name)?;
+    let link = Arc::new(Link::default());
+    // Connect first: progress needs the client.
+    let setup = {
+        let options = options.clone();
+        let names = names.clone();
+        let link = Arc::clone(&link);
+        async move {
+            let client =
+                super::connect(&options, format!("isolates {} worker", names.stream), link).await?;
+            let js = async_nats::jetstream::new(client.clone());
+            let stream = super::stream(&js, &names).await?;
+            use async_nats::jetstream::consumer::{AckPolicy, pull};
+            let consumer = stream
+                .get_or_create_consumer(
+                    CONSUMER,
+                    pull::Config {
+                        durable_name: Some(CONSUMER.into()),
+                        ack_policy: AckPolicy::Explicit,
+                        ack_wait: options.ack_wait,
+                        max_deliver: -1,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|e| RemoteError::JetStream(e.to_string()))?;
+            let cancels = client
+                .subscribe(names.cancel())
+                .await
+                .map_err(|e| RemoteError::Closed(e.to_string()))?;
+            Ok::<_, RemoteError>((client, consumer, cancels))
+        }
+    };
+    let budget = options.connect_timeout * 2 + Duration::from_secs(10);
+    let (client, consumer, cancels) = bridge.run(setup, budget)??;
+
+    // The worker threads, each with its state started before serving.
+    let handle_codecs = Arc::new(codec);
+    let (started_tx, started) = crossbeam_channel::unbounded::<Result<(), String>>();
+    for i in 0..options.workers {
+        let jobs = jobs.clone();
+        let args = args.clone();
+        let codec = Arc::clone(&handle_codecs);
+        let counters = Arc::clone(&counters);
+        let started_tx = started_tx.clone();
+        let progress = Progress {
+            client: client.clone(),
+            names: names.clone(),
+            handle: bridge_handle(&bridge),
+        };
+        std::thread::Builder::new()
+            .name(format!("{name}-served-{i}"))
+            .spawn(move || {
+                work::<W, C>(&*codec, args, &jobs, &counters, &progress, &started_tx);
+            })
+            .map_err(|e| RemoteError::WorkerStart(format!("no thread: {e}")))?;
+    }
+    drop(started_tx);
+    for _ in 0..options.workers {
+        match started.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => return Err(RemoteError::WorkerStart(why)),
+            Err(_) => return Err(RemoteError::WorkerStart("a worker thread ended".into())),
+        }
+    }
+    let served = Arc::new(Served {
+        counters: Arc::clone(&counters),
+        bridge: Mutex::new(None),
+        ended: Mutex::new(None),
+        ended_cv: Condvar::new(),
+    });
+    let running = Arc::new(Mutex::new(Running::default()));
+    bridge.spawn(listen_cancels(cancels, Arc::clone(&running)));
+    let pull = Pull {
+        client,
+        names,
+        counters,
+        running,
+        jobs: jobs_tx,
+        ack_wait: options.ack_wait,
+        give_up: options.ack_wait.max(Duration::from_secs(10)),
+        batch: options.workers * 2,
+    };
+    bridge.spawn(pull.run(consumer));
+    *served.bridge.lock() = Some(bridge);
+    Ok(served)
+}
+
+/// Lets worker threads publish progress through the bridge.
+struct Progress {
+    client: async_nats::Client,
+    names: Names,
+    handle: tokio::runtime::Handle,
+}
+
+fn bridge_handle(bridge: &Bridge) -> tokio::runtime::Handle {
+    bridge.handle()
+}
+
+/// A worker thread: starts its state, then runs jobs until the channel
+/// closes. A panic starts the state again.
+fn work<W: Worker, C: Codec>(
+    codec: &C,
+    args: W::Args,
+    jobs: &crossbeam_channel::Receiver<Job>,
+    counters: &Counters,
+    progress: &Progress,
+    started: &crossbeam_channel::Sender<Result<(), String>>,
+) {
+    let start = |args: W::Args| match unwind::catch(|| W::start(args)) {
+        Ok(Ok(state)) => Ok(state),
+        Ok(Err(e)) => Err(unwind::describe(&e)),
+        Err(caught) => Err(format!("it panicked: {}", caught.message)),
+    };
+    let mut state = match start(args.clone()) {
+        Ok(state) => {
+            let _ = started.send(Ok(()));
+            state
+        }
+        Err(why) => {
+            let _ = started.send(Err(why));
+            return;
+        }
+    };
+    let codecs = CodecSet::<W> {
+        input: dyn_codec(codec, false),
+        output: dyn_codec(codec, false),
+        progress: dyn_codec(codec, false),
+        error: dyn_codec(codec, false),
+    };
+    for job in jobs.iter() {
+        let Job {
+            cell,
+            client,
+            input,
+            done,
+        } = job;
+        if cell.cancel.load(Ordering::Acquire) || cell.deadline_passed(Instant::now()) {
+            counters.skipped.fetch_add(1, Ordering::Relaxed);
+            let _ = done.send((SKIPPED, Vec::new()));
+            continue;
+        }
+        let input = match super::decode::<W::Input, C>(codec, &input, "input") {
+            Ok(input) => input,
+            Err(why) => {
+                counters.garbage.fetch_add(1, Ordering::Relaxed);
+                let _ = done.send((frame::BAD_INPUT, why.into_bytes()));
+                continue;
+            }
+        };
+        let subject = progress.names.progress(client);
+        let sink = |value: W::Progress| {
+            if let Ok(bytes) = super::encode(codec, &value, "progress") {
+                let payload = frame::progress(cell.id, &bytes);
+                let nats = progress.client.clone();
+                let subject = subject.clone();
+                drop(progress.handle.spawn(async move {
+                    let _ = nats.publish(subject, payload.into()).await;
+                }));
+            }
+        };
+        let ctx = TaskContext::remote(&cell, &codecs, &sink);
+        let result = unwind::catch(|| state.run(input, &ctx));
+        let answer = match result {
+            Ok(Ok(value)) => match super::encode(codec, &value, "output") {
+                Ok(bytes) => {
+                    counters.succeeded.fetch_add(1, Ordering::Relaxed);
+                    (frame::VALUE, bytes)
+                }
+                Err(why) => (frame::UNENCODABLE, why.into_bytes()),
+            },
+            Ok(Err(error)) => match super::encode(codec, &error, "error") {
+                Ok(bytes) => {
+                    counters.failed.fetch_add(1, Ordering::Relaxed);
+                    (frame::FAILED, bytes)
+                }
+                Err(why) => (frame::UNENCODABLE, why.into_bytes()),
+            },
+            Err(caught) => {
+                counters.panicked.fetch_add(1, Ordering::Relaxed);
+                let _ = done.send((frame::PANICKED, caught.message.into_bytes()));
+                // The state may be broken: start it again.
+                match start(args.clone()) {
+                    Ok(fresh) => {
+                        let old = std::mem::replace(&mut state, fresh);
+                        let _ = unwind::catch(move || drop(old));
+                    }
+                    Err(why) => {
+                        tracing::error!(target: "isolates", %why, "a remote worker could not restart: its thread ends");
+                        return;
+                    }
+                }
+                continue;
+            }
+        };
+        let _ = done.send(answer);
+    }
+    let _ = unwind::catch(move || drop(state));
+}
+
+/// A job the worker skipped: acknowledged, nothing sent.
+const SKIPPED: u8 = u8::MAX;
+
+async fn listen_cancels(mut cancels: async_nats::Subscriber, running: Arc<Mutex<Running>>) {
+    while let Some(message) = cancels.next().await {
+        let Some(key) = frame::parse_cancel(&message.payload) else {
+            continue;
+        };
+        let mut running = running.lock();
+        if let Some(cell) = running.cells.get(&key) {
+            cell.cancel.store(true, Ordering::Release);
+        }
+        if running.cancelled.insert(key) {
+            running.order.push_back(key);
+            if running.order.len() > CANCELLED_KEEP
+                && let Some(old) = running.order.pop_front()
+            {
+                running.cancelled.remove(&old);
+            }
+        }
+    }
+}
+
+/// The pull loop and what each task needs from it.
+struct Pull {
+    client: async_nats::Client,
+    names: Names,
+    counters: Arc<Counters>,
+    running: Arc<Mutex<Running>>,
+    jobs: crossbeam_channel::Sender<Job>,
+    ack_wait: Duration,
+    give_up: Duration,
+    batch: usize,
+}
+
+impl Pull {
+    async fn run(
+        self,
+        consumer: async_nats::jetstream::consumer::Consumer<
+            async_nats::jetstream::consumer::pull::Config,
+        >,
+    ) {
+        let this = Arc::new(self);
+        // At most `batch` tasks held here at once: the rest stay for
+        // other workers.
+        let permits = Arc::new(tokio::sync::Semaphore::new(this.batch));
+        loop {
+            let messages = consumer
+                .stream()
+                .max_messages_per_batch(this.batch)
+                .heartbeat(Duration::from_secs(5))
+                .expires(Duration::from_secs(30))
+                .messages()
+                .await;
+            let mut messages = match messages {
+                Ok(messages) => messages,
+                Err(e) => {
+                    tracing::debug!(target: "isolates", error = %e, "pulling tasks failed: trying again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            loop {
+                let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                    return;
+                };
+                match messages.next().await {
+                    Some(Ok(message)) => {
+                        let this = Arc::clone(&this);
+                        tokio::spawn(async move {
+                            this.task(message).await;
+                            drop(permit);
+                        });
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(target: "isolates", error = %e, "while pulling tasks");
+                    }
+                    None => break,
+                }
+            }
+        }
+    }
+
+    /// One delivered task, from receipt to acknowledgement.
+    async fn task(&self, message: async_nats::jetstream::Message) {
+        use async_nats::jetstream::AckKind;
+        let counters = &self.counters;
+        counters.received.fetch_add(1, Ordering::Relaxed);
+        if message.info().is_ok_and(|info| info.delivered > 1) {
+            counters.redelivered.fetch_add(1, Ordering::Relaxed);
+        }
+        let Some((client, id, deadline_ms, input)) = frame::parse_task(&message.payload) else {
+            counters.garbage.fetch_add(1, Ordering::Relaxed);
+            let _ = message.ack_with(AckKind::Term).await;
+            return;
+        };
+        let key = (client, id);
+        let deadline = (deadline_ms != frame::NO_DEADLINE)
+            .then(|| Instant::now().checked_add(Duration::from_millis(deadline_ms)))
+            .flatten();
+        let cell = Arc::new(TaskCell::new(id, deadline));
+        {
+            let mut running = self.running.lock();
+            if running.cancelled.contains(&key) {
+                cell.cancel.store(true, Ordering::Release);
+            }
+            running.cells.insert(key, Arc::clone(&cell));
+        }
+        let input = message.payload.slice_ref(input);
+        let (done_tx, mut done) = tokio::sync::oneshot::channel();
+        let sent = self.jobs.send(Job {
+            cell,
+            client,
+            input,
+            done: done_tx,
+        });
+        let answer = if sent.is_ok() {
+            let mut alive = tokio::time::interval(self.ack_wait / 3);
+            alive.tick().await;
+            loop {
+                tokio::select! {
+                    answer = &mut done => break answer.ok(),
+                    _ = alive.tick() => {
+                        let _ = message.ack_with(AckKind::Progress).await;
+                    }
+                }
+            }
+        } else {
+            None
+        };
+        self.running.lock().cells.remove(&key);
+        let Some((kind, body)) = answer else {
+            // No worker thread is left to run it: another process may.
+            let _ = message.ack_with(AckKind::Nak(None)).await;
+            return;
+        };
+        if kind == SKIPPED {
+            let _ = message.ack().await;
+            return;
+        }
+        let result = bytes::Bytes::from(frame::result(id, kind, &body));
+        let subject = self.names.results(client);
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match self.client.request(subject.clone(), result.clone()).await {
+                Ok(_) => {
+                    let _ = message.ack().await;
+                    return;
+                }
+                Err(e) => {
+                    let gone = e.kind() == async_nats::RequestErrorKind::NoResponders;
+                    if started.elapsed() >= self.give_up {
+                        if gone {
+                            // Its client is gone: nobody will take it.
+                            counters.orphaned.fetch_add(1, Ordering::Relaxed);
+                            let _ = message.ack_with(AckKind::Term).await;
+                        } else {
+                            let _ = message.ack_with(AckKind::Nak(None)).await;
+                        }
+                        return;
+                    }
+                    let _ = message.ack_with(AckKind::Progress).await;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+}
