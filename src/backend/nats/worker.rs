@@ -419,8 +419,7 @@ impl Pull {
                     Some(Ok(message)) => {
                         let this = Arc::clone(&this);
                         tokio::spawn(async move {
-                            this.task(message).await;
-                            drop(permit);
+                            this.task(message, permit).await;
                         });
                     }
                     Some(Err(e)) => {
@@ -432,8 +431,15 @@ impl Pull {
         }
     }
 
-    /// One delivered task, from receipt to acknowledgement.
-    async fn task(&self, message: async_nats::jetstream::Message) {
+    /// One delivered task, from receipt to acknowledgement. `permit` is its
+    /// place among the tasks this process takes at once: given back when
+    /// the local run ends, so that the next task is pulled while this one's
+    /// result is delivered and acknowledged (round trips, not work).
+    async fn task(
+        &self,
+        message: async_nats::jetstream::Message,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) {
         use async_nats::jetstream::AckKind;
         let counters = &self.counters;
         counters.received.fetch_add(1, Ordering::Relaxed);
@@ -480,6 +486,7 @@ impl Pull {
             None
         };
         self.running.lock().cells.remove(&key);
+        drop(permit);
         let Some((kind, body)) = answer else {
             // No worker thread is left to run it: another process may.
             let _ = message.ack_with(AckKind::Nak(None)).await;
