@@ -653,13 +653,14 @@ fn main() {
     // A process isolate's child becomes the child here.
     isolates::process::Registry::new()
         .isolate::<workload::Echo>()
+        .isolate::<messaging::PinnedEcho>()
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some(sys::BUSY_FLAG) => sys::busy_loop(),
         Some(idle::CHILD_FLAG) => idle::child(&args[1..]),
         #[cfg(target_os = "linux")]
-        Some(process::RAW_CHILD_FLAG) => process::raw_child(),
+        Some(process::RAW_CHILD_FLAG) => process::raw_child(&args[1..]),
         #[cfg(feature = "nats")]
         Some(nats::SERVE_FLAG) => nats::serve(&args[1..]),
         #[cfg(feature = "nats")]

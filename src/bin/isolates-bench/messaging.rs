@@ -20,9 +20,9 @@ use super::workload::cores;
 use super::{Measure, T, median};
 
 /// Set when a thread of a measure could not be pinned.
-static PIN_FAILED: AtomicBool = AtomicBool::new(false);
+pub(crate) static PIN_FAILED: AtomicBool = AtomicBool::new(false);
 
-fn pin_or_flag(cpu: Option<usize>) {
+pub(crate) fn pin_or_flag(cpu: Option<usize>) {
     if let Some(cpu) = cpu
         && !pin_current(cpu)
     {
@@ -30,8 +30,9 @@ fn pin_or_flag(cpu: Option<usize>) {
     }
 }
 
-/// Answers `n` with `n + 1`, on a thread pinned from `start` (its own).
-struct PinnedEcho;
+/// Answers `n` with `n + 1`, on a thread pinned from `start` (its own; in
+/// a process isolate, the child's thread that serves it).
+pub(crate) struct PinnedEcho;
 
 impl Isolate for PinnedEcho {
     type Args = Option<usize>;
@@ -86,7 +87,10 @@ enum Side {
 
 /// Runs `f` on a new thread pinned to the caller's CPU, giving it the CPU
 /// for the other side; returns what `f` returns.
-fn on_caller<R: Send>(pinning: Option<Pinning>, f: impl FnOnce(Option<usize>) -> R + Send) -> R {
+pub(crate) fn on_caller<R: Send>(
+    pinning: Option<Pinning>,
+    f: impl FnOnce(Option<usize>) -> R + Send,
+) -> R {
     std::thread::scope(|s| {
         s.spawn(move || {
             pin_or_flag(pinning.map(|p| p.caller));

@@ -21,8 +21,10 @@ use super::{Measure, T, interleaved};
 /// 8-byte numbers from its stdin (a socket) and writes back each plus one.
 pub(crate) const RAW_CHILD_FLAG: &str = "--raw-echo-child";
 
-/// What the raw child runs; never returns.
-pub(crate) fn raw_child() -> ! {
+/// What the raw child runs (pinned to the CPU its argument names, if any);
+/// never returns.
+pub(crate) fn raw_child(args: &[String]) -> ! {
+    super::messaging::pin_or_flag(args.first().and_then(|cpu| cpu.parse().ok()));
     let fd = std::io::stdin()
         .as_fd()
         .try_clone_to_owned()
@@ -46,9 +48,14 @@ struct RawChild {
 
 impl RawChild {
     fn spawn() -> RawChild {
+        Self::spawn_on(None)
+    }
+
+    fn spawn_on(cpu: Option<usize>) -> RawChild {
         let (ours, theirs) = UnixStream::pair().expect("socket pair");
         let child = Command::new(std::env::current_exe().expect("current exe"))
             .arg(RAW_CHILD_FLAG)
+            .args(cpu.map(|cpu| cpu.to_string()))
             .stdin(Stdio::from(OwnedFd::from(theirs)))
             .spawn()
             .expect("spawn the raw child");
@@ -82,15 +89,44 @@ fn echo_in_child() -> isolates::IsolateHandle<Echo> {
 
 pub(crate) fn process_ask_rtt(quick: bool) -> Measure {
     let n = if quick { 2_000 } else { 20_000 };
-    let mut raw = RawChild::spawn();
-    let echo = echo_in_child();
-    // Both children up and warm.
-    for i in 0..100 {
-        black_box(raw.round_trip(i));
-        black_box(echo.ask(i, T).expect("ask"));
+    // As `ask_rtt`: the caller on one CPU, the other side (here the child's
+    // serving thread) on another, on both sides of the comparison.
+    let pinning = super::sys::pick_pinning();
+    super::messaging::PIN_FAILED.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (base, ours) = super::messaging::on_caller(pinning, |other| {
+        let mut raw = RawChild::spawn_on(other);
+        let echo = IsolateBuilder::new()
+            .process(ProcessOptions::new())
+            .spawn::<super::messaging::PinnedEcho>(other)
+            .expect("spawn a process isolate");
+        // Both children up and warm.
+        for i in 0..1000 {
+            black_box(raw.round_trip(i));
+            black_box(echo.ask(i, T).expect("ask"));
+        }
+        round_trips(quick, n, &mut raw, &echo)
+    });
+    let pinned = !super::messaging::PIN_FAILED.load(std::sync::atomic::Ordering::Relaxed);
+    Measure {
+        name: "process_ask_rtt",
+        value: ours,
+        unit: "µs",
+        baseline: "raw 8-byte round trip, Unix socket pair",
+        baseline_value: base,
+        ratio: ours / base,
+        goal: Some("ratio <= 1.5"),
+        note: Some(super::sys::describe(pinning, pinned)),
     }
-    let (base, ours) = interleaved(
-        if quick { 3 } else { 7 },
+}
+
+fn round_trips(
+    quick: bool,
+    n: u64,
+    raw: &mut RawChild,
+    echo: &isolates::IsolateHandle<super::messaging::PinnedEcho>,
+) -> (f64, f64) {
+    interleaved(
+        if quick { 5 } else { 9 },
         || {
             let start = Instant::now();
             for i in 0..n {
@@ -105,17 +141,7 @@ pub(crate) fn process_ask_rtt(quick: bool) -> Measure {
             }
             start.elapsed().as_nanos() as f64 / 1000.0 / n as f64
         },
-    );
-    Measure {
-        name: "process_ask_rtt",
-        value: ours,
-        unit: "µs",
-        baseline: "raw 8-byte round trip, Unix socket pair",
-        baseline_value: base,
-        ratio: ours / base,
-        goal: Some("ratio <= 1.5"),
-        note: None,
-    }
+    )
 }
 
 pub(crate) fn process_spawn(quick: bool) -> Measure {
@@ -135,6 +161,10 @@ pub(crate) fn process_spawn(quick: bool) -> Measure {
             for i in 0..n {
                 let echo = echo_in_child();
                 black_box(echo.ask(i, T).expect("ask"));
+                // Its exit and reaping, as the baseline's: not left to
+                // overlap the next spawn.
+                echo.kill(isolates::Priority::AfterCurrent);
+                echo.join(T).expect("the isolate exits");
             }
             start.elapsed().as_nanos() as f64 / 1e6 / n as f64
         },
