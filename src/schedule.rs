@@ -66,6 +66,7 @@ mod clock;
 mod constraint;
 mod core;
 mod handler;
+mod headless;
 mod pace;
 mod request;
 mod store;
@@ -75,6 +76,7 @@ pub use constraint::{
     BatteryNotLow, Constraint, NetworkAvailable, OnAcPower, StorageNotLow, SystemIdle,
 };
 pub use handler::{Handler, WorkContext, WorkResult};
+pub use headless::DueRun;
 pub use request::{
     Backoff, Enqueued, ExistingWork, InputMerger, WorkChain, WorkId, WorkInfo, WorkQuery,
     WorkRequest, WorkState,
@@ -435,6 +437,8 @@ pub struct WorkManagerBuilder {
     data_limit: usize,
     constraint_poll: Duration,
     keep_finished: Duration,
+    /// Set by a headless run ([`WorkManagerBuilder::run_due`]).
+    log: Option<Arc<core::RunLog>>,
 }
 
 impl fmt::Debug for WorkManagerBuilder {
@@ -711,6 +715,7 @@ impl WorkManagerBuilder {
             stop_grace: self.stop_grace,
             constraint_poll: self.constraint_poll,
             keep_finished: self.keep_finished,
+            log: self.log.clone(),
         };
         let core = Core::new(
             self.store,
@@ -873,6 +878,7 @@ impl WorkManager {
             data_limit: 64 << 10,
             constraint_poll: Duration::from_secs(1),
             keep_finished: Duration::from_secs(24 * 3600),
+            log: None,
         }
     }
 

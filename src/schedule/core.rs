@@ -79,7 +79,18 @@ pub(crate) enum Event {
         task: u64,
     },
     Tick,
+    /// Answered once nothing runs and no work can start now: what a
+    /// headless run waits for.
+    WhenIdle(oneshot::Sender<()>),
     Shutdown,
+}
+
+/// What a headless run learns from the scheduler: the works it started,
+/// and those its stop interrupted.
+#[derive(Default)]
+pub(crate) struct RunLog {
+    pub(crate) started: Mutex<Vec<u64>>,
+    pub(crate) interrupted: Mutex<Vec<u64>>,
 }
 
 /// Settings the scheduler needs.
@@ -93,6 +104,8 @@ pub(crate) struct Settings {
     pub(crate) stop_grace: Duration,
     pub(crate) constraint_poll: Duration,
     pub(crate) keep_finished: Duration,
+    /// Set for a headless run.
+    pub(crate) log: Option<Arc<RunLog>>,
 }
 
 /// A [`WorkWatch`](super::WorkWatch)'s end.
@@ -169,6 +182,8 @@ pub(crate) struct Core {
     cascade: Vec<(u64, i64)>,
     /// Whether a cascade is being worked through.
     cascading: bool,
+    /// Waiting for the scheduler to be idle ([`Event::WhenIdle`]).
+    idle_waiters: Vec<oneshot::Sender<()>>,
 }
 
 impl Core {
@@ -212,6 +227,7 @@ impl Core {
             recheck: false,
             cascade: Vec::new(),
             cascading: false,
+            idle_waiters: Vec::new(),
         };
         let now = core.now();
         for mut rec in records {
@@ -349,6 +365,13 @@ impl Core {
             let next = (next, waiting || watching);
             self.prune(now);
             let flushed = self.flush();
+            if flushed && self.running.is_empty() && self.stopping.is_empty() {
+                // Nothing runs, and dispatch started whatever could start:
+                // the work still due waits on a constraint or a handler.
+                for waiter in self.idle_waiters.drain(..) {
+                    waiter.send(());
+                }
+            }
             wait = self.next_wait(now, next, flushed);
         }
     }
@@ -391,6 +414,7 @@ impl Core {
                 }
             }
             Event::Tick => self.recheck = true,
+            Event::WhenIdle(waiter) => self.idle_waiters.push(waiter),
             Event::Shutdown => self.stopping_down = true,
         }
     }
@@ -901,6 +925,9 @@ impl Core {
             input: rec.input.clone().unwrap_or_default(),
             attempt: rec.attempts,
         };
+        if let Some(log) = &self.settings.log {
+            log.started.lock().push(id);
+        }
         let handle = self.pool.submit_task(Task::new(request).timeout(limit));
         let task = handle.id();
         let started = self.now();
@@ -1265,6 +1292,9 @@ impl Core {
     /// get up to the stop grace to return.
     fn shut_down(&mut self, events: &cb::Receiver<Event>) {
         let running: Vec<u64> = self.running.keys().copied().collect();
+        if let Some(log) = &self.settings.log {
+            log.interrupted.lock().extend(&running);
+        }
         for id in running {
             self.halt(id);
             self.update(id, |r| r.state = WorkState::Enqueued);

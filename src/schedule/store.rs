@@ -336,6 +336,65 @@ impl WorkStore {
         Ok(store)
     }
 
+    /// Opens the store at `path` as [`open`](Self::open) does, waiting up
+    /// to `timeout` while another opener holds it: an app that starts
+    /// while a headless run ([`WorkManagerBuilder::run_due`]) holds its
+    /// store waits for that run to end (its budget plus its stop grace).
+    ///
+    /// [`WorkManagerBuilder::run_due`]: super::WorkManagerBuilder::run_due
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open); [`StoreError::Locked`] if the store is
+    /// still held when `timeout` passes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use isolates::schedule::{StoreError, WorkStore};
+    ///
+    /// let path = std::env::temp_dir().join(format!("isolates-doc-wait-{}.db", std::process::id()));
+    /// # let _ = std::fs::remove_file(&path);
+    /// let held = WorkStore::open(&path).unwrap();
+    /// let other = std::thread::spawn({
+    ///     let path = path.clone();
+    ///     move || WorkStore::open_timeout(&path, Duration::from_secs(30))
+    /// });
+    /// drop(held); // the headless run ends
+    /// assert!(other.join().unwrap().is_ok());
+    /// # #[cfg(target_os = "linux")]
+    /// # {
+    /// let held = WorkStore::open(&path).unwrap();
+    /// let err = WorkStore::open_timeout(&path, Duration::from_millis(20)).unwrap_err();
+    /// assert!(matches!(err, StoreError::Locked { .. }));
+    /// # }
+    /// # std::fs::remove_file(&path).unwrap();
+    /// ```
+    pub fn open_timeout(path: impl AsRef<Path>, timeout: Duration) -> Result<Self, StoreError> {
+        let deadline = crate::time::deadline_after(timeout);
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match Self::open(path.as_ref()) {
+                Err(StoreError::Locked { path }) => {
+                    let left = match deadline {
+                        Some(d) => d.saturating_duration_since(std::time::Instant::now()),
+                        None => Duration::MAX,
+                    };
+                    if left.is_zero() {
+                        return Err(StoreError::Locked { path });
+                    }
+                    // The holder gives no signal when it closes: look again
+                    // after growing pauses (a lock held for seconds costs a
+                    // few dozen looks).
+                    std::thread::sleep(pause.min(left));
+                    pause = (pause * 2).min(super::headless::OPEN_RETRY_MAX);
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// A store in memory: nothing survives the manager.
     ///
     /// # Errors
