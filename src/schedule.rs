@@ -78,8 +78,8 @@ pub use constraint::{
 pub use handler::{Handler, WorkContext, WorkResult};
 pub use headless::DueRun;
 pub use request::{
-    Backoff, Enqueued, ExistingWork, InputMerger, WorkChain, WorkId, WorkInfo, WorkQuery,
-    WorkRequest, WorkState,
+    Backoff, Enqueued, ExistingWork, InputMerger, MissedAlarm, WorkChain, WorkId, WorkInfo,
+    WorkQuery, WorkRequest, WorkState,
 };
 pub use store::{StoreError, UnreadableWork, WorkStore};
 
@@ -178,6 +178,7 @@ pub(crate) struct Spec {
     pub(crate) backoff: Backoff,
     pub(crate) time_limit: Option<Duration>,
     pub(crate) input_merger: InputMerger,
+    pub(crate) alarm: Option<request::Alarm>,
 }
 
 /// The answer to a request, once the scheduler has made it durable: poll
@@ -1001,6 +1002,27 @@ impl WorkManager {
                         Some((clock::dur_ms(interval), clock::dur_ms(flex)))
                     }
                 };
+                let alarm = match (req.at, req.missed) {
+                    (None, None) => None,
+                    (None, Some(_)) => {
+                        return Err(WorkError::Invalid(
+                            "if_missed applies to alarms only: make the request with \
+                             WorkRequest::at"
+                                .to_owned(),
+                        ));
+                    }
+                    (Some(_), _) if !req.initial_delay.is_zero() => {
+                        return Err(WorkError::Invalid(
+                            "an alarm runs at its time and takes no initial delay: add the \
+                             delay to the time given to WorkRequest::at"
+                                .to_owned(),
+                        ));
+                    }
+                    (Some(at), missed) => Some(request::Alarm {
+                        at: clock::to_ms_ceil(at),
+                        missed: missed.unwrap_or_default(),
+                    }),
+                };
                 specs.push(Spec {
                     tags: with_implicit_tag(&req.handler, req.tags),
                     handler: req.handler,
@@ -1011,6 +1033,7 @@ impl WorkManager {
                     backoff: req.backoff,
                     time_limit: req.time_limit,
                     input_merger: req.input_merger,
+                    alarm,
                 });
             }
             stages.push(specs);

@@ -283,6 +283,23 @@ fn the_upgraded_works_run_as_they_were_scheduled() {
     let new = manager.enqueue(WorkRequest::once("flaky")).wait().unwrap();
     assert_eq!(new.ids(), [WorkId(11)]);
     manager.shutdown();
+    drop(manager);
+
+    // Rows that changed were written in the current layout; the rest kept
+    // theirs, and still read.
+    let conn = rusqlite::Connection::open(copy.db()).unwrap();
+    let layout = |id: i64| -> Option<i64> {
+        conn.query_row("SELECT layout FROM works WHERE id = ?1", [id], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(layout(9), Some(2), "untouched");
+    let current = layout(1).unwrap();
+    assert!(current > 2, "rewritten in the current layout, {current}");
+    assert_eq!(layout(11), Some(current));
+    drop(conn);
+    let store = WorkStore::open(copy.db()).unwrap();
+    assert_eq!(store.unreadable().unwrap(), []);
+    assert_eq!(store.works().unwrap().len(), 11);
 }
 
 #[test]

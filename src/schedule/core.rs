@@ -15,7 +15,9 @@ use parking_lot::{Mutex, RwLock};
 use super::clock::{Clock, dur_ms, from_ms};
 use super::constraint::Constraint;
 use super::handler::{Registry, RunOutput, RunRequest, Runner};
-use super::request::{Enqueued, ExistingWork, InputMerger, WorkId, WorkInfo, WorkQuery, WorkState};
+use super::request::{
+    Alarm, Enqueued, ExistingWork, InputMerger, MissedAlarm, WorkId, WorkInfo, WorkQuery, WorkState,
+};
 use super::store::{Record, WorkStore};
 use super::{Spec, WorkError};
 use crate::codec::{Bincode, Codec};
@@ -597,16 +599,21 @@ impl Core {
             r.input_merger = spec.input_merger;
             r.initial_delay = spec.initial_delay;
             r.periodic = spec.periodic;
+            r.alarm = spec.alarm;
             if r.state == WorkState::Enqueued && r.retries == 0 {
                 r.next_run_at = match r.periodic {
                     // Keeps its timing: same period, new window.
                     Some((interval, flex)) => {
                         r.period_start.saturating_add(interval.saturating_sub(flex))
                     }
-                    None => r
-                        .enqueued_at
-                        .saturating_add(r.initial_delay)
-                        .max(now.min(r.next_run_at)),
+                    None => match r.alarm {
+                        // An alarm moves to its new time.
+                        Some(alarm) => alarm.at.max(now),
+                        None => r
+                            .enqueued_at
+                            .saturating_add(r.initial_delay)
+                            .max(now.min(r.next_run_at)),
+                    },
                 };
             }
         });
@@ -672,7 +679,7 @@ impl Core {
                 }
                 r.state = WorkState::Enqueued;
                 r.enqueued_at = now;
-                r.next_run_at = now.saturating_add(r.initial_delay);
+                r.next_run_at = first_run(r.alarm.as_ref(), r.initial_delay, now);
             });
         }
     }
@@ -848,6 +855,7 @@ impl Core {
         let mut waiting_constraint = false;
         let mut verdicts: HashMap<String, bool> = HashMap::new();
         let mut start = Vec::new();
+        let mut missed = Vec::new();
         let mut next = None;
         // A run told to stop keeps its worker until it returns or its
         // worker is abandoned.
@@ -868,6 +876,15 @@ impl Core {
                 continue;
             }
             let rec = &self.records[&id];
+            if let Some(Alarm {
+                missed: MissedAlarm::SkipAfter(window),
+                ..
+            }) = rec.alarm
+                && now.saturating_sub(at) > dur_ms(window)
+            {
+                missed.push((id, at, window));
+                continue;
+            }
             if !self.registry.handlers.contains_key(&rec.handler) {
                 if self.warned.insert(format!("h:{}", rec.handler)) {
                     tracing::warn!(target: "isolates", work = %WorkId(id), handler = %rec.handler,
@@ -905,6 +922,14 @@ impl Core {
                 continue;
             }
             start.push(id);
+        }
+        for (id, at, window) in missed {
+            let late = Duration::from_millis(now.saturating_sub(at).unsigned_abs());
+            let why = format!(
+                "the alarm missed its time by {late:?}, more than its window of {window:?} \
+                 (MissedAlarm::SkipAfter): skipped"
+            );
+            self.cancel_one(id, &why);
         }
         for id in start {
             self.start(id);
@@ -1364,7 +1389,7 @@ fn new_record(
     prerequisites: Vec<u64>,
     now: i64,
 ) -> Record {
-    let start = now.saturating_add(spec.initial_delay);
+    let start = first_run(spec.alarm.as_ref(), spec.initial_delay, now);
     let next_run_at = match spec.periodic {
         Some((interval, flex)) => start.saturating_add(interval.saturating_sub(flex)),
         None => start,
@@ -1398,6 +1423,16 @@ fn new_record(
         failure: None,
         retire: false,
         input_merger: spec.input_merger,
+        alarm: spec.alarm,
+    }
+}
+
+/// When a work that becomes enqueued at `now` first runs: an alarm at its
+/// time (at once if that passed), other work after its initial delay.
+fn first_run(alarm: Option<&Alarm>, initial_delay: i64, now: i64) -> i64 {
+    match alarm {
+        Some(alarm) => alarm.at.max(now),
+        None => now.saturating_add(initial_delay),
     }
 }
 

@@ -9,7 +9,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use super::clock::from_ms;
-use super::request::{Backoff, InputMerger, WorkId, WorkInfo, WorkQuery, WorkState};
+use super::request::{Alarm, Backoff, InputMerger, WorkId, WorkInfo, WorkQuery, WorkState};
 use crate::codec::{Bincode, Codec};
 
 mod check;
@@ -195,9 +195,11 @@ pub(crate) struct Record {
     /// It enqueued its own replacement during a run: cancelled when the
     /// run ends (or at the next start, if the run was interrupted).
     pub(crate) retire: bool,
-    /// How its input is made from its prerequisites' outputs. Added after
-    /// the first layout: rows written before it read as [`RecordV1`].
+    /// How its input is made from its prerequisites' outputs. Added in
+    /// layout 2.
     pub(crate) input_merger: InputMerger,
+    /// Its time and missed policy, if it is an alarm. Added in layout 3.
+    pub(crate) alarm: Option<Alarm>,
 }
 
 impl Record {
@@ -730,15 +732,31 @@ mod tests {
         assert!(rec.retire);
         assert_eq!(rec.input_merger, InputMerger::Overwriting);
 
-        // And a row of the current layout reads as itself.
+        // A row of layout 2 (what schema 1 wrote last) is a row of layout
+        // 3 without its last field; an alarm of `None` is one byte.
         let mut rec = rec;
         rec.input_merger = InputMerger::ArrayCreating;
         let mut bytes = Vec::new();
         Bincode::new().encode(&rec, &mut bytes).unwrap();
-        let back = decode_row(Some(LAYOUT), &bytes).unwrap();
+        assert_eq!(bytes.pop(), Some(0));
+        let back = decode_row(Some(2), &bytes).unwrap();
         assert_eq!(layout::guess(&bytes).map(|(_, n)| n), Ok(2));
         assert_eq!(back.input_merger, InputMerger::ArrayCreating);
+        assert_eq!(back.alarm, None);
         assert!(back.retire);
+
+        // And a row of the current layout reads as itself, not as a
+        // schema-1 row.
+        rec.alarm = Some(Alarm {
+            at: 42,
+            missed: crate::schedule::MissedAlarm::SkipAfter(Duration::from_secs(9)),
+        });
+        let mut bytes = Vec::new();
+        Bincode::new().encode(&rec, &mut bytes).unwrap();
+        let back = decode_row(Some(LAYOUT), &bytes).unwrap();
+        assert_eq!(back.alarm, rec.alarm);
+        assert_eq!(back.input_merger, InputMerger::ArrayCreating);
+        assert!(layout::guess(&bytes).is_err());
 
         // Garbage is still an error, the current layout's.
         assert!(decode_row(Some(LAYOUT), &bytes[..bytes.len() - 3]).is_err());

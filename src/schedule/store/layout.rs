@@ -27,7 +27,7 @@ use crate::codec::{Bincode, Codec};
 use crate::schedule::request::{Backoff, InputMerger, WorkState};
 
 /// The layout this build writes.
-pub(super) const LAYOUT: i64 = 2;
+pub(super) const LAYOUT: i64 = 3;
 
 /// Decodes a row written in `layout`; `None` is a row of a schema-1 store
 /// whose layout the upgrade could not tell (it did not read as either):
@@ -35,10 +35,12 @@ pub(super) const LAYOUT: i64 = 2;
 pub(super) fn decode_row(layout: Option<i64>, bytes: &[u8]) -> Result<Record, String> {
     let codec = Bincode::new();
     let v1 = |b: &[u8]| codec.decode::<RecordV1>(b).map(Record::from);
-    let v2 = |b: &[u8]| codec.decode::<Record>(b);
+    let v2 = |b: &[u8]| codec.decode::<RecordV2>(b).map(Record::from);
+    let v3 = |b: &[u8]| codec.decode::<Record>(b);
     match layout {
         Some(1) => v1(bytes).map_err(|e| e.to_string()),
         Some(2) => v2(bytes).map_err(|e| e.to_string()),
+        Some(3) => v3(bytes).map_err(|e| e.to_string()),
         None => guess(bytes).map(|(rec, _)| rec),
         Some(n) => Err(format!(
             "it was written in row layout {n}, which this build does not know (it reads 1 to \
@@ -47,14 +49,14 @@ pub(super) fn decode_row(layout: Option<i64>, bytes: &[u8]) -> Result<Record, St
     }
 }
 
-/// Reads a row of a schema-1 store, which has no layout number: as the
-/// second layout, else as the first. They cannot be mistaken for each
+/// Reads a row of a schema-1 store, which has no layout number (layouts 1
+/// and 2 were written then): as the second layout, else as the first. They cannot be mistaken for each
 /// other: the second has a field more at the end, and a decode must use
 /// every byte. Returns the record and the layout it read as.
 pub(super) fn guess(bytes: &[u8]) -> Result<(Record, i64), String> {
     let codec = Bincode::new();
-    match codec.decode::<Record>(bytes) {
-        Ok(rec) => Ok((rec, 2)),
+    match codec.decode::<RecordV2>(bytes) {
+        Ok(rec) => Ok((Record::from(rec), 2)),
         Err(e) => codec
             .decode::<RecordV1>(bytes)
             .map(|r| (Record::from(r), 1))
@@ -62,8 +64,71 @@ pub(super) fn guess(bytes: &[u8]) -> Result<(Record, i64), String> {
     }
 }
 
+/// Layout 2: a [`Record`] without its alarm (alarms came in layout 3).
+/// The last layout of schema 1.
+#[derive(Deserialize)]
+pub(super) struct RecordV2 {
+    id: u64,
+    handler: String,
+    state: WorkState,
+    input: Option<Vec<u8>>,
+    output: Option<Vec<u8>>,
+    progress: Option<Vec<u8>>,
+    tags: Vec<String>,
+    unique: Option<String>,
+    periodic: Option<(i64, i64)>,
+    period_start: i64,
+    initial_delay: i64,
+    enqueued_at: i64,
+    backoff: Backoff,
+    constraints: Vec<String>,
+    time_limit: Option<Duration>,
+    attempts: u32,
+    retries: u32,
+    periods: u64,
+    next_run_at: i64,
+    finished_at: Option<i64>,
+    prerequisites: Vec<u64>,
+    failure: Option<String>,
+    retire: bool,
+    input_merger: InputMerger,
+}
+
+impl From<RecordV2> for Record {
+    /// No alarm: work of layout 2 was never one.
+    fn from(r: RecordV2) -> Self {
+        Record {
+            id: r.id,
+            handler: r.handler,
+            state: r.state,
+            input: r.input,
+            output: r.output,
+            progress: r.progress,
+            tags: r.tags,
+            unique: r.unique,
+            periodic: r.periodic,
+            period_start: r.period_start,
+            initial_delay: r.initial_delay,
+            enqueued_at: r.enqueued_at,
+            backoff: r.backoff,
+            constraints: r.constraints,
+            time_limit: r.time_limit,
+            attempts: r.attempts,
+            retries: r.retries,
+            periods: r.periods,
+            next_run_at: r.next_run_at,
+            finished_at: r.finished_at,
+            prerequisites: r.prerequisites,
+            failure: r.failure,
+            retire: r.retire,
+            input_merger: r.input_merger,
+            alarm: None,
+        }
+    }
+}
+
 /// Layout 1, the first: a [`Record`] without its input merger (the
-/// overwriting one, the only behaviour then).
+/// overwriting one, the only behaviour then) or alarm.
 #[derive(Deserialize)]
 pub(super) struct RecordV1 {
     id: u64,
@@ -118,6 +183,7 @@ impl From<RecordV1> for Record {
             failure: r.failure,
             retire: r.retire,
             input_merger: InputMerger::Overwriting,
+            alarm: None,
         }
     }
 }
