@@ -70,6 +70,7 @@ mod headless;
 mod pace;
 mod request;
 mod store;
+mod wake;
 
 pub use clock::{Clock, ClockWaker, ManualClock, SystemClock};
 pub use constraint::{
@@ -82,6 +83,7 @@ pub use request::{
     WorkQuery, WorkRequest, WorkState,
 };
 pub use store::{StoreError, UnreadableWork, WorkStore};
+pub use wake::{OsWake, SystemdUnits, WakeError};
 
 use self::core::{Core, Event, Settings, StoreErrorSlot};
 use self::handler::{ErasedHandler, FnHandler, Registry, Runner};
@@ -751,6 +753,7 @@ impl WorkManagerBuilder {
                 data_limit: self.data_limit,
                 key,
                 thread: Mutex::new(Some(thread)),
+                wakers: Mutex::default(),
             }),
         })
     }
@@ -787,6 +790,9 @@ struct Shared {
     data_limit: usize,
     key: u64,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Threads keeping OS wake-ups set ([`WorkManager::wake_with_os`]):
+    /// they end with the scheduler, after their last update.
+    wakers: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Shared {
@@ -807,6 +813,12 @@ impl Shared {
             && thread.thread().id() != std::thread::current().id()
         {
             let _ = thread.join();
+            // The scheduler is gone, and with it the wake threads' watches:
+            // they make their last update and end.
+            let wakers = std::mem::take(&mut *self.wakers.lock());
+            for waker in wakers {
+                let _ = waker.join();
+            }
         }
     }
 }

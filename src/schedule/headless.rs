@@ -41,7 +41,7 @@ pub struct DueRun {
     /// register, is not waited for).
     pub drained: bool,
     /// When the earliest work still enqueued is due: when to wake the
-    /// program next. `None` when no
+    /// program next ([`OsWake::arm`](super::OsWake::arm)). `None` when no
     /// work is enqueued. It may be past: work that waits on a constraint.
     pub next_due: Option<SystemTime>,
 }
@@ -49,7 +49,7 @@ pub struct DueRun {
 impl WorkManagerBuilder {
     /// Runs the work that is due now, and returns once none is left or
     /// `budget` has passed: the body of the command an OS timer starts
-    /// while the app is closed.
+    /// while the app is closed (see [`OsWake`](super::OsWake)).
     ///
     /// The manager starts as [`build`](Self::build) starts it (work a crash
     /// interrupted is due again), runs what is due, including work that

@@ -375,7 +375,9 @@ impl WorkRequest {
     /// `time` or once its prerequisites succeed, whichever is later). The
     /// time is stored as such: it means the same after a restart, and an
     /// alarm missed while no manager ran is run once or skipped as
-    /// [`if_missed`](Self::if_missed) says (default: run once). An alarm takes no
+    /// [`if_missed`](Self::if_missed) says (default: run once). For a
+    /// program that is closed at that time, see
+    /// [`OsWake`](super::OsWake). An alarm takes no
     /// [`initial_delay`](Self::initial_delay).
     ///
     /// # Examples

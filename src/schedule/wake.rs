@@ -1,0 +1,886 @@
+//! OS wake-ups: a timer the operating system keeps, set for the next due
+//! work, that starts the app's headless command
+//! ([`WorkManagerBuilder::run_due`](super::WorkManagerBuilder::run_due))
+//! while the app is closed, as Android's JobScheduler and AlarmManager
+//! wake an app in the background.
+//!
+//! - Linux: a systemd **user** timer and service pair in
+//!   `$XDG_CONFIG_HOME/systemd/user` (default `~/.config/systemd/user`),
+//!   `OnCalendar=` the due time in UTC with `Persistent=true` (a time
+//!   missed while the machine was off fires at the next boot or login),
+//!   loaded with `systemctl --user daemon-reload`, `enable` and `restart`.
+//!   Enabled, the timer starts with the user's session: at login, or at
+//!   boot with `loginctl enable-linger $USER` (what `startOnBoot` means).
+//! - macOS: a LaunchAgent in `~/Library/LaunchAgents`, `StartInterval`
+//!   seconds from now (launchd runs an interval missed during sleep on
+//!   wake), loaded with `launchctl unload`/`load -w`. LaunchAgents load at
+//!   login.
+//! - Windows: a Task Scheduler task from an XML definition, a
+//!   `TimeTrigger` at the due time in UTC with `StartWhenAvailable` (a
+//!   missed start runs as soon as it can), created with `schtasks /Create
+//!   /XML /F`.
+//!
+//! The three definitions are generated on every platform and tested as
+//! golden files (`tests/golden/wake/`); only the systemd pair is loaded
+//! and checked with `systemd-analyze verify` in CI, which runs on Linux:
+//! the launchd and Task Scheduler paths are not exercised on their
+//! platforms by CI.
+//!
+//! Calendar dates from Unix time: Howard Hinnant's `civil_from_days`
+//! (<http://howardhinnant.github.io/date_algorithms.html>).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::WorkManager;
+use super::request::{WorkInfo, WorkQuery, WorkState};
+
+/// What went wrong setting an OS wake-up.
+///
+/// # Examples
+///
+/// ```
+/// use isolates::schedule::{OsWake, WakeError};
+///
+/// let err = OsWake::new("my app", ["/usr/bin/true"]).unwrap_err();
+/// assert!(matches!(err, WakeError::Invalid(_)));
+/// assert!(err.to_string().contains("letters"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WakeError {
+    /// The app id or the command cannot be written into a timer; the text
+    /// says why.
+    Invalid(String),
+    /// Linux: there is no systemd user instance to keep the timer (no
+    /// `systemctl`, or no user bus: a container, a system without
+    /// systemd, a session without `loginctl enable-linger`). The unit
+    /// files were removed again. Run the headless command from cron
+    /// instead (the text gives the crontab line), or at the app's start.
+    NoUserSystemd {
+        /// What `systemctl` said.
+        detail: String,
+        /// The crontab line that runs the command every minute.
+        crontab: String,
+    },
+    /// This platform has no OS wake-up here (not Linux, macOS or Windows).
+    Unsupported,
+    /// Writing or removing a file failed.
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        detail: String,
+    },
+    /// A tool (`systemctl`, `launchctl`, `schtasks`) failed.
+    Command {
+        /// The command line.
+        command: String,
+        /// Its exit status, or why it did not start.
+        status: String,
+        /// What it printed on stderr.
+        stderr: String,
+    },
+}
+
+impl fmt::Display for WakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Invalid(why) => write!(f, "the OS wake-up cannot be set: {why}"),
+            Self::NoUserSystemd { detail, crontab } => write!(
+                f,
+                "there is no systemd user instance to keep the timer ({detail}); the unit files \
+                 were removed: run the headless command from cron instead (`crontab -e`, add \
+                 `{crontab}`), or run it when the app starts"
+            ),
+            Self::Unsupported => f.write_str(
+                "this platform has no OS wake-up in isolates (Linux, macOS and Windows do): run \
+                 the headless command from the platform's scheduler",
+            ),
+            Self::Io { path, detail } => write!(
+                f,
+                "{} could not be written or removed ({detail}): check the directory's \
+                 permissions, or pick another with OsWake::dir",
+                path.display()
+            ),
+            Self::Command {
+                command,
+                status,
+                stderr,
+            } => write!(
+                f,
+                "`{command}` failed ({status}): {}",
+                stderr.trim().lines().next().unwrap_or("no message")
+            ),
+        }
+    }
+}
+
+impl std::error::Error for WakeError {}
+
+/// The systemd unit pair for an [`OsWake`]: a timer and the service it
+/// starts.
+///
+/// # Examples
+///
+/// See [`OsWake::systemd_units`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SystemdUnits {
+    /// The timer's file name (`<app id>-work.timer`).
+    pub timer_name: String,
+    /// The timer unit.
+    pub timer: String,
+    /// The service's file name (`<app id>-work.service`).
+    pub service_name: String,
+    /// The service unit: a one-shot run of the command.
+    pub service: String,
+}
+
+/// A timer the OS keeps for an app's next due work: when it fires, the OS
+/// starts `command`, the app's headless mode, which calls
+/// [`run_due`](super::WorkManagerBuilder::run_due) and exits. See the
+/// [module documentation](self) for what each platform gets, and
+/// [`WorkManager::wake_with_os`] to keep it set while the app runs.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// use isolates::schedule::OsWake;
+///
+/// let wake = OsWake::new("org.example.notes", ["/usr/bin/notes", "--run-due"]).unwrap();
+/// let at = UNIX_EPOCH + Duration::from_secs(1_764_639_000); // 2025-12-02 01:30 UTC
+/// let units = wake.systemd_units(at);
+/// assert_eq!(units.timer_name, "org.example.notes-work.timer");
+/// assert!(units.timer.contains("OnCalendar=2025-12-02 01:30:00 UTC\n"));
+/// assert!(units.timer.contains("Persistent=true\n"));
+/// assert!(units.service.contains("ExecStart=\"/usr/bin/notes\" \"--run-due\"\n"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct OsWake {
+    app_id: String,
+    command: Vec<String>,
+    dir: Option<PathBuf>,
+    retry_after: Duration,
+}
+
+impl OsWake {
+    /// A wake-up for the app `app_id` (letters, digits, `.`, `_`, `-`; at
+    /// most 64; it names the timer, the LaunchAgent and the task) that
+    /// starts `command` (an absolute program path, then its arguments:
+    /// typically `std::env::current_exe()` and the flag of the headless
+    /// mode).
+    ///
+    /// # Errors
+    ///
+    /// [`WakeError::Invalid`] for an id or command that cannot be written
+    /// into a timer: empty, other characters, a relative program path,
+    /// control characters in an argument.
+    ///
+    /// # Examples
+    ///
+    /// See [`OsWake`].
+    pub fn new<S: Into<String>>(
+        app_id: &str,
+        command: impl IntoIterator<Item = S>,
+    ) -> Result<Self, WakeError> {
+        let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if app_id.is_empty()
+            || app_id.len() > 64
+            || !app_id.chars().all(ok_char)
+            || app_id.starts_with(['.', '-'])
+        {
+            return Err(WakeError::Invalid(format!(
+                "the app id {app_id:?} must be 1 to 64 letters, digits, '.', '_' or '-', not \
+                 starting with '.' or '-' (e.g. \"org.example.app\")"
+            )));
+        }
+        let command: Vec<String> = command.into_iter().map(Into::into).collect();
+        let Some(program) = command.first() else {
+            return Err(WakeError::Invalid(
+                "the command is empty: give the program's absolute path first".to_owned(),
+            ));
+        };
+        if !looks_absolute(program) {
+            return Err(WakeError::Invalid(format!(
+                "the program {program:?} is not an absolute path: the OS starts it from \
+                 anywhere (pass std::env::current_exe())"
+            )));
+        }
+        if let Some(arg) = command.iter().find(|a| a.chars().any(char::is_control)) {
+            return Err(WakeError::Invalid(format!(
+                "the argument {arg:?} holds a control character (a newline?), which no timer \
+                 definition can carry"
+            )));
+        }
+        Ok(OsWake {
+            app_id: app_id.to_owned(),
+            command,
+            dir: None,
+            retry_after: Duration::from_secs(60),
+        })
+    }
+
+    /// Where the timer's files go, instead of the platform's place
+    /// (tests, or a system-wide install).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use isolates::schedule::OsWake;
+    /// let wake = OsWake::new("org.example.a", ["/bin/a"]).unwrap().dir("/tmp/units");
+    /// # let _ = wake;
+    /// ```
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+
+    /// How long after now the timer is set when the next due work is due
+    /// already (it waits on a constraint, or on a handler the headless
+    /// command does not register): a wake-up at once would start the
+    /// command again and again. Default 1 minute; at least 1 second.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use isolates::schedule::OsWake;
+    /// let wake = OsWake::new("org.example.a", ["/bin/a"]).unwrap()
+    ///     .retry_after(std::time::Duration::from_secs(900));
+    /// # let _ = wake;
+    /// ```
+    pub fn retry_after(mut self, wait: Duration) -> Self {
+        self.retry_after = wait.max(Duration::from_secs(1));
+        self
+    }
+
+    /// The systemd timer and service that start the command at `at` (in
+    /// UTC, rounded up to the second: never early).
+    ///
+    /// # Examples
+    ///
+    /// See [`OsWake`].
+    pub fn systemd_units(&self, at: SystemTime) -> SystemdUnits {
+        let base = format!("{}-work", self.app_id);
+        let exec: Vec<String> = self.command.iter().map(|a| systemd_quote(a)).collect();
+        let service = format!(
+            "# Written by isolates (OsWake) for {id}; rewritten at every change.\n\
+             [Unit]\n\
+             Description=Scheduled work of {id} (headless run)\n\
+             \n\
+             [Service]\n\
+             Type=oneshot\n\
+             ExecStart={exec}\n",
+            id = self.app_id,
+            exec = exec.join(" "),
+        );
+        let timer = format!(
+            "# Written by isolates (OsWake) for {id}; rewritten at every change.\n\
+             [Unit]\n\
+             Description=Wakes {id} for its next scheduled work\n\
+             \n\
+             [Timer]\n\
+             OnCalendar={at} UTC\n\
+             Persistent=true\n\
+             AccuracySec=1s\n\
+             Unit={base}.service\n\
+             \n\
+             [Install]\n\
+             WantedBy=timers.target\n",
+            id = self.app_id,
+            at = Utc::ceil(at).systemd(),
+        );
+        SystemdUnits {
+            timer_name: format!("{base}.timer"),
+            timer,
+            service_name: format!("{base}.service"),
+            service,
+        }
+    }
+
+    /// The LaunchAgent (macOS) that starts the command at `at`, `now`
+    /// being the time it is loaded: `StartInterval` is the whole seconds
+    /// between them (at least 1), as launchd has no absolute time and its
+    /// calendar intervals are in local time. Named `<app id>.work`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// use isolates::schedule::OsWake;
+    ///
+    /// let wake = OsWake::new("org.example.notes", ["/Applications/Notes.app/Contents/MacOS/notes", "--run-due"]).unwrap();
+    /// let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+    /// let plist = wake.launchd_plist(now + Duration::from_secs(90), now);
+    /// assert!(plist.contains("<key>StartInterval</key>\n    <integer>90</integer>"));
+    /// assert!(plist.contains("<string>org.example.notes.work</string>"));
+    /// ```
+    pub fn launchd_plist(&self, at: SystemTime, now: SystemTime) -> String {
+        let secs = Utc::ceil(at)
+            .secs
+            .saturating_sub(Utc::ceil(now).secs)
+            .max(1);
+        let args: String = self
+            .command
+            .iter()
+            .map(|a| format!("        <string>{}</string>\n", xml_escape(a)))
+            .collect();
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+             <!DOCTYPE plist PUBLIC \"-//Apple//DTD PLIST 1.0//EN\" \
+             \"http://www.apple.com/DTDs/PropertyList-1.0.dtd\">\n\
+             <!-- Written by isolates (OsWake) for {id}; rewritten at every change. -->\n\
+             <plist version=\"1.0\">\n\
+             <dict>\n    \
+                 <key>Label</key>\n    \
+                 <string>{id}.work</string>\n    \
+                 <key>ProgramArguments</key>\n    \
+                 <array>\n{args}    </array>\n    \
+                 <key>StartInterval</key>\n    \
+                 <integer>{secs}</integer>\n    \
+                 <key>RunAtLoad</key>\n    \
+                 <false/>\n    \
+                 <key>ProcessType</key>\n    \
+                 <string>Background</string>\n\
+             </dict>\n\
+             </plist>\n",
+            id = xml_escape(&self.app_id),
+        )
+    }
+
+    /// The Task Scheduler task (Windows) that starts the command at `at`
+    /// (UTC, rounded up to the second), with `StartWhenAvailable`: a start
+    /// missed while the machine was off runs as soon as it can. `schtasks`
+    /// reads it as UTF-16 ([`task_xml_utf16`](Self::task_xml_utf16)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// use isolates::schedule::OsWake;
+    ///
+    /// let wake = OsWake::new("org.example.notes", [r"C:\Program Files\Notes\notes.exe", "--run-due"]).unwrap();
+    /// let xml = wake.task_xml(UNIX_EPOCH + Duration::from_secs(1_764_639_000));
+    /// assert!(xml.contains("<StartBoundary>2025-12-02T01:30:00Z</StartBoundary>"));
+    /// assert!(xml.contains(r"<Command>C:\Program Files\Notes\notes.exe</Command>"));
+    /// assert!(xml.contains("<StartWhenAvailable>true</StartWhenAvailable>"));
+    /// ```
+    pub fn task_xml(&self, at: SystemTime) -> String {
+        let args: Vec<String> = self.command[1..].iter().map(|a| windows_quote(a)).collect();
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-16\"?>\n\
+             <!-- Written by isolates (OsWake) for {id}; rewritten at every change. -->\n\
+             <Task version=\"1.2\" xmlns=\"http://schemas.microsoft.com/windows/2004/02/mit/task\">\n  \
+               <RegistrationInfo>\n    \
+                 <Description>Wakes {id} for its next scheduled work</Description>\n  \
+               </RegistrationInfo>\n  \
+               <Triggers>\n    \
+                 <TimeTrigger>\n      \
+                   <StartBoundary>{at}</StartBoundary>\n      \
+                   <Enabled>true</Enabled>\n    \
+                 </TimeTrigger>\n  \
+               </Triggers>\n  \
+               <Principals>\n    \
+                 <Principal id=\"Author\">\n      \
+                   <LogonType>InteractiveToken</LogonType>\n      \
+                   <RunLevel>LeastPrivilege</RunLevel>\n    \
+                 </Principal>\n  \
+               </Principals>\n  \
+               <Settings>\n    \
+                 <StartWhenAvailable>true</StartWhenAvailable>\n    \
+                 <DisallowStartIfOnBatteries>false</DisallowStartIfOnBatteries>\n    \
+                 <StopIfGoingOnBatteries>false</StopIfGoingOnBatteries>\n    \
+                 <MultipleInstancesPolicy>IgnoreNew</MultipleInstancesPolicy>\n    \
+                 <ExecutionTimeLimit>PT10M</ExecutionTimeLimit>\n  \
+               </Settings>\n  \
+               <Actions Context=\"Author\">\n    \
+                 <Exec>\n      \
+                   <Command>{program}</Command>\n      \
+                   <Arguments>{args}</Arguments>\n    \
+                 </Exec>\n  \
+               </Actions>\n\
+             </Task>\n",
+            id = xml_escape(&self.app_id),
+            at = Utc::ceil(at).iso(),
+            program = xml_escape(&self.command[0]),
+            args = xml_escape(&args.join(" ")),
+        )
+    }
+
+    /// [`task_xml`](Self::task_xml) as `schtasks` reads a file: UTF-16,
+    /// little-endian, with a byte order mark.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::UNIX_EPOCH;
+    /// # use isolates::schedule::OsWake;
+    /// let wake = OsWake::new("a", ["/a"]).unwrap();
+    /// assert_eq!(&wake.task_xml_utf16(UNIX_EPOCH)[..2], [0xFF, 0xFE]);
+    /// ```
+    pub fn task_xml_utf16(&self, at: SystemTime) -> Vec<u8> {
+        let mut bytes = vec![0xFF, 0xFE];
+        for unit in self.task_xml(at).encode_utf16() {
+            bytes.extend_from_slice(&unit.to_le_bytes());
+        }
+        bytes
+    }
+
+    /// Sets the OS timer for `next` (the earliest due work, e.g.
+    /// [`DueRun::next_due`](super::DueRun::next_due)), or removes it when
+    /// `next` is `None`: nothing is due. A `next` already past sets it
+    /// [`retry_after`](Self::retry_after) from now. Blocks while the
+    /// platform's tool runs (tens of milliseconds): call it from the
+    /// headless command or a worker thread, not a UI thread.
+    ///
+    /// # Errors
+    ///
+    /// [`WakeError::NoUserSystemd`] (Linux without a user systemd),
+    /// [`WakeError::Io`], [`WakeError::Command`],
+    /// [`WakeError::Unsupported`] elsewhere.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::{Duration, SystemTime};
+    /// use isolates::schedule::{OsWake, WakeError};
+    ///
+    /// let exe = std::env::current_exe().unwrap();
+    /// let wake = OsWake::new("org.example.notes", [exe.to_str().unwrap(), "--run-due"]).unwrap();
+    /// match wake.arm(Some(SystemTime::now() + Duration::from_secs(3600))) {
+    ///     Ok(()) => {}
+    ///     Err(e @ WakeError::NoUserSystemd { .. }) => eprintln!("{e}"),
+    ///     Err(e) => panic!("{e}"),
+    /// }
+    /// wake.arm(None).unwrap(); // nothing due: the timer goes
+    /// ```
+    pub fn arm(&self, next: Option<SystemTime>) -> Result<(), WakeError> {
+        let now = SystemTime::now();
+        let at = next.map(|t| if t > now { t } else { now + self.retry_after });
+        if cfg!(target_os = "linux") {
+            self.arm_systemd(at)
+        } else if cfg!(target_os = "macos") {
+            self.arm_launchd(at, now)
+        } else if cfg!(windows) {
+            self.arm_schtasks(at)
+        } else {
+            Err(WakeError::Unsupported)
+        }
+    }
+
+    /// The crontab line that runs the command every minute: the fallback
+    /// where no user systemd runs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use isolates::schedule::OsWake;
+    /// let wake = OsWake::new("a", ["/usr/bin/notes", "--run-due"]).unwrap();
+    /// assert_eq!(wake.crontab_line(), "* * * * * '/usr/bin/notes' '--run-due'");
+    /// ```
+    pub fn crontab_line(&self) -> String {
+        let args: Vec<String> = self.command.iter().map(|a| sh_quote(a)).collect();
+        format!("* * * * * {}", args.join(" "))
+    }
+
+    fn home_dir(&self, below: &[&str]) -> Result<PathBuf, WakeError> {
+        if let Some(dir) = &self.dir {
+            return Ok(dir.clone());
+        }
+        let home = std::env::var_os("HOME")
+            .or_else(|| std::env::var_os("USERPROFILE"))
+            .ok_or_else(|| {
+                WakeError::Invalid(
+                    "no HOME to put the timer in: set one, or use OsWake::dir".to_owned(),
+                )
+            })?;
+        Ok(below.iter().fold(PathBuf::from(home), |p, d| p.join(d)))
+    }
+
+    fn systemd_dir(&self) -> Result<PathBuf, WakeError> {
+        match (&self.dir, std::env::var_os("XDG_CONFIG_HOME")) {
+            (None, Some(config)) if Path::new(&config).is_absolute() => {
+                Ok(PathBuf::from(config).join("systemd").join("user"))
+            }
+            _ => self.home_dir(&[".config", "systemd", "user"]),
+        }
+    }
+
+    fn arm_systemd(&self, at: Option<SystemTime>) -> Result<(), WakeError> {
+        let dir = self.systemd_dir()?;
+        let units = self.systemd_units(at.unwrap_or(UNIX_EPOCH));
+        let (timer, service) = (dir.join(&units.timer_name), dir.join(&units.service_name));
+        let systemctl = |args: &[&str]| run("systemctl", &[&["--user"], args].concat());
+        let Some(_) = at else {
+            // Nothing due: stop and remove the timer, if there is one.
+            if !timer.exists() && !service.exists() {
+                return Ok(());
+            }
+            let stopped = systemctl(&["disable", "--now", &units.timer_name]);
+            remove(&timer)?;
+            remove(&service)?;
+            systemctl(&["daemon-reload"])?;
+            return stopped;
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, &e))?;
+        write(&service, units.service.as_bytes())?;
+        write(&timer, units.timer.as_bytes())?;
+        if let Err(e) = systemctl(&["daemon-reload"]) {
+            remove(&timer)?;
+            remove(&service)?;
+            let detail = match e {
+                WakeError::Command { status, stderr, .. } => {
+                    let said = stderr.trim().lines().next().unwrap_or("").to_owned();
+                    if said.is_empty() { status } else { said }
+                }
+                other => other.to_string(),
+            };
+            return Err(WakeError::NoUserSystemd {
+                detail,
+                crontab: self.crontab_line(),
+            });
+        }
+        systemctl(&["enable", &units.timer_name])?;
+        // Restart, not start: a running timer would keep its old time.
+        systemctl(&["restart", &units.timer_name])
+    }
+
+    fn arm_launchd(&self, at: Option<SystemTime>, now: SystemTime) -> Result<(), WakeError> {
+        let dir = self.home_dir(&["Library", "LaunchAgents"])?;
+        let plist = dir.join(format!("{}.work.plist", self.app_id));
+        let path = plist.to_string_lossy().into_owned();
+        if plist.exists() {
+            // Not loaded (a first run after a reboot) is fine.
+            let _ = run("launchctl", &["unload", "-w", &path]);
+        }
+        let Some(at) = at else {
+            return remove(&plist);
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, &e))?;
+        write(&plist, self.launchd_plist(at, now).as_bytes())?;
+        run("launchctl", &["load", "-w", &path])
+    }
+
+    fn arm_schtasks(&self, at: Option<SystemTime>) -> Result<(), WakeError> {
+        let name = format!("{}.work", self.app_id);
+        let Some(at) = at else {
+            // Absent already is fine.
+            let _ = run("schtasks", &["/Delete", "/TN", &name, "/F"]);
+            return Ok(());
+        };
+        let dir = match &self.dir {
+            Some(dir) => dir.clone(),
+            None => std::env::temp_dir(),
+        };
+        let file = dir.join(format!("{name}.xml"));
+        write(&file, &self.task_xml_utf16(at))?;
+        let path = file.to_string_lossy().into_owned();
+        let created = run("schtasks", &["/Create", "/TN", &name, "/XML", &path, "/F"]);
+        if self.dir.is_none() {
+            let _ = std::fs::remove_file(&file);
+        }
+        created
+    }
+}
+
+impl WorkManager {
+    /// Keeps an OS timer ([`OsWake`]) set for this manager's next due
+    /// work, and removes it when none is enqueued: while the app runs its
+    /// manager runs the work itself, and once it is closed (or killed) the
+    /// OS starts `wake`'s command, the app's headless mode, at the right
+    /// time. Sets the timer now, then again on a thread of its own
+    /// whenever the next due time changes; the manager's
+    /// [`shutdown`](Self::shutdown) waits for the last update. A timer that
+    /// fires while the app runs starts the headless command, which finds
+    /// the store held ([`StoreError::Locked`](super::StoreError::Locked))
+    /// and exits: the app runs the work.
+    ///
+    /// Later updates that fail are logged (`tracing`, target `isolates`).
+    ///
+    /// # Errors
+    ///
+    /// As [`OsWake::arm`], for the first setting; nothing is kept updated
+    /// then.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use isolates::schedule::*;
+    ///
+    /// let path = "reminders.db";
+    /// let manager = WorkManager::builder(WorkStore::open(path).unwrap())
+    ///     .handler_fn("ring", |text: String, _: &WorkContext<'_>| {
+    ///         println!("{text}");
+    ///         WorkResult::Success(())
+    ///     })
+    ///     .build()
+    ///     .unwrap();
+    /// let exe = std::env::current_exe().unwrap();
+    /// let wake = OsWake::new("org.example.reminders", [exe.to_str().unwrap(), "run"]).unwrap();
+    /// if let Err(e) = manager.wake_with_os(wake) {
+    ///     eprintln!("reminders will only ring while the app runs: {e}");
+    /// }
+    /// ```
+    pub fn wake_with_os(&self, wake: OsWake) -> Result<(), WakeError> {
+        let mut watch = self.watch(WorkQuery::All);
+        let mut works: std::collections::HashMap<u64, WorkInfo> = self
+            .infos(&WorkQuery::All)
+            .into_iter()
+            .map(|i| (i.id.0, i))
+            .collect();
+        let mut armed = next_due(&works);
+        wake.arm(armed)?;
+        let thread = std::thread::Builder::new()
+            .name("isolates-wake".into())
+            .spawn(move || {
+                // Ends when the manager stops (the watch's sender goes).
+                while let Some(first) = watch.next() {
+                    for info in std::iter::once(first).chain(watch.drain()) {
+                        works.insert(info.id.0, info);
+                    }
+                    let next = next_due(&works);
+                    if next != armed {
+                        armed = next;
+                        if let Err(e) = wake.arm(next) {
+                            tracing::warn!(target: "isolates", error = %e,
+                                "the OS wake-up could not be updated");
+                        }
+                    }
+                }
+            })
+            .map_err(|e| WakeError::Command {
+                command: "spawn isolates-wake".to_owned(),
+                status: "no thread".to_owned(),
+                stderr: e.to_string(),
+            })?;
+        self.shared.wakers.lock().push(thread);
+        Ok(())
+    }
+}
+
+/// The earliest time an enqueued work is due.
+fn next_due(works: &std::collections::HashMap<u64, WorkInfo>) -> Option<SystemTime> {
+    works
+        .values()
+        .filter(|i| i.state == WorkState::Enqueued)
+        .filter_map(|i| i.next_run_at)
+        .min()
+}
+
+/// Runs `program args`, waiting for it; its failure as a [`WakeError`].
+fn run(program: &str, args: &[&str]) -> Result<(), WakeError> {
+    let command = format!("{program} {}", args.join(" "));
+    let out = Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| WakeError::Command {
+            command: command.clone(),
+            status: format!("could not start: {e}"),
+            stderr: String::new(),
+        })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(WakeError::Command {
+            command,
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+}
+
+fn io_error(path: &Path, e: &std::io::Error) -> WakeError {
+    WakeError::Io {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    }
+}
+
+/// Writes `bytes` to `path` through a file beside it, renamed over it: a
+/// reader (systemd, launchd) never sees half a file.
+fn write(path: &Path, bytes: &[u8]) -> Result<(), WakeError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes).map_err(|e| io_error(&tmp, &e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io_error(path, &e))
+}
+
+fn remove(path: &Path) -> Result<(), WakeError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_error(path, &e)),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `program` is an absolute path on Unix (`/...`) or Windows
+/// (`C:\...`, `\\server\...`), whatever the platform this runs on: the
+/// definitions of each platform are written (and tested) everywhere.
+fn looks_absolute(program: &str) -> bool {
+    let drive = match program.as_bytes() {
+        [letter, b':', sep, ..] => letter.is_ascii_alphabetic() && matches!(sep, b'\\' | b'/'),
+        _ => false,
+    };
+    drive || program.starts_with('/') || program.starts_with(r"\\")
+}
+
+/// One argument of a systemd `ExecStart=`: double-quoted, with `\` and `"`
+/// escaped, and `%` (specifiers) and `$` (variables) doubled.
+fn systemd_quote(arg: &str) -> String {
+    let mut out = String::with_capacity(arg.len() + 2);
+    out.push('"');
+    for c in arg.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '%' => out.push_str("%%"),
+            '$' => out.push_str("$$"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// One argument for `CommandLineToArgvW`: quoted when it holds a space, a
+/// tab or a quote (or is empty), backslashes before a quote doubled.
+fn windows_quote(arg: &str) -> String {
+    if !arg.is_empty() && !arg.contains([' ', '\t', '"']) {
+        return arg.to_owned();
+    }
+    let mut out = String::from("\"");
+    let mut backslashes = 0;
+    for c in arg.chars() {
+        match c {
+            '\\' => backslashes += 1,
+            '"' => {
+                out.extend(std::iter::repeat_n('\\', backslashes * 2 + 1));
+                out.push('"');
+                backslashes = 0;
+            }
+            c => {
+                out.extend(std::iter::repeat_n('\\', backslashes));
+                out.push(c);
+                backslashes = 0;
+            }
+        }
+    }
+    out.extend(std::iter::repeat_n('\\', backslashes * 2));
+    out.push('"');
+    out
+}
+
+/// One argument for a POSIX shell: single-quoted.
+fn sh_quote(arg: &str) -> String {
+    format!("'{}'", arg.replace('\'', r"'\''"))
+}
+
+fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A time in UTC, to the second.
+struct Utc {
+    secs: i64,
+}
+
+impl Utc {
+    /// `t` rounded up to the second (a timer must not fire early).
+    fn ceil(t: SystemTime) -> Self {
+        let secs = match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => {
+                let whole = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+                whole.saturating_add(i64::from(d.subsec_nanos() > 0))
+            }
+            Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+        };
+        Utc { secs }
+    }
+
+    /// Year, month, day, hour, minute, second.
+    fn parts(&self) -> (i64, u32, u32, u32, u32, u32) {
+        let days = self.secs.div_euclid(86_400);
+        let rem = self.secs.rem_euclid(86_400);
+        // civil_from_days (Hinnant): days since 1970-01-01 to y-m-d.
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        // All in range by construction: fit u32.
+        let small = |v: i64| u32::try_from(v).unwrap_or(0);
+        (
+            year,
+            small(month),
+            small(day),
+            small(rem / 3600),
+            small(rem % 3600 / 60),
+            small(rem % 60),
+        )
+    }
+
+    fn systemd(&self) -> String {
+        let (y, mo, d, h, mi, s) = self.parts();
+        format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}")
+    }
+
+    fn iso(&self) -> String {
+        let (y, mo, d, h, mi, s) = self.parts();
+        format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calendar_dates_from_unix_time() {
+        let at = |s: u64| Utc::ceil(UNIX_EPOCH + Duration::from_secs(s)).systemd();
+        assert_eq!(at(0), "1970-01-01 00:00:00");
+        assert_eq!(at(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(at(1_735_689_599), "2024-12-31 23:59:59");
+        assert_eq!(at(4_102_444_800), "2100-01-01 00:00:00");
+        let early = UNIX_EPOCH + Duration::from_millis(1_735_689_599_001);
+        assert_eq!(Utc::ceil(early).iso(), "2025-01-01T00:00:00Z");
+        assert_eq!(
+            Utc::ceil(UNIX_EPOCH - Duration::from_secs(1)).iso(),
+            "1969-12-31T23:59:59Z"
+        );
+    }
+
+    #[test]
+    fn arguments_are_quoted_for_each_reader() {
+        assert_eq!(
+            systemd_quote(r#"a "b" 100% $HOME\"#),
+            r#""a \"b\" 100%% $$HOME\\""#
+        );
+        assert_eq!(windows_quote("plain"), "plain");
+        assert_eq!(windows_quote(""), "\"\"");
+        assert_eq!(windows_quote(r#"a b"#), r#""a b""#);
+        assert_eq!(windows_quote(r#"say "hi""#), r#""say \"hi\"""#);
+        assert_eq!(
+            windows_quote(r#"C:\dir with space\"#),
+            r#""C:\dir with space\\""#
+        );
+        assert_eq!(sh_quote("it's"), r#"'it'\''s'"#);
+        assert_eq!(xml_escape(r#"<a & 'b'>"#), "&lt;a &amp; &apos;b&apos;&gt;");
+    }
+}
