@@ -19,6 +19,14 @@
 //! - an embedded **store** ([`WorkStore`]: SQLite, WAL): after a crash or a
 //!   `kill -9`, pending, periodic and interrupted work resumes
 //!   (at least once), and succeeded work does not run again;
+//! - **alarms** at a wall-clock time ([`WorkRequest::at`]) with a policy
+//!   for alarms missed while nothing ran ([`MissedAlarm`]);
+//! - **headless runs** ([`WorkManagerBuilder::run_due`]) that run the due
+//!   work within a budget and exit, started by an **OS wake-up**
+//!   ([`OsWake`]: a systemd user timer, a LaunchAgent, a scheduled task)
+//!   that [`WorkManager::wake_with_os`] keeps set for the next due work;
+//! - a store **format that survives upgrades**: a schema version with
+//!   migrations, and each row's layout ([`WorkStore::open`]);
 //! - an injectable [`Clock`], so tests of delays, periods and backoff run
 //!   at once ([`ManualClock`]).
 //!

@@ -4,21 +4,7 @@
 //! while the app is closed, as Android's JobScheduler and AlarmManager
 //! wake an app in the background.
 //!
-//! - Linux: a systemd **user** timer and service pair in
-//!   `$XDG_CONFIG_HOME/systemd/user` (default `~/.config/systemd/user`),
-//!   `OnCalendar=` the due time in UTC with `Persistent=true` (a time
-//!   missed while the machine was off fires at the next boot or login),
-//!   loaded with `systemctl --user daemon-reload`, `enable` and `restart`.
-//!   Enabled, the timer starts with the user's session: at login, or at
-//!   boot with `loginctl enable-linger $USER` (what `startOnBoot` means).
-//! - macOS: a LaunchAgent in `~/Library/LaunchAgents`, `StartInterval`
-//!   seconds from now (launchd runs an interval missed during sleep on
-//!   wake), loaded with `launchctl unload`/`load -w`. LaunchAgents load at
-//!   login.
-//! - Windows: a Task Scheduler task from an XML definition, a
-//!   `TimeTrigger` at the due time in UTC with `StartWhenAvailable` (a
-//!   missed start runs as soon as it can), created with `schtasks /Create
-//!   /XML /F`.
+//! What each platform gets is in [`OsWake`]'s documentation.
 //!
 //! The three definitions are generated on every platform and tested as
 //! golden files (`tests/golden/wake/`); only the systemd pair is loaded
@@ -139,9 +125,30 @@ pub struct SystemdUnits {
 
 /// A timer the OS keeps for an app's next due work: when it fires, the OS
 /// starts `command`, the app's headless mode, which calls
-/// [`run_due`](super::WorkManagerBuilder::run_due) and exits. See the
-/// [module documentation](self) for what each platform gets, and
-/// [`WorkManager::wake_with_os`] to keep it set while the app runs.
+/// [`run_due`](super::WorkManagerBuilder::run_due) and exits.
+/// [`WorkManager::wake_with_os`] keeps it set while the app runs;
+/// [`arm`](Self::arm) sets it from the headless command.
+///
+/// - Linux: a systemd **user** timer and service pair in
+///   `$XDG_CONFIG_HOME/systemd/user` (default `~/.config/systemd/user`),
+///   `OnCalendar=` the due time in UTC with `Persistent=true` (a time
+///   missed while the machine was off fires at the next boot or login),
+///   loaded with `systemctl --user daemon-reload`, `enable` and `restart`.
+///   Enabled, the timer starts with the user's session: at login, or at
+///   boot with `loginctl enable-linger $USER` (what `startOnBoot` means).
+/// - macOS: a LaunchAgent in `~/Library/LaunchAgents`, `StartInterval`
+///   seconds from now (launchd runs an interval missed during sleep on
+///   wake), loaded with `launchctl unload`/`load -w`. LaunchAgents load at
+///   login.
+/// - Windows: a Task Scheduler task from an XML definition, a
+///   `TimeTrigger` at the due time in UTC with `StartWhenAvailable` (a
+///   missed start runs as soon as it can), created with `schtasks /Create
+///   /XML /F`.
+///
+/// The three definitions are generated on every platform and tested as
+/// golden files (`tests/golden/wake/`); only the systemd pair is loaded,
+/// and checked with `systemd-analyze verify`, in CI (Linux): the launchd
+/// and Task Scheduler paths are not exercised on their platforms by CI.
 ///
 /// # Examples
 ///
