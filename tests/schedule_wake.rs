@@ -296,7 +296,20 @@ fn child_entry() {
                 wait_until(|| !timer.exists(), Duration::from_secs(30)),
                 "nothing due: removed"
             );
+            // Set again; the shutdown sets it once more, whatever it was.
+            manager
+                .enqueue(WorkRequest::at("ring", first))
+                .wait()
+                .unwrap();
+            assert!(wait_until(
+                || holds("OnCalendar=2027-01-01 00:00:00 UTC"),
+                Duration::from_secs(30)
+            ));
             manager.shutdown();
+            assert!(
+                holds("OnCalendar=2027-01-01 00:00:00 UTC"),
+                "left set for the closed app"
+            );
         }
         other => panic!("unknown child {other}"),
     }
@@ -387,8 +400,13 @@ fn a_manager_keeps_the_timer_at_its_next_due_work() {
         .iter()
         .filter(|c| **c == format!("--user restart {t}"))
         .count();
-    assert_eq!(restarts, 2, "{calls:?}");
-    assert_eq!(calls.last().unwrap(), "--user daemon-reload", "{calls:?}");
+    // Two times, removed, set again, and set at shutdown.
+    assert_eq!(restarts, 4, "{calls:?}");
+    assert_eq!(
+        calls.last().unwrap(),
+        &format!("--user restart {t}"),
+        "{calls:?}"
+    );
     assert!(
         calls.contains(&format!("--user disable --now {t}")),
         "{calls:?}"

@@ -68,7 +68,9 @@ impl WorkManagerBuilder {
     /// Open the store with [`WorkStore::open`]: if the app runs, it holds
     /// the store and the open fails with [`StoreError::Locked`]; the app
     /// runs its due work itself, and the headless command has nothing to
-    /// do.
+    /// do. (Stores are locked on Linux only, for now: elsewhere, keep the
+    /// app from running its manager while a headless run holds the store,
+    /// or a work may run in both.)
     ///
     /// # Errors
     ///

@@ -597,13 +597,15 @@ impl WorkManager {
     /// manager runs the work itself, and once it is closed (or killed) the
     /// OS starts `wake`'s command, the app's headless mode, at the right
     /// time. Sets the timer now, then again on a thread of its own
-    /// whenever the next due time changes; the manager's
-    /// [`shutdown`](Self::shutdown) waits for the last update. A timer that
+    /// whenever the next due time changes, and once more when the manager
+    /// stops; its [`shutdown`](Self::shutdown) waits for that last one. A timer that
     /// fires while the app runs starts the headless command, which finds
     /// the store held ([`StoreError::Locked`](super::StoreError::Locked))
     /// and exits: the app runs the work.
     ///
-    /// Later updates that fail are logged (`tracing`, target `isolates`).
+    /// The first setting blocks while the platform's tool runs (tens of
+    /// milliseconds): call this at start-up, not each frame. Later updates
+    /// that fail are logged (`tracing`, target `isolates`).
     ///
     /// # Errors
     ///
@@ -654,6 +656,14 @@ impl WorkManager {
                                 "the OS wake-up could not be updated");
                         }
                     }
+                }
+                // The manager stopped: set the timer once more, whatever
+                // it was. A timer that fired while the app ran (and found
+                // the store held) is spent, and work due already (waiting
+                // on a constraint) is not a change the watch would show.
+                if let Err(e) = wake.arm(next_due(&works)) {
+                    tracing::warn!(target: "isolates", error = %e,
+                        "the OS wake-up could not be set at shutdown");
                 }
             })
             .map_err(|e| WakeError::Command {
