@@ -437,7 +437,8 @@ impl OsWake {
     /// Sets the OS timer for `next` (the earliest due work, e.g.
     /// [`DueRun::next_due`](super::DueRun::next_due)), or removes it when
     /// `next` is `None`: nothing is due. A `next` already past sets it
-    /// [`retry_after`](Self::retry_after) from now. Blocks while the
+    /// [`retry_after`](Self::retry_after) from now; one within the next
+    /// second, a second from now. Blocks while the
     /// platform's tool runs (tens of milliseconds): call it from the
     /// headless command or a worker thread, not a UI thread.
     ///
@@ -464,7 +465,16 @@ impl OsWake {
     /// ```
     pub fn arm(&self, next: Option<SystemTime>) -> Result<(), WakeError> {
         let now = SystemTime::now();
-        let at = next.map(|t| if t > now { t } else { now + self.retry_after });
+        // Not within the second: a timer started after its only time
+        // passed may never fire.
+        let soonest = now + Duration::from_secs(1);
+        let at = next.map(|t| {
+            if t > now {
+                t.max(soonest)
+            } else {
+                now + self.retry_after
+            }
+        });
         if cfg!(target_os = "linux") {
             self.arm_systemd(at)
         } else if cfg!(target_os = "macos") {
