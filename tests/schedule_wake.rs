@@ -23,6 +23,12 @@ fn at() -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(1_796_175_000_250)
 }
 
+/// 2126-12-02T01:30:00.250Z: a time to arm for that stays in the future
+/// (`arm` moves a past time to a minute from now).
+fn far() -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(4_951_848_600_250)
+}
+
 fn golden_wake() -> OsWake {
     OsWake::new(
         APP,
@@ -250,11 +256,11 @@ fn child_entry() {
         return; // run as a test of its own: nothing to do
     };
     match what.as_str() {
-        "arm" => wake().arm(Some(at())).unwrap(),
-        "rearm" => wake().arm(Some(at() + Duration::from_secs(60))).unwrap(),
+        "arm" => wake().arm(Some(far())).unwrap(),
+        "rearm" => wake().arm(Some(far() + Duration::from_secs(60))).unwrap(),
         "disarm" => wake().arm(None).unwrap(),
         "no-bus" => {
-            let err = wake().arm(Some(at())).unwrap_err();
+            let err = wake().arm(Some(far())).unwrap_err();
             println!("ERROR {err}");
             assert!(matches!(err, WakeError::NoUserSystemd { .. }), "{err:?}");
         }
@@ -270,8 +276,8 @@ fn child_entry() {
             let timer = Path::new(&std::env::var_os("XDG_CONFIG_HOME").unwrap())
                 .join("systemd/user/org.example.reminders-work.timer");
             assert!(!timer.exists(), "nothing due: no timer");
-            // 2027-01-01T00:00:00Z, then an earlier one.
-            let first = UNIX_EPOCH + Duration::from_secs(1_798_761_600);
+            // 2127-01-01T00:00:00Z, then an earlier one.
+            let first = UNIX_EPOCH + Duration::from_secs(4_954_435_200);
             manager
                 .enqueue(WorkRequest::at("ring", first))
                 .wait()
@@ -279,7 +285,7 @@ fn child_entry() {
             let holds =
                 |text: &str| std::fs::read_to_string(&timer).is_ok_and(|t| t.contains(text));
             assert!(wait_until(
-                || holds("OnCalendar=2027-01-01 00:00:00 UTC"),
+                || holds("OnCalendar=2127-01-01 00:00:00 UTC"),
                 Duration::from_secs(30)
             ));
             let earlier = first - Duration::from_secs(3600);
@@ -288,7 +294,7 @@ fn child_entry() {
                 .wait()
                 .unwrap();
             assert!(wait_until(
-                || holds("OnCalendar=2026-12-31 23:00:00 UTC"),
+                || holds("OnCalendar=2126-12-31 23:00:00 UTC"),
                 Duration::from_secs(30)
             ));
             manager.cancel(WorkQuery::All).wait().unwrap();
@@ -302,12 +308,12 @@ fn child_entry() {
                 .wait()
                 .unwrap();
             assert!(wait_until(
-                || holds("OnCalendar=2027-01-01 00:00:00 UTC"),
+                || holds("OnCalendar=2127-01-01 00:00:00 UTC"),
                 Duration::from_secs(30)
             ));
             manager.shutdown();
             assert!(
-                holds("OnCalendar=2027-01-01 00:00:00 UTC"),
+                holds("OnCalendar=2127-01-01 00:00:00 UTC"),
                 "left set for the closed app"
             );
         }
@@ -323,7 +329,7 @@ fn arming_writes_the_units_and_calls_systemctl() {
     assert!(child(&dir.0, "arm").contains("CHILD OK"));
     let timer = std::fs::read_to_string(units.join("org.example.reminders-work.timer")).unwrap();
     assert!(
-        timer.contains("OnCalendar=2026-12-02 01:30:01 UTC\n"),
+        timer.contains("OnCalendar=2126-12-02 01:30:01 UTC\n"),
         "{timer}"
     );
     assert!(units.join("org.example.reminders-work.service").exists());
@@ -341,7 +347,7 @@ fn arming_writes_the_units_and_calls_systemctl() {
     child(&dir.0, "rearm");
     let timer = std::fs::read_to_string(units.join(t)).unwrap();
     assert!(
-        timer.contains("OnCalendar=2026-12-02 01:31:01 UTC\n"),
+        timer.contains("OnCalendar=2126-12-02 01:31:01 UTC\n"),
         "{timer}"
     );
     assert_eq!(

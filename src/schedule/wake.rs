@@ -12,16 +12,23 @@
 //! the launchd and Task Scheduler paths are not exercised on their
 //! platforms by CI.
 //!
-//! Calendar dates from Unix time: Howard Hinnant's `civil_from_days`
-//! (<http://howardhinnant.github.io/date_algorithms.html>).
+//! One file per platform (`systemd`, `launchd`, `schtasks`) writes its
+//! definition and loads it; this one holds what they share.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use super::WorkManager;
 use super::request::{WorkInfo, WorkQuery, WorkState};
+
+mod launchd;
+mod schtasks;
+mod systemd;
+mod utc;
+
+pub use systemd::SystemdUnits;
 
 /// What went wrong setting an OS wake-up.
 ///
@@ -104,24 +111,6 @@ impl fmt::Display for WakeError {
 }
 
 impl std::error::Error for WakeError {}
-
-/// The systemd unit pair for an [`OsWake`]: a timer and the service it
-/// starts.
-///
-/// # Examples
-///
-/// See [`OsWake::systemd_units`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SystemdUnits {
-    /// The timer's file name (`<app id>-work.timer`).
-    pub timer_name: String,
-    /// The timer unit.
-    pub timer: String,
-    /// The service's file name (`<app id>-work.service`).
-    pub service_name: String,
-    /// The service unit: a one-shot run of the command.
-    pub service: String,
-}
 
 /// A timer the OS keeps for an app's next due work: when it fires, the OS
 /// starts `command`, the app's headless mode, which calls
@@ -262,178 +251,6 @@ impl OsWake {
         self
     }
 
-    /// The systemd timer and service that start the command at `at` (in
-    /// UTC, rounded up to the second: never early).
-    ///
-    /// # Examples
-    ///
-    /// See [`OsWake`].
-    pub fn systemd_units(&self, at: SystemTime) -> SystemdUnits {
-        let base = format!("{}-work", self.app_id);
-        let exec: Vec<String> = self.command.iter().map(|a| systemd_quote(a)).collect();
-        let service = format!(
-            "# Written by isolates (OsWake) for {id}; rewritten at every change.\n\
-             [Unit]\n\
-             Description=Scheduled work of {id} (headless run)\n\
-             \n\
-             [Service]\n\
-             Type=oneshot\n\
-             ExecStart={exec}\n",
-            id = self.app_id,
-            exec = exec.join(" "),
-        );
-        let timer = format!(
-            "# Written by isolates (OsWake) for {id}; rewritten at every change.\n\
-             [Unit]\n\
-             Description=Wakes {id} for its next scheduled work\n\
-             \n\
-             [Timer]\n\
-             OnCalendar={at} UTC\n\
-             Persistent=true\n\
-             AccuracySec=1s\n\
-             Unit={base}.service\n\
-             \n\
-             [Install]\n\
-             WantedBy=timers.target\n",
-            id = self.app_id,
-            at = Utc::ceil(at).systemd(),
-        );
-        SystemdUnits {
-            timer_name: format!("{base}.timer"),
-            timer,
-            service_name: format!("{base}.service"),
-            service,
-        }
-    }
-
-    /// The LaunchAgent (macOS) that starts the command at `at`, `now`
-    /// being the time it is loaded: `StartInterval` is the whole seconds
-    /// between them (at least 1), as launchd has no absolute time and its
-    /// calendar intervals are in local time. Named `<app id>.work`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::{Duration, UNIX_EPOCH};
-    /// use isolates::schedule::OsWake;
-    ///
-    /// let wake = OsWake::new("org.example.notes", ["/Applications/Notes.app/Contents/MacOS/notes", "--run-due"]).unwrap();
-    /// let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
-    /// let plist = wake.launchd_plist(now + Duration::from_secs(90), now);
-    /// assert!(plist.contains("<key>StartInterval</key>\n    <integer>90</integer>"));
-    /// assert!(plist.contains("<string>org.example.notes.work</string>"));
-    /// ```
-    pub fn launchd_plist(&self, at: SystemTime, now: SystemTime) -> String {
-        let secs = Utc::ceil(at)
-            .secs
-            .saturating_sub(Utc::ceil(now).secs)
-            .max(1);
-        let args: String = self
-            .command
-            .iter()
-            .map(|a| format!("        <string>{}</string>\n", xml_escape(a)))
-            .collect();
-        format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
-             <!DOCTYPE plist PUBLIC \"-//Apple//DTD PLIST 1.0//EN\" \
-             \"http://www.apple.com/DTDs/PropertyList-1.0.dtd\">\n\
-             <!-- Written by isolates (OsWake) for {id}; rewritten at every change. -->\n\
-             <plist version=\"1.0\">\n\
-             <dict>\n    \
-                 <key>Label</key>\n    \
-                 <string>{id}.work</string>\n    \
-                 <key>ProgramArguments</key>\n    \
-                 <array>\n{args}    </array>\n    \
-                 <key>StartInterval</key>\n    \
-                 <integer>{secs}</integer>\n    \
-                 <key>RunAtLoad</key>\n    \
-                 <false/>\n    \
-                 <key>ProcessType</key>\n    \
-                 <string>Background</string>\n\
-             </dict>\n\
-             </plist>\n",
-            id = xml_escape(&self.app_id),
-        )
-    }
-
-    /// The Task Scheduler task (Windows) that starts the command at `at`
-    /// (UTC, rounded up to the second), with `StartWhenAvailable`: a start
-    /// missed while the machine was off runs as soon as it can. `schtasks`
-    /// reads it as UTF-16 ([`task_xml_utf16`](Self::task_xml_utf16)).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::{Duration, UNIX_EPOCH};
-    /// use isolates::schedule::OsWake;
-    ///
-    /// let wake = OsWake::new("org.example.notes", [r"C:\Program Files\Notes\notes.exe", "--run-due"]).unwrap();
-    /// let xml = wake.task_xml(UNIX_EPOCH + Duration::from_secs(1_764_639_000));
-    /// assert!(xml.contains("<StartBoundary>2025-12-02T01:30:00Z</StartBoundary>"));
-    /// assert!(xml.contains(r"<Command>C:\Program Files\Notes\notes.exe</Command>"));
-    /// assert!(xml.contains("<StartWhenAvailable>true</StartWhenAvailable>"));
-    /// ```
-    pub fn task_xml(&self, at: SystemTime) -> String {
-        let args: Vec<String> = self.command[1..].iter().map(|a| windows_quote(a)).collect();
-        format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-16\"?>\n\
-             <!-- Written by isolates (OsWake) for {id}; rewritten at every change. -->\n\
-             <Task version=\"1.2\" xmlns=\"http://schemas.microsoft.com/windows/2004/02/mit/task\">\n  \
-               <RegistrationInfo>\n    \
-                 <Description>Wakes {id} for its next scheduled work</Description>\n  \
-               </RegistrationInfo>\n  \
-               <Triggers>\n    \
-                 <TimeTrigger>\n      \
-                   <StartBoundary>{at}</StartBoundary>\n      \
-                   <Enabled>true</Enabled>\n    \
-                 </TimeTrigger>\n  \
-               </Triggers>\n  \
-               <Principals>\n    \
-                 <Principal id=\"Author\">\n      \
-                   <LogonType>InteractiveToken</LogonType>\n      \
-                   <RunLevel>LeastPrivilege</RunLevel>\n    \
-                 </Principal>\n  \
-               </Principals>\n  \
-               <Settings>\n    \
-                 <StartWhenAvailable>true</StartWhenAvailable>\n    \
-                 <DisallowStartIfOnBatteries>false</DisallowStartIfOnBatteries>\n    \
-                 <StopIfGoingOnBatteries>false</StopIfGoingOnBatteries>\n    \
-                 <MultipleInstancesPolicy>IgnoreNew</MultipleInstancesPolicy>\n    \
-                 <ExecutionTimeLimit>PT10M</ExecutionTimeLimit>\n  \
-               </Settings>\n  \
-               <Actions Context=\"Author\">\n    \
-                 <Exec>\n      \
-                   <Command>{program}</Command>\n      \
-                   <Arguments>{args}</Arguments>\n    \
-                 </Exec>\n  \
-               </Actions>\n\
-             </Task>\n",
-            id = xml_escape(&self.app_id),
-            at = Utc::ceil(at).iso(),
-            program = xml_escape(&self.command[0]),
-            args = xml_escape(&args.join(" ")),
-        )
-    }
-
-    /// [`task_xml`](Self::task_xml) as `schtasks` reads a file: UTF-16,
-    /// little-endian, with a byte order mark.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use std::time::UNIX_EPOCH;
-    /// # use isolates::schedule::OsWake;
-    /// let wake = OsWake::new("a", ["/a"]).unwrap();
-    /// assert_eq!(&wake.task_xml_utf16(UNIX_EPOCH)[..2], [0xFF, 0xFE]);
-    /// ```
-    pub fn task_xml_utf16(&self, at: SystemTime) -> Vec<u8> {
-        let mut bytes = vec![0xFF, 0xFE];
-        for unit in self.task_xml(at).encode_utf16() {
-            bytes.extend_from_slice(&unit.to_le_bytes());
-        }
-        bytes
-    }
-
     /// Sets the OS timer for `next` (the earliest due work, e.g.
     /// [`DueRun::next_due`](super::DueRun::next_due)), or removes it when
     /// `next` is `None`: nothing is due. A `next` already past sets it
@@ -513,91 +330,6 @@ impl OsWake {
                 )
             })?;
         Ok(below.iter().fold(PathBuf::from(home), |p, d| p.join(d)))
-    }
-
-    fn systemd_dir(&self) -> Result<PathBuf, WakeError> {
-        match (&self.dir, std::env::var_os("XDG_CONFIG_HOME")) {
-            (None, Some(config)) if Path::new(&config).is_absolute() => {
-                Ok(PathBuf::from(config).join("systemd").join("user"))
-            }
-            _ => self.home_dir(&[".config", "systemd", "user"]),
-        }
-    }
-
-    fn arm_systemd(&self, at: Option<SystemTime>) -> Result<(), WakeError> {
-        let dir = self.systemd_dir()?;
-        let units = self.systemd_units(at.unwrap_or(UNIX_EPOCH));
-        let (timer, service) = (dir.join(&units.timer_name), dir.join(&units.service_name));
-        let systemctl = |args: &[&str]| run("systemctl", &[&["--user"], args].concat());
-        let Some(_) = at else {
-            // Nothing due: stop and remove the timer, if there is one.
-            if !timer.exists() && !service.exists() {
-                return Ok(());
-            }
-            let stopped = systemctl(&["disable", "--now", &units.timer_name]);
-            remove(&timer)?;
-            remove(&service)?;
-            systemctl(&["daemon-reload"])?;
-            return stopped;
-        };
-        std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, &e))?;
-        write(&service, units.service.as_bytes())?;
-        write(&timer, units.timer.as_bytes())?;
-        if let Err(e) = systemctl(&["daemon-reload"]) {
-            remove(&timer)?;
-            remove(&service)?;
-            let detail = match e {
-                WakeError::Command { status, stderr, .. } => {
-                    let said = stderr.trim().lines().next().unwrap_or("").to_owned();
-                    if said.is_empty() { status } else { said }
-                }
-                other => other.to_string(),
-            };
-            return Err(WakeError::NoUserSystemd {
-                detail,
-                crontab: self.crontab_line(),
-            });
-        }
-        systemctl(&["enable", &units.timer_name])?;
-        // Restart, not start: a running timer would keep its old time.
-        systemctl(&["restart", &units.timer_name])
-    }
-
-    fn arm_launchd(&self, at: Option<SystemTime>, now: SystemTime) -> Result<(), WakeError> {
-        let dir = self.home_dir(&["Library", "LaunchAgents"])?;
-        let plist = dir.join(format!("{}.work.plist", self.app_id));
-        let path = plist.to_string_lossy().into_owned();
-        if plist.exists() {
-            // Not loaded (a first run after a reboot) is fine.
-            let _ = run("launchctl", &["unload", "-w", &path]);
-        }
-        let Some(at) = at else {
-            return remove(&plist);
-        };
-        std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, &e))?;
-        write(&plist, self.launchd_plist(at, now).as_bytes())?;
-        run("launchctl", &["load", "-w", &path])
-    }
-
-    fn arm_schtasks(&self, at: Option<SystemTime>) -> Result<(), WakeError> {
-        let name = format!("{}.work", self.app_id);
-        let Some(at) = at else {
-            // Absent already is fine.
-            let _ = run("schtasks", &["/Delete", "/TN", &name, "/F"]);
-            return Ok(());
-        };
-        let dir = match &self.dir {
-            Some(dir) => dir.clone(),
-            None => std::env::temp_dir(),
-        };
-        let file = dir.join(format!("{name}.xml"));
-        write(&file, &self.task_xml_utf16(at))?;
-        let path = file.to_string_lossy().into_owned();
-        let created = run("schtasks", &["/Create", "/TN", &name, "/XML", &path, "/F"]);
-        if self.dir.is_none() {
-            let _ = std::fs::remove_file(&file);
-        }
-        created
     }
 }
 
@@ -753,52 +485,6 @@ fn looks_absolute(program: &str) -> bool {
     drive || program.starts_with('/') || program.starts_with(r"\\")
 }
 
-/// One argument of a systemd `ExecStart=`: double-quoted, with `\` and `"`
-/// escaped, and `%` (specifiers) and `$` (variables) doubled.
-fn systemd_quote(arg: &str) -> String {
-    let mut out = String::with_capacity(arg.len() + 2);
-    out.push('"');
-    for c in arg.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '%' => out.push_str("%%"),
-            '$' => out.push_str("$$"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// One argument for `CommandLineToArgvW`: quoted when it holds a space, a
-/// tab or a quote (or is empty), backslashes before a quote doubled.
-fn windows_quote(arg: &str) -> String {
-    if !arg.is_empty() && !arg.contains([' ', '\t', '"']) {
-        return arg.to_owned();
-    }
-    let mut out = String::from("\"");
-    let mut backslashes = 0;
-    for c in arg.chars() {
-        match c {
-            '\\' => backslashes += 1,
-            '"' => {
-                out.extend(std::iter::repeat_n('\\', backslashes * 2 + 1));
-                out.push('"');
-                backslashes = 0;
-            }
-            c => {
-                out.extend(std::iter::repeat_n('\\', backslashes));
-                out.push(c);
-                backslashes = 0;
-            }
-        }
-    }
-    out.extend(std::iter::repeat_n('\\', backslashes * 2));
-    out.push('"');
-    out
-}
-
 /// One argument for a POSIX shell: single-quoted.
 fn sh_quote(arg: &str) -> String {
     format!("'{}'", arg.replace('\'', r"'\''"))
@@ -819,94 +505,12 @@ fn xml_escape(s: &str) -> String {
     out
 }
 
-/// A time in UTC, to the second.
-struct Utc {
-    secs: i64,
-}
-
-impl Utc {
-    /// `t` rounded up to the second (a timer must not fire early).
-    fn ceil(t: SystemTime) -> Self {
-        let secs = match t.duration_since(UNIX_EPOCH) {
-            Ok(d) => {
-                let whole = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-                whole.saturating_add(i64::from(d.subsec_nanos() > 0))
-            }
-            Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
-        };
-        Utc { secs }
-    }
-
-    /// Year, month, day, hour, minute, second.
-    fn parts(&self) -> (i64, u32, u32, u32, u32, u32) {
-        let days = self.secs.div_euclid(86_400);
-        let rem = self.secs.rem_euclid(86_400);
-        // civil_from_days (Hinnant): days since 1970-01-01 to y-m-d.
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + i64::from(month <= 2);
-        // All in range by construction: fit u32.
-        let small = |v: i64| u32::try_from(v).unwrap_or(0);
-        (
-            year,
-            small(month),
-            small(day),
-            small(rem / 3600),
-            small(rem % 3600 / 60),
-            small(rem % 60),
-        )
-    }
-
-    fn systemd(&self) -> String {
-        let (y, mo, d, h, mi, s) = self.parts();
-        format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}")
-    }
-
-    fn iso(&self) -> String {
-        let (y, mo, d, h, mi, s) = self.parts();
-        format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn calendar_dates_from_unix_time() {
-        let at = |s: u64| Utc::ceil(UNIX_EPOCH + Duration::from_secs(s)).systemd();
-        assert_eq!(at(0), "1970-01-01 00:00:00");
-        assert_eq!(at(951_782_400), "2000-02-29 00:00:00");
-        assert_eq!(at(1_735_689_599), "2024-12-31 23:59:59");
-        assert_eq!(at(4_102_444_800), "2100-01-01 00:00:00");
-        let early = UNIX_EPOCH + Duration::from_millis(1_735_689_599_001);
-        assert_eq!(Utc::ceil(early).iso(), "2025-01-01T00:00:00Z");
-        assert_eq!(
-            Utc::ceil(UNIX_EPOCH - Duration::from_secs(1)).iso(),
-            "1969-12-31T23:59:59Z"
-        );
-    }
-
-    #[test]
-    fn arguments_are_quoted_for_each_reader() {
-        assert_eq!(
-            systemd_quote(r#"a "b" 100% $HOME\"#),
-            r#""a \"b\" 100%% $$HOME\\""#
-        );
-        assert_eq!(windows_quote("plain"), "plain");
-        assert_eq!(windows_quote(""), "\"\"");
-        assert_eq!(windows_quote(r#"a b"#), r#""a b""#);
-        assert_eq!(windows_quote(r#"say "hi""#), r#""say \"hi\"""#);
-        assert_eq!(
-            windows_quote(r#"C:\dir with space\"#),
-            r#""C:\dir with space\\""#
-        );
+    fn arguments_are_quoted_for_a_shell_and_xml() {
         assert_eq!(sh_quote("it's"), r#"'it'\''s'"#);
         assert_eq!(xml_escape(r#"<a & 'b'>"#), "&lt;a &amp; &apos;b&apos;&gt;");
     }
