@@ -189,6 +189,69 @@ fn run_due_runs_what_is_due_and_leaves_the_rest() {
     );
 }
 
+#[derive(Debug)]
+struct Never;
+
+impl Constraint for Never {
+    fn holds(&self) -> bool {
+        false
+    }
+}
+
+#[test]
+fn run_due_follows_a_chain_and_does_not_wait_for_what_cannot_start() {
+    let dir = TempDir::new("chain");
+    let (store, log) = (dir.path("works.db"), dir.path("runs.log"));
+    let an_hour_ago = ManualClock::new(SystemTime::now() - HOUR);
+    let ids = {
+        let app = handlers(WorkManager::builder(WorkStore::open(&store).unwrap()), &log)
+            .clock(an_hour_ago)
+            .constraint("never", Never)
+            .handler_fn("elsewhere", |(): (), _: &WorkContext<'_>| {
+                WorkResult::Success(())
+            })
+            .build()
+            .unwrap();
+        // A chain whose second stage becomes due during the run; work on a
+        // constraint that does not hold; work for a handler the headless
+        // command does not register.
+        let chain = WorkChain::new(due("job").input(&1u64)).then(WorkRequest::once("job"));
+        let mut ids = app.enqueue(chain).wait().unwrap().ids().to_vec();
+        let waits = due("job").input(&1u64).constraint("never");
+        ids.extend_from_slice(app.enqueue(waits).wait().unwrap().ids());
+        ids.extend_from_slice(app.enqueue(due("elsewhere")).wait().unwrap().ids());
+        app.shutdown();
+        ids
+    };
+    let started = Instant::now();
+    let run = handlers(WorkManager::builder(WorkStore::open(&store).unwrap()), &log)
+        .constraint("never", Never)
+        .run_due(Duration::from_secs(60))
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "it did not wait for them"
+    );
+    assert!(run.drained, "{run:?}");
+    let ran: Vec<(WorkId, WorkState)> = run.ran.iter().map(|i| (i.id, i.state)).collect();
+    assert_eq!(
+        ran,
+        [
+            (ids[0], WorkState::Succeeded),
+            (ids[1], WorkState::Succeeded)
+        ],
+        "the chain ran through, its second stage on the first's output"
+    );
+    assert_eq!(run.ran[1].output::<u64>(), Some(Ok(1)));
+    // What could not start is still due: the OS timer comes back later.
+    assert!(run.next_due.unwrap() <= SystemTime::now());
+    let left = WorkStore::open(&store).unwrap().works().unwrap();
+    for id in &ids[2..] {
+        let info = left.iter().find(|i| i.id == *id).unwrap();
+        assert_eq!((info.state, info.run_attempts), (WorkState::Enqueued, 0));
+    }
+}
+
 #[test]
 fn a_run_past_the_budget_is_stopped_and_enqueued_again() {
     let dir = TempDir::new("budget");
