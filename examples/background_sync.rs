@@ -308,21 +308,26 @@ fn main() {
     let mut interval = Duration::from_secs(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--store" => store_path = args.next().expect("--store PATH").into(),
+            "--store" => {
+                store_path = args
+                    .next()
+                    .unwrap_or_else(|| die("--store takes a path"))
+                    .into()
+            }
             "--periods" => {
                 periods = args
                     .next()
                     .and_then(|n| n.parse().ok())
-                    .expect("--periods N")
+                    .unwrap_or_else(|| die("--periods takes a number"))
             }
             "--interval" => {
                 interval = args
                     .next()
                     .and_then(|n| n.parse().ok())
                     .map(Duration::from_secs)
-                    .expect("--interval SECONDS")
+                    .unwrap_or_else(|| die("--interval takes whole seconds"))
             }
-            "--url" => url = Some(args.next().expect("--url URL")),
+            "--url" => url = Some(args.next().unwrap_or_else(|| die("--url takes a URL"))),
             "--fresh" => fresh = true,
             "--short" => short = true,
             other => die(&format!(
@@ -382,7 +387,7 @@ fn main() {
     } else {
         builder.constraint("network", NetworkAvailable::default())
     };
-    let manager = builder.build().expect("the work manager starts");
+    let manager = builder.build().unwrap_or_else(|e| die(&e.to_string()));
 
     let existing = manager.infos(&WorkQuery::UniqueName("sync".into()));
     match existing.first() {
@@ -411,7 +416,7 @@ fn main() {
     let id = manager
         .enqueue_unique("sync", ExistingWork::Update, sync)
         .wait()
-        .expect("the sync is scheduled")
+        .unwrap_or_else(|e| die(&format!("the sync could not be scheduled: {e}")))
         .ids()[0];
     let start = manager.info(id).map_or(0, |w| w.periods);
     let target = start + periods;
