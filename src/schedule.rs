@@ -19,6 +19,14 @@
 //! - an embedded **store** ([`WorkStore`]: SQLite, WAL): after a crash or a
 //!   `kill -9`, pending, periodic and interrupted work resumes
 //!   (at least once), and succeeded work does not run again;
+//! - **alarms** at a wall-clock time ([`WorkRequest::at`]) with a policy
+//!   for alarms missed while nothing ran ([`MissedAlarm`]);
+//! - **headless runs** ([`WorkManagerBuilder::run_due`]) that run the due
+//!   work within a budget and exit, started by an **OS wake-up**
+//!   ([`OsWake`]: a systemd user timer, a LaunchAgent, a scheduled task)
+//!   that [`WorkManager::wake_with_os`] keeps set for the next due work;
+//! - a store **format that survives upgrades**: a schema version with
+//!   migrations, and each row's layout ([`WorkStore::open`]);
 //! - an injectable [`Clock`], so tests of delays, periods and backoff run
 //!   at once ([`ManualClock`]).
 //!
@@ -66,20 +74,24 @@ mod clock;
 mod constraint;
 mod core;
 mod handler;
+mod headless;
 mod pace;
 mod request;
 mod store;
+mod wake;
 
 pub use clock::{Clock, ClockWaker, ManualClock, SystemClock};
 pub use constraint::{
     BatteryNotLow, Constraint, NetworkAvailable, OnAcPower, StorageNotLow, SystemIdle,
 };
 pub use handler::{Handler, WorkContext, WorkResult};
+pub use headless::DueRun;
 pub use request::{
-    Backoff, Enqueued, ExistingWork, InputMerger, WorkChain, WorkId, WorkInfo, WorkQuery,
-    WorkRequest, WorkState,
+    Backoff, Enqueued, ExistingWork, InputMerger, MissedAlarm, WorkChain, WorkId, WorkInfo,
+    WorkQuery, WorkRequest, WorkState,
 };
 pub use store::{StoreError, UnreadableWork, WorkStore};
+pub use wake::{OsWake, SystemdUnits, WakeError};
 
 use self::core::{Core, Event, Settings, StoreErrorSlot};
 use self::handler::{ErasedHandler, FnHandler, Registry, Runner};
@@ -176,6 +188,7 @@ pub(crate) struct Spec {
     pub(crate) backoff: Backoff,
     pub(crate) time_limit: Option<Duration>,
     pub(crate) input_merger: InputMerger,
+    pub(crate) alarm: Option<request::Alarm>,
 }
 
 /// The answer to a request, once the scheduler has made it durable: poll
@@ -435,6 +448,8 @@ pub struct WorkManagerBuilder {
     data_limit: usize,
     constraint_poll: Duration,
     keep_finished: Duration,
+    /// Set by a headless run ([`WorkManagerBuilder::run_due`]).
+    log: Option<Arc<core::RunLog>>,
 }
 
 impl fmt::Debug for WorkManagerBuilder {
@@ -711,6 +726,7 @@ impl WorkManagerBuilder {
             stop_grace: self.stop_grace,
             constraint_poll: self.constraint_poll,
             keep_finished: self.keep_finished,
+            log: self.log.clone(),
         };
         let core = Core::new(
             self.store,
@@ -745,6 +761,7 @@ impl WorkManagerBuilder {
                 data_limit: self.data_limit,
                 key,
                 thread: Mutex::new(Some(thread)),
+                wakers: Mutex::default(),
             }),
         })
     }
@@ -781,6 +798,9 @@ struct Shared {
     data_limit: usize,
     key: u64,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Threads keeping OS wake-ups set ([`WorkManager::wake_with_os`]):
+    /// they end with the scheduler, after their last update.
+    wakers: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Shared {
@@ -801,6 +821,12 @@ impl Shared {
             && thread.thread().id() != std::thread::current().id()
         {
             let _ = thread.join();
+            // The scheduler is gone, and with it the wake threads' watches:
+            // they make their last update and end.
+            let wakers = std::mem::take(&mut *self.wakers.lock());
+            for waker in wakers {
+                let _ = waker.join();
+            }
         }
     }
 }
@@ -873,6 +899,7 @@ impl WorkManager {
             data_limit: 64 << 10,
             constraint_poll: Duration::from_secs(1),
             keep_finished: Duration::from_secs(24 * 3600),
+            log: None,
         }
     }
 
@@ -995,6 +1022,27 @@ impl WorkManager {
                         Some((clock::dur_ms(interval), clock::dur_ms(flex)))
                     }
                 };
+                let alarm = match (req.at, req.missed) {
+                    (None, None) => None,
+                    (None, Some(_)) => {
+                        return Err(WorkError::Invalid(
+                            "if_missed applies to alarms only: make the request with \
+                             WorkRequest::at"
+                                .to_owned(),
+                        ));
+                    }
+                    (Some(_), _) if !req.initial_delay.is_zero() => {
+                        return Err(WorkError::Invalid(
+                            "an alarm runs at its time and takes no initial delay: add the \
+                             delay to the time given to WorkRequest::at"
+                                .to_owned(),
+                        ));
+                    }
+                    (Some(at), missed) => Some(request::Alarm {
+                        at: clock::to_ms_ceil(at),
+                        missed: missed.unwrap_or_default(),
+                    }),
+                };
                 specs.push(Spec {
                     tags: with_implicit_tag(&req.handler, req.tags),
                     handler: req.handler,
@@ -1005,6 +1053,7 @@ impl WorkManager {
                     backoff: req.backoff,
                     time_limit: req.time_limit,
                     input_merger: req.input_merger,
+                    alarm,
                 });
             }
             stages.push(specs);

@@ -636,6 +636,87 @@ fn store_commit(quick: bool, per_tx: u64) -> Measure {
     }
 }
 
+/// The hidden flag of the child that opens a store for `store_open_1m`.
+const OPEN_STORE_FLAG: &str = "--open-store-child";
+
+/// In a fresh process (its memory is the store's alone): opens the store
+/// at `path` and starts a work manager on it, and prints the seconds that
+/// took and how much the resident set grew, in KiB.
+fn open_store_child(path: &str) -> ! {
+    use isolates::schedule::{WorkQuery, WorkStore};
+    let before = rss_kib();
+    let start = Instant::now();
+    let manager = schedule_load::noop_manager(WorkStore::open(path).expect("store"), 1);
+    // Answered after the first turn: the manager is up and has its works.
+    let mut barrier = manager.cancel(WorkQuery::Tag("no such tag".into()));
+    barrier
+        .wait_timeout(Duration::from_secs(600))
+        .expect("manager answers")
+        .expect("cancel");
+    let took = start.elapsed();
+    let grew = rss_kib() - before;
+    println!("{} {grew}", took.as_secs_f64());
+    manager.shutdown();
+    std::process::exit(0);
+}
+
+/// Opening a store of many delayed works: the time until the manager is
+/// up, and the memory it takes, against reading every row with SQLite.
+fn store_open_1m(quick: bool) -> Measure {
+    use isolates::schedule::WorkStore;
+    let n: u64 = if quick { 100_000 } else { 1_000_000 };
+    let path = schedule_load::temp_store_path("harness-open");
+    {
+        let manager = schedule_load::noop_manager(WorkStore::open(&path).expect("store"), 1);
+        schedule_load::commit_works(&manager, n, 10_000);
+        manager.shutdown();
+    }
+    let base = {
+        let start = Instant::now();
+        let conn = rusqlite::Connection::open(&path).expect("sqlite opens");
+        let mut stmt = conn
+            .prepare("SELECT id, record FROM works")
+            .expect("select");
+        let mut rows = stmt.query([]).expect("rows");
+        let mut bytes = 0usize;
+        while let Some(row) = rows.next().expect("row") {
+            let record: Vec<u8> = row.get(1).expect("blob");
+            bytes += black_box(record).len();
+        }
+        black_box(bytes);
+        start.elapsed().as_secs_f64()
+    };
+    let out = std::process::Command::new(std::env::current_exe().expect("exe"))
+        .arg(OPEN_STORE_FLAG)
+        .arg(&path)
+        .output()
+        .expect("child runs");
+    schedule_load::remove_store(&path);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut parts = text
+        .split_whitespace()
+        .map(|p| p.parse::<f64>().unwrap_or(f64::NAN));
+    let (secs, grew_kib) = (
+        parts.next().unwrap_or(f64::NAN),
+        parts.next().unwrap_or(f64::NAN),
+    );
+    Measure {
+        name: "store_open_1m",
+        value: secs,
+        unit: "s",
+        baseline: "every row SELECTed from SQLite directly",
+        baseline_value: base,
+        ratio: secs / base,
+        goal: Some("<= 2 s for 1,000,000 works, RSS not O(works)"),
+        note: Some(format!(
+            "{n} delayed works (1,000,000 in the full run); the manager's process grew {:.0} MiB, \
+             {:.0} bytes a work",
+            grew_kib / 1024.0,
+            grew_kib * 1024.0 / n as f64
+        )),
+    }
+}
+
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -659,6 +740,7 @@ fn main() {
     match args.first().map(String::as_str) {
         Some(sys::BUSY_FLAG) => sys::busy_loop(),
         Some(idle::CHILD_FLAG) => idle::child(&args[1..]),
+        Some(OPEN_STORE_FLAG) => open_store_child(args.get(1).map_or("", String::as_str)),
         #[cfg(target_os = "linux")]
         Some(process::RAW_CHILD_FLAG) => process::raw_child(&args[1..]),
         #[cfg(feature = "nats")]
@@ -694,6 +776,7 @@ fn main() {
         "schedule_overhead",
         "store_commit",
         "store_commit_batch",
+        "store_open_1m",
         "idle_cpu",
     ];
     // Process isolates are Linux only.
@@ -753,6 +836,7 @@ fn main() {
             "schedule_overhead" => schedule_overhead(quick),
             "store_commit" => store_commit(quick, 1),
             "store_commit_batch" => store_commit(quick, 1000),
+            "store_open_1m" => store_open_1m(quick),
             "idle_isolate_rss" => idle_isolate_rss(quick),
             "idle_cpu" => idle::idle_cpu(quick),
             #[cfg(target_os = "linux")]

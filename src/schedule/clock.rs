@@ -159,6 +159,17 @@ pub(crate) fn to_ms(t: SystemTime) -> i64 {
     }
 }
 
+/// [`to_ms`], rounded up: a time that must not come early (an alarm) is
+/// stored at the first millisecond not before it.
+pub(crate) fn to_ms_ceil(t: SystemTime) -> i64 {
+    let ms = to_ms(t);
+    if from_ms(ms) < t {
+        ms.saturating_add(1)
+    } else {
+        ms
+    }
+}
+
 /// The time `ms` milliseconds after the Unix epoch.
 pub(crate) fn from_ms(ms: i64) -> SystemTime {
     if ms >= 0 {

@@ -15,7 +15,9 @@ use parking_lot::{Mutex, RwLock};
 use super::clock::{Clock, dur_ms, from_ms};
 use super::constraint::Constraint;
 use super::handler::{Registry, RunOutput, RunRequest, Runner};
-use super::request::{Enqueued, ExistingWork, InputMerger, WorkId, WorkInfo, WorkQuery, WorkState};
+use super::request::{
+    Alarm, Enqueued, ExistingWork, InputMerger, MissedAlarm, WorkId, WorkInfo, WorkQuery, WorkState,
+};
 use super::store::{Record, WorkStore};
 use super::{Spec, WorkError};
 use crate::codec::{Bincode, Codec};
@@ -79,7 +81,18 @@ pub(crate) enum Event {
         task: u64,
     },
     Tick,
+    /// Answered once nothing runs and no work can start now: what a
+    /// headless run waits for.
+    WhenIdle(oneshot::Sender<()>),
     Shutdown,
+}
+
+/// What a headless run learns from the scheduler: the works it started,
+/// and those its stop interrupted.
+#[derive(Default)]
+pub(crate) struct RunLog {
+    pub(crate) started: Mutex<Vec<u64>>,
+    pub(crate) interrupted: Mutex<Vec<u64>>,
 }
 
 /// Settings the scheduler needs.
@@ -93,6 +106,8 @@ pub(crate) struct Settings {
     pub(crate) stop_grace: Duration,
     pub(crate) constraint_poll: Duration,
     pub(crate) keep_finished: Duration,
+    /// Set for a headless run.
+    pub(crate) log: Option<Arc<RunLog>>,
 }
 
 /// A [`WorkWatch`](super::WorkWatch)'s end.
@@ -169,6 +184,8 @@ pub(crate) struct Core {
     cascade: Vec<(u64, i64)>,
     /// Whether a cascade is being worked through.
     cascading: bool,
+    /// Waiting for the scheduler to be idle ([`Event::WhenIdle`]).
+    idle_waiters: Vec<oneshot::Sender<()>>,
 }
 
 impl Core {
@@ -212,6 +229,7 @@ impl Core {
             recheck: false,
             cascade: Vec::new(),
             cascading: false,
+            idle_waiters: Vec::new(),
         };
         let now = core.now();
         for mut rec in records {
@@ -349,6 +367,13 @@ impl Core {
             let next = (next, waiting || watching);
             self.prune(now);
             let flushed = self.flush();
+            if flushed && self.running.is_empty() && self.stopping.is_empty() {
+                // Nothing runs, and dispatch started whatever could start:
+                // the work still due waits on a constraint or a handler.
+                for waiter in self.idle_waiters.drain(..) {
+                    waiter.send(());
+                }
+            }
             wait = self.next_wait(now, next, flushed);
         }
     }
@@ -391,6 +416,7 @@ impl Core {
                 }
             }
             Event::Tick => self.recheck = true,
+            Event::WhenIdle(waiter) => self.idle_waiters.push(waiter),
             Event::Shutdown => self.stopping_down = true,
         }
     }
@@ -573,16 +599,21 @@ impl Core {
             r.input_merger = spec.input_merger;
             r.initial_delay = spec.initial_delay;
             r.periodic = spec.periodic;
+            r.alarm = spec.alarm;
             if r.state == WorkState::Enqueued && r.retries == 0 {
                 r.next_run_at = match r.periodic {
                     // Keeps its timing: same period, new window.
                     Some((interval, flex)) => {
                         r.period_start.saturating_add(interval.saturating_sub(flex))
                     }
-                    None => r
-                        .enqueued_at
-                        .saturating_add(r.initial_delay)
-                        .max(now.min(r.next_run_at)),
+                    None => match r.alarm {
+                        // An alarm moves to its new time.
+                        Some(alarm) => alarm.at.max(now),
+                        None => r
+                            .enqueued_at
+                            .saturating_add(r.initial_delay)
+                            .max(now.min(r.next_run_at)),
+                    },
                 };
             }
         });
@@ -648,7 +679,7 @@ impl Core {
                 }
                 r.state = WorkState::Enqueued;
                 r.enqueued_at = now;
-                r.next_run_at = now.saturating_add(r.initial_delay);
+                r.next_run_at = first_run(r.alarm.as_ref(), r.initial_delay, now);
             });
         }
     }
@@ -824,6 +855,7 @@ impl Core {
         let mut waiting_constraint = false;
         let mut verdicts: HashMap<String, bool> = HashMap::new();
         let mut start = Vec::new();
+        let mut missed = Vec::new();
         let mut next = None;
         // A run told to stop keeps its worker until it returns or its
         // worker is abandoned.
@@ -844,6 +876,15 @@ impl Core {
                 continue;
             }
             let rec = &self.records[&id];
+            if let Some(Alarm {
+                missed: MissedAlarm::SkipAfter(window),
+                ..
+            }) = rec.alarm
+                && now.saturating_sub(at) > dur_ms(window)
+            {
+                missed.push((id, at, window));
+                continue;
+            }
             if !self.registry.handlers.contains_key(&rec.handler) {
                 if self.warned.insert(format!("h:{}", rec.handler)) {
                     tracing::warn!(target: "isolates", work = %WorkId(id), handler = %rec.handler,
@@ -882,6 +923,14 @@ impl Core {
             }
             start.push(id);
         }
+        for (id, at, window) in missed {
+            let late = Duration::from_millis(now.saturating_sub(at).unsigned_abs());
+            let why = format!(
+                "the alarm missed its time by {late:?}, more than its window of {window:?} \
+                 (MissedAlarm::SkipAfter): skipped"
+            );
+            self.cancel_one(id, &why);
+        }
         for id in start {
             self.start(id);
         }
@@ -901,6 +950,9 @@ impl Core {
             input: rec.input.clone().unwrap_or_default(),
             attempt: rec.attempts,
         };
+        if let Some(log) = &self.settings.log {
+            log.started.lock().push(id);
+        }
         let handle = self.pool.submit_task(Task::new(request).timeout(limit));
         let task = handle.id();
         let started = self.now();
@@ -1265,6 +1317,9 @@ impl Core {
     /// get up to the stop grace to return.
     fn shut_down(&mut self, events: &cb::Receiver<Event>) {
         let running: Vec<u64> = self.running.keys().copied().collect();
+        if let Some(log) = &self.settings.log {
+            log.interrupted.lock().extend(&running);
+        }
         for id in running {
             self.halt(id);
             self.update(id, |r| r.state = WorkState::Enqueued);
@@ -1334,7 +1389,7 @@ fn new_record(
     prerequisites: Vec<u64>,
     now: i64,
 ) -> Record {
-    let start = now.saturating_add(spec.initial_delay);
+    let start = first_run(spec.alarm.as_ref(), spec.initial_delay, now);
     let next_run_at = match spec.periodic {
         Some((interval, flex)) => start.saturating_add(interval.saturating_sub(flex)),
         None => start,
@@ -1368,6 +1423,16 @@ fn new_record(
         failure: None,
         retire: false,
         input_merger: spec.input_merger,
+        alarm: spec.alarm,
+    }
+}
+
+/// When a work that becomes enqueued at `now` first runs: an alarm at its
+/// time (at once if that passed), other work after its initial delay.
+fn first_run(alarm: Option<&Alarm>, initial_delay: i64, now: i64) -> i64 {
+    match alarm {
+        Some(alarm) => alarm.at.max(now),
+        None => now.saturating_add(initial_delay),
     }
 }
 

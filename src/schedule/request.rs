@@ -250,6 +250,63 @@ pub enum InputMerger {
     ArrayCreating,
 }
 
+/// What an alarm ([`WorkRequest::at`]) does when its time passed while no
+/// manager ran (the machine was off or asleep, the app closed and no OS
+/// wake-up started a headless run), as Android's exact alarms are
+/// delivered late on wake or dropped.
+///
+/// An alarm is late when it starts after its time: the manager was down,
+/// or every worker was busy, or a constraint did not hold. Several missed
+/// alarms never run in a burst per alarm: each is one work, run once or
+/// skipped.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use isolates::schedule::*;
+///
+/// let clock = ManualClock::default();
+/// let manager = WorkManager::builder(WorkStore::in_memory().unwrap())
+///     .clock(clock.clone())
+///     .handler_fn("ring", |text: String, _: &WorkContext<'_>| WorkResult::Success(text))
+///     .build()
+///     .unwrap();
+/// let nine = clock.now() + Duration::from_secs(3600);
+/// let wake_up = WorkRequest::at("ring", nine).input("wake up");
+/// let standup = WorkRequest::at("ring", nine)
+///     .input("stand-up")
+///     .if_missed(MissedAlarm::SkipAfter(Duration::from_secs(300)));
+/// let wake_up = manager.enqueue(wake_up).wait().unwrap().ids()[0];
+/// let standup = manager.enqueue(standup).wait().unwrap().ids()[0];
+///
+/// clock.advance(Duration::from_secs(2 * 3600)); // asleep past nine
+/// let rang = manager.wait_finished(wake_up, Duration::from_secs(10)).unwrap();
+/// assert_eq!(rang.state, WorkState::Succeeded); // runs once, late
+/// let skipped = manager.wait_finished(standup, Duration::from_secs(10)).unwrap();
+/// assert_eq!(skipped.state, WorkState::Cancelled); // an hour late: skipped
+/// assert!(skipped.failure.unwrap().contains("missed"));
+/// # manager.shutdown();
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum MissedAlarm {
+    /// Run once, however late, as soon as a manager (the app or a
+    /// headless run) is up: the default.
+    #[default]
+    RunOnce,
+    /// Skip it (it is cancelled, its failure saying it was missed, and its
+    /// dependents are cancelled) if it would start later than this after
+    /// its time; run it otherwise.
+    SkipAfter(Duration),
+}
+
+/// An alarm as stored: its time (ms) and what to do when it is missed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Alarm {
+    pub(crate) at: i64,
+    pub(crate) missed: MissedAlarm,
+}
+
 /// One piece of work to schedule: a handler's name, its input, when and
 /// under which conditions to run it.
 ///
@@ -282,6 +339,9 @@ pub struct WorkRequest {
     pub(crate) backoff: Backoff,
     pub(crate) time_limit: Option<Duration>,
     pub(crate) input_merger: InputMerger,
+    /// An alarm's time and missed policy ([`WorkRequest::at`]).
+    pub(crate) at: Option<SystemTime>,
+    pub(crate) missed: Option<MissedAlarm>,
 }
 
 impl WorkRequest {
@@ -296,6 +356,8 @@ impl WorkRequest {
             backoff: Backoff::default(),
             time_limit: None,
             input_merger: InputMerger::default(),
+            at: None,
+            missed: None,
         }
     }
 
@@ -306,6 +368,37 @@ impl WorkRequest {
     /// See [`WorkRequest`].
     pub fn once(handler: &str) -> Self {
         Self::new(handler, None)
+    }
+
+    /// An alarm: one-off work that runs at the wall-clock time `time`
+    /// (at once if that has passed when it is enqueued; in a chain, at
+    /// `time` or once its prerequisites succeed, whichever is later). The
+    /// time is stored as such: it means the same after a restart, and an
+    /// alarm missed while no manager ran is run once or skipped as
+    /// [`if_missed`](Self::if_missed) says (default: run once). For a
+    /// program that is closed at that time, see
+    /// [`OsWake`](super::OsWake). An alarm takes no
+    /// [`initial_delay`](Self::initial_delay).
+    ///
+    /// # Examples
+    ///
+    /// See [`MissedAlarm`].
+    pub fn at(handler: &str, time: SystemTime) -> Self {
+        let mut request = Self::new(handler, None);
+        request.at = Some(time);
+        request
+    }
+
+    /// What an alarm does when its time passed while no manager ran (see
+    /// [`MissedAlarm`]). Only alarms ([`at`](Self::at)) take it: other
+    /// work is refused with [`WorkError::Invalid`](super::WorkError::Invalid).
+    ///
+    /// # Examples
+    ///
+    /// See [`MissedAlarm`].
+    pub fn if_missed(mut self, policy: MissedAlarm) -> Self {
+        self.missed = Some(policy);
+        self
     }
 
     /// Work that runs once per `interval` until cancelled. The interval must

@@ -9,16 +9,21 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use super::clock::from_ms;
-use super::request::{Backoff, InputMerger, WorkId, WorkInfo, WorkQuery, WorkState};
+use super::request::{Alarm, Backoff, InputMerger, WorkId, WorkInfo, WorkQuery, WorkState};
 use crate::codec::{Bincode, Codec};
 
 mod check;
+mod layout;
 mod lock;
+mod migrate;
+
+use layout::{LAYOUT, decode_row};
 
 /// `PRAGMA application_id` of our stores: "ISOW".
 const APPLICATION_ID: i32 = 0x4953_4F57;
-/// The schema version this build reads and writes.
-const SCHEMA_VERSION: i32 = 1;
+/// The schema version this build reads and writes; older stores are
+/// brought to it by [`migrate`] when opened.
+const SCHEMA_VERSION: i32 = migrate::LATEST;
 
 /// What went wrong with a work store.
 ///
@@ -59,6 +64,19 @@ pub enum StoreError {
         version: i32,
         /// The newest this build reads.
         supported: i32,
+    },
+    /// The store is of an older schema and bringing it to this build's
+    /// failed; it was left at its version, as it was (migrations run in
+    /// one transaction).
+    Migration {
+        /// The file.
+        path: PathBuf,
+        /// The store's schema version.
+        from: i32,
+        /// The version this build needs.
+        to: i32,
+        /// What failed.
+        detail: String,
     },
     /// SQLite's integrity check found damage. Nothing was written to it.
     Corrupt {
@@ -106,6 +124,18 @@ impl fmt::Display for StoreError {
                 f,
                 "{} was written by a newer isolates (schema {version}, this build reads up to \
                  {supported}); upgrade, or pick another path",
+                path.display()
+            ),
+            Self::Migration {
+                path,
+                from,
+                to,
+                detail,
+            } => write!(
+                f,
+                "the work store {} could not be upgraded from schema {from} to {to} ({detail}); \
+                 it was left as it was: free disk space or fix its permissions and open it again, \
+                 or open it with the older build that wrote it",
                 path.display()
             ),
             Self::Corrupt { path, detail } => write!(
@@ -165,91 +195,25 @@ pub(crate) struct Record {
     /// It enqueued its own replacement during a run: cancelled when the
     /// run ends (or at the next start, if the run was interrupted).
     pub(crate) retire: bool,
-    /// How its input is made from its prerequisites' outputs. Added after
-    /// the first layout: rows written before it read as [`RecordV1`].
+    /// How its input is made from its prerequisites' outputs. Added in
+    /// layout 2.
     pub(crate) input_merger: InputMerger,
+    /// Its time and missed policy, if it is an alarm. Added in layout 3.
+    pub(crate) alarm: Option<Alarm>,
 }
 
-/// A row as the first layout wrote it: a [`Record`] without its input
-/// merger (the overwriting one, the only behaviour then).
-#[derive(Deserialize)]
-struct RecordV1 {
-    id: u64,
-    handler: String,
-    state: WorkState,
-    input: Option<Vec<u8>>,
-    output: Option<Vec<u8>>,
-    progress: Option<Vec<u8>>,
-    tags: Vec<String>,
-    unique: Option<String>,
-    periodic: Option<(i64, i64)>,
-    period_start: i64,
-    initial_delay: i64,
-    enqueued_at: i64,
-    backoff: Backoff,
-    constraints: Vec<String>,
-    time_limit: Option<Duration>,
-    attempts: u32,
-    retries: u32,
-    periods: u64,
-    next_run_at: i64,
-    finished_at: Option<i64>,
-    prerequisites: Vec<u64>,
-    failure: Option<String>,
-    retire: bool,
-}
-
-impl From<RecordV1> for Record {
-    fn from(r: RecordV1) -> Self {
-        Record {
-            id: r.id,
-            handler: r.handler,
-            state: r.state,
-            input: r.input,
-            output: r.output,
-            progress: r.progress,
-            tags: r.tags,
-            unique: r.unique,
-            periodic: r.periodic,
-            period_start: r.period_start,
-            initial_delay: r.initial_delay,
-            enqueued_at: r.enqueued_at,
-            backoff: r.backoff,
-            constraints: r.constraints,
-            time_limit: r.time_limit,
-            attempts: r.attempts,
-            retries: r.retries,
-            periods: r.periods,
-            next_run_at: r.next_run_at,
-            finished_at: r.finished_at,
-            prerequisites: r.prerequisites,
-            failure: r.failure,
-            retire: r.retire,
-            input_merger: InputMerger::Overwriting,
+/// What loading does with one stored row's bytes (for `crate::fuzz`): read
+/// in each layout, and as an unnumbered row; checked; shown.
+pub(crate) fn fuzz_row(bytes: &[u8]) {
+    let mut records: Vec<Record> = (1..=LAYOUT)
+        .filter_map(|layout| decode_row(Some(layout), bytes).ok())
+        .collect();
+    records.extend(layout::guess(bytes).ok().map(|(record, _)| record));
+    for record in records {
+        if record.problem().is_none() {
+            let _ = record.info();
         }
     }
-}
-
-/// Decodes a row in the current layout, or in the first one. The layouts
-/// cannot be mistaken for each other: the current one has a field more at
-/// the end, and a decode must use every byte.
-/// What loading does with one stored row's bytes (for `crate::fuzz`).
-pub(crate) fn fuzz_row(bytes: &[u8]) {
-    if let Ok(record) = decode_record(bytes)
-        && record.problem().is_none()
-    {
-        let _ = record.info();
-    }
-}
-
-fn decode_record(bytes: &[u8]) -> Result<Record, crate::error::CodecError> {
-    let codec = Bincode::new();
-    codec.decode::<Record>(bytes).or_else(|e| {
-        codec
-            .decode::<RecordV1>(bytes)
-            .map(Record::from)
-            .map_err(|_| e)
-    })
 }
 
 impl Record {
@@ -343,10 +307,17 @@ impl WorkStore {
     /// manager shut down). The lock is a file beside the store,
     /// `<path>-lock`, removed when the store closes.
     ///
+    /// A store written by an earlier version of this crate is upgraded to
+    /// this version's schema in place, in one transaction, and its works
+    /// keep their meaning (each row is read in the layout it was written
+    /// in; `tests/schedule_upgrade.rs` checks a store of the first
+    /// schema). Earlier versions then refuse it with
+    /// [`StoreError::TooNew`]: keep a copy to downgrade.
+    ///
     /// # Errors
     ///
     /// [`StoreError::NotADatabase`], [`StoreError::Foreign`],
-    /// [`StoreError::TooNew`], [`StoreError::Corrupt`],
+    /// [`StoreError::TooNew`], [`StoreError::Migration`], [`StoreError::Corrupt`],
     /// [`StoreError::Locked`] or [`StoreError::Io`].
     ///
     /// # Examples
@@ -372,13 +343,72 @@ impl WorkStore {
         let held = lock::StoreLock::acquire(&path)?;
         let conn = Connection::open(&path).map_err(io)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(io)?;
-        let store = WorkStore {
+        let mut store = WorkStore {
             conn,
             path: Some(path),
             _lock: Some(held),
         };
         store.check_and_init()?;
         Ok(store)
+    }
+
+    /// Opens the store at `path` as [`open`](Self::open) does, waiting up
+    /// to `timeout` while another opener holds it: an app that starts
+    /// while a headless run ([`WorkManagerBuilder::run_due`]) holds its
+    /// store waits for that run to end (its budget plus its stop grace).
+    ///
+    /// [`WorkManagerBuilder::run_due`]: super::WorkManagerBuilder::run_due
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open); [`StoreError::Locked`] if the store is
+    /// still held when `timeout` passes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use isolates::schedule::{StoreError, WorkStore};
+    ///
+    /// let path = std::env::temp_dir().join(format!("isolates-doc-wait-{}.db", std::process::id()));
+    /// # let _ = std::fs::remove_file(&path);
+    /// let held = WorkStore::open(&path).unwrap();
+    /// let other = std::thread::spawn({
+    ///     let path = path.clone();
+    ///     move || WorkStore::open_timeout(&path, Duration::from_secs(30))
+    /// });
+    /// drop(held); // the headless run ends
+    /// assert!(other.join().unwrap().is_ok());
+    /// # #[cfg(target_os = "linux")]
+    /// # {
+    /// let held = WorkStore::open(&path).unwrap();
+    /// let err = WorkStore::open_timeout(&path, Duration::from_millis(20)).unwrap_err();
+    /// assert!(matches!(err, StoreError::Locked { .. }));
+    /// # }
+    /// # std::fs::remove_file(&path).unwrap();
+    /// ```
+    pub fn open_timeout(path: impl AsRef<Path>, timeout: Duration) -> Result<Self, StoreError> {
+        let deadline = crate::time::deadline_after(timeout);
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match Self::open(path.as_ref()) {
+                Err(StoreError::Locked { path }) => {
+                    let left = match deadline {
+                        Some(d) => d.saturating_duration_since(std::time::Instant::now()),
+                        None => Duration::MAX,
+                    };
+                    if left.is_zero() {
+                        return Err(StoreError::Locked { path });
+                    }
+                    // The holder gives no signal when it closes: look again
+                    // after growing pauses (a lock held for seconds costs a
+                    // few dozen looks).
+                    std::thread::sleep(pause.min(left));
+                    pause = (pause * 2).min(super::headless::OPEN_RETRY_MAX);
+                }
+                other => return other,
+            }
+        }
     }
 
     /// A store in memory: nothing survives the manager.
@@ -395,7 +425,7 @@ impl WorkStore {
     /// ```
     pub fn in_memory() -> Result<Self, StoreError> {
         let conn = Connection::open_in_memory().map_err(io)?;
-        let store = WorkStore {
+        let mut store = WorkStore {
             conn,
             path: None,
             _lock: None,
@@ -411,8 +441,8 @@ impl WorkStore {
     }
 
     /// Refuses what is not ours before writing anything; sets up a new
-    /// store.
-    fn check_and_init(&self) -> Result<(), StoreError> {
+    /// store, or brings an older one to this build's schema.
+    fn check_and_init(&mut self) -> Result<(), StoreError> {
         let path = self.shown_path();
         let not_db = |e: rusqlite::Error| match e.sqlite_error_code() {
             Some(ErrorCode::NotADatabase) => StoreError::NotADatabase { path: path.clone() },
@@ -444,7 +474,9 @@ impl WorkStore {
                     "BEGIN;
                      -- AUTOINCREMENT: sqlite_sequence keeps the highest id ever
                      -- stored, so ids of deleted (pruned) works are not reused.
-                     CREATE TABLE works (id INTEGER PRIMARY KEY AUTOINCREMENT, record BLOB NOT NULL);
+                     -- layout: the row layout `record` was written in (see layout.rs).
+                     CREATE TABLE works (id INTEGER PRIMARY KEY AUTOINCREMENT, record BLOB NOT NULL,
+                                         layout INTEGER);
                      PRAGMA application_id = {APPLICATION_ID};
                      PRAGMA user_version = {SCHEMA_VERSION};
                      COMMIT;"
@@ -477,6 +509,7 @@ impl WorkStore {
                     .pragma_update(None, "journal_mode", "WAL")
                     .map_err(io)?;
             }
+            migrate::run(&mut self.conn, version, &path)?;
         }
         // WAL with NORMAL sync: a commit survives the process being
         // killed; only a power cut can lose the last commits.
@@ -520,18 +553,25 @@ impl WorkStore {
     pub(crate) fn load(&self) -> Result<(Vec<Record>, Vec<UnreadableWork>), StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT id, record FROM works ORDER BY id")
+            .prepare("SELECT id, layout, record FROM works ORDER BY id")
             .map_err(io)?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1))))
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Option<i64>>(1),
+                    r.get::<_, Vec<u8>>(2),
+                ))
+            })
             .map_err(io)?;
         let (mut good, mut bad) = (Vec::new(), Vec::new());
         for row in rows {
-            let (id, bytes) = row.map_err(io)?;
-            let bytes = match bytes {
-                Ok(bytes) => bytes,
-                // Not a blob (written by something else): report, keep.
-                Err(e) => {
+            let (id, layout, bytes) = row.map_err(io)?;
+            let (layout, bytes) = match (layout, bytes) {
+                (Ok(layout), Ok(bytes)) => (layout, bytes),
+                // Not a blob or a number (written by something else):
+                // report, keep.
+                (Err(e), _) | (_, Err(e)) => {
                     bad.push(UnreadableWork {
                         id: WorkId(id.unsigned_abs()),
                         reason: e.to_string(),
@@ -539,7 +579,7 @@ impl WorkStore {
                     continue;
                 }
             };
-            match decode_record(&bytes) {
+            match decode_row(layout, &bytes) {
                 Ok(rec) if i64::try_from(rec.id).ok() == Some(id) => match rec.problem() {
                     None => good.push(rec),
                     Some(reason) => bad.push(UnreadableWork {
@@ -551,9 +591,9 @@ impl WorkStore {
                     id: WorkId(id.unsigned_abs()),
                     reason: format!("the row holds work {} instead", rec.id),
                 }),
-                Err(e) => bad.push(UnreadableWork {
+                Err(reason) => bad.push(UnreadableWork {
                     id: WorkId(id.unsigned_abs()),
-                    reason: e.to_string(),
+                    reason,
                 }),
             }
         }
@@ -610,7 +650,9 @@ impl WorkStore {
         let tx = self.conn.transaction().map_err(io)?;
         {
             let mut put = tx
-                .prepare_cached("INSERT OR REPLACE INTO works (id, record) VALUES (?1, ?2)")
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO works (id, record, layout) VALUES (?1, ?2, ?3)",
+                )
                 .map_err(io)?;
             let mut bytes = Vec::new();
             for rec in puts {
@@ -619,7 +661,7 @@ impl WorkStore {
                     StoreError::Io(format!("work {} could not be encoded: {e}", rec.id))
                 })?;
                 let id = i64::try_from(rec.id).map_err(|_| StoreError::Io("id overflow".into()))?;
-                put.execute(params![id, bytes]).map_err(io)?;
+                put.execute(params![id, bytes, LAYOUT]).map_err(io)?;
             }
             let mut del = tx
                 .prepare_cached("DELETE FROM works WHERE id = ?1")
@@ -695,22 +737,46 @@ mod tests {
         };
         let mut bytes = Vec::new();
         Bincode::new().encode(&old, &mut bytes).unwrap();
-        let rec = decode_record(&bytes).expect("a first-layout row reads");
+        let rec = decode_row(Some(1), &bytes).expect("a first-layout row reads");
+        // A schema-1 row has no layout number: it is told by reading.
+        assert_eq!(layout::guess(&bytes).map(|(_, n)| n), Ok(1));
+        assert!(decode_row(Some(2), &bytes).is_err());
         assert_eq!((rec.id, rec.handler.as_str()), (7, "sum"));
         assert_eq!(rec.prerequisites, [3, 4]);
         assert!(rec.retire);
         assert_eq!(rec.input_merger, InputMerger::Overwriting);
 
-        // And a row of the current layout reads as itself.
+        // A row of layout 2 (what schema 1 wrote last) is a row of layout
+        // 3 without its last field; an alarm of `None` is one byte.
         let mut rec = rec;
         rec.input_merger = InputMerger::ArrayCreating;
         let mut bytes = Vec::new();
         Bincode::new().encode(&rec, &mut bytes).unwrap();
-        let back = decode_record(&bytes).unwrap();
+        assert_eq!(bytes.pop(), Some(0));
+        let back = decode_row(Some(2), &bytes).unwrap();
+        assert_eq!(layout::guess(&bytes).map(|(_, n)| n), Ok(2));
         assert_eq!(back.input_merger, InputMerger::ArrayCreating);
+        assert_eq!(back.alarm, None);
         assert!(back.retire);
 
+        // And a row of the current layout reads as itself, not as a
+        // schema-1 row.
+        rec.alarm = Some(Alarm {
+            at: 42,
+            missed: crate::schedule::MissedAlarm::SkipAfter(Duration::from_secs(9)),
+        });
+        let mut bytes = Vec::new();
+        Bincode::new().encode(&rec, &mut bytes).unwrap();
+        let back = decode_row(Some(LAYOUT), &bytes).unwrap();
+        assert_eq!(back.alarm, rec.alarm);
+        assert_eq!(back.input_merger, InputMerger::ArrayCreating);
+        assert!(layout::guess(&bytes).is_err());
+
         // Garbage is still an error, the current layout's.
-        assert!(decode_record(&bytes[..bytes.len() - 3]).is_err());
+        assert!(decode_row(Some(LAYOUT), &bytes[..bytes.len() - 3]).is_err());
+        assert!(decode_row(None, &bytes[..bytes.len() - 3]).is_err());
+        // A layout from a later build is not guessed at.
+        let err = decode_row(Some(LAYOUT + 1), &bytes).unwrap_err();
+        assert!(err.contains("does not know"), "{err}");
     }
 }
