@@ -669,6 +669,8 @@ fn names_and_debug_show_no_payload() {
         debug.contains("worker-7") && !debug.contains("SECRET"),
         "{debug}"
     );
+    // The error was fatal: once it has exited, a cast is refused.
+    assert!(named.join(T).is_some());
     let cast_err = named.cast(Cmd::Echo(0xDEAD)).unwrap_err();
     assert!(!format!("{cast_err:?}").contains("57005"), "{cast_err:?}");
     assert!(
