@@ -443,12 +443,21 @@ fn cancel_and_deadline_cross_the_wire() {
     ));
     // Behind it on the wire: the worker has one thread.
     let waiting = pool.submit(Job::Square(77));
+    // Delivered to the worker (it takes two tasks at once), queued behind
+    // the running one.
     assert!(wait_until(
-        || stream_messages(&server, "cancel") >= 1 || serving.stats().received >= 2,
+        || serving.stats().received >= 2,
         Duration::from_secs(30)
     ));
     let ran_before = RAN[CANCEL].load(Ordering::SeqCst);
     assert!(waiting.cancel());
+    // Each handle's cancel goes out from its own slot: the waiting task's
+    // must reach the worker before the running one ends, or the worker,
+    // free again, would start it.
+    assert!(wait_until(
+        || serving.stats().cancels >= 1,
+        Duration::from_secs(30)
+    ));
     assert!(running.cancel());
     assert_eq!(running.wait(), Err(TaskError::Cancelled));
     assert!(

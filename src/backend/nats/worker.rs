@@ -59,6 +59,8 @@ pub struct ServeStats {
     pub garbage: u64,
     /// Results no client took (it had gone): the task was dropped.
     pub orphaned: u64,
+    /// Cancel notices heard (for tasks here or not).
+    pub cancels: u64,
 }
 
 #[derive(Default)]
@@ -71,6 +73,7 @@ struct Counters {
     skipped: AtomicU64,
     garbage: AtomicU64,
     orphaned: AtomicU64,
+    cancels: AtomicU64,
 }
 
 /// One task for a worker thread.
@@ -109,6 +112,7 @@ impl Served {
             skipped: c.skipped.load(Ordering::Relaxed),
             garbage: c.garbage.load(Ordering::Relaxed),
             orphaned: c.orphaned.load(Ordering::Relaxed),
+            cancels: c.cancels.load(Ordering::Relaxed),
         }
     }
 
@@ -221,7 +225,11 @@ pub(crate) fn start<W: Worker, C: Codec>(
         ended_cv: Condvar::new(),
     });
     let running = Arc::new(Mutex::new(Running::default()));
-    bridge.spawn(listen_cancels(cancels, Arc::clone(&running)));
+    bridge.spawn(listen_cancels(
+        cancels,
+        Arc::clone(&running),
+        Arc::clone(&counters),
+    ));
     let pull = Pull {
         client,
         names,
@@ -352,12 +360,17 @@ fn work<W: Worker, C: Codec>(
 /// A job the worker skipped: acknowledged, nothing sent.
 const SKIPPED: u8 = u8::MAX;
 
-async fn listen_cancels(mut cancels: async_nats::Subscriber, running: Arc<Mutex<Running>>) {
+async fn listen_cancels(
+    mut cancels: async_nats::Subscriber,
+    running: Arc<Mutex<Running>>,
+    counters: Arc<Counters>,
+) {
     while let Some(message) = cancels.next().await {
         let Some(key) = frame::parse_cancel(&message.payload) else {
             continue;
         };
         let mut running = running.lock();
+        counters.cancels.fetch_add(1, Ordering::Relaxed);
         if let Some(cell) = running.cells.get(&key) {
             cell.cancel.store(true, Ordering::Release);
         }
