@@ -45,3 +45,14 @@ pub fn frames(bytes: &[u8]) {
 pub fn stored_row(bytes: &[u8]) {
     crate::schedule::fuzz_row(bytes);
 }
+
+/// The frames of a pool over NATS, as a worker (a task, a cancel) or a
+/// client (a result, a progress value) reads them off the broker.
+#[cfg(feature = "nats")]
+pub fn nats_frames(bytes: &[u8]) {
+    use crate::backend::nats::frame;
+    let _ = frame::parse_task(bytes);
+    let _ = frame::parse_result(bytes);
+    let _ = frame::parse_progress(bytes);
+    let _ = frame::parse_cancel(bytes);
+}

@@ -54,6 +54,12 @@ proptest! {
     fn stored_row_target_holds_its_budget(bytes in vec(any::<u8>(), 0..4096)) {
         within("stored_row", ROW_BUDGET, &bytes, isolates::fuzz::stored_row)?;
     }
+
+    #[cfg(feature = "nats")]
+    #[test]
+    fn nats_frames_target_holds_its_budget(bytes in vec(any::<u8>(), 0..4096)) {
+        within("nats_frames", FRAME_BUDGET, &bytes, isolates::fuzz::nats_frames)?;
+    }
 }
 
 /// A fuzz target: its name, its entry point, its heap budget.
@@ -63,13 +69,17 @@ type Target = (&'static str, fn(&[u8]), usize);
 #[test]
 fn the_committed_corpus_goes_through() {
     let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
-    let targets: [Target; 3] = [
+    let targets: [Target; 4] = [
         ("codec", isolates::fuzz::codec, CODEC_BUDGET),
         #[cfg(target_os = "linux")]
         ("frames", isolates::fuzz::frames, FRAME_BUDGET),
         #[cfg(not(target_os = "linux"))]
         ("frames", |_| {}, FRAME_BUDGET),
         ("stored_row", isolates::fuzz::stored_row, ROW_BUDGET),
+        #[cfg(feature = "nats")]
+        ("nats_frames", isolates::fuzz::nats_frames, FRAME_BUDGET),
+        #[cfg(not(feature = "nats"))]
+        ("nats_frames", |_| {}, FRAME_BUDGET),
     ];
     let mut seen = 0;
     for (name, target, budget) in targets {
