@@ -799,7 +799,7 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
             }
             Some(options) => Some(remote::WorkerSpec::<W> {
                 options: options.clone(),
-                wire: Arc::new(remote::CodecWire(self.codec.clone())),
+                wire: Arc::new(crate::backend::CodecWire(self.codec.clone())),
                 key: crate::process::worker_key::<W, C>(),
                 test_entry: crate::process::lookup_worker::<W, C>()?,
             }),

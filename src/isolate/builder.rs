@@ -333,7 +333,7 @@ impl<C: Codec> IsolateBuilder<C> {
                 let test_entry = crate::process::lookup::<I, C>()?;
                 Some(super::remote::ProcessSpec::<I> {
                     options: options.clone(),
-                    wire: Arc::new(super::remote::CodecWire(self.codec.clone())),
+                    wire: Arc::new(crate::backend::CodecWire(self.codec.clone())),
                     key: crate::process::key::<I, C>(),
                     test_entry,
                 })

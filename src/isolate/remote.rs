@@ -5,13 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
 use std::os::unix::net::UnixStream;
 
 use super::shared::{Control, Item, Shared};
 use super::{Context, Crash, ExitReason, Isolate, IsolateBuilder};
+use crate::backend::CodecWire;
 use crate::backend::process::child::split_start;
 use crate::backend::process::frame::{self, Kind};
 use crate::backend::process::parent::{Broken, ChildProcess};
@@ -40,18 +38,6 @@ pub(super) trait ChildWire<I: Isolate>: Send + Sync {
     fn encode_message(&self, msg: &I::Message) -> Result<Vec<u8>, CodecError>;
     fn decode_reply(&self, bytes: &[u8]) -> Result<I::Reply, CodecError>;
     fn decode_error(&self, bytes: &[u8]) -> Result<I::Error, CodecError>;
-}
-
-pub(super) struct CodecWire<C>(pub(super) C);
-
-impl<C: Codec> CodecWire<C> {
-    fn encode<T: Serialize>(&self, value: &T, what: &str) -> Result<Vec<u8>, CodecError> {
-        encode(&self.0, value, what).map_err(CodecError::Encode)
-    }
-
-    fn decode<T: DeserializeOwned>(&self, bytes: &[u8], what: &str) -> Result<T, CodecError> {
-        decode(&self.0, bytes, what).map_err(CodecError::Malformed)
-    }
 }
 
 impl<C: Codec, I: Isolate> ChildWire<I> for CodecWire<C> {

@@ -7,11 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use super::task::{CodecSet, ErrorKind, Outcome, TaskCell};
 use super::{TaskContext, Worker};
+use crate::backend::CodecWire;
 use crate::backend::process::child::split_start;
 use crate::backend::process::frame::{self, Kind};
 use crate::backend::process::parent::{Broken, ChildProcess, KillSwitch};
@@ -40,18 +39,6 @@ pub(super) trait WorkerWire<W: Worker>: Send + Sync {
     fn decode_output(&self, bytes: &[u8]) -> Result<W::Output, CodecError>;
     fn decode_progress(&self, bytes: &[u8]) -> Result<W::Progress, CodecError>;
     fn decode_error(&self, bytes: &[u8]) -> Result<W::Error, CodecError>;
-}
-
-pub(super) struct CodecWire<C>(pub(super) C);
-
-impl<C: Codec> CodecWire<C> {
-    fn encode<T: Serialize>(&self, value: &T, what: &str) -> Result<Vec<u8>, CodecError> {
-        encode(&self.0, value, what).map_err(CodecError::Encode)
-    }
-
-    fn decode<T: DeserializeOwned>(&self, bytes: &[u8], what: &str) -> Result<T, CodecError> {
-        decode(&self.0, bytes, what).map_err(CodecError::Malformed)
-    }
 }
 
 impl<C: Codec, W: Worker> WorkerWire<W> for CodecWire<C> {

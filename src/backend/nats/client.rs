@@ -14,6 +14,7 @@ use parking_lot::Mutex;
 
 use super::bridge::Bridge;
 use super::{Link, Names, frame};
+use crate::backend::CodecWire;
 use crate::codec::Codec;
 use crate::error::{CodecError, RemoteError};
 use crate::pool::Worker;
@@ -59,20 +60,18 @@ pub(crate) trait Wire<W: Worker>: Send + Sync {
     fn decode_error(&self, bytes: &[u8]) -> Result<W::Error, CodecError>;
 }
 
-struct CodecWire<C>(C);
-
 impl<C: Codec, W: Worker> Wire<W> for CodecWire<C> {
     fn encode_input(&self, input: &W::Input) -> Result<Vec<u8>, CodecError> {
-        super::encode(&self.0, input, "input").map_err(CodecError::Encode)
+        self.encode(input, "input")
     }
     fn decode_output(&self, bytes: &[u8]) -> Result<W::Output, CodecError> {
-        super::decode(&self.0, bytes, "output").map_err(CodecError::Malformed)
+        self.decode(bytes, "output")
     }
     fn decode_progress(&self, bytes: &[u8]) -> Result<W::Progress, CodecError> {
-        super::decode(&self.0, bytes, "progress").map_err(CodecError::Malformed)
+        self.decode(bytes, "progress")
     }
     fn decode_error(&self, bytes: &[u8]) -> Result<W::Error, CodecError> {
-        super::decode(&self.0, bytes, "error").map_err(CodecError::Malformed)
+        self.decode(bytes, "error")
     }
 }
 

@@ -148,39 +148,7 @@ pub(crate) mod frame {
     }
 }
 
-/// Encodes with a user codec; a panicking `Serialize` is an error.
-pub(crate) fn encode<T: serde::Serialize, C: crate::codec::Codec>(
-    codec: &C,
-    value: &T,
-    what: &str,
-) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    match crate::unwind::catch(|| codec.encode(value, &mut out)) {
-        Ok(Ok(())) => Ok(out),
-        Ok(Err(e)) => Err(format!("the {what} could not be encoded: {e}")),
-        Err(caught) => Err(format!(
-            "the {what}'s Serialize panicked: {}",
-            caught.message
-        )),
-    }
-}
-
-/// Decodes with a user codec, under its limit; a panicking `Deserialize`
-/// is an error.
-pub(crate) fn decode<T: serde::de::DeserializeOwned, C: crate::codec::Codec>(
-    codec: &C,
-    bytes: &[u8],
-    what: &str,
-) -> Result<T, String> {
-    match crate::unwind::catch(|| codec.decode::<T>(bytes)) {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(format!("the {what} could not be decoded: {e}")),
-        Err(caught) => Err(format!(
-            "the {what}'s Deserialize panicked: {}",
-            caught.message
-        )),
-    }
-}
+pub(crate) use super::{decode, encode};
 
 /// Whether the connection is up, and since when it is down.
 #[derive(Debug, Default)]

@@ -13,6 +13,8 @@ use std::sync::Arc;
 use crate::codec::{Bincode, Codec};
 use crate::isolate::ExitReason;
 
+pub(crate) use super::{decode, encode};
+
 pub(crate) mod child;
 pub(crate) mod frame;
 pub(crate) mod parent;
@@ -44,41 +46,6 @@ pub(crate) fn encode_reason(reason: &ExitReason) -> Vec<u8> {
         );
     }
     out
-}
-
-/// Encodes a value for the channel with a user codec; a panicking
-/// `Serialize` is an error, not an unwinding child.
-pub(crate) fn encode<T: serde::Serialize, C: Codec>(
-    codec: &C,
-    value: &T,
-    what: &str,
-) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    match crate::unwind::catch(|| codec.encode(value, &mut out)) {
-        Ok(Ok(())) => Ok(out),
-        Ok(Err(e)) => Err(format!("the {what} could not be encoded: {e}")),
-        Err(caught) => Err(format!(
-            "the {what}'s Serialize panicked: {}",
-            caught.message
-        )),
-    }
-}
-
-/// Decodes a value from the channel with a user codec (under its limit);
-/// a panicking `Deserialize` is an error.
-pub(crate) fn decode<T: serde::de::DeserializeOwned, C: Codec>(
-    codec: &C,
-    bytes: &[u8],
-    what: &str,
-) -> Result<T, String> {
-    match crate::unwind::catch(|| codec.decode::<T>(bytes)) {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(format!("the {what} could not be decoded: {e}")),
-        Err(caught) => Err(format!(
-            "the {what}'s Deserialize panicked: {}",
-            caught.message
-        )),
-    }
 }
 
 pub(crate) fn decode_reason(bytes: &[u8]) -> Option<ExitReason> {
