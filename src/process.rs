@@ -159,6 +159,16 @@ impl Default for ProcessOptions {
 }
 
 impl ProcessOptions {
+    /// What a child's spawn needs of these options.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn launch(&self) -> crate::backend::process::parent::Launch<'_> {
+        crate::backend::process::parent::Launch {
+            program: self.program.as_ref(),
+            max_memory: self.max_memory,
+            kill_grace: self.kill_grace,
+        }
+    }
+
     /// No memory limit, an immediate SIGKILL, 30 s to start, 5 s to stop.
     ///
     /// # Examples
@@ -423,7 +433,7 @@ where
     };
     #[cfg(target_os = "linux")]
     {
-        crate::backend::process::run_fn(options, test_entry, key, arg)
+        run_in_child(options, test_entry, key, arg)
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -666,4 +676,94 @@ impl Registry {
             });
         }
     }
+}
+
+/// The parent's side of [`process::run`](crate::process::run): on a `run`
+/// thread, start a child for the function, send the argument, wait for the
+/// result.
+#[cfg(target_os = "linux")]
+fn run_in_child<A, R>(
+    options: ProcessOptions,
+    test_entry: Option<String>,
+    key: u64,
+    arg: A,
+) -> crate::Pending<R, crate::RunError>
+where
+    A: serde::Serialize + Send + 'static,
+    R: serde::de::DeserializeOwned + Send + 'static,
+{
+    use crate::RunError;
+    use crate::backend::process::{decode, decode_reason, encode, encode_reason, frame, parent};
+    use crate::codec::envelope::Envelope;
+    use crate::isolate::ExitReason;
+    use crate::pending::{Pending, Reply};
+    let (tx, rx) = crate::oneshot::oneshot();
+    let job = Box::new(move || {
+        let codec = Bincode::new();
+        let reply = (|| {
+            let arg = encode(&codec, &arg, "argument")
+                .map_err(|e| Reply::BadMessage(crate::CodecError::Encode(e)))?;
+            let mut child = parent::ChildProcess::spawn(
+                &options.launch(),
+                test_entry.as_deref(),
+                codec.limit(),
+                Box::new(|_| {}),
+            )
+            .map_err(|crash| Reply::Dead(ExitReason::Crashed(crash)))?;
+            child.send(
+                frame::Kind::Start,
+                &[&key.to_le_bytes(), &0u32.to_le_bytes(), &arg],
+            );
+            let answer = child.read(None);
+            let reply = match answer {
+                Ok((frame::Kind::Value, body)) => match decode::<R, _>(&codec, &body, "result") {
+                    Ok(value) => Reply::Value(Envelope::Moved(value).erase()),
+                    Err(e) => Reply::Unencodable(crate::CodecError::Malformed(e)),
+                },
+                Ok((frame::Kind::Panicked, body)) => {
+                    Reply::Panicked(String::from_utf8_lossy(&body).into_owned())
+                }
+                Ok((frame::Kind::BadMessage, body)) => Reply::BadMessage(
+                    crate::CodecError::Malformed(String::from_utf8_lossy(&body).into_owned()),
+                ),
+                Ok((frame::Kind::Unencodable, body)) => Reply::Unencodable(
+                    crate::CodecError::Encode(String::from_utf8_lossy(&body).into_owned()),
+                ),
+                Ok((frame::Kind::Exited, body)) => Reply::Dead(decode_reason(&body).unwrap_or(
+                    ExitReason::Failed("the child could not run the function".into()),
+                )),
+                Ok((kind, _)) => Reply::Dead(ExitReason::Crashed(crate::Crash::Protocol(format!(
+                    "a {kind:?} frame in answer to a run"
+                )))),
+                Err(parent::Broken::Gone(crash)) => Reply::Dead(ExitReason::Crashed(crash)),
+                Err(parent::Broken::Timeout) => Reply::Dead(ExitReason::Crashed(
+                    crate::Crash::Protocol("no answer from the child".into()),
+                )),
+            };
+            // The child exits after answering: reaped here.
+            child.stop(&encode_reason(&ExitReason::Normal), options.stop_timeout);
+            Ok(reply)
+        })()
+        .unwrap_or_else(|reply| reply);
+        tx.send(reply);
+    });
+    if let Err(e) = crate::run::submit(job) {
+        return Pending::ready(Err(RunError::Spawn(e)));
+    }
+    Pending::waiting(rx, move |reply| match reply {
+        Some(Reply::Value(envelope)) => match envelope.typed::<R>("result") {
+            Ok(Envelope::Moved(value)) => Ok(value),
+            Ok(Envelope::Encoded(_)) => Err(RunError::Codec(crate::CodecError::Malformed(
+                "an encoded result where a value was expected".into(),
+            ))),
+            Err(e) => Err(RunError::Codec(e)),
+        },
+        Some(Reply::Panicked(message)) => Err(RunError::Panicked(message)),
+        Some(Reply::BadMessage(e) | Reply::Unencodable(e)) => Err(RunError::Codec(e)),
+        Some(Reply::Dead(ExitReason::Crashed(crash))) => Err(RunError::Crashed(crash)),
+        Some(Reply::Dead(reason)) => Err(RunError::NotRegistered(reason.to_string())),
+        Some(Reply::Failed(_)) | None => Err(RunError::Panicked(
+            "the run thread ended without a result".into(),
+        )),
+    })
 }

@@ -109,7 +109,7 @@ impl<I: Isolate> RemoteBody<I> {
             }
         });
         let child = ChildProcess::spawn(
-            &spec.options,
+            &spec.options.launch(),
             spec.test_entry.as_deref(),
             spec.wire.limit(),
             on_exit,

@@ -80,7 +80,7 @@ impl<W: Worker> ChildWorker<W> {
             .encode_args(args)
             .map_err(|e| format!("start arguments could not be encoded: {e}"))?;
         let mut child = ChildProcess::spawn(
-            &spec.options,
+            &spec.options.launch(),
             spec.test_entry.as_deref(),
             spec.wire.limit(),
             Box::new(|_| {}),

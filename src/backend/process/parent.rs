@@ -21,7 +21,6 @@ use rustix::process::{Pid, Signal};
 use super::frame::{self, Kind, ReadError};
 use super::{ENV_CHILD, ENV_MAX_MEMORY};
 use crate::isolate::Crash;
-use crate::process::ProcessOptions;
 
 /// Called from the reaper thread when the child has exited: its owner
 /// wakes up even while idle.
@@ -89,18 +88,29 @@ pub(crate) struct ChildProcess {
     dead: Option<Crash>,
 }
 
+/// How to start a child: what of
+/// [`ProcessOptions`](crate::process::ProcessOptions) the spawn needs.
+pub(crate) struct Launch<'a> {
+    /// The program and its arguments; this executable when `None`.
+    pub(crate) program: Option<&'a (std::path::PathBuf, Vec<std::ffi::OsString>)>,
+    /// The child's address-space limit in bytes.
+    pub(crate) max_memory: Option<u64>,
+    /// How long a kill waits after SIGTERM before SIGKILL.
+    pub(crate) kill_grace: std::time::Duration,
+}
+
 impl ChildProcess {
     /// Starts the child: this executable again (with `test_entry`'s
     /// arguments in a test binary) or the options' program.
     pub(crate) fn spawn(
-        options: &ProcessOptions,
+        options: &Launch<'_>,
         test_entry: Option<&str>,
         limit: usize,
         on_exit: OnExit,
     ) -> Result<ChildProcess, Crash> {
         let (ours, theirs) = UnixStream::pair()
             .map_err(|e| Crash::Spawn(format!("no socket pair for the child: {e}")))?;
-        let mut command = match &options.program {
+        let mut command = match options.program {
             Some((program, args)) => {
                 let mut command = Command::new(program);
                 command.args(args);
