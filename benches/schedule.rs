@@ -6,7 +6,7 @@
 //!   transaction and 1,000 per transaction, vs rows of the same size
 //!   written to SQLite directly in the same mode (WAL, synchronous NORMAL).
 //!
-//! Run: `cargo bench --bench schedule`. Figures are in BENCHMARKS.md.
+//! Run: `cargo bench --features schedule --bench schedule`. Figures are in BENCHMARKS.md.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use isolates::schedule::WorkStore;

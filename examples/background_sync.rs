@@ -14,10 +14,10 @@
 //! is the server's last.
 //!
 //! ```text
-//! cargo run --release --example background_sync            # first run: schedules
-//! cargo run --release --example background_sync            # second run: resumes
-//! cargo run --release --example background_sync -- --short # CI: loopback feed, checked
-//! cargo run --release --example background_sync -- --url https://blog.rust-lang.org/feed.xml --periods 2 --interval 60
+//! cargo run --release --features bundled-sqlite --example background_sync            # first run: schedules
+//! cargo run --release --features bundled-sqlite --example background_sync            # second run: resumes
+//! cargo run --release --features bundled-sqlite --example background_sync -- --short # CI: loopback feed, checked
+//! cargo run --release --features bundled-sqlite --example background_sync -- --url https://blog.rust-lang.org/feed.xml --periods 2 --interval 60
 //! ```
 
 use std::io::{BufRead, BufReader, Write};

@@ -6,12 +6,12 @@
 //! one.
 //!
 //! ```text
-//! cargo run --example reminders -- add +25m "take the bread out"
-//! cargo run --example reminders -- add @1798761600 "happy new year" --skip-after 3600
-//! cargo run --example reminders -- list
-//! cargo run --example reminders -- run            # what the OS timer starts
-//! cargo run --example reminders -- add +1h "stretch" --wake   # and set the OS timer
-//! cargo run --example reminders -- --short        # CI: add, exit, ring from a later run
+//! cargo run --features bundled-sqlite --example reminders -- add +25m "take the bread out"
+//! cargo run --features bundled-sqlite --example reminders -- add @1798761600 "happy new year" --skip-after 3600
+//! cargo run --features bundled-sqlite --example reminders -- list
+//! cargo run --features bundled-sqlite --example reminders -- run            # what the OS timer starts
+//! cargo run --features bundled-sqlite --example reminders -- add +1h "stretch" --wake   # and set the OS timer
+//! cargo run --features bundled-sqlite --example reminders -- --short        # CI: add, exit, ring from a later run
 //! ```
 //!
 //! `--wake` keeps a systemd user timer (Linux), a LaunchAgent (macOS) or a

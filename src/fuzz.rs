@@ -42,6 +42,7 @@ pub fn frames(bytes: &[u8]) {
 
 /// A row of the work manager's store, as loading reads it: decoded (either
 /// layout), checked, and turned into what a caller sees.
+#[cfg(feature = "schedule")]
 pub fn stored_row(bytes: &[u8]) {
     crate::schedule::fuzz_row(bytes);
 }

@@ -1,5 +1,10 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+// The README (these docs) links the work manager's items; without the
+// `schedule` feature those links have no target. CI builds the docs with
+// every feature, where a broken link is an error.
+#![cfg_attr(not(feature = "schedule"), allow(rustdoc::broken_intra_doc_links))]
 
 mod backend;
 pub mod codec;
@@ -13,8 +18,11 @@ pub mod pool;
 pub mod port;
 pub mod process;
 #[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
 pub mod remote;
 mod run;
+#[cfg(feature = "schedule")]
+#[cfg_attr(docsrs, doc(cfg(feature = "schedule")))]
 pub mod schedule;
 mod spin;
 pub mod supervisor;

@@ -1226,6 +1226,7 @@ impl<W: Worker> Pool<W> {
 
     /// Abandons the worker running task `task_id` (as
     /// [`kill_worker`](Self::kill_worker)); whether one ran it.
+    #[cfg(feature = "schedule")] // used by the work manager only
     pub(crate) fn kill_task(&self, task_id: u64) -> bool {
         self.kill_slot(
             |slot| slot.alive && slot.running.as_ref().is_some_and(|r| r.cell.id == task_id),

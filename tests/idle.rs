@@ -440,7 +440,7 @@ fn idle_objects_make_no_wake_ups_and_waiters_park() {
 }
 
 /// Not a check: prints what an idle rayon-mode pool costs over 3 s (run
-/// with `cargo test --test idle -- --ignored --nocapture`).
+/// with `cargo test --features schedule --test idle -- --ignored --nocapture`).
 #[test]
 #[ignore = "a measurement, not a check"]
 fn report_an_idle_rayon_pool_over_3_s() {

@@ -1,6 +1,5 @@
 //! Pools over NATS JetStream: worker processes on the same loopback server
 //! as the client, a server of the test's own (see `common/nats_server.rs`).
-#![cfg(feature = "nats")]
 
 mod common;
 

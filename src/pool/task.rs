@@ -136,6 +136,7 @@ impl TaskCell {
 
     /// Whether a worker may still be executing the task's code (true from
     /// its start until its `run` returns, even after the handle resolved).
+    #[cfg(feature = "schedule")] // used by the work manager only
     pub(crate) fn executing(&self) -> bool {
         self.execution.load(Ordering::Acquire) == EXECUTING
     }

@@ -8,9 +8,9 @@
 //! `--busy-loop`) and kills them afterwards.
 //!
 //! ```text
-//! cargo run --release --bin isolates-bench              # full run
-//! cargo run --release --bin isolates-bench -- --quick   # under ~2 minutes on 2 cores
-//! cargo run --release --bin isolates-bench -- --json results.json
+//! cargo run --release -p isolates-bench                # full run
+//! cargo run --release -p isolates-bench -- --quick     # under ~2 minutes on 2 cores
+//! cargo run --release -p isolates-bench -- --json results.json
 //! ```
 
 use std::hint::black_box;
@@ -22,25 +22,19 @@ use isolates::pool::{Pool, join_all};
 use isolates::{Bincode, Codec, Isolate, Transfer, port, run};
 use serde::{Deserialize, Serialize};
 
-#[path = "isolates-bench/idle.rs"]
 mod idle;
-#[path = "isolates-bench/messaging.rs"]
 mod messaging;
 #[cfg(feature = "nats")]
-#[path = "isolates-bench/nats.rs"]
 mod nats;
 #[cfg(feature = "nats")]
 #[allow(unreachable_pub)] // shared with the tests
 #[path = "../../tests/common/nats_server.rs"]
 mod nats_server;
 #[cfg(target_os = "linux")]
-#[path = "isolates-bench/process.rs"]
 mod process;
 #[path = "../../benches/support/schedule_load.rs"]
 mod schedule_load;
-#[path = "isolates-bench/sys.rs"]
 mod sys;
-#[path = "isolates-bench/ui.rs"]
 mod ui;
 #[path = "../../benches/support/ui_call.rs"]
 mod ui_call;
