@@ -14,12 +14,13 @@ use parking_lot::{Mutex, RwLock};
 
 use super::clock::{Clock, dur_ms, from_ms};
 use super::constraint::Constraint;
+use super::error::WorkError;
 use super::handler::{Registry, RunOutput, RunRequest, Runner};
+use super::request::Spec;
 use super::request::{
     Alarm, Enqueued, ExistingWork, InputMerger, MissedAlarm, WorkId, WorkInfo, WorkQuery, WorkState,
 };
 use super::store::{Record, WorkStore};
-use super::{Spec, WorkError};
 use crate::codec::{Bincode, Codec};
 use crate::error::TaskError;
 use crate::oneshot;
