@@ -64,6 +64,7 @@ mod clock;
 mod constraint;
 mod core;
 mod error;
+mod event;
 mod handler;
 mod headless;
 mod manager;

@@ -14,7 +14,8 @@ use super::clock::{Clock, SystemClock};
 use super::constraint::{
     BatteryNotLow, Constraint, NetworkAvailable, OnAcPower, StorageNotLow, SystemIdle,
 };
-use super::core::{self, Core, Event, Settings, StoreErrorSlot};
+use super::core::{self, Core, Settings, StoreErrorSlot};
+use super::event::Event;
 use super::error::WorkError;
 use super::handler::{
     self, ErasedHandler, FnHandler, Handler, Registry, Runner, WorkContext, WorkResult,

@@ -14,6 +14,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::clock::{Clock, dur_ms, from_ms};
 use super::constraint::Constraint;
+use super::event::Event;
 use super::error::WorkError;
 use super::handler::{Registry, RunOutput, RunRequest, Runner};
 use super::request::Spec;
@@ -48,45 +49,6 @@ const CONSTRAINTS_LOST: &str = "its constraints stopped holding during the run; 
 
 /// A reply sent once the change it reports is in the store.
 type Reply = Box<dyn FnOnce() + Send>;
-
-/// What reaches the scheduler thread.
-pub(crate) enum Event {
-    Enqueue {
-        stages: Vec<Vec<Spec>>,
-        unique: Option<(String, ExistingWork)>,
-        caller: Option<u64>,
-        reply: oneshot::Sender<Result<Enqueued, WorkError>>,
-    },
-    Cancel {
-        query: WorkQuery,
-        reply: oneshot::Sender<Result<usize, WorkError>>,
-    },
-    Watch {
-        query: WorkQuery,
-        to: cb::Sender<WorkInfo>,
-        /// Dead once the watch is dropped.
-        alive: Weak<()>,
-    },
-    Done {
-        work: u64,
-        task: u64,
-    },
-    Progress {
-        work: u64,
-        task: u64,
-        bytes: Vec<u8>,
-    },
-    /// The handler of a run told to stop returned.
-    Returned {
-        work: u64,
-        task: u64,
-    },
-    Tick,
-    /// Answered once nothing runs and no work can start now: what a
-    /// headless run waits for.
-    WhenIdle(oneshot::Sender<()>),
-    Shutdown,
-}
 
 /// What a headless run learns from the scheduler: the works it started,
 /// and those its stop interrupted.

@@ -15,7 +15,8 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::core::{Event, RunLog};
+use super::core::RunLog;
+use super::event::Event;
 use super::request::{WorkId, WorkInfo, WorkQuery, WorkState};
 #[cfg(doc)]
 use super::{StoreError, WorkStore};

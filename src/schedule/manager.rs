@@ -10,7 +10,8 @@ use crossbeam_channel as cb;
 use parking_lot::{Mutex, RwLock};
 
 use super::clock;
-use super::core::{Event, StoreErrorSlot};
+use super::core::StoreErrorSlot;
+use super::event::Event;
 use super::error::WorkError;
 use super::handler;
 use super::operation::Operation;
