@@ -143,6 +143,3 @@ impl WorkManagerBuilder {
         })
     }
 }
-
-/// How long [`WorkStore::open_timeout`] sleeps between tries at most.
-pub(super) const OPEN_RETRY_MAX: Duration = Duration::from_millis(50);
