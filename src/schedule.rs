@@ -69,9 +69,13 @@ mod handler;
 mod headless;
 mod manager;
 mod operation;
+mod outbox;
 mod pace;
 mod request;
+mod runs;
 mod store;
+mod table;
+mod unique;
 mod wake;
 mod watch;
 

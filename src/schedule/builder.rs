@@ -14,13 +14,14 @@ use super::clock::{Clock, SystemClock};
 use super::constraint::{
     BatteryNotLow, Constraint, NetworkAvailable, OnAcPower, StorageNotLow, SystemIdle,
 };
-use super::core::{self, Core, Settings, StoreErrorSlot};
-use super::event::Event;
+use super::core::{self, Core, Settings};
 use super::error::WorkError;
+use super::event::Event;
 use super::handler::{
     self, ErasedHandler, FnHandler, Handler, Registry, Runner, WorkContext, WorkResult,
 };
 use super::manager::{Shared, WorkManager};
+use super::outbox::StoreErrorSlot;
 use super::pace;
 use super::store::WorkStore;
 #[cfg(doc)]

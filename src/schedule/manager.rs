@@ -10,11 +10,11 @@ use crossbeam_channel as cb;
 use parking_lot::{Mutex, RwLock};
 
 use super::clock;
-use super::core::StoreErrorSlot;
-use super::event::Event;
 use super::error::WorkError;
+use super::event::Event;
 use super::handler;
 use super::operation::Operation;
+use super::outbox::StoreErrorSlot;
 use super::pace;
 use super::request::{
     self, Enqueued, ExistingWork, Spec, WorkChain, WorkId, WorkInfo, WorkQuery, WorkRequest,
