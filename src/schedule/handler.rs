@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::core::Event;
+use super::event::Event;
 use super::request::{WorkId, WorkInfo};
 use crate::codec::{Bincode, Codec};
 use crate::pool::{TaskContext, Worker};

@@ -15,7 +15,8 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::core::{Event, RunLog};
+use super::core::RunLog;
+use super::event::Event;
 use super::request::{WorkId, WorkInfo, WorkQuery, WorkState};
 #[cfg(doc)]
 use super::{StoreError, WorkStore};
@@ -142,6 +143,3 @@ impl WorkManagerBuilder {
         })
     }
 }
-
-/// How long [`WorkStore::open_timeout`] sleeps between tries at most.
-pub(super) const OPEN_RETRY_MAX: Duration = Duration::from_millis(50);

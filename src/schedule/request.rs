@@ -802,3 +802,18 @@ impl WorkInfo {
         self.progress.as_deref().map(|b| Bincode::new().decode(b))
     }
 }
+
+/// A validated request, as the scheduler takes it.
+pub(crate) struct Spec {
+    pub(crate) handler: String,
+    pub(crate) input: Option<Vec<u8>>,
+    /// Interval and flex in milliseconds.
+    pub(crate) periodic: Option<(i64, i64)>,
+    pub(crate) initial_delay: i64,
+    pub(crate) tags: Vec<String>,
+    pub(crate) constraints: Vec<String>,
+    pub(crate) backoff: Backoff,
+    pub(crate) time_limit: Option<Duration>,
+    pub(crate) input_merger: InputMerger,
+    pub(crate) alarm: Option<Alarm>,
+}

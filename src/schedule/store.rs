@@ -159,6 +159,9 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
+/// How long [`WorkStore::open_timeout`] sleeps between tries at most.
+const OPEN_RETRY_MAX: Duration = Duration::from_millis(50);
+
 fn io(e: rusqlite::Error) -> StoreError {
     StoreError::Io(e.to_string())
 }
@@ -404,7 +407,7 @@ impl WorkStore {
                     // after growing pauses (a lock held for seconds costs a
                     // few dozen looks).
                     std::thread::sleep(pause.min(left));
-                    pause = (pause * 2).min(super::headless::OPEN_RETRY_MAX);
+                    pause = (pause * 2).min(OPEN_RETRY_MAX);
                 }
                 other => return other,
             }

@@ -1,0 +1,51 @@
+//! What reaches the scheduler thread: from the manager's callers, from the
+//! workers running handlers, and from the clock. The manager, the
+//! handlers' side and the scheduler all depend on this small module, and
+//! it on none of them.
+
+use std::sync::Weak;
+
+use crossbeam_channel as cb;
+
+use super::error::WorkError;
+use super::request::{Enqueued, ExistingWork, Spec, WorkInfo, WorkQuery};
+use crate::oneshot;
+
+/// What reaches the scheduler thread.
+pub(crate) enum Event {
+    Enqueue {
+        stages: Vec<Vec<Spec>>,
+        unique: Option<(String, ExistingWork)>,
+        caller: Option<u64>,
+        reply: oneshot::Sender<Result<Enqueued, WorkError>>,
+    },
+    Cancel {
+        query: WorkQuery,
+        reply: oneshot::Sender<Result<usize, WorkError>>,
+    },
+    Watch {
+        query: WorkQuery,
+        to: cb::Sender<WorkInfo>,
+        /// Dead once the watch is dropped.
+        alive: Weak<()>,
+    },
+    Done {
+        work: u64,
+        task: u64,
+    },
+    Progress {
+        work: u64,
+        task: u64,
+        bytes: Vec<u8>,
+    },
+    /// The handler of a run told to stop returned.
+    Returned {
+        work: u64,
+        task: u64,
+    },
+    Tick,
+    /// Answered once nothing runs and no work can start now: what a
+    /// headless run waits for.
+    WhenIdle(oneshot::Sender<()>),
+    Shutdown,
+}

@@ -1,0 +1,483 @@
+//! The work manager: requests in, snapshots and watches out.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel as cb;
+use parking_lot::{Mutex, RwLock};
+
+use super::clock;
+use super::error::WorkError;
+use super::event::Event;
+use super::handler;
+use super::operation::Operation;
+use super::outbox::StoreErrorSlot;
+use super::pace;
+use super::request::{
+    self, Enqueued, ExistingWork, Spec, WorkChain, WorkId, WorkInfo, WorkQuery, WorkRequest,
+};
+use super::store::{StoreError, UnreadableWork};
+use super::watch::WorkWatch;
+#[cfg(doc)]
+use super::{WorkContext, WorkManagerBuilder};
+use crate::oneshot;
+
+/// Runs scheduled work: see the [module documentation](super).
+///
+/// Clones share one manager. It stops with [`shutdown`](Self::shutdown)
+/// or when the last clone is dropped; a handler that holds a clone keeps
+/// it alive, so call `shutdown` then.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use isolates::schedule::*;
+///
+/// let manager = WorkManager::builder(WorkStore::in_memory().unwrap())
+///     .handler_fn("download", |url: String, _: &WorkContext<'_>| WorkResult::Success(url.len() as u64))
+///     .handler_fn("report", |bytes: u64, _: &WorkContext<'_>| WorkResult::Success(format!("{bytes} bytes")))
+///     .build()
+///     .unwrap();
+///
+/// // The report gets the download's output as its input.
+/// let chain = WorkChain::new(WorkRequest::once("download").input("https://example.com"))
+///     .then(WorkRequest::once("report"));
+/// let ids = manager.enqueue_unique("daily", ExistingWork::Keep, chain).wait().unwrap();
+/// let report = manager.wait_finished(ids.ids()[1], Duration::from_secs(10)).unwrap();
+/// assert_eq!(report.output::<String>(), Some(Ok("19 bytes".into())));
+/// assert_eq!(manager.infos(&WorkQuery::UniqueName("daily".into())).len(), 2);
+/// manager.shutdown();
+/// ```
+#[derive(Clone)]
+pub struct WorkManager {
+    pub(super) shared: Arc<Shared>,
+}
+
+impl fmt::Debug for WorkManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkManager")
+            .field("works", &self.shared.infos.read().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkManager {
+    /// Enqueues a work or a chain; never blocks.
+    ///
+    /// # Examples
+    ///
+    /// See [`WorkManager`].
+    pub fn enqueue(&self, work: impl Into<WorkChain>) -> Operation<Enqueued> {
+        self.send_enqueue(work.into(), None)
+    }
+
+    /// Enqueues a work or a chain under a unique name, with `policy` for
+    /// unfinished work already under it (see [`ExistingWork`]); never
+    /// blocks.
+    ///
+    /// # Examples
+    ///
+    /// See [`WorkManager`].
+    pub fn enqueue_unique(
+        &self,
+        name: &str,
+        policy: ExistingWork,
+        work: impl Into<WorkChain>,
+    ) -> Operation<Enqueued> {
+        self.send_enqueue(work.into(), Some((name.to_owned(), policy)))
+    }
+
+    fn send_enqueue(
+        &self,
+        chain: WorkChain,
+        unique: Option<(String, ExistingWork)>,
+    ) -> Operation<Enqueued> {
+        let stages = match self.validate(chain, unique.as_ref().map(|(_, p)| *p)) {
+            Ok(stages) => stages,
+            Err(e) => return Operation::resolved(Err(e)),
+        };
+        let (reply, rx) = oneshot::oneshot();
+        let event = Event::Enqueue {
+            stages,
+            unique,
+            caller: handler::current_work(self.shared.key),
+            reply,
+        };
+        if self.shared.events.send(event).is_err() {
+            return Operation::resolved(Err(WorkError::Stopped));
+        }
+        Operation::waiting(rx)
+    }
+
+    fn validate(
+        &self,
+        chain: WorkChain,
+        policy: Option<ExistingWork>,
+    ) -> Result<Vec<Vec<Spec>>, WorkError> {
+        let shared = &self.shared;
+        let chain = skip_empty_stages(chain)?;
+        let periodic = chain.stages.iter().flatten().any(WorkRequest::is_periodic);
+        if periodic && chain.len() > 1 {
+            return Err(WorkError::Invalid(
+                "periodic work cannot be part of a chain or a batch; enqueue it alone".to_owned(),
+            ));
+        }
+        match policy {
+            Some(ExistingWork::Append | ExistingWork::AppendOrReplace) if periodic => {
+                return Err(WorkError::Invalid(
+                    "periodic work cannot be appended; use Keep, Update or Replace".to_owned(),
+                ));
+            }
+            Some(ExistingWork::Update) if chain.len() > 1 => {
+                return Err(WorkError::Invalid(
+                    "Update changes one work in place; enqueue a single request".to_owned(),
+                ));
+            }
+            _ => {}
+        }
+        let mut stages = Vec::with_capacity(chain.stages.len());
+        for stage in chain.stages {
+            let mut specs = Vec::with_capacity(stage.len());
+            for req in stage {
+                if !shared.handlers.contains(&req.handler) {
+                    return Err(WorkError::UnknownHandler(req.handler));
+                }
+                if let Some(c) = req
+                    .constraints
+                    .iter()
+                    .find(|c| !shared.constraints.contains(*c))
+                {
+                    return Err(WorkError::UnknownConstraint(c.clone()));
+                }
+                pace::check_request(&req, shared.min_backoff)?;
+                let input = req.input.map_err(WorkError::Codec)?;
+                if let Some(size) = input
+                    .as_ref()
+                    .map(Vec::len)
+                    .filter(|&s| s > shared.data_limit)
+                {
+                    return Err(WorkError::DataTooLarge {
+                        size,
+                        limit: shared.data_limit,
+                    });
+                }
+                let periodic = match req.periodic {
+                    None => None,
+                    Some((interval, _)) if interval < shared.min_interval => {
+                        return Err(WorkError::Invalid(format!(
+                            "the interval {interval:?} is under the minimum of {:?} \
+                             (WorkManagerBuilder::min_interval)",
+                            shared.min_interval
+                        )));
+                    }
+                    Some((interval, flex)) => {
+                        let flex = flex.unwrap_or(interval);
+                        if flex.is_zero() || flex > interval {
+                            return Err(WorkError::Invalid(format!(
+                                "the flex window {flex:?} must be above zero and at most the \
+                                 interval {interval:?}"
+                            )));
+                        }
+                        Some((clock::dur_ms(interval), clock::dur_ms(flex)))
+                    }
+                };
+                let alarm = match (req.at, req.missed) {
+                    (None, None) => None,
+                    (None, Some(_)) => {
+                        return Err(WorkError::Invalid(
+                            "if_missed applies to alarms only: make the request with \
+                             WorkRequest::at"
+                                .to_owned(),
+                        ));
+                    }
+                    (Some(_), _) if !req.initial_delay.is_zero() => {
+                        return Err(WorkError::Invalid(
+                            "an alarm runs at its time and takes no initial delay: add the \
+                             delay to the time given to WorkRequest::at"
+                                .to_owned(),
+                        ));
+                    }
+                    (Some(at), missed) => Some(request::Alarm {
+                        at: clock::to_ms_ceil(at),
+                        missed: missed.unwrap_or_default(),
+                    }),
+                };
+                specs.push(Spec {
+                    tags: with_implicit_tag(&req.handler, req.tags),
+                    handler: req.handler,
+                    input,
+                    periodic,
+                    initial_delay: clock::dur_ms(req.initial_delay),
+                    constraints: req.constraints,
+                    backoff: req.backoff,
+                    time_limit: req.time_limit,
+                    input_merger: req.input_merger,
+                    alarm,
+                });
+            }
+            stages.push(specs);
+        }
+        Ok(stages)
+    }
+
+    /// Cancels the unfinished works `query` selects, and the works chained
+    /// after them; a running one is told to stop
+    /// ([`WorkContext::is_stopped`]). A finished work it selects stays as it
+    /// finished, but the unfinished works chained after it are cancelled,
+    /// as Android cancels the dependents of a succeeded work cancelled by
+    /// id. Answers how many were cancelled; never blocks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use isolates::schedule::*;
+    ///
+    /// let manager = WorkManager::builder(WorkStore::in_memory().unwrap())
+    ///     .handler_fn("later", |(): (), _: &WorkContext<'_>| WorkResult::Success(()))
+    ///     .build()
+    ///     .unwrap();
+    /// let later = WorkRequest::once("later").tag("t").initial_delay(Duration::from_secs(3600));
+    /// manager.enqueue(later.clone()).wait().unwrap();
+    /// manager.enqueue(later).wait().unwrap();
+    /// assert_eq!(manager.cancel(WorkQuery::Tag("t".into())).wait(), Ok(2));
+    /// assert!(manager.infos(&WorkQuery::All).iter().all(|i| i.state == WorkState::Cancelled));
+    /// ```
+    pub fn cancel(&self, query: WorkQuery) -> Operation<usize> {
+        let (reply, rx) = oneshot::oneshot();
+        if self
+            .shared
+            .events
+            .send(Event::Cancel { query, reply })
+            .is_err()
+        {
+            return Operation::resolved(Err(WorkError::Stopped));
+        }
+        Operation::waiting(rx)
+    }
+
+    /// The work `id`, as last stored; never blocks for long.
+    ///
+    /// # Examples
+    ///
+    /// See [`WorkInfo`].
+    pub fn info(&self, id: WorkId) -> Option<WorkInfo> {
+        self.shared.infos.read().get(&id.0).cloned()
+    }
+
+    /// The works `query` selects, by id.
+    ///
+    /// # Examples
+    ///
+    /// See [`WorkManager`].
+    pub fn infos(&self, query: &WorkQuery) -> Vec<WorkInfo> {
+        let mut all: Vec<WorkInfo> = self
+            .shared
+            .infos
+            .read()
+            .values()
+            .filter(|i| query.matches(i))
+            .cloned()
+            .collect();
+        all.sort_by_key(|i| i.id);
+        all
+    }
+
+    /// Watches the works `query` selects: see [`WorkWatch`].
+    ///
+    /// # Examples
+    ///
+    /// See [`WorkWatch`].
+    pub fn watch(&self, query: WorkQuery) -> WorkWatch {
+        let (to, rx) = cb::unbounded();
+        let alive = Arc::new(());
+        let _ = self.shared.events.send(Event::Watch {
+            query,
+            to,
+            alive: Arc::downgrade(&alive),
+        });
+        WorkWatch { rx, _alive: alive }
+    }
+
+    /// Blocks until work `id` is finished, or `timeout` passes (then
+    /// `None`). For tests and worker threads; a UI thread polls
+    /// [`info`](Self::info) or a [`WorkWatch`] instead.
+    ///
+    /// # Examples
+    ///
+    /// See [`WorkInfo`].
+    pub fn wait_finished(&self, id: WorkId, timeout: Duration) -> Option<WorkInfo> {
+        self.wait_for(id, timeout, |i| i.state.is_finished())
+    }
+
+    /// Blocks until work `id` is stored in a state `cond` accepts, or
+    /// `timeout` passes (then `None`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use isolates::schedule::*;
+    ///
+    /// let manager = WorkManager::builder(WorkStore::in_memory().unwrap())
+    ///     .handler_fn("tick", |(): (), _: &WorkContext<'_>| WorkResult::Success(()))
+    ///     .build()
+    ///     .unwrap();
+    /// let id = manager.enqueue(WorkRequest::periodic("tick", Duration::from_secs(3600)))
+    ///     .wait().unwrap().ids()[0];
+    /// let info = manager.wait_for(id, Duration::from_secs(10), |i| i.periods == 1).unwrap();
+    /// assert_eq!(info.state, WorkState::Enqueued); // periodic work comes back
+    /// # manager.shutdown();
+    /// ```
+    pub fn wait_for(
+        &self,
+        id: WorkId,
+        timeout: Duration,
+        mut cond: impl FnMut(&WorkInfo) -> bool,
+    ) -> Option<WorkInfo> {
+        let deadline = crate::time::deadline_after(timeout);
+        let watch = self.watch(WorkQuery::Id(id));
+        loop {
+            let next = match deadline {
+                Some(d) => watch.rx.recv_deadline(d.max(Instant::now())).ok()?,
+                None => watch.rx.recv().ok()?,
+            };
+            if cond(&next) {
+                return Some(next);
+            }
+        }
+    }
+
+    /// Checks the constraints of waiting work now, instead of at the next
+    /// poll (call it when the app learns that a condition changed).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use isolates::schedule::*;
+    /// # let manager = WorkManager::builder(WorkStore::in_memory().unwrap()).build().unwrap();
+    /// manager.recheck();
+    /// ```
+    pub fn recheck(&self) {
+        let _ = self.shared.events.send(Event::Tick);
+    }
+
+    /// The last error writing the store, if the last write failed: the
+    /// scheduler keeps the changes and tries again every second, and
+    /// answers the operations they concern once written.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use isolates::schedule::*;
+    /// # let manager = WorkManager::builder(WorkStore::in_memory().unwrap()).build().unwrap();
+    /// assert_eq!(manager.store_error(), None);
+    /// ```
+    pub fn store_error(&self) -> Option<StoreError> {
+        self.shared.store_error.get()
+    }
+
+    /// Rows of the store that could not be read when the manager started;
+    /// they are left in the store untouched, and the rest runs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use isolates::schedule::*;
+    /// # let manager = WorkManager::builder(WorkStore::in_memory().unwrap()).build().unwrap();
+    /// assert!(manager.unreadable().is_empty());
+    /// ```
+    pub fn unreadable(&self) -> &[UnreadableWork] {
+        &self.shared.unreadable
+    }
+
+    /// Stops the scheduler and the workers: runs in progress are told to
+    /// stop and stay enqueued in the store, to run again on the next start.
+    /// Blocks until the store is written and the runs returned, or the stop
+    /// grace passed (a handler that ignores [`WorkContext::is_stopped`]
+    /// longer is left running; a manager started again on the same store
+    /// in this process could then run its work beside it). Called from a
+    /// handler, it returns at once and the manager stops after that run.
+    /// Later requests answer [`WorkError::Stopped`].
+    ///
+    /// # Examples
+    ///
+    /// See [`WorkManager`].
+    pub fn shutdown(&self) {
+        self.shared.shutdown();
+    }
+}
+
+/// Drops a chain's empty stages, as Android skips them; a chain with no
+/// work at all is refused.
+fn skip_empty_stages(mut chain: WorkChain) -> Result<WorkChain, WorkError> {
+    chain.stages.retain(|stage| !stage.is_empty());
+    if chain.stages.is_empty() {
+        return Err(WorkError::Invalid("the chain holds no work".to_owned()));
+    }
+    Ok(chain)
+}
+
+/// A work's tags: its handler's name first (the implicit tag, as Android's
+/// worker class name), then the request's own, each once.
+fn with_implicit_tag(handler: &str, tags: Vec<String>) -> Vec<String> {
+    let mut all = Vec::with_capacity(tags.len() + 1);
+    all.push(handler.to_owned());
+    all.extend(tags.into_iter().filter(|t| t != handler));
+    all
+}
+
+pub(super) struct Shared {
+    pub(super) events: cb::Sender<Event>,
+    pub(super) infos: Arc<RwLock<HashMap<u64, WorkInfo>>>,
+    pub(super) store_error: Arc<StoreErrorSlot>,
+    pub(super) unreadable: Vec<UnreadableWork>,
+    pub(super) handlers: HashSet<String>,
+    pub(super) constraints: HashSet<String>,
+    pub(super) min_interval: Duration,
+    pub(super) min_backoff: Duration,
+    pub(super) data_limit: usize,
+    pub(super) key: u64,
+    pub(super) thread: Mutex<Option<JoinHandle<()>>>,
+    /// Threads keeping OS wake-ups set ([`WorkManager::wake_with_os`]):
+    /// they end with the scheduler, after their last update.
+    pub(super) wakers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Shared {
+    fn shutdown(&self) {
+        let _ = self.events.send(Event::Shutdown);
+        // New workers (a restart after a panic) find no handlers from now
+        // on; running ones keep theirs.
+        handler::withdraw(self.key);
+        if handler::current_work(self.key).is_some() {
+            // From one of our handlers: the scheduler waits for this run to
+            // return, so waiting for the scheduler here would wait for
+            // ourselves. It stops on its own.
+            return;
+        }
+        let thread = self.thread.lock().take();
+        if let Some(thread) = thread
+            // On the scheduler itself: it stops after this turn.
+            && thread.thread().id() != std::thread::current().id()
+        {
+            let _ = thread.join();
+            // The scheduler is gone, and with it the wake threads' watches:
+            // they make their last update and end.
+            let wakers = std::mem::take(&mut *self.wakers.lock());
+            for waker in wakers {
+                let _ = waker.join();
+            }
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,291 @@
+//! The runs: works dispatched to the pool of worker isolates, their time
+//! limits, stopping them, and collecting their results.
+//!
+//! Every use of the pool's task cells is here.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel as cb;
+
+use super::event::Event;
+use super::handler::{Registry, RunOutput, RunRequest, Runner};
+use super::request::{WorkId, WorkInfo};
+use crate::error::TaskError;
+use crate::pool::task::TaskCell;
+use crate::pool::{Pool, Task, TaskHandle};
+use crate::unwind;
+
+/// How soon a run told to stop is looked at again while it is executing
+/// but not in its handler: about to enter it, or just returned from it
+/// (both take microseconds). A run in its handler says when it returns
+/// ([`Event::Returned`]) and is not looked at.
+const STOP_CHECK: Duration = Duration::from_millis(20);
+/// The longest of those looks' growing intervals.
+const STOP_CHECK_MAX: Duration = Duration::from_secs(1);
+
+/// A run told to stop that may still be executing.
+struct Stopping {
+    task: u64,
+    cell: Arc<TaskCell>,
+    /// When its worker is abandoned (and replaced) if it still runs.
+    kill_at: Instant,
+    killed: bool,
+    /// When to look at it again, while it executes out of its handler
+    /// (see [`STOP_CHECK`]); `None` while the handler runs.
+    look_at: Option<Instant>,
+    /// The interval after the next look.
+    look_every: Duration,
+}
+
+/// A run in progress.
+struct Run {
+    task: u64,
+    handle: TaskHandle<Runner>,
+    /// When it started, on the work clock (ms): a periodic run counts for
+    /// the period it started in.
+    started: i64,
+}
+
+/// The runs in progress, and those told to stop that may still execute.
+pub(super) struct Runs {
+    pool: Pool<Runner>,
+    registry: Arc<Registry>,
+    running: HashMap<u64, Run>,
+    /// Works whose last run was told to stop (time limit, cancel) and may
+    /// still be executing. They do not start again before it returned.
+    stopping: HashMap<u64, Stopping>,
+    /// How long a run told to stop has before its worker is abandoned.
+    stop_grace: Duration,
+}
+
+impl Runs {
+    pub(super) fn new(pool: Pool<Runner>, registry: Arc<Registry>, stop_grace: Duration) -> Self {
+        Runs {
+            pool,
+            registry,
+            running: HashMap::new(),
+            stopping: HashMap::new(),
+            stop_grace,
+        }
+    }
+
+    /// Whether work `id` has a run in progress.
+    pub(super) fn is_running(&self, id: u64) -> bool {
+        self.running.contains_key(&id)
+    }
+
+    /// Whether `task` is work `work`'s run in progress.
+    pub(super) fn is_current(&self, work: u64, task: u64) -> bool {
+        self.running.get(&work).is_some_and(|r| r.task == task)
+    }
+
+    /// The works with a run in progress.
+    pub(super) fn running(&self) -> impl Iterator<Item = u64> + '_ {
+        self.running.keys().copied()
+    }
+
+    /// Whether work `id`'s last run was told to stop and may still execute.
+    pub(super) fn is_stopping(&self, id: u64) -> bool {
+        self.stopping.contains_key(&id)
+    }
+
+    /// How many workers the runs hold: those in progress, and those told
+    /// to stop whose worker was not abandoned yet.
+    pub(super) fn busy(&self) -> usize {
+        self.running.len() + self.stopping.values().filter(|s| !s.killed).count()
+    }
+
+    /// Whether nothing runs, and no run told to stop may still execute.
+    pub(super) fn is_idle(&self) -> bool {
+        self.running.is_empty() && self.stopping.is_empty()
+    }
+
+    /// Starts a run of work `id` on the pool, within `limit`; `started` is
+    /// now on the work clock. [`Event::Done`] says when it resolved.
+    pub(super) fn start(&mut self, id: u64, request: RunRequest, limit: Duration, started: i64) {
+        let handle = self.pool.submit_task(Task::new(request).timeout(limit));
+        let task = handle.id();
+        let events = self.registry.events.clone();
+        handle.cell.on_resolve(Box::new(move |task| {
+            let _ = events.send(Event::Done { work: id, task });
+        }));
+        self.running.insert(
+            id,
+            Run {
+                task,
+                handle,
+                started,
+            },
+        );
+    }
+
+    /// The result of `task`, work `work`'s run in progress, once it
+    /// resolved, with when the run started; `None` if `task` is not that
+    /// run (it was told to stop: already accounted for). A run past its
+    /// time limit is watched until it returns.
+    pub(super) fn take_result(
+        &mut self,
+        work: u64,
+        task: u64,
+    ) -> Option<(i64, Result<RunOutput, TaskError<String>>)> {
+        if !self.is_current(work, task) {
+            return None;
+        }
+        let mut run = self.running.remove(&work)?;
+        let result = run.handle.try_take()?;
+        if matches!(result, Err(TaskError::TimedOut)) {
+            self.stop(work, &run);
+        }
+        Some((run.started, result))
+    }
+
+    /// Calls the handler's `on_timeout` for `info`, a work whose run passed
+    /// its time limit. Not on the scheduler's thread: the callback may
+    /// call the manager and wait for an answer only that thread gives.
+    pub(super) fn on_timeout(&self, info: WorkInfo) {
+        let Some(h) = self.registry.handlers.get(&info.handler).cloned() else {
+            return;
+        };
+        let work = info.id;
+        let spawned = std::thread::Builder::new()
+            .name("isolates-work-timeout".into())
+            .spawn(move || {
+                if let Err(p) = unwind::catch(|| h.on_timeout(&info)) {
+                    tracing::warn!(target: "isolates", work = %info.id,
+                        panic = %p.message, "a handler's on_timeout panicked");
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(target: "isolates", work = %work, error = %e,
+                "no thread for on_timeout; it was not called");
+        }
+    }
+
+    /// Tells work `id`'s run, if one is in progress, to stop, and keeps
+    /// the work from starting again until that run returned.
+    pub(super) fn halt(&mut self, id: u64) {
+        if let Some(run) = self.running.remove(&id) {
+            run.handle.cancel();
+            self.stop(id, &run);
+        }
+    }
+
+    /// Watches `run`, told to stop, until it returns.
+    fn stop(&mut self, work: u64, run: &Run) {
+        let cell = Arc::clone(&run.handle.cell);
+        if cell.executing() {
+            let now = Instant::now();
+            let mut stopping = Stopping {
+                task: run.task,
+                cell,
+                kill_at: later(now, self.stop_grace),
+                killed: false,
+                look_at: None,
+                look_every: STOP_CHECK,
+            };
+            if still_executing(&self.registry, &mut stopping, now) {
+                self.stopping.insert(work, stopping);
+            }
+        }
+    }
+
+    /// The handler of `task`, work `work`'s run told to stop, returned.
+    pub(super) fn returned(&mut self, work: u64, task: u64) {
+        if self.stopping.get(&work).is_some_and(|s| s.task == task) {
+            self.stopping.remove(&work);
+        }
+    }
+
+    /// Forgets runs that returned; abandons (and replaces) the workers of
+    /// runs that did not stop within their grace. An abandoned run's work
+    /// still waits for it to return: runs of one work never overlap.
+    pub(super) fn check_stopping(&mut self) {
+        if self.stopping.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let pool = &self.pool;
+        let registry = &self.registry;
+        self.stopping.retain(|work, s| {
+            if !still_executing(registry, s, now) {
+                return false;
+            }
+            if !s.killed && now >= s.kill_at {
+                tracing::warn!(target: "isolates", work = %WorkId(*work),
+                    "a run did not stop within its grace period; its worker is abandoned and \
+                     the work waits for the run to return");
+                pool.kill_task(s.task);
+                s.killed = true;
+            }
+            true
+        });
+    }
+
+    /// When the runs told to stop are next looked at, or abandoned.
+    pub(super) fn looks(&self) -> impl Iterator<Item = Instant> + '_ {
+        self.stopping.values().flat_map(|s| {
+            let look = s.look_at.into_iter();
+            look.chain((!s.killed).then_some(s.kill_at))
+        })
+    }
+
+    /// Stops the pool: no run starts from now on.
+    pub(super) fn shutdown_pool(&self) {
+        self.pool.shutdown();
+    }
+
+    /// At shutdown: waits for the runs told to stop to return (they say so
+    /// on `events`), up to the stop grace, so that a restart on the same
+    /// store does not overlap a run still going. Other events are dropped:
+    /// the manager has stopped.
+    pub(super) fn wait_stopped(&mut self, events: &cb::Receiver<Event>) {
+        let deadline = later(Instant::now(), self.stop_grace);
+        loop {
+            let now = Instant::now();
+            let registry = &self.registry;
+            self.stopping
+                .retain(|_, s| still_executing(registry, s, now));
+            if self.stopping.is_empty() || now >= deadline {
+                break;
+            }
+            let look = self.stopping.values().filter_map(|s| s.look_at).min();
+            let until = look.map_or(deadline, |at| at.min(deadline));
+            match events.recv_deadline(until) {
+                Ok(Event::Returned { work, task }) => self.returned(work, task),
+                Ok(_) | Err(cb::RecvTimeoutError::Timeout) => {}
+                // The registry holds a sender: cannot happen.
+                Err(cb::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        if !self.stopping.is_empty() {
+            tracing::warn!(target: "isolates",
+                "runs still executing after the stop grace are left behind at shutdown");
+        }
+    }
+}
+
+/// Whether `s`, a run told to stop, may still be executing; arms its next
+/// look while it executes out of its handler (see [`STOP_CHECK`]).
+fn still_executing(registry: &Registry, s: &mut Stopping, now: Instant) -> bool {
+    if !s.cell.executing() {
+        return false;
+    }
+    if registry.in_handler(s.task) {
+        // It says when it returns.
+        s.look_at = None;
+    } else if s.look_at.is_none_or(|at| at <= now) {
+        s.look_at = Some(now + s.look_every);
+        s.look_every = (s.look_every * 2).min(STOP_CHECK_MAX);
+    }
+    true
+}
+
+/// `d` after `now`, or a century after it if an `Instant` cannot hold
+/// that (a grace of `Duration::MAX`).
+fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(now)
+}
