@@ -49,6 +49,9 @@ mod queue;
 #[cfg(target_os = "linux")]
 mod remote;
 mod shared;
+// Crate-visible for the backends that carry a pool's tasks elsewhere (the
+// NATS client and worker); the scheduler and other modules use the public
+// API (`TaskHandle::on_resolve`, `TaskWatch`).
 pub(crate) mod task;
 mod worker;
 #[cfg(target_os = "linux")]
@@ -61,10 +64,8 @@ use queue::{Job, Slot, expire};
 use shared::Inner;
 pub use shared::{PoolStats, WorkerStats};
 use task::{CodecSet, ErrorKind, TaskCell};
-pub use task::{TaskHandle, TaskState};
+pub use task::{TaskHandle, TaskState, TaskWatch};
 use worker::spawn_worker;
-
-pub(crate) type Codecs<W> = CodecSet<W>;
 
 /// The code a pool runs: state built once per worker, then one task at a
 /// time.

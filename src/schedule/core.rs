@@ -23,8 +23,7 @@ use super::{Spec, WorkError};
 use crate::codec::{Bincode, Codec};
 use crate::error::TaskError;
 use crate::oneshot;
-use crate::pool::task::TaskCell;
-use crate::pool::{Pool, Task, TaskHandle};
+use crate::pool::{Pool, Task, TaskHandle, TaskWatch};
 use crate::unwind;
 
 /// How often a failed store write is tried again.
@@ -120,7 +119,7 @@ struct Watcher {
 /// A run told to stop that may still be executing.
 struct Stopping {
     task: u64,
-    cell: Arc<TaskCell>,
+    watch: TaskWatch,
     /// When its worker is abandoned (and replaced) if it still runs.
     kill_at: Instant,
     killed: bool,
@@ -957,9 +956,9 @@ impl Core {
         let task = handle.id();
         let started = self.now();
         let events = self.registry.events.clone();
-        handle.cell.on_resolve(Box::new(move |task| {
+        handle.on_resolve(move |task| {
             let _ = events.send(Event::Done { work: id, task });
-        }));
+        });
         self.running.insert(
             id,
             Run {
@@ -1104,12 +1103,12 @@ impl Core {
 
     /// Watches `run`, told to stop, until it returns.
     fn stop(&mut self, work: u64, run: &Run) {
-        let cell = Arc::clone(&run.handle.cell);
-        if cell.executing() {
+        let watch = run.handle.watch();
+        if watch.is_executing() {
             let now = Instant::now();
             let mut stopping = Stopping {
                 task: run.task,
-                cell,
+                watch,
                 kill_at: later(now, self.settings.stop_grace),
                 killed: false,
                 look_at: None,
@@ -1368,7 +1367,7 @@ impl Core {
 /// Whether `s`, a run told to stop, may still be executing; arms its next
 /// look while it executes out of its handler (see [`STOP_CHECK`]).
 fn still_executing(registry: &Registry, s: &mut Stopping, now: Instant) -> bool {
-    if !s.cell.executing() {
+    if !s.watch.is_executing() {
         return false;
     }
     if registry.in_handler(s.task) {
