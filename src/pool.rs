@@ -55,7 +55,7 @@ mod shared;
 pub(crate) mod task;
 mod worker;
 #[cfg(target_os = "linux")]
-pub(crate) use remote::serve_worker;
+pub(crate) use remote::{ArgsEncoder, args_encoder, serve_worker};
 
 pub use batch::{Batch, join_all};
 pub use builder::{PoolBuilder, default_workers};
@@ -98,7 +98,10 @@ use worker::spawn_worker;
 /// ```
 pub trait Worker: Sized + 'static {
     /// What each worker is started from; each worker gets its own clone.
-    type Args: Serialize + DeserializeOwned + Clone + Send + Sync + 'static;
+    /// It need not be encodable: only a pool whose workers run in child
+    /// processes ([`PoolBuilder::process`]) encodes it, and asks for
+    /// `Serialize + DeserializeOwned` there.
+    type Args: Clone + Send + Sync + 'static;
     /// A task's input; moved to the worker that runs it.
     type Input: Serialize + DeserializeOwned + Send + 'static;
     /// A task's output; moved back to the handle.

@@ -14,9 +14,12 @@ use super::shared::{Inner, PoolCounters};
 use super::task::CodecSet;
 use super::worker::{lower_priority, rayon_worker, spawn_worker};
 use super::{FullPolicy, Pool, Routing, Worker};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
 use crate::codec::{Bincode, Codec};
 use crate::error::SpawnError;
-use crate::port::{DynCodec, dyn_codec};
+use crate::port::dyn_codec;
 
 /// The stack of the thread that holds idle rayon workers' waits: it only
 /// waits on a condition variable.
@@ -216,10 +219,11 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
         self
     }
 
-    /// Dart's copy semantics: every input, output, progress value, error
-    /// and the workers' start arguments are encoded with the
-    /// [codec](Self::codec) by their sender and decoded by their receiver,
-    /// under its limit. Default `false`: values move, so
+    /// Dart's copy semantics: every input, output, progress value and
+    /// error is encoded with the [codec](Self::codec) by its sender and
+    /// decoded by its receiver, under its limit. The workers' start
+    /// arguments are not messages: each worker gets a clone, as without
+    /// copying. Default `false`: values move, so
     /// [`submit`](Pool::submit) and [`TaskHandle::try_take`](super::TaskHandle::try_take) cost the same
     /// whatever a payload's size.
     ///
@@ -297,7 +301,10 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
     ///     # }
     /// }
     /// ```
-    pub fn process(mut self, options: crate::process::ProcessOptions) -> Self {
+    pub fn process(mut self, options: crate::process::ProcessOptions) -> Self
+    where
+        W::Args: Serialize + DeserializeOwned,
+    {
         self.process = Some(options);
         self
     }
@@ -384,9 +391,11 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
     ///
     /// # Errors
     ///
-    /// [`SpawnError::Args`] if `args` cannot be encoded (only with
-    /// [`copy_messages`](Self::copy_messages)),
-    /// [`SpawnError::Thread`] if no worker thread can be started.
+    /// [`SpawnError::Args`] if `args` cannot be cloned (a panicking
+    /// `Clone`) or, for [`process`](Self::process) workers, encoded;
+    /// [`SpawnError::NotRegistered`] if process workers are not
+    /// registered; [`SpawnError::Thread`] if no worker thread can be
+    /// started.
     ///
     /// # Examples
     ///
@@ -399,12 +408,27 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
                     "a rayon pool's workers are threads of its rayon pool: process workers need rayon(false)",
                 ));
             }
-            Some(options) => Some(remote::WorkerSpec::<W> {
-                options: options.clone(),
-                wire: Arc::new(crate::backend::CodecWire(self.codec.clone())),
-                key: crate::process::worker_key::<W, C>(),
-                test_entry: crate::process::lookup_worker::<W, C>()?,
-            }),
+            Some(options) => {
+                let test_entry = crate::process::lookup_worker::<W, C>()?;
+                // The registration knows the arguments are encodable; the
+                // builder does not.
+                let encode_args = crate::process::worker_args::<W, C>().ok_or_else(|| {
+                    SpawnError::NotRegistered(format!(
+                        "worker {} is not registered with Registry::worker",
+                        std::any::type_name::<W>()
+                    ))
+                })?;
+                // Every child start encodes them again: fail here, not in
+                // a worker.
+                encode_args(&args).map_err(SpawnError::Args)?;
+                Some(remote::WorkerSpec::<W> {
+                    options: options.clone(),
+                    wire: Arc::new(crate::backend::CodecWire(self.codec.clone())),
+                    encode_args,
+                    key: crate::process::worker_key::<W, C>(),
+                    test_entry,
+                })
+            }
             None => None,
         };
         #[cfg(not(target_os = "linux"))]
@@ -438,14 +462,6 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
             progress: dyn_codec(&self.codec, copy),
             error: dyn_codec(&self.codec, copy),
         });
-        let args_codec: DynCodec<W::Args> = dyn_codec(&self.codec, copy);
-        if copy {
-            // Every worker (and every restart) encodes them again: fail
-            // here, not in a worker.
-            args_codec
-                .encode_copy(&args, "start argument")
-                .map_err(SpawnError::Args)?;
-        }
         let fixed = self.routing == Routing::KeyAffinity || self.rayon;
         let max = if self.routing == Routing::KeyAffinity {
             self.min.max(1)
@@ -499,7 +515,6 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
             bound: self.bound,
             nice: self.nice,
             args,
-            args_codec,
             codecs,
             queue: Mutex::new(Queues::new(max)),
             work: Condvar::new(),

@@ -13,9 +13,7 @@ use super::remote;
 use super::task::{CodecSet, ErrorKind};
 use super::worker::spawn_worker;
 use super::{FullPolicy, Routing, Worker, deadline};
-use crate::codec::envelope::Envelope;
 use crate::error::CodecError;
-use crate::port::DynCodec;
 
 /// A snapshot of a pool's counters.
 ///
@@ -98,7 +96,6 @@ pub(super) struct Inner<W: Worker> {
     pub(super) bound: Option<(usize, FullPolicy)>,
     pub(super) nice: Option<i32>,
     pub(super) args: W::Args,
-    pub(super) args_codec: DynCodec<W::Args>,
     pub(super) codecs: Arc<CodecSet<W>>,
     pub(super) queue: Mutex<Queues>,
     /// Workers wait here for tasks.
@@ -125,15 +122,12 @@ pub(super) struct Inner<W: Worker> {
 }
 
 impl<W: Worker> Inner<W> {
-    /// A worker's start arguments: a clone moved to it, or their encoding.
-    /// A panicking `Clone` is an error here, not an unwinding submitter or
-    /// a dead worker.
-    pub(super) fn start_args(&self) -> Result<Envelope<W::Args>, CodecError> {
-        if self.args_codec.copies() {
-            return self.args_codec.encode_copy(&self.args, "start argument");
-        }
+    /// A worker's start arguments: a clone moved to it. A panicking
+    /// `Clone` is an error here, not an unwinding submitter or a dead
+    /// worker.
+    pub(super) fn start_args(&self) -> Result<W::Args, CodecError> {
         match crate::unwind::catch(|| self.args.clone()) {
-            Ok(args) => Ok(Envelope::Moved(args)),
+            Ok(args) => Ok(args),
             Err(caught) => Err(CodecError::Encode(format!(
                 "cloning the start arguments panicked: {}",
                 caught.message

@@ -77,14 +77,10 @@ pub(super) fn worker_main<W: Worker>(
     inner: Arc<Inner<W>>,
     slot: usize,
     generation: u64,
-    args: Envelope<W::Args>,
+    args: W::Args,
 ) {
     lower_priority(inner.nice);
-    let decode_args = |args: Envelope<W::Args>| -> Result<W, String> {
-        let args = inner
-            .args_codec
-            .unpack(args, "start argument")
-            .map_err(|e| e.to_string())?;
+    let start_here = |args: W::Args| -> Result<W, String> {
         match unwind::catch(|| W::start(args)) {
             Ok(Ok(worker)) => Ok(worker),
             Ok(Err(e)) => Err(unwind::describe(&e)),
@@ -92,17 +88,13 @@ pub(super) fn worker_main<W: Worker>(
         }
     };
     // The worker's state here, or a child process that holds it.
-    let start = |args: Envelope<W::Args>| -> Result<Exec<W>, String> {
+    let start = |args: W::Args| -> Result<Exec<W>, String> {
         #[cfg(feature = "nats")]
         if let Some(client) = &inner.nats {
             return Ok(Exec::Nats(client.slot()));
         }
         #[cfg(target_os = "linux")]
         if let Some(spec) = &inner.process {
-            let args = inner
-                .args_codec
-                .unpack(args, "start argument")
-                .map_err(|e| e.to_string())?;
             let child = remote::ChildWorker::start(spec, &inner.name, &args)?;
             let mut q = inner.queue.lock();
             if q.slots[slot].generation == generation {
@@ -110,7 +102,7 @@ pub(super) fn worker_main<W: Worker>(
             }
             return Ok(Exec::Child(child));
         }
-        decode_args(args).map(|state| Exec::Local(StateGuard(Some(state))))
+        start_here(args).map(|state| Exec::Local(StateGuard(Some(state))))
     };
     let mut exec = match start(args) {
         Ok(exec) => exec,
