@@ -323,6 +323,10 @@ struct Registered {
     type_name: &'static str,
     #[cfg(target_os = "linux")]
     entry: crate::backend::process::Entry,
+    /// A pool worker's start-argument encoder (an `ArgsEncoder` of its
+    /// `Args`): its registration is where they are known to be encodable.
+    #[cfg(target_os = "linux")]
+    args: Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 /// What `init` recorded in the parent.
@@ -463,6 +467,20 @@ pub(crate) fn lookup_worker<W: 'static, C: 'static>() -> Result<Option<String>, 
     lookup_key::<W, C>(worker_key::<W, C>(), "worker")
 }
 
+/// The start-argument encoder that registering pool worker `W` with codec
+/// `C` made; `None` if it is not registered.
+#[cfg(target_os = "linux")]
+pub(crate) fn worker_args<W: crate::pool::Worker, C: 'static>()
+-> Option<crate::pool::ArgsEncoder<W::Args>> {
+    let installed = INSTALLED.lock();
+    let registered = installed.as_ref()?.entries.get(&worker_key::<W, C>())?;
+    registered
+        .args
+        .as_ref()?
+        .downcast_ref::<crate::pool::ArgsEncoder<W::Args>>()
+        .cloned()
+}
+
 fn lookup_key<T: 'static, C: 'static>(key: u64, kind: &str) -> Result<Option<String>, SpawnError> {
     if !cfg!(target_os = "linux") {
         return Err(SpawnError::Unsupported(
@@ -533,6 +551,8 @@ impl Registry {
                     crate::isolate::serve_child::<I, C>(&codec, channel, start)
                 }),
             },
+            #[cfg(target_os = "linux")]
+            args: None,
         };
         self.entries.insert(key::<I, C>(), registered);
         self
@@ -555,7 +575,10 @@ impl Registry {
     /// # }
     /// Registry::new().worker::<Hash>().init();
     /// ```
-    pub fn worker<W: crate::pool::Worker>(self) -> Self {
+    pub fn worker<W: crate::pool::Worker>(self) -> Self
+    where
+        W::Args: serde::Serialize + serde::de::DeserializeOwned,
+    {
         self.worker_with::<W, Bincode>(Bincode::new())
     }
 
@@ -576,10 +599,17 @@ impl Registry {
     /// # }
     /// Registry::new().worker_with::<Hash, _>(Bincode::<{ 1 << 20 }>::limited()).init();
     /// ```
-    pub fn worker_with<W: crate::pool::Worker, C: Codec>(mut self, codec: C) -> Self {
+    pub fn worker_with<W: crate::pool::Worker, C: Codec>(mut self, codec: C) -> Self
+    where
+        W::Args: serde::Serialize + serde::de::DeserializeOwned,
+    {
         let _ = &codec;
         let registered = Registered {
             type_name: std::any::type_name::<W>(),
+            #[cfg(target_os = "linux")]
+            args: Some(std::sync::Arc::new(crate::pool::args_encoder::<W, C>(
+                codec.clone(),
+            ))),
             #[cfg(target_os = "linux")]
             entry: crate::backend::process::Entry {
                 limit: codec.limit(),
@@ -614,6 +644,8 @@ impl Registry {
                     crate::backend::process::serve_fn(f, channel, start)
                 }),
             },
+            #[cfg(target_os = "linux")]
+            args: None,
         };
         self.entries.insert(fn_key(f), registered);
         self

@@ -1006,3 +1006,52 @@ fn every_handle_resolves_exactly_once_under_a_mixed_load() {
     assert_eq!((stats.panicked, stats.failed), (N / 10, N / 5));
     assert_eq!(stats.queued, 0);
 }
+
+#[test]
+fn on_resolve_observers_run_beside_a_batch() {
+    let pool = Pool::<Probe>::builder().workers(2).build(None).unwrap();
+    let told = Arc::new(AtomicUsize::new(0));
+    let handles: Vec<_> = (0..8u64).map(|n| pool.submit(Op::Double(n))).collect();
+    let watches: Vec<_> = handles.iter().map(TaskHandle::watch).collect();
+    for handle in &handles {
+        let told = Arc::clone(&told);
+        handle.on_resolve(move |_| {
+            told.fetch_add(1, Ordering::SeqCst);
+        });
+    }
+    // The batch sets its own observer beside ours: both are told.
+    let values: Vec<u64> = isolates::pool::Batch::new(handles)
+        .join()
+        .into_iter()
+        .map(|r| r.unwrap().value)
+        .collect();
+    assert_eq!(values, (0..8u64).map(|n| n * 2).collect::<Vec<_>>());
+    assert!(wait_until(|| told.load(Ordering::SeqCst) == 8, T));
+    assert!(watches.iter().all(|w| w.is_done() && !w.is_executing()));
+    // Set after the end: told at once, on this thread.
+    let mut late = pool.submit(Op::Double(3));
+    assert_eq!(late.wait_timeout(T).map(|r| r.unwrap().value), Some(6));
+    let (tx, rx) = mpsc::channel();
+    late.on_resolve(move |task| tx.send(task).unwrap());
+    assert_eq!(rx.try_recv(), Ok(late.id()));
+}
+
+#[test]
+fn a_watch_sees_a_cancelled_run_execute_until_it_returns() {
+    let pool = Pool::<Probe>::builder().workers(1).build(None).unwrap();
+    let (events_tx, events) = port::unbounded::<Event>();
+    let task = pool.submit(Op::Block(events_tx));
+    let watch = task.watch();
+    let Ok(Event::Started { release, .. }) = events.recv_timeout(T) else {
+        panic!("the task did not start");
+    };
+    assert_eq!(watch.state(), TaskState::Running);
+    assert!(watch.is_executing());
+    assert!(task.cancel());
+    // Resolved at once; its code runs until it looks at the flag.
+    assert!(watch.is_done());
+    assert!(matches!(events.recv_timeout(T), Ok(Event::SawCancel)));
+    assert!(wait_until(|| !watch.is_executing(), T));
+    assert_eq!(task.wait(), Err(TaskError::Cancelled));
+    drop(release);
+}

@@ -1,7 +1,8 @@
 //! Hostile worker code: a state whose `Drop` panics, start arguments whose
-//! `Deserialize` panics. Every task still resolves; no worker thread dies
+//! `Clone` or `Deserialize` panics. Every task still resolves; no worker thread dies
 //! while the pool counts it.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use isolates::TaskError;
@@ -90,17 +91,71 @@ impl Worker for Poisoned {
 }
 
 #[test]
-fn start_arguments_that_panic_when_decoded_fail_tasks_not_hang_them() {
-    // Copying, every worker decodes its arguments: each start fails.
+fn start_arguments_are_cloned_not_decoded_even_when_copying() {
+    // Start arguments are not messages: each worker gets a clone, and
+    // their serde impls never run in-process.
     let pool = Pool::<Poisoned>::builder()
         .workers(2)
         .copy_messages(true)
         .build(Poison)
         .unwrap();
-    let task = pool.submit(7);
+    assert_eq!(pool.submit(7).wait_timeout_owned(T), Some(Ok(7)));
+}
+
+/// How many times a `Brittle` was cloned.
+static BRITTLE_CLONES: AtomicUsize = AtomicUsize::new(0);
+
+/// Start arguments whose `Clone` panics after the first.
+#[derive(Debug)]
+struct Brittle;
+
+impl Clone for Brittle {
+    fn clone(&self) -> Self {
+        let n = BRITTLE_CLONES.fetch_add(1, Ordering::SeqCst);
+        assert!(n == 0, "start arguments that panic when cloned");
+        Brittle
+    }
+}
+
+/// Panics on 0.
+struct Shaky;
+
+impl Worker for Shaky {
+    type Args = Brittle;
+    type Input = u32;
+    type Output = u32;
+    type Progress = ();
+    type Error = String;
+
+    fn start(_: Brittle) -> Result<Self, String> {
+        Ok(Shaky)
+    }
+
+    fn run(&mut self, n: u32, _: &TaskContext<'_, Self>) -> Result<u32, String> {
+        assert!(n != 0, "asked to panic");
+        Ok(n)
+    }
+}
+
+#[test]
+fn start_arguments_whose_clone_panics_fail_tasks_not_hang_them() {
+    // The first clone starts the worker; the restart after a panic needs
+    // another, which panics: the worker is gone, and tasks resolve.
+    let pool = Pool::<Shaky>::builder().workers(1).build(Brittle).unwrap();
+    assert_eq!(pool.submit(3).wait_timeout_owned(T), Some(Ok(3)));
     assert!(matches!(
-        task.wait_timeout_owned(T),
+        pool.submit(0).wait_timeout_owned(T),
+        Some(Err(TaskError::Panicked(_)))
+    ));
+    assert!(matches!(
+        pool.submit(7).wait_timeout_owned(T),
         Some(Err(TaskError::WorkerLost(_)))
+    ));
+    // A build whose first clone panics is an error, not an unwinding
+    // caller.
+    assert!(matches!(
+        Pool::<Shaky>::builder().workers(1).build(Brittle),
+        Err(isolates::SpawnError::Args(_))
     ));
 }
 

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use super::task::{CodecSet, ErrorKind, Outcome, TaskCell};
 use super::{TaskContext, Worker};
@@ -27,14 +29,29 @@ use crate::unwind;
 pub(crate) struct WorkerSpec<W: Worker> {
     pub(super) options: ProcessOptions,
     pub(super) wire: Arc<dyn WorkerWire<W>>,
+    /// Encodes the start arguments, as the worker's registration with
+    /// [`Registry::worker_with`](crate::process::Registry::worker_with)
+    /// made it: where `W::Args` is known to be encodable.
+    pub(super) encode_args: ArgsEncoder<W::Args>,
     pub(super) key: u64,
     pub(super) test_entry: Option<String>,
+}
+
+/// Encodes a worker's start arguments for its child.
+pub(crate) type ArgsEncoder<A> = Arc<dyn Fn(&A) -> Result<Vec<u8>, CodecError> + Send + Sync>;
+
+/// The start-argument encoder of worker `W` with `codec`.
+pub(crate) fn args_encoder<W: Worker, C: Codec>(codec: C) -> ArgsEncoder<W::Args>
+where
+    W::Args: Serialize,
+{
+    let wire = CodecWire(codec);
+    Arc::new(move |args: &W::Args| wire.encode(args, "start argument"))
 }
 
 /// Encodes what goes to the child and decodes what comes back.
 pub(super) trait WorkerWire<W: Worker>: Send + Sync {
     fn limit(&self) -> usize;
-    fn encode_args(&self, args: &W::Args) -> Result<Vec<u8>, CodecError>;
     fn encode_input(&self, input: &W::Input) -> Result<Vec<u8>, CodecError>;
     fn decode_output(&self, bytes: &[u8]) -> Result<W::Output, CodecError>;
     fn decode_progress(&self, bytes: &[u8]) -> Result<W::Progress, CodecError>;
@@ -44,9 +61,6 @@ pub(super) trait WorkerWire<W: Worker>: Send + Sync {
 impl<C: Codec, W: Worker> WorkerWire<W> for CodecWire<C> {
     fn limit(&self) -> usize {
         self.0.limit()
-    }
-    fn encode_args(&self, args: &W::Args) -> Result<Vec<u8>, CodecError> {
-        self.encode(args, "start argument")
     }
     fn encode_input(&self, input: &W::Input) -> Result<Vec<u8>, CodecError> {
         self.encode(input, "input")
@@ -75,9 +89,7 @@ pub(super) struct ChildWorker<W: Worker> {
 impl<W: Worker> ChildWorker<W> {
     /// Starts a child and the worker's state in it.
     pub(super) fn start(spec: &WorkerSpec<W>, name: &str, args: &W::Args) -> Result<Self, String> {
-        let args = spec
-            .wire
-            .encode_args(args)
+        let args = (spec.encode_args)(args)
             .map_err(|e| format!("start arguments could not be encoded: {e}"))?;
         let mut child = ChildProcess::spawn(
             &spec.options.launch(),
@@ -224,7 +236,10 @@ pub(crate) fn serve_worker<W: Worker, C: Codec>(
     codec: &C,
     channel: UnixStream,
     start: Vec<u8>,
-) -> i32 {
+) -> i32
+where
+    W::Args: DeserializeOwned,
+{
     let writer = match channel.try_clone() {
         Ok(writer) => Mutex::new(writer),
         Err(_) => return 0,

@@ -72,8 +72,10 @@ pub(crate) struct TaskCell {
     pub(crate) cancel: AtomicBool,
     pub(crate) deadline: Option<Instant>,
     progress: Mutex<VecDeque<Envelope>>,
-    /// Called once when the task resolves (the main-thread dispatcher).
-    notify: Mutex<Option<Notify>>,
+    /// Called once when the task resolves, in the order they were set:
+    /// the main-thread dispatcher, a batch's latch, the application's own
+    /// ([`TaskHandle::on_resolve`]).
+    notify: Mutex<Vec<Notify>>,
     /// Woken once when the task resolves (a task awaiting the handle).
     waker: Mutex<Option<Waker>>,
     /// Whether a worker executes it: `IDLE`, `EXECUTING`, or back to
@@ -96,7 +98,7 @@ impl TaskCell {
             cancel: AtomicBool::new(false),
             deadline,
             progress: Mutex::new(VecDeque::new()),
-            notify: Mutex::new(None),
+            notify: Mutex::new(Vec::new()),
             waker: Mutex::new(None),
             execution: AtomicU8::new(IDLE),
         }
@@ -136,7 +138,6 @@ impl TaskCell {
 
     /// Whether a worker may still be executing the task's code (true from
     /// its start until its `run` returns, even after the handle resolved).
-    #[cfg(feature = "schedule")] // used by the work manager only
     pub(crate) fn executing(&self) -> bool {
         self.execution.load(Ordering::Acquire) == EXECUTING
     }
@@ -162,8 +163,8 @@ impl TaskCell {
         // Both run the application's code (an event loop's waker, an async
         // task's waker): outside our locks, and under `catch` so a panic in
         // them cannot kill the worker that resolves the task.
-        let notify = self.notify.lock().take();
-        if let Some(notify) = notify {
+        let notify = std::mem::take(&mut *self.notify.lock());
+        for notify in notify {
             let _ = crate::unwind::catch(|| notify(self.id));
         }
         let waker = self.waker.lock().take();
@@ -222,15 +223,15 @@ impl TaskCell {
         drop(oldest);
     }
 
-    /// Sets the function told when the task resolves; called at once if it
-    /// already has.
+    /// Adds a function told when the task resolves; called at once (under
+    /// `catch`) if it already has.
     pub(crate) fn on_resolve(&self, notify: Notify) {
         let mut slot = self.notify.lock();
         if self.state.load(Ordering::Acquire) == DONE {
             drop(slot);
-            notify(self.id);
+            let _ = crate::unwind::catch(|| notify(self.id));
         } else {
-            *slot = Some(notify);
+            slot.push(notify);
         }
     }
 
@@ -259,9 +260,9 @@ impl TaskCell {
 ///
 /// See [`Pool`](super::Pool).
 pub struct TaskHandle<W: Worker> {
-    pub(crate) cell: Arc<TaskCell>,
-    pub(crate) codecs: Arc<super::Codecs<W>>,
-    pub(crate) taken: bool,
+    pub(super) cell: Arc<TaskCell>,
+    pub(super) codecs: Arc<CodecSet<W>>,
+    pub(super) taken: bool,
 }
 
 impl<W: Worker> TaskHandle<W> {
@@ -396,6 +397,56 @@ impl<W: Worker> TaskHandle<W> {
             .collect()
     }
 
+    /// Calls `f` with the task's id once the task resolves, however it
+    /// does (a value, an error, a cancel, its deadline, a lost worker):
+    /// to learn of the end without polling or holding a thread, e.g. to
+    /// wake an event loop or a scheduler, which then takes the result.
+    ///
+    /// `f` runs on the thread that resolves the task (a worker, the
+    /// pool's deadline timer, a thread calling [`cancel`](Self::cancel)),
+    /// outside the pool's locks and under `catch`: a panic in it is
+    /// caught and dropped. Keep it short; it holds up that thread. If the
+    /// task has already resolved, `f` runs at once, on the calling thread.
+    /// Each function set runs once; [`MainThread`](super::MainThread) and
+    /// [`Batch`](super::Batch) set their own beside it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use isolates::pool::{Pool, TaskContext, Worker};
+    ///
+    /// struct Double;
+    /// impl Worker for Double {
+    ///     type Args = (); type Input = u32; type Output = u32; type Progress = (); type Error = String;
+    ///     fn start(_: ()) -> Result<Self, String> { Ok(Double) }
+    ///     fn run(&mut self, n: u32, _: &TaskContext<'_, Self>) -> Result<u32, String> { Ok(n * 2) }
+    /// }
+    ///
+    /// let pool = Pool::<Double>::builder().workers(1).build(()).unwrap();
+    /// let (done_tx, done) = std::sync::mpsc::channel();
+    /// let mut task = pool.submit(21);
+    /// task.on_resolve(move |id| { let _ = done_tx.send(id); });
+    /// // Woken once, by the task's end: then the result is there to take.
+    /// assert_eq!(done.recv_timeout(Duration::from_secs(5)), Ok(task.id()));
+    /// assert_eq!(task.try_take(), Some(Ok(42)));
+    /// ```
+    pub fn on_resolve(&self, f: impl FnOnce(u64) + Send + 'static) {
+        self.cell.on_resolve(Box::new(f));
+    }
+
+    /// A [`TaskWatch`] of this task: its id, state and whether its code
+    /// still runs, for whoever must know without holding the handle.
+    ///
+    /// # Examples
+    ///
+    /// See [`TaskWatch`].
+    pub fn watch(&self) -> TaskWatch {
+        TaskWatch {
+            cell: Arc::clone(&self.cell),
+        }
+    }
+
     /// Resolves a passed deadline here, so a UI thread polling a task
     /// stuck in the queue sees `TimedOut` on time.
     fn expire(&self) {
@@ -488,6 +539,109 @@ impl<W: Worker> fmt::Debug for TaskHandle<W> {
             .field("id", &self.cell.id)
             .field("state", &self.cell.state())
             .field("taken", &self.taken)
+            .finish()
+    }
+}
+
+/// Watches one task: its id, its state, and whether a worker may still be
+/// executing its code. Cheap to clone; it never takes the result, which
+/// stays for the [`TaskHandle`].
+///
+/// A task resolves as soon as it is cancelled, times out or loses its
+/// worker, while the worker's `run` may go on until it looks at
+/// [`TaskContext::is_cancelled`](super::TaskContext::is_cancelled) (or
+/// forever, for code that never does). [`is_executing`](Self::is_executing)
+/// tells the two apart: wait for it to turn false before starting work
+/// that must not overlap the old run.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use isolates::pool::{Pool, TaskContext, TaskState, Worker};
+///
+/// /// Spins until cancelled.
+/// struct Spin;
+/// impl Worker for Spin {
+///     type Args = (); type Input = (); type Output = (); type Progress = (); type Error = String;
+///     fn start(_: ()) -> Result<Self, String> { Ok(Spin) }
+///     fn run(&mut self, _: (), task: &TaskContext<'_, Self>) -> Result<(), String> {
+///         while !task.is_cancelled() { std::thread::yield_now(); }
+///         Ok(())
+///     }
+/// }
+///
+/// let pool = Pool::<Spin>::builder().workers(1).build(()).unwrap();
+/// let task = pool.submit(());
+/// let watch = task.watch();
+/// let until = Instant::now() + Duration::from_secs(5);
+/// while watch.state() != TaskState::Running && Instant::now() < until {
+///     std::thread::yield_now();
+/// }
+/// assert!(watch.is_executing());
+/// task.cancel();
+/// assert!(watch.is_done()); // resolved at once...
+/// while watch.is_executing() && Instant::now() < until {
+///     std::thread::yield_now(); // ...its run returns when it looks
+/// }
+/// assert!(!watch.is_executing());
+/// assert_eq!(watch.id(), task.id());
+/// ```
+#[derive(Clone)]
+pub struct TaskWatch {
+    cell: Arc<TaskCell>,
+}
+
+impl TaskWatch {
+    /// The task's id (as [`TaskHandle::id`]).
+    ///
+    /// # Examples
+    ///
+    /// See [`TaskWatch`].
+    pub fn id(&self) -> u64 {
+        self.cell.id
+    }
+
+    /// Where the task is (as [`TaskHandle::state`]); never blocks.
+    ///
+    /// # Examples
+    ///
+    /// See [`TaskWatch`].
+    pub fn state(&self) -> TaskState {
+        if self.cell.state() != TaskState::Done {
+            self.cell.check_deadline(Instant::now());
+        }
+        self.cell.state()
+    }
+
+    /// Whether the task has resolved; never blocks.
+    ///
+    /// # Examples
+    ///
+    /// See [`TaskWatch`].
+    pub fn is_done(&self) -> bool {
+        self.state() == TaskState::Done
+    }
+
+    /// Whether a worker may still be executing the task's code: true from
+    /// when a worker starts it until its `run` returns, even after the
+    /// task resolved (cancelled, timed out, its worker killed); false
+    /// before it starts and for a task that never runs.
+    ///
+    /// # Examples
+    ///
+    /// See [`TaskWatch`].
+    pub fn is_executing(&self) -> bool {
+        self.cell.executing()
+    }
+}
+
+impl fmt::Debug for TaskWatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskWatch")
+            .field("id", &self.cell.id)
+            .field("state", &self.cell.state())
+            .field("executing", &self.cell.executing())
             .finish()
     }
 }

@@ -315,17 +315,15 @@ impl WorkManagerBuilder {
             events: events_tx.clone(),
             data_limit: self.data_limit,
             in_handler: Mutex::default(),
+            key: handler::new_key(),
         });
-        let key = handler::publish(Arc::clone(&registry));
+        let key = registry.key;
         let workers = self.workers.max(1);
         let pool = Pool::<Runner>::builder()
             .name("work")
             .workers(workers)
-            .build(key)
-            .map_err(|e| {
-                handler::withdraw(key);
-                WorkError::Spawn(e.to_string())
-            })?;
+            .build(Arc::clone(&registry))
+            .map_err(|e| WorkError::Spawn(e.to_string()))?;
         let infos = Arc::new(RwLock::new(HashMap::new()));
         let store_error = Arc::new(StoreErrorSlot::default());
         let settings = Settings {
@@ -352,10 +350,7 @@ impl WorkManagerBuilder {
         let thread = std::thread::Builder::new()
             .name("isolates-work".into())
             .spawn(move || core.run(events_rx))
-            .map_err(|e| {
-                handler::withdraw(key);
-                WorkError::Spawn(e.to_string())
-            })?;
+            .map_err(|e| WorkError::Spawn(e.to_string()))?;
         let tick = events_tx.clone();
         self.clock
             .subscribe(Box::new(move || tick.send(Event::Tick).is_ok()));

@@ -1,7 +1,7 @@
 //! The app's handlers and the pool worker that runs them.
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -264,6 +264,9 @@ pub(crate) struct Registry {
     /// is not is about to start or has just returned, and the scheduler
     /// looks at its task again shortly.
     pub(crate) in_handler: Mutex<HashSet<u64>>,
+    /// Tells this manager's runs from another's on a thread
+    /// ([`current_work`]): work ids repeat across stores.
+    pub(crate) key: u64,
 }
 
 impl Registry {
@@ -273,21 +276,11 @@ impl Registry {
     }
 }
 
-/// Registries by key: a worker isolate starts from a key (its encoded
-/// start argument) and finds its manager's handlers here.
-static REGISTRIES: Mutex<BTreeMap<u64, Arc<Registry>>> = Mutex::new(BTreeMap::new());
 static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
 
-/// Publishes `registry`; returns its key.
-pub(crate) fn publish(registry: Arc<Registry>) -> u64 {
-    let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
-    REGISTRIES.lock().insert(key, registry);
-    key
-}
-
-/// Forgets the registry under `key` (the manager stopped).
-pub(crate) fn withdraw(key: u64) {
-    REGISTRIES.lock().remove(&key);
+/// A key no other work manager of this process has.
+pub(crate) fn new_key() -> u64 {
+    NEXT_KEY.fetch_add(1, Ordering::Relaxed)
 }
 
 thread_local! {
@@ -322,24 +315,21 @@ pub(crate) enum RunOutput {
     Failure(String),
 }
 
-/// The pool worker that runs handlers.
+/// The pool worker that runs handlers; each starts from its manager's
+/// registry.
 pub(crate) struct Runner {
     registry: Arc<Registry>,
-    key: u64,
 }
 
 impl Worker for Runner {
-    type Args = u64;
+    type Args = Arc<Registry>;
     type Input = RunRequest;
     type Output = RunOutput;
     type Progress = ();
     type Error = String;
 
-    fn start(key: u64) -> Result<Self, String> {
-        let registry = REGISTRIES.lock().get(&key).cloned();
-        registry
-            .map(|registry| Runner { registry, key })
-            .ok_or_else(|| "the work manager has stopped".to_owned())
+    fn start(registry: Arc<Registry>) -> Result<Self, String> {
+        Ok(Runner { registry })
     }
 
     fn run(&mut self, run: RunRequest, task: &TaskContext<'_, Self>) -> Result<RunOutput, String> {
@@ -379,7 +369,7 @@ impl Worker for Runner {
                 }
             }
         }
-        CURRENT.with(|c| c.set(Some((self.key, run.work))));
+        CURRENT.with(|c| c.set(Some((self.registry.key, run.work))));
         self.registry.in_handler.lock().insert(task.id());
         let _current = Current {
             registry: &self.registry,

@@ -451,9 +451,6 @@ pub(super) struct Shared {
 impl Shared {
     fn shutdown(&self) {
         let _ = self.events.send(Event::Shutdown);
-        // New workers (a restart after a panic) find no handlers from now
-        // on; running ones keep theirs.
-        handler::withdraw(self.key);
         if handler::current_work(self.key).is_some() {
             // From one of our handlers: the scheduler waits for this run to
             // return, so waiting for the scheduler here would wait for

@@ -1,7 +1,8 @@
 //! The runs: works dispatched to the pool of worker isolates, their time
 //! limits, stopping them, and collecting their results.
 //!
-//! Every use of the pool's task cells is here.
+//! The scheduler's only contact with the pool: submitting, watching and
+//! stopping runs through the pool's public API.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,8 +14,7 @@ use super::event::Event;
 use super::handler::{Registry, RunOutput, RunRequest, Runner};
 use super::request::{WorkId, WorkInfo};
 use crate::error::TaskError;
-use crate::pool::task::TaskCell;
-use crate::pool::{Pool, Task, TaskHandle};
+use crate::pool::{Pool, Task, TaskHandle, TaskWatch};
 use crate::unwind;
 
 /// How soon a run told to stop is looked at again while it is executing
@@ -28,7 +28,7 @@ const STOP_CHECK_MAX: Duration = Duration::from_secs(1);
 /// A run told to stop that may still be executing.
 struct Stopping {
     task: u64,
-    cell: Arc<TaskCell>,
+    watch: TaskWatch,
     /// When its worker is abandoned (and replaced) if it still runs.
     kill_at: Instant,
     killed: bool,
@@ -108,9 +108,9 @@ impl Runs {
         let handle = self.pool.submit_task(Task::new(request).timeout(limit));
         let task = handle.id();
         let events = self.registry.events.clone();
-        handle.cell.on_resolve(Box::new(move |task| {
+        handle.on_resolve(move |task| {
             let _ = events.send(Event::Done { work: id, task });
-        }));
+        });
         self.running.insert(
             id,
             Run {
@@ -174,12 +174,12 @@ impl Runs {
 
     /// Watches `run`, told to stop, until it returns.
     fn stop(&mut self, work: u64, run: &Run) {
-        let cell = Arc::clone(&run.handle.cell);
-        if cell.executing() {
+        let watch = run.handle.watch();
+        if watch.is_executing() {
             let now = Instant::now();
             let mut stopping = Stopping {
                 task: run.task,
-                cell,
+                watch,
                 kill_at: later(now, self.stop_grace),
                 killed: false,
                 look_at: None,
@@ -269,7 +269,7 @@ impl Runs {
 /// Whether `s`, a run told to stop, may still be executing; arms its next
 /// look while it executes out of its handler (see [`STOP_CHECK`]).
 fn still_executing(registry: &Registry, s: &mut Stopping, now: Instant) -> bool {
-    if !s.cell.executing() {
+    if !s.watch.is_executing() {
         return false;
     }
     if registry.in_handler(s.task) {
