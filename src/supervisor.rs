@@ -7,6 +7,13 @@
 //! stops its children and exits, and its own supervisor sees that exit.
 //! Beyond OTP, a [`Backoff`] can space restarts out.
 //!
+//! Children can also be added and removed while it runs, as with OTP's
+//! `start_child`, `terminate_child`, `restart_child`, `delete_child` and
+//! `which_children` ([`Supervisor::start_child`] and the methods after it);
+//! each request has a `_pending` form that never blocks the caller. A child
+//! added later comes after the others, for [`Strategy::RestForOne`] and
+//! [`Strategy::OneForAll`] as for start and stop order.
+//!
 //! A restarted worker keeps its mailbox and its handles: messages queued when
 //! it crashed are handled by the next incarnation, and the caller of the
 //! message that crashed it gets a typed error ([`AskError::Panicked`] or
@@ -27,7 +34,7 @@ mod spec;
 
 pub use backoff::Backoff;
 pub use builder::SupervisorBuilder;
-pub use error::LookupError;
+pub use error::{ChildError, LookupError};
 pub use events::SupervisionEvent;
 pub use handle::Supervisor;
-pub use spec::{ABANDON_AFTER, ChildSpec, Restart, Shutdown, Strategy};
+pub use spec::{ABANDON_AFTER, ChildInfo, ChildKind, ChildSpec, Restart, Shutdown, Strategy};

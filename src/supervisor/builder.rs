@@ -219,6 +219,7 @@ impl SupervisorBuilder {
             exit: Mutex::new(None),
             exited: Condvar::new(),
             listeners: Listeners::new(self.listeners.clone()),
+            children: Mutex::new(Vec::new()),
         });
         let (started_tx, started_rx) = cb::bounded(1);
         let thread_shared = Arc::clone(&shared);
@@ -241,6 +242,8 @@ impl SupervisorBuilder {
                     run.serve()
                 };
                 thread_shared.finish(reason.clone());
+                run.discard_queue();
+                drop(run);
                 if let Some(parent) = parent {
                     parent(reason);
                 }

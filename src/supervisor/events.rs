@@ -25,8 +25,11 @@ use crate::port::SendPort;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum SupervisionEvent {
-    /// A child started (at supervisor start): only listeners attached with
-    /// [`SupervisorBuilder::event_listener`](super::SupervisorBuilder::event_listener) are there to see it.
+    /// A child started: at supervisor start (only listeners attached with
+    /// [`SupervisorBuilder::event_listener`](super::SupervisorBuilder::event_listener)
+    /// are there to see it), or when asked with
+    /// [`Supervisor::start_child`](super::Supervisor::start_child) or
+    /// [`Supervisor::restart_child`](super::Supervisor::restart_child).
     Started {
         /// The child's name.
         child: String,
@@ -46,6 +49,12 @@ pub enum SupervisionEvent {
         /// included.
         attempt: u32,
     },
+    /// A stopped child's spec was removed with
+    /// [`Supervisor::delete_child`](super::Supervisor::delete_child).
+    Deleted {
+        /// The child's name.
+        child: String,
+    },
     /// The restart intensity was passed: the supervisor stopped its
     /// children and exits with `reason`.
     GaveUp {
@@ -64,7 +73,8 @@ impl SupervisionEvent {
         match self {
             Self::Started { child }
             | Self::Exited { child, .. }
-            | Self::Restarted { child, .. } => Some(child),
+            | Self::Restarted { child, .. }
+            | Self::Deleted { child } => Some(child),
             Self::GaveUp { .. } => None,
         }
     }

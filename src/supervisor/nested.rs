@@ -7,7 +7,7 @@ use super::builder::SupervisorBuilder;
 use super::error::SUPERVISOR;
 use super::handle::Supervisor;
 use super::shared::ParentHook;
-use super::spec::{Child, ChildSpec, Registry, Restart, Shutdown};
+use super::spec::{Child, ChildKind, ChildSpec, Registry, Restart, Shutdown};
 use crate::error::SpawnError;
 use crate::isolate::{ExitReason, Leftover, Priority};
 
@@ -66,6 +66,7 @@ impl ChildSpec {
             restart: Restart::default(),
             // A supervisor stops its own children first; give it time.
             shutdown: Shutdown::Timeout(Duration::from_secs(30)),
+            kind: ChildKind::Supervisor,
             factory: Arc::new(move |registry: &Registry| {
                 Ok(Box::new(Nested {
                     name: nested_name.clone(),

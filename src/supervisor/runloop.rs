@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel as cb;
 
 use super::backoff::Backoff;
+use super::error::ChildError;
 use super::events::SupervisionEvent;
-use super::shared::{SupMsg, SupShared};
-use super::spec::{ABANDON_AFTER, Child, ChildSpec, Restart, Shutdown, Strategy};
+use super::shared::{Call, Request, SupMsg, SupShared};
+use super::spec::{ABANDON_AFTER, Child, ChildInfo, ChildSpec, Restart, Shutdown, Strategy};
 use crate::error::SpawnError;
 use crate::isolate::{ExitReason, Leftover, Priority};
 
@@ -24,15 +25,52 @@ pub(super) struct Policy {
 
 /// One child as its supervisor tracks it.
 struct Slot {
+    /// Stable while the child is here; indexes shift as children come and
+    /// go.
+    id: u64,
     spec: ChildSpec,
     child: Box<dyn Child>,
     /// Increases with every start: exits of older incarnations are stale.
     generation: u64,
     running: bool,
-    /// Ended for good (a temporary or a normally exited transient child).
+    /// Ended for good (a temporary or a normally exited transient child,
+    /// one stopped by `terminate_child` or abandoned): `child` is closed,
+    /// and only `restart_child` starts it again, from a fresh one.
     gone: bool,
     /// This child's restart times within the intensity window.
     recent: VecDeque<Instant>,
+    /// Restarts by the supervisor since the child was added.
+    restarts: u64,
+}
+
+impl Slot {
+    fn new(id: u64, spec: ChildSpec, child: Box<dyn Child>) -> Self {
+        Slot {
+            id,
+            spec,
+            child,
+            generation: 0,
+            running: false,
+            gone: false,
+            recent: VecDeque::new(),
+            restarts: 0,
+        }
+    }
+
+    /// A temporary child's spec goes with it, as in OTP.
+    fn forgotten(&self) -> bool {
+        self.gone && self.spec.restart == Restart::Temporary
+    }
+
+    fn info(&self) -> ChildInfo {
+        ChildInfo {
+            name: self.spec.name.clone(),
+            kind: self.spec.kind,
+            restart: self.spec.restart,
+            running: self.running,
+            restarts: self.restarts,
+        }
+    }
 }
 
 /// The supervisor's thread.
@@ -47,8 +85,9 @@ pub(super) struct SupRun {
     slots: Vec<Slot>,
     /// Restart times of all children within the window.
     restarts: VecDeque<Instant>,
-    /// Children waiting out their backoff: (due, index).
-    due: Vec<(Instant, usize)>,
+    /// Children waiting out their backoff: (due, id).
+    due: Vec<(Instant, u64)>,
+    next_id: u64,
     rng: u64,
 }
 
@@ -76,6 +115,7 @@ impl SupRun {
             slots: Vec::new(),
             restarts: VecDeque::new(),
             due: Vec::new(),
+            next_id: 0,
             rng: seed | 1,
         }
     }
@@ -90,40 +130,40 @@ impl SupRun {
 
     pub(super) fn start_children(&mut self) -> Result<(), SpawnError> {
         for spec in std::mem::take(&mut self.specs) {
-            let child = match (spec.factory)(&self.shared.registry) {
-                Ok(child) => child,
+            let index = match self.add_slot(spec) {
+                Ok(index) => index,
                 Err(e) => {
                     self.shutdown_all();
                     return Err(e);
                 }
             };
-            self.slots.push(Slot {
-                spec,
-                child,
-                generation: 0,
-                running: false,
-                gone: false,
-                recent: VecDeque::new(),
-            });
-            let index = self.slots.len() - 1;
             if let Err(e) = self.start_child(index) {
                 self.shutdown_all();
                 return Err(e);
             }
             let child = self.slots[index].spec.name.clone();
-            self.shared.emit(SupervisionEvent::Started { child });
+            self.emit(SupervisionEvent::Started { child });
         }
         Ok(())
+    }
+
+    /// Builds `spec`'s child (registering its handle) as the last child,
+    /// not started; its index.
+    fn add_slot(&mut self, spec: ChildSpec) -> Result<usize, SpawnError> {
+        let child = (spec.factory)(&self.shared.registry)?;
+        self.next_id += 1;
+        self.slots.push(Slot::new(self.next_id, spec, child));
+        Ok(self.slots.len() - 1)
     }
 
     fn start_child(&mut self, index: usize) -> Result<(), SpawnError> {
         let slot = &mut self.slots[index];
         slot.generation += 1;
-        let generation = slot.generation;
+        let (id, generation) = (slot.id, slot.generation);
         let tx = self.shared.tx.clone();
         slot.child.start(Box::new(move |reason, leftover| {
             let _ = tx.send(SupMsg::Exited {
-                index,
+                id,
                 generation,
                 reason,
                 leftover,
@@ -131,6 +171,62 @@ impl SupRun {
         }))?;
         slot.running = true;
         Ok(())
+    }
+
+    /// The index of the child with this id, if it is still here.
+    fn position(&self, id: u64) -> Option<usize> {
+        self.slots.iter().position(|slot| slot.id == id)
+    }
+
+    /// The index of the child called `name`.
+    fn find(&self, name: &str) -> Result<usize, ChildError> {
+        self.slots
+            .iter()
+            .position(|slot| !slot.forgotten() && slot.spec.name == name)
+            .ok_or_else(|| ChildError::NotFound {
+                name: name.to_owned(),
+                children: self
+                    .slots
+                    .iter()
+                    .filter(|slot| !slot.forgotten())
+                    .map(|slot| slot.spec.name.clone())
+                    .collect(),
+            })
+    }
+
+    /// Shows the children to [`Supervisor::children`](super::Supervisor::children).
+    fn publish(&self) {
+        let children = self
+            .slots
+            .iter()
+            .filter(|slot| !slot.forgotten())
+            .map(Slot::info)
+            .collect();
+        *self.shared.children.lock() = children;
+    }
+
+    /// Tells the listeners, after publishing the children: whoever sees an
+    /// event sees the children at least as they were when it happened.
+    fn emit(&self, event: SupervisionEvent) {
+        self.publish();
+        self.shared.emit(event);
+    }
+
+    /// Removes the specs of temporary children that ended, with their
+    /// names. Only between messages: indexes shift.
+    fn prune(&mut self) {
+        if !self.slots.iter().any(Slot::forgotten) {
+            return;
+        }
+        let mut registry = self.shared.registry.lock();
+        self.slots.retain(|slot| {
+            if slot.forgotten() {
+                registry.remove(&slot.spec.name);
+                false
+            } else {
+                true
+            }
+        });
     }
 
     pub(super) fn serve(&mut self) -> ExitReason {
@@ -156,38 +252,47 @@ impl SupRun {
                     return ExitReason::Normal;
                 }
                 Some(SupMsg::Exited {
-                    index,
+                    id,
                     generation,
                     reason,
                     leftover,
                 }) => {
-                    if let Some(reason) = self.child_exited(index, generation, reason, leftover) {
+                    if let Some(reason) = self.child_exited(id, generation, reason, leftover) {
                         return reason;
                     }
                 }
+                Some(SupMsg::Call(call)) => self.handle_call(call),
             }
+            self.prune();
+            self.publish();
         }
+    }
+
+    /// Drops what is still queued once the supervisor has exited: the
+    /// [`Pending`](crate::Pending)s of requests in it resolve as
+    /// [`ChildError::Exited`].
+    pub(super) fn discard_queue(&self) {
+        while self.rx.try_recv().is_ok() {}
     }
 
     /// Records an exit; decides what to restart. `Some` when giving up.
     fn child_exited(
         &mut self,
-        index: usize,
+        id: u64,
         generation: u64,
         reason: ExitReason,
         leftover: Option<Leftover>,
     ) -> Option<ExitReason> {
+        // A deleted child, an older incarnation, or one already handled
+        // (an abandoned child that exits after all).
+        let index = self.position(id)?;
         let slot = &mut self.slots[index];
-        if generation != slot.generation {
+        if generation != slot.generation || !slot.running {
             return None;
         }
         slot.running = false;
         slot.child.ended(leftover);
         let name = slot.spec.name.clone();
-        self.shared.emit(SupervisionEvent::Exited {
-            child: name.clone(),
-            reason: reason.clone(),
-        });
         let restart = match slot.spec.restart {
             Restart::Permanent => true,
             Restart::Transient => reason != ExitReason::Normal,
@@ -195,7 +300,13 @@ impl SupRun {
         };
         if !restart {
             slot.gone = true;
-            slot.child.close(reason);
+            slot.child.close(reason.clone());
+        }
+        self.emit(SupervisionEvent::Exited {
+            child: name.clone(),
+            reason: reason.clone(),
+        });
+        if !restart {
             return None;
         }
         // Intensity: one more restart within the window is allowed only up
@@ -217,7 +328,7 @@ impl SupRun {
             self.slots[index].gone = true;
             self.slots[index].child.close(reason);
             self.shutdown_all();
-            self.shared.emit(SupervisionEvent::GaveUp {
+            self.emit(SupervisionEvent::GaveUp {
                 reason: why.clone(),
             });
             return Some(why);
@@ -258,7 +369,7 @@ impl SupRun {
         let due = now + self.backoff.delay(attempt, random);
         for i in affected {
             if !self.slots[i].gone {
-                self.due.push((due, i));
+                self.due.push((due, self.slots[i].id));
             }
         }
         self.restart_due()
@@ -267,15 +378,19 @@ impl SupRun {
     /// Restarts the children whose backoff is over, in child order.
     fn restart_due(&mut self) -> Option<ExitReason> {
         let now = Instant::now();
-        let mut ready: Vec<usize> = Vec::new();
-        self.due.retain(|&(at, i)| {
+        let mut ready: Vec<u64> = Vec::new();
+        self.due.retain(|&(at, id)| {
             if at <= now {
-                ready.push(i);
+                ready.push(id);
                 false
             } else {
                 true
             }
         });
+        let mut ready: Vec<usize> = ready
+            .into_iter()
+            .filter_map(|id| self.position(id))
+            .collect();
         ready.sort_unstable();
         ready.dedup();
         for i in ready {
@@ -285,9 +400,9 @@ impl SupRun {
             let attempt = u32::try_from(self.slots[i].recent.len()).unwrap_or(u32::MAX);
             match self.start_child(i) {
                 Ok(()) => {
+                    self.slots[i].restarts += 1;
                     let child = self.slots[i].spec.name.clone();
-                    self.shared
-                        .emit(SupervisionEvent::Restarted { child, attempt });
+                    self.emit(SupervisionEvent::Restarted { child, attempt });
                 }
                 Err(e) => {
                     let why = ExitReason::Failed(format!(
@@ -295,7 +410,7 @@ impl SupRun {
                         self.shared.name, self.slots[i].spec.name
                     ));
                     self.shutdown_all();
-                    self.shared.emit(SupervisionEvent::GaveUp {
+                    self.emit(SupervisionEvent::GaveUp {
                         reason: why.clone(),
                     });
                     return Some(why);
@@ -353,26 +468,24 @@ impl SupRun {
             match msg {
                 None => break false,
                 Some(SupMsg::Exited {
-                    index,
+                    id,
                     generation,
                     reason,
                     leftover,
-                }) if index == i && generation == self.slots[i].generation => {
+                }) if id == self.slots[i].id && generation == self.slots[i].generation => {
                     let slot = &mut self.slots[i];
                     slot.running = false;
                     slot.child.ended(leftover);
-                    self.shared.emit(SupervisionEvent::Exited {
-                        child: slot.spec.name.clone(),
-                        reason,
-                    });
+                    let child = slot.spec.name.clone();
+                    self.emit(SupervisionEvent::Exited { child, reason });
                 }
                 // Another child's exit is handled in full by the main loop
                 // (restart, intensity), after this wait.
                 Some(other) => later.push(other),
             }
         };
-        // Requeue what was not ours (other exits, a stop request) for the
-        // main loop.
+        // Requeue what was not ours (other exits, a stop request, a call)
+        // for the main loop.
         for msg in later {
             let _ = self.shared.tx.send(msg);
         }
@@ -391,5 +504,119 @@ impl SupRun {
                 self.slots[i].child.close(ExitReason::Killed);
             }
         }
+    }
+
+    /// Serves a request from a handle and answers it, once what it changed
+    /// is published.
+    fn handle_call(&mut self, call: Call) {
+        self.prune();
+        let (request, answer) = call.into_parts();
+        let result = match request {
+            Request::Start(spec) => self.add_child(spec),
+            Request::Terminate(name) => self.terminate(&name),
+            Request::Restart(name) => self.restart(&name),
+            Request::Delete(name) => self.delete(&name),
+        };
+        self.prune();
+        self.publish();
+        answer.send(result);
+    }
+
+    /// `start_child`: a new last child, started now.
+    fn add_child(&mut self, spec: ChildSpec) -> Result<(), ChildError> {
+        let name = spec.name.clone();
+        if self.find(&name).is_ok() {
+            return Err(ChildError::AlreadyPresent { name });
+        }
+        let index = self
+            .add_slot(spec)
+            .map_err(|error| ChildError::StartFailed {
+                name: name.clone(),
+                error,
+            })?;
+        if let Err(error) = self.start_child(index) {
+            // Not added: its handle, if someone took it, reports the exit.
+            let mut slot = self.slots.remove(index);
+            slot.child
+                .close(ExitReason::Failed(format!("could not start: {error}")));
+            self.shared.registry.lock().remove(&name);
+            return Err(ChildError::StartFailed { name, error });
+        }
+        self.emit(SupervisionEvent::Started { child: name });
+        Ok(())
+    }
+
+    /// `terminate_child`: stopped by its shutdown policy, not restarted.
+    fn terminate(&mut self, name: &str) -> Result<(), ChildError> {
+        let i = self.find(name)?;
+        let id = self.slots[i].id;
+        // Waiting out its backoff: it stays stopped.
+        self.due.retain(|&(_, due)| due != id);
+        if self.slots[i].running {
+            self.stop_child(i, true);
+        }
+        let slot = &mut self.slots[i];
+        if !slot.gone {
+            slot.gone = true;
+            slot.child.close(ExitReason::Killed);
+        }
+        Ok(())
+    }
+
+    /// Whether child `i` runs or is about to be restarted.
+    fn active(&self, i: usize) -> bool {
+        let slot = &self.slots[i];
+        slot.running || self.due.iter().any(|&(_, id)| id == slot.id)
+    }
+
+    /// `restart_child`: a terminated child started again, fresh.
+    fn restart(&mut self, name: &str) -> Result<(), ChildError> {
+        let i = self.find(name)?;
+        if self.active(i) {
+            return Err(ChildError::Running {
+                name: name.to_owned(),
+            });
+        }
+        let failed = |error| ChildError::StartFailed {
+            name: name.to_owned(),
+            error,
+        };
+        if self.slots[i].gone {
+            // Its last child is closed (handles to it report the exit): a
+            // fresh one, whose handle replaces it under this name.
+            let fresh = (self.slots[i].spec.factory)(&self.shared.registry).map_err(failed)?;
+            self.slots[i].child = fresh;
+            self.slots[i].gone = false;
+        }
+        if let Err(error) = self.start_child(i) {
+            let slot = &mut self.slots[i];
+            slot.gone = true;
+            slot.child
+                .close(ExitReason::Failed(format!("could not start: {error}")));
+            return Err(failed(error));
+        }
+        self.emit(SupervisionEvent::Started {
+            child: name.to_owned(),
+        });
+        Ok(())
+    }
+
+    /// `delete_child`: a stopped child's spec removed.
+    fn delete(&mut self, name: &str) -> Result<(), ChildError> {
+        let i = self.find(name)?;
+        if self.active(i) {
+            return Err(ChildError::Running {
+                name: name.to_owned(),
+            });
+        }
+        let mut slot = self.slots.remove(i);
+        if !slot.gone {
+            slot.child.close(ExitReason::Killed);
+        }
+        self.shared.registry.lock().remove(name);
+        self.emit(SupervisionEvent::Deleted {
+            child: name.to_owned(),
+        });
+        Ok(())
     }
 }

@@ -63,6 +63,9 @@ pub enum Restart {
     /// [`ExitReason::Normal`]).
     Transient,
     /// Never restarted, not even when a sibling's exit restarts the others.
+    /// Once it ends its spec is gone too, as in OTP: it leaves
+    /// [`Supervisor::children`](super::Supervisor::children), and its name
+    /// can be given to a new child.
     Temporary,
 }
 
@@ -179,6 +182,7 @@ pub struct ChildSpec {
     pub(super) name: String,
     pub(super) restart: Restart,
     pub(super) shutdown: Shutdown,
+    pub(super) kind: ChildKind,
     pub(super) factory: ChildFactory,
 }
 
@@ -230,6 +234,7 @@ impl ChildSpec {
             name,
             restart: Restart::default(),
             shutdown: Shutdown::default(),
+            kind: ChildKind::Worker,
             factory: Arc::new(move |registry: &Registry| {
                 let (child, handle) = Restartable::<I>::new(&builder, args.clone())?;
                 registry.lock().insert(
@@ -273,14 +278,84 @@ impl ChildSpec {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// Whether the child is a worker isolate or a nested supervisor.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use isolates::supervisor::{ChildKind, ChildSpec, SupervisorBuilder};
+    /// let spec = ChildSpec::supervisor("tree", SupervisorBuilder::new());
+    /// assert_eq!(spec.kind(), ChildKind::Supervisor);
+    /// ```
+    pub fn kind(&self) -> ChildKind {
+        self.kind
+    }
 }
 
 impl fmt::Debug for ChildSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ChildSpec")
             .field("name", &self.name)
+            .field("kind", &self.kind)
             .field("restart", &self.restart)
             .field("shutdown", &self.shutdown)
             .finish_non_exhaustive()
     }
+}
+
+/// What a child is, as OTP's `worker` and `supervisor` child types.
+///
+/// # Examples
+///
+/// ```
+/// use isolates::supervisor::{ChildKind, ChildSpec, SupervisorBuilder};
+/// let spec = ChildSpec::supervisor("tree", SupervisorBuilder::new());
+/// assert_eq!(spec.kind(), ChildKind::Supervisor);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ChildKind {
+    /// A worker isolate ([`ChildSpec::worker`]).
+    Worker,
+    /// A nested supervisor ([`ChildSpec::supervisor`]).
+    Supervisor,
+}
+
+/// One child as its supervisor sees it, from
+/// [`Supervisor::children`](super::Supervisor::children) (OTP's
+/// `which_children`).
+///
+/// # Examples
+///
+/// ```
+/// use isolates::supervisor::{ChildKind, ChildSpec, SupervisorBuilder};
+/// let sup = SupervisorBuilder::new()
+///     .child(ChildSpec::supervisor("tree", SupervisorBuilder::new()))
+///     .start()
+///     .unwrap();
+/// let children = sup.children().unwrap();
+/// assert_eq!(children[0].name, "tree");
+/// assert_eq!(children[0].kind, ChildKind::Supervisor);
+/// assert!(children[0].running);
+/// assert_eq!(children[0].restarts, 0);
+/// sup.stop();
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ChildInfo {
+    /// The child's name.
+    pub name: String,
+    /// A worker or a nested supervisor.
+    pub kind: ChildKind,
+    /// Its restart type.
+    pub restart: Restart,
+    /// Whether an incarnation runs now: false while it waits out its
+    /// backoff before a restart, after a normal exit of a transient child,
+    /// and once it was stopped with
+    /// [`terminate_child`](super::Supervisor::terminate_child).
+    pub running: bool,
+    /// How many times the supervisor restarted it after an exit (by its
+    /// restart type and strategy), since it was added; a
+    /// [`restart_child`](super::Supervisor::restart_child) is not counted.
+    pub restarts: u64,
 }
