@@ -337,7 +337,9 @@ pub trait Taken: private::Sealed {
     fn taken() -> Self;
 }
 
-mod private {
+/// Crate-visible so that a module's own error type can take part without
+/// this module naming it; still out of reach outside the crate.
+pub(crate) mod private {
     pub trait Sealed {}
     impl<E> Sealed for crate::error::AskError<E> {}
     impl Sealed for crate::error::RunError {}
