@@ -9,7 +9,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::isolate::ExitReason;
+mod exit;
+
+pub use exit::{Crash, ExitReason};
 
 /// Why bytes could not be encoded or decoded.
 ///
@@ -631,3 +633,183 @@ impl<E: fmt::Display> fmt::Display for TaskError<E> {
 }
 
 impl<E: fmt::Debug + fmt::Display> std::error::Error for TaskError<E> {}
+
+/// Why [`Context::send_after`](crate::Context::send_after) or
+/// [`Context::send_interval`](crate::Context::send_interval) set no timer.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use isolates::{Context, Isolate, TimerError};
+///
+/// struct Ticker;
+/// impl Isolate for Ticker {
+///     type Args = (); type Message = (); type Reply = String; type Error = String;
+///     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Ticker) }
+///     fn handle(&mut self, _: (), ctx: &mut Context<Self>) -> Result<String, String> {
+///         let err = ctx.send_interval(Duration::ZERO, ()).unwrap_err();
+///         Ok(err.to_string())
+///     }
+/// }
+/// let t = Ticker::spawn(()).unwrap();
+/// assert!(t.ask((), Duration::from_secs(5)).unwrap().contains("zero"));
+/// assert_eq!(TimerError::ZeroPeriod, TimerError::ZeroPeriod);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TimerError {
+    /// An interval of zero would fire without end: give a period above zero.
+    ZeroPeriod,
+    /// The delay or period ends beyond what the clock can represent: give a
+    /// shorter one.
+    OutOfRange,
+    /// Called inside a [process isolate](crate::process)'s child, whose loop
+    /// waits on its parent's frames and cannot wake for a deadline: send the
+    /// isolate messages from the parent (a thread isolate holding its
+    /// handle) instead.
+    InChildProcess,
+}
+
+impl fmt::Display for TimerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ZeroPeriod => f.write_str("an interval's period must be above zero"),
+            Self::OutOfRange => {
+                f.write_str("the timer's deadline is beyond what the clock can represent")
+            }
+            Self::InChildProcess => f.write_str(
+                "timers are not available inside a process isolate's child: \
+                 send it messages from the parent instead",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for TimerError {}
+
+/// Why [`Context::monitor`](crate::Context::monitor) or
+/// [`Context::link`](crate::Context::link) did nothing.
+///
+/// # Examples
+///
+/// ```
+/// use isolates::WatchError;
+/// assert!(WatchError::InChildProcess.to_string().contains("child"));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WatchError {
+    /// Called inside a [process isolate](crate::process)'s child, where no
+    /// other isolate's handle can reach: monitor or link the process
+    /// isolate from the parent instead (it can be watched and linked to
+    /// like any isolate).
+    InChildProcess,
+}
+
+impl fmt::Display for WatchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InChildProcess => f.write_str(
+                "monitors and links cannot be set up inside a process isolate's child: \
+                 set them up from the parent instead",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for WatchError {}
+
+/// Why [`IsolateHandle::register`](crate::IsolateHandle::register) gave no
+/// name.
+///
+/// # Examples
+///
+/// ```
+/// use isolates::RegisterError;
+/// let e = RegisterError::Taken { name: "db".into() };
+/// assert!(e.to_string().contains("\"db\""));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RegisterError {
+    /// Another live isolate has the name: pick another, or
+    /// [`unregister`](crate::unregister) it first.
+    Taken {
+        /// The name asked for.
+        name: String,
+    },
+    /// The isolate has exited (or its incarnation ended): a name would
+    /// point nowhere. A restarted isolate registers again from its `start`.
+    Exited {
+        /// The name asked for.
+        name: String,
+    },
+}
+
+impl fmt::Display for RegisterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Taken { name } => write!(
+                f,
+                "the name {name:?} is registered to another isolate: pick another or unregister it"
+            ),
+            Self::Exited { name } => {
+                write!(f, "cannot register {name:?}: the isolate has exited")
+            }
+        }
+    }
+}
+
+impl std::error::Error for RegisterError {}
+
+/// Why [`IsolateHandle::whereis`](crate::IsolateHandle::whereis) found no
+/// handle.
+///
+/// # Examples
+///
+/// ```
+/// use isolates::WhereisError;
+/// let e = WhereisError::NotFound { name: "db".into() };
+/// assert!(e.to_string().contains("no isolate is registered"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WhereisError {
+    /// No live isolate has the name (it never had one, was unregistered, or
+    /// exited): see [`registered`](crate::registered) for the names there
+    /// are.
+    NotFound {
+        /// The name asked for.
+        name: String,
+    },
+    /// An isolate of another type has the name: look it up with the type
+    /// it has (`found`).
+    WrongType {
+        /// The name asked for.
+        name: String,
+        /// The isolate type asked for.
+        expected: &'static str,
+        /// The type of the isolate registered under the name.
+        found: &'static str,
+    },
+}
+
+impl fmt::Display for WhereisError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotFound { name } => write!(f, "no isolate is registered as {name:?}"),
+            Self::WrongType {
+                name,
+                expected,
+                found,
+            } => write!(
+                f,
+                "the isolate registered as {name:?} is a {found}, not a {expected}: \
+                 look it up with its own type"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for WhereisError {}

@@ -8,25 +8,31 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::SpawnError;
+pub use crate::error::{Crash, ExitReason};
 
 mod builder;
 mod context;
 mod handle;
+mod registry;
 #[cfg(target_os = "linux")]
 mod remote;
 mod runloop;
 mod shared;
 mod supervised;
+mod timer;
+mod watch;
 
 #[cfg(target_os = "linux")]
 pub(crate) use remote::serve_child;
-pub(crate) use runloop::Leftover;
-pub(crate) use shared::ExitHook;
+pub(crate) use shared::{ExitHook, Leftover};
 pub(crate) use supervised::Restartable;
 
 pub use builder::{IsolateBuilder, Mailbox};
 pub use context::Context;
 pub use handle::IsolateHandle;
+pub use registry::{registered, unregister};
+pub use timer::TimerRef;
+pub use watch::{Down, MonitorRef};
 
 /// An actor with private state, built inside its own thread.
 ///
@@ -136,6 +142,63 @@ pub trait Isolate: Sized + 'static {
         ctx: &mut Context<Self>,
     ) -> Result<Self::Reply, Self::Error>;
 
+    /// Called when an isolate this one [monitors](Context::monitor) exits,
+    /// or, while it [traps exits](Context::trap_exits), when an isolate it
+    /// is [linked](Context::link) to exits. Runs between messages, as a
+    /// cast's handler does: the default does nothing.
+    ///
+    /// # Errors
+    ///
+    /// An error is reported to the error listeners and, while errors are
+    /// fatal, ends the isolate with [`ExitReason::Failed`], as a handler's.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use isolates::{Context, Down, ExitReason, Isolate, IsolateHandle, Priority};
+    /// # struct Echo;
+    /// # impl Isolate for Echo {
+    /// #     type Args = (); type Message = u8; type Reply = u8; type Error = String;
+    /// #     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Echo) }
+    /// #     fn handle(&mut self, m: u8, _: &mut Context<Self>) -> Result<u8, String> { Ok(m) }
+    /// # }
+    ///
+    /// /// Watches the isolate registered as "doc-down"; counts who went.
+    /// struct Watcher { gone: u32 }
+    /// impl Isolate for Watcher {
+    ///     type Args = (); type Message = (); type Reply = u32; type Error = String;
+    ///     fn start(_: (), ctx: &mut Context<Self>) -> Result<Self, String> {
+    ///         let echo = IsolateHandle::<Echo>::whereis("doc-down").map_err(|e| e.to_string())?;
+    ///         ctx.monitor(&echo).map_err(|e| e.to_string())?;
+    ///         Ok(Watcher { gone: 0 })
+    ///     }
+    ///     fn handle(&mut self, _: (), _: &mut Context<Self>) -> Result<u32, String> {
+    ///         Ok(self.gone)
+    ///     }
+    ///     fn down(&mut self, down: Down, _: &mut Context<Self>) -> Result<(), String> {
+    ///         assert_eq!(down.reason, ExitReason::Killed);
+    ///         self.gone += 1;
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let echo = Echo::spawn(()).unwrap();
+    /// echo.register("doc-down").unwrap();
+    /// let watcher = Watcher::spawn(()).unwrap();
+    /// assert_eq!(watcher.ask((), Duration::from_secs(5)), Ok(0));
+    /// echo.kill(Priority::Immediate);
+    /// let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    /// while watcher.ask((), Duration::from_secs(5)) != Ok(1) {
+    ///     assert!(std::time::Instant::now() < deadline);
+    ///     std::thread::sleep(Duration::from_millis(1));
+    /// }
+    /// ```
+    fn down(&mut self, down: Down, ctx: &mut Context<Self>) -> Result<(), Self::Error> {
+        let _ = (down, ctx);
+        Ok(())
+    }
+
     /// Called once when the isolate exits after a successful start, with the
     /// reason. A panic here is caught and ignored.
     fn stopping(&mut self, reason: &ExitReason) {
@@ -165,120 +228,6 @@ pub trait Isolate: Sized + 'static {
     /// ```
     fn spawn(args: Self::Args) -> Result<IsolateHandle<Self>, SpawnError> {
         IsolateBuilder::new().spawn(args)
-    }
-}
-
-/// Why an isolate exited.
-///
-/// # Examples
-///
-/// ```
-/// use isolates::ExitReason;
-/// let reason = ExitReason::Panicked("index out of bounds".into());
-/// assert!(!reason.is_normal());
-/// assert_eq!(reason.to_string(), "panicked: index out of bounds");
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum ExitReason {
-    /// It stopped itself, or every handle was dropped and its mailbox drained.
-    Normal,
-    /// It was killed.
-    Killed,
-    /// User code panicked, with this message.
-    Panicked(String),
-    /// `start` or a handler returned this error (its `Display` text).
-    Failed(String),
-    /// A [process isolate](crate::process)'s child process died: a signal,
-    /// a stack overflow, its memory limit, an exit of its own, or a broken
-    /// channel. The parent and its other isolates go on.
-    Crashed(Crash),
-}
-
-/// How a [process isolate](crate::process)'s child process died.
-///
-/// # Examples
-///
-/// ```
-/// use isolates::{Crash, ExitReason};
-/// let reason = ExitReason::Crashed(Crash::Signal(11));
-/// assert_eq!(reason.to_string(), "crashed: killed by signal 11 (SIGSEGV, a segmentation fault)");
-/// let oom = ExitReason::Crashed(Crash::OutOfMemory { limit: 64 << 20 });
-/// assert!(oom.to_string().contains("memory limit"));
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[non_exhaustive]
-pub enum Crash {
-    /// Killed by this signal: 11 a segmentation fault, 6 an abort (a
-    /// Rust `abort`, a C library's assertion), 9 a kill from outside.
-    Signal(i32),
-    /// A thread of the child overflowed its stack.
-    StackOverflow,
-    /// An allocation failed under the memory limit (`max_memory`), in bytes.
-    OutOfMemory {
-        /// The limit the child ran under.
-        limit: u64,
-    },
-    /// The child exited by itself with this code (e.g. `std::process::exit`
-    /// in user code).
-    Exit(i32),
-    /// The child broke the channel: it sent bytes that are not a frame, a
-    /// frame over the codec's limit, closed its end, or did not start in
-    /// time. The child is killed.
-    Protocol(String),
-    /// The child process could not be started.
-    Spawn(String),
-}
-
-impl fmt::Display for Crash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Crash::Signal(signal) => {
-                write!(f, "killed by signal {signal}")?;
-                let name = match signal {
-                    4 => " (SIGILL, an illegal instruction)",
-                    6 => " (SIGABRT, an abort)",
-                    7 => " (SIGBUS, a bus error)",
-                    8 => " (SIGFPE, an arithmetic fault)",
-                    9 => " (SIGKILL)",
-                    11 => " (SIGSEGV, a segmentation fault)",
-                    15 => " (SIGTERM)",
-                    _ => "",
-                };
-                f.write_str(name)
-            }
-            Crash::StackOverflow => f.write_str("a stack overflow"),
-            Crash::OutOfMemory { limit } => {
-                write!(f, "out of memory under its memory limit of {limit} bytes")
-            }
-            Crash::Exit(code) => write!(f, "the child process exited by itself with code {code}"),
-            Crash::Protocol(why) => write!(f, "the child process broke its channel: {why}"),
-            Crash::Spawn(why) => write!(f, "the child process could not be started: {why}"),
-        }
-    }
-}
-
-impl ExitReason {
-    /// Whether this is [`ExitReason::Normal`].
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// assert!(isolates::ExitReason::Normal.is_normal());
-    /// ```
-    pub fn is_normal(&self) -> bool {
-        matches!(self, ExitReason::Normal)
-    }
-}
-
-impl fmt::Display for ExitReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ExitReason::Normal => f.write_str("exited normally"),
-            ExitReason::Killed => f.write_str("killed"),
-            ExitReason::Panicked(msg) => write!(f, "panicked: {msg}"),
-            ExitReason::Failed(msg) => write!(f, "failed: {msg}"),
-            ExitReason::Crashed(crash) => write!(f, "crashed: {crash}"),
-        }
     }
 }
 

@@ -31,12 +31,14 @@ mod unwind;
 
 pub use codec::{Bincode, Codec, DEFAULT_LIMIT, Transfer};
 pub use error::{
-    AskError, CodecError, RecvError, RecvTimeoutError, RemoteError, RunError, SendError,
-    SendTimeoutError, SpawnError, TaskError, TryRecvError, TrySendError,
+    AskError, CodecError, RecvError, RecvTimeoutError, RegisterError, RemoteError, RunError,
+    SendError, SendTimeoutError, SpawnError, TaskError, TimerError, TryRecvError, TrySendError,
+    WatchError, WhereisError,
 };
 pub use isolate::{
-    Context, Crash, ExitReason, Isolate, IsolateBuilder, IsolateError, IsolateHandle, IsolateState,
-    IsolateStats, Mailbox, PauseToken, Priority,
+    Context, Crash, Down, ExitReason, Isolate, IsolateBuilder, IsolateError, IsolateHandle,
+    IsolateState, IsolateStats, Mailbox, MonitorRef, PauseToken, Priority, TimerRef, registered,
+    unregister,
 };
 pub use pending::{Pending, Taken};
 pub use port::{ReceivePort, SendPort};

@@ -391,6 +391,10 @@ pub(super) fn spawn_thread<I: Isolate>(
     if let Some(bytes) = stack_size {
         thread = thread.stack_size(bytes);
     }
+    // Begun here, not on the thread: a monitor or link set up as soon as
+    // `spawn` returns is about this incarnation.
+    let incarnation = shared.watch.begin();
+    let on_thread = Arc::clone(&shared);
     thread
         .spawn(move || {
             let Start {
@@ -399,8 +403,15 @@ pub(super) fn spawn_thread<I: Isolate>(
                 paused,
                 held,
             } = start;
-            runloop::run(shared, control_rx, args, paused, held);
+            runloop::run(on_thread, control_rx, args, paused, held, incarnation);
         })
         .map(drop)
-        .map_err(|e| SpawnError::Thread(e.to_string()))
+        .map_err(|e| {
+            let e = e.to_string();
+            runloop::abandon(
+                &shared,
+                &crate::ExitReason::Failed(format!("the isolate's thread could not start: {e}")),
+            );
+            SpawnError::Thread(e)
+        })
 }

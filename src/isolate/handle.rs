@@ -7,12 +7,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::shared::{Control, Item, Refused, ReplyTo, Shared, Wait};
+use super::watch::{Down, MonitorRef};
 use super::{ExitReason, Isolate, IsolateError, IsolateState, IsolateStats, PauseToken, Priority};
 use crate::codec::envelope::Envelope;
 use crate::error::{AskError, CodecError, SendError, SendTimeoutError, TrySendError};
 use crate::oneshot;
 use crate::pending::{Pending, Reply};
-use crate::port::{Packed, SendPort};
+use crate::port::{Packed, ReceivePort, SendPort};
 
 /// A cheap, clonable reference to a running isolate; never exposes its state.
 ///
@@ -60,6 +61,11 @@ impl<I: Isolate> IsolateHandle<I> {
     pub(super) fn new(shared: Arc<Shared<I>>) -> Self {
         shared.handles.fetch_add(1, Ordering::SeqCst);
         IsolateHandle { shared }
+    }
+
+    /// The record it shares with the isolate.
+    pub(super) fn shared(&self) -> &Arc<Shared<I>> {
+        &self.shared
     }
 
     /// The debug name given at spawn (or `Type#id`).
@@ -533,6 +539,78 @@ impl<I: Isolate> IsolateHandle<I> {
     /// ```
     pub fn add_exit_listener(&self, port: SendPort<ExitReason>) {
         self.shared.add_exit_listener(port);
+    }
+
+    /// Monitors the isolate from outside any isolate (a UI thread, a test):
+    /// the port gets one [`Down`] when its incarnation ends, at once if it
+    /// has ended already. The `Down` goes out without waiting (the port is
+    /// unbounded). For an isolate watching another, see
+    /// [`Context::monitor`](crate::Context::monitor).
+    ///
+    /// Unlike an [exit listener](Self::add_exit_listener), which hears of
+    /// the isolate's final exit, a monitor is about the running incarnation:
+    /// a supervised isolate's restart fires it. It stays until it fires or
+    /// [`demonitor`](Self::demonitor) takes it off.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use isolates::{Context, ExitReason, Isolate, Priority};
+    /// # struct Echo;
+    /// # impl Isolate for Echo {
+    /// #     type Args = (); type Message = u8; type Reply = u8; type Error = String;
+    /// #     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Echo) }
+    /// #     fn handle(&mut self, m: u8, _: &mut Context<Self>) -> Result<u8, String> { Ok(m) }
+    /// # }
+    /// let echo = Echo::spawn(()).unwrap();
+    /// let (monitor, downs) = echo.monitor_port();
+    /// echo.kill(Priority::Immediate);
+    /// let down = downs.recv_timeout(Duration::from_secs(5)).unwrap();
+    /// assert_eq!(down.monitor, Some(monitor));
+    /// assert_eq!(down.reason, ExitReason::Killed);
+    ///
+    /// // Already dead: the `Down` is there at once.
+    /// let (_, late) = echo.monitor_port();
+    /// assert_eq!(late.try_recv().unwrap().reason, ExitReason::Killed);
+    /// ```
+    pub fn monitor_port(&self) -> (MonitorRef, ReceivePort<Down>) {
+        let (tx, rx) = crate::port::unbounded::<Down>();
+        let monitor = MonitorRef::new(self.shared.id);
+        if let Err(reason) = self.shared.watch.monitor_port(monitor, tx.clone()) {
+            let _ = tx.try_send(Down {
+                id: self.shared.id,
+                name: self.shared.name.clone(),
+                reason,
+                monitor: Some(monitor),
+            });
+        }
+        (monitor, rx)
+    }
+
+    /// Takes off a monitor of this isolate set with
+    /// [`monitor_port`](Self::monitor_port); returns whether it was still
+    /// to fire. (An isolate's own monitors: [`Context::demonitor`](crate::Context::demonitor).)
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use isolates::{Context, Isolate, Priority};
+    /// # struct Echo;
+    /// # impl Isolate for Echo {
+    /// #     type Args = (); type Message = u8; type Reply = u8; type Error = String;
+    /// #     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Echo) }
+    /// #     fn handle(&mut self, m: u8, _: &mut Context<Self>) -> Result<u8, String> { Ok(m) }
+    /// # }
+    /// let echo = Echo::spawn(()).unwrap();
+    /// let (monitor, downs) = echo.monitor_port();
+    /// assert!(echo.demonitor(&monitor));
+    /// echo.kill(Priority::Immediate);
+    /// echo.join(std::time::Duration::from_secs(5));
+    /// assert!(downs.try_recv().is_err());
+    /// ```
+    pub fn demonitor(&self, monitor: &MonitorRef) -> bool {
+        self.shared.watch.demonitor(monitor)
     }
 
     /// Stops sending the exit reason to `port` (Dart's

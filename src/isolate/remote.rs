@@ -456,11 +456,9 @@ pub(crate) fn serve_child<I: Isolate, C: Codec>(
             return 0;
         }
     };
-    let mut ctx = Context {
-        shared: Arc::clone(&shared),
-        stop_requested: false,
-        exiting: false,
-    };
+    // No incarnation of a parent's loop: timers, monitors and links say
+    // so with an error.
+    let mut ctx = Context::new(Arc::clone(&shared), None);
     let mut state = match unwind::catch(|| I::start(args, &mut ctx)) {
         // `Context::exit`: a normal end.
         Err(_) if ctx.exiting => {

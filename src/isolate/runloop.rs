@@ -1,15 +1,17 @@
 //! The isolate's thread: start, then messages and control requests until exit.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crossbeam_channel as cb;
 
-use super::shared::{Control, Item, Mail, ReplyTo, Shared};
+use super::shared::{Control, Item, Leftover, Mail, ReplyTo, Shared};
+use super::timer::Due;
+use super::watch::{self, Down, Ended};
 use super::{Context, ExitReason, Isolate, IsolateError, IsolateState};
-use crate::codec::envelope::{Envelope, Erased};
+use crate::codec::envelope::Envelope;
 use crate::pending::Reply;
 use crate::spin::Spin;
 use crate::unwind;
@@ -82,8 +84,13 @@ enum Body<I: Isolate> {
 /// What a handler did with a message.
 enum Handled<I: Isolate> {
     Value(I::Reply),
+    /// Nothing to reply: [`Isolate::down`] returned.
+    Done,
     Failed(I::Error),
-    Panicked { message: String, stack: String },
+    Panicked {
+        message: String,
+        stack: String,
+    },
 }
 
 struct RunLoop<I: Isolate> {
@@ -95,7 +102,19 @@ struct RunLoop<I: Isolate> {
     /// A message taken from the mailbox but not handled yet, because a
     /// control request sent before it (a pause, a kill) must go first.
     held: Option<Mail<I>>,
+    /// `Down`s for [`Isolate::down`], taken in by `apply` (maybe while
+    /// paused or before `start`) and handled between messages.
+    downs: VecDeque<Down>,
     ctx: Context<I>,
+}
+
+/// What woke a waiting isolate.
+enum Woke<I: Isolate> {
+    Mail(Mail<I>),
+    /// A control request is waiting.
+    Control,
+    /// A timer is due.
+    Timer,
 }
 
 /// Runs an isolate to its end on the current thread.
@@ -105,6 +124,7 @@ pub(super) fn run<I: Isolate>(
     args: Envelope<I::Args>,
     paused: Option<u64>,
     held: Option<Mail<I>>,
+    incarnation: u64,
 ) {
     let span =
         tracing::debug_span!(target: "isolates", "isolate", name = %shared.name, id = shared.id);
@@ -112,11 +132,8 @@ pub(super) fn run<I: Isolate>(
     shared.holding.store(held.is_some(), Ordering::Relaxed);
     let mut run_loop = RunLoop {
         mailbox_rx: shared.mailbox_rx.clone(),
-        ctx: Context {
-            shared: Arc::clone(&shared),
-            stop_requested: false,
-            exiting: false,
-        },
+        ctx: Context::new(Arc::clone(&shared), Some(incarnation)),
+        downs: VecDeque::new(),
         shared: Arc::clone(&shared),
         control_rx,
         paused: paused.into_iter().collect(),
@@ -129,65 +146,55 @@ pub(super) fn run<I: Isolate>(
     let guard = CloseOnUnwind(&shared);
     let reason = run_loop.run(args);
     std::mem::forget(guard);
+    // Timers, monitors set, names: nothing of this incarnation survives it.
+    run_loop.ctx.timers.cancel_all();
+    for (monitor, peer) in run_loop.ctx.watching.drain() {
+        if let Some(peer) = peer.upgrade() {
+            peer.watch().demonitor(&monitor);
+        }
+    }
+    let ended = end(&shared, &reason);
     let RunLoop {
         control_rx, held, ..
     } = run_loop;
     // A supervised isolate keeps its mailbox for the next incarnation: its
     // supervisor decides between restart and the end.
     let leftover = Leftover::new::<I>(control_rx, held);
-    let Some(leftover) = shared.exit_to_supervisor(reason.clone(), leftover) else {
-        return;
-    };
-    // Close before the loop's receivers drop: queued asks get the reason.
-    shared.close(reason);
-    if let (_, Some(item)) = leftover.into_parts::<I>() {
-        shared.discard(item);
-    }
-}
-
-/// What an incarnation leaves to the next: its control channel and a
-/// message it took but did not handle.
-///
-/// It passes through the supervisor, which supervises isolates of many
-/// types, so the held message is boxed: only the isolate's own code, which
-/// knows its message type, takes it out.
-pub(crate) struct Leftover {
-    control_rx: cb::Receiver<Control>,
-    held: Option<Erased>,
-}
-
-impl Leftover {
-    pub(super) fn new<I: Isolate>(
-        control_rx: cb::Receiver<Control>,
-        held: Option<Mail<I>>,
-    ) -> Self {
-        Leftover {
-            control_rx,
-            held: held.map(|item| Box::new(item) as Erased),
+    if let Some(leftover) = shared.exit_to_supervisor(reason.clone(), leftover) {
+        // Close before the loop's receivers drop: queued asks get the reason.
+        shared.close(reason.clone());
+        if let (_, Some(item)) = leftover.into_parts::<I>() {
+            shared.discard(item);
         }
     }
+    // Told last: whoever hears of the exit finds the isolate closed.
+    watch::tell(&*shared, ended, &reason);
+}
 
-    /// The control channel and the held message of an isolate `I`.
-    pub(super) fn into_parts<I: Isolate>(self) -> (cb::Receiver<Control>, Option<Mail<I>>) {
-        let held = self.held.and_then(|held| match held.downcast::<Mail<I>>() {
-            Ok(item) => Some(*item),
-            Err(_) => {
-                // Only the isolate that made a leftover takes it apart.
-                tracing::error!(target: "isolates", "a held message of another type was dropped (a bug in isolates)");
-                None
-            }
-        });
-        (self.control_rx, held)
-    }
+/// An incarnation whose thread could not start ends at once: whoever
+/// watched it is told.
+pub(super) fn abandon<I: Isolate>(shared: &Shared<I>, reason: &ExitReason) {
+    let ended = end(shared, reason);
+    watch::tell(shared, ended, reason);
+}
+
+/// Ends the incarnation's table: no monitor or link can be added to it
+/// from here on, and its names are forgotten.
+fn end<I: Isolate>(shared: &Shared<I>, reason: &ExitReason) -> Ended {
+    let ended = shared.watch.end(reason);
+    super::registry::forget(shared.id, &ended.names);
+    ended
 }
 
 struct CloseOnUnwind<'a, I: Isolate>(&'a Shared<I>);
 
 impl<I: Isolate> Drop for CloseOnUnwind<'_, I> {
     fn drop(&mut self) {
-        self.0.close(ExitReason::Panicked(
-            "the isolate's run loop panicked (a bug in isolates)".into(),
-        ));
+        let reason =
+            ExitReason::Panicked("the isolate's run loop panicked (a bug in isolates)".into());
+        let ended = end(self.0, &reason);
+        self.0.close(reason.clone());
+        watch::tell(self.0, ended, &reason);
     }
 }
 
@@ -341,6 +348,26 @@ impl<I: Isolate> RunLoop<I> {
                     }
                 }
             }
+            if self.held.is_none() {
+                // `Down`s and due timers go between messages, as casts.
+                if let Some(down) = self.downs.pop_front() {
+                    busy.tick(&self.shared);
+                    if let Some(reason) = self.down(state, down) {
+                        return reason;
+                    }
+                    continue;
+                }
+                // No clock is read for timers while there are none.
+                if !self.ctx.timers.is_empty()
+                    && let Some(due) = self.ctx.timers.pop_due(Instant::now())
+                {
+                    busy.tick(&self.shared);
+                    if let Some(reason) = self.fire(state, due) {
+                        return reason;
+                    }
+                    continue;
+                }
+            }
             let next = match self.held.take() {
                 Some(item) => {
                     self.shared.holding.store(false, Ordering::Relaxed);
@@ -355,9 +382,10 @@ impl<I: Isolate> RunLoop<I> {
                         return ExitReason::Normal;
                     }
                     match self.wait_for_mail(busy) {
-                        Some(item) => item,
-                        // A control request came: look at it first.
-                        None => continue,
+                        Woke::Mail(item) => item,
+                        // A control request came, or a timer is due: look
+                        // at it first.
+                        Woke::Control | Woke::Timer => continue,
                     }
                 }
             };
@@ -393,7 +421,7 @@ impl<I: Isolate> RunLoop<I> {
     /// The run of messages (see [`Busy`]) ends only when it blocks: a
     /// message caught while spinning continues it, so back-to-back
     /// messages read no clock.
-    fn wait_for_mail(&self, busy: &mut Busy) -> Option<Mail<I>> {
+    fn wait_for_mail(&mut self, busy: &mut Busy) -> Woke<I> {
         let mut spin = Spin::default();
         // A process isolate parks at once: a message to it costs a socket
         // round trip anyway, and a parked isolate lets a blocking `ask`
@@ -404,14 +432,16 @@ impl<I: Isolate> RunLoop<I> {
         let spins = true;
         while spins && !spin.is_completed() {
             if let Ok(item) = self.mailbox_rx.try_recv() {
-                return Some(item);
+                return Woke::Mail(item);
             }
             if self.shared.wake_pending() {
-                return None;
+                return Woke::Control;
             }
             spin.snooze();
         }
         busy.stop(&self.shared);
+        // Parks until the earliest timer at most; with none, until woken.
+        let deadline = self.ctx.timers.next_deadline();
         let mut select = cb::Select::new();
         let mail = select.recv(&self.mailbox_rx);
         select.recv(&self.control_rx);
@@ -424,17 +454,22 @@ impl<I: Isolate> RunLoop<I> {
             if process {
                 self.shared.taking.store(false, Ordering::SeqCst);
             }
-            let ready = select.ready();
+            let ready = match deadline {
+                None => Some(select.ready()),
+                Some(deadline) => select.ready_deadline(deadline).ok(),
+            };
             #[cfg(target_os = "linux")]
             if process {
                 self.shared.taking.store(true, Ordering::SeqCst);
             }
-            if ready == mail {
-                if let Ok(item) = self.mailbox_rx.try_recv() {
-                    return Some(item);
+            match ready {
+                None => return Woke::Timer,
+                Some(ready) if ready == mail => {
+                    if let Ok(item) = self.mailbox_rx.try_recv() {
+                        return Woke::Mail(item);
+                    }
                 }
-            } else {
-                return None;
+                Some(_) => return Woke::Control,
             }
             // Another receiver (a drain) took the message: wait again.
         }
@@ -462,6 +497,26 @@ impl<I: Isolate> RunLoop<I> {
             Control::Ping(reply) => reply.send(Reply::Value(Envelope::unit())),
             Control::Orphaned => self.orphaned = true,
             Control::Wake => {}
+            Control::Signal(signal) => {
+                // Meant for an incarnation that has ended.
+                if Some(signal.incarnation) != self.ctx.incarnation {
+                    return None;
+                }
+                let down = signal.down;
+                if signal.link {
+                    if self.ctx.trap_exits {
+                        self.downs.push_back(down);
+                    } else if !down.reason.is_normal() {
+                        return Some(down.reason.linked(down.id, &down.name));
+                    }
+                } else if down
+                    .monitor
+                    .is_some_and(|monitor| self.ctx.watching.remove(&monitor).is_some())
+                {
+                    // Only a monitor still set: not one taken off since.
+                    self.downs.push_back(down);
+                }
+            }
             #[cfg(target_os = "linux")]
             Control::Child { child } => {
                 let mut conn = self.shared.conn.lock();
@@ -474,6 +529,43 @@ impl<I: Isolate> RunLoop<I> {
             Control::Child { .. } => {}
         }
         None
+    }
+
+    /// Runs [`Isolate::down`], as a cast's handler.
+    fn down(&mut self, state: &mut Body<I>, down: Down) -> Exit {
+        let Body::Local(state) = state else {
+            // A process isolate's state is in its child, which sets no
+            // monitor and traps no exit: no `Down` is taken in for it.
+            return None;
+        };
+        let ctx = &mut self.ctx;
+        let handled = match unwind::catch(|| state.down(down, ctx)) {
+            Err(_) if self.ctx.exiting => return Some(ExitReason::Normal),
+            Ok(Ok(())) => Handled::Done,
+            Ok(Err(error)) => Handled::Failed(error),
+            Err(caught) => Handled::Panicked {
+                message: caught.message,
+                stack: caught.stack,
+            },
+        };
+        self.finish(handled, None)
+    }
+
+    /// Delivers a due timer's message, as a cast.
+    fn fire(&mut self, state: &mut Body<I>, due: Due<I::Message>) -> Exit {
+        match due {
+            Due::Once(msg) | Due::Tick(Ok(msg)) => self.handle(state, Envelope::Moved(msg), None),
+            Due::Tick(Err(message)) => {
+                let message = format!("cloning an interval's message panicked: {message}");
+                self.finish(
+                    Handled::Panicked {
+                        message,
+                        stack: String::new(),
+                    },
+                    None,
+                )
+            }
+        }
     }
 
     fn handle(
@@ -618,6 +710,7 @@ impl<I: Isolate> RunLoop<I> {
                 }
                 None
             }
+            Handled::Done => None,
             Handled::Failed(error) => {
                 let message = unwind::describe(&error);
                 if let Some(reply) = reply {

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel as cb;
 use parking_lot::{Condvar, Mutex};
 
-use super::runloop::Leftover;
+use super::watch::{Peer, Signal, Watch};
 use super::{ExitReason, Isolate, IsolateError, IsolateState};
-use crate::codec::envelope::Envelope;
+use crate::codec::envelope::{Envelope, Erased};
 use crate::oneshot;
 use crate::pending::Reply;
 use crate::port::{DynCodec, SendPort};
@@ -79,6 +79,8 @@ pub(super) enum Control {
     Child {
         child: u64,
     },
+    /// A monitored or linked isolate exited.
+    Signal(Signal),
 }
 
 /// The codecs of an isolate's four message types.
@@ -148,6 +150,8 @@ pub(super) struct Shared<I: Isolate> {
     /// The isolate took a message out of the mailbox but holds it back for
     /// a control request sent before it: still queued, as callers see it.
     pub(super) holding: AtomicBool,
+    /// Who monitors it, who it is linked to, the names it has.
+    pub(super) watch: Watch,
     /// A process isolate: how it runs in a child.
     #[cfg(target_os = "linux")]
     pub(super) process: Option<super::remote::ProcessSpec<I>>,
@@ -199,6 +203,7 @@ impl<I: Isolate> Shared<I> {
             dropped: AtomicU64::new(0),
             spawned_at: Instant::now(),
             holding: AtomicBool::new(false),
+            watch: Watch::default(),
             #[cfg(target_os = "linux")]
             process,
             #[cfg(target_os = "linux")]
@@ -560,6 +565,60 @@ impl<I: Isolate> Shared<I> {
             }
         }
         record.reason.clone()
+    }
+}
+
+/// What an incarnation leaves to the next: its control channel and a
+/// message it took but did not handle.
+///
+/// It passes through the supervisor, which supervises isolates of many
+/// types, so the held message is boxed: only the isolate's own code, which
+/// knows its message type, takes it out.
+pub(crate) struct Leftover {
+    control_rx: cb::Receiver<Control>,
+    held: Option<Erased>,
+}
+
+impl Leftover {
+    pub(super) fn new<I: Isolate>(
+        control_rx: cb::Receiver<Control>,
+        held: Option<Mail<I>>,
+    ) -> Self {
+        Leftover {
+            control_rx,
+            held: held.map(|item| Box::new(item) as Erased),
+        }
+    }
+
+    /// The control channel and the held message of an isolate `I`.
+    pub(super) fn into_parts<I: Isolate>(self) -> (cb::Receiver<Control>, Option<Mail<I>>) {
+        let held = self.held.and_then(|held| match held.downcast::<Mail<I>>() {
+            Ok(item) => Some(*item),
+            Err(_) => {
+                // Only the isolate that made a leftover takes it apart.
+                tracing::error!(target: "isolates", "a held message of another type was dropped (a bug in isolates)");
+                None
+            }
+        });
+        (self.control_rx, held)
+    }
+}
+
+impl<I: Isolate> Peer for Shared<I> {
+    fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn watch(&self) -> &Watch {
+        &self.watch
+    }
+
+    fn signal(&self, signal: Signal) {
+        self.control(Control::Signal(signal), false);
     }
 }
 

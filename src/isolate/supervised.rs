@@ -9,8 +9,7 @@
 use std::sync::Arc;
 
 use super::builder::{Start, spawn_thread};
-use super::runloop::Leftover;
-use super::shared::{ExitHook, Shared};
+use super::shared::{ExitHook, Leftover, Shared};
 use super::{ExitReason, Isolate, IsolateBuilder, IsolateHandle, Priority};
 use crate::codec::Codec;
 use crate::codec::envelope::Envelope;
