@@ -45,6 +45,8 @@ mod batch;
 mod builder;
 mod deadline;
 mod main_thread;
+#[cfg(feature = "nats")]
+mod nats;
 mod queue;
 #[cfg(target_os = "linux")]
 mod remote;

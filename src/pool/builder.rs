@@ -59,7 +59,7 @@ pub struct PoolBuilder<W: Worker, C: Codec = Bincode> {
     copy_messages: bool,
     process: Option<crate::process::ProcessOptions>,
     #[cfg(feature = "nats")]
-    nats: Option<(crate::remote::NatsOptions, String)>,
+    nats: Option<(crate::backend::nats::NatsOptions, String)>,
     codec: C,
     _worker: std::marker::PhantomData<fn() -> W>,
 }
@@ -344,7 +344,7 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
     #[cfg(feature = "nats")]
     pub fn nats(
         mut self,
-        options: impl Into<crate::remote::NatsOptions>,
+        options: impl Into<crate::backend::nats::NatsOptions>,
         name: impl Into<String>,
     ) -> Self {
         self.nats = Some((options.into(), name.into()));
@@ -445,12 +445,8 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
             Some((options, name)) => {
                 self.min = options.in_flight;
                 self.max = options.in_flight;
-                let client = crate::backend::nats::client::Client::<W>::connect(
-                    options,
-                    name,
-                    self.codec.clone(),
-                )
-                .map_err(SpawnError::Remote)?;
+                let client = super::nats::Client::<W>::connect(options, name, self.codec.clone())
+                    .map_err(SpawnError::Remote)?;
                 Some(client)
             }
             None => None,

@@ -118,7 +118,7 @@ pub(super) struct Inner<W: Worker> {
     pub(super) process: Option<remote::WorkerSpec<W>>,
     /// Workers on other machines: each slot carries a task over NATS.
     #[cfg(feature = "nats")]
-    pub(super) nats: Option<Arc<crate::backend::nats::client::Client<W>>>,
+    pub(super) nats: Option<Arc<super::nats::Client<W>>>,
 }
 
 impl<W: Worker> Inner<W> {
