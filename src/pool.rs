@@ -57,7 +57,7 @@ mod shared;
 pub(crate) mod task;
 mod worker;
 #[cfg(target_os = "linux")]
-pub(crate) use remote::{ArgsEncoder, args_encoder, serve_worker};
+pub(crate) use remote::{args_encoder, serve_worker};
 
 pub use batch::{Batch, join_all};
 pub use builder::{PoolBuilder, default_workers};
