@@ -610,7 +610,11 @@ impl<W: Worker> Pool<W> {
             key: task.key,
             retries: task.retries,
         };
-        inner.enqueue(job);
+        if let Some((slot, generation)) = inner.enqueue(job)
+            && spawn_worker(inner, slot, generation).is_err()
+        {
+            inner.retire(slot, generation, "no thread could be started".into());
+        }
         handle
     }
 
