@@ -45,6 +45,8 @@ mod batch;
 mod builder;
 mod deadline;
 mod main_thread;
+#[cfg(feature = "nats")]
+mod nats;
 mod queue;
 #[cfg(target_os = "linux")]
 mod remote;
@@ -55,7 +57,7 @@ mod shared;
 pub(crate) mod task;
 mod worker;
 #[cfg(target_os = "linux")]
-pub(crate) use remote::{ArgsEncoder, args_encoder, serve_worker};
+pub(crate) use remote::{args_encoder, serve_worker};
 
 pub use batch::{Batch, join_all};
 pub use builder::{PoolBuilder, default_workers};
@@ -608,7 +610,11 @@ impl<W: Worker> Pool<W> {
             key: task.key,
             retries: task.retries,
         };
-        inner.enqueue(job);
+        if let Some((slot, generation)) = inner.enqueue(job)
+            && spawn_worker(inner, slot, generation).is_err()
+        {
+            inner.retire(slot, generation, "no thread could be started".into());
+        }
         handle
     }
 

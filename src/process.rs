@@ -111,177 +111,14 @@
 //! `RLIMIT_AS` unevenly; they get the error too rather than weaker
 //! promises.)
 
-use std::any::TypeId;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
-use std::time::Duration;
 
-use parking_lot::Mutex;
-
+pub use crate::backend::launch::ProcessOptions;
+use crate::backend::registry::{Registered, fn_key, install, lookup_key, worker_key};
+// Until the isolate's builder looks them up in `backend::registry` itself.
+pub(crate) use crate::backend::registry::{key, lookup};
 use crate::codec::{Bincode, Codec};
-use crate::error::SpawnError;
 use crate::isolate::Isolate;
-
-/// How a process isolate's child runs: its memory limit, how a kill ends
-/// it, how long it may take to start.
-///
-/// # Examples
-///
-/// ```
-/// use std::time::Duration;
-/// use isolates::process::ProcessOptions;
-///
-/// let options = ProcessOptions::new()
-///     .max_memory(256 << 20)
-///     .kill_grace(Duration::from_millis(100))
-///     .start_timeout(Duration::from_secs(10));
-/// assert_eq!(options.memory_limit(), Some(256 << 20));
-/// ```
-#[derive(Clone, Debug)]
-pub struct ProcessOptions {
-    pub(crate) max_memory: Option<u64>,
-    pub(crate) kill_grace: Duration,
-    pub(crate) start_timeout: Duration,
-    pub(crate) stop_timeout: Duration,
-    pub(crate) program: Option<(std::path::PathBuf, Vec<std::ffi::OsString>)>,
-}
-
-impl Default for ProcessOptions {
-    fn default() -> Self {
-        ProcessOptions {
-            max_memory: None,
-            kill_grace: Duration::ZERO,
-            start_timeout: Duration::from_secs(30),
-            stop_timeout: Duration::from_secs(5),
-            program: None,
-        }
-    }
-}
-
-impl ProcessOptions {
-    /// What a child's spawn needs of these options.
-    #[cfg(target_os = "linux")]
-    pub(crate) fn launch(&self) -> crate::backend::process::parent::Launch<'_> {
-        crate::backend::process::parent::Launch {
-            program: self.program.as_ref(),
-            max_memory: self.max_memory,
-            kill_grace: self.kill_grace,
-        }
-    }
-
-    /// No memory limit, an immediate SIGKILL, 30 s to start, 5 s to stop.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let options = isolates::process::ProcessOptions::new();
-    /// assert_eq!(options.memory_limit(), None);
-    /// ```
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Limits the child's address space to `bytes` (`RLIMIT_AS`), enforced
-    /// by the kernel: an allocation beyond it fails, the child aborts, and
-    /// the isolate exits
-    /// [`Crash::OutOfMemory`](crate::Crash::OutOfMemory).
-    ///
-    /// It bounds address space, not resident memory: the executable, thread
-    /// stacks (8 MiB reserved each) and allocator arenas count. Leave
-    /// 64 MiB or more above what the isolate itself needs. (The child runs
-    /// with `MALLOC_ARENA_MAX=2` under a limit, unless the environment sets
-    /// it.)
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let options = isolates::process::ProcessOptions::new().max_memory(1 << 30);
-    /// assert_eq!(options.memory_limit(), Some(1 << 30));
-    /// ```
-    pub fn max_memory(mut self, bytes: u64) -> Self {
-        self.max_memory = Some(bytes);
-        self
-    }
-
-    /// The memory limit set with [`max_memory`](Self::max_memory).
-    ///
-    /// # Examples
-    ///
-    /// See [`ProcessOptions`].
-    pub fn memory_limit(&self) -> Option<u64> {
-        self.max_memory
-    }
-
-    /// An immediate kill sends SIGTERM, then SIGKILL after `grace`; with no
-    /// grace (the default) it sends SIGKILL at once.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// let options = isolates::process::ProcessOptions::new().kill_grace(Duration::from_millis(50));
-    /// # let _ = options;
-    /// ```
-    pub fn kill_grace(mut self, grace: Duration) -> Self {
-        self.kill_grace = grace;
-        self
-    }
-
-    /// How long the child may take from spawn to a started isolate (its
-    /// `start` included) before it is killed and the isolate exits
-    /// [`Crash::Protocol`](crate::Crash::Protocol). Default 30 s.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// let options = isolates::process::ProcessOptions::new().start_timeout(Duration::from_secs(5));
-    /// # let _ = options;
-    /// ```
-    pub fn start_timeout(mut self, timeout: Duration) -> Self {
-        self.start_timeout = timeout;
-        self
-    }
-
-    /// Starts `program` with `args` as the child instead of this executable
-    /// again: for example a small helper binary of the same workspace, so
-    /// that children do not map the whole application. It must call
-    /// [`Registry::init`] first thing in `main`, with the same
-    /// registrations (and be built from the same code: the isolate types are
-    /// matched by type identity).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let options = isolates::process::ProcessOptions::new()
-    ///     .program("/usr/local/bin/my-app-worker", ["--quiet"]);
-    /// # let _ = options;
-    /// ```
-    pub fn program<S: Into<std::ffi::OsString>>(
-        mut self,
-        program: impl Into<std::path::PathBuf>,
-        args: impl IntoIterator<Item = S>,
-    ) -> Self {
-        self.program = Some((program.into(), args.into_iter().map(Into::into).collect()));
-        self
-    }
-
-    /// How long an isolate that exits (stopped, killed after its current
-    /// message, its handles dropped) waits for its child to finish and exit
-    /// before killing it. Default 5 s.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// let options = isolates::process::ProcessOptions::new().stop_timeout(Duration::from_secs(1));
-    /// # let _ = options;
-    /// ```
-    pub fn stop_timeout(mut self, timeout: Duration) -> Self {
-        self.stop_timeout = timeout;
-        self
-    }
-}
 
 /// The isolate types this executable can run in a child process; see the
 /// [module docs](self).
@@ -316,46 +153,6 @@ impl std::fmt::Debug for Registry {
             .field("test_entry", &self.test_entry)
             .finish()
     }
-}
-
-#[derive(Clone)]
-struct Registered {
-    type_name: &'static str,
-    #[cfg(target_os = "linux")]
-    entry: crate::backend::process::Entry,
-    /// A pool worker's start-argument encoder (an `ArgsEncoder` of its
-    /// `Args`): its registration is where they are known to be encodable.
-    #[cfg(target_os = "linux")]
-    args: Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
-}
-
-/// What `init` recorded in the parent.
-struct Installed {
-    entries: HashMap<u64, Registered>,
-    test_entry: Option<String>,
-}
-
-static INSTALLED: Mutex<Option<Installed>> = Mutex::new(None);
-
-/// Identifies isolate `I` with codec `C` in both processes: the same
-/// executable gives the same type ids.
-pub(crate) fn key<I: 'static, C: 'static>() -> u64 {
-    let mut hasher = std::hash::DefaultHasher::new();
-    TypeId::of::<(I, C)>().hash(&mut hasher);
-    hasher.finish()
-}
-
-/// The key of function `f` for [`run`]: its type and its place in this
-/// executable (an offset from a function of this crate, the same in every
-/// process started from the same file, wherever it is loaded).
-pub(crate) fn fn_key<A: 'static, R: 'static>(f: fn(A) -> R) -> u64 {
-    fn anchor() {}
-    let anchor: fn() = anchor;
-    let offset = (f as usize).wrapping_sub(anchor as usize);
-    let mut hasher = std::hash::DefaultHasher::new();
-    TypeId::of::<(A, R)>().hash(&mut hasher);
-    offset.hash(&mut hasher);
-    hasher.finish()
 }
 
 /// Runs `f(arg)` in a fresh child process, as [`run`](crate::run()) does on
@@ -445,61 +242,6 @@ where
         crate::Pending::ready(Err(crate::RunError::NotRegistered(
             "process isolates need Linux".into(),
         )))
-    }
-}
-
-/// The key of pool worker `W` with codec `C` (a type may be both an
-/// isolate and a worker).
-pub(crate) fn worker_key<W: 'static, C: 'static>() -> u64 {
-    key::<AsWorker<W>, C>()
-}
-
-struct AsWorker<W>(std::marker::PhantomData<W>);
-
-/// Checks that isolate `I` with codec `C` can run in a child; returns the
-/// test entry to start the child with, if any.
-pub(crate) fn lookup<I: 'static, C: 'static>() -> Result<Option<String>, SpawnError> {
-    lookup_key::<I, C>(key::<I, C>(), "isolate")
-}
-
-/// As [`lookup`], for pool worker `W`.
-pub(crate) fn lookup_worker<W: 'static, C: 'static>() -> Result<Option<String>, SpawnError> {
-    lookup_key::<W, C>(worker_key::<W, C>(), "worker")
-}
-
-/// The start-argument encoder that registering pool worker `W` with codec
-/// `C` made; `None` if it is not registered.
-#[cfg(target_os = "linux")]
-pub(crate) fn worker_args<W: crate::pool::Worker, C: 'static>()
--> Option<crate::pool::ArgsEncoder<W::Args>> {
-    let installed = INSTALLED.lock();
-    let registered = installed.as_ref()?.entries.get(&worker_key::<W, C>())?;
-    registered
-        .args
-        .as_ref()?
-        .downcast_ref::<crate::pool::ArgsEncoder<W::Args>>()
-        .cloned()
-}
-
-fn lookup_key<T: 'static, C: 'static>(key: u64, kind: &str) -> Result<Option<String>, SpawnError> {
-    if !cfg!(target_os = "linux") {
-        return Err(SpawnError::Unsupported(
-            "process isolates need Linux; use a thread isolate (the default) here",
-        ));
-    }
-    let installed = INSTALLED.lock();
-    let type_name = std::any::type_name::<T>();
-    match &*installed {
-        Some(installed) if installed.entries.contains_key(&key) => Ok(installed.test_entry.clone()),
-        Some(_) => Err(SpawnError::NotRegistered(format!(
-            "{kind} {type_name} (with codec {}) is not registered: add `.{kind}::<{type_name}>()` \
-             (or `.{kind}_with` for another codec) to the Registry that main initializes",
-            std::any::type_name::<C>()
-        ))),
-        None => Err(SpawnError::NotRegistered(format!(
-            "isolates::process::Registry::init was not called: call it first thing in main, \
-             registering {type_name}"
-        ))),
     }
 }
 
@@ -676,33 +418,10 @@ impl Registry {
             entries,
             test_entry,
         } = self;
-        {
-            let mut installed = INSTALLED.lock();
-            let installed = installed.get_or_insert_with(|| Installed {
-                entries: HashMap::new(),
-                test_entry: None,
-            });
-            installed.entries.extend(entries);
-            if test_entry.is_some() {
-                installed.test_entry = test_entry;
-            }
-        }
+        install(entries, test_entry);
         #[cfg(target_os = "linux")]
         {
-            let (start_limit, entries) = {
-                let installed = INSTALLED.lock();
-                let entries: HashMap<u64, crate::backend::process::Entry> = installed
-                    .as_ref()
-                    .map(|i| {
-                        i.entries
-                            .iter()
-                            .map(|(k, r)| (*k, r.entry.clone()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let limit = entries.values().map(|e| e.limit).max().unwrap_or(0);
-                (limit, entries)
-            };
+            let (start_limit, entries) = crate::backend::registry::child_entries();
             crate::backend::process::child::enter_if_child(start_limit, |key| {
                 entries.get(&key).cloned()
             });

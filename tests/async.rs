@@ -21,9 +21,6 @@ use common::wait_until;
 use futures::executor::block_on;
 use futures::future::Either;
 use isolates::pool::{Pool, Task, TaskContext, Worker};
-use isolates::schedule::{
-    Enqueued, WorkContext, WorkError, WorkManager, WorkQuery, WorkRequest, WorkResult, WorkStore,
-};
 use isolates::{AskError, Context as IsolateContext, Isolate, RunError, TaskError, run};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -257,21 +254,6 @@ impl Isolate for Echo {
     }
 }
 
-fn manager() -> WorkManager {
-    WorkManager::builder(WorkStore::in_memory().unwrap())
-        .workers(1)
-        .handler_fn(
-            "noop",
-            |(): (), _: &WorkContext<'_>| WorkResult::Success(()),
-        )
-        .build()
-        .unwrap()
-}
-
-fn later() -> WorkRequest {
-    WorkRequest::once("noop").initial_delay(Duration::from_secs(3600))
-}
-
 // --------------------------------------------------------------- tests
 
 #[tokio::test]
@@ -317,32 +299,15 @@ fn pending_under_block_on() {
 }
 
 #[test]
-fn task_handles_and_operations_under_block_on() {
+fn task_handles_under_block_on() {
     let pool = pool(2);
     assert_eq!(value(within(pool.submit(Job::Double(21)))), 42);
-    let m = manager();
-    let id = match within(m.enqueue(later())) {
-        Ok(Enqueued::New(ids)) => ids[0],
-        other => panic!("{other:?}"),
-    };
-    assert!(m.info(id).is_some());
-    assert_eq!(within(m.cancel(WorkQuery::All)), Ok(1));
-    m.shutdown();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn task_handles_and_operations_under_tokio() {
+async fn task_handles_under_tokio() {
     let pool = pool(2);
     assert_eq!(value(soon(pool.submit(Job::Double(4))).await), 8);
-    let m = manager();
-    assert!(matches!(
-        soon(m.enqueue(later())).await,
-        Ok(Enqueued::New(_))
-    ));
-    assert_eq!(soon(m.cancel(WorkQuery::All)).await, Ok(1));
-    m.shutdown();
-    // A stopped manager answers at once.
-    assert_eq!(soon(m.enqueue(later())).await, Err(WorkError::Stopped));
 }
 
 #[test]
@@ -446,13 +411,6 @@ fn awaiting_a_taken_result_gives_the_typed_error() {
     assert_eq!(value(handle.wait_timeout(T).expect("resolved")), 2);
     assert_eq!(within(&mut handle), Err(TaskError::AlreadyTaken));
     assert_eq!(within(handle), Err(TaskError::AlreadyTaken));
-
-    let m = manager();
-    let mut op = m.enqueue(later());
-    assert!(matches!(within(&mut op), Ok(Enqueued::New(_))));
-    assert_eq!(within(&mut op), Err(WorkError::AlreadyTaken));
-    assert_eq!(op.try_result(), Some(Err(WorkError::AlreadyTaken)));
-    m.shutdown();
 }
 
 #[test]
@@ -480,7 +438,7 @@ fn a_panicking_waker_does_not_kill_the_pool_worker() {
 }
 
 #[test]
-fn a_panicking_waker_does_not_kill_the_run_thread_or_the_scheduler() {
+fn a_panicking_waker_does_not_kill_the_run_thread() {
     let gate = key();
     let (counter, waker) = probe(true);
     let mut pending = run(gated, gate);
@@ -492,19 +450,6 @@ fn a_panicking_waker_does_not_kill_the_run_thread_or_the_scheduler() {
         Poll::Ready(Ok(Counted(k))) if k == gate
     ));
     assert_eq!(run(square, 5).wait_timeout(T), Some(Ok(25)));
-
-    let m = manager();
-    let (counter, waker) = probe(true);
-    let mut op = m.enqueue(later());
-    // The scheduler may answer before the first poll; either way the next
-    // request is answered.
-    if poll_once(&mut op, &waker).is_pending() {
-        assert!(wait_until(|| counter.wakes.load(Ordering::SeqCst) == 1, T));
-    }
-    assert!(matches!(op.wait_timeout(T), Some(Ok(Enqueued::New(_)))));
-    let next = m.enqueue(later()).wait_timeout(T);
-    assert!(matches!(next, Some(Ok(Enqueued::New(_)))), "{next:?}");
-    m.shutdown();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -516,4 +461,81 @@ async fn a_queued_task_past_its_deadline_wakes_its_awaiter() {
     assert_eq!(soon(late).await, Err(TaskError::TimedOut));
     open(gate);
     assert!(gated_by(&soon(busy).await, gate));
+}
+
+/// `Operation`s of the work manager (the `schedule` feature).
+#[cfg(feature = "schedule")]
+mod schedule {
+    use isolates::schedule::{
+        Enqueued, WorkContext, WorkError, WorkManager, WorkQuery, WorkRequest, WorkResult,
+        WorkStore,
+    };
+
+    use super::*;
+
+    fn manager() -> WorkManager {
+        WorkManager::builder(WorkStore::in_memory().unwrap())
+            .workers(1)
+            .handler_fn(
+                "noop",
+                |(): (), _: &WorkContext<'_>| WorkResult::Success(()),
+            )
+            .build()
+            .unwrap()
+    }
+
+    fn later() -> WorkRequest {
+        WorkRequest::once("noop").initial_delay(Duration::from_secs(3600))
+    }
+
+    #[test]
+    fn operations_under_block_on() {
+        let m = manager();
+        let id = match within(m.enqueue(later())) {
+            Ok(Enqueued::New(ids)) => ids[0],
+            other => panic!("{other:?}"),
+        };
+        assert!(m.info(id).is_some());
+        assert_eq!(within(m.cancel(WorkQuery::All)), Ok(1));
+        m.shutdown();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn operations_under_tokio() {
+        let m = manager();
+        assert!(matches!(
+            soon(m.enqueue(later())).await,
+            Ok(Enqueued::New(_))
+        ));
+        assert_eq!(soon(m.cancel(WorkQuery::All)).await, Ok(1));
+        m.shutdown();
+        // A stopped manager answers at once.
+        assert_eq!(soon(m.enqueue(later())).await, Err(WorkError::Stopped));
+    }
+
+    #[test]
+    fn awaiting_a_taken_operation_gives_the_typed_error() {
+        let m = manager();
+        let mut op = m.enqueue(later());
+        assert!(matches!(within(&mut op), Ok(Enqueued::New(_))));
+        assert_eq!(within(&mut op), Err(WorkError::AlreadyTaken));
+        assert_eq!(op.try_result(), Some(Err(WorkError::AlreadyTaken)));
+        m.shutdown();
+    }
+
+    #[test]
+    fn a_panicking_waker_does_not_kill_the_scheduler() {
+        let m = manager();
+        let (counter, waker) = probe(true);
+        let mut op = m.enqueue(later());
+        // The scheduler may answer before the first poll; either way the next
+        // request is answered.
+        if poll_once(&mut op, &waker).is_pending() {
+            assert!(wait_until(|| counter.wakes.load(Ordering::SeqCst) == 1, T));
+        }
+        assert!(matches!(op.wait_timeout(T), Some(Ok(Enqueued::New(_)))));
+        let next = m.enqueue(later()).wait_timeout(T);
+        assert!(matches!(next, Some(Ok(Enqueued::New(_)))), "{next:?}");
+        m.shutdown();
+    }
 }

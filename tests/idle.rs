@@ -1,6 +1,6 @@
 //! Idle means no wake-ups: an idle isolate, pool (plain and rayon mode),
-//! supervisor and work manager leave the CPU alone, and a thread waiting
-//! for a late reply parks instead of spinning.
+//! supervisor and work manager (with the `schedule` feature) leave the CPU
+//! alone, and a thread waiting for a late reply parks instead of spinning.
 //!
 //! Wake-ups are counted as context switches (voluntary and involuntary)
 //! of the threads an object created, read from `/proc/self/task/*/status`:
@@ -18,9 +18,6 @@ use std::time::{Duration, Instant};
 
 use common::wait_until;
 use isolates::pool::{Pool, TaskContext, Worker};
-use isolates::schedule::{
-    Backoff, WorkContext, WorkManager, WorkQuery, WorkRequest, WorkResult, WorkState, WorkStore,
-};
 use isolates::supervisor::{ChildSpec, SupervisorBuilder};
 use isolates::{Context, Isolate};
 use rayon::prelude::*;
@@ -312,75 +309,6 @@ fn idle_supervisor(errors: &mut Vec<Result<(), String>>) {
     sup.stop();
 }
 
-fn idle_work_manager(errors: &mut Vec<Result<(), String>>) {
-    let created = Created::since_now();
-    let manager = WorkManager::builder(WorkStore::in_memory().unwrap())
-        .workers(2)
-        .handler_fn(
-            "noop",
-            |(): (), _: &WorkContext<'_>| WorkResult::Success(()),
-        )
-        .build()
-        .unwrap();
-    // One run, so the manager's pool and its deadline timer have worked.
-    let id = manager
-        .enqueue(WorkRequest::once("noop"))
-        .wait()
-        .unwrap()
-        .ids()[0];
-    let info = manager.wait_finished(id, T).unwrap();
-    assert!(info.state.is_finished(), "{info:?}");
-    errors.push(created.check_idle("work manager", 3));
-    manager.shutdown();
-}
-
-fn idle_work_manager_with_an_abandoned_run(errors: &mut Vec<Result<(), String>>) {
-    let created = Created::since_now();
-    let (release, released) = crossbeam_channel::bounded::<()>(1);
-    let manager = WorkManager::builder(WorkStore::in_memory().unwrap())
-        .workers(1)
-        .stop_grace(Duration::from_millis(50))
-        .min_backoff(Duration::from_millis(10))
-        .handler_fn("stuck", move |(): (), w: &WorkContext<'_>| {
-            if w.attempt() == 1 {
-                // Ignores the stop: only the test lets it go.
-                let _ = released.recv_timeout(T);
-            }
-            WorkResult::Success(w.attempt())
-        })
-        .build()
-        .unwrap();
-    let request = WorkRequest::once("stuck")
-        .time_limit(Duration::from_millis(100))
-        .backoff(Backoff::linear(Duration::from_millis(10)));
-    let id = manager.enqueue(request).wait().unwrap().ids()[0];
-    // Past its time limit and grace, the run's worker is abandoned and
-    // replaced (a second thread of the same name); the work waits for the
-    // run to return, which it says by itself: nothing polls it.
-    let workers = || {
-        let named = |t: &Thread| t.name == "work-0";
-        created.now().values().filter(|t| named(t)).count()
-    };
-    assert!(wait_until(|| workers() == 2, T), "{:?}", created.now());
-    errors.push(created.check_idle("work manager with an abandoned run", 4));
-    // The watch's first snapshot comes once it is registered: from then
-    // on only the run's return can make the scheduler start the retry.
-    let watch = manager.watch(WorkQuery::Id(id));
-    assert!(watch.next_timeout(T).is_some());
-    release.send(()).unwrap();
-    let deadline = Instant::now() + T;
-    let info = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let info = watch.next_timeout(left).expect("the retry never finished");
-        if info.state.is_finished() {
-            break info;
-        }
-    };
-    assert_eq!(info.state, WorkState::Succeeded, "{info:?}");
-    assert_eq!(info.output::<u32>(), Some(Ok(2)), "{info:?}");
-    manager.shutdown();
-}
-
 /// CPU time the calling thread has used.
 fn thread_cpu() -> Duration {
     // Nanoseconds on the CPU, the first field of schedstat; the clock
@@ -432,15 +360,18 @@ fn idle_objects_make_no_wake_ups_and_waiters_park() {
     idle_plain_pool(&mut errors);
     idle_rayon_pool(&mut errors);
     idle_supervisor(&mut errors);
-    idle_work_manager(&mut errors);
-    idle_work_manager_with_an_abandoned_run(&mut errors);
+    #[cfg(feature = "schedule")]
+    {
+        schedule::idle_work_manager(&mut errors);
+        schedule::idle_work_manager_with_an_abandoned_run(&mut errors);
+    }
     late_results_park_the_waiter();
     let errors: Vec<String> = errors.into_iter().filter_map(Result::err).collect();
     assert!(errors.is_empty(), "{}", errors.join("\n"));
 }
 
 /// Not a check: prints what an idle rayon-mode pool costs over 3 s (run
-/// with `cargo test --features schedule --test idle -- --ignored --nocapture`).
+/// with `cargo test --test idle -- --ignored --nocapture`).
 #[test]
 #[ignore = "a measurement, not a check"]
 fn report_an_idle_rayon_pool_over_3_s() {
@@ -464,4 +395,84 @@ fn report_an_idle_rayon_pool_over_3_s() {
         cpu.as_secs_f64() * 1000.0,
         after.len()
     );
+}
+
+/// The work manager (the `schedule` feature), checked within the one test
+/// above.
+#[cfg(feature = "schedule")]
+mod schedule {
+    use isolates::schedule::{
+        Backoff, WorkContext, WorkManager, WorkQuery, WorkRequest, WorkResult, WorkState, WorkStore,
+    };
+
+    use super::*;
+
+    pub(super) fn idle_work_manager(errors: &mut Vec<Result<(), String>>) {
+        let created = Created::since_now();
+        let manager = WorkManager::builder(WorkStore::in_memory().unwrap())
+            .workers(2)
+            .handler_fn(
+                "noop",
+                |(): (), _: &WorkContext<'_>| WorkResult::Success(()),
+            )
+            .build()
+            .unwrap();
+        // One run, so the manager's pool and its deadline timer have worked.
+        let id = manager
+            .enqueue(WorkRequest::once("noop"))
+            .wait()
+            .unwrap()
+            .ids()[0];
+        let info = manager.wait_finished(id, T).unwrap();
+        assert!(info.state.is_finished(), "{info:?}");
+        errors.push(created.check_idle("work manager", 3));
+        manager.shutdown();
+    }
+
+    pub(super) fn idle_work_manager_with_an_abandoned_run(errors: &mut Vec<Result<(), String>>) {
+        let created = Created::since_now();
+        let (release, released) = crossbeam_channel::bounded::<()>(1);
+        let manager = WorkManager::builder(WorkStore::in_memory().unwrap())
+            .workers(1)
+            .stop_grace(Duration::from_millis(50))
+            .min_backoff(Duration::from_millis(10))
+            .handler_fn("stuck", move |(): (), w: &WorkContext<'_>| {
+                if w.attempt() == 1 {
+                    // Ignores the stop: only the test lets it go.
+                    let _ = released.recv_timeout(T);
+                }
+                WorkResult::Success(w.attempt())
+            })
+            .build()
+            .unwrap();
+        let request = WorkRequest::once("stuck")
+            .time_limit(Duration::from_millis(100))
+            .backoff(Backoff::linear(Duration::from_millis(10)));
+        let id = manager.enqueue(request).wait().unwrap().ids()[0];
+        // Past its time limit and grace, the run's worker is abandoned and
+        // replaced (a second thread of the same name); the work waits for the
+        // run to return, which it says by itself: nothing polls it.
+        let workers = || {
+            let named = |t: &Thread| t.name == "work-0";
+            created.now().values().filter(|t| named(t)).count()
+        };
+        assert!(wait_until(|| workers() == 2, T), "{:?}", created.now());
+        errors.push(created.check_idle("work manager with an abandoned run", 4));
+        // The watch's first snapshot comes once it is registered: from then
+        // on only the run's return can make the scheduler start the retry.
+        let watch = manager.watch(WorkQuery::Id(id));
+        assert!(watch.next_timeout(T).is_some());
+        release.send(()).unwrap();
+        let deadline = Instant::now() + T;
+        let info = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let info = watch.next_timeout(left).expect("the retry never finished");
+            if info.state.is_finished() {
+                break info;
+            }
+        };
+        assert_eq!(info.state, WorkState::Succeeded, "{info:?}");
+        assert_eq!(info.output::<u32>(), Some(Ok(2)), "{info:?}");
+        manager.shutdown();
+    }
 }

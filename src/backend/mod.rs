@@ -1,7 +1,9 @@
 //! Backends that carry an isolate's messages across a real boundary.
 
+pub(crate) mod launch;
 #[cfg(target_os = "linux")]
 pub(crate) mod process;
+pub(crate) mod registry;
 
 #[cfg(feature = "nats")]
 pub(crate) mod nats;

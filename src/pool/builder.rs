@@ -57,9 +57,9 @@ pub struct PoolBuilder<W: Worker, C: Codec = Bincode> {
     nice: Option<i32>,
     rayon: bool,
     copy_messages: bool,
-    process: Option<crate::process::ProcessOptions>,
+    process: Option<crate::backend::launch::ProcessOptions>,
     #[cfg(feature = "nats")]
-    nats: Option<(crate::remote::NatsOptions, String)>,
+    nats: Option<(crate::backend::nats::NatsOptions, String)>,
     codec: C,
     _worker: std::marker::PhantomData<fn() -> W>,
 }
@@ -301,7 +301,7 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
     ///     # }
     /// }
     /// ```
-    pub fn process(mut self, options: crate::process::ProcessOptions) -> Self
+    pub fn process(mut self, options: crate::backend::launch::ProcessOptions) -> Self
     where
         W::Args: Serialize + DeserializeOwned,
     {
@@ -344,7 +344,7 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
     #[cfg(feature = "nats")]
     pub fn nats(
         mut self,
-        options: impl Into<crate::remote::NatsOptions>,
+        options: impl Into<crate::backend::nats::NatsOptions>,
         name: impl Into<String>,
     ) -> Self {
         self.nats = Some((options.into(), name.into()));
@@ -409,15 +409,16 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
                 ));
             }
             Some(options) => {
-                let test_entry = crate::process::lookup_worker::<W, C>()?;
+                let test_entry = crate::backend::registry::lookup_worker::<W, C>()?;
                 // The registration knows the arguments are encodable; the
                 // builder does not.
-                let encode_args = crate::process::worker_args::<W, C>().ok_or_else(|| {
-                    SpawnError::NotRegistered(format!(
-                        "worker {} is not registered with Registry::worker",
-                        std::any::type_name::<W>()
-                    ))
-                })?;
+                let encode_args = crate::backend::registry::worker_args::<W, C, W::Args>()
+                    .ok_or_else(|| {
+                        SpawnError::NotRegistered(format!(
+                            "worker {} is not registered with Registry::worker",
+                            std::any::type_name::<W>()
+                        ))
+                    })?;
                 // Every child start encodes them again: fail here, not in
                 // a worker.
                 encode_args(&args).map_err(SpawnError::Args)?;
@@ -425,7 +426,7 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
                     options: options.clone(),
                     wire: Arc::new(crate::backend::CodecWire(self.codec.clone())),
                     encode_args,
-                    key: crate::process::worker_key::<W, C>(),
+                    key: crate::backend::registry::worker_key::<W, C>(),
                     test_entry,
                 })
             }
@@ -433,7 +434,7 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
         };
         #[cfg(not(target_os = "linux"))]
         if self.process.is_some() {
-            crate::process::lookup_worker::<W, C>()?;
+            crate::backend::registry::lookup_worker::<W, C>()?;
         }
         #[cfg(feature = "nats")]
         let nats = match &self.nats {
@@ -445,12 +446,8 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
             Some((options, name)) => {
                 self.min = options.in_flight;
                 self.max = options.in_flight;
-                let client = crate::backend::nats::client::Client::<W>::connect(
-                    options,
-                    name,
-                    self.codec.clone(),
-                )
-                .map_err(SpawnError::Remote)?;
+                let client = super::nats::Client::<W>::connect(options, name, self.codec.clone())
+                    .map_err(SpawnError::Remote)?;
                 Some(client)
             }
             None => None,

@@ -13,15 +13,16 @@ use serde::de::DeserializeOwned;
 use super::task::{CodecSet, ErrorKind, Outcome, TaskCell};
 use super::{TaskContext, Worker};
 use crate::backend::CodecWire;
+use crate::backend::launch::ProcessOptions;
 use crate::backend::process::child::split_start;
 use crate::backend::process::frame::{self, Kind};
 use crate::backend::process::parent::{Broken, ChildProcess, KillSwitch};
 use crate::backend::process::{decode, decode_reason, encode, encode_reason};
+use crate::backend::registry::ArgsEncoder;
 use crate::codec::Codec;
 use crate::error::CodecError;
 use crate::isolate::{Crash, ExitReason};
 use crate::port::dyn_codec;
-use crate::process::ProcessOptions;
 use crate::unwind;
 
 /// How a pool's workers run in children: set by
@@ -36,9 +37,6 @@ pub(crate) struct WorkerSpec<W: Worker> {
     pub(super) key: u64,
     pub(super) test_entry: Option<String>,
 }
-
-/// Encodes a worker's start arguments for its child.
-pub(crate) type ArgsEncoder<A> = Arc<dyn Fn(&A) -> Result<Vec<u8>, CodecError> + Send + Sync>;
 
 /// The start-argument encoder of worker `W` with `codec`.
 pub(crate) fn args_encoder<W: Worker, C: Codec>(codec: C) -> ArgsEncoder<W::Args>

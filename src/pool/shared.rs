@@ -11,7 +11,6 @@ use super::queue::{Job, Queues, Running, expire};
 #[cfg(target_os = "linux")]
 use super::remote;
 use super::task::{CodecSet, ErrorKind};
-use super::worker::spawn_worker;
 use super::{FullPolicy, Routing, Worker, deadline};
 use crate::error::CodecError;
 
@@ -118,7 +117,7 @@ pub(super) struct Inner<W: Worker> {
     pub(super) process: Option<remote::WorkerSpec<W>>,
     /// Workers on other machines: each slot carries a task over NATS.
     #[cfg(feature = "nats")]
-    pub(super) nats: Option<Arc<crate::backend::nats::client::Client<W>>>,
+    pub(super) nats: Option<Arc<super::nats::Client<W>>>,
 }
 
 impl<W: Worker> Inner<W> {
@@ -135,12 +134,16 @@ impl<W: Worker> Inner<W> {
         }
     }
 
-    pub(super) fn enqueue(self: &Arc<Self>, job: Job) {
+    /// Queues `job`; returns a slot (and its generation) the pool should
+    /// start a worker thread for, when more work waits than idle workers
+    /// can take (the caller starts it: this module runs no workers).
+    #[must_use = "a claimed slot needs a worker started, or retired"]
+    pub(super) fn enqueue(self: &Arc<Self>, job: Job) -> Option<(usize, u64)> {
         let mut q = self.queue.lock();
         if q.closed {
             drop(q);
             job.cell.fail(ErrorKind::Closed);
-            return;
+            return None;
         }
         if let Some((bound, policy)) = self.bound {
             if q.len >= bound {
@@ -172,13 +175,13 @@ impl<W: Worker> Inner<W> {
                 if q.closed {
                     drop(q);
                     job.cell.fail(ErrorKind::Closed);
-                    return;
+                    return None;
                 }
                 if !room {
                     drop(q);
                     self.counters.rejected.fetch_add(1, Ordering::Relaxed);
                     job.cell.fail(ErrorKind::Rejected);
-                    return;
+                    return None;
                 }
             }
         }
@@ -212,11 +215,7 @@ impl<W: Worker> Inner<W> {
                 self.work.notify_one();
             }
         }
-        if let Some((slot, generation)) = claimed
-            && spawn_worker(self, slot, generation).is_err()
-        {
-            self.retire(slot, generation, "no thread could be started".into());
-        }
+        claimed
     }
 
     /// Ends the worker of `slot` (if still of `generation`): its local work

@@ -298,7 +298,7 @@ pub(super) enum Exec<W: Worker> {
     Child(remote::ChildWorker<W>),
     /// A slot that carries tasks to workers on other machines.
     #[cfg(feature = "nats")]
-    Nats(crate::backend::nats::client::RemoteSlot<W>),
+    Nats(super::nats::RemoteSlot<W>),
 }
 
 /// A worker's state, dropped under `catch` wherever the worker's loop

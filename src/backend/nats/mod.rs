@@ -1,10 +1,10 @@
-//! Pools over NATS JetStream: the client side (a pool's slots publish tasks
-//! and wait for results), the worker side (`remote::serve`), and the
-//! bridge thread that runs the async NATS client for both.
+//! The NATS JetStream transport, shared by the client side of a pool over
+//! NATS (`pool/nats.rs`: a pool's slots publish tasks and wait for results)
+//! and the worker side (`remote/serve.rs`: `remote::serve`). It knows
+//! nothing of pools or workers: bytes, subjects and connections only.
 //!
 //! - [`bridge`]: one thread with a single-threaded tokio runtime;
-//! - [`client`]: a pool slot that carries one task at a time over NATS;
-//! - [`worker`]: pulls tasks, runs them on local threads, answers;
+//! - `options`: [`NatsOptions`], where the server is and how to log in;
 //! - here: names, frames, connecting.
 //!
 //! Subjects of pool `name`: tasks on `isolates.<name>.tasks` (a JetStream
@@ -20,11 +20,12 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::error::RemoteError;
-use crate::remote::{Auth, NatsOptions};
 
 pub(crate) mod bridge;
-pub(crate) mod client;
-pub(crate) mod worker;
+mod options;
+
+use options::Auth;
+pub use options::NatsOptions;
 
 /// The subjects and stream of one pool.
 #[derive(Debug, Clone)]

@@ -12,14 +12,13 @@ use crossbeam_channel::{Receiver, Sender};
 use futures_util::StreamExt;
 use parking_lot::Mutex;
 
-use super::bridge::Bridge;
-use super::{Link, Names, frame};
+use super::Worker;
+use super::task::{CodecSet, ErrorKind, Outcome, TaskCell};
 use crate::backend::CodecWire;
+use crate::backend::nats::bridge::Bridge;
+use crate::backend::nats::{self, Link, Names, NatsOptions, frame};
 use crate::codec::Codec;
 use crate::error::{CodecError, RemoteError};
-use crate::pool::Worker;
-use crate::pool::task::{CodecSet, ErrorKind, Outcome, TaskCell};
-use crate::remote::NatsOptions;
 
 /// How often a slot waiting for a result looks at its task's cancellation
 /// and deadline and at the connection.
@@ -101,7 +100,7 @@ impl<W: Worker> Client<W> {
         let names = Names::new(name)?;
         let bridge = Bridge::start(name)?;
         let link = Arc::new(Link::default());
-        let id = super::random_id();
+        let id = nats::random_id();
         let routes = Arc::new(Routes::default());
         let setup = {
             let options = options.clone();
@@ -110,10 +109,10 @@ impl<W: Worker> Client<W> {
             let routes = Arc::clone(&routes);
             async move {
                 let client =
-                    super::connect(&options, format!("isolates {} client", names.stream), link)
+                    nats::connect(&options, format!("isolates {} client", names.stream), link)
                         .await?;
                 let js = async_nats::jetstream::new(client.clone());
-                let stream = super::stream(&js, &names).await?;
+                let stream = nats::stream(&js, &names).await?;
                 let closed = |e: async_nats::SubscribeError| RemoteError::Closed(e.to_string());
                 let results = client.subscribe(names.results(id)).await.map_err(closed)?;
                 let progress = client.subscribe(names.progress(id)).await.map_err(closed)?;

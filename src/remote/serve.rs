@@ -13,14 +13,13 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use parking_lot::{Condvar, Mutex};
 
-use super::bridge::Bridge;
-use super::{Link, Names, frame};
+use crate::backend::nats::bridge::Bridge;
+use crate::backend::nats::{self, Link, Names, NatsOptions, frame};
 use crate::codec::Codec;
 use crate::error::RemoteError;
 use crate::pool::task::{CodecSet, TaskCell};
 use crate::pool::{TaskContext, Worker};
 use crate::port::dyn_codec;
-use crate::remote::NatsOptions;
 use crate::unwind;
 
 /// The durable consumer all workers of a pool share.
@@ -162,9 +161,9 @@ pub(crate) fn start<W: Worker, C: Codec>(
         let link = Arc::clone(&link);
         async move {
             let client =
-                super::connect(&options, format!("isolates {} worker", names.stream), link).await?;
+                nats::connect(&options, format!("isolates {} worker", names.stream), link).await?;
             let js = async_nats::jetstream::new(client.clone());
-            let stream = super::stream(&js, &names).await?;
+            let stream = nats::stream(&js, &names).await?;
             use async_nats::jetstream::consumer::{AckPolicy, pull};
             let consumer = stream
                 .get_or_create_consumer(
@@ -299,7 +298,7 @@ fn work<W: Worker, C: Codec>(
             let _ = done.send((SKIPPED, Vec::new()));
             continue;
         }
-        let input = match super::decode::<W::Input, C>(codec, &input, "input") {
+        let input = match nats::decode::<W::Input, C>(codec, &input, "input") {
             Ok(input) => input,
             Err(why) => {
                 counters.garbage.fetch_add(1, Ordering::Relaxed);
@@ -309,7 +308,7 @@ fn work<W: Worker, C: Codec>(
         };
         let subject = progress.names.progress(client);
         let sink = |value: W::Progress| {
-            if let Ok(bytes) = super::encode(codec, &value, "progress") {
+            if let Ok(bytes) = nats::encode(codec, &value, "progress") {
                 let payload = frame::progress(cell.id, &bytes);
                 let nats = progress.client.clone();
                 let subject = subject.clone();
@@ -321,14 +320,14 @@ fn work<W: Worker, C: Codec>(
         let ctx = TaskContext::remote(&cell, &codecs, &sink);
         let result = unwind::catch(|| state.run(input, &ctx));
         let answer = match result {
-            Ok(Ok(value)) => match super::encode(codec, &value, "output") {
+            Ok(Ok(value)) => match nats::encode(codec, &value, "output") {
                 Ok(bytes) => {
                     counters.succeeded.fetch_add(1, Ordering::Relaxed);
                     (frame::VALUE, bytes)
                 }
                 Err(why) => (frame::UNENCODABLE, why.into_bytes()),
             },
-            Ok(Err(error)) => match super::encode(codec, &error, "error") {
+            Ok(Err(error)) => match nats::encode(codec, &error, "error") {
                 Ok(bytes) => {
                     counters.failed.fetch_add(1, Ordering::Relaxed);
                     (frame::FAILED, bytes)
