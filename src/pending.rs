@@ -6,8 +6,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::codec::envelope::{Envelope, Erased};
+use crate::error::ExitReason;
 use crate::error::{AskError, CodecError, RunError};
-use crate::isolate::ExitReason;
 use crate::oneshot::{self, Miss};
 
 /// What travels back on a reply channel: typed (`Reply<R, E>`) on a

@@ -114,9 +114,7 @@
 use std::collections::HashMap;
 
 pub use crate::backend::launch::ProcessOptions;
-use crate::backend::registry::{Registered, fn_key, install, lookup_key, worker_key};
-// Until the isolate's builder looks them up in `backend::registry` itself.
-pub(crate) use crate::backend::registry::{key, lookup};
+use crate::backend::registry::{Registered, fn_key, install, key, lookup_key, worker_key};
 use crate::codec::{Bincode, Codec};
 use crate::isolate::Isolate;
 
@@ -446,7 +444,7 @@ where
     use crate::RunError;
     use crate::backend::process::{decode, decode_reason, encode, encode_reason, frame, parent};
     use crate::codec::envelope::Envelope;
-    use crate::isolate::ExitReason;
+    use crate::error::ExitReason;
     use crate::pending::{Pending, Reply};
     let (tx, rx) = crate::oneshot::oneshot();
     let job = Box::new(move || {

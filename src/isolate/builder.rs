@@ -69,7 +69,7 @@ pub struct IsolateBuilder<C: Codec = Bincode> {
     errors_are_fatal: bool,
     stack_size: Option<usize>,
     copy_messages: bool,
-    process: Option<crate::process::ProcessOptions>,
+    process: Option<crate::backend::launch::ProcessOptions>,
     codec: C,
 }
 
@@ -233,7 +233,7 @@ impl<C: Codec> IsolateBuilder<C> {
     ///     # }
     /// }
     /// ```
-    pub fn process(mut self, options: crate::process::ProcessOptions) -> Self {
+    pub fn process(mut self, options: crate::backend::launch::ProcessOptions) -> Self {
         self.process = Some(options);
         self
     }
@@ -330,11 +330,11 @@ impl<C: Codec> IsolateBuilder<C> {
         #[cfg(target_os = "linux")]
         let process = match &self.process {
             Some(options) => {
-                let test_entry = crate::process::lookup::<I, C>()?;
+                let test_entry = crate::backend::registry::lookup::<I, C>()?;
                 Some(super::remote::ProcessSpec::<I> {
                     options: options.clone(),
                     wire: Arc::new(crate::backend::CodecWire(self.codec.clone())),
-                    key: crate::process::key::<I, C>(),
+                    key: crate::backend::registry::key::<I, C>(),
                     test_entry,
                 })
             }
@@ -342,7 +342,7 @@ impl<C: Codec> IsolateBuilder<C> {
         };
         #[cfg(not(target_os = "linux"))]
         if self.process.is_some() {
-            crate::process::lookup::<I, C>()?;
+            crate::backend::registry::lookup::<I, C>()?;
         }
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let name = self.name.clone().unwrap_or_else(|| {

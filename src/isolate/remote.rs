@@ -10,6 +10,7 @@ use std::os::unix::net::UnixStream;
 use super::shared::{Control, Item, Shared};
 use super::{Context, Crash, ExitReason, Isolate, IsolateBuilder};
 use crate::backend::CodecWire;
+use crate::backend::launch::ProcessOptions;
 use crate::backend::process::child::split_start;
 use crate::backend::process::frame::{self, Kind};
 use crate::backend::process::parent::{Broken, ChildProcess};
@@ -18,7 +19,6 @@ use crate::codec::Codec;
 use crate::codec::envelope::Envelope;
 use crate::error::CodecError;
 use crate::pending::Reply;
-use crate::process::ProcessOptions;
 use crate::unwind;
 
 /// How an isolate runs in a child: set by

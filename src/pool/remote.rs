@@ -21,7 +21,7 @@ use crate::backend::process::{decode, decode_reason, encode, encode_reason};
 use crate::backend::registry::ArgsEncoder;
 use crate::codec::Codec;
 use crate::error::CodecError;
-use crate::isolate::{Crash, ExitReason};
+use crate::error::{Crash, ExitReason};
 use crate::port::dyn_codec;
 use crate::unwind;
 

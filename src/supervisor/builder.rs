@@ -14,8 +14,8 @@ use super::handle::Supervisor;
 use super::runloop::{Policy, SupRun};
 use super::shared::{ParentHook, SupShared};
 use super::spec::{ChildSpec, Strategy};
+use crate::error::ExitReason;
 use crate::error::SpawnError;
-use crate::isolate::ExitReason;
 use crate::port::SendPort;
 
 /// Configures a supervisor: strategy, restart intensity, backoff, children.

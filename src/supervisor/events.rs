@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
+use crate::error::ExitReason;
 use crate::error::TrySendError;
-use crate::isolate::ExitReason;
 use crate::port::SendPort;
 
 /// What happened in a supervisor, for the application to observe (see

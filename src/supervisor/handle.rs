@@ -8,7 +8,8 @@ use super::error::{ChildError, LookupError, SUPERVISOR};
 use super::events::SupervisionEvent;
 use super::shared::{Request, SupMsg, SupShared};
 use super::spec::{ChildInfo, ChildSpec};
-use crate::isolate::{ExitReason, Isolate, IsolateHandle};
+use crate::error::ExitReason;
+use crate::isolate::{Isolate, IsolateHandle};
 use crate::pending::Pending;
 use crate::port::SendPort;
 

@@ -8,8 +8,9 @@ use super::error::SUPERVISOR;
 use super::handle::Supervisor;
 use super::shared::ParentHook;
 use super::spec::{Child, ChildKind, ChildSpec, Registry, Restart, Shutdown};
+use crate::error::ExitReason;
 use crate::error::SpawnError;
-use crate::isolate::{ExitReason, Leftover, Priority};
+use crate::isolate::{Leftover, Priority};
 
 /// A supervisor as a child of another.
 struct Nested {

@@ -12,8 +12,9 @@ use super::error::ChildError;
 use super::events::SupervisionEvent;
 use super::shared::{Call, Request, SupMsg, SupShared};
 use super::spec::{ABANDON_AFTER, Child, ChildInfo, ChildSpec, Restart, Shutdown, Strategy};
+use crate::error::ExitReason;
 use crate::error::SpawnError;
-use crate::isolate::{ExitReason, Leftover, Priority};
+use crate::isolate::{Leftover, Priority};
 
 /// How a supervisor decides on restarts (from its builder).
 pub(super) struct Policy {

@@ -8,7 +8,8 @@ use super::error::ChildError;
 use super::events::{Listeners, SupervisionEvent};
 use super::spec::{ChildInfo, ChildSpec, Registry};
 use crate::codec::envelope::Envelope;
-use crate::isolate::{ExitReason, Leftover};
+use crate::error::ExitReason;
+use crate::isolate::Leftover;
 use crate::oneshot;
 use crate::pending::{Pending, Reply};
 

@@ -8,7 +8,7 @@ use rustix::process::{Resource, Rlimit, Signal};
 
 use super::frame::{self, Kind};
 use super::{ENV_CHILD, ENV_MAX_MEMORY, Entry, encode_reason};
-use crate::isolate::ExitReason;
+use crate::error::ExitReason;
 
 /// Exit codes of a child that could not become one.
 const EXIT_ORPHAN: i32 = 70;

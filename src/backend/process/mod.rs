@@ -11,7 +11,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
 use crate::codec::{Bincode, Codec};
-use crate::isolate::ExitReason;
+use crate::error::ExitReason;
 
 pub(crate) use super::{decode, encode};
 

@@ -20,7 +20,7 @@ use rustix::process::{Pid, Signal};
 
 use super::frame::{self, Kind, ReadError};
 use super::{ENV_CHILD, ENV_MAX_MEMORY};
-use crate::isolate::Crash;
+use crate::error::Crash;
 
 /// Called from the reaper thread when the child has exited: its owner
 /// wakes up even while idle.
