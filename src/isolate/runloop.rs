@@ -10,6 +10,7 @@ use crossbeam_channel as cb;
 use super::shared::{Control, Item, Mail, ReplyTo, Shared};
 use super::{Context, ExitReason, Isolate, IsolateError, IsolateState};
 use crate::codec::envelope::{Envelope, Erased};
+use crate::invoke::{self, Invoked};
 use crate::pending::Reply;
 use crate::spin::Spin;
 use crate::unwind;
@@ -77,13 +78,6 @@ enum Body<I: Isolate> {
     /// The run loop's `child` has it.
     #[cfg(target_os = "linux")]
     Child,
-}
-
-/// What a handler did with a message.
-enum Handled<I: Isolate> {
-    Value(I::Reply),
-    Failed(I::Error),
-    Panicked { message: String, stack: String },
 }
 
 struct RunLoop<I: Isolate> {
@@ -488,11 +482,11 @@ impl<I: Isolate> RunLoop<I> {
             Err(e) => return self.bad_message(e, reply),
         };
         let _span = tracing::trace_span!(target: "isolates", "message").entered();
-        let handled = match state {
+        let invoked = match state {
             Body::Local(state) => {
                 let ctx = &mut self.ctx;
-                match unwind::catch(|| state.handle(msg, ctx)) {
-                    Err(_) if self.ctx.exiting => {
+                match invoke::call(|| state.handle(msg, ctx)) {
+                    Invoked::Panicked(_) if self.ctx.exiting => {
                         // `Context::exit`: the isolate ends here, normally.
                         self.count_handled();
                         if let Some(reply) = reply {
@@ -500,12 +494,7 @@ impl<I: Isolate> RunLoop<I> {
                         }
                         return Some(ExitReason::Normal);
                     }
-                    Ok(Ok(value)) => Handled::Value(value),
-                    Ok(Err(error)) => Handled::Failed(error),
-                    Err(caught) => Handled::Panicked {
-                        message: caught.message,
-                        stack: caught.stack,
-                    },
+                    invoked => invoked,
                 }
             }
             #[cfg(target_os = "linux")]
@@ -525,23 +514,10 @@ impl<I: Isolate> RunLoop<I> {
                 };
                 drop(conn);
                 match outcome {
-                    Outcome::Value(value) => Handled::Value(value),
+                    Outcome::Called(invoked) => invoked,
                     Outcome::Done => {
                         self.count_handled();
                         return self.ctx.stop_requested.then_some(ExitReason::Normal);
-                    }
-                    Outcome::Failed(error) => Handled::Failed(error),
-                    Outcome::Panicked(message) => Handled::Panicked {
-                        message,
-                        stack: String::new(),
-                    },
-                    Outcome::BadMessage(e) => return self.bad_message(e, reply),
-                    Outcome::BadReply(e) => {
-                        self.count_handled();
-                        if let Some(reply) = reply {
-                            reply.send(Reply::Unencodable(e));
-                        }
-                        return None;
                     }
                     Outcome::Dead(reason) => {
                         // Not handled: it stays queued, as for an isolate
@@ -570,8 +546,7 @@ impl<I: Isolate> RunLoop<I> {
                 }
             }
         };
-        self.count_handled();
-        self.finish(handled, reply)
+        self.finish(invoked, reply)
     }
 
     /// Only the isolate's thread writes the count: a plain load and store,
@@ -606,53 +581,50 @@ impl<I: Isolate> RunLoop<I> {
 
     /// Replies with what the handler did; an error or panic may end the
     /// isolate.
-    fn finish(&mut self, handled: Handled<I>, reply: Option<ReplyTo<I::Reply, I::Error>>) -> Exit {
-        let shared = &*self.shared;
-        let fatal = match handled {
-            Handled::Value(value) => {
-                if let Some(reply) = reply {
-                    reply.send(match shared.codecs.reply.pack(value, "value") {
-                        Ok(packed) => Reply::Value(packed.envelope),
-                        Err((_, e)) => Reply::Unencodable(e),
-                    });
-                }
-                None
-            }
-            Handled::Failed(error) => {
-                let message = unwind::describe(&error);
-                if let Some(reply) = reply {
-                    reply.send(match shared.codecs.error.pack(error, "value") {
-                        Ok(packed) => Reply::Failed(packed.envelope),
-                        Err((_, e)) => Reply::Unencodable(e),
-                    });
-                }
-                shared.counters.errors.fetch_add(1, Ordering::Relaxed);
-                shared.report_error(IsolateError {
-                    message: message.clone(),
-                    stack: String::new(),
-                });
-                Some(ExitReason::Failed(message))
-            }
-            Handled::Panicked { message, stack } => {
-                if let Some(reply) = reply {
-                    reply.send(Reply::Panicked(message.clone()));
-                }
-                shared.counters.errors.fetch_add(1, Ordering::Relaxed);
-                shared.report_error(IsolateError {
-                    message: message.clone(),
-                    stack,
-                });
-                Some(ExitReason::Panicked(message))
-            }
+    fn finish(
+        &mut self,
+        invoked: Invoked<I::Reply, I::Error>,
+        reply: Option<ReplyTo<I::Reply, I::Error>>,
+    ) -> Exit {
+        let invoked = match invoked {
+            // It did not reach the handler: not counted as handled.
+            Invoked::BadInput(e) => return self.bad_message(e, reply),
+            invoked => invoked,
         };
-        // A panic always ends the isolate: its state may be half-changed,
-        // so it is not used again (a supervisor restarts it from its
-        // arguments). Only an `Err` may be let go.
-        if let Some(reason) = fatal
-            && (matches!(reason, ExitReason::Panicked(_))
-                || shared.errors_are_fatal.load(Ordering::Relaxed))
-        {
-            return Some(reason);
+        self.count_handled();
+        let shared = &*self.shared;
+        // What listeners and the supervisor hear, taken before the error
+        // moves into the reply.
+        let fault = match &invoked {
+            Invoked::Failed(error) => {
+                let message = unwind::describe(error);
+                Some((ExitReason::Failed(message.clone()), message, String::new()))
+            }
+            Invoked::Panicked(caught) => Some((
+                ExitReason::Panicked(caught.message.clone()),
+                caught.message.clone(),
+                caught.stack.clone(),
+            )),
+            _ => None,
+        };
+        if let Some(reply) = reply {
+            reply.send(
+                invoked
+                    .pack(&shared.codecs.reply, &shared.codecs.error)
+                    .into_reply(),
+            );
+        }
+        if let Some((reason, message, stack)) = fault {
+            shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+            shared.report_error(IsolateError { message, stack });
+            // A panic always ends the isolate: its state may be half-changed,
+            // so it is not used again (a supervisor restarts it from its
+            // arguments). Only an `Err` may be let go.
+            if matches!(reason, ExitReason::Panicked(_))
+                || shared.errors_are_fatal.load(Ordering::Relaxed)
+            {
+                return Some(reason);
+            }
         }
         self.ctx.stop_requested.then_some(ExitReason::Normal)
     }

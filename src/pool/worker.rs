@@ -13,6 +13,7 @@ use super::task::{ErrorKind, Outcome};
 use super::{TaskContext, Worker};
 use crate::codec::envelope::Envelope;
 use crate::error::SpawnError;
+use crate::invoke::{self, Invoked};
 use crate::unwind;
 
 /// Starts a worker thread for `slot` (already marked alive).
@@ -199,23 +200,12 @@ pub(super) fn worker_main<W: Worker>(
                     helpers: inner.rayon.as_ref().map(|_| &*inner),
                     sink: None,
                 };
-                match unwind::catch(|| worker.run(input, &ctx)) {
-                    Ok(Ok(value)) => (
-                        match codecs.output.pack(value, "value") {
-                            Ok(packed) => Outcome::Value(packed.envelope.erase()),
-                            Err((_, e)) => Outcome::Error(ErrorKind::Codec(e)),
-                        },
-                        false,
-                    ),
-                    Ok(Err(error)) => (
-                        match codecs.error.pack(error, "value") {
-                            Ok(packed) => Outcome::Failed(packed.envelope.erase()),
-                            Err((_, e)) => Outcome::Error(ErrorKind::Codec(e)),
-                        },
-                        false,
-                    ),
-                    Err(caught) => (Outcome::Error(ErrorKind::Panicked(caught.message)), true),
-                }
+                let invoked = invoke::call(|| worker.run(input, &ctx));
+                let panicked = invoked.panicked();
+                (
+                    Outcome::from(invoked.pack(&codecs.output, &codecs.error)),
+                    panicked,
+                )
             }
         };
         cell.returned();
@@ -285,6 +275,20 @@ pub(super) fn worker_main<W: Worker>(
             };
         } else {
             cell.resolve(outcome);
+        }
+    }
+}
+
+/// A task's outcome, from what its worker's `run` came to (here, in a
+/// child, or on another machine), its value and error packed for the
+/// task's handle.
+impl<T: Send + 'static, E: Send + 'static> From<Invoked<Envelope<T>, Envelope<E>>> for Outcome {
+    fn from(invoked: Invoked<Envelope<T>, Envelope<E>>) -> Outcome {
+        match invoked {
+            Invoked::Value(value) => Outcome::Value(value.erase()),
+            Invoked::Failed(error) => Outcome::Failed(error.erase()),
+            Invoked::Panicked(caught) => Outcome::Error(ErrorKind::Panicked(caught.message)),
+            Invoked::BadInput(e) | Invoked::Unencodable(e) => Outcome::Error(ErrorKind::Codec(e)),
         }
     }
 }

@@ -15,8 +15,10 @@ use parking_lot::{Condvar, Mutex};
 
 use super::bridge::Bridge;
 use super::{Link, Names, frame};
+use crate::backend::CodecWire;
 use crate::codec::Codec;
 use crate::error::RemoteError;
+use crate::invoke::{self, Invoked};
 use crate::pool::task::{CodecSet, TaskCell};
 use crate::pool::{TaskContext, Worker};
 use crate::port::dyn_codec;
@@ -287,6 +289,7 @@ fn work<W: Worker, C: Codec>(
         progress: dyn_codec(codec, false),
         error: dyn_codec(codec, false),
     };
+    let wire = CodecWire(codec.clone());
     for job in jobs.iter() {
         let Job {
             cell,
@@ -299,14 +302,7 @@ fn work<W: Worker, C: Codec>(
             let _ = done.send((SKIPPED, Vec::new()));
             continue;
         }
-        let input = match super::decode::<W::Input, C>(codec, &input, "input") {
-            Ok(input) => input,
-            Err(why) => {
-                counters.garbage.fetch_add(1, Ordering::Relaxed);
-                let _ = done.send((frame::BAD_INPUT, why.into_bytes()));
-                continue;
-            }
-        };
+        let input = wire.decode::<W::Input>(&input, "input");
         let subject = progress.names.progress(client);
         let sink = |value: W::Progress| {
             if let Ok(bytes) = super::encode(codec, &value, "progress") {
@@ -319,40 +315,36 @@ fn work<W: Worker, C: Codec>(
             }
         };
         let ctx = TaskContext::remote(&cell, &codecs, &sink);
-        let result = unwind::catch(|| state.run(input, &ctx));
-        let answer = match result {
-            Ok(Ok(value)) => match super::encode(codec, &value, "output") {
-                Ok(bytes) => {
-                    counters.succeeded.fetch_add(1, Ordering::Relaxed);
-                    (frame::VALUE, bytes)
-                }
-                Err(why) => (frame::UNENCODABLE, why.into_bytes()),
-            },
-            Ok(Err(error)) => match super::encode(codec, &error, "error") {
-                Ok(bytes) => {
-                    counters.failed.fetch_add(1, Ordering::Relaxed);
-                    (frame::FAILED, bytes)
-                }
-                Err(why) => (frame::UNENCODABLE, why.into_bytes()),
-            },
-            Err(caught) => {
-                counters.panicked.fetch_add(1, Ordering::Relaxed);
-                let _ = done.send((frame::PANICKED, caught.message.into_bytes()));
-                // The state may be broken: start it again.
-                match start(args.clone()) {
-                    Ok(fresh) => {
-                        let old = std::mem::replace(&mut state, fresh);
-                        let _ = unwind::catch(move || drop(old));
-                    }
-                    Err(why) => {
-                        tracing::error!(target: "isolates", %why, "a remote worker could not restart: its thread ends");
-                        return;
-                    }
-                }
-                continue;
-            }
+        let invoked = invoke::invoke(input, |input| state.run(input, &ctx)).encode_with(
+            |value| wire.encode(&value, "output"),
+            |error| wire.encode(&error, "error"),
+        );
+        let counter = match &invoked {
+            Invoked::Value(_) => Some(&counters.succeeded),
+            Invoked::Failed(_) => Some(&counters.failed),
+            Invoked::Panicked(_) => Some(&counters.panicked),
+            Invoked::BadInput(_) => Some(&counters.garbage),
+            Invoked::Unencodable(_) => None,
         };
-        let _ = done.send(answer);
+        if let Some(counter) = counter {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        let panicked = invoked.panicked();
+        let (answer, body) = invoked.into_frame();
+        let _ = done.send((frame::kind(answer), body));
+        if panicked {
+            // The state may be broken: start it again.
+            match start(args.clone()) {
+                Ok(fresh) => {
+                    let old = std::mem::replace(&mut state, fresh);
+                    let _ = unwind::catch(move || drop(old));
+                }
+                Err(why) => {
+                    tracing::error!(target: "isolates", %why, "a remote worker could not restart: its thread ends");
+                    return;
+                }
+            }
+        }
     }
     let _ = unwind::catch(move || drop(state));
 }
