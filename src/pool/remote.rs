@@ -10,8 +10,8 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::Worker;
 use super::task::{CodecSet, ErrorKind, Outcome, TaskCell};
-use super::{TaskContext, Worker};
 use crate::backend::CodecWire;
 use crate::backend::process::child::split_start;
 use crate::backend::process::frame::{self, Kind};
@@ -19,9 +19,8 @@ use crate::backend::process::parent::{Broken, ChildProcess, KillSwitch};
 use crate::backend::process::{decode, decode_reason, encode, encode_reason};
 use crate::codec::Codec;
 use crate::error::CodecError;
-use crate::invoke::{self, Invoked};
+use crate::invoke::Invoked;
 use crate::isolate::{Crash, ExitReason};
-use crate::port::dyn_codec;
 use crate::process::ProcessOptions;
 use crate::unwind;
 
@@ -247,14 +246,7 @@ where
     if !send(Kind::Started, &[]) {
         return 0;
     }
-    // Codecs of a task context: progress goes to the parent by `sink`.
-    let codecs = CodecSet::<W> {
-        input: dyn_codec(codec, false),
-        output: dyn_codec(codec, false),
-        progress: dyn_codec(codec, false),
-        error: dyn_codec(codec, false),
-    };
-    let wire = CodecWire(codec.clone());
+    let served = super::TaskServer::<W, C>::new(codec);
     let current: Mutex<Option<Arc<TaskCell>>> = Mutex::new(None);
     let (tasks_tx, tasks) = crossbeam_channel::bounded::<Vec<u8>>(1);
     let limit = codec.limit().saturating_add(frame::OVERHEAD);
@@ -294,27 +286,15 @@ where
             };
             let cell = Arc::new(TaskCell::new(u64::from_le_bytes(*id), None));
             *current.lock() = Some(Arc::clone(&cell));
-            let input = wire.decode::<W::Input>(input, "input");
             let sink = |value: W::Progress| {
                 if let Ok(bytes) = encode(codec, &value, "progress") {
                     send(Kind::Progress, &[&bytes]);
                 }
             };
-            let ctx = TaskContext {
-                cell: &cell,
-                codecs: &codecs,
-                helpers: None,
-                sink: Some(&sink),
-            };
-            let invoked = invoke::invoke(input, |input| state.run(input, &ctx));
+            let invoked = served.run(&mut state, &cell, input, &sink);
             *current.lock() = None;
             let panicked = invoked.panicked();
-            let (answer, bytes) = invoked
-                .encode_with(
-                    |value| wire.encode(&value, "output"),
-                    |error| wire.encode(&error, "error"),
-                )
-                .into_frame();
+            let (answer, bytes) = invoked.into_frame();
             let sent = send(Kind::from(answer), &[&bytes]);
             if panicked {
                 // The state may be broken: the parent starts a new child;

@@ -15,13 +15,11 @@ use parking_lot::{Condvar, Mutex};
 
 use super::bridge::Bridge;
 use super::{Link, Names, frame};
-use crate::backend::CodecWire;
 use crate::codec::Codec;
 use crate::error::RemoteError;
-use crate::invoke::{self, Invoked};
-use crate::pool::task::{CodecSet, TaskCell};
-use crate::pool::{TaskContext, Worker};
-use crate::port::dyn_codec;
+use crate::invoke::Invoked;
+use crate::pool::task::TaskCell;
+use crate::pool::{TaskServer, Worker};
 use crate::remote::NatsOptions;
 use crate::unwind;
 
@@ -283,13 +281,7 @@ fn work<W: Worker, C: Codec>(
             return;
         }
     };
-    let codecs = CodecSet::<W> {
-        input: dyn_codec(codec, false),
-        output: dyn_codec(codec, false),
-        progress: dyn_codec(codec, false),
-        error: dyn_codec(codec, false),
-    };
-    let wire = CodecWire(codec.clone());
+    let served = TaskServer::<W, C>::new(codec);
     for job in jobs.iter() {
         let Job {
             cell,
@@ -302,7 +294,6 @@ fn work<W: Worker, C: Codec>(
             let _ = done.send((SKIPPED, Vec::new()));
             continue;
         }
-        let input = wire.decode::<W::Input>(&input, "input");
         let subject = progress.names.progress(client);
         let sink = |value: W::Progress| {
             if let Ok(bytes) = super::encode(codec, &value, "progress") {
@@ -314,11 +305,7 @@ fn work<W: Worker, C: Codec>(
                 }));
             }
         };
-        let ctx = TaskContext::remote(&cell, &codecs, &sink);
-        let invoked = invoke::invoke(input, |input| state.run(input, &ctx)).encode_with(
-            |value| wire.encode(&value, "output"),
-            |error| wire.encode(&error, "error"),
-        );
+        let invoked = served.run(&mut state, &cell, &input, &sink);
         let counter = match &invoked {
             Invoked::Value(_) => Some(&counters.succeeded),
             Invoked::Failed(_) => Some(&counters.failed),
