@@ -11,6 +11,7 @@ pub mod codec;
 mod error;
 #[doc(hidden)]
 pub mod fuzz;
+mod invoke;
 mod isolate;
 mod oneshot;
 mod pending;

@@ -58,6 +58,8 @@ pub(crate) mod task;
 mod worker;
 #[cfg(target_os = "linux")]
 pub(crate) use remote::{args_encoder, serve_worker};
+#[cfg(any(target_os = "linux", feature = "nats"))]
+pub(crate) use worker::TaskServer;
 
 pub use batch::{Batch, join_all};
 pub use builder::{PoolBuilder, default_workers};
@@ -173,21 +175,6 @@ pub struct TaskContext<'a, W: Worker> {
 }
 
 impl<'a, W: Worker> TaskContext<'a, W> {
-    /// A remote worker's context: progress goes to `sink`.
-    #[cfg(feature = "nats")]
-    pub(crate) fn remote(
-        cell: &'a TaskCell,
-        codecs: &'a CodecSet<W>,
-        sink: &'a (dyn Fn(W::Progress) + Sync + 'a),
-    ) -> Self {
-        TaskContext {
-            cell,
-            codecs,
-            helpers: None,
-            sink: Some(sink),
-        }
-    }
-
     /// Whether the task was cancelled or its deadline passed: a long task
     /// should check this and return early (its result is dropped anyway).
     ///

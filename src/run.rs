@@ -5,6 +5,7 @@
 //! (started on demand, retired after [`IDLE_RETIRE`] unused), so concurrent
 //! calls never wait for each other and a warm call costs no thread spawn.
 
+use std::convert::Infallible;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -15,10 +16,10 @@ use serde::de::DeserializeOwned;
 
 use crate::codec::{Bincode, Codec};
 use crate::error::RunError;
+use crate::invoke;
 use crate::oneshot;
 use crate::pending::{Pending, Reply};
 use crate::port::{DynCodec, dyn_codec};
-use crate::unwind;
 
 /// How long an idle `run` thread waits for work before it exits.
 pub const IDLE_RETIRE: Duration = Duration::from_secs(10);
@@ -136,17 +137,15 @@ fn run_on<A: Send + 'static, R: Send + 'static>(
     let job = Box::new(move || {
         // Everything user-written (serde impls included) runs under `catch`:
         // a panic is this call's error, and the cached thread lives on.
-        let reply = match arg_codec.unpack(envelope, "argument") {
-            Err(e) => Reply::BadMessage(e),
-            Ok(arg) => match unwind::catch(|| f(arg)) {
-                Ok(value) => match worker_codec.pack(value, "result") {
-                    Ok(packed) => Reply::Value(packed.envelope.erase()),
-                    Err((_, e)) => Reply::Unencodable(e),
-                },
-                Err(caught) => Reply::Panicked(caught.message),
+        let arg = arg_codec.unpack(envelope, "argument");
+        let invoked = invoke::invoke(arg, |arg| Ok::<_, Infallible>(f(arg))).encode_with(
+            |value| {
+                let packed = worker_codec.pack(value, "result").map_err(|(_, e)| e)?;
+                Ok(packed.envelope.erase())
             },
-        };
-        tx.send(reply);
+            |never| match never {},
+        );
+        tx.send(invoked.into_reply());
     });
     if let Err(e) = submit(job) {
         return Pending::ready(Err(RunError::Spawn(e)));

@@ -14,10 +14,11 @@ use crate::backend::launch::ProcessOptions;
 use crate::backend::process::child::split_start;
 use crate::backend::process::frame::{self, Kind};
 use crate::backend::process::parent::{Broken, ChildProcess};
-use crate::backend::process::{decode, decode_reason, encode, encode_reason};
+use crate::backend::process::{decode, decode_reason, encode_reason};
 use crate::codec::Codec;
 use crate::codec::envelope::Envelope;
 use crate::error::CodecError;
+use crate::invoke::{self, Invoked};
 use crate::pending::Reply;
 use crate::unwind;
 
@@ -60,15 +61,12 @@ impl<C: Codec, I: Isolate> ChildWire<I> for CodecWire<C> {
 
 /// What became of one message sent to the child.
 pub(super) enum Outcome<I: Isolate> {
-    Value(I::Reply),
+    /// The child's handler ran: what it came to. A bad input is a message
+    /// that could not reach it (encoding here, decoding there); an
+    /// unencodable one, a reply or error that could not come back.
+    Called(Invoked<I::Reply, I::Error>),
     /// A cast was handled.
     Done,
-    Failed(I::Error),
-    Panicked(String),
-    /// The message could not reach the isolate (encoding here, decoding there).
-    BadMessage(CodecError),
-    /// The reply or error could not come back.
-    BadReply(CodecError),
     /// Not handled: the isolate had exited with this reason.
     Dead(ExitReason),
     /// The child died handling it.
@@ -194,7 +192,7 @@ impl<I: Isolate> RemoteBody<I> {
     ) -> Option<Outcome<I>> {
         let bytes = match self.wire.encode_message(msg) {
             Ok(bytes) => bytes,
-            Err(e) => return Some(Outcome::BadMessage(e)),
+            Err(e) => return Some(Outcome::Called(Invoked::BadInput(e))),
         };
         let kind = if cast { Kind::Cast } else { Kind::Ask };
         // A failed write means the child is going: the read says how.
@@ -225,20 +223,14 @@ impl<I: Isolate> RemoteBody<I> {
                 )));
             }
         };
-        let text = || String::from_utf8_lossy(&body).into_owned();
+        if let Some(answer) = kind.answer() {
+            return Outcome::Called(Invoked::from_frame(answer, &body).encode_with(
+                |value| self.wire.decode_reply(&value),
+                |error| self.wire.decode_error(&error),
+            ));
+        }
         match kind {
-            Kind::Value => match self.wire.decode_reply(&body) {
-                Ok(value) => Outcome::Value(value),
-                Err(e) => Outcome::BadReply(e),
-            },
             Kind::Done => Outcome::Done,
-            Kind::Failed => match self.wire.decode_error(&body) {
-                Ok(error) => Outcome::Failed(error),
-                Err(e) => Outcome::BadReply(e),
-            },
-            Kind::Panicked => Outcome::Panicked(text()),
-            Kind::BadMessage => Outcome::BadMessage(CodecError::Malformed(text())),
-            Kind::Unencodable => Outcome::BadReply(CodecError::Encode(text())),
             // It stopped itself (after its last answer) before this one.
             Kind::Exited => match decode_reason(&body) {
                 Some(reason) => Outcome::Dead(reason),
@@ -305,11 +297,14 @@ impl<I: Isolate> RemoteBody<I> {
 /// reported; a fatal one, or the child's end, is the reason it exits.
 fn account<I: Isolate>(shared: &Shared<I>, outcome: &Outcome<I>) -> Option<ExitReason> {
     let (message, reason) = match outcome {
-        Outcome::Failed(error) => {
+        Outcome::Called(Invoked::Failed(error)) => {
             let message = unwind::describe(error);
             (message.clone(), ExitReason::Failed(message))
         }
-        Outcome::Panicked(message) => (message.clone(), ExitReason::Panicked(message.clone())),
+        Outcome::Called(Invoked::Panicked(caught)) => (
+            caught.message.clone(),
+            ExitReason::Panicked(caught.message.clone()),
+        ),
         Outcome::Dead(reason) => return Some(reason.clone()),
         Outcome::Gone(reason) => {
             if !matches!(reason, ExitReason::Killed) {
@@ -321,11 +316,11 @@ fn account<I: Isolate>(shared: &Shared<I>, outcome: &Outcome<I>) -> Option<ExitR
             }
             return Some(reason.clone());
         }
-        Outcome::BadMessage(_) => {
+        Outcome::Called(Invoked::BadInput(_)) => {
             shared.counters.bad_messages.fetch_add(1, Ordering::Relaxed);
             return None;
         }
-        Outcome::Value(_) | Outcome::Done | Outcome::BadReply(_) => {
+        Outcome::Called(Invoked::Value(_) | Invoked::Unencodable(_)) | Outcome::Done => {
             count_handled(shared);
             return None;
         }
@@ -403,11 +398,11 @@ pub(super) fn direct_ask<I: Isolate>(
         shared.control(Control::Child { child: id }, true);
     }
     Ok(match outcome {
-        Outcome::Value(value) => Ok(value),
-        Outcome::Failed(error) => Err(AskError::Failed(error)),
-        Outcome::Panicked(message) => Err(AskError::Panicked(message)),
-        Outcome::BadMessage(e) => Err(AskError::BadMessage(e)),
-        Outcome::BadReply(e) => Err(AskError::BadReply(e)),
+        Outcome::Called(Invoked::Value(value)) => Ok(value),
+        Outcome::Called(Invoked::Failed(error)) => Err(AskError::Failed(error)),
+        Outcome::Called(Invoked::Panicked(caught)) => Err(AskError::Panicked(caught.message)),
+        Outcome::Called(Invoked::BadInput(e)) => Err(AskError::BadMessage(e)),
+        Outcome::Called(Invoked::Unencodable(e)) => Err(AskError::BadReply(e)),
         Outcome::Dead(reason) | Outcome::Gone(reason) => Err(AskError::Dead(reason)),
         Outcome::Done => Err(AskError::BadReply(CodecError::Malformed(
             "the child answered an ask as a cast".into(),
@@ -504,6 +499,7 @@ pub(crate) fn serve_child<I: Isolate, C: Codec>(
         return 0;
     };
     let mut reader = std::io::BufReader::with_capacity(64 << 10, reader);
+    let wire = CodecWire(codec.clone());
     loop {
         let (kind, body) = match frame::read(&mut reader, limit) {
             Ok(frame) => frame,
@@ -520,9 +516,18 @@ pub(crate) fn serve_child<I: Isolate, C: Codec>(
             }
             _ => return 0,
         };
-        let (kind, answer) = match decode::<I::Message, C>(codec, &body, "message") {
-            Ok(msg) => answer(codec, &mut state, &mut ctx, msg, cast),
-            Err(e) => (Kind::BadMessage, e.into_bytes()),
+        let msg = wire.decode::<I::Message>(&body, "message");
+        let invoked = invoke::invoke(msg, |msg| state.handle(msg, &mut ctx));
+        let (kind, answer) = if cast && matches!(invoked, Invoked::Value(_)) {
+            (Kind::Done, Vec::new())
+        } else {
+            let (answer, body) = invoked
+                .encode_with(
+                    |value| wire.encode(&value, "reply"),
+                    |error| wire.encode(&error, "error"),
+                )
+                .into_frame();
+            (Kind::from(answer), body)
         };
         if ctx.exiting {
             // `Context::exit`: this message's sender hears of the exit.
@@ -544,7 +549,7 @@ pub(crate) fn serve_child<I: Isolate, C: Codec>(
             let Envelope::Moved(msg) = envelope else {
                 continue;
             };
-            let result = unwind::catch(|| state.handle(msg, &mut ctx));
+            let invoked = invoke::call(|| state.handle(msg, &mut ctx));
             if ctx.exiting {
                 if let Some(reply) = reply {
                     reply.send(Reply::Dead(ExitReason::Normal));
@@ -552,11 +557,8 @@ pub(crate) fn serve_child<I: Isolate, C: Codec>(
                 break;
             }
             if let Some(reply) = reply {
-                reply.send(match result {
-                    Ok(Ok(value)) => Reply::Value(Envelope::Moved(value)),
-                    Ok(Err(error)) => Reply::Failed(Envelope::Moved(error)),
-                    Err(caught) => Reply::Panicked(caught.message),
-                });
+                let codecs = &shared.codecs;
+                reply.send(invoked.pack(&codecs.reply, &codecs.error).into_reply());
             }
         }
         if ctx.stop_requested {
@@ -568,27 +570,5 @@ pub(crate) fn serve_child<I: Isolate, C: Codec>(
             ended(state, &ExitReason::Normal);
             return 0;
         }
-    }
-}
-
-/// Handles one message from the parent: the answer frame.
-fn answer<I: Isolate, C: Codec>(
-    codec: &C,
-    state: &mut I,
-    ctx: &mut Context<I>,
-    msg: I::Message,
-    cast: bool,
-) -> (Kind, Vec<u8>) {
-    match unwind::catch(|| state.handle(msg, ctx)) {
-        Ok(Ok(_)) if cast => (Kind::Done, Vec::new()),
-        Ok(Ok(value)) => match encode(codec, &value, "reply") {
-            Ok(bytes) => (Kind::Value, bytes),
-            Err(e) => (Kind::Unencodable, e.into_bytes()),
-        },
-        Ok(Err(error)) => match encode(codec, &error, "error") {
-            Ok(bytes) => (Kind::Failed, bytes),
-            Err(e) => (Kind::Unencodable, e.into_bytes()),
-        },
-        Err(caught) => (Kind::Panicked, caught.message.into_bytes()),
     }
 }

@@ -12,6 +12,7 @@ use super::timer::Due;
 use super::watch::{self, Down, Ended};
 use super::{Context, ExitReason, Isolate, IsolateError, IsolateState};
 use crate::codec::envelope::Envelope;
+use crate::invoke::{self, Invoked};
 use crate::pending::Reply;
 use crate::spin::Spin;
 use crate::unwind;
@@ -79,18 +80,6 @@ enum Body<I: Isolate> {
     /// The run loop's `child` has it.
     #[cfg(target_os = "linux")]
     Child,
-}
-
-/// What a handler did with a message.
-enum Handled<I: Isolate> {
-    Value(I::Reply),
-    /// Nothing to reply: [`Isolate::down`] returned.
-    Done,
-    Failed(I::Error),
-    Panicked {
-        message: String,
-        stack: String,
-    },
 }
 
 struct RunLoop<I: Isolate> {
@@ -539,16 +528,15 @@ impl<I: Isolate> RunLoop<I> {
             return None;
         };
         let ctx = &mut self.ctx;
-        let handled = match unwind::catch(|| state.down(down, ctx)) {
-            Err(_) if self.ctx.exiting => return Some(ExitReason::Normal),
-            Ok(Ok(())) => Handled::Done,
-            Ok(Err(error)) => Handled::Failed(error),
-            Err(caught) => Handled::Panicked {
-                message: caught.message,
-                stack: caught.stack,
-            },
+        let invoked = match invoke::call(|| state.down(down, ctx)) {
+            Invoked::Panicked(_) if self.ctx.exiting => return Some(ExitReason::Normal),
+            Invoked::Value(()) => return self.ctx.stop_requested.then_some(ExitReason::Normal),
+            Invoked::Failed(error) => Invoked::Failed(error),
+            Invoked::Panicked(caught) => Invoked::Panicked(caught),
+            Invoked::BadInput(e) => Invoked::BadInput(e),
+            Invoked::Unencodable(e) => Invoked::Unencodable(e),
         };
-        self.finish(handled, None)
+        self.settle(invoked, None)
     }
 
     /// Delivers a due timer's message, as a cast.
@@ -557,11 +545,11 @@ impl<I: Isolate> RunLoop<I> {
             Due::Once(msg) | Due::Tick(Ok(msg)) => self.handle(state, Envelope::Moved(msg), None),
             Due::Tick(Err(message)) => {
                 let message = format!("cloning an interval's message panicked: {message}");
-                self.finish(
-                    Handled::Panicked {
+                self.settle(
+                    Invoked::Panicked(crate::unwind::Caught {
                         message,
                         stack: String::new(),
-                    },
+                    }),
                     None,
                 )
             }
@@ -580,11 +568,11 @@ impl<I: Isolate> RunLoop<I> {
             Err(e) => return self.bad_message(e, reply),
         };
         let _span = tracing::trace_span!(target: "isolates", "message").entered();
-        let handled = match state {
+        let invoked = match state {
             Body::Local(state) => {
                 let ctx = &mut self.ctx;
-                match unwind::catch(|| state.handle(msg, ctx)) {
-                    Err(_) if self.ctx.exiting => {
+                match invoke::call(|| state.handle(msg, ctx)) {
+                    Invoked::Panicked(_) if self.ctx.exiting => {
                         // `Context::exit`: the isolate ends here, normally.
                         self.count_handled();
                         if let Some(reply) = reply {
@@ -592,12 +580,7 @@ impl<I: Isolate> RunLoop<I> {
                         }
                         return Some(ExitReason::Normal);
                     }
-                    Ok(Ok(value)) => Handled::Value(value),
-                    Ok(Err(error)) => Handled::Failed(error),
-                    Err(caught) => Handled::Panicked {
-                        message: caught.message,
-                        stack: caught.stack,
-                    },
+                    invoked => invoked,
                 }
             }
             #[cfg(target_os = "linux")]
@@ -617,23 +600,10 @@ impl<I: Isolate> RunLoop<I> {
                 };
                 drop(conn);
                 match outcome {
-                    Outcome::Value(value) => Handled::Value(value),
+                    Outcome::Called(invoked) => invoked,
                     Outcome::Done => {
                         self.count_handled();
                         return self.ctx.stop_requested.then_some(ExitReason::Normal);
-                    }
-                    Outcome::Failed(error) => Handled::Failed(error),
-                    Outcome::Panicked(message) => Handled::Panicked {
-                        message,
-                        stack: String::new(),
-                    },
-                    Outcome::BadMessage(e) => return self.bad_message(e, reply),
-                    Outcome::BadReply(e) => {
-                        self.count_handled();
-                        if let Some(reply) = reply {
-                            reply.send(Reply::Unencodable(e));
-                        }
-                        return None;
                     }
                     Outcome::Dead(reason) => {
                         // Not handled: it stays queued, as for an isolate
@@ -662,8 +632,7 @@ impl<I: Isolate> RunLoop<I> {
                 }
             }
         };
-        self.count_handled();
-        self.finish(handled, reply)
+        self.finish(invoked, reply)
     }
 
     /// Only the isolate's thread writes the count: a plain load and store,
@@ -698,54 +667,60 @@ impl<I: Isolate> RunLoop<I> {
 
     /// Replies with what the handler did; an error or panic may end the
     /// isolate.
-    fn finish(&mut self, handled: Handled<I>, reply: Option<ReplyTo<I::Reply, I::Error>>) -> Exit {
-        let shared = &*self.shared;
-        let fatal = match handled {
-            Handled::Value(value) => {
-                if let Some(reply) = reply {
-                    reply.send(match shared.codecs.reply.pack(value, "value") {
-                        Ok(packed) => Reply::Value(packed.envelope),
-                        Err((_, e)) => Reply::Unencodable(e),
-                    });
-                }
-                None
-            }
-            Handled::Done => None,
-            Handled::Failed(error) => {
-                let message = unwind::describe(&error);
-                if let Some(reply) = reply {
-                    reply.send(match shared.codecs.error.pack(error, "value") {
-                        Ok(packed) => Reply::Failed(packed.envelope),
-                        Err((_, e)) => Reply::Unencodable(e),
-                    });
-                }
-                shared.counters.errors.fetch_add(1, Ordering::Relaxed);
-                shared.report_error(IsolateError {
-                    message: message.clone(),
-                    stack: String::new(),
-                });
-                Some(ExitReason::Failed(message))
-            }
-            Handled::Panicked { message, stack } => {
-                if let Some(reply) = reply {
-                    reply.send(Reply::Panicked(message.clone()));
-                }
-                shared.counters.errors.fetch_add(1, Ordering::Relaxed);
-                shared.report_error(IsolateError {
-                    message: message.clone(),
-                    stack,
-                });
-                Some(ExitReason::Panicked(message))
-            }
+    fn finish(
+        &mut self,
+        invoked: Invoked<I::Reply, I::Error>,
+        reply: Option<ReplyTo<I::Reply, I::Error>>,
+    ) -> Exit {
+        let invoked = match invoked {
+            // It did not reach the handler: not counted as handled.
+            Invoked::BadInput(e) => return self.bad_message(e, reply),
+            invoked => invoked,
         };
-        // A panic always ends the isolate: its state may be half-changed,
-        // so it is not used again (a supervisor restarts it from its
-        // arguments). Only an `Err` may be let go.
-        if let Some(reason) = fatal
-            && (matches!(reason, ExitReason::Panicked(_))
-                || shared.errors_are_fatal.load(Ordering::Relaxed))
-        {
-            return Some(reason);
+        self.count_handled();
+        self.settle(invoked, reply)
+    }
+
+    /// [`finish`](Self::finish) without counting a handled message: for
+    /// what did not come from the mailbox (a `Down`, a timer's clone).
+    fn settle(
+        &mut self,
+        invoked: Invoked<I::Reply, I::Error>,
+        reply: Option<ReplyTo<I::Reply, I::Error>>,
+    ) -> Exit {
+        let shared = &*self.shared;
+        // What listeners and the supervisor hear, taken before the error
+        // moves into the reply.
+        let fault = match &invoked {
+            Invoked::Failed(error) => {
+                let message = unwind::describe(error);
+                Some((ExitReason::Failed(message.clone()), message, String::new()))
+            }
+            Invoked::Panicked(caught) => Some((
+                ExitReason::Panicked(caught.message.clone()),
+                caught.message.clone(),
+                caught.stack.clone(),
+            )),
+            _ => None,
+        };
+        if let Some(reply) = reply {
+            reply.send(
+                invoked
+                    .pack(&shared.codecs.reply, &shared.codecs.error)
+                    .into_reply(),
+            );
+        }
+        if let Some((reason, message, stack)) = fault {
+            shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+            shared.report_error(IsolateError { message, stack });
+            // A panic always ends the isolate: its state may be half-changed,
+            // so it is not used again (a supervisor restarts it from its
+            // arguments). Only an `Err` may be let go.
+            if matches!(reason, ExitReason::Panicked(_))
+                || shared.errors_are_fatal.load(Ordering::Relaxed)
+            {
+                return Some(reason);
+            }
         }
         self.ctx.stop_requested.then_some(ExitReason::Normal)
     }

@@ -19,6 +19,7 @@ use crate::backend::nats::bridge::Bridge;
 use crate::backend::nats::{self, Link, Names, NatsOptions, frame};
 use crate::codec::Codec;
 use crate::error::{CodecError, RemoteError};
+use crate::invoke::Invoked;
 
 /// How often a slot waiting for a result looks at its task's cancellation
 /// and deadline and at the connection.
@@ -322,28 +323,15 @@ impl<W: Worker> RemoteSlot<W> {
 
     fn outcome(&self, kind: u8, body: &[u8], codecs: &CodecSet<W>) -> Outcome {
         let wire = &self.client.wire;
-        let text = || String::from_utf8_lossy(body).into_owned();
-        match kind {
-            frame::VALUE => match wire.decode_output(body) {
-                Ok(value) => match codecs.output.pack(value, "value") {
-                    Ok(packed) => Outcome::Value(packed.envelope.erase()),
-                    Err((_, e)) => Outcome::Error(ErrorKind::Codec(e)),
-                },
-                Err(e) => Outcome::Error(ErrorKind::Codec(e)),
-            },
-            frame::FAILED => match wire.decode_error(body) {
-                Ok(error) => match codecs.error.pack(error, "value") {
-                    Ok(packed) => Outcome::Failed(packed.envelope.erase()),
-                    Err((_, e)) => Outcome::Error(ErrorKind::Codec(e)),
-                },
-                Err(e) => Outcome::Error(ErrorKind::Codec(e)),
-            },
-            frame::PANICKED => Outcome::Error(ErrorKind::Panicked(text())),
-            frame::BAD_INPUT => Outcome::Error(ErrorKind::Codec(CodecError::Malformed(text()))),
-            frame::UNENCODABLE => Outcome::Error(ErrorKind::Codec(CodecError::Encode(text()))),
-            other => Outcome::Error(ErrorKind::WorkerLost(format!(
-                "a remote worker answered with an unknown result kind {other}"
-            ))),
-        }
+        let Some(answer) = frame::answer(kind) else {
+            return Outcome::Error(ErrorKind::WorkerLost(format!(
+                "a remote worker answered with an unknown result kind {kind}"
+            )));
+        };
+        let invoked = Invoked::from_frame(answer, body).encode_with(
+            |value| wire.decode_output(&value),
+            |error| wire.decode_error(&error),
+        );
+        Outcome::from(invoked.pack(&codecs.output, &codecs.error))
     }
 }

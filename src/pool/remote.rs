@@ -10,8 +10,8 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::Worker;
 use super::task::{CodecSet, ErrorKind, Outcome, TaskCell};
-use super::{TaskContext, Worker};
 use crate::backend::CodecWire;
 use crate::backend::launch::ProcessOptions;
 use crate::backend::process::child::split_start;
@@ -22,7 +22,7 @@ use crate::backend::registry::ArgsEncoder;
 use crate::codec::Codec;
 use crate::error::CodecError;
 use crate::error::{Crash, ExitReason};
-use crate::port::dyn_codec;
+use crate::invoke::Invoked;
 use crate::unwind;
 
 /// How a pool's workers run in children: set by
@@ -179,7 +179,18 @@ impl<W: Worker> ChildWorker<W> {
                 }
             };
             let (kind, body) = frame;
-            let text = || String::from_utf8_lossy(&body).into_owned();
+            if let Some(answer) = kind.answer() {
+                let invoked = Invoked::from_frame(answer, &body).encode_with(
+                    |value| self.wire.decode_output(&value),
+                    |error| self.wire.decode_error(&error),
+                );
+                // A panic may have left the child's state broken: it goes.
+                let panicked = invoked.panicked();
+                return (
+                    Outcome::from(invoked.pack(&codecs.output, &codecs.error)),
+                    panicked,
+                );
+            }
             return match kind {
                 Kind::Progress => {
                     if let Ok(value) = self.wire.decode_progress(&body)
@@ -189,35 +200,6 @@ impl<W: Worker> ChildWorker<W> {
                     }
                     continue;
                 }
-                Kind::Value => (
-                    match self.wire.decode_output(&body) {
-                        Ok(value) => match codecs.output.pack(value, "value") {
-                            Ok(packed) => Outcome::Value(packed.envelope.erase()),
-                            Err((_, e)) => Outcome::Error(ErrorKind::Codec(e)),
-                        },
-                        Err(e) => Outcome::Error(ErrorKind::Codec(e)),
-                    },
-                    false,
-                ),
-                Kind::Failed => (
-                    match self.wire.decode_error(&body) {
-                        Ok(error) => match codecs.error.pack(error, "value") {
-                            Ok(packed) => Outcome::Failed(packed.envelope.erase()),
-                            Err((_, e)) => Outcome::Error(ErrorKind::Codec(e)),
-                        },
-                        Err(e) => Outcome::Error(ErrorKind::Codec(e)),
-                    },
-                    false,
-                ),
-                Kind::Panicked => (Outcome::Error(ErrorKind::Panicked(text())), true),
-                Kind::BadMessage => (
-                    Outcome::Error(ErrorKind::Codec(CodecError::Malformed(text()))),
-                    false,
-                ),
-                Kind::Unencodable => (
-                    Outcome::Error(ErrorKind::Codec(CodecError::Encode(text()))),
-                    false,
-                ),
                 other => {
                     self.child.kill_switch().kill();
                     let why = format!("its child process sent a {other:?} frame mid-task");
@@ -262,13 +244,7 @@ where
     if !send(Kind::Started, &[]) {
         return 0;
     }
-    // Codecs of a task context: progress goes to the parent by `sink`.
-    let codecs = CodecSet::<W> {
-        input: dyn_codec(codec, false),
-        output: dyn_codec(codec, false),
-        progress: dyn_codec(codec, false),
-        error: dyn_codec(codec, false),
-    };
+    let served = super::TaskServer::<W, C>::new(codec);
     let current: Mutex<Option<Arc<TaskCell>>> = Mutex::new(None);
     let (tasks_tx, tasks) = crossbeam_channel::bounded::<Vec<u8>>(1);
     let limit = codec.limit().saturating_add(frame::OVERHEAD);
@@ -308,45 +284,22 @@ where
             };
             let cell = Arc::new(TaskCell::new(u64::from_le_bytes(*id), None));
             *current.lock() = Some(Arc::clone(&cell));
-            let input = match decode::<W::Input, C>(codec, input, "input") {
-                Ok(input) => input,
-                Err(e) => {
-                    if !send(Kind::BadMessage, &[e.as_bytes()]) {
-                        break;
-                    }
-                    continue;
-                }
-            };
             let sink = |value: W::Progress| {
                 if let Ok(bytes) = encode(codec, &value, "progress") {
                     send(Kind::Progress, &[&bytes]);
                 }
             };
-            let ctx = TaskContext {
-                cell: &cell,
-                codecs: &codecs,
-                helpers: None,
-                sink: Some(&sink),
-            };
-            let result = unwind::catch(|| state.run(input, &ctx));
+            let invoked = served.run(&mut state, &cell, input, &sink);
             *current.lock() = None;
-            let (kind, bytes) = match result {
-                Ok(Ok(value)) => match encode(codec, &value, "output") {
-                    Ok(bytes) => (Kind::Value, bytes),
-                    Err(e) => (Kind::Unencodable, e.into_bytes()),
-                },
-                Ok(Err(error)) => match encode(codec, &error, "error") {
-                    Ok(bytes) => (Kind::Failed, bytes),
-                    Err(e) => (Kind::Unencodable, e.into_bytes()),
-                },
-                Err(caught) => {
-                    // The state may be broken: the parent starts a new
-                    // child; this one goes.
-                    send(Kind::Panicked, &[caught.message.as_bytes()]);
-                    std::process::exit(0);
-                }
-            };
-            if !send(kind, &[&bytes]) {
+            let panicked = invoked.panicked();
+            let (answer, bytes) = invoked.into_frame();
+            let sent = send(Kind::from(answer), &[&bytes]);
+            if panicked {
+                // The state may be broken: the parent starts a new child;
+                // this one goes.
+                std::process::exit(0);
+            }
+            if !sent {
                 break;
             }
         }

@@ -13,6 +13,7 @@ use super::task::{ErrorKind, Outcome};
 use super::{TaskContext, Worker};
 use crate::codec::envelope::Envelope;
 use crate::error::SpawnError;
+use crate::invoke::{self, Invoked};
 use crate::unwind;
 
 /// Starts a worker thread for `slot` (already marked alive).
@@ -199,23 +200,12 @@ pub(super) fn worker_main<W: Worker>(
                     helpers: inner.rayon.as_ref().map(|_| &*inner),
                     sink: None,
                 };
-                match unwind::catch(|| worker.run(input, &ctx)) {
-                    Ok(Ok(value)) => (
-                        match codecs.output.pack(value, "value") {
-                            Ok(packed) => Outcome::Value(packed.envelope.erase()),
-                            Err((_, e)) => Outcome::Error(ErrorKind::Codec(e)),
-                        },
-                        false,
-                    ),
-                    Ok(Err(error)) => (
-                        match codecs.error.pack(error, "value") {
-                            Ok(packed) => Outcome::Failed(packed.envelope.erase()),
-                            Err((_, e)) => Outcome::Error(ErrorKind::Codec(e)),
-                        },
-                        false,
-                    ),
-                    Err(caught) => (Outcome::Error(ErrorKind::Panicked(caught.message)), true),
-                }
+                let invoked = invoke::call(|| worker.run(input, &ctx));
+                let panicked = invoked.panicked();
+                (
+                    Outcome::from(invoked.pack(&codecs.output, &codecs.error)),
+                    panicked,
+                )
             }
         };
         cell.returned();
@@ -286,6 +276,68 @@ pub(super) fn worker_main<W: Worker>(
         } else {
             cell.resolve(outcome);
         }
+    }
+}
+
+/// A task's outcome, from what its worker's `run` came to (here, in a
+/// child, or on another machine), its value and error packed for the
+/// task's handle.
+impl<T: Send + 'static, E: Send + 'static> From<Invoked<Envelope<T>, Envelope<E>>> for Outcome {
+    fn from(invoked: Invoked<Envelope<T>, Envelope<E>>) -> Outcome {
+        match invoked {
+            Invoked::Value(value) => Outcome::Value(value.erase()),
+            Invoked::Failed(error) => Outcome::Failed(error.erase()),
+            Invoked::Panicked(caught) => Outcome::Error(ErrorKind::Panicked(caught.message)),
+            Invoked::BadInput(e) | Invoked::Unencodable(e) => Outcome::Error(ErrorKind::Codec(e)),
+        }
+    }
+}
+
+/// A worker's state served across a boundary (in a process worker's
+/// child, or a NATS worker process): its tasks come and go as bytes.
+#[cfg(any(target_os = "linux", feature = "nats"))]
+pub(crate) struct TaskServer<W: Worker, C> {
+    wire: crate::backend::CodecWire<C>,
+    /// A task context's codecs: values move (progress leaves by a sink).
+    codecs: super::task::CodecSet<W>,
+}
+
+#[cfg(any(target_os = "linux", feature = "nats"))]
+impl<W: Worker, C: crate::codec::Codec> TaskServer<W, C> {
+    pub(crate) fn new(codec: &C) -> Self {
+        use crate::port::dyn_codec;
+        TaskServer {
+            wire: crate::backend::CodecWire(codec.clone()),
+            codecs: super::task::CodecSet {
+                input: dyn_codec(codec, false),
+                output: dyn_codec(codec, false),
+                progress: dyn_codec(codec, false),
+                error: dyn_codec(codec, false),
+            },
+        }
+    }
+
+    /// Runs one task on `state`: its input decoded, the call under
+    /// `catch`, the output or error encoded; progress goes to `sink`.
+    pub(crate) fn run(
+        &self,
+        state: &mut W,
+        cell: &super::task::TaskCell,
+        input: &[u8],
+        sink: &(dyn Fn(W::Progress) + Sync),
+    ) -> Invoked<Vec<u8>, Vec<u8>> {
+        let ctx = TaskContext {
+            cell,
+            codecs: &self.codecs,
+            helpers: None,
+            sink: Some(sink),
+        };
+        let wire = &self.wire;
+        let input = wire.decode::<W::Input>(input, "input");
+        invoke::invoke(input, |input| state.run(input, &ctx)).encode_with(
+            |value| wire.encode(&value, "output"),
+            |error| wire.encode(&error, "error"),
+        )
     }
 }
 

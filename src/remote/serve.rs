@@ -17,9 +17,9 @@ use crate::backend::nats::bridge::Bridge;
 use crate::backend::nats::{self, Link, Names, NatsOptions, frame};
 use crate::codec::Codec;
 use crate::error::RemoteError;
-use crate::pool::task::{CodecSet, TaskCell};
-use crate::pool::{TaskContext, Worker};
-use crate::port::dyn_codec;
+use crate::invoke::Invoked;
+use crate::pool::task::TaskCell;
+use crate::pool::{TaskServer, Worker};
 use crate::unwind;
 
 /// The durable consumer all workers of a pool share.
@@ -280,12 +280,7 @@ fn work<W: Worker, C: Codec>(
             return;
         }
     };
-    let codecs = CodecSet::<W> {
-        input: dyn_codec(codec, false),
-        output: dyn_codec(codec, false),
-        progress: dyn_codec(codec, false),
-        error: dyn_codec(codec, false),
-    };
+    let served = TaskServer::<W, C>::new(codec);
     for job in jobs.iter() {
         let Job {
             cell,
@@ -298,14 +293,6 @@ fn work<W: Worker, C: Codec>(
             let _ = done.send((SKIPPED, Vec::new()));
             continue;
         }
-        let input = match nats::decode::<W::Input, C>(codec, &input, "input") {
-            Ok(input) => input,
-            Err(why) => {
-                counters.garbage.fetch_add(1, Ordering::Relaxed);
-                let _ = done.send((frame::BAD_INPUT, why.into_bytes()));
-                continue;
-            }
-        };
         let subject = progress.names.progress(client);
         let sink = |value: W::Progress| {
             if let Ok(bytes) = nats::encode(codec, &value, "progress") {
@@ -317,41 +304,33 @@ fn work<W: Worker, C: Codec>(
                 }));
             }
         };
-        let ctx = TaskContext::remote(&cell, &codecs, &sink);
-        let result = unwind::catch(|| state.run(input, &ctx));
-        let answer = match result {
-            Ok(Ok(value)) => match nats::encode(codec, &value, "output") {
-                Ok(bytes) => {
-                    counters.succeeded.fetch_add(1, Ordering::Relaxed);
-                    (frame::VALUE, bytes)
-                }
-                Err(why) => (frame::UNENCODABLE, why.into_bytes()),
-            },
-            Ok(Err(error)) => match nats::encode(codec, &error, "error") {
-                Ok(bytes) => {
-                    counters.failed.fetch_add(1, Ordering::Relaxed);
-                    (frame::FAILED, bytes)
-                }
-                Err(why) => (frame::UNENCODABLE, why.into_bytes()),
-            },
-            Err(caught) => {
-                counters.panicked.fetch_add(1, Ordering::Relaxed);
-                let _ = done.send((frame::PANICKED, caught.message.into_bytes()));
-                // The state may be broken: start it again.
-                match start(args.clone()) {
-                    Ok(fresh) => {
-                        let old = std::mem::replace(&mut state, fresh);
-                        let _ = unwind::catch(move || drop(old));
-                    }
-                    Err(why) => {
-                        tracing::error!(target: "isolates", %why, "a remote worker could not restart: its thread ends");
-                        return;
-                    }
-                }
-                continue;
-            }
+        let invoked = served.run(&mut state, &cell, &input, &sink);
+        let counter = match &invoked {
+            Invoked::Value(_) => Some(&counters.succeeded),
+            Invoked::Failed(_) => Some(&counters.failed),
+            Invoked::Panicked(_) => Some(&counters.panicked),
+            Invoked::BadInput(_) => Some(&counters.garbage),
+            Invoked::Unencodable(_) => None,
         };
-        let _ = done.send(answer);
+        if let Some(counter) = counter {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        let panicked = invoked.panicked();
+        let (answer, body) = invoked.into_frame();
+        let _ = done.send((frame::kind(answer), body));
+        if panicked {
+            // The state may be broken: start it again.
+            match start(args.clone()) {
+                Ok(fresh) => {
+                    let old = std::mem::replace(&mut state, fresh);
+                    let _ = unwind::catch(move || drop(old));
+                }
+                Err(why) => {
+                    tracing::error!(target: "isolates", %why, "a remote worker could not restart: its thread ends");
+                    return;
+                }
+            }
+        }
     }
     let _ = unwind::catch(move || drop(state));
 }

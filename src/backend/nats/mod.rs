@@ -67,6 +67,8 @@ impl Names {
 
 /// Frames: a 4-byte tag, then fixed little-endian fields, then the body.
 pub(crate) mod frame {
+    use crate::invoke::Answer;
+
     pub(crate) const TASK: &[u8; 4] = b"ISt1";
     pub(crate) const RESULT: &[u8; 4] = b"ISr1";
     pub(crate) const PROGRESS: &[u8; 4] = b"ISp1";
@@ -81,6 +83,29 @@ pub(crate) mod frame {
 
     /// No deadline.
     pub(crate) const NO_DEADLINE: u64 = u64::MAX;
+
+    /// The result kind of an invocation's outcome.
+    pub(crate) fn kind(answer: Answer) -> u8 {
+        match answer {
+            Answer::Value => VALUE,
+            Answer::Failed => FAILED,
+            Answer::Panicked => PANICKED,
+            Answer::BadInput => BAD_INPUT,
+            Answer::Unencodable => UNENCODABLE,
+        }
+    }
+
+    /// The outcome a result kind stands for, if it is one.
+    pub(crate) fn answer(kind: u8) -> Option<Answer> {
+        Some(match kind {
+            VALUE => Answer::Value,
+            FAILED => Answer::Failed,
+            PANICKED => Answer::Panicked,
+            BAD_INPUT => Answer::BadInput,
+            UNENCODABLE => Answer::Unencodable,
+            _ => return None,
+        })
+    }
 
     /// A task: client, task id, milliseconds left until its deadline.
     pub(crate) fn task(client: u64, id: u64, deadline_ms: u64, input: &[u8]) -> Vec<u8> {
@@ -149,7 +174,7 @@ pub(crate) mod frame {
     }
 }
 
-pub(crate) use super::{decode, encode};
+pub(crate) use super::encode;
 
 /// Whether the connection is up, and since when it is down.
 #[derive(Debug, Default)]

@@ -7,6 +7,8 @@
 
 use std::io::{self, Read, Write};
 
+use crate::invoke::Answer;
+
 /// What a frame carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -68,6 +70,32 @@ impl Kind {
             19 => Progress,
             _ => return None,
         })
+    }
+}
+
+impl Kind {
+    /// The invocation outcome this frame answers with, if it is one.
+    pub(crate) fn answer(self) -> Option<Answer> {
+        Some(match self {
+            Kind::Value => Answer::Value,
+            Kind::Failed => Answer::Failed,
+            Kind::Panicked => Answer::Panicked,
+            Kind::BadMessage => Answer::BadInput,
+            Kind::Unencodable => Answer::Unencodable,
+            _ => return None,
+        })
+    }
+}
+
+impl From<Answer> for Kind {
+    fn from(answer: Answer) -> Kind {
+        match answer {
+            Answer::Value => Kind::Value,
+            Answer::Failed => Kind::Failed,
+            Answer::Panicked => Kind::Panicked,
+            Answer::BadInput => Kind::BadMessage,
+            Answer::Unencodable => Kind::Unencodable,
+        }
     }
 }
 

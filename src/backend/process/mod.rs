@@ -7,11 +7,13 @@
 //! - the isolate's run loop (`isolate::remote`) drives a child as the body
 //!   of an isolate.
 
+use std::convert::Infallible;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
 use crate::codec::{Bincode, Codec};
-use crate::error::ExitReason;
+use crate::error::{CodecError, ExitReason};
+use crate::invoke;
 
 pub(crate) use super::{decode, encode};
 
@@ -59,20 +61,19 @@ where
     A: serde::de::DeserializeOwned,
     R: serde::Serialize,
 {
-    let codec = Bincode::new();
-    let (kind, body) = match child::split_start(&start) {
-        None => (frame::Kind::BadMessage, b"a malformed start frame".to_vec()),
-        Some((_, arg)) => match decode::<A, _>(&codec, arg, "argument") {
-            Err(e) => (frame::Kind::BadMessage, e.into_bytes()),
-            Ok(arg) => match crate::unwind::catch(|| f(arg)) {
-                Ok(value) => match encode(&codec, &value, "result") {
-                    Ok(bytes) => (frame::Kind::Value, bytes),
-                    Err(e) => (frame::Kind::Unencodable, e.into_bytes()),
-                },
-                Err(caught) => (frame::Kind::Panicked, caught.message.into_bytes()),
-            },
-        },
+    let wire = super::CodecWire(Bincode::new());
+    let arg = match child::split_start(&start) {
+        None => Err(CodecError::Malformed("a malformed start frame".into())),
+        Some((_, arg)) => wire.decode::<A>(arg, "argument"),
     };
+    let invoked = invoke::invoke(arg, |arg| Ok::<_, Infallible>(f(arg)));
+    let (answer, body) = invoked
+        .encode_with(
+            |value| wire.encode(&value, "result"),
+            |never| match never {},
+        )
+        .into_frame();
+    let kind = frame::Kind::from(answer);
     let _ = frame::write(&mut channel, kind, &[&body]);
     0
 }

@@ -65,32 +65,13 @@ pub(super) fn guess(bytes: &[u8]) -> Result<(Record, i64), String> {
 }
 
 /// Layout 2: a [`Record`] without its alarm (alarms came in layout 3).
-/// The last layout of schema 1.
+/// The last layout of schema 1: layout 1 and the input merger.
 #[derive(Deserialize)]
 pub(super) struct RecordV2 {
-    id: u64,
-    handler: String,
-    state: WorkState,
-    input: Option<Vec<u8>>,
-    output: Option<Vec<u8>>,
-    progress: Option<Vec<u8>>,
-    tags: Vec<String>,
-    unique: Option<String>,
-    periodic: Option<(i64, i64)>,
-    period_start: i64,
-    initial_delay: i64,
-    enqueued_at: i64,
-    backoff: Backoff,
-    constraints: Vec<String>,
-    time_limit: Option<Duration>,
-    attempts: u32,
-    retries: u32,
-    periods: u64,
-    next_run_at: i64,
-    finished_at: Option<i64>,
-    prerequisites: Vec<u64>,
-    failure: Option<String>,
-    retire: bool,
+    /// The fields of layout 1, in their order: bincode writes a nested
+    /// struct's fields in line, so this reads the bytes that the same
+    /// fields spelled out here read.
+    first: RecordV1,
     input_merger: InputMerger,
 }
 
@@ -98,31 +79,8 @@ impl From<RecordV2> for Record {
     /// No alarm: work of layout 2 was never one.
     fn from(r: RecordV2) -> Self {
         Record {
-            id: r.id,
-            handler: r.handler,
-            state: r.state,
-            input: r.input,
-            output: r.output,
-            progress: r.progress,
-            tags: r.tags,
-            unique: r.unique,
-            periodic: r.periodic,
-            period_start: r.period_start,
-            initial_delay: r.initial_delay,
-            enqueued_at: r.enqueued_at,
-            backoff: r.backoff,
-            constraints: r.constraints,
-            time_limit: r.time_limit,
-            attempts: r.attempts,
-            retries: r.retries,
-            periods: r.periods,
-            next_run_at: r.next_run_at,
-            finished_at: r.finished_at,
-            prerequisites: r.prerequisites,
-            failure: r.failure,
-            retire: r.retire,
             input_merger: r.input_merger,
-            alarm: None,
+            ..Record::from(r.first)
         }
     }
 }
@@ -130,6 +88,7 @@ impl From<RecordV2> for Record {
 /// Layout 1, the first: a [`Record`] without its input merger (the
 /// overwriting one, the only behaviour then) or alarm.
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 pub(super) struct RecordV1 {
     id: u64,
     handler: String,
@@ -185,5 +144,85 @@ impl From<RecordV1> for Record {
             input_merger: InputMerger::Overwriting,
             alarm: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::request::Alarm;
+
+    #[test]
+    fn rows_of_the_first_layout_still_read() {
+        // A row of the first layout, as a build before the input merger
+        // wrote it.
+        let old = RecordV1 {
+            id: 7,
+            handler: "sum".into(),
+            state: WorkState::Blocked,
+            input: None,
+            output: None,
+            progress: None,
+            tags: vec!["t".into()],
+            unique: Some("u".into()),
+            periodic: None,
+            period_start: 5,
+            initial_delay: 0,
+            enqueued_at: 5,
+            backoff: Backoff::default(),
+            constraints: vec![],
+            time_limit: None,
+            attempts: 0,
+            retries: 0,
+            periods: 0,
+            next_run_at: 5,
+            finished_at: None,
+            prerequisites: vec![3, 4],
+            failure: None,
+            retire: true,
+        };
+        let mut bytes = Vec::new();
+        Bincode::new().encode(&old, &mut bytes).unwrap();
+        let rec = decode_row(Some(1), &bytes).expect("a first-layout row reads");
+        // A schema-1 row has no layout number: it is told by reading.
+        assert_eq!(guess(&bytes).map(|(_, n)| n), Ok(1));
+        assert!(decode_row(Some(2), &bytes).is_err());
+        assert_eq!((rec.id, rec.handler.as_str()), (7, "sum"));
+        assert_eq!(rec.prerequisites, [3, 4]);
+        assert!(rec.retire);
+        assert_eq!(rec.input_merger, InputMerger::Overwriting);
+
+        // A row of layout 2 (what schema 1 wrote last) is a row of layout
+        // 3 without its last field; an alarm of `None` is one byte.
+        let mut rec = rec;
+        rec.input_merger = InputMerger::ArrayCreating;
+        let mut bytes = Vec::new();
+        Bincode::new().encode(&rec, &mut bytes).unwrap();
+        assert_eq!(bytes.pop(), Some(0));
+        let back = decode_row(Some(2), &bytes).unwrap();
+        assert_eq!(guess(&bytes).map(|(_, n)| n), Ok(2));
+        assert_eq!(back.input_merger, InputMerger::ArrayCreating);
+        assert_eq!(back.alarm, None);
+        assert!(back.retire);
+
+        // And a row of the current layout reads as itself, not as a
+        // schema-1 row.
+        rec.alarm = Some(Alarm {
+            at: 42,
+            missed: crate::schedule::MissedAlarm::SkipAfter(Duration::from_secs(9)),
+        });
+        let mut bytes = Vec::new();
+        Bincode::new().encode(&rec, &mut bytes).unwrap();
+        let back = decode_row(Some(LAYOUT), &bytes).unwrap();
+        assert_eq!(back.alarm, rec.alarm);
+        assert_eq!(back.input_merger, InputMerger::ArrayCreating);
+        assert!(guess(&bytes).is_err());
+
+        // Garbage is still an error, the current layout's.
+        assert!(decode_row(Some(LAYOUT), &bytes[..bytes.len() - 3]).is_err());
+        assert!(decode_row(None, &bytes[..bytes.len() - 3]).is_err());
+        // A layout from a later build is not guessed at.
+        let err = decode_row(Some(LAYOUT + 1), &bytes).unwrap_err();
+        assert!(err.contains("does not know"), "{err}");
     }
 }
