@@ -112,7 +112,7 @@ fn main() {
     println!("most common byte: {value} ({count} times)");
 
     // 3. A crash is a value: the caller and the exit listeners are told.
-    match histogram.ask(Request::Crash, timeout) {
+    match histogram.ask_timeout(Request::Crash, timeout) {
         Err(AskError::Panicked(message)) => println!("the isolate panicked: {message}"),
         other => println!("unexpected: {other:?}"),
     }

@@ -36,7 +36,7 @@ use crate::error::{TimerError, WatchError};
 /// }
 ///
 /// let iso = isolates::IsolateBuilder::new().name("oneshot").spawn::<OneShot>(()).unwrap();
-/// assert_eq!(iso.ask("hi".into(), Duration::from_secs(5)).unwrap(), "oneshot says hi");
+/// assert_eq!(iso.ask_timeout("hi".into(), Duration::from_secs(5)).unwrap(), "oneshot says hi");
 /// assert_eq!(iso.join(Duration::from_secs(5)), Some(ExitReason::Normal));
 /// ```
 pub struct Context<I: Isolate> {
@@ -93,7 +93,7 @@ impl<I: Isolate> Context<I> {
     ///     }
     /// }
     /// let h = isolates::IsolateBuilder::new().name("me").spawn::<Selfish>(()).unwrap();
-    /// assert_eq!(h.ask((), std::time::Duration::from_secs(5)).unwrap(), "me");
+    /// assert_eq!(h.ask_timeout((), std::time::Duration::from_secs(5)).unwrap(), "me");
     /// ```
     pub fn handle(&self) -> IsolateHandle<I> {
         IsolateHandle::new(Arc::clone(&self.shared))
@@ -132,7 +132,7 @@ impl<I: Isolate> Context<I> {
     ///     }
     /// }
     /// let c = Crunch::spawn(()).unwrap();
-    /// assert_eq!(c.ask(10, std::time::Duration::from_secs(5)), Ok(45));
+    /// assert_eq!(c.ask_timeout(10, std::time::Duration::from_secs(5)), Ok(45));
     /// ```
     pub fn kill_requested(&self) -> bool {
         self.shared.kill_requested.load(Ordering::Relaxed)
@@ -541,8 +541,8 @@ impl<I: Isolate> Context<I> {
     /// }
     ///
     /// let q = Quitter::spawn(()).unwrap();
-    /// assert_eq!(q.ask(1, Duration::from_secs(5)), Ok(1));
-    /// assert_eq!(q.ask(0, Duration::from_secs(5)), Err(AskError::Dead(ExitReason::Normal)));
+    /// assert_eq!(q.ask_timeout(1, Duration::from_secs(5)), Ok(1));
+    /// assert_eq!(q.ask_timeout(0, Duration::from_secs(5)), Err(AskError::Dead(ExitReason::Normal)));
     /// assert_eq!(q.join(Duration::from_secs(5)), Some(ExitReason::Normal));
     /// ```
     pub fn exit(&mut self) -> ! {
