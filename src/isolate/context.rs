@@ -230,7 +230,7 @@ impl<I: Isolate> Context<I> {
     /// }
     /// let m = Metronome::spawn(()).unwrap();
     /// let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    /// while m.ask(Msg::Count, Duration::from_secs(5)) != Ok(3) {
+    /// while m.ask_timeout(Msg::Count, Duration::from_secs(5)) != Ok(3) {
     ///     assert!(std::time::Instant::now() < deadline);
     ///     std::thread::sleep(Duration::from_millis(1));
     /// }
@@ -298,7 +298,7 @@ impl<I: Isolate> Context<I> {
     /// echo.register("doc-monitored").unwrap();
     /// let (tx, downs) = port::unbounded();
     /// let watcher = Watcher::spawn(tx).unwrap();
-    /// assert_eq!(watcher.ask("doc-monitored".into(), Duration::from_secs(5)), Ok(echo.id()));
+    /// assert_eq!(watcher.ask_timeout("doc-monitored".into(), Duration::from_secs(5)), Ok(echo.id()));
     /// echo.kill(isolates::Priority::Immediate);
     /// let down = downs.recv_timeout(Duration::from_secs(5)).unwrap();
     /// assert_eq!(down.id, echo.id());
@@ -349,7 +349,7 @@ impl<I: Isolate> Context<I> {
     ///     }
     /// }
     /// let f = Fickle::spawn(()).unwrap();
-    /// assert_eq!(f.ask((), Duration::from_secs(5)), Ok((true, false)));
+    /// assert_eq!(f.ask_timeout((), Duration::from_secs(5)), Ok((true, false)));
     /// ```
     pub fn demonitor(&mut self, monitor: &MonitorRef) -> bool {
         let Some(peer) = self.watching.remove(monitor) else {
@@ -397,8 +397,8 @@ impl<I: Isolate> Context<I> {
     /// let a = Partner::spawn(()).unwrap();
     /// let b = Partner::spawn(()).unwrap();
     /// b.register("doc-partner-b").unwrap();
-    /// a.ask(Some("doc-partner-b".into()), Duration::from_secs(5)).unwrap();
-    /// let _ = b.ask(None, Duration::from_secs(5)); // b fails, a follows
+    /// a.ask_timeout(Some("doc-partner-b".into()), Duration::from_secs(5)).unwrap();
+    /// let _ = b.ask_timeout(None, Duration::from_secs(5)); // b fails, a follows
     /// let reason = a.join(Duration::from_secs(5)).unwrap();
     /// assert!(matches!(reason, ExitReason::Linked { id, .. } if id == b.id()), "{reason}");
     /// ```
@@ -444,7 +444,7 @@ impl<I: Isolate> Context<I> {
     ///     }
     /// }
     /// let l = Loner::spawn(()).unwrap();
-    /// assert_eq!(l.ask((), Duration::from_secs(5)), Ok(true));
+    /// assert_eq!(l.ask_timeout((), Duration::from_secs(5)), Ok(true));
     /// ```
     pub fn unlink<J: Isolate>(&mut self, other: &IsolateHandle<J>) -> bool {
         let target = other.shared();
