@@ -254,6 +254,14 @@ impl<C: Codec> IsolateBuilder<C> {
 /// assert_eq!(store.ask(Op::Get("answer".into())), Ok(Some(42)));
 /// assert_eq!(store.ask(Op::Get("question".into())), Ok(None));
 /// ```
+///
+/// Spawning a type that is not an isolate does not compile; the compiler
+/// says "`String` is not an isolate" and suggests implementing [`Isolate`]
+/// or calling `spawn_fn`:
+///
+/// ```compile_fail,E0277
+/// let text = isolates::IsolateBuilder::new().spawn::<String>("hello".into());
+/// ```
 pub fn spawn_fn<S, M, R, F>(
     state: S,
     handler: F,
