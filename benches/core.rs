@@ -53,7 +53,7 @@ fn ask_round_trip(c: &mut Criterion) {
     let echo = Echo::spawn(()).unwrap();
     group.bench_function("isolate_ask", |b| {
         let mut n = 0u64;
-        b.iter(|| n = echo.ask(n, T).unwrap())
+        b.iter(|| n = echo.ask_timeout(n, T).unwrap())
     });
     group.finish();
 }
@@ -94,7 +94,7 @@ fn cast_throughput(c: &mut Criterion) {
             for n in 0..BATCH {
                 echo.cast(n).unwrap();
             }
-            black_box(echo.ask(0, T).unwrap())
+            black_box(echo.ask_timeout(0, T).unwrap())
         })
     });
     group.finish();

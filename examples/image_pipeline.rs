@@ -188,7 +188,7 @@ fn main() {
 
     let started = Instant::now();
     for n in 0..frames {
-        let frame = camera.ask((), T).expect("a frame");
+        let frame = camera.ask_timeout((), T).expect("a frame");
         let made_at = frame.address;
         let mut task = blur.submit(frame);
         // The UI side: poll progress without blocking, as a frame loop would.
@@ -207,7 +207,7 @@ fn main() {
             "the frame was copied into the pool"
         );
         let blurred_at = blurred.frame.address;
-        let histogram = stats.ask(blurred.frame, T).expect("stats");
+        let histogram = stats.ask_timeout(blurred.frame, T).expect("stats");
         assert_eq!(
             histogram.received_at, blurred_at,
             "the frame was copied into stats"

@@ -1,32 +1,47 @@
-//! The smallest useful program: spawn an isolate, ask it, offload a one-shot
-//! computation with `run`, move a big buffer without copying, see a crash
-//! come back as a value, and a supervisor restart a crashed isolate, all
-//! from a loop that never blocks.
+//! The smallest useful program: spawn an isolate, ask it (with requests
+//! whose answers are typed per message), offload a one-shot computation
+//! with `run`, move a big buffer without copying, see a crash come back as
+//! a value, and a supervisor restart a crashed isolate, all from a loop
+//! that never blocks.
 
 use std::time::{Duration, Instant};
 
 use isolates::supervisor::{ChildSpec, SupervisionEvent, SupervisorBuilder};
-use isolates::{AskError, Context, ExitReason, Isolate, IsolateBuilder, Transfer, run};
+use isolates::{AskError, Context, ExitReason, Isolate, IsolateBuilder, Request, Transfer, run};
+use serde::{Deserialize, Serialize};
 
 /// Keeps a histogram of the bytes it is sent; the histogram never leaves it.
 struct Histogram {
     counts: Vec<u64>,
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
-enum Request {
-    /// Count the bytes of this buffer (moved, not copied).
-    Add(Transfer),
-    /// Which byte value is most common so far?
-    Mode,
+/// Count the bytes of this buffer (moved, not copied); answers how many
+/// bytes it has counted in all.
+#[derive(Serialize, Deserialize)]
+struct Add(Transfer);
+
+/// Which byte value is most common so far, and how often?
+#[derive(Serialize, Deserialize)]
+struct Mode;
+
+#[derive(Serialize, Deserialize)]
+enum Msg {
+    Add(Add),
+    Mode(Mode),
     /// Crash on purpose, to show what a crash looks like from outside.
     Crash,
 }
 
+#[derive(Debug, Serialize, Deserialize)]
+enum Answer {
+    Counted(u64),
+    Mode(u8, u64),
+}
+
 impl Isolate for Histogram {
     type Args = ();
-    type Message = Request;
-    type Reply = (u8, u64);
+    type Message = Msg;
+    type Reply = Answer;
     type Error = String;
 
     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> {
@@ -35,23 +50,53 @@ impl Isolate for Histogram {
         })
     }
 
-    fn handle(&mut self, req: Request, _: &mut Context<Self>) -> Result<(u8, u64), String> {
-        match req {
-            Request::Add(buffer) => {
+    fn handle(&mut self, msg: Msg, _: &mut Context<Self>) -> Result<Answer, String> {
+        match msg {
+            Msg::Add(Add(buffer)) => {
                 for byte in buffer.into_vec() {
                     self.counts[byte as usize] += 1;
                 }
+                Ok(Answer::Counted(self.counts.iter().sum()))
             }
-            Request::Mode => {}
-            Request::Crash => panic!("asked to crash"),
+            Msg::Mode(Mode) => {
+                let (value, count) = self
+                    .counts
+                    .iter()
+                    .enumerate()
+                    .max_by_key(|(_, c)| **c)
+                    .unwrap_or((0, &0));
+                Ok(Answer::Mode(value as u8, *count))
+            }
+            Msg::Crash => panic!("asked to crash"),
         }
-        let (value, count) = self
-            .counts
-            .iter()
-            .enumerate()
-            .max_by_key(|(_, c)| **c)
-            .unwrap_or((0, &0));
-        Ok((value as u8, *count))
+    }
+}
+
+// Each request names its own answer: `histogram.request(Mode)` resolves to
+// `(u8, u64)`, with no `Answer` to match at the call site.
+impl Request<Histogram> for Add {
+    type Reply = u64;
+    fn into_message(self) -> Msg {
+        Msg::Add(self)
+    }
+    fn from_reply(reply: Answer) -> Option<u64> {
+        match reply {
+            Answer::Counted(n) => Some(n),
+            Answer::Mode(..) => None,
+        }
+    }
+}
+
+impl Request<Histogram> for Mode {
+    type Reply = (u8, u64);
+    fn into_message(self) -> Msg {
+        Msg::Mode(self)
+    }
+    fn from_reply(reply: Answer) -> Option<(u8, u64)> {
+        match reply {
+            Answer::Mode(value, count) => Some((value, count)),
+            Answer::Counted(_) => None,
+        }
     }
 }
 
@@ -80,9 +125,7 @@ fn main() {
     let buffer: Vec<u8> = (0..64u32 << 20).map(|i| (i % 251) as u8).collect();
     let mib = buffer.len() >> 20;
     let started = Instant::now();
-    histogram
-        .cast(Request::Add(Transfer::new(buffer)))
-        .expect("cast");
+    let counted = histogram.request(Add(Transfer::new(buffer)));
     println!(
         "moved a {mib} MiB buffer into {:?} in {:?}",
         histogram.name(),
@@ -91,7 +134,7 @@ fn main() {
 
     // 2. One-shot work, polled from a "frame loop" that never blocks.
     let mut heavy = run(collatz_steps, 300_000);
-    let mut mode = histogram.ask_pending(Request::Mode);
+    let mut mode = histogram.request(Mode);
     let (mut frames, mut best, mut most) = (0u32, None, None);
     let frame_loop = Instant::now();
     while best.is_none() || most.is_none() {
@@ -110,9 +153,12 @@ fn main() {
     println!("{frames} frames drawn while the work ran elsewhere");
     println!("longest Collatz chain below 300000 starts at {start} ({steps} steps)");
     println!("most common byte: {value} ({count} times)");
+    let total = counted.wait().expect("add");
+    assert_eq!(total, 64 << 20);
+    println!("bytes counted: {total}");
 
     // 3. A crash is a value: the caller and the exit listeners are told.
-    match histogram.ask(Request::Crash, timeout) {
+    match histogram.ask_timeout(Msg::Crash, timeout) {
         Err(AskError::Panicked(message)) => println!("the isolate panicked: {message}"),
         other => println!("unexpected: {other:?}"),
     }
@@ -131,8 +177,8 @@ fn main() {
     let (events_tx, events) = isolates::port::unbounded::<SupervisionEvent>();
     supervisor.add_event_listener(events_tx);
     let supervised = supervisor.worker::<Histogram>("histogram").expect("child");
-    let mut crash = supervised.ask_pending(Request::Crash);
-    let mut after = supervised.ask_pending(Request::Mode); // queued behind the crash
+    let mut crash = supervised.ask_pending(Msg::Crash);
+    let mut after = supervised.request(Mode); // queued behind the crash
     println!("crash: {:?}", crash.wait_timeout(timeout));
     println!(
         "queued ask, answered by the restarted isolate: {:?}",

@@ -117,7 +117,7 @@ fn main() {
             other => panic!("order {i}: unexpected {other:?}"),
         }
     }
-    let stored = store.ask(StoreMsg::Count, T).expect("count");
+    let stored = store.ask_timeout(StoreMsg::Count, T).expect("count");
     println!(
         "{parsed} orders parsed and stored ({stored} in the store), {crashed} bad lines crashed the parser"
     );

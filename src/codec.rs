@@ -58,6 +58,11 @@ pub const DEFAULT_LIMIT: usize = 64 << 20;
 /// let back: (String, i32, i32) = codec.decode(&buf).unwrap();
 /// assert_eq!(back, ("point".to_string(), 3, 4));
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a codec",
+    label = "not an `isolates::Codec`",
+    note = "use `isolates::Bincode` (e.g. `Bincode::<{{ 1 << 20 }}>::limited()`), or implement `isolates::Codec` for `{Self}`"
+)]
 pub trait Codec: Clone + fmt::Debug + Send + Sync + 'static {
     /// Appends the encoding of `value` to `out`.
     ///

@@ -351,7 +351,7 @@ impl std::error::Error for RecvTimeoutError {}
 /// let echo = Echo::spawn(()).unwrap();
 /// echo.kill(Priority::Immediate);
 /// echo.join(Duration::from_secs(5)).unwrap();
-/// let err = echo.ask(1, Duration::from_secs(5)).unwrap_err();
+/// let err = echo.ask_timeout(1, Duration::from_secs(5)).unwrap_err();
 /// assert_eq!(err, AskError::Dead(ExitReason::Killed));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -378,6 +378,14 @@ pub enum AskError<E> {
     /// The result was already taken from this [`Pending`](crate::Pending)
     /// with `try_take`; waiting on it again is a misuse.
     AlreadyTaken,
+    /// A typed [`request`](crate::IsolateHandle::request) got a reply of
+    /// another kind than its [`Request`](crate::Request) impl takes: the
+    /// isolate's handler and that impl disagree. `request` names the
+    /// request's type.
+    WrongReply {
+        /// The request's type, as [`std::any::type_name`] writes it.
+        request: &'static str,
+    },
 }
 
 impl<E: fmt::Display> fmt::Display for AskError<E> {
@@ -394,6 +402,11 @@ impl<E: fmt::Display> fmt::Display for AskError<E> {
             Self::AlreadyTaken => {
                 f.write_str("the reply was already taken from this pending handle")
             }
+            Self::WrongReply { request } => write!(
+                f,
+                "the isolate answered a {request} with a reply of another kind: make its \
+                 handler's answer and `Request::from_reply` agree"
+            ),
         }
     }
 }
@@ -481,6 +494,11 @@ pub enum SpawnError {
     /// A pool's NATS connection could not be set up (see
     /// [`PoolBuilder::nats`](crate::pool::PoolBuilder)).
     Remote(RemoteError),
+    /// An isolate or pool built from a closure
+    /// ([`spawn_fn`](crate::spawn_fn), [`Pool::from_fn`](crate::pool::Pool::from_fn))
+    /// was asked to run in a child process or on another machine, where a
+    /// closure cannot go; the text says what to do instead.
+    InProcessOnly(&'static str),
 }
 
 impl fmt::Display for SpawnError {
@@ -494,6 +512,7 @@ impl fmt::Display for SpawnError {
             Self::NotRegistered(why) => write!(f, "no child process can run this isolate: {why}"),
             Self::Unsupported(why) => f.write_str(why),
             Self::Remote(e) => write!(f, "the pool's workers could not be reached: {e}"),
+            Self::InProcessOnly(why) => f.write_str(why),
         }
     }
 }
@@ -653,7 +672,7 @@ impl<E: fmt::Debug + fmt::Display> std::error::Error for TaskError<E> {}
 ///     }
 /// }
 /// let t = Ticker::spawn(()).unwrap();
-/// assert!(t.ask((), Duration::from_secs(5)).unwrap().contains("zero"));
+/// assert!(t.ask_timeout((), Duration::from_secs(5)).unwrap().contains("zero"));
 /// assert_eq!(TimerError::ZeroPeriod, TimerError::ZeroPeriod);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -813,3 +832,30 @@ impl fmt::Display for WhereisError {
 }
 
 impl std::error::Error for WhereisError {}
+
+/// The error of a handler that cannot fail: an isolate from
+/// [`spawn_fn`](crate::spawn_fn), a pool from
+/// [`Pool::from_fn`](crate::pool::Pool::from_fn). No value of it exists, so
+/// [`AskError::Failed`] and [`TaskError::Failed`] never come from such a
+/// handler. (It stands where [`std::convert::Infallible`] would if serde
+/// could carry that.)
+///
+/// # Examples
+///
+/// ```
+/// use isolates::{AskError, Never};
+///
+/// let echo = isolates::spawn_fn((), |_: &mut (), n: u32, _| n).unwrap();
+/// let answer: Result<u32, AskError<Never>> = echo.ask(7);
+/// assert_eq!(answer, Ok(7));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Never {}
+
+impl fmt::Display for Never {
+    fn fmt(&self, _: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {}
+    }
+}
+
+impl std::error::Error for Never {}

@@ -12,10 +12,12 @@ pub use crate::error::{Crash, ExitReason};
 
 mod builder;
 mod context;
+mod func;
 mod handle;
 mod registry;
 #[cfg(target_os = "linux")]
 mod remote;
+mod request;
 mod runloop;
 mod shared;
 mod supervised;
@@ -29,8 +31,10 @@ pub(crate) use supervised::Restartable;
 
 pub use builder::{IsolateBuilder, Mailbox};
 pub use context::Context;
+pub use func::{FnIsolate, spawn_fn};
 pub use handle::IsolateHandle;
 pub use registry::{registered, unregister};
+pub use request::Request;
 pub use timer::TimerRef;
 pub use watch::{Down, MonitorRef};
 
@@ -108,8 +112,13 @@ pub use watch::{Down, MonitorRef};
 ///
 /// let counter = Counter::spawn(100).unwrap();
 /// counter.cast(5).unwrap();
-/// assert_eq!(counter.ask(10, Duration::from_secs(5)), Ok(115));
+/// assert_eq!(counter.ask_timeout(10, Duration::from_secs(5)), Ok(115));
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an isolate",
+    label = "not an isolate",
+    note = "implement `isolates::Isolate` for `{Self}`, or spawn a state and a function with `isolates::spawn_fn`"
+)]
 pub trait Isolate: Sized + 'static {
     /// What the isolate is started from; moved to the isolate's thread.
     type Args: Serialize + DeserializeOwned + Send + 'static;
@@ -186,10 +195,10 @@ pub trait Isolate: Sized + 'static {
     /// let echo = Echo::spawn(()).unwrap();
     /// echo.register("doc-down").unwrap();
     /// let watcher = Watcher::spawn(()).unwrap();
-    /// assert_eq!(watcher.ask((), Duration::from_secs(5)), Ok(0));
+    /// assert_eq!(watcher.ask_timeout((), Duration::from_secs(5)), Ok(0));
     /// echo.kill(Priority::Immediate);
     /// let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    /// while watcher.ask((), Duration::from_secs(5)) != Ok(1) {
+    /// while watcher.ask_timeout((), Duration::from_secs(5)) != Ok(1) {
     ///     assert!(std::time::Instant::now() < deadline);
     ///     std::thread::sleep(Duration::from_millis(1));
     /// }
@@ -224,7 +233,7 @@ pub trait Isolate: Sized + 'static {
     /// #     fn handle(&mut self, m: u8, _: &mut Context<Self>) -> Result<u8, String> { Ok(m) }
     /// # }
     /// let echo = Echo::spawn(()).unwrap();
-    /// assert_eq!(echo.ask(4, std::time::Duration::from_secs(5)), Ok(4));
+    /// assert_eq!(echo.ask_timeout(4, std::time::Duration::from_secs(5)), Ok(4));
     /// ```
     fn spawn(args: Self::Args) -> Result<IsolateHandle<Self>, SpawnError> {
         IsolateBuilder::new().spawn(args)
@@ -334,7 +343,7 @@ pub enum IsolateState {
 /// #     fn handle(&mut self, m: u8, _: &mut Context<Self>) -> Result<u8, String> { Ok(m) }
 /// # }
 /// let echo = Echo::spawn(()).unwrap();
-/// echo.ask(1, std::time::Duration::from_secs(5)).unwrap();
+/// echo.ask_timeout(1, std::time::Duration::from_secs(5)).unwrap();
 /// let stats = echo.stats();
 /// assert_eq!(stats.messages_handled, 1);
 /// assert_eq!(stats.queue_len, 0);

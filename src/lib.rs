@@ -32,14 +32,14 @@ mod unwind;
 
 pub use codec::{Bincode, Codec, DEFAULT_LIMIT, Transfer};
 pub use error::{
-    AskError, CodecError, RecvError, RecvTimeoutError, RegisterError, RemoteError, RunError,
+    AskError, CodecError, Never, RecvError, RecvTimeoutError, RegisterError, RemoteError, RunError,
     SendError, SendTimeoutError, SpawnError, TaskError, TimerError, TryRecvError, TrySendError,
     WatchError, WhereisError,
 };
 pub use isolate::{
-    Context, Crash, Down, ExitReason, Isolate, IsolateBuilder, IsolateError, IsolateHandle,
-    IsolateState, IsolateStats, Mailbox, MonitorRef, PauseToken, Priority, TimerRef, registered,
-    unregister,
+    Context, Crash, Down, ExitReason, FnIsolate, Isolate, IsolateBuilder, IsolateError,
+    IsolateHandle, IsolateState, IsolateStats, Mailbox, MonitorRef, PauseToken, Priority, Request,
+    TimerRef, registered, spawn_fn, unregister,
 };
 pub use pending::{Pending, Taken};
 pub use port::{ReceivePort, SendPort};

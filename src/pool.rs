@@ -44,6 +44,7 @@ use serde::de::DeserializeOwned;
 mod batch;
 mod builder;
 mod deadline;
+mod func;
 mod main_thread;
 #[cfg(feature = "nats")]
 mod nats;
@@ -63,6 +64,7 @@ pub(crate) use worker::TaskServer;
 
 pub use batch::{Batch, join_all};
 pub use builder::{PoolBuilder, default_workers};
+pub use func::FnWorker;
 pub use main_thread::MainThread;
 use queue::{Job, Slot, expire};
 use shared::Inner;
@@ -100,6 +102,11 @@ use worker::spawn_worker;
 /// let task = pool.submit(0..10);
 /// assert_eq!(task.wait(), Ok(285));
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a pool worker",
+    label = "not a `pool::Worker`",
+    note = "implement `isolates::pool::Worker` for `{Self}`, or make a pool from a function with `Pool::from_fn`"
+)]
 pub trait Worker: Sized + 'static {
     /// What each worker is started from; each worker gets its own clone.
     /// It need not be encodable: only a pool whose workers run in child

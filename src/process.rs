@@ -67,7 +67,7 @@
 //!         .process(ProcessOptions::new().max_memory(512 << 20))
 //!         .spawn::<Parser>(())
 //!         .unwrap();
-//!     assert_eq!(parser.ask(b"a\nb\n".to_vec(), Duration::from_secs(30)), Ok(2));
+//!     assert_eq!(parser.ask_timeout(b"a\nb\n".to_vec(), Duration::from_secs(30)), Ok(2));
 //!     # }
 //! }
 //! ```

@@ -248,9 +248,9 @@ impl Worker for Sleeper {
 fn idle_isolate(errors: &mut Vec<Result<(), String>>) {
     let created = Created::since_now();
     let echo = Echo::spawn(()).unwrap();
-    assert_eq!(echo.ask(0, T), Ok(0));
+    assert_eq!(echo.ask_timeout(0, T), Ok(0));
     errors.push(created.check_idle("isolate", 1));
-    assert_eq!(echo.ask(0, T), Ok(0));
+    assert_eq!(echo.ask_timeout(0, T), Ok(0));
 }
 
 fn idle_plain_pool(errors: &mut Vec<Result<(), String>>) {
@@ -303,7 +303,7 @@ fn idle_supervisor(errors: &mut Vec<Result<(), String>>) {
         .unwrap();
     for name in ["a", "b"] {
         let child = sup.worker::<Echo>(name).unwrap();
-        assert_eq!(child.ask(0, T), Ok(0));
+        assert_eq!(child.ask_timeout(0, T), Ok(0));
     }
     errors.push(created.check_idle("supervisor", 3));
     sup.stop();
@@ -338,8 +338,8 @@ fn cpu_of(what: &str, wait: impl FnOnce()) -> Duration {
 
 fn late_results_park_the_waiter() {
     let echo = Echo::spawn(()).unwrap();
-    assert_eq!(echo.ask(0, T), Ok(0));
-    let used = cpu_of("ask", || assert_eq!(echo.ask(300, T), Ok(300)));
+    assert_eq!(echo.ask_timeout(0, T), Ok(0));
+    let used = cpu_of("ask", || assert_eq!(echo.ask_timeout(300, T), Ok(300)));
     assert!(used < Duration::from_millis(20), "ask used {used:?}");
 
     let pool = Pool::<Sleeper>::builder().workers(1).build(()).unwrap();

@@ -152,9 +152,9 @@ fn ask_and_cast() {
     h.cast(Cmd::Record(1)).unwrap();
     h.try_cast(Cmd::Record(2)).unwrap();
     h.cast_timeout(Cmd::Record(3), T).unwrap();
-    assert_eq!(h.ask(Cmd::Echo(7), T), Ok(Out::N(7)));
+    assert_eq!(h.ask_timeout(Cmd::Echo(7), T), Ok(Out::N(7)));
     assert_eq!(
-        h.ask(Cmd::Log, T),
+        h.ask_timeout(Cmd::Log, T),
         Ok(Out::Log {
             log: vec![1, 2, 3],
             out_of_order: 0
@@ -178,7 +178,7 @@ fn panicking_handler_is_contained() {
     h.resume(&token);
     let bystander = spawn();
 
-    let err = h.ask(Cmd::Panic("kaboom".into()), T).unwrap_err();
+    let err = h.ask_timeout(Cmd::Panic("kaboom".into()), T).unwrap_err();
     assert_eq!(err, AskError::Panicked("kaboom".into()));
     assert_eq!(
         exits.recv_timeout(T),
@@ -194,7 +194,7 @@ fn panicking_handler_is_contained() {
     assert!(!h.is_alive());
     assert_eq!(h.stats().errors, 1);
     // Nothing else was disturbed.
-    assert_eq!(bystander.ask(Cmd::Echo(1), T), Ok(Out::N(1)));
+    assert_eq!(bystander.ask_timeout(Cmd::Echo(1), T), Ok(Out::N(1)));
 }
 
 #[test]
@@ -204,19 +204,19 @@ fn errors_not_fatal_keep_the_isolate() {
         .spawn::<Subject>(Opts::default())
         .unwrap();
     assert_eq!(
-        h.ask(Cmd::Fail("nope".into()), T),
+        h.ask_timeout(Cmd::Fail("nope".into()), T),
         Err(AskError::Failed("nope".to_string()))
     );
     assert_eq!(
-        h.ask(Cmd::Fail("again".into()), T),
+        h.ask_timeout(Cmd::Fail("again".into()), T),
         Err(AskError::Failed("again".to_string()))
     );
-    assert_eq!(h.ask(Cmd::Echo(2), T), Ok(Out::N(2)));
+    assert_eq!(h.ask_timeout(Cmd::Echo(2), T), Ok(Out::N(2)));
     assert_eq!(h.stats().errors, 2);
     // Switched to fatal at run time, the next error ends it.
     h.set_errors_fatal(true);
     assert_eq!(
-        h.ask(Cmd::Fail("now fatal".into()), T),
+        h.ask_timeout(Cmd::Fail("now fatal".into()), T),
         Err(AskError::Failed("now fatal".to_string()))
     );
     assert_eq!(h.join(T), Some(ExitReason::Failed("now fatal".into())));
@@ -246,7 +246,7 @@ fn a_panic_ends_the_isolate_even_with_errors_not_fatal() {
 fn handler_error_is_typed_and_fatal_by_default() {
     let h = spawn();
     assert_eq!(
-        h.ask(Cmd::Fail("bad input".into()), T),
+        h.ask_timeout(Cmd::Fail("bad input".into()), T),
         Err(AskError::Failed("bad input".to_string()))
     );
     assert_eq!(h.join(T), Some(ExitReason::Failed("bad input".into())));
@@ -268,7 +268,7 @@ fn start_failure_and_start_panic() {
         Ok(ExitReason::Failed("start refused".into()))
     );
     assert_eq!(
-        h.ask(Cmd::Echo(1), T),
+        h.ask_timeout(Cmd::Echo(1), T),
         Err(AskError::Dead(ExitReason::Failed("start refused".into())))
     );
 
@@ -354,14 +354,14 @@ fn ask_timeout_then_recovery() {
     let (mut running, release) = block(&h);
     let started = Instant::now();
     assert_eq!(
-        h.ask(Cmd::Echo(1), Duration::from_millis(50)),
+        h.ask_timeout(Cmd::Echo(1), Duration::from_millis(50)),
         Err(AskError::Timeout)
     );
     assert!(started.elapsed() >= Duration::from_millis(50));
     release.send(()).unwrap();
     assert_eq!(running.wait_timeout(T), Some(Ok(Out::Unit)));
     // The timed-out message was still handled; later asks work.
-    assert_eq!(h.ask(Cmd::Echo(2), T), Ok(Out::N(2)));
+    assert_eq!(h.ask_timeout(Cmd::Echo(2), T), Ok(Out::N(2)));
     assert_eq!(h.stats().messages_handled, 3);
 }
 
@@ -371,7 +371,7 @@ fn dead_isolate_refuses_everything_with_its_reason() {
     h.kill(Priority::Immediate);
     assert_eq!(h.join(T), Some(ExitReason::Killed));
     assert_eq!(
-        h.ask(Cmd::Echo(1), T),
+        h.ask_timeout(Cmd::Echo(1), T),
         Err(AskError::Dead(ExitReason::Killed))
     );
     let mut pending = h.ask_pending(Cmd::Echo(1));
@@ -432,7 +432,7 @@ fn pause_tokens_follow_dart() {
     let a = h.pause();
     h.pause_with(&a);
     h.resume(&a);
-    assert_eq!(h.ask(Cmd::Echo(1), T), Ok(Out::N(1)));
+    assert_eq!(h.ask_timeout(Cmd::Echo(1), T), Ok(Out::N(1)));
 
     // Two tokens need two resumes.
     let a = h.pause();
@@ -446,7 +446,7 @@ fn pause_tokens_follow_dart() {
     assert_eq!(reply.wait_timeout(T), Some(Ok(Out::N(2))));
     // A resume with no pause behind it does nothing.
     h.resume(&b);
-    assert_eq!(h.ask(Cmd::Echo(3), T), Ok(Out::N(3)));
+    assert_eq!(h.ask_timeout(Cmd::Echo(3), T), Ok(Out::N(3)));
 }
 
 #[test]
@@ -477,7 +477,7 @@ fn ten_thousand_messages_in_order() {
     for n in 0..COUNT {
         h.cast(Cmd::Record(n)).unwrap();
     }
-    match h.ask(Cmd::Log, T) {
+    match h.ask_timeout(Cmd::Log, T) {
         Ok(Out::Log { log, out_of_order }) => {
             assert_eq!(out_of_order, 0);
             assert_eq!(log, (0..COUNT).collect::<Vec<_>>());
@@ -495,7 +495,7 @@ fn many_askers_each_get_their_own_reply() {
             thread::spawn(move || {
                 for i in 0..500u32 {
                     let n = t * 1000 + i;
-                    assert_eq!(h.ask(Cmd::Echo(n), T), Ok(Out::N(n.into())));
+                    assert_eq!(h.ask_timeout(Cmd::Echo(n), T), Ok(Out::N(n.into())));
                 }
             })
         })
@@ -513,14 +513,14 @@ fn undecodable_message_is_the_senders_error() {
         .copy_messages(true)
         .spawn::<Subject>(Opts::default())
         .unwrap();
-    match h.ask(Cmd::Even(Even(3)), T) {
+    match h.ask_timeout(Cmd::Even(Even(3)), T) {
         Err(AskError::BadMessage(CodecError::Malformed(why))) => {
             assert!(why.contains("3 is odd"), "{why}")
         }
         other => panic!("expected BadMessage, got {other:?}"),
     }
     h.cast(Cmd::Even(Even(5))).unwrap();
-    assert_eq!(h.ask(Cmd::Even(Even(4)), T), Ok(Out::N(4)));
+    assert_eq!(h.ask_timeout(Cmd::Even(Even(4)), T), Ok(Out::N(4)));
     let stats = h.stats();
     assert_eq!(stats.bad_messages, 2);
     assert_eq!(stats.errors, 0);
@@ -533,7 +533,7 @@ fn transfer_reaches_the_isolate_without_a_copy() {
     let buffer = vec![1u8; 64 << 20];
     let address = buffer.as_ptr() as u64;
     assert_eq!(
-        h.ask(Cmd::Address(Transfer::new(buffer)), T),
+        h.ask_timeout(Cmd::Address(Transfer::new(buffer)), T),
         Ok(Out::N(address))
     );
 }
@@ -610,12 +610,12 @@ fn bounded_mailbox_full_policies() {
         Err(SendTimeoutError::Timeout(Cmd::Echo(5)))
     ));
     assert_eq!(
-        h.ask(Cmd::Echo(6), Duration::from_millis(20)),
+        h.ask_timeout(Cmd::Echo(6), Duration::from_millis(20)),
         Err(AskError::Timeout)
     );
     h.resume(&token);
     assert_eq!(first.wait_timeout(T), Some(Ok(Out::N(2))));
-    assert_eq!(h.ask(Cmd::Echo(7), T), Ok(Out::N(7)));
+    assert_eq!(h.ask_timeout(Cmd::Echo(7), T), Ok(Out::N(7)));
 }
 
 #[test]
@@ -627,18 +627,18 @@ fn oversized_message_is_refused_at_the_sender() {
         .unwrap();
     let (tx, _rx) = port::unbounded::<String>();
     let long = "x".repeat(100);
-    match h.ask(Cmd::ReplyTo(tx, long), T) {
+    match h.ask_timeout(Cmd::ReplyTo(tx, long), T) {
         Err(AskError::Encode(CodecError::TooLarge { limit: 64, .. })) => {}
         other => panic!("expected TooLarge, got {other:?}"),
     }
-    assert_eq!(h.ask(Cmd::Echo(1), T), Ok(Out::N(1)));
+    assert_eq!(h.ask_timeout(Cmd::Echo(1), T), Ok(Out::N(1)));
 }
 
 #[test]
 fn stats_count_busy_time() {
     let h = spawn();
     assert_eq!(
-        h.ask(Cmd::Spin(2_000_000), T)
+        h.ask_timeout(Cmd::Spin(2_000_000), T)
             .map(|o| matches!(o, Out::N(_))),
         Ok(true)
     );
@@ -662,7 +662,7 @@ fn names_and_debug_show_no_payload() {
     assert_ne!(named, unnamed);
 
     let err = named
-        .ask(Cmd::Fail("SECRET-PAYLOAD".into()), T)
+        .ask_timeout(Cmd::Fail("SECRET-PAYLOAD".into()), T)
         .unwrap_err();
     let debug = format!("{named:?}");
     assert!(

@@ -170,7 +170,7 @@ fn next_down(events: &ReceivePort<Event>) -> Down {
 fn a_timer_fires_once_at_or_after_its_delay() {
     let (p, events) = probe("otp-once");
     let set = Instant::now();
-    p.ask(Cmd::After(80, 1), T).unwrap();
+    p.ask_timeout(Cmd::After(80, 1), T).unwrap();
     let Event::Timer(1, at) = events.recv_timeout(T).unwrap() else {
         panic!("not the timer")
     };
@@ -182,7 +182,7 @@ fn a_timer_fires_once_at_or_after_its_delay() {
     assert!(!timer(1).is_pending());
     assert!(!timer(1).cancel(), "a fired timer cannot be cancelled");
     // A later timer comes; the first does not come again.
-    p.ask(Cmd::After(20, 2), T).unwrap();
+    p.ask_timeout(Cmd::After(20, 2), T).unwrap();
     assert!(matches!(events.recv_timeout(T), Ok(Event::Timer(2, _))));
     assert!(events.try_recv().is_err());
 }
@@ -190,10 +190,10 @@ fn a_timer_fires_once_at_or_after_its_delay() {
 #[test]
 fn a_cancelled_timer_never_fires() {
     let (p, events) = probe("otp-cancel");
-    p.ask(Cmd::AfterCancelled(10, 11), T).unwrap();
-    p.ask(Cmd::After(60, 12), T).unwrap();
+    p.ask_timeout(Cmd::AfterCancelled(10, 11), T).unwrap();
+    p.ask_timeout(Cmd::After(60, 12), T).unwrap();
     // Cancelled from outside the isolate too.
-    p.ask(Cmd::After(30, 13), T).unwrap();
+    p.ask_timeout(Cmd::After(30, 13), T).unwrap();
     assert!(timer(13).cancel());
     assert!(matches!(events.recv_timeout(T), Ok(Event::Timer(12, _))));
     assert!(events.try_recv().is_err(), "a cancelled timer fired");
@@ -203,7 +203,7 @@ fn a_cancelled_timer_never_fires() {
 fn intervals_tick_on_schedule_and_stop_on_exit() {
     let (p, events) = probe("otp-every");
     let set = Instant::now();
-    p.ask(Cmd::Every(10, 21), T).unwrap();
+    p.ask_timeout(Cmd::Every(10, 21), T).unwrap();
     for k in 1..=5u32 {
         let Event::Timer(21, at) = events.recv_timeout(T).unwrap() else {
             panic!("not the interval")
@@ -222,7 +222,7 @@ fn intervals_tick_on_schedule_and_stop_on_exit() {
 fn a_slow_isolate_skips_missed_ticks() {
     // The first tick takes 100 ms: about nine ticks are missed meanwhile.
     let (p, events) = probe_slow("otp-skip", 100);
-    p.ask(Cmd::Every(10, 41), T).unwrap();
+    p.ask_timeout(Cmd::Every(10, 41), T).unwrap();
     let Event::Timer(41, first) = events.recv_timeout(T).unwrap() else {
         panic!("not the interval")
     };
@@ -248,7 +248,7 @@ fn a_slow_isolate_skips_missed_ticks() {
 #[test]
 fn timer_misuse_is_a_typed_error() {
     let bad = BadTimers::spawn(()).unwrap();
-    let (zero, far) = bad.ask((), T).unwrap();
+    let (zero, far) = bad.ask_timeout((), T).unwrap();
     assert_eq!(zero, "an interval's period must be above zero");
     assert!(far.contains("beyond"), "{far}");
 }
@@ -295,7 +295,7 @@ fn registry_lookups_are_typed_and_names_go_with_their_isolate() {
     assert!(isolates::unregister("otp-reg-2"));
     assert!(IsolateHandle::<Probe>::whereis("otp-reg-2").is_err());
     // Gone with the isolate: no stale handle; the name is free again.
-    p.ask(Cmd::Stop, T).unwrap();
+    p.ask_timeout(Cmd::Stop, T).unwrap();
     assert_eq!(p.join(T), Some(ExitReason::Normal));
     assert_eq!(
         IsolateHandle::<Probe>::whereis("otp-reg").unwrap_err(),
@@ -337,7 +337,7 @@ fn a_restarted_isolate_registers_its_name_again() {
         .unwrap();
     let first = IsolateHandle::<Named>::whereis("otp-named").unwrap();
     let (_, downs) = first.monitor_port();
-    assert!(first.ask((), T).is_err());
+    assert!(first.ask_timeout((), T).is_err());
     // The first incarnation's end fires the monitor; the next one takes
     // the name again (its `start` would fail otherwise).
     assert!(downs.recv_timeout(T).is_ok());
@@ -364,8 +364,8 @@ fn monitors_tell_of_normal_abnormal_and_earlier_exits() {
         ),
     ] {
         let (target, _) = probe(name);
-        watcher.ask(Cmd::Monitor(name.into()), T).unwrap();
-        let _ = target.ask(cmd, T);
+        watcher.ask_timeout(Cmd::Monitor(name.into()), T).unwrap();
+        let _ = target.ask_timeout(cmd, T);
         let down = next_down(&events);
         assert_eq!(
             (down.id, &down.name, &down.reason),
@@ -378,7 +378,7 @@ fn monitors_tell_of_normal_abnormal_and_earlier_exits() {
     // Already dead: at once, to an isolate and to a port.
     let (dead, _) = probe("otp-mon-dead");
     watcher
-        .ask(Cmd::Late("otp-mon-dead".into(), false), T)
+        .ask_timeout(Cmd::Late("otp-mon-dead".into(), false), T)
         .unwrap();
     let down = next_down(&events);
     assert_eq!((down.id, down.reason), (dead.id(), ExitReason::Killed));
@@ -394,18 +394,18 @@ fn a_demonitored_isolate_tells_nothing() {
     let (watcher, events) = probe("otp-demon-watcher");
     let (target, _) = probe("otp-demon-target");
     watcher
-        .ask(Cmd::Monitor("otp-demon-target".into()), T)
+        .ask_timeout(Cmd::Monitor("otp-demon-target".into()), T)
         .unwrap();
-    assert_eq!(watcher.ask(Cmd::Demonitor, T), Ok(1));
+    assert_eq!(watcher.ask_timeout(Cmd::Demonitor, T), Ok(1));
     // A second monitor, left on: its Down is the only one.
     watcher
-        .ask(Cmd::Monitor("otp-demon-target".into()), T)
+        .ask_timeout(Cmd::Monitor("otp-demon-target".into()), T)
         .unwrap();
     target.kill(Priority::Immediate);
     let down = next_down(&events);
     assert_eq!(down.reason, ExitReason::Killed);
     // After the Down, nothing more: the first monitor was taken off.
-    watcher.ask(Cmd::Stop, T).unwrap();
+    watcher.ask_timeout(Cmd::Stop, T).unwrap();
     assert_eq!(watcher.join(T), Some(ExitReason::Normal));
     assert!(events.try_recv().is_err());
 }
@@ -416,9 +416,9 @@ fn links_propagate_abnormal_exits_only() {
     let (b, _) = probe("otp-link-b");
     let (c, _) = probe("otp-link-c");
     // a – b – c: c fails, b and then a follow, naming the root cause.
-    a.ask(Cmd::Link("otp-link-b".into()), T).unwrap();
-    b.ask(Cmd::Link("otp-link-c".into()), T).unwrap();
-    let _ = c.ask(Cmd::Fail, T);
+    a.ask_timeout(Cmd::Link("otp-link-b".into()), T).unwrap();
+    b.ask_timeout(Cmd::Link("otp-link-c".into()), T).unwrap();
+    let _ = c.ask_timeout(Cmd::Fail, T);
     let failed = ExitReason::Failed("asked to fail".into());
     assert_eq!(c.join(T), Some(failed.clone()));
     let b_reason = b.join(T).unwrap();
@@ -444,11 +444,11 @@ fn links_propagate_abnormal_exits_only() {
     // A normal exit does not propagate.
     let (d, _) = probe("otp-link-d");
     let (e, _) = probe("otp-link-e");
-    d.ask(Cmd::Link("otp-link-e".into()), T).unwrap();
-    e.ask(Cmd::Stop, T).unwrap();
+    d.ask_timeout(Cmd::Link("otp-link-e".into()), T).unwrap();
+    e.ask_timeout(Cmd::Stop, T).unwrap();
     assert_eq!(e.join(T), Some(ExitReason::Normal));
     // A message after the exit's signal is handled: d is alive.
-    assert_eq!(d.ask(Cmd::Trap(false), T), Ok(0));
+    assert_eq!(d.ask_timeout(Cmd::Trap(false), T), Ok(0));
     assert!(d.is_alive());
 }
 
@@ -456,8 +456,10 @@ fn links_propagate_abnormal_exits_only() {
 fn trapping_exits_turns_a_linked_death_into_a_down() {
     let (trapper, events) = probe("otp-trap");
     let (doomed, _) = probe("otp-trap-doomed");
-    trapper.ask(Cmd::Trap(true), T).unwrap();
-    trapper.ask(Cmd::Link("otp-trap-doomed".into()), T).unwrap();
+    trapper.ask_timeout(Cmd::Trap(true), T).unwrap();
+    trapper
+        .ask_timeout(Cmd::Link("otp-trap-doomed".into()), T)
+        .unwrap();
     doomed.kill(Priority::Immediate);
     let down = next_down(&events);
     assert_eq!(
@@ -465,12 +467,12 @@ fn trapping_exits_turns_a_linked_death_into_a_down() {
         (doomed.id(), ExitReason::Killed, None)
     );
     assert!(trapper.is_alive());
-    assert_eq!(trapper.ask(Cmd::Trap(true), T), Ok(0));
+    assert_eq!(trapper.ask_timeout(Cmd::Trap(true), T), Ok(0));
 
     // Linking to an isolate already dead acts at once.
     let (gone, _) = probe("otp-trap-gone");
     trapper
-        .ask(Cmd::Late("otp-trap-gone".into(), true), T)
+        .ask_timeout(Cmd::Late("otp-trap-gone".into(), true), T)
         .unwrap();
     let down = next_down(&events);
     assert_eq!(
@@ -481,7 +483,7 @@ fn trapping_exits_turns_a_linked_death_into_a_down() {
     let (victim, _) = probe("otp-trap-victim");
     let (gone, _) = probe("otp-trap-gone-2");
     victim
-        .ask(Cmd::Late("otp-trap-gone-2".into(), true), T)
+        .ask_timeout(Cmd::Late("otp-trap-gone-2".into(), true), T)
         .unwrap();
     let reason = victim.join(T).unwrap();
     assert!(
@@ -494,9 +496,9 @@ fn trapping_exits_turns_a_linked_death_into_a_down() {
 fn a_linked_death_takes_the_other_side_down_too() {
     let (a, _) = probe("otp-both-a");
     let (b, _) = probe("otp-both-b");
-    a.ask(Cmd::Link("otp-both-b".into()), T).unwrap();
+    a.ask_timeout(Cmd::Link("otp-both-b".into()), T).unwrap();
     // The link is both ways: a's failure takes b.
-    let _ = a.ask(Cmd::Fail, T);
+    let _ = a.ask_timeout(Cmd::Fail, T);
     let reason = b.join(T).unwrap();
     assert!(
         matches!(reason, ExitReason::Linked { id, .. } if id == a.id()),
@@ -534,8 +536,8 @@ fn switches(name: &str) -> u64 {
 fn an_idle_isolate_with_or_without_timers_makes_no_wake_ups() {
     let (bare, _) = probe("otp-idle-bare");
     let (timed, _) = probe("otp-idle-timed");
-    timed.ask(Cmd::After(600_000, 31), T).unwrap();
-    bare.ask(Cmd::Trap(false), T).unwrap();
+    timed.ask_timeout(Cmd::After(600_000, 31), T).unwrap();
+    bare.ask_timeout(Cmd::Trap(false), T).unwrap();
     for name in ["otp-idle-bare", "otp-idle-timed"] {
         // Settled: no switch for 100 ms.
         let mut last = switches(name);

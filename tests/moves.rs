@@ -114,7 +114,9 @@ fn isolates_move_arguments_messages_and_replies() {
     let first_at = addr(&first);
     let keeper = Keeper::spawn(first).unwrap();
     assert_eq!(
-        keeper.ask(Keep::Give, T).map(|(at, v)| (at, addr(&v))),
+        keeper
+            .ask_timeout(Keep::Give, T)
+            .map(|(at, v)| (at, addr(&v))),
         Ok((first_at, first_at)),
         "start arguments and replies move"
     );
@@ -122,7 +124,7 @@ fn isolates_move_arguments_messages_and_replies() {
     let payload = vec![2u8; BIG];
     let at = addr(&payload);
     keeper.cast(Keep::Put(payload)).unwrap();
-    let (seen, back) = keeper.ask(Keep::Give, T).unwrap();
+    let (seen, back) = keeper.ask_timeout(Keep::Give, T).unwrap();
     assert_eq!((seen, addr(&back)), (at, at), "a cast moves");
 
     let payload = vec![3u8; BIG];
@@ -143,7 +145,7 @@ fn copy_messages_copies() {
     let payload = vec![4u8; 1 << 16];
     let at = addr(&payload);
     keeper.cast(Keep::Put(payload)).unwrap();
-    let (seen, back) = keeper.ask(Keep::Give, T).unwrap();
+    let (seen, back) = keeper.ask_timeout(Keep::Give, T).unwrap();
     assert_ne!(seen, at, "the isolate got its own copy");
     assert_ne!(addr(&back), seen, "and the reply is a copy again");
     assert!(back.iter().all(|&b| b == 4));

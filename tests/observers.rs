@@ -49,9 +49,12 @@ fn a_full_event_listener_does_not_freeze_its_supervisor() {
     sup.add_event_listener(live);
     let touchy = sup.worker::<Touchy>("touchy").unwrap();
     for _ in 0..5 {
-        assert!(matches!(touchy.ask(0, T), Err(AskError::Panicked(_))));
+        assert!(matches!(
+            touchy.ask_timeout(0, T),
+            Err(AskError::Panicked(_))
+        ));
         // The restarted child answers: the supervisor went on.
-        assert_eq!(touchy.ask(7, T), Ok(7));
+        assert_eq!(touchy.ask_timeout(7, T), Ok(7));
     }
     sup.stop();
     assert!(sup.join(T).is_some(), "the supervisor stops");
@@ -75,8 +78,11 @@ fn full_error_and_exit_listeners_do_not_hold_up_an_isolate() {
     exits.send(ExitReason::Normal).unwrap(); // full before the exit
     h.add_exit_listener(exits);
     for _ in 0..5 {
-        assert_eq!(h.ask(1, T), Err(AskError::Failed("asked to fail".into())));
-        assert_eq!(h.ask(9, T), Ok(9));
+        assert_eq!(
+            h.ask_timeout(1, T),
+            Err(AskError::Failed("asked to fail".into()))
+        );
+        assert_eq!(h.ask_timeout(9, T), Ok(9));
     }
     h.kill(Priority::Immediate);
     assert_eq!(h.join(T), Some(ExitReason::Killed));
@@ -93,8 +99,8 @@ fn a_gone_error_listener_is_forgotten_and_a_live_one_still_hears() {
     drop(gone_rx);
     let (live, heard) = port::unbounded::<IsolateError>();
     h.add_error_listener(live);
-    assert!(h.ask(1, T).is_err());
-    assert!(h.ask(1, T).is_err());
+    assert!(h.ask_timeout(1, T).is_err());
+    assert!(h.ask_timeout(1, T).is_err());
     // Listeners hear of an error after its asker has the reply.
     let mut messages = Vec::new();
     assert!(common::wait_until(

@@ -34,7 +34,7 @@ fn panic_in_an_isolate() -> String {
     let (tx, errors) = port::unbounded::<IsolateError>();
     h.add_error_listener(tx);
     assert_eq!(
-        h.ask(0, T),
+        h.ask_timeout(0, T),
         Err(AskError::Panicked("zero is not allowed".into()))
     );
     errors.recv_timeout(T).unwrap().stack

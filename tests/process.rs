@@ -161,15 +161,15 @@ fn spawn(options: ProcessOptions) -> IsolateHandle<Probe> {
 #[test]
 fn messages_round_trip_and_globals_are_the_childs_own() {
     let probe = spawn(ProcessOptions::new());
-    assert_eq!(probe.ask(Msg::Echo(7), T), Ok(7));
-    let pid = probe.ask(Msg::Pid, T).unwrap();
+    assert_eq!(probe.ask_timeout(Msg::Echo(7), T), Ok(7));
+    let pid = probe.ask_timeout(Msg::Pid, T).unwrap();
     assert_ne!(
         pid,
         u64::from(std::process::id()),
         "it runs in another process"
     );
-    assert_eq!(probe.ask(Msg::SetGlobal(42), T), Ok(42));
-    assert_eq!(probe.ask(Msg::GetGlobal, T), Ok(42));
+    assert_eq!(probe.ask_timeout(Msg::SetGlobal(42), T), Ok(42));
+    assert_eq!(probe.ask_timeout(Msg::GetGlobal, T), Ok(42));
     assert_eq!(
         GLOBAL.load(Ordering::SeqCst),
         0,
@@ -179,7 +179,7 @@ fn messages_round_trip_and_globals_are_the_childs_own() {
     for i in 1..=100 {
         probe.cast(Msg::Echo(i)).unwrap();
     }
-    assert_eq!(probe.ask(Msg::Sum, T), Ok(7 + 5050));
+    assert_eq!(probe.ask_timeout(Msg::Sum, T), Ok(7 + 5050));
     assert_eq!(probe.stats().messages_handled, 105);
     probe.kill(Priority::AfterCurrent);
     assert_eq!(probe.join(T), Some(ExitReason::Killed));
@@ -190,13 +190,17 @@ fn handler_errors_and_panics_are_typed_as_in_a_thread() {
     let probe = spawn(ProcessOptions::new());
     probe.set_errors_fatal(false);
     assert_eq!(
-        probe.ask(Msg::Fail, T),
+        probe.ask_timeout(Msg::Fail, T),
         Err(AskError::Failed("probe failed".into()))
     );
-    assert_eq!(probe.ask(Msg::Echo(1), T), Ok(1), "not fatal: it goes on");
+    assert_eq!(
+        probe.ask_timeout(Msg::Echo(1), T),
+        Ok(1),
+        "not fatal: it goes on"
+    );
     probe.set_errors_fatal(true);
     assert_eq!(
-        probe.ask(Msg::Fail, T),
+        probe.ask_timeout(Msg::Fail, T),
         Err(AskError::Failed("probe failed".into()))
     );
     assert_eq!(
@@ -207,7 +211,7 @@ fn handler_errors_and_panics_are_typed_as_in_a_thread() {
     let probe = spawn(ProcessOptions::new());
     probe.set_errors_fatal(false);
     assert_eq!(
-        probe.ask(Msg::Panic, T),
+        probe.ask_timeout(Msg::Panic, T),
         Err(AskError::Panicked("probe panicked".into()))
     );
     assert_eq!(
@@ -228,12 +232,12 @@ fn a_start_error_and_a_stop_in_the_child_are_exit_reasons() {
         Some(ExitReason::Failed("refused to start".into()))
     );
     assert!(matches!(
-        refused.ask(Msg::Echo(1), T),
+        refused.ask_timeout(Msg::Echo(1), T),
         Err(AskError::Dead(ExitReason::Failed(_)))
     ));
 
     let probe = spawn(ProcessOptions::new());
-    assert_eq!(probe.ask(Msg::Stop, T), Ok(0));
+    assert_eq!(probe.ask_timeout(Msg::Stop, T), Ok(0));
     // The parent learns of the stop without sending anything more.
     assert_eq!(probe.join(T), Some(ExitReason::Normal));
 }
@@ -241,21 +245,21 @@ fn a_start_error_and_a_stop_in_the_child_are_exit_reasons() {
 #[test]
 fn an_ask_that_times_out_leaves_its_answer_to_the_isolate() {
     let probe = spawn(ProcessOptions::new());
-    assert_eq!(probe.ask(Msg::Echo(1), T), Ok(1));
+    assert_eq!(probe.ask_timeout(Msg::Echo(1), T), Ok(1));
     assert_eq!(
-        probe.ask(Msg::Sleep(300), Duration::from_millis(20)),
+        probe.ask_timeout(Msg::Sleep(300), Duration::from_millis(20)),
         Err(AskError::Timeout)
     );
     // The late answer is read and counted, and the next ask gets its own.
-    assert_eq!(probe.ask(Msg::Echo(2), T), Ok(2));
+    assert_eq!(probe.ask_timeout(Msg::Echo(2), T), Ok(2));
     assert!(wait_until(|| probe.stats().messages_handled == 3, T));
     // A fatal error after a timeout still ends the isolate.
     assert_eq!(
-        probe.ask(Msg::Sleep(200), Duration::from_millis(10)),
+        probe.ask_timeout(Msg::Sleep(200), Duration::from_millis(10)),
         Err(AskError::Timeout)
     );
     assert_eq!(
-        probe.ask(Msg::Fail, T),
+        probe.ask_timeout(Msg::Fail, T),
         Err(AskError::Failed("probe failed".into()))
     );
     assert_eq!(
@@ -268,7 +272,7 @@ fn an_ask_that_times_out_leaves_its_answer_to_the_isolate() {
 fn context_exit_in_the_child_ends_the_isolate_normally() {
     let probe = spawn(ProcessOptions::new());
     assert_eq!(
-        probe.ask(Msg::ExitIsolate, T),
+        probe.ask_timeout(Msg::ExitIsolate, T),
         Err(AskError::Dead(ExitReason::Normal))
     );
     assert_eq!(probe.join(T), Some(ExitReason::Normal));
@@ -277,7 +281,7 @@ fn context_exit_in_the_child_ends_the_isolate_normally() {
 #[test]
 fn an_infinite_loop_is_killed_immediately() {
     let probe = spawn(ProcessOptions::new());
-    assert_eq!(probe.ask(Msg::Echo(1), T), Ok(1));
+    assert_eq!(probe.ask_timeout(Msg::Echo(1), T), Ok(1));
     let mut stuck = probe.ask_pending(Msg::Spin);
     // The run loop has taken the message: the child is spinning in it.
     assert!(wait_until(|| probe.stats().queue_len == 0, T));
@@ -297,7 +301,7 @@ fn an_infinite_loop_is_killed_immediately() {
 #[test]
 fn an_immediate_kill_with_a_grace_ends_the_child_too() {
     let probe = spawn(ProcessOptions::new().kill_grace(Duration::from_millis(50)));
-    let pid = probe.ask(Msg::Pid, T).unwrap();
+    let pid = probe.ask_timeout(Msg::Pid, T).unwrap();
     let mut stuck = probe.ask_pending(Msg::Spin);
     assert!(wait_until(|| probe.stats().queue_len == 0, T));
     probe.kill(Priority::Immediate);
@@ -315,7 +319,7 @@ fn an_immediate_kill_with_a_grace_ends_the_child_too() {
 
 fn crash_with(msg: Msg, options: ProcessOptions) -> ExitReason {
     let probe = spawn(options);
-    let err = probe.ask(msg, T).unwrap_err();
+    let err = probe.ask_timeout(msg, T).unwrap_err();
     let AskError::Dead(reason) = err else {
         panic!("expected the child to die, got {err:?}");
     };
@@ -356,7 +360,7 @@ fn an_allocation_past_the_memory_limit_is_out_of_memory() {
     );
     // Under the limit, the same child allocates fine.
     let probe = spawn(ProcessOptions::new().max_memory(limit));
-    assert_eq!(probe.ask(Msg::Alloc(64 << 20), T), Ok(64 << 20));
+    assert_eq!(probe.ask_timeout(Msg::Alloc(64 << 20), T), Ok(64 << 20));
 }
 
 #[test]
@@ -367,7 +371,7 @@ fn an_exit_of_its_own_and_a_kill_from_outside_are_exit_reasons() {
     );
     // Killed from outside while idle: the parent notices without a message.
     let probe = spawn(ProcessOptions::new());
-    let pid = probe.ask(Msg::Pid, T).unwrap();
+    let pid = probe.ask_timeout(Msg::Pid, T).unwrap();
     let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
     assert_eq!(probe.join(T), Some(ExitReason::Crashed(Crash::Signal(9))));
@@ -386,16 +390,16 @@ fn a_supervisor_restarts_a_crashed_child_process() {
     let sup = SupervisorBuilder::new().child(spec).start().unwrap();
     sup.add_event_listener(events_tx);
     let probe = sup.worker::<Probe>("probe").unwrap();
-    let first = probe.ask(Msg::Pid, T).unwrap();
+    let first = probe.ask_timeout(Msg::Pid, T).unwrap();
     assert!(matches!(
-        probe.ask(Msg::Segfault, T),
+        probe.ask_timeout(Msg::Segfault, T),
         Err(AskError::Dead(ExitReason::Crashed(Crash::Signal(11))))
     ));
     // The same handle reaches the restarted isolate, in a new child.
     let mut second = None;
     assert!(wait_until(
         || {
-            second = probe.ask(Msg::Pid, T).ok();
+            second = probe.ask_timeout(Msg::Pid, T).ok();
             second.is_some()
         },
         T
@@ -502,7 +506,7 @@ fn program_role() {
 fn a_program_a_child_starts_is_not_taken_for_a_child() {
     // It inherits the child's environment, marker included.
     let probe = spawn(ProcessOptions::new());
-    assert_eq!(probe.ask(Msg::RunProgram, T), Ok(1));
+    assert_eq!(probe.ask_timeout(Msg::RunProgram, T), Ok(1));
 }
 
 /// Run by `a_parent_killed_with_sigkill_leaves_no_child`: spawns a child,
@@ -513,7 +517,7 @@ fn parent_role() {
         return;
     }
     let probe = spawn(ProcessOptions::new());
-    let pid = probe.ask(Msg::Pid, T).unwrap();
+    let pid = probe.ask_timeout(Msg::Pid, T).unwrap();
     println!("CHILD {pid}");
     let _ = probe.join(Duration::from_secs(120));
 }

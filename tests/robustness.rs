@@ -80,8 +80,8 @@ fn copying_echo() -> isolates::IsolateHandle<Echo> {
 #[test]
 fn moved_messages_run_no_serde_impl() {
     let h = Echo::spawn(()).unwrap();
-    assert_eq!(h.ask(Touchy(7), T), Ok(Touchy(7)));
-    assert_eq!(h.ask(Touchy(100), T), Ok(Touchy(13)));
+    assert_eq!(h.ask_timeout(Touchy(7), T), Ok(Touchy(7)));
+    assert_eq!(h.ask_timeout(Touchy(100), T), Ok(Touchy(13)));
     assert_eq!(h.stats().bad_messages, 0);
     assert_eq!(run(touchy_id, Touchy(7)).wait(), Ok(Touchy(7)));
     assert_eq!(run(make_13, ()).wait(), Ok(Touchy(13)));
@@ -90,7 +90,7 @@ fn moved_messages_run_no_serde_impl() {
 #[test]
 fn a_panicking_reply_serialize_is_that_asks_error_only() {
     let h = copying_echo();
-    match h.ask(Touchy(100), T) {
+    match h.ask_timeout(Touchy(100), T) {
         Err(AskError::BadReply(CodecError::Encode(why))) => {
             assert!(why.contains("serialize panics on 13"), "{why}");
         }
@@ -98,27 +98,30 @@ fn a_panicking_reply_serialize_is_that_asks_error_only() {
     }
     // The isolate goes on.
     assert!(h.is_alive());
-    assert_eq!(h.ask(Touchy(1), T), Ok(Touchy(1)));
+    assert_eq!(h.ask_timeout(Touchy(1), T), Ok(Touchy(1)));
 }
 
 #[test]
 fn a_panicking_message_deserialize_is_a_bad_message() {
     let h = copying_echo();
     h.cast(Touchy(7)).unwrap();
-    match h.ask(Touchy(7), T) {
+    match h.ask_timeout(Touchy(7), T) {
         Err(AskError::BadMessage(CodecError::Malformed(why))) => {
             assert!(why.contains("deserialize panics on 7"), "{why}");
         }
         other => panic!("expected BadMessage, got {other:?}"),
     }
-    assert_eq!(h.ask(Touchy(2), T), Ok(Touchy(2)));
+    assert_eq!(h.ask_timeout(Touchy(2), T), Ok(Touchy(2)));
     assert_eq!(h.stats().bad_messages, 2);
 }
 
 #[test]
 fn a_panicking_error_display_still_ends_the_isolate_cleanly() {
     let h = Echo::spawn(()).unwrap();
-    assert!(matches!(h.ask(Touchy(0), T), Err(AskError::Failed(Rude))));
+    assert!(matches!(
+        h.ask_timeout(Touchy(0), T),
+        Err(AskError::Failed(Rude))
+    ));
     match h.join(T) {
         Some(ExitReason::Failed(text)) => {
             assert!(text.contains("the error's Display panicked"), "{text}");
@@ -126,7 +129,7 @@ fn a_panicking_error_display_still_ends_the_isolate_cleanly() {
         other => panic!("expected Failed, got {other:?}"),
     }
     assert!(matches!(
-        h.ask(Touchy(1), T),
+        h.ask_timeout(Touchy(1), T),
         Err(AskError::Dead(ExitReason::Failed(_)))
     ));
 }
@@ -138,7 +141,7 @@ fn id(n: u32) -> u32 {
 #[test]
 fn duration_max_means_no_deadline_everywhere() {
     let h = Echo::spawn(()).unwrap();
-    assert_eq!(h.ask(Touchy(1), Duration::MAX), Ok(Touchy(1)));
+    assert_eq!(h.ask_timeout(Touchy(1), Duration::MAX), Ok(Touchy(1)));
     h.cast_timeout(Touchy(2), Duration::MAX).unwrap();
     assert_eq!(
         h.ping(Priority::Immediate).wait_timeout(Duration::MAX),
@@ -211,21 +214,21 @@ fn a_pause_token_does_nothing_to_another_isolate() {
     let token_a = a.pause();
     let token_b = b.pause();
     b.resume(&token_a);
-    assert_eq!(b.ask(Touchy(1), SHORT), Err(AskError::Timeout));
+    assert_eq!(b.ask_timeout(Touchy(1), SHORT), Err(AskError::Timeout));
     assert_eq!(b.state(), IsolateState::Paused);
     b.resume(&token_b);
     a.resume(&token_a);
-    assert!(b.ask(Touchy(2), T).is_ok());
-    assert_eq!(a.ask(Touchy(3), T), Ok(Touchy(3)));
+    assert!(b.ask_timeout(Touchy(2), T).is_ok());
+    assert_eq!(a.ask_timeout(Touchy(3), T), Ok(Touchy(3)));
 
     // Spawn tokens too.
     let (c, token_c) = IsolateBuilder::new().spawn_paused::<Echo>(()).unwrap();
     let (d, token_d) = IsolateBuilder::new().spawn_paused::<Echo>(()).unwrap();
     d.resume(&token_c);
-    assert_eq!(d.ask(Touchy(4), SHORT), Err(AskError::Timeout));
+    assert_eq!(d.ask_timeout(Touchy(4), SHORT), Err(AskError::Timeout));
     d.resume(&token_d);
     c.resume(&token_c);
-    assert_eq!(c.ask(Touchy(5), T), Ok(Touchy(5)));
+    assert_eq!(c.ask_timeout(Touchy(5), T), Ok(Touchy(5)));
 }
 
 fn touchy_id(t: Touchy) -> Touchy {

@@ -573,7 +573,10 @@ mod isolate {
         probe.resume(&token);
 
         for _ in 0..5 {
-            assert!(matches!(probe.ask(Cmd::Fail, T), Err(AskError::Failed(_))));
+            assert!(matches!(
+                probe.ask_timeout(Cmd::Fail, T),
+                Err(AskError::Failed(_))
+            ));
         }
         for n in 0..5 {
             let e = last_errors.recv_timeout(T).expect("an error");
@@ -607,7 +610,7 @@ mod isolate {
         probe.add_error_listener(last_error_tx);
         probe.resume(&token);
 
-        assert!(probe.ask(Cmd::Fail, T).is_err());
+        assert!(probe.ask_timeout(Cmd::Fail, T).is_err());
         assert!(last_errors.recv_timeout(T).is_ok());
         assert!(
             errors.try_recv().is_err(),
@@ -685,7 +688,7 @@ mod isolate {
         let (probe, token) = spawn_paused();
         probe.resume(&token);
         let (to, seen) = port::unbounded::<u32>();
-        assert_eq!(probe.ask(Cmd::ExitCaught(to), T), Ok(2));
+        assert_eq!(probe.ask_timeout(Cmd::ExitCaught(to), T), Ok(2));
         assert_eq!(probe.join(T), Some(ExitReason::Normal));
         assert_eq!(seen.try_iter().collect::<Vec<_>>(), [1, 2]);
     }
@@ -704,7 +707,7 @@ mod isolate {
         // An isolate: the same.
         let (probe, token) = spawn_paused();
         probe.resume(&token);
-        assert_eq!(probe.ask(Cmd::SetGlobal(42), T), Ok(42));
+        assert_eq!(probe.ask_timeout(Cmd::SetGlobal(42), T), Ok(42));
         assert_eq!(GLOBAL.load(Ordering::SeqCst), 42);
     }
 }

@@ -131,7 +131,7 @@ fn worker(sup: &Supervisor, name: &str) -> IsolateHandle<Worker> {
 }
 
 fn count(h: &IsolateHandle<Worker>) -> u64 {
-    h.ask(Msg::Get, T).unwrap()
+    h.ask_timeout(Msg::Get, T).unwrap()
 }
 
 /// Three workers a, b, c with a = 1, b = 2, c = 3 increments.
@@ -160,7 +160,9 @@ fn three(strategy: Strategy, c_restart: Restart) -> (Supervisor, [IsolateHandle<
 fn one_for_one_restarts_only_the_child_that_died() {
     let (sup, [a, b, c]) = three(Strategy::OneForOne, Restart::Permanent);
     let ev = events(&sup);
-    assert!(matches!(b.ask(Msg::Panic, T), Err(AskError::Panicked(m)) if m.contains("b was told")));
+    assert!(
+        matches!(b.ask_timeout(Msg::Panic, T), Err(AskError::Panicked(m)) if m.contains("b was told"))
+    );
     expect_event(&ev, restarted("b"));
     // The same handle reaches the new incarnation; its count starts over.
     assert_eq!(count(&b), 0);
@@ -174,14 +176,14 @@ fn one_for_one_restarts_only_the_child_that_died() {
 fn one_for_all_restarts_every_child_but_temporary_ones() {
     let (sup, [a, b, c]) = three(Strategy::OneForAll, Restart::Temporary);
     let ev = events(&sup);
-    assert!(b.ask(Msg::Fail, T).is_err());
+    assert!(b.ask_timeout(Msg::Fail, T).is_err());
     expect_event(&ev, restarted("a"));
     expect_event(&ev, restarted("b"));
     assert_eq!(count(&a), 0);
     assert_eq!(count(&b), 0);
     // The temporary child was stopped by its sibling's death, not restarted.
     assert_eq!(c.join(T), Some(ExitReason::Killed));
-    assert!(matches!(c.ask(Msg::Get, T), Err(AskError::Dead(_))));
+    assert!(matches!(c.ask_timeout(Msg::Get, T), Err(AskError::Dead(_))));
     sup.stop();
     assert_eq!(sup.join(T), Some(ExitReason::Normal));
 }
@@ -190,7 +192,7 @@ fn one_for_all_restarts_every_child_but_temporary_ones() {
 fn rest_for_one_restarts_the_child_and_those_after_it() {
     let (sup, [a, b, c]) = three(Strategy::RestForOne, Restart::Permanent);
     let ev = events(&sup);
-    assert!(b.ask(Msg::Panic, T).is_err());
+    assert!(b.ask_timeout(Msg::Panic, T).is_err());
     expect_event(&ev, restarted("b"));
     expect_event(&ev, restarted("c"));
     assert_eq!(count(&a), 1);
@@ -225,11 +227,11 @@ fn restart_types_decide_by_exit_reason() {
     trans.cast(Msg::Stop).unwrap();
     assert_eq!(trans.join(T), Some(ExitReason::Normal));
     // ...an abnormal one restarts it.
-    assert!(trans2.ask(Msg::Panic, T).is_err());
+    assert!(trans2.ask_timeout(Msg::Panic, T).is_err());
     expect_event(&ev, restarted("trans2"));
     assert_eq!(count(&trans2), 0);
     // Temporary: never restarted.
-    assert!(temp.ask(Msg::Panic, T).is_err());
+    assert!(temp.ask_timeout(Msg::Panic, T).is_err());
     assert!(matches!(temp.join(T), Some(ExitReason::Panicked(_))));
     sup.stop();
     assert_eq!(sup.join(T), Some(ExitReason::Normal));
@@ -254,9 +256,9 @@ fn intensity_escalates_through_two_levels() {
     // sees inner exit and restarts it (a fresh tree).
     let first = root.supervisor("inner").unwrap();
     let w = first.worker::<Worker>("w").unwrap();
-    assert!(w.ask(Msg::Panic, T).is_err());
-    assert!(wait_until(|| w.ask(Msg::Get, T) == Ok(0), T));
-    assert!(w.ask(Msg::Panic, T).is_err());
+    assert!(w.ask_timeout(Msg::Panic, T).is_err());
+    assert!(wait_until(|| w.ask_timeout(Msg::Get, T) == Ok(0), T));
+    assert!(w.ask_timeout(Msg::Panic, T).is_err());
     assert!(
         matches!(first.join(T), Some(ExitReason::Failed(why)) if why.contains("restart intensity"))
     );
@@ -275,9 +277,9 @@ fn intensity_escalates_through_two_levels() {
 
     // Two more crashes: inner gives up again, which is root's second
     // restart in its window: root gives up too.
-    assert!(w2.ask(Msg::Panic, T).is_err());
-    assert!(wait_until(|| w2.ask(Msg::Get, T) == Ok(0), T));
-    assert!(w2.ask(Msg::Panic, T).is_err());
+    assert!(w2.ask_timeout(Msg::Panic, T).is_err());
+    assert!(wait_until(|| w2.ask_timeout(Msg::Get, T) == Ok(0), T));
+    assert!(w2.ask_timeout(Msg::Panic, T).is_err());
     match root.join(T) {
         Some(ExitReason::Failed(why)) => assert!(why.contains("root"), "{why}"),
         other => panic!("root should have given up, got {other:?}"),
@@ -300,7 +302,7 @@ fn backoff_delays_restarts() {
     let w = worker(&sup, "w");
     for expected in [min, min * 2] {
         let crashed = Instant::now();
-        assert!(w.ask(Msg::Panic, T).is_err());
+        assert!(w.ask_timeout(Msg::Panic, T).is_err());
         expect_event(&ev, restarted("w"));
         let waited = crashed.elapsed();
         assert!(
@@ -369,7 +371,7 @@ fn children_start_in_order_and_stop_in_reverse() {
     assert_eq!(stops, ["stop c", "stop b", "stop a"]);
     // The stopped children are gone for good.
     assert!(matches!(
-        a.ask(Msg::Get, T),
+        a.ask_timeout(Msg::Get, T),
         Err(AskError::Dead(ExitReason::Killed))
     ));
 }
@@ -402,7 +404,10 @@ fn the_crashing_message_is_retried_only_when_asked_and_only_so_often() {
         }
     };
     // A plain ask is not retried: one crash.
-    assert!(matches!(w.ask(Msg::Panic, T), Err(AskError::Panicked(_))));
+    assert!(matches!(
+        w.ask_timeout(Msg::Panic, T),
+        Err(AskError::Panicked(_))
+    ));
     exits(&ev, 1);
     // A poison message with three attempts crashes the worker three times,
     // then the caller gets the panic: no loop.
@@ -441,13 +446,13 @@ fn a_sibling_exit_during_a_stop_is_not_lost() {
     let (gate_tx, gate_rx) = port::bounded::<SendPort<()>>(1);
     let mut held = c.ask_pending(Msg::Block(gate_tx));
     let release = gate_rx.recv_timeout(T).unwrap();
-    assert!(b.ask(Msg::Panic, T).is_err());
+    assert!(b.ask_timeout(Msg::Panic, T).is_err());
     expect_event(
         &ev,
         |e| matches!(e, SupervisionEvent::Exited { child, .. } if child == "b"),
     );
     // While it waits, a crashes too.
-    assert!(a.ask(Msg::Panic, T).is_err());
+    assert!(a.ask_timeout(Msg::Panic, T).is_err());
     release.send(()).unwrap();
     assert!(held.wait_timeout(T).is_some());
     expect_event(&ev, restarted("a"));
@@ -480,13 +485,13 @@ fn a_stale_kill_does_not_reach_the_restarted_child() {
     let (started_tx, started) = port::bounded::<()>(1);
     let mut running = c.ask_pending(Msg::UntilKilled(started_tx));
     started.recv_timeout(T).unwrap();
-    assert!(a.ask(Msg::Panic, T).is_err());
+    assert!(a.ask_timeout(Msg::Panic, T).is_err());
     assert!(running.wait_timeout(T).is_some());
     expect_event(&ev, restarted("a"));
     expect_event(&ev, restarted("c"));
     // The new c is alive, not killed by the leftover request, and its
     // kill flag is clear.
-    assert_eq!(c.ask(Msg::KillRequested, T), Ok(0));
+    assert_eq!(c.ask_timeout(Msg::KillRequested, T), Ok(0));
     assert_eq!(count(&c), 0);
     sup.stop();
     assert_eq!(sup.join(T), Some(ExitReason::Normal));
@@ -520,7 +525,7 @@ fn a_jittered_wave_restarts_in_child_order() {
     }
     for wave in 0..3 {
         let victim = worker(&sup, names[wave % names.len()]);
-        assert!(victim.ask(Msg::Panic, T).is_err());
+        assert!(victim.ask_timeout(Msg::Panic, T).is_err());
         for _ in 0..names.len() {
             expect_event(&ev, |e| matches!(e, SupervisionEvent::Restarted { .. }));
         }

@@ -131,7 +131,7 @@ fn worker(sup: &Supervisor, name: &str) -> IsolateHandle<Worker> {
 }
 
 fn count(h: &IsolateHandle<Worker>) -> u64 {
-    h.ask(Msg::Get, T).unwrap()
+    h.ask_timeout(Msg::Get, T).unwrap()
 }
 
 fn info(sup: &Supervisor, name: &str) -> ChildInfo {
@@ -196,7 +196,7 @@ fn a_started_child_runs_is_listed_and_is_restarted_like_the_others() {
     late.cast(Msg::Incr).unwrap();
     assert_eq!(count(&late), 1);
     assert!(matches!(
-        late.ask(Msg::Panic, T),
+        late.ask_timeout(Msg::Panic, T),
         Err(AskError::Panicked(_))
     ));
     expect_event(&ev, restarted("late"));
@@ -249,7 +249,10 @@ fn terminate_restart_and_delete_follow_otp() {
     expect_event(&ev, exited("b"));
     assert_eq!(states(&sup), [state("a", true, 0), state("b", false, 0)]);
     assert_eq!(old_b.join(T), Some(ExitReason::Killed));
-    assert!(matches!(old_b.ask(Msg::Get, T), Err(AskError::Dead(_))));
+    assert!(matches!(
+        old_b.ask_timeout(Msg::Get, T),
+        Err(AskError::Dead(_))
+    ));
     // Again: nothing to do.
     assert_eq!(sup.terminate_child("b"), Ok(()));
 
@@ -261,7 +264,10 @@ fn terminate_restart_and_delete_follow_otp() {
     new_b.cast(Msg::Incr).unwrap();
     assert_eq!(count(&new_b), 1);
     assert_eq!(states(&sup), [state("a", true, 0), state("b", true, 0)]);
-    assert!(matches!(old_b.ask(Msg::Get, T), Err(AskError::Dead(_))));
+    assert!(matches!(
+        old_b.ask_timeout(Msg::Get, T),
+        Err(AskError::Dead(_))
+    ));
 
     // Deleted: gone from the list, from lookups and from the events' view;
     // its name is free again.
@@ -314,7 +320,7 @@ fn rest_for_one_puts_late_children_after_the_earlier_ones() {
         assert_eq!(count(h), 1);
     }
 
-    assert!(b.ask(Msg::Panic, T).is_err());
+    assert!(b.ask_timeout(Msg::Panic, T).is_err());
     expect_event(&ev, restarted("b"));
     expect_event(&ev, restarted("c"));
     expect_event(&ev, restarted("d"));
@@ -335,7 +341,7 @@ fn rest_for_one_puts_late_children_after_the_earlier_ones() {
         // next incarnation.
         count(h);
     }
-    assert!(c.ask(Msg::Panic, T).is_err());
+    assert!(c.ask_timeout(Msg::Panic, T).is_err());
     expect_event(&ev, restarted("c"));
     expect_event(&ev, restarted("d"));
     assert_eq!([count(&a), count(&b), count(&c), count(&d)], [2, 1, 0, 0]);
@@ -371,7 +377,7 @@ fn one_for_all_restarts_late_children_last_and_leaves_terminated_ones() {
     assert_eq!(starts, ["start a", "start b", "start c", "start off"]);
 
     let a = worker(&sup, "a");
-    assert!(a.ask(Msg::Panic, T).is_err());
+    assert!(a.ask_timeout(Msg::Panic, T).is_err());
     expect_event(&ev, restarted("c"));
     let starts: Vec<String> = log.try_iter().collect();
     assert_eq!(starts, ["start a", "start b", "start c"]);
@@ -398,9 +404,9 @@ fn a_late_child_counts_toward_the_restart_intensity() {
     let ev = events(&sup);
     sup.start_child(spec("late")).unwrap();
     let late = worker(&sup, "late");
-    assert!(late.ask(Msg::Panic, T).is_err());
+    assert!(late.ask_timeout(Msg::Panic, T).is_err());
     expect_event(&ev, restarted("late"));
-    assert!(late.ask(Msg::Panic, T).is_err());
+    assert!(late.ask_timeout(Msg::Panic, T).is_err());
     match sup.join(T) {
         Some(ExitReason::Failed(why)) => assert!(why.contains("restart intensity"), "{why}"),
         other => panic!("the supervisor should have given up, got {other:?}"),
@@ -449,7 +455,7 @@ fn a_temporary_childs_spec_goes_when_it_ends() {
     sup.start_child(spec("job").restart(Restart::Temporary))
         .unwrap();
     let once = worker(&sup, "once");
-    assert!(once.ask(Msg::Panic, T).is_err());
+    assert!(once.ask_timeout(Msg::Panic, T).is_err());
     expect_event(&ev, exited("once"));
     assert_eq!(states(&sup), [state("job", true, 0)]);
     sup.terminate_child("job").unwrap();
@@ -482,7 +488,7 @@ fn terminating_a_child_in_backoff_cancels_its_restart() {
         .unwrap();
     let ev = events(&sup);
     let slow = worker(&sup, "slow");
-    assert!(slow.ask(Msg::Panic, T).is_err());
+    assert!(slow.ask_timeout(Msg::Panic, T).is_err());
     expect_event(&ev, exited("slow"));
     assert_eq!(states(&sup), [state("slow", false, 0)]);
     assert_eq!(
@@ -585,7 +591,7 @@ fn a_nested_supervisor_can_be_terminated_and_restarted() {
     let w = first.worker::<Worker>("w").unwrap();
     sup.terminate_child("inner").unwrap();
     assert_eq!(first.join(T), Some(ExitReason::Normal));
-    assert!(matches!(w.ask(Msg::Get, T), Err(AskError::Dead(_))));
+    assert!(matches!(w.ask_timeout(Msg::Get, T), Err(AskError::Dead(_))));
     assert_eq!(states(&sup), [state("inner", false, 0)]);
 
     sup.restart_child("inner").unwrap();

@@ -81,7 +81,7 @@ fn listeners_attached_at_build_see_every_start() {
     assert_eq!(next(&inner_events), started("quiet"));
 
     let a = sup.worker::<Echo>("a").unwrap();
-    assert!(matches!(a.ask(0, T), Err(AskError::Panicked(_))));
+    assert!(matches!(a.ask_timeout(0, T), Err(AskError::Panicked(_))));
     assert!(matches!(
         next(&events),
         SupervisionEvent::Exited { child, reason: ExitReason::Panicked(_) } if child == "a"
@@ -104,7 +104,7 @@ fn lookups_say_what_went_wrong() {
         .child(ChildSpec::supervisor("inner", SupervisorBuilder::new()))
         .start()
         .unwrap();
-    assert_eq!(sup.worker::<Echo>("echo").unwrap().ask(3, T), Ok(3));
+    assert_eq!(sup.worker::<Echo>("echo").unwrap().ask_timeout(3, T), Ok(3));
     assert!(sup.supervisor("inner").is_ok());
 
     let typo = sup.worker::<Echo>("ecko").unwrap_err();

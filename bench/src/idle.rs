@@ -93,7 +93,7 @@ pub(crate) fn child(args: &[String]) -> ! {
     let base = cpu_ms_in(window);
 
     let echo = Echo::spawn(()).expect("spawn");
-    echo.ask(1, T).expect("ask");
+    echo.ask_timeout(1, T).expect("ask");
     let plain = Pool::<Spinner>::builder().build(()).expect("pool");
     plain.submit(1).wait().expect("task");
     let rayon = Pool::<Spinner>::builder()

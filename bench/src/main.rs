@@ -153,7 +153,7 @@ fn spawn(quick: bool) -> Measure {
             let mut handles = Vec::with_capacity(n as usize);
             for i in 0..n {
                 let echo = Echo::spawn(()).expect("spawn");
-                black_box(echo.ask(i, T).unwrap());
+                black_box(echo.ask_timeout(i, T).unwrap());
                 handles.push(echo);
             }
             let elapsed = start.elapsed();
@@ -538,7 +538,7 @@ fn idle_isolate_rss(quick: bool) -> Measure {
         }
     }
     for echo in &isolates {
-        let _ = echo.ask(1, T);
+        let _ = echo.ask_timeout(1, T);
     }
     std::thread::sleep(Duration::from_millis(200));
     let alive = isolates.len().max(1);

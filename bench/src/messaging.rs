@@ -140,7 +140,7 @@ fn with_echo<R>(
         Side::Isolate => {
             let echo = PinnedEcho::spawn(other).expect("spawn");
             let result = {
-                let mut call = |n: u64| echo.ask(n, T).unwrap();
+                let mut call = |n: u64| echo.ask_timeout(n, T).unwrap();
                 for n in 0..WARM_UP {
                     black_box(call(n));
                 }
@@ -345,7 +345,7 @@ fn isolate_casts(other: Option<usize>, n: u64) -> f64 {
             counter.cast(i).unwrap();
         }
         assert_eq!(
-            counter.ask(REPORT, T).unwrap(),
+            counter.ask_timeout(REPORT, T).unwrap(),
             n,
             "the isolate lost messages"
         );

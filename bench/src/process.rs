@@ -102,7 +102,7 @@ pub(crate) fn process_ask_rtt(quick: bool) -> Measure {
         // Both children up and warm.
         for i in 0..1000 {
             black_box(raw.round_trip(i));
-            black_box(echo.ask(i, T).expect("ask"));
+            black_box(echo.ask_timeout(i, T).expect("ask"));
         }
         round_trips(quick, n, &mut raw, &echo)
     });
@@ -137,7 +137,7 @@ fn round_trips(
         || {
             let start = Instant::now();
             for i in 0..n {
-                black_box(echo.ask(i, T).expect("ask"));
+                black_box(echo.ask_timeout(i, T).expect("ask"));
             }
             start.elapsed().as_nanos() as f64 / 1000.0 / n as f64
         },
@@ -160,7 +160,7 @@ pub(crate) fn process_spawn(quick: bool) -> Measure {
             let start = Instant::now();
             for i in 0..n {
                 let echo = echo_in_child();
-                black_box(echo.ask(i, T).expect("ask"));
+                black_box(echo.ask_timeout(i, T).expect("ask"));
                 // Its exit and reaping, as the baseline's: not left to
                 // overlap the next spawn.
                 echo.kill(isolates::Priority::AfterCurrent);
@@ -203,7 +203,7 @@ pub(crate) fn process_idle_rss(quick: bool) -> Measure {
     let echoes: Vec<_> = (0..n)
         .map(|i| {
             let echo = echo_in_child();
-            echo.ask(i, T).expect("ask");
+            echo.ask_timeout(i, T).expect("ask");
             echo
         })
         .collect();

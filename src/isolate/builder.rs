@@ -60,7 +60,7 @@ pub enum Mailbox {
 ///     .spawn::<Echo>(())
 ///     .unwrap();
 /// assert_eq!(echo.name(), "echo");
-/// assert_eq!(echo.ask(vec![1, 2, 3], Duration::from_secs(5)), Ok(3));
+/// assert_eq!(echo.ask_timeout(vec![1, 2, 3], Duration::from_secs(5)), Ok(3));
 /// ```
 #[derive(Debug, Clone)]
 pub struct IsolateBuilder<C: Codec = Bincode> {
@@ -70,6 +70,9 @@ pub struct IsolateBuilder<C: Codec = Bincode> {
     stack_size: Option<usize>,
     copy_messages: bool,
     process: Option<crate::backend::launch::ProcessOptions>,
+    /// Set for an isolate from a closure: why it cannot run in a child
+    /// process. Its start value then moves even when messages are copied.
+    in_process_only: Option<&'static str>,
     codec: C,
 }
 
@@ -88,6 +91,7 @@ impl IsolateBuilder<Bincode> {
             stack_size: None,
             copy_messages: false,
             process: None,
+            in_process_only: None,
             codec: Bincode::new(),
         }
     }
@@ -181,12 +185,12 @@ impl<C: Codec> IsolateBuilder<C> {
     ///     .codec(Bincode::<1024>::limited())
     ///     .spawn::<Len>(())
     ///     .unwrap();
-    /// let err = copied.ask(vec![0; 4096], Duration::from_secs(5)).unwrap_err();
+    /// let err = copied.ask_timeout(vec![0; 4096], Duration::from_secs(5)).unwrap_err();
     /// assert!(matches!(err, AskError::Encode(CodecError::TooLarge { .. })));
     ///
     /// // Moved, the same message is only a pointer changing hands.
     /// let moved = IsolateBuilder::new().spawn::<Len>(()).unwrap();
-    /// assert_eq!(moved.ask(vec![0; 4096], Duration::from_secs(5)), Ok(4096));
+    /// assert_eq!(moved.ask_timeout(vec![0; 4096], Duration::from_secs(5)), Ok(4096));
     /// ```
     pub fn copy_messages(mut self, copy: bool) -> Self {
         self.copy_messages = copy;
@@ -228,7 +232,7 @@ impl<C: Codec> IsolateBuilder<C> {
     ///         .process(ProcessOptions::new())
     ///         .spawn::<Pid>(())
     ///         .unwrap();
-    ///     let theirs = child.ask((), Duration::from_secs(30)).unwrap();
+    ///     let theirs = child.ask_timeout((), Duration::from_secs(30)).unwrap();
     ///     assert_ne!(theirs, std::process::id());
     ///     # }
     /// }
@@ -253,6 +257,7 @@ impl<C: Codec> IsolateBuilder<C> {
             stack_size: self.stack_size,
             copy_messages: self.copy_messages,
             process: self.process,
+            in_process_only: self.in_process_only,
             codec,
         }
     }
@@ -314,6 +319,15 @@ impl<C: Codec> IsolateBuilder<C> {
         Ok((handle, token))
     }
 
+    /// Marks the isolate as one that cannot leave this process (it is made
+    /// of a closure), for `why`: [`process`](Self::process) then fails at
+    /// spawn with [`SpawnError::InProcessOnly`], and its start value moves
+    /// even when messages are copied.
+    pub(super) fn in_process_only(mut self, why: &'static str) -> Self {
+        self.in_process_only = Some(why);
+        self
+    }
+
     /// Builds an isolate's shared record and control channel, not started.
     pub(super) fn prepare<I: Isolate>(
         &self,
@@ -321,8 +335,12 @@ impl<C: Codec> IsolateBuilder<C> {
         if self.mailbox == Mailbox::Bounded(0) {
             return Err(SpawnError::ZeroCapacity);
         }
+        if let (Some(why), Some(_)) = (self.in_process_only, &self.process) {
+            return Err(SpawnError::InProcessOnly(why));
+        }
+        let copy_args = self.copy_messages && self.in_process_only.is_none();
         let codecs = Codecs::<I> {
-            args: dyn_codec(&self.codec, self.copy_messages),
+            args: dyn_codec(&self.codec, copy_args),
             message: dyn_codec(&self.codec, self.copy_messages),
             reply: dyn_codec(&self.codec, self.copy_messages),
             error: dyn_codec(&self.codec, self.copy_messages),

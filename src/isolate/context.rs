@@ -36,7 +36,7 @@ use crate::error::{TimerError, WatchError};
 /// }
 ///
 /// let iso = isolates::IsolateBuilder::new().name("oneshot").spawn::<OneShot>(()).unwrap();
-/// assert_eq!(iso.ask("hi".into(), Duration::from_secs(5)).unwrap(), "oneshot says hi");
+/// assert_eq!(iso.ask_timeout("hi".into(), Duration::from_secs(5)).unwrap(), "oneshot says hi");
 /// assert_eq!(iso.join(Duration::from_secs(5)), Some(ExitReason::Normal));
 /// ```
 pub struct Context<I: Isolate> {
@@ -93,7 +93,7 @@ impl<I: Isolate> Context<I> {
     ///     }
     /// }
     /// let h = isolates::IsolateBuilder::new().name("me").spawn::<Selfish>(()).unwrap();
-    /// assert_eq!(h.ask((), std::time::Duration::from_secs(5)).unwrap(), "me");
+    /// assert_eq!(h.ask_timeout((), std::time::Duration::from_secs(5)).unwrap(), "me");
     /// ```
     pub fn handle(&self) -> IsolateHandle<I> {
         IsolateHandle::new(Arc::clone(&self.shared))
@@ -132,7 +132,7 @@ impl<I: Isolate> Context<I> {
     ///     }
     /// }
     /// let c = Crunch::spawn(()).unwrap();
-    /// assert_eq!(c.ask(10, std::time::Duration::from_secs(5)), Ok(45));
+    /// assert_eq!(c.ask_timeout(10, std::time::Duration::from_secs(5)), Ok(45));
     /// ```
     pub fn kill_requested(&self) -> bool {
         self.shared.kill_requested.load(Ordering::Relaxed)
@@ -230,7 +230,7 @@ impl<I: Isolate> Context<I> {
     /// }
     /// let m = Metronome::spawn(()).unwrap();
     /// let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    /// while m.ask(Msg::Count, Duration::from_secs(5)) != Ok(3) {
+    /// while m.ask_timeout(Msg::Count, Duration::from_secs(5)) != Ok(3) {
     ///     assert!(std::time::Instant::now() < deadline);
     ///     std::thread::sleep(Duration::from_millis(1));
     /// }
@@ -298,7 +298,7 @@ impl<I: Isolate> Context<I> {
     /// echo.register("doc-monitored").unwrap();
     /// let (tx, downs) = port::unbounded();
     /// let watcher = Watcher::spawn(tx).unwrap();
-    /// assert_eq!(watcher.ask("doc-monitored".into(), Duration::from_secs(5)), Ok(echo.id()));
+    /// assert_eq!(watcher.ask_timeout("doc-monitored".into(), Duration::from_secs(5)), Ok(echo.id()));
     /// echo.kill(isolates::Priority::Immediate);
     /// let down = downs.recv_timeout(Duration::from_secs(5)).unwrap();
     /// assert_eq!(down.id, echo.id());
@@ -349,7 +349,7 @@ impl<I: Isolate> Context<I> {
     ///     }
     /// }
     /// let f = Fickle::spawn(()).unwrap();
-    /// assert_eq!(f.ask((), Duration::from_secs(5)), Ok((true, false)));
+    /// assert_eq!(f.ask_timeout((), Duration::from_secs(5)), Ok((true, false)));
     /// ```
     pub fn demonitor(&mut self, monitor: &MonitorRef) -> bool {
         let Some(peer) = self.watching.remove(monitor) else {
@@ -397,8 +397,8 @@ impl<I: Isolate> Context<I> {
     /// let a = Partner::spawn(()).unwrap();
     /// let b = Partner::spawn(()).unwrap();
     /// b.register("doc-partner-b").unwrap();
-    /// a.ask(Some("doc-partner-b".into()), Duration::from_secs(5)).unwrap();
-    /// let _ = b.ask(None, Duration::from_secs(5)); // b fails, a follows
+    /// a.ask_timeout(Some("doc-partner-b".into()), Duration::from_secs(5)).unwrap();
+    /// let _ = b.ask_timeout(None, Duration::from_secs(5)); // b fails, a follows
     /// let reason = a.join(Duration::from_secs(5)).unwrap();
     /// assert!(matches!(reason, ExitReason::Linked { id, .. } if id == b.id()), "{reason}");
     /// ```
@@ -444,7 +444,7 @@ impl<I: Isolate> Context<I> {
     ///     }
     /// }
     /// let l = Loner::spawn(()).unwrap();
-    /// assert_eq!(l.ask((), Duration::from_secs(5)), Ok(true));
+    /// assert_eq!(l.ask_timeout((), Duration::from_secs(5)), Ok(true));
     /// ```
     pub fn unlink<J: Isolate>(&mut self, other: &IsolateHandle<J>) -> bool {
         let target = other.shared();
@@ -541,8 +541,8 @@ impl<I: Isolate> Context<I> {
     /// }
     ///
     /// let q = Quitter::spawn(()).unwrap();
-    /// assert_eq!(q.ask(1, Duration::from_secs(5)), Ok(1));
-    /// assert_eq!(q.ask(0, Duration::from_secs(5)), Err(AskError::Dead(ExitReason::Normal)));
+    /// assert_eq!(q.ask_timeout(1, Duration::from_secs(5)), Ok(1));
+    /// assert_eq!(q.ask_timeout(0, Duration::from_secs(5)), Err(AskError::Dead(ExitReason::Normal)));
     /// assert_eq!(q.join(Duration::from_secs(5)), Some(ExitReason::Normal));
     /// ```
     pub fn exit(&mut self) -> ! {

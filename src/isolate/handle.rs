@@ -240,8 +240,42 @@ impl<I: Isolate> IsolateHandle<I> {
         }
     }
 
-    /// Sends a message and waits at most `timeout` for the reply, including
-    /// any wait for room in a bounded mailbox.
+    /// Sends a message and waits for the reply, as long as the isolate
+    /// takes to answer (including any wait for room in a bounded mailbox).
+    ///
+    /// It cannot hang on a dead isolate: an isolate that exits, is killed
+    /// or crashes before answering resolves it at once with
+    /// [`AskError::Dead`], and one that panics on the message with
+    /// [`AskError::Panicked`]. It does wait as long as a live isolate takes,
+    /// paused ones included: bound the wait with
+    /// [`ask_timeout`](Self::ask_timeout) or
+    /// [`ask_deadline`](Self::ask_deadline), and on a UI thread use
+    /// [`ask_pending`](Self::ask_pending), which never blocks.
+    ///
+    /// # Errors
+    ///
+    /// [`AskError`]: the isolate's exit, a panic or error of the handler,
+    /// or a codec failure on either side.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use isolates::{AskError, ExitReason, Priority};
+    ///
+    /// let doubler = isolates::spawn_fn((), |_: &mut (), n: u32, _| n * 2).unwrap();
+    /// assert_eq!(doubler.ask(21), Ok(42));
+    ///
+    /// // A dead isolate answers at once: `ask` cannot hang on it.
+    /// doubler.kill(Priority::Immediate);
+    /// assert_eq!(doubler.ask(1), Err(AskError::Dead(ExitReason::Killed)));
+    /// ```
+    pub fn ask(&self, msg: I::Message) -> Result<I::Reply, AskError<I::Error>> {
+        self.ask_until(msg, Limit::Forever)
+    }
+
+    /// Like [`ask`](Self::ask), waiting at most `timeout` for the reply,
+    /// including any wait for room in a bounded mailbox. `Duration::MAX`
+    /// waits as [`ask`](Self::ask) does.
     ///
     /// On timeout the message may still be handled later; its reply is then
     /// dropped.
@@ -254,11 +288,55 @@ impl<I: Isolate> IsolateHandle<I> {
     /// # Examples
     ///
     /// See [`Isolate`].
-    pub fn ask(&self, msg: I::Message, timeout: Duration) -> Result<I::Reply, AskError<I::Error>> {
+    pub fn ask_timeout(
+        &self,
+        msg: I::Message,
+        timeout: Duration,
+    ) -> Result<I::Reply, AskError<I::Error>> {
+        self.ask_until(msg, Limit::Timeout(timeout))
+    }
+
+    /// Like [`ask`](Self::ask), waiting until `deadline` at most for the
+    /// reply, including any wait for room in a bounded mailbox.
+    ///
+    /// # Errors
+    ///
+    /// As [`ask_timeout`](Self::ask_timeout).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use isolates::AskError;
+    ///
+    /// let echo = isolates::spawn_fn((), |_: &mut (), n: u8, _| n).unwrap();
+    /// let deadline = Instant::now() + Duration::from_secs(5);
+    /// assert_eq!(echo.ask_deadline(3, deadline), Ok(3));
+    ///
+    /// // A paused isolate answers nothing: the deadline ends the wait.
+    /// let token = echo.pause();
+    /// let soon = Instant::now() + Duration::from_millis(20);
+    /// assert_eq!(echo.ask_deadline(4, soon), Err(AskError::Timeout));
+    /// echo.resume(&token);
+    /// ```
+    pub fn ask_deadline(
+        &self,
+        msg: I::Message,
+        deadline: Instant,
+    ) -> Result<I::Reply, AskError<I::Error>> {
+        self.ask_until(msg, Limit::Deadline(deadline))
+    }
+
+    fn ask_until(&self, msg: I::Message, limit: Limit) -> Result<I::Reply, AskError<I::Error>> {
         // A process isolate whose thread is parked: the caller talks to the
         // child itself.
         #[cfg(target_os = "linux")]
         let msg = if self.shared.process.is_some() {
+            let timeout = match limit {
+                Limit::Forever => Duration::MAX,
+                Limit::Timeout(timeout) => timeout,
+                Limit::Deadline(deadline) => deadline.saturating_duration_since(Instant::now()),
+            };
             match super::remote::direct_ask(&self.shared, msg, timeout) {
                 Ok(result) => return result,
                 Err(msg) => msg,
@@ -267,12 +345,15 @@ impl<I: Isolate> IsolateHandle<I> {
             msg
         };
         // An unbounded mailbox never makes a send wait: read the clock for
-        // the deadline after the send, while the isolate is already at
-        // work, not before it.
+        // a timeout's deadline after the send, while the isolate is already
+        // at work, not before it.
         let bounded = self.shared.mailbox_tx.capacity().is_some();
-        let mut deadline = bounded
-            .then(|| crate::time::deadline_after(timeout))
-            .flatten();
+        let mut deadline = match limit {
+            Limit::Forever => None,
+            Limit::Timeout(timeout) if bounded => crate::time::deadline_after(timeout),
+            Limit::Timeout(_) => None,
+            Limit::Deadline(deadline) => Some(deadline),
+        };
         let envelope = self.pack_ask(msg)?;
         let (tx, rx) = oneshot::reply_slot();
         let item = Item {
@@ -287,7 +368,7 @@ impl<I: Isolate> IsolateHandle<I> {
             Err((Refused::Full, _)) => return Err(AskError::Timeout),
             Err((Refused::Disconnected, _)) => return Err(self.dead()),
         }
-        if !bounded {
+        if let (Limit::Timeout(timeout), false) = (limit, bounded) {
             deadline = crate::time::deadline_after(timeout);
         }
         // Waits on the reply slot directly: no `Pending` to allocate.
@@ -300,7 +381,7 @@ impl<I: Isolate> IsolateHandle<I> {
         result
     }
 
-    /// Like [`ask`](Self::ask), sending the message again (a clone) when
+    /// Like [`ask_timeout`](Self::ask_timeout), sending the message again (a clone) when
     /// handling it panicked, up to `attempts` sends in all, within one
     /// overall `timeout`. Meant for a supervised isolate, which is restarted
     /// after the panic; a message that panics every time gives up after
@@ -308,7 +389,7 @@ impl<I: Isolate> IsolateHandle<I> {
     ///
     /// # Errors
     ///
-    /// As [`ask`](Self::ask); `Panicked` only once the attempts are spent.
+    /// As [`ask_timeout`](Self::ask_timeout); `Panicked` only once the attempts are spent.
     ///
     /// # Examples
     ///
@@ -350,7 +431,7 @@ impl<I: Isolate> IsolateHandle<I> {
                 d.saturating_duration_since(Instant::now())
             });
             left -= 1;
-            match self.ask(msg.clone(), remaining) {
+            match self.ask_timeout(msg.clone(), remaining) {
                 Err(AskError::Panicked(_)) if left > 0 => continue,
                 other => return other,
             }
@@ -365,6 +446,16 @@ impl<I: Isolate> IsolateHandle<I> {
     ///
     /// See [`IsolateHandle`].
     pub fn ask_pending(&self, msg: I::Message) -> Pending<I::Reply, AskError<I::Error>> {
+        self.ask_pending_then(msg, Ok)
+    }
+
+    /// [`ask_pending`](Self::ask_pending) whose reply goes through `then`
+    /// on the thread that takes it (a typed request's unwrapping).
+    pub(super) fn ask_pending_then<T>(
+        &self,
+        msg: I::Message,
+        then: impl FnOnce(I::Reply) -> Result<T, AskError<I::Error>> + Send + 'static,
+    ) -> Pending<T, AskError<I::Error>> {
         let envelope = match self.pack_ask(msg) {
             Ok(envelope) => envelope,
             Err(e) => return Pending::ready(Err(e)),
@@ -379,7 +470,10 @@ impl<I: Isolate> IsolateHandle<I> {
             Err((Refused::Full, _)) => return Pending::ready(Err(AskError::Full)),
             Err((Refused::Disconnected, _)) => return Pending::ready(Err(self.dead())),
         }
-        self.pending(rx)
+        let shared = Arc::clone(&self.shared);
+        Pending::waiting(rx, move |reply| {
+            resolve_reply(&shared, reply.map(Reply::typed::<I::Reply, I::Error>)).and_then(then)
+        })
     }
 
     /// Packs an ask's message. A refused ask's message is dropped where it
@@ -396,13 +490,6 @@ impl<I: Isolate> IsolateHandle<I> {
 
     fn dead(&self) -> AskError<I::Error> {
         AskError::Dead(lost_reason(self.shared.exit_reason()))
-    }
-
-    fn pending(&self, rx: oneshot::Receiver<Reply>) -> Pending<I::Reply, AskError<I::Error>> {
-        let shared = Arc::clone(&self.shared);
-        Pending::waiting(rx, move |reply| {
-            resolve_reply(&shared, reply.map(Reply::typed::<I::Reply, I::Error>))
-        })
     }
 
     /// Kills the isolate. [`Priority::Immediate`] sets the flag that
@@ -452,7 +539,7 @@ impl<I: Isolate> IsolateHandle<I> {
     /// let token = echo.pause();
     /// echo.pause_with(&token);
     /// echo.resume(&token);
-    /// assert_eq!(echo.ask(3, std::time::Duration::from_secs(5)), Ok(3));
+    /// assert_eq!(echo.ask_timeout(3, std::time::Duration::from_secs(5)), Ok(3));
     /// ```
     pub fn pause_with(&self, token: &PauseToken) {
         self.shared.control(Control::Pause(token.0), false);
@@ -694,7 +781,7 @@ impl<I: Isolate> IsolateHandle<I> {
     /// let (tx, errors) = port::unbounded::<IsolateError>();
     /// picky.add_error_listener(tx.clone());
     /// assert!(picky.remove_error_listener(&tx));
-    /// assert!(picky.ask(0, Duration::from_secs(5)).is_err());
+    /// assert!(picky.ask_timeout(0, Duration::from_secs(5)).is_err());
     /// assert!(errors.try_recv().is_err());
     /// ```
     pub fn remove_error_listener(&self, port: &SendPort<IsolateError>) -> bool {
@@ -773,7 +860,7 @@ impl<I: Isolate> IsolateHandle<I> {
     /// #     fn handle(&mut self, m: u8, _: &mut Context<Self>) -> Result<u8, String> { Ok(m) }
     /// # }
     /// let echo = Echo::spawn(()).unwrap();
-    /// echo.ask(1, std::time::Duration::from_secs(5)).unwrap();
+    /// echo.ask_timeout(1, std::time::Duration::from_secs(5)).unwrap();
     /// assert_eq!(echo.state(), IsolateState::Running);
     /// ```
     pub fn state(&self) -> IsolateState {
@@ -822,6 +909,14 @@ fn resolve_reply<I: Isolate>(
         Some(Reply::Dead(reason)) => Err(AskError::Dead(reason)),
         None => Err(AskError::Dead(lost_reason(shared.exit_reason()))),
     }
+}
+
+/// How long a blocking ask waits for its reply.
+#[derive(Clone, Copy)]
+enum Limit {
+    Forever,
+    Timeout(Duration),
+    Deadline(Instant),
 }
 
 /// A cast that did not go into the mailbox, with its message.

@@ -59,7 +59,7 @@ impl<I: Isolate> IsolateHandle<I> {
     /// let echo = Echo::spawn(()).unwrap();
     /// echo.register("doc-echo").unwrap();
     /// let found = IsolateHandle::<Echo>::whereis("doc-echo").unwrap();
-    /// assert_eq!(found.ask(7, Duration::from_secs(5)), Ok(7));
+    /// assert_eq!(found.ask_timeout(7, Duration::from_secs(5)), Ok(7));
     ///
     /// let other = Echo::spawn(()).unwrap();
     /// assert!(matches!(other.register("doc-echo"), Err(RegisterError::Taken { .. })));

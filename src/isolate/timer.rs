@@ -55,8 +55,8 @@ const CANCELLED: u8 = 2;
 ///     }
 /// }
 /// let r = Reminder::spawn(()).unwrap();
-/// assert_eq!(r.ask(Some(true), Duration::from_secs(5)), Ok(0));
-/// assert_eq!(r.ask(Some(false), Duration::from_secs(5)), Ok(0));
+/// assert_eq!(r.ask_timeout(Some(true), Duration::from_secs(5)), Ok(0));
+/// assert_eq!(r.ask_timeout(Some(false), Duration::from_secs(5)), Ok(0));
 /// ```
 #[derive(Clone)]
 pub struct TimerRef {

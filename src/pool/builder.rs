@@ -387,6 +387,16 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
         }
     }
 
+    /// Whether the workers would run outside this process: in child
+    /// processes or on other machines.
+    pub(super) fn leaves_process(&self) -> bool {
+        #[cfg(feature = "nats")]
+        if self.nats.is_some() {
+            return true;
+        }
+        self.process.is_some()
+    }
+
     /// Starts the pool's first workers (the minimum) with `args`.
     ///
     /// # Errors

@@ -70,6 +70,11 @@ pub enum WorkResult<T> {
 /// let info = manager.wait_finished(ids.ids()[0], Duration::from_secs(10)).unwrap();
 /// assert_eq!(info.output::<usize>(), Some(Ok(11)));
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a work handler",
+    label = "not a `schedule::Handler`",
+    note = "implement `isolates::schedule::Handler` for `{Self}`, or register a function with `WorkManagerBuilder::handler_fn`"
+)]
 pub trait Handler: Send + Sync + 'static {
     /// The work's input.
     type Input: DeserializeOwned;

@@ -45,8 +45,8 @@ use crate::port::SendPort;
 ///     .unwrap();
 /// let echo = sup.worker::<Echo>("echo").unwrap();
 /// let t = Duration::from_secs(5);
-/// assert!(echo.ask(0, t).is_err());      // panics: restarted
-/// assert_eq!(echo.ask(7, t), Ok(7));     // the same handle works
+/// assert!(echo.ask_timeout(0, t).is_err());      // panics: restarted
+/// assert_eq!(echo.ask_timeout(7, t), Ok(7));     // the same handle works
 /// sup.stop();
 /// assert!(sup.join(t).is_some());
 /// ```

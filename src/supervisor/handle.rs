@@ -397,7 +397,7 @@ impl Supervisor {
     /// sup.terminate_child("idle").unwrap();
     /// sup.restart_child("idle").unwrap();
     /// let idle = sup.worker::<Idle>("idle").unwrap();
-    /// assert_eq!(idle.ask((), std::time::Duration::from_secs(5)), Ok(()));
+    /// assert_eq!(idle.ask_timeout((), std::time::Duration::from_secs(5)), Ok(()));
     /// sup.stop();
     /// ```
     pub fn restart_child(&self, name: &str) -> Result<(), ChildError> {

@@ -9,12 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{Bincode, Codec};
 use crate::error::SpawnError;
 use crate::isolate::{
-    ExitHook, ExitReason, Isolate, IsolateBuilder, Leftover, Priority, Restartable,
+    Context, ExitHook, ExitReason, FnIsolate, Isolate, IsolateBuilder, Leftover, Priority,
+    Restartable,
 };
 
 /// Which children a supervisor restarts when one of them exits.
@@ -244,6 +246,46 @@ impl ChildSpec {
                 Ok(Box::new(child) as Box<dyn Child>)
             }),
         }
+    }
+
+    /// A worker isolate from a state and a function (an
+    /// [`FnIsolate`], as [`spawn_fn`](crate::spawn_fn) spawns) named
+    /// `name`, with the default [`IsolateBuilder`]. Each incarnation, the
+    /// first and every restart, starts from a clone of `state`, so a
+    /// restarted isolate begins again from the initial state, never from
+    /// what a crashed one left. Its handle is
+    /// `worker::<FnIsolate<S, M, R>>(name)`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use isolates::{AskError, FnIsolate};
+    /// use isolates::supervisor::{ChildSpec, SupervisorBuilder};
+    ///
+    /// let tree = SupervisorBuilder::new()
+    ///     .child(ChildSpec::worker_fn("total", 100i64, |total: &mut i64, n: i64, _| {
+    ///         assert!(n != 0, "zero is not allowed");
+    ///         *total += n;
+    ///         *total
+    ///     }))
+    ///     .start()
+    ///     .unwrap();
+    /// let total = tree.worker::<FnIsolate<i64, i64, i64>>("total").unwrap();
+    /// assert_eq!(total.ask(5), Ok(105));
+    /// assert!(matches!(total.ask(0), Err(AskError::Panicked(_))));
+    /// assert_eq!(total.ask(1), Ok(101)); // restarted from a clone of 100
+    /// tree.stop();
+    /// assert!(tree.join(Duration::from_secs(5)).is_some());
+    /// ```
+    pub fn worker_fn<S, M, R, F>(name: impl Into<String>, state: S, handler: F) -> Self
+    where
+        S: Clone + Send + Sync + 'static,
+        M: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+        F: Fn(&mut S, M, &mut Context<FnIsolate<S, M, R>>) -> R + Send + Sync + 'static,
+    {
+        Self::worker::<FnIsolate<S, M, R>>(name, FnIsolate::new(state, handler))
     }
 
     /// Sets the restart type (default [`Restart::Permanent`]).
