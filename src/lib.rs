@@ -11,6 +11,7 @@ pub mod codec;
 mod error;
 #[doc(hidden)]
 pub mod fuzz;
+mod handle;
 mod isolate;
 mod oneshot;
 mod pending;
@@ -38,6 +39,6 @@ pub use isolate::{
     Context, Crash, ExitReason, Isolate, IsolateBuilder, IsolateError, IsolateHandle, IsolateState,
     IsolateStats, Mailbox, PauseToken, Priority,
 };
-pub use pending::{Pending, Taken};
+pub use pending::Pending;
 pub use port::{ReceivePort, SendPort};
 pub use run::{IDLE_RETIRE, run, run_with};

@@ -588,11 +588,7 @@ impl<W: Worker> Pool<W> {
         let inner = &self.inner;
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         let cell = Arc::new(TaskCell::new(id, task.deadline));
-        let handle = TaskHandle {
-            cell: Arc::clone(&cell),
-            codecs: Arc::clone(&inner.codecs),
-            taken: false,
-        };
+        let handle = TaskHandle::new(Arc::clone(&cell), Arc::clone(&inner.codecs));
         let input = match inner.codecs.input.pack(task.input, "input") {
             Ok(packed) => packed.envelope.erase(),
             Err((_, e)) => {

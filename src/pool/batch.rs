@@ -140,13 +140,13 @@ impl<W: Worker> Batch<W> {
             ..Latch::default()
         });
         for handle in &handles {
-            if handle.taken {
+            if handle.is_taken() {
                 // Nothing will resolve: its place says AlreadyTaken.
                 latch.count_down();
             } else {
                 let latch = Arc::clone(&latch);
                 handle
-                    .cell
+                    .cell()
                     .on_resolve(Box::new(move |_| latch.count_down()));
             }
         }
@@ -377,8 +377,8 @@ impl<W: Worker> Batch<W> {
         {
             let now = Instant::now();
             for handle in &self.handles {
-                if !handle.taken && handle.cell.state() != TaskState::Done {
-                    handle.cell.check_deadline(now);
+                if !handle.is_taken() && handle.cell().state() != TaskState::Done {
+                    handle.cell().check_deadline(now);
                 }
             }
             self.next_deadline.set(self.earliest_deadline());
@@ -388,8 +388,8 @@ impl<W: Worker> Batch<W> {
     fn earliest_deadline(&self) -> Option<Instant> {
         self.handles
             .iter()
-            .filter(|h| !h.taken && h.cell.state() != TaskState::Done)
-            .filter_map(|h| h.cell.deadline)
+            .filter(|h| !h.is_taken() && h.cell().state() != TaskState::Done)
+            .filter_map(|h| h.cell().deadline)
             .min()
     }
 

@@ -10,7 +10,7 @@ use crossbeam_channel as cb;
 
 use super::{TaskHandle, Worker};
 use crate::error::TaskError;
-use crate::pending::{Pending, Taken};
+use crate::pending::Pending;
 
 /// The application's "something is ready" function.
 type EventWaker = Arc<dyn Fn() + Send + Sync>;
@@ -103,7 +103,6 @@ struct ReplyWatch<T, E, D> {
 
 impl<T, E, D> Watched for ReplyWatch<T, E, D>
 where
-    E: Taken,
     D: FnOnce(Result<T, E>),
 {
     fn progress(&mut self) -> bool {
@@ -113,13 +112,8 @@ where
     fn expire(&mut self) {}
 
     fn finish(&mut self) -> bool {
-        let result = if self.pending.is_taken() {
-            Err(E::taken())
-        } else {
-            match self.pending.try_take() {
-                Some(result) => result,
-                None => return false,
-            }
+        let Some(result) = self.pending.take_done() else {
+            return false;
         };
         if let Some(done) = self.on_done.take() {
             done(result);
@@ -315,7 +309,9 @@ impl MainThread {
     ) {
         let notifier = self.notifier();
         let key = notifier.key;
-        handle.cell.on_resolve(Box::new(move |_| notifier.notify()));
+        handle
+            .cell()
+            .on_resolve(Box::new(move |_| notifier.notify()));
         self.watched.insert(
             key,
             Box::new(Watch {
@@ -352,9 +348,9 @@ impl MainThread {
     /// }
     /// assert_eq!(*shown.borrow(), Some(Ok(144)));
     /// ```
-    pub fn on_reply<T: 'static, E: Taken + 'static>(
+    pub fn on_reply<T: 'static, E: 'static>(
         &mut self,
-        pending: Pending<T, E>,
+        mut pending: Pending<T, E>,
         on_done: impl FnOnce(Result<T, E>) + 'static,
     ) {
         let notifier = Arc::new(self.notifier());

@@ -4,7 +4,7 @@
 use std::fmt;
 
 use crate::error::SpawnError;
-use crate::pending::{Taken, private::Sealed};
+use crate::pending::Taken;
 
 /// What a nested supervisor is called in [`LookupError::WrongType`].
 pub(super) const SUPERVISOR: &str = "a supervisor";
@@ -180,8 +180,6 @@ impl std::error::Error for ChildError {
         }
     }
 }
-
-impl Sealed for ChildError {}
 
 impl Taken for ChildError {
     fn taken() -> Self {
