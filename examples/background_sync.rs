@@ -387,7 +387,7 @@ fn main() {
     } else {
         builder.constraint("network", NetworkAvailable::default())
     };
-    let manager = builder.build().unwrap_or_else(|e| die(&e.to_string()));
+    let manager = builder.spawn().unwrap_or_else(|e| die(&e.to_string()));
 
     let existing = manager.infos(&WorkQuery::UniqueName("sync".into()));
     match existing.first() {
@@ -477,7 +477,8 @@ fn main() {
         }
     }
     let w = manager.info(id).expect("the sync is stored");
-    manager.shutdown();
+    manager.stop();
+    manager.join(Duration::MAX);
     if w.periods < target {
         die(&format!("the sync did not reach {target} periods in time"));
     }

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use isolates::supervisor::{ChildSpec, SupervisionEvent, SupervisorBuilder};
+use isolates::supervisor::{ChildSpec, SupervisionEvent, Supervisor};
 use isolates::{AskError, Context, ExitReason, Isolate, IsolateBuilder, Transfer, run};
 
 /// Keeps a histogram of the bytes it is sent; the histogram never leaves it.
@@ -122,11 +122,11 @@ fn main() {
 
     // 4. Under a supervisor, a crash is followed by a restart: the same
     //    handle reaches the new incarnation, and nothing queued is lost.
-    let supervisor = SupervisorBuilder::new()
+    let supervisor = Supervisor::builder()
         .name("root")
         .restart_intensity(3, Duration::from_secs(5))
         .child(ChildSpec::worker::<Histogram>("histogram", ()))
-        .start()
+        .spawn()
         .expect("supervisor");
     let (events_tx, events) = isolates::port::unbounded::<SupervisionEvent>();
     supervisor.add_event_listener(events_tx);

@@ -8,9 +8,7 @@
 
 use std::time::Duration;
 
-use isolates::supervisor::{
-    Backoff, ChildSpec, Restart, Strategy, SupervisionEvent, SupervisorBuilder,
-};
+use isolates::supervisor::{Backoff, ChildSpec, Restart, Strategy, SupervisionEvent, Supervisor};
 use isolates::{AskError, Context, Isolate, port};
 use serde::{Deserialize, Serialize};
 
@@ -68,7 +66,7 @@ fn main() {
     let short = std::env::args().any(|a| a == "--short");
     let orders: u64 = if short { 200 } else { 5_000 };
 
-    let workers = SupervisorBuilder::new()
+    let workers = Supervisor::builder()
         .name("workers")
         .strategy(Strategy::OneForOne)
         .restart_intensity(100, Duration::from_secs(1))
@@ -77,12 +75,12 @@ fn main() {
             Duration::from_millis(20),
         ))
         .child(ChildSpec::worker::<Parser>("parser", ()));
-    let root = SupervisorBuilder::new()
+    let root = Supervisor::builder()
         .name("root")
         .strategy(Strategy::RestForOne)
         .child(ChildSpec::worker::<Store>("store", ()).restart(Restart::Permanent))
         .child(ChildSpec::supervisor("workers", workers))
-        .start()
+        .spawn()
         .expect("start the tree");
 
     let (events_tx, events) = port::unbounded::<SupervisionEvent>();

@@ -46,7 +46,7 @@
 //!     .handler_fn("greet", |name: String, _: &WorkContext<'_>| {
 //!         WorkResult::Success(format!("hello, {name}"))
 //!     })
-//!     .build()
+//!     .spawn()
 //!     .unwrap();
 //!
 //! let later = WorkRequest::once("greet").input("world").initial_delay(Duration::from_secs(60));
@@ -56,7 +56,7 @@
 //! clock.advance(Duration::from_secs(60)); // a minute passes, at once
 //! let info = manager.wait_finished(id, Duration::from_secs(10)).unwrap();
 //! assert_eq!(info.output::<String>(), Some(Ok("hello, world".into())));
-//! manager.shutdown();
+//! manager.stop();
 //! ```
 
 mod builder;

@@ -224,7 +224,7 @@ impl Worker for Gated {
 }
 
 fn pool(workers: usize) -> Pool<Gated> {
-    Pool::<Gated>::builder().workers(workers).build(()).unwrap()
+    Pool::<Gated>::builder().workers(workers).spawn(()).unwrap()
 }
 
 /// The value of a `Job::Double` result.
@@ -264,7 +264,7 @@ fn manager() -> WorkManager {
             "noop",
             |(): (), _: &WorkContext<'_>| WorkResult::Success(()),
         )
-        .build()
+        .spawn()
         .unwrap()
 }
 
@@ -327,7 +327,8 @@ fn task_handles_and_operations_under_block_on() {
     };
     assert!(m.info(id).is_some());
     assert_eq!(within(m.cancel(WorkQuery::All)), Ok(1));
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -340,7 +341,8 @@ async fn task_handles_and_operations_under_tokio() {
         Ok(Enqueued::New(_))
     ));
     assert_eq!(soon(m.cancel(WorkQuery::All)).await, Ok(1));
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
     // A stopped manager answers at once.
     assert_eq!(soon(m.enqueue(later())).await, Err(WorkError::Stopped));
 }
@@ -451,8 +453,9 @@ fn awaiting_a_taken_result_gives_the_typed_error() {
     let mut op = m.enqueue(later());
     assert!(matches!(within(&mut op), Ok(Enqueued::New(_))));
     assert_eq!(within(&mut op), Err(WorkError::AlreadyTaken));
-    assert_eq!(op.try_result(), Some(Err(WorkError::AlreadyTaken)));
-    m.shutdown();
+    assert_eq!(op.try_take(), None, "taken once");
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 #[test]
@@ -504,7 +507,8 @@ fn a_panicking_waker_does_not_kill_the_run_thread_or_the_scheduler() {
     assert!(matches!(op.wait_timeout(T), Some(Ok(Enqueued::New(_)))));
     let next = m.enqueue(later()).wait_timeout(T);
     assert!(matches!(next, Some(Ok(Enqueued::New(_)))), "{next:?}");
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,7 +21,7 @@ use isolates::pool::{Pool, TaskContext, Worker};
 use isolates::schedule::{
     Backoff, WorkContext, WorkManager, WorkQuery, WorkRequest, WorkResult, WorkState, WorkStore,
 };
-use isolates::supervisor::{ChildSpec, SupervisorBuilder};
+use isolates::supervisor::{ChildSpec, Supervisor};
 use isolates::{Context, Isolate};
 use rayon::prelude::*;
 
@@ -261,7 +261,7 @@ fn idle_plain_pool(errors: &mut Vec<Result<(), String>>) {
     let pool = Pool::<Sleeper>::builder()
         .name("idle-plain")
         .autoscale(2, 4, Duration::from_millis(200))
-        .build(())
+        .spawn(())
         .unwrap();
     // Work that waits grows the pool; once idle, the extra workers leave
     // after their idle time, each at one deadline.
@@ -284,7 +284,7 @@ fn idle_rayon_pool(errors: &mut Vec<Result<(), String>>) {
         .name("idle-rayon")
         .workers(2)
         .rayon(true)
-        .build(())
+        .spawn(())
         .unwrap();
     assert_eq!(pool.submit((1000, false)).wait(), Ok(332_833_500));
     errors.push(created.check_idle("rayon pool", 2));
@@ -298,11 +298,11 @@ fn idle_rayon_pool(errors: &mut Vec<Result<(), String>>) {
 
 fn idle_supervisor(errors: &mut Vec<Result<(), String>>) {
     let created = Created::since_now();
-    let sup = SupervisorBuilder::new()
+    let sup = Supervisor::builder()
         .name("idle-sup")
         .child(ChildSpec::worker::<Echo>("a", ()))
         .child(ChildSpec::worker::<Echo>("b", ()))
-        .start()
+        .spawn()
         .unwrap();
     for name in ["a", "b"] {
         let child = sup.worker::<Echo>(name).unwrap();
@@ -310,6 +310,7 @@ fn idle_supervisor(errors: &mut Vec<Result<(), String>>) {
     }
     errors.push(created.check_idle("supervisor", 3));
     sup.stop();
+    sup.join(Duration::MAX);
 }
 
 fn idle_work_manager(errors: &mut Vec<Result<(), String>>) {
@@ -320,7 +321,7 @@ fn idle_work_manager(errors: &mut Vec<Result<(), String>>) {
             "noop",
             |(): (), _: &WorkContext<'_>| WorkResult::Success(()),
         )
-        .build()
+        .spawn()
         .unwrap();
     // One run, so the manager's pool and its deadline timer have worked.
     let id = manager
@@ -331,7 +332,8 @@ fn idle_work_manager(errors: &mut Vec<Result<(), String>>) {
     let info = manager.wait_finished(id, T).unwrap();
     assert!(info.state.is_finished(), "{info:?}");
     errors.push(created.check_idle("work manager", 3));
-    manager.shutdown();
+    manager.stop();
+    manager.join(Duration::MAX);
 }
 
 fn idle_work_manager_with_an_abandoned_run(errors: &mut Vec<Result<(), String>>) {
@@ -348,7 +350,7 @@ fn idle_work_manager_with_an_abandoned_run(errors: &mut Vec<Result<(), String>>)
             }
             WorkResult::Success(w.attempt())
         })
-        .build()
+        .spawn()
         .unwrap();
     let request = WorkRequest::once("stuck")
         .time_limit(Duration::from_millis(100))
@@ -378,7 +380,8 @@ fn idle_work_manager_with_an_abandoned_run(errors: &mut Vec<Result<(), String>>)
     };
     assert_eq!(info.state, WorkState::Succeeded, "{info:?}");
     assert_eq!(info.output::<u32>(), Some(Ok(2)), "{info:?}");
-    manager.shutdown();
+    manager.stop();
+    manager.join(Duration::MAX);
 }
 
 /// CPU time the calling thread has used.
@@ -414,7 +417,7 @@ fn late_results_park_the_waiter() {
     let used = cpu_of("ask", || assert_eq!(echo.ask(300, T), Ok(300)));
     assert!(used < Duration::from_millis(20), "ask used {used:?}");
 
-    let pool = Pool::<Sleeper>::builder().workers(1).build(()).unwrap();
+    let pool = Pool::<Sleeper>::builder().workers(1).spawn(()).unwrap();
     assert_eq!(pool.submit(0).wait(), Ok(0));
     let task = pool.submit(300);
     let used = cpu_of("TaskHandle::wait", || assert_eq!(task.wait(), Ok(300)));
@@ -448,7 +451,7 @@ fn report_an_idle_rayon_pool_over_3_s() {
     let pool = Pool::<Squares>::builder()
         .workers(2)
         .rayon(true)
-        .build(())
+        .spawn(())
         .unwrap();
     assert_eq!(pool.submit((1000, true)).wait(), Ok(332_833_500));
     std::thread::sleep(Duration::from_millis(200));

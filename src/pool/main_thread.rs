@@ -151,7 +151,7 @@ where
 ///     fn run(&mut self, n: u32, _: &TaskContext<'_, Self>) -> Result<u32, String> { Ok(n * 2) }
 /// }
 ///
-/// let pool = Pool::<Double>::builder().workers(1).build(()).unwrap();
+/// let pool = Pool::<Double>::builder().workers(1).spawn(()).unwrap();
 /// let mut ui = MainThread::new();
 /// let shown = Rc::new(RefCell::new(None)); // UI state: not Send, not shared
 /// let sink = Rc::clone(&shown);
@@ -235,7 +235,7 @@ impl MainThread {
     /// enum Event { TaskReady, Quit }
     /// let (events, inbox) = mpsc::channel::<Event>();
     ///
-    /// let pool = Pool::<Echo>::builder().workers(1).build(()).unwrap();
+    /// let pool = Pool::<Echo>::builder().workers(1).spawn(()).unwrap();
     /// let mut ui = MainThread::new();
     /// let wake = events.clone();
     /// ui.set_waker(move || { let _ = wake.send(Event::TaskReady); });
@@ -289,7 +289,7 @@ impl MainThread {
     ///         Ok(n)
     ///     }
     /// }
-    /// let pool = Pool::<Count>::builder().workers(1).build(()).unwrap();
+    /// let pool = Pool::<Count>::builder().workers(1).spawn(()).unwrap();
     /// let mut ui = MainThread::new();
     /// let (seen, done) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(false)));
     /// let (s, d) = (Rc::clone(&seen), Rc::clone(&done));

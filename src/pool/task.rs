@@ -445,7 +445,7 @@ impl<W: Worker> TaskHandle<W> {
     ///     fn run(&mut self, n: u32, _: &TaskContext<'_, Self>) -> Result<u32, String> { Ok(n * 2) }
     /// }
     ///
-    /// let pool = Pool::<Double>::builder().workers(1).build(()).unwrap();
+    /// let pool = Pool::<Double>::builder().workers(1).spawn(()).unwrap();
     /// let (done_tx, done) = std::sync::mpsc::channel();
     /// let mut task = pool.submit(21);
     /// task.on_resolve(move |id| { let _ = done_tx.send(id); });
@@ -575,7 +575,7 @@ impl<W: Worker> Source for TaskSource<W> {
 ///     fn run(&mut self, n: u32, _: &TaskContext<'_, Self>) -> Result<u32, String> { Ok(n * 2) }
 /// }
 ///
-/// let pool = Pool::<Double>::builder().workers(2).build(()).unwrap();
+/// let pool = Pool::<Double>::builder().workers(2).spawn(()).unwrap();
 /// let (a, mut b) = (pool.submit(20), pool.submit(1));
 /// block_on(async {
 ///     assert_eq!(a.await, Ok(40));
@@ -629,7 +629,7 @@ impl<W: Worker> fmt::Debug for TaskHandle<W> {
 ///     }
 /// }
 ///
-/// let pool = Pool::<Spin>::builder().workers(1).build(()).unwrap();
+/// let pool = Pool::<Spin>::builder().workers(1).spawn(()).unwrap();
 /// let task = pool.submit(());
 /// let watch = task.watch();
 /// let until = Instant::now() + Duration::from_secs(5);

@@ -27,7 +27,7 @@ use crate::oneshot;
 ///
 /// let manager = WorkManager::builder(WorkStore::in_memory().unwrap())
 ///     .handler_fn("noop", |(): (), _: &WorkContext<'_>| WorkResult::Success(()))
-///     .build()
+///     .spawn()
 ///     .unwrap();
 /// let mut op = manager.enqueue(WorkRequest::once("noop"));
 /// // Each frame: op.try_take() is None until the store has it.
@@ -143,14 +143,14 @@ impl<T> Unpin for Operation<T> {}
 ///
 /// let manager = WorkManager::builder(WorkStore::in_memory().unwrap())
 ///     .handler_fn("noop", |(): (), _: &WorkContext<'_>| WorkResult::Success(()))
-///     .build()
+///     .spawn()
 ///     .unwrap();
 /// let mut op = manager.enqueue(WorkRequest::once("noop"));
 /// block_on(async {
 ///     assert!(matches!((&mut op).await, Ok(Enqueued::New(_))));
 ///     assert_eq!(op.await, Err(WorkError::AlreadyTaken));
 /// });
-/// manager.shutdown();
+/// manager.stop();
 /// ```
 impl<T> Future for Operation<T> {
     type Output = Result<T, WorkError>;

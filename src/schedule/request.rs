@@ -228,7 +228,7 @@ pub enum ExistingWork {
 ///     .handler_fn("sum", |all: Vec<u32>, _: &WorkContext<'_>| {
 ///         WorkResult::Success(all.iter().sum::<u32>())
 ///     })
-///     .build()
+///     .spawn()
 ///     .unwrap();
 /// let chain = WorkChain::all([1u32, 2, 3].map(|n| WorkRequest::once("square").input(&n)))
 ///     .then(WorkRequest::once("sum").input_merger(InputMerger::ArrayCreating));
@@ -236,7 +236,7 @@ pub enum ExistingWork {
 /// let sum = manager.wait_finished(ids.ids()[3], Duration::from_secs(10)).unwrap();
 /// assert_eq!(sum.output::<u32>(), Some(Ok(14)));
 /// assert_eq!(InputMerger::default(), InputMerger::Overwriting);
-/// # manager.shutdown();
+/// # manager.stop();
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum InputMerger {
@@ -270,7 +270,7 @@ pub enum InputMerger {
 /// let manager = WorkManager::builder(WorkStore::in_memory().unwrap())
 ///     .clock(clock.clone())
 ///     .handler_fn("ring", |text: String, _: &WorkContext<'_>| WorkResult::Success(text))
-///     .build()
+///     .spawn()
 ///     .unwrap();
 /// let nine = clock.now() + Duration::from_secs(3600);
 /// let wake_up = WorkRequest::at("ring", nine).input("wake up");
@@ -286,7 +286,7 @@ pub enum InputMerger {
 /// let skipped = manager.wait_finished(standup, Duration::from_secs(10)).unwrap();
 /// assert_eq!(skipped.state, WorkState::Cancelled); // an hour late: skipped
 /// assert!(skipped.failure.unwrap().contains("missed"));
-/// # manager.shutdown();
+/// # manager.stop();
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum MissedAlarm {
@@ -469,13 +469,13 @@ impl WorkRequest {
     ///
     /// let manager = WorkManager::builder(WorkStore::in_memory().unwrap())
     ///     .handler_fn("upload", |(): (), _: &WorkContext<'_>| WorkResult::Success(()))
-    ///     .build()
+    ///     .spawn()
     ///     .unwrap();
     /// let later = WorkRequest::once("upload").tag("photos").initial_delay(std::time::Duration::from_secs(60));
     /// let id = manager.enqueue(later).wait().unwrap().ids()[0];
     /// assert_eq!(manager.info(id).unwrap().tags, ["upload", "photos"]);
     /// assert_eq!(manager.infos(&WorkQuery::Tag("upload".into())).len(), 1);
-    /// # manager.shutdown();
+    /// # manager.stop();
     /// ```
     pub fn tag(mut self, tag: &str) -> Self {
         if !self.tags.iter().any(|t| t == tag) {
@@ -738,7 +738,7 @@ impl Enqueued {
 ///
 /// let manager = WorkManager::builder(WorkStore::in_memory().unwrap())
 ///     .handler_fn("double", |n: u32, _: &WorkContext<'_>| WorkResult::Success(n * 2))
-///     .build()
+///     .spawn()
 ///     .unwrap();
 /// let id = manager.enqueue(WorkRequest::once("double").input(&21u32)).wait().unwrap().ids()[0];
 /// let info = manager.wait_finished(id, std::time::Duration::from_secs(10)).unwrap();

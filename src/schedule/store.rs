@@ -273,11 +273,11 @@ pub struct UnreadableWork {
 ///         .handler_fn("later", |(): (), _: &isolates::schedule::WorkContext<'_>| {
 ///             isolates::schedule::WorkResult::Success(())
 ///         })
-///         .build()
+///         .spawn()
 ///         .unwrap();
 ///     let later = WorkRequest::once("later").initial_delay(std::time::Duration::from_secs(3600));
 ///     manager.enqueue(later).wait().unwrap();
-///     manager.shutdown();
+///     manager.stop();
 /// }
 /// // Another process (or a later run) finds it there.
 /// let works = WorkStore::open(&path).unwrap().works().unwrap();

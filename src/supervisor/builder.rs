@@ -37,11 +37,11 @@ use crate::port::SendPort;
 ///     }
 /// }
 ///
-/// let sup = SupervisorBuilder::new()
+/// let sup = Supervisor::builder()
 ///     .strategy(Strategy::OneForOne)
 ///     .restart_intensity(3, Duration::from_secs(5))
 ///     .child(ChildSpec::worker::<Echo>("echo", ()))
-///     .start()
+///     .spawn()
 ///     .unwrap();
 /// let echo = sup.worker::<Echo>("echo").unwrap();
 /// let t = Duration::from_secs(5);
@@ -89,22 +89,25 @@ impl fmt::Debug for SupervisorBuilder {
     }
 }
 
-impl SupervisorBuilder {
-    /// A one-for-one supervisor allowing 1 restart in 5 s, with no children.
+impl Supervisor {
+    /// A builder of a one-for-one supervisor allowing 1 restart in 5 s,
+    /// with no children.
     ///
     /// # Examples
     ///
     /// See [`SupervisorBuilder`].
-    pub fn new() -> Self {
-        Self::default()
+    pub fn builder() -> SupervisorBuilder {
+        SupervisorBuilder::default()
     }
+}
 
+impl SupervisorBuilder {
     /// Names the supervisor (its thread and its events' logs).
     ///
     /// # Examples
     ///
     /// ```
-    /// let b = isolates::supervisor::SupervisorBuilder::new().name("root");
+    /// let b = isolates::supervisor::Supervisor::builder().name("root");
     /// # let _ = b;
     /// ```
     pub fn name(mut self, name: impl Into<String>) -> Self {
@@ -141,7 +144,7 @@ impl SupervisorBuilder {
     /// ```
     /// use std::time::Duration;
     /// use isolates::supervisor::{Backoff, SupervisorBuilder};
-    /// let b = SupervisorBuilder::new()
+    /// let b = Supervisor::builder()
     ///     .backoff(Backoff::exponential(Duration::from_millis(50), Duration::from_secs(5)));
     /// # let _ = b;
     /// ```
@@ -182,10 +185,10 @@ impl SupervisorBuilder {
     /// }
     ///
     /// let (tx, events) = port::unbounded::<SupervisionEvent>();
-    /// let sup = SupervisorBuilder::new()
+    /// let sup = Supervisor::builder()
     ///     .event_listener(tx)
     ///     .child(ChildSpec::worker::<Idle>("idle", ()))
-    ///     .start()
+    ///     .spawn()
     ///     .unwrap();
     /// let first = events.recv_timeout(Duration::from_secs(5)).unwrap();
     /// assert_eq!(first, SupervisionEvent::Started { child: "idle".into() });
@@ -206,7 +209,7 @@ impl SupervisorBuilder {
     /// # Examples
     ///
     /// See [`SupervisorBuilder`].
-    pub fn start(self) -> Result<Supervisor, SpawnError> {
+    pub fn spawn(self) -> Result<Supervisor, SpawnError> {
         self.start_inner(None)
     }
 

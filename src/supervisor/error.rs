@@ -16,7 +16,7 @@ pub(super) const SUPERVISOR: &str = "a supervisor";
 ///
 /// ```
 /// use isolates::supervisor::{LookupError, SupervisorBuilder};
-/// let sup = SupervisorBuilder::new().name("root").start().unwrap();
+/// let sup = Supervisor::builder().name("root").spawn().unwrap();
 /// let err = sup.supervisor("nobody").unwrap_err();
 /// assert_eq!(err, LookupError::NotFound { name: "nobody".into(), children: vec![] });
 /// assert!(err.to_string().contains("no child named \"nobody\""));
@@ -90,7 +90,7 @@ impl std::error::Error for LookupError {}
 /// ```
 /// use std::time::Duration;
 /// use isolates::supervisor::{ChildError, SupervisorBuilder};
-/// let sup = SupervisorBuilder::new().name("root").start().unwrap();
+/// let sup = Supervisor::builder().name("root").spawn().unwrap();
 /// let err = sup.terminate_child("nobody").unwrap_err();
 /// assert_eq!(err, ChildError::NotFound { name: "nobody".into(), children: vec![] });
 /// assert!(err.to_string().contains("no child named \"nobody\""));

@@ -66,9 +66,9 @@ impl Supervisor {
     ///     fn handle(&mut self, _: (), _: &mut Context<Self>) -> Result<(), String> { Ok(()) }
     /// }
     ///
-    /// let sup = SupervisorBuilder::new()
+    /// let sup = Supervisor::builder()
     ///     .child(ChildSpec::worker::<Idle>("idle", ()))
-    ///     .start()
+    ///     .spawn()
     ///     .unwrap();
     /// assert!(sup.worker::<Idle>("idle").is_ok());
     /// let typo = sup.worker::<Idle>("idel").unwrap_err();
@@ -92,9 +92,9 @@ impl Supervisor {
     ///
     /// ```
     /// use isolates::supervisor::{ChildSpec, SupervisorBuilder};
-    /// let root = SupervisorBuilder::new()
-    ///     .child(ChildSpec::supervisor("inner", SupervisorBuilder::new()))
-    ///     .start()
+    /// let root = Supervisor::builder()
+    ///     .child(ChildSpec::supervisor("inner", Supervisor::builder()))
+    ///     .spawn()
     ///     .unwrap();
     /// assert!(root.supervisor("inner").is_ok());
     /// root.stop();
@@ -144,7 +144,7 @@ impl Supervisor {
     /// ```
     /// use isolates::port;
     /// use isolates::supervisor::{SupervisionEvent, SupervisorBuilder};
-    /// let sup = SupervisorBuilder::new().start().unwrap();
+    /// let sup = Supervisor::builder().spawn().unwrap();
     /// let (tx, events) = port::unbounded::<SupervisionEvent>();
     /// sup.add_event_listener(tx);
     /// sup.stop();
@@ -160,7 +160,7 @@ impl Supervisor {
     ///
     /// ```
     /// use isolates::supervisor::SupervisorBuilder;
-    /// let sup = SupervisorBuilder::new().start().unwrap();
+    /// let sup = Supervisor::builder().spawn().unwrap();
     /// assert_eq!(sup.dropped_events(), 0);
     /// sup.stop();
     /// ```
@@ -195,12 +195,28 @@ impl Supervisor {
         exit.clone()
     }
 
+    /// Whether the supervisor has exited; never blocks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let sup = isolates::supervisor::Supervisor::builder().spawn().unwrap();
+    /// assert!(!sup.is_finished());
+    /// sup.stop();
+    /// assert!(sup.join(Duration::from_secs(5)).is_some());
+    /// assert!(sup.is_finished());
+    /// ```
+    pub fn is_finished(&self) -> bool {
+        self.shared.exit.lock().is_some()
+    }
+
     /// Why the supervisor exited, or `None` while it runs; never blocks.
     ///
     /// # Examples
     ///
     /// ```
-    /// let sup = isolates::supervisor::SupervisorBuilder::new().start().unwrap();
+    /// let sup = isolates::supervisor::Supervisor::builder().spawn().unwrap();
     /// assert_eq!(sup.exit_reason(), None);
     /// sup.stop();
     /// ```
@@ -248,7 +264,7 @@ impl Supervisor {
     /// #     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Idle) }
     /// #     fn handle(&mut self, _: (), _: &mut Context<Self>) -> Result<(), String> { Ok(()) }
     /// # }
-    /// let sup = SupervisorBuilder::new().start().unwrap();
+    /// let sup = Supervisor::builder().spawn().unwrap();
     /// sup.start_child(ChildSpec::worker::<Idle>("late", ())).unwrap();
     /// assert!(sup.worker::<Idle>("late").is_ok());
     /// assert_eq!(
@@ -281,7 +297,7 @@ impl Supervisor {
     /// #     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Idle) }
     /// #     fn handle(&mut self, _: (), _: &mut Context<Self>) -> Result<(), String> { Ok(()) }
     /// # }
-    /// let sup = SupervisorBuilder::new().start().unwrap();
+    /// let sup = Supervisor::builder().spawn().unwrap();
     /// let mut pending = sup.start_child_pending(ChildSpec::worker::<Idle>("late", ()));
     /// // A UI thread polls it each frame, with `try_take`; here we wait.
     /// assert_eq!(pending.wait_timeout(Duration::from_secs(5)), Some(Ok(())));
@@ -318,9 +334,9 @@ impl Supervisor {
     /// #     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Idle) }
     /// #     fn handle(&mut self, _: (), _: &mut Context<Self>) -> Result<(), String> { Ok(()) }
     /// # }
-    /// let sup = SupervisorBuilder::new()
+    /// let sup = Supervisor::builder()
     ///     .child(ChildSpec::worker::<Idle>("idle", ()))
-    ///     .start()
+    ///     .spawn()
     ///     .unwrap();
     /// let idle = sup.worker::<Idle>("idle").unwrap();
     /// sup.terminate_child("idle").unwrap();
@@ -352,9 +368,9 @@ impl Supervisor {
     /// #     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Idle) }
     /// #     fn handle(&mut self, _: (), _: &mut Context<Self>) -> Result<(), String> { Ok(()) }
     /// # }
-    /// let sup = SupervisorBuilder::new()
+    /// let sup = Supervisor::builder()
     ///     .child(ChildSpec::worker::<Idle>("idle", ()))
-    ///     .start()
+    ///     .spawn()
     ///     .unwrap();
     /// let mut pending = sup.terminate_child_pending("idle");
     /// assert_eq!(pending.wait_timeout(Duration::from_secs(10)), Some(Ok(())));
@@ -388,9 +404,9 @@ impl Supervisor {
     /// #     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Idle) }
     /// #     fn handle(&mut self, _: (), _: &mut Context<Self>) -> Result<(), String> { Ok(()) }
     /// # }
-    /// let sup = SupervisorBuilder::new()
+    /// let sup = Supervisor::builder()
     ///     .child(ChildSpec::worker::<Idle>("idle", ()))
-    ///     .start()
+    ///     .spawn()
     ///     .unwrap();
     /// assert_eq!(sup.restart_child("idle"), Err(ChildError::Running { name: "idle".into() }));
     /// sup.terminate_child("idle").unwrap();
@@ -423,9 +439,9 @@ impl Supervisor {
     /// #     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Idle) }
     /// #     fn handle(&mut self, _: (), _: &mut Context<Self>) -> Result<(), String> { Ok(()) }
     /// # }
-    /// let sup = SupervisorBuilder::new()
+    /// let sup = Supervisor::builder()
     ///     .child(ChildSpec::worker::<Idle>("idle", ()))
-    ///     .start()
+    ///     .spawn()
     ///     .unwrap();
     /// sup.terminate_child("idle").unwrap();
     /// let mut pending = sup.restart_child_pending("idle");
@@ -458,9 +474,9 @@ impl Supervisor {
     /// #     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Idle) }
     /// #     fn handle(&mut self, _: (), _: &mut Context<Self>) -> Result<(), String> { Ok(()) }
     /// # }
-    /// let sup = SupervisorBuilder::new()
+    /// let sup = Supervisor::builder()
     ///     .child(ChildSpec::worker::<Idle>("idle", ()))
-    ///     .start()
+    ///     .spawn()
     ///     .unwrap();
     /// sup.terminate_child("idle").unwrap();
     /// sup.delete_child("idle").unwrap();
@@ -485,7 +501,7 @@ impl Supervisor {
     /// ```
     /// use std::time::Duration;
     /// use isolates::supervisor::{ChildError, SupervisorBuilder};
-    /// let sup = SupervisorBuilder::new().start().unwrap();
+    /// let sup = Supervisor::builder().spawn().unwrap();
     /// let mut pending = sup.delete_child_pending("nobody");
     /// let result = pending.wait_timeout(Duration::from_secs(5)).unwrap();
     /// assert!(matches!(result, Err(ChildError::NotFound { .. })));
@@ -515,10 +531,10 @@ impl Supervisor {
     /// #     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Idle) }
     /// #     fn handle(&mut self, _: (), _: &mut Context<Self>) -> Result<(), String> { Ok(()) }
     /// # }
-    /// let sup = SupervisorBuilder::new()
+    /// let sup = Supervisor::builder()
     ///     .child(ChildSpec::worker::<Idle>("a", ()))
-    ///     .child(ChildSpec::supervisor("tree", SupervisorBuilder::new()))
-    ///     .start()
+    ///     .child(ChildSpec::supervisor("tree", Supervisor::builder()))
+    ///     .spawn()
     ///     .unwrap();
     /// let children = sup.children().unwrap();
     /// let names: Vec<_> = children.iter().map(|c| (c.name.as_str(), c.kind)).collect();

@@ -23,7 +23,7 @@ use crate::isolate::{
 ///
 /// ```
 /// use isolates::supervisor::{Strategy, SupervisorBuilder};
-/// let builder = SupervisorBuilder::new().strategy(Strategy::RestForOne);
+/// let builder = Supervisor::builder().strategy(Strategy::RestForOne);
 /// # let _ = builder;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -174,7 +174,7 @@ pub(super) type ChildFactory =
 /// let worker = ChildSpec::worker::<W>("w", 7)
 ///     .restart(Restart::Transient)
 ///     .shutdown(Shutdown::Timeout(Duration::from_secs(1)));
-/// let inner = ChildSpec::supervisor("inner", SupervisorBuilder::new().child(ChildSpec::worker::<W>("x", 1)));
+/// let inner = ChildSpec::supervisor("inner", Supervisor::builder().child(ChildSpec::worker::<W>("x", 1)));
 /// # let _ = (worker, inner);
 /// ```
 #[derive(Clone)]
@@ -273,7 +273,7 @@ impl ChildSpec {
     ///
     /// ```
     /// use isolates::supervisor::{ChildSpec, SupervisorBuilder};
-    /// assert_eq!(ChildSpec::supervisor("tree", SupervisorBuilder::new()).name(), "tree");
+    /// assert_eq!(ChildSpec::supervisor("tree", Supervisor::builder()).name(), "tree");
     /// ```
     pub fn name(&self) -> &str {
         &self.name
@@ -285,7 +285,7 @@ impl ChildSpec {
     ///
     /// ```
     /// use isolates::supervisor::{ChildKind, ChildSpec, SupervisorBuilder};
-    /// let spec = ChildSpec::supervisor("tree", SupervisorBuilder::new());
+    /// let spec = ChildSpec::supervisor("tree", Supervisor::builder());
     /// assert_eq!(spec.kind(), ChildKind::Supervisor);
     /// ```
     pub fn kind(&self) -> ChildKind {
@@ -310,7 +310,7 @@ impl fmt::Debug for ChildSpec {
 ///
 /// ```
 /// use isolates::supervisor::{ChildKind, ChildSpec, SupervisorBuilder};
-/// let spec = ChildSpec::supervisor("tree", SupervisorBuilder::new());
+/// let spec = ChildSpec::supervisor("tree", Supervisor::builder());
 /// assert_eq!(spec.kind(), ChildKind::Supervisor);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -329,9 +329,9 @@ pub enum ChildKind {
 ///
 /// ```
 /// use isolates::supervisor::{ChildKind, ChildSpec, SupervisorBuilder};
-/// let sup = SupervisorBuilder::new()
-///     .child(ChildSpec::supervisor("tree", SupervisorBuilder::new()))
-///     .start()
+/// let sup = Supervisor::builder()
+///     .child(ChildSpec::supervisor("tree", Supervisor::builder()))
+///     .spawn()
 ///     .unwrap();
 /// let children = sup.children().unwrap();
 /// assert_eq!(children[0].name, "tree");
