@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use crossbeam_channel as cb;
@@ -25,7 +26,7 @@ use crate::port::SendPort;
 /// ```
 /// use std::time::Duration;
 /// use isolates::{Context, Isolate};
-/// use isolates::supervisor::{ChildSpec, Strategy, SupervisorBuilder};
+/// use isolates::supervisor::{ChildSpec, Strategy, Supervisor, SupervisorBuilder};
 ///
 /// struct Echo;
 /// impl Isolate for Echo {
@@ -143,7 +144,7 @@ impl SupervisorBuilder {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use isolates::supervisor::{Backoff, SupervisorBuilder};
+    /// use isolates::supervisor::{Backoff, Supervisor, SupervisorBuilder};
     /// let b = Supervisor::builder()
     ///     .backoff(Backoff::exponential(Duration::from_millis(50), Duration::from_secs(5)));
     /// # let _ = b;
@@ -175,7 +176,7 @@ impl SupervisorBuilder {
     /// ```
     /// use std::time::Duration;
     /// use isolates::{port, Isolate, Context};
-    /// use isolates::supervisor::{ChildSpec, SupervisionEvent, SupervisorBuilder};
+    /// use isolates::supervisor::{ChildSpec, SupervisionEvent, Supervisor, SupervisorBuilder};
     ///
     /// struct Idle;
     /// impl Isolate for Idle {
@@ -223,6 +224,7 @@ impl SupervisorBuilder {
             exited: Condvar::new(),
             listeners: Listeners::new(self.listeners.clone()),
             children: Mutex::new(Vec::new()),
+            handles: AtomicUsize::new(0),
         });
         let (started_tx, started_rx) = cb::bounded(1);
         let thread_shared = Arc::clone(&shared);

@@ -15,7 +15,7 @@ pub(super) const SUPERVISOR: &str = "a supervisor";
 /// # Examples
 ///
 /// ```
-/// use isolates::supervisor::{LookupError, SupervisorBuilder};
+/// use isolates::supervisor::{LookupError, Supervisor, SupervisorBuilder};
 /// let sup = Supervisor::builder().name("root").spawn().unwrap();
 /// let err = sup.supervisor("nobody").unwrap_err();
 /// assert_eq!(err, LookupError::NotFound { name: "nobody".into(), children: vec![] });
@@ -89,7 +89,7 @@ impl std::error::Error for LookupError {}
 ///
 /// ```
 /// use std::time::Duration;
-/// use isolates::supervisor::{ChildError, SupervisorBuilder};
+/// use isolates::supervisor::{ChildError, Supervisor, SupervisorBuilder};
 /// let sup = Supervisor::builder().name("root").spawn().unwrap();
 /// let err = sup.terminate_child("nobody").unwrap_err();
 /// assert_eq!(err, ChildError::NotFound { name: "nobody".into(), children: vec![] });

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::error::{ChildError, LookupError, SUPERVISOR};
@@ -12,15 +13,34 @@ use crate::isolate::{ExitReason, Isolate, IsolateHandle};
 use crate::pending::Pending;
 use crate::port::SendPort;
 
-/// A running supervisor. Cheap to clone; dropping handles does not stop
-/// it (call [`stop`](Self::stop)).
+/// A running supervisor. Cheap to clone.
+///
+/// Dropping the last clone stops the supervisor as [`stop`](Self::stop)
+/// does, in the background: the drop returns at once, and the supervisor's
+/// thread stops its children in reverse order, each as its
+/// [`Shutdown`](super::Shutdown) policy says, then exits. A nested
+/// supervisor's handle (from [`supervisor`](Self::supervisor)) is one of
+/// several: its parent holds one too, so dropping it stops nothing.
 ///
 /// # Examples
 ///
 /// See [`SupervisorBuilder`](super::SupervisorBuilder).
-#[derive(Clone)]
 pub struct Supervisor {
     shared: Arc<SupShared>,
+}
+
+impl Clone for Supervisor {
+    fn clone(&self) -> Self {
+        Supervisor::new(Arc::clone(&self.shared))
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        if self.shared.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let _ = self.shared.tx.send(SupMsg::Stop);
+        }
+    }
 }
 
 impl fmt::Debug for Supervisor {
@@ -34,6 +54,7 @@ impl fmt::Debug for Supervisor {
 
 impl Supervisor {
     pub(super) fn new(shared: Arc<SupShared>) -> Self {
+        shared.handles.fetch_add(1, Ordering::AcqRel);
         Supervisor { shared }
     }
 
@@ -51,7 +72,7 @@ impl Supervisor {
     ///
     /// ```
     /// use isolates::{Context, Isolate};
-    /// use isolates::supervisor::{ChildSpec, LookupError, SupervisorBuilder};
+    /// use isolates::supervisor::{ChildSpec, LookupError, Supervisor, SupervisorBuilder};
     ///
     /// struct Idle;
     /// impl Isolate for Idle {
@@ -91,7 +112,7 @@ impl Supervisor {
     /// # Examples
     ///
     /// ```
-    /// use isolates::supervisor::{ChildSpec, SupervisorBuilder};
+    /// use isolates::supervisor::{ChildSpec, Supervisor, SupervisorBuilder};
     /// let root = Supervisor::builder()
     ///     .child(ChildSpec::supervisor("inner", Supervisor::builder()))
     ///     .spawn()
@@ -143,7 +164,7 @@ impl Supervisor {
     ///
     /// ```
     /// use isolates::port;
-    /// use isolates::supervisor::{SupervisionEvent, SupervisorBuilder};
+    /// use isolates::supervisor::{SupervisionEvent, Supervisor, SupervisorBuilder};
     /// let sup = Supervisor::builder().spawn().unwrap();
     /// let (tx, events) = port::unbounded::<SupervisionEvent>();
     /// sup.add_event_listener(tx);
@@ -159,7 +180,7 @@ impl Supervisor {
     /// # Examples
     ///
     /// ```
-    /// use isolates::supervisor::SupervisorBuilder;
+    /// use isolates::supervisor::{Supervisor, SupervisorBuilder};
     /// let sup = Supervisor::builder().spawn().unwrap();
     /// assert_eq!(sup.dropped_events(), 0);
     /// sup.stop();
@@ -256,7 +277,7 @@ impl Supervisor {
     /// # Examples
     ///
     /// ```
-    /// use isolates::supervisor::{ChildError, ChildSpec, SupervisorBuilder};
+    /// use isolates::supervisor::{ChildError, ChildSpec, Supervisor, SupervisorBuilder};
     /// # use isolates::{Context, Isolate};
     /// # struct Idle;
     /// # impl Isolate for Idle {
@@ -289,7 +310,7 @@ impl Supervisor {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use isolates::supervisor::{ChildSpec, SupervisorBuilder};
+    /// use isolates::supervisor::{ChildSpec, Supervisor, SupervisorBuilder};
     /// # use isolates::{Context, Isolate};
     /// # struct Idle;
     /// # impl Isolate for Idle {
@@ -326,7 +347,7 @@ impl Supervisor {
     /// ```
     /// use std::time::Duration;
     /// use isolates::ExitReason;
-    /// use isolates::supervisor::{ChildSpec, SupervisorBuilder};
+    /// use isolates::supervisor::{ChildSpec, Supervisor, SupervisorBuilder};
     /// # use isolates::{Context, Isolate};
     /// # struct Idle;
     /// # impl Isolate for Idle {
@@ -360,7 +381,7 @@ impl Supervisor {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use isolates::supervisor::{ChildSpec, SupervisorBuilder};
+    /// use isolates::supervisor::{ChildSpec, Supervisor, SupervisorBuilder};
     /// # use isolates::{Context, Isolate};
     /// # struct Idle;
     /// # impl Isolate for Idle {
@@ -396,7 +417,7 @@ impl Supervisor {
     /// # Examples
     ///
     /// ```
-    /// use isolates::supervisor::{ChildError, ChildSpec, SupervisorBuilder};
+    /// use isolates::supervisor::{ChildError, ChildSpec, Supervisor, SupervisorBuilder};
     /// # use isolates::{Context, Isolate};
     /// # struct Idle;
     /// # impl Isolate for Idle {
@@ -431,7 +452,7 @@ impl Supervisor {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use isolates::supervisor::{ChildSpec, SupervisorBuilder};
+    /// use isolates::supervisor::{ChildSpec, Supervisor, SupervisorBuilder};
     /// # use isolates::{Context, Isolate};
     /// # struct Idle;
     /// # impl Isolate for Idle {
@@ -466,7 +487,7 @@ impl Supervisor {
     /// # Examples
     ///
     /// ```
-    /// use isolates::supervisor::{ChildSpec, SupervisorBuilder};
+    /// use isolates::supervisor::{ChildSpec, Supervisor, SupervisorBuilder};
     /// # use isolates::{Context, Isolate};
     /// # struct Idle;
     /// # impl Isolate for Idle {
@@ -500,7 +521,7 @@ impl Supervisor {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use isolates::supervisor::{ChildError, SupervisorBuilder};
+    /// use isolates::supervisor::{ChildError, Supervisor, SupervisorBuilder};
     /// let sup = Supervisor::builder().spawn().unwrap();
     /// let mut pending = sup.delete_child_pending("nobody");
     /// let result = pending.wait_timeout(Duration::from_secs(5)).unwrap();
@@ -523,7 +544,7 @@ impl Supervisor {
     /// # Examples
     ///
     /// ```
-    /// use isolates::supervisor::{ChildKind, ChildSpec, SupervisorBuilder};
+    /// use isolates::supervisor::{ChildKind, ChildSpec, Supervisor, SupervisorBuilder};
     /// # use isolates::{Context, Isolate};
     /// # struct Idle;
     /// # impl Isolate for Idle {

@@ -22,7 +22,7 @@ use crate::isolate::{
 /// # Examples
 ///
 /// ```
-/// use isolates::supervisor::{Strategy, SupervisorBuilder};
+/// use isolates::supervisor::{Strategy, Supervisor, SupervisorBuilder};
 /// let builder = Supervisor::builder().strategy(Strategy::RestForOne);
 /// # let _ = builder;
 /// ```
@@ -163,7 +163,7 @@ pub(super) type ChildFactory =
 ///
 /// ```
 /// use std::time::Duration;
-/// use isolates::supervisor::{ChildSpec, Restart, Shutdown, SupervisorBuilder};
+/// use isolates::supervisor::{ChildSpec, Restart, Shutdown, Supervisor, SupervisorBuilder};
 /// # use isolates::{Context, Isolate};
 /// # struct W;
 /// # impl Isolate for W {
@@ -272,7 +272,7 @@ impl ChildSpec {
     /// # Examples
     ///
     /// ```
-    /// use isolates::supervisor::{ChildSpec, SupervisorBuilder};
+    /// use isolates::supervisor::{ChildSpec, Supervisor, SupervisorBuilder};
     /// assert_eq!(ChildSpec::supervisor("tree", Supervisor::builder()).name(), "tree");
     /// ```
     pub fn name(&self) -> &str {
@@ -284,7 +284,7 @@ impl ChildSpec {
     /// # Examples
     ///
     /// ```
-    /// use isolates::supervisor::{ChildKind, ChildSpec, SupervisorBuilder};
+    /// use isolates::supervisor::{ChildKind, ChildSpec, Supervisor, SupervisorBuilder};
     /// let spec = ChildSpec::supervisor("tree", Supervisor::builder());
     /// assert_eq!(spec.kind(), ChildKind::Supervisor);
     /// ```
@@ -309,7 +309,7 @@ impl fmt::Debug for ChildSpec {
 /// # Examples
 ///
 /// ```
-/// use isolates::supervisor::{ChildKind, ChildSpec, SupervisorBuilder};
+/// use isolates::supervisor::{ChildKind, ChildSpec, Supervisor, SupervisorBuilder};
 /// let spec = ChildSpec::supervisor("tree", Supervisor::builder());
 /// assert_eq!(spec.kind(), ChildKind::Supervisor);
 /// ```
@@ -328,7 +328,7 @@ pub enum ChildKind {
 /// # Examples
 ///
 /// ```
-/// use isolates::supervisor::{ChildKind, ChildSpec, SupervisorBuilder};
+/// use isolates::supervisor::{ChildKind, ChildSpec, Supervisor, SupervisorBuilder};
 /// let sup = Supervisor::builder()
 ///     .child(ChildSpec::supervisor("tree", Supervisor::builder()))
 ///     .spawn()
