@@ -27,9 +27,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime};
 
+use isolates::Backoff;
 use isolates::schedule::{
-    Backoff, Constraint, ExistingWork, NetworkAvailable, StorageNotLow, WorkContext, WorkManager,
-    WorkQuery, WorkRequest, WorkResult, WorkState, WorkStore,
+    Constraint, ExistingWork, NetworkAvailable, StorageNotLow, WorkContext, WorkManager, WorkQuery,
+    WorkRequest, WorkResult, WorkState, WorkStore,
 };
 use serde::{Deserialize, Serialize};
 

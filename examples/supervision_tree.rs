@@ -8,7 +8,8 @@
 
 use std::time::Duration;
 
-use isolates::supervisor::{Backoff, ChildSpec, Restart, Strategy, SupervisionEvent, Supervisor};
+use isolates::Backoff;
+use isolates::supervisor::{ChildSpec, Restart, Strategy, SupervisionEvent, Supervisor};
 use isolates::{AskError, Context, Isolate, port};
 use serde::{Deserialize, Serialize};
 
@@ -70,10 +71,11 @@ fn main() {
         .name("workers")
         .strategy(Strategy::OneForOne)
         .restart_intensity(100, Duration::from_secs(1))
-        .backoff(Backoff::exponential(
-            Duration::from_millis(1),
-            Duration::from_millis(20),
-        ))
+        .backoff(
+            Backoff::exponential(Duration::from_millis(1))
+                .max(Duration::from_millis(20))
+                .jitter(),
+        )
         .child(ChildSpec::worker::<Parser>("parser", ()));
     let root = Supervisor::builder()
         .name("root")

@@ -7,6 +7,7 @@
 #![cfg_attr(not(feature = "schedule"), allow(rustdoc::broken_intra_doc_links))]
 
 mod backend;
+mod backoff;
 pub mod codec;
 mod error;
 #[doc(hidden)]
@@ -30,6 +31,7 @@ pub mod supervisor;
 mod time;
 mod unwind;
 
+pub use backoff::Backoff;
 pub use codec::{Bincode, Codec, DEFAULT_LIMIT, Transfer};
 pub use error::{
     AskError, CodecError, RecvError, RecvTimeoutError, RemoteError, RunError, SendError,

@@ -17,9 +17,10 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use common::wait_until;
+use isolates::Backoff;
 use isolates::pool::{Pool, TaskContext, Worker};
 use isolates::schedule::{
-    Backoff, WorkContext, WorkManager, WorkQuery, WorkRequest, WorkResult, WorkState, WorkStore,
+    WorkContext, WorkManager, WorkQuery, WorkRequest, WorkResult, WorkState, WorkStore,
 };
 use isolates::supervisor::{ChildSpec, Supervisor};
 use isolates::{Context, Isolate};

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use common::wait_until;
+use isolates::Backoff;
 use isolates::schedule::*;
 
 /// How long any condition may take to come true.
@@ -411,9 +412,11 @@ fn periodic_interval_and_flex_are_checked() {
 
 // ---- retries and backoff ---------------------------------------------------
 
-/// Work that always asks to retry, with `backoff`: after the n-th retry it
-/// runs next `expected[n - 1]` later, and not a second earlier.
-fn check_backoff(backoff: Backoff, expected: &[Duration]) {
+/// Work that always asks to retry, with `backoff` (the request's default
+/// if `None`): after the n-th retry it runs next `expected[n - 1]` later,
+/// and not a second earlier.
+fn check_backoff(backoff: impl Into<Option<Backoff>>, expected: &[Duration]) {
+    let backoff = backoff.into();
     let clock = ManualClock::default();
     let runs = Arc::new(AtomicUsize::new(0));
     let r = Arc::clone(&runs);
@@ -427,7 +430,11 @@ fn check_backoff(backoff: Backoff, expected: &[Duration]) {
         )
         .spawn()
         .unwrap();
-    let id = new_id(m.enqueue(WorkRequest::once("again").backoff(backoff)));
+    let mut request = WorkRequest::once("again");
+    if let Some(backoff) = backoff {
+        request = request.backoff(backoff);
+    }
+    let id = new_id(m.enqueue(request));
     for (n, &want) in (1u32..).zip(expected) {
         let i = wait_for(&m, id, "retried", |i| {
             i.retries == n && i.state == WorkState::Enqueued
@@ -478,7 +485,7 @@ fn backoff_is_capped() {
 #[test]
 fn default_backoff_is_exponential_from_30_seconds() {
     let d = Duration::from_secs(30);
-    check_backoff(Backoff::default(), &[d, d * 2]);
+    check_backoff(None, &[d, d * 2]);
 }
 
 #[test]

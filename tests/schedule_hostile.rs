@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use isolates::Backoff;
 use isolates::Codec;
 use isolates::schedule::*;
 
@@ -174,6 +175,14 @@ fn patch_period(
     to: (Option<(i64, i64)>, i64),
 ) {
     patch(path, id, &from, &to);
+}
+
+/// A backoff as stored rows hold it.
+#[derive(serde::Serialize)]
+struct StoredBackoff {
+    exponential: bool,
+    delay: Duration,
+    max: Duration,
 }
 
 /// Replaces, in work `id`'s stored record, the bytes of `from` with
@@ -384,6 +393,10 @@ fn requests_that_would_spin_are_refused() {
         let why = invalid(&m, WorkRequest::once("n").backoff(backoff));
         assert!(why.contains("WorkManagerBuilder::min_backoff"), "{why}");
     }
+    // The store keeps no jitter: refused, not dropped silently.
+    let jittered = Backoff::constant(second * 2).jitter();
+    let why = invalid(&m, WorkRequest::once("n").backoff(jittered));
+    assert!(why.contains("jitter"), "{why}");
     let why = invalid(&m, WorkRequest::periodic("n", Duration::from_millis(1)));
     assert!(
         why.contains("min_interval") && why.contains("10ms"),
@@ -409,6 +422,11 @@ fn a_stored_zero_backoff_waits_the_minimum() {
     let clock = ManualClock::default();
     let runs = Arc::new(AtomicUsize::new(0));
     let odd = Backoff::linear(Duration::from_millis(1_234_567)).max(Duration::from_secs(7_777));
+    let stored = |delay, max| StoredBackoff {
+        exponential: false,
+        delay,
+        max,
+    };
     let id = {
         let m = manager(&path, &clock, &runs);
         let request = WorkRequest::once("retry").backoff(odd).initial_delay(HOUR);
@@ -417,7 +435,12 @@ fn a_stored_zero_backoff_waits_the_minimum() {
         m.join(Duration::MAX);
         id
     };
-    patch(&path, id, &odd, &Backoff::linear(Duration::ZERO));
+    patch(
+        &path,
+        id,
+        &stored(Duration::from_millis(1_234_567), Duration::from_secs(7_777)),
+        &stored(Duration::ZERO, Backoff::DEFAULT_MAX),
+    );
     clock.advance(HOUR);
     let m = manager(&path, &clock, &runs);
     let retried = m

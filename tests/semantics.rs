@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::wait_until;
+use isolates::Backoff;
 use isolates::schedule::*;
 
 /// How long any condition may take to come true.
@@ -723,6 +724,22 @@ mod isolate {
 
 // ---- stores written before these changes -------------------------------------
 
+/// A backoff as stored rows hold it.
+#[derive(serde::Serialize)]
+struct StoredBackoff {
+    exponential: bool,
+    delay: Duration,
+    max: Duration,
+}
+
+/// A request's default backoff, as stored: exponential from 30 s, at most
+/// 5 h.
+const DEFAULT_BACKOFF: StoredBackoff = StoredBackoff {
+    exponential: true,
+    delay: Duration::from_secs(30),
+    max: Duration::from_secs(5 * 3600),
+};
+
 /// A row as the first store layout held it (before the input merger).
 #[derive(serde::Serialize)]
 struct RowV1 {
@@ -738,7 +755,7 @@ struct RowV1 {
     period_start: i64,
     initial_delay: i64,
     enqueued_at: i64,
-    backoff: Backoff,
+    backoff: StoredBackoff,
     constraints: Vec<String>,
     time_limit: Option<Duration>,
     attempts: u32,
@@ -765,7 +782,7 @@ fn row_v1(id: u64, handler: &str, state: WorkState, prerequisites: Vec<u64>) -> 
         period_start: 0,
         initial_delay: 0,
         enqueued_at: 0,
-        backoff: Backoff::default(),
+        backoff: DEFAULT_BACKOFF,
         constraints: vec![],
         time_limit: None,
         attempts: 0,

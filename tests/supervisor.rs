@@ -7,9 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::wait_until;
-use isolates::supervisor::{
-    Backoff, ChildSpec, Restart, Shutdown, Strategy, SupervisionEvent, Supervisor,
-};
+use isolates::Backoff;
+use isolates::supervisor::{ChildSpec, Restart, Shutdown, Strategy, SupervisionEvent, Supervisor};
 use isolates::{
     AskError, Context, ExitReason, Isolate, IsolateHandle, ReceivePort, SendPort, port,
 };
@@ -291,7 +290,7 @@ fn backoff_delays_restarts() {
     let min = Duration::from_millis(80);
     let sup = Supervisor::builder()
         .restart_intensity(5, Duration::from_secs(5))
-        .backoff(Backoff::exponential(min, Duration::from_secs(1)).without_jitter())
+        .backoff(Backoff::exponential(min).max(Duration::from_secs(1)))
         .child(ChildSpec::worker::<Worker>("w", args("w")))
         .spawn()
         .unwrap();
@@ -505,10 +504,11 @@ fn a_jittered_wave_restarts_in_child_order() {
     let mut builder = Supervisor::builder()
         .strategy(Strategy::OneForAll)
         .restart_intensity(20, Duration::from_secs(5))
-        .backoff(Backoff::exponential(
-            Duration::from_millis(5),
-            Duration::from_millis(50),
-        ));
+        .backoff(
+            Backoff::exponential(Duration::from_millis(5))
+                .max(Duration::from_millis(50))
+                .jitter(),
+        );
     for name in names {
         builder = builder.child(ChildSpec::worker::<Worker>(name, logged(name, &log_tx)));
     }

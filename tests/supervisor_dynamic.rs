@@ -6,9 +6,10 @@
 
 use std::time::{Duration, Instant};
 
+use isolates::Backoff;
 use isolates::supervisor::{
-    Backoff, ChildError, ChildInfo, ChildKind, ChildSpec, Restart, Shutdown, Strategy,
-    SupervisionEvent, Supervisor,
+    ChildError, ChildInfo, ChildKind, ChildSpec, Restart, Shutdown, Strategy, SupervisionEvent,
+    Supervisor,
 };
 use isolates::{
     AskError, Context, ExitReason, Isolate, IsolateHandle, Mailbox, ReceivePort, SendPort,
@@ -474,9 +475,7 @@ fn a_temporary_childs_spec_goes_when_it_ends() {
 fn terminating_a_child_in_backoff_cancels_its_restart() {
     let sup = Supervisor::builder()
         .restart_intensity(5, Duration::from_secs(5))
-        .backoff(
-            Backoff::exponential(Duration::from_secs(60), Duration::from_secs(60)).without_jitter(),
-        )
+        .backoff(Backoff::exponential(Duration::from_secs(60)).max(Duration::from_secs(60)))
         .child(spec("slow"))
         .spawn()
         .unwrap();

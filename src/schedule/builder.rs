@@ -10,6 +10,8 @@ use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+#[cfg(doc)]
+use super::WorkRequest;
 use super::clock::{Clock, SystemClock};
 use super::constraint::{
     BatteryNotLow, Constraint, NetworkAvailable, OnAcPower, StorageNotLow, SystemIdle,
@@ -25,7 +27,7 @@ use super::outbox::StoreErrorSlot;
 use super::pace;
 use super::store::WorkStore;
 #[cfg(doc)]
-use super::{Backoff, WorkRequest};
+use crate::Backoff;
 use crate::pool::Pool;
 
 /// Configures and starts a [`WorkManager`].

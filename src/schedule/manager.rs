@@ -213,7 +213,7 @@ impl WorkManager {
                     periodic,
                     initial_delay: clock::dur_ms(req.initial_delay),
                     constraints: req.constraints,
-                    backoff: req.backoff,
+                    backoff: req.backoff.into(),
                     time_limit: req.time_limit,
                     input_merger: req.input_merger,
                     alarm,

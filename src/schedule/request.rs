@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::backoff::{Backoff, Growth};
 use crate::codec::{Bincode, Codec};
 use crate::error::CodecError;
 
@@ -68,93 +69,66 @@ impl WorkState {
     }
 }
 
-/// How the delay before a retry grows (Android's `BackoffPolicy`).
-///
-/// After the n-th retry in a row (n ≥ 1): linear waits `delay × n`,
-/// exponential `delay × 2^(n−1)`; both are capped at `max`.
-///
-/// # Examples
-///
-/// ```
-/// use std::time::Duration;
-/// use isolates::schedule::Backoff;
-///
-/// let b = Backoff::exponential(Duration::from_secs(10));
-/// assert_eq!(b.delay_after(1), Duration::from_secs(10));
-/// assert_eq!(b.delay_after(3), Duration::from_secs(40));
-/// assert_eq!(b.delay_after(60), Duration::from_secs(5 * 3600)); // the cap
-/// let l = Backoff::linear(Duration::from_secs(10)).max(Duration::from_secs(25));
-/// assert_eq!(l.delay_after(2), Duration::from_secs(20));
-/// assert_eq!(l.delay_after(3), Duration::from_secs(25));
-/// ```
+/// A [`Backoff`] as the store keeps it (in every row layout so far):
+/// linear or exponential growth, a delay and a cap. A constant backoff is
+/// kept as linear growth capped at its delay (the same waits); jitter is
+/// not kept, so a request with it is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Backoff {
+pub(crate) struct StoredBackoff {
     exponential: bool,
     delay: Duration,
     max: Duration,
 }
 
-impl Default for Backoff {
-    /// Exponential from 30 s, capped at 5 h, as Android.
-    fn default() -> Self {
-        Self::exponential(Duration::from_secs(30))
+impl StoredBackoff {
+    /// The wait after the `n`-th retry in a row.
+    pub(crate) fn delay_after(&self, n: u32) -> Duration {
+        Backoff::from(*self).delay_after(n)
     }
 }
 
-impl Backoff {
-    /// The longest backoff by default: 5 hours.
-    pub const DEFAULT_MAX: Duration = Duration::from_secs(5 * 3600);
+impl Default for StoredBackoff {
+    /// A request's default (see [`WorkRequest::backoff`]).
+    fn default() -> Self {
+        DEFAULT_BACKOFF.into()
+    }
+}
 
-    /// Waits `delay × n` after the n-th retry.
-    ///
-    /// # Examples
-    ///
-    /// See [`Backoff`].
-    pub fn linear(delay: Duration) -> Self {
-        Backoff {
-            exponential: false,
-            delay,
-            max: Self::DEFAULT_MAX,
+/// A request's backoff unless it sets one: exponential from 30 s, capped
+/// at 5 h, as Android's.
+pub(crate) const DEFAULT_BACKOFF: Backoff = Backoff::exponential(Duration::from_secs(30));
+
+impl From<Backoff> for StoredBackoff {
+    fn from(backoff: Backoff) -> Self {
+        let (growth, delay, max) = backoff.parts();
+        match growth {
+            Growth::Constant => StoredBackoff {
+                exponential: false,
+                delay: delay.min(max),
+                max: delay.min(max),
+            },
+            Growth::Linear => StoredBackoff {
+                exponential: false,
+                delay,
+                max,
+            },
+            Growth::Exponential => StoredBackoff {
+                exponential: true,
+                delay,
+                max,
+            },
         }
     }
+}
 
-    /// Waits `delay × 2^(n−1)` after the n-th retry.
-    ///
-    /// # Examples
-    ///
-    /// See [`Backoff`].
-    pub fn exponential(delay: Duration) -> Self {
-        Backoff {
-            exponential: true,
-            delay,
-            max: Self::DEFAULT_MAX,
-        }
-    }
-
-    /// Caps the delay at `max` (default 5 h).
-    ///
-    /// # Examples
-    ///
-    /// See [`Backoff`].
-    pub fn max(mut self, max: Duration) -> Self {
-        self.max = max;
-        self
-    }
-
-    /// The delay after the `n`-th retry in a row (`n` below 1 counts as 1).
-    ///
-    /// # Examples
-    ///
-    /// See [`Backoff`].
-    pub fn delay_after(&self, n: u32) -> Duration {
-        let n = n.max(1);
-        let d = if self.exponential {
-            let factor = 1u32.checked_shl(n - 1).unwrap_or(u32::MAX);
-            self.delay.checked_mul(factor)
+impl From<StoredBackoff> for Backoff {
+    fn from(stored: StoredBackoff) -> Self {
+        let grow = if stored.exponential {
+            Backoff::exponential
         } else {
-            self.delay.checked_mul(n)
+            Backoff::linear
         };
-        d.unwrap_or(Duration::MAX).min(self.max)
+        grow(stored.delay).max(stored.max)
     }
 }
 
@@ -314,7 +288,8 @@ pub(crate) struct Alarm {
 ///
 /// ```
 /// use std::time::Duration;
-/// use isolates::schedule::{Backoff, WorkRequest};
+/// use isolates::Backoff;
+/// use isolates::schedule::WorkRequest;
 ///
 /// let sync = WorkRequest::periodic("sync", Duration::from_secs(15 * 60))
 ///     .flex(Duration::from_secs(5 * 60))
@@ -353,7 +328,7 @@ impl WorkRequest {
             initial_delay: Duration::ZERO,
             tags: Vec::new(),
             constraints: Vec::new(),
-            backoff: Backoff::default(),
+            backoff: DEFAULT_BACKOFF,
             time_limit: None,
             input_merger: InputMerger::default(),
             at: None,
@@ -812,7 +787,7 @@ pub(crate) struct Spec {
     pub(crate) initial_delay: i64,
     pub(crate) tags: Vec<String>,
     pub(crate) constraints: Vec<String>,
-    pub(crate) backoff: Backoff,
+    pub(crate) backoff: StoredBackoff,
     pub(crate) time_limit: Option<Duration>,
     pub(crate) input_merger: InputMerger,
     pub(crate) alarm: Option<Alarm>,

@@ -9,7 +9,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use super::clock::from_ms;
-use super::request::{Alarm, Backoff, InputMerger, WorkId, WorkInfo, WorkQuery, WorkState};
+use super::request::{Alarm, InputMerger, StoredBackoff, WorkId, WorkInfo, WorkQuery, WorkState};
 use crate::codec::{Bincode, Codec};
 
 mod check;
@@ -185,7 +185,7 @@ pub(crate) struct Record {
     pub(crate) initial_delay: i64,
     /// When it was enqueued (or its prerequisites succeeded), ms.
     pub(crate) enqueued_at: i64,
-    pub(crate) backoff: Backoff,
+    pub(crate) backoff: StoredBackoff,
     pub(crate) constraints: Vec<String>,
     pub(crate) time_limit: Option<Duration>,
     pub(crate) attempts: u32,
@@ -698,7 +698,7 @@ mod tests {
         period_start: i64,
         initial_delay: i64,
         enqueued_at: i64,
-        backoff: Backoff,
+        backoff: StoredBackoff,
         constraints: Vec<String>,
         time_limit: Option<Duration>,
         attempts: u32,
@@ -726,7 +726,7 @@ mod tests {
             period_start: 5,
             initial_delay: 0,
             enqueued_at: 5,
-            backoff: Backoff::default(),
+            backoff: StoredBackoff::default(),
             constraints: vec![],
             time_limit: None,
             attempts: 0,

@@ -9,12 +9,12 @@ use std::time::Duration;
 use crossbeam_channel as cb;
 use parking_lot::{Condvar, Mutex};
 
-use super::backoff::Backoff;
 use super::events::{Listeners, SupervisionEvent};
 use super::handle::Supervisor;
 use super::runloop::{Policy, SupRun};
 use super::shared::{ParentHook, SupShared};
 use super::spec::{ChildSpec, Strategy};
+use crate::Backoff;
 use crate::error::SpawnError;
 use crate::isolate::ExitReason;
 use crate::port::SendPort;
@@ -144,9 +144,10 @@ impl SupervisorBuilder {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use isolates::supervisor::{Backoff, Supervisor, SupervisorBuilder};
+    /// use isolates::Backoff;
+    /// use isolates::supervisor::Supervisor;
     /// let b = Supervisor::builder()
-    ///     .backoff(Backoff::exponential(Duration::from_millis(50), Duration::from_secs(5)));
+    ///     .backoff(Backoff::exponential(Duration::from_millis(50)).max(Duration::from_secs(5)).jitter());
     /// # let _ = b;
     /// ```
     pub fn backoff(mut self, backoff: Backoff) -> Self {

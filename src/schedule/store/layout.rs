@@ -24,7 +24,7 @@ use serde::Deserialize;
 
 use super::Record;
 use crate::codec::{Bincode, Codec};
-use crate::schedule::request::{Backoff, InputMerger, WorkState};
+use crate::schedule::request::{InputMerger, StoredBackoff, WorkState};
 
 /// The layout this build writes.
 pub(super) const LAYOUT: i64 = 3;
@@ -80,7 +80,7 @@ pub(super) struct RecordV2 {
     period_start: i64,
     initial_delay: i64,
     enqueued_at: i64,
-    backoff: Backoff,
+    backoff: StoredBackoff,
     constraints: Vec<String>,
     time_limit: Option<Duration>,
     attempts: u32,
@@ -143,7 +143,7 @@ pub(super) struct RecordV1 {
     period_start: i64,
     initial_delay: i64,
     enqueued_at: i64,
-    backoff: Backoff,
+    backoff: StoredBackoff,
     constraints: Vec<String>,
     time_limit: Option<Duration>,
     attempts: u32,
