@@ -338,6 +338,7 @@ pub struct PauseToken(pub(crate) u64);
 /// assert_eq!(e.to_string(), "boom");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct IsolateError {
     /// The panic message or the error's `Display` text.
     pub message: String,

@@ -32,7 +32,7 @@ mod time;
 mod unwind;
 
 pub use backoff::Backoff;
-pub use codec::{Bincode, Codec, DEFAULT_LIMIT, Transfer};
+pub use codec::{Bincode, Codec, Transfer};
 pub use error::{
     AskError, CodecError, RecvError, RecvTimeoutError, RemoteError, RunError, SendError,
     SendTimeoutError, SpawnError, TaskError, TryRecvError, TrySendError,
@@ -43,4 +43,4 @@ pub use isolate::{
 };
 pub use pending::Pending;
 pub use port::{ReceivePort, SendPort};
-pub use run::{IDLE_RETIRE, run, run_with};
+pub use run::{run, run_with};

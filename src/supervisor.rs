@@ -35,4 +35,4 @@ pub use builder::SupervisorBuilder;
 pub use error::{ChildError, LookupError};
 pub use events::SupervisionEvent;
 pub use handle::Supervisor;
-pub use spec::{ABANDON_AFTER, ChildInfo, ChildKind, ChildSpec, Restart, Shutdown, Strategy};
+pub use spec::{ChildInfo, ChildKind, ChildSpec, Restart, Shutdown, Strategy};

@@ -34,6 +34,7 @@ use crate::error::CodecError;
 /// assert_eq!(stats.succeeded, 1);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct PoolStats {
     /// Worker threads alive.
     pub workers: usize,
@@ -59,6 +60,7 @@ pub struct PoolStats {
 ///
 /// See [`Pool::worker_stats`](super::Pool::worker_stats).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct WorkerStats {
     /// The slot's index (as [`Pool::kill_worker`](super::Pool::kill_worker) takes it).
     pub index: usize,

@@ -29,6 +29,7 @@ use crate::oneshot;
 ///
 /// See [`WorkManagerBuilder::run_due`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DueRun {
     /// The works that started in this run, by id, as they stood when it
     /// ended: succeeded, failed, enqueued again (a retry, the next period,

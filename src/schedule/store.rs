@@ -251,6 +251,7 @@ impl Record {
 ///
 /// See [`WorkStore::unreadable`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct UnreadableWork {
     /// The row's work id.
     pub id: WorkId,

@@ -78,7 +78,7 @@ pub enum Restart {
 /// marked exited (its queued asks fail) and its thread ends on its own.
 /// That is for a final stop; a restart needs the old incarnation gone, so a
 /// supervisor restarting siblings waits for a child that does not stop
-/// (logging a warning every [`ABANDON_AFTER`]): a handler that never
+/// (logging a warning every 5 s): a handler that never
 /// returns and never checks `kill_requested` blocks its supervisor's
 /// restarts.
 ///
@@ -93,7 +93,7 @@ pub enum Restart {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Shutdown {
     /// Kill at once ([`Priority::Immediate`]); abandoned after
-    /// [`ABANDON_AFTER`] if it has not exited.
+    /// 5 s if it has not exited.
     Immediate,
     /// Ask it to exit after its current message ([`Priority::AfterCurrent`]),
     /// then kill it at once if it has not exited within the timeout.
@@ -107,7 +107,7 @@ impl Default for Shutdown {
 }
 
 /// How long a supervisor waits for a killed child before abandoning it.
-pub const ABANDON_AFTER: Duration = Duration::from_secs(5);
+pub(crate) const ABANDON_AFTER: Duration = Duration::from_secs(5);
 
 /// A child that a supervisor can start, stop and restart.
 pub(super) trait Child: Send {
