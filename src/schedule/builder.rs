@@ -219,6 +219,7 @@ impl WorkManagerBuilder {
     ///
     /// ```
     /// use std::time::Duration;
+    /// use isolates::Backoff;
     /// use isolates::schedule::*;
     ///
     /// let manager = WorkManager::builder(WorkStore::in_memory().unwrap())

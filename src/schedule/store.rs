@@ -279,6 +279,8 @@ pub struct UnreadableWork {
 ///     let later = WorkRequest::once("later").initial_delay(std::time::Duration::from_secs(3600));
 ///     manager.enqueue(later).wait().unwrap();
 ///     manager.stop();
+///     // Its thread writes the store and lets it go.
+///     assert!(manager.join(std::time::Duration::from_secs(30)));
 /// }
 /// // Another process (or a later run) finds it there.
 /// let works = WorkStore::open(&path).unwrap().works().unwrap();
