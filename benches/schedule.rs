@@ -44,7 +44,8 @@ fn overhead(c: &mut Criterion) {
         })
     });
     group.finish();
-    manager.shutdown();
+    manager.stop();
+    manager.join(std::time::Duration::MAX);
 }
 
 fn store(c: &mut Criterion) {
@@ -67,7 +68,8 @@ fn store(c: &mut Criterion) {
         group.bench_function("work_store", |b| {
             b.iter_custom(|iters| (0..iters).map(|_| commit_works(&manager, N, per_tx)).sum())
         });
-        manager.shutdown();
+        manager.stop();
+        manager.join(std::time::Duration::MAX);
         remove_store(&path);
         group.finish();
     }

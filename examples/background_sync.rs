@@ -27,9 +27,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime};
 
+use isolates::Backoff;
 use isolates::schedule::{
-    Backoff, Constraint, ExistingWork, NetworkAvailable, StorageNotLow, WorkContext, WorkManager,
-    WorkQuery, WorkRequest, WorkResult, WorkState, WorkStore,
+    Constraint, ExistingWork, NetworkAvailable, StorageNotLow, WorkContext, WorkManager, WorkQuery,
+    WorkRequest, WorkResult, WorkState, WorkStore,
 };
 use serde::{Deserialize, Serialize};
 
@@ -387,7 +388,7 @@ fn main() {
     } else {
         builder.constraint("network", NetworkAvailable::default())
     };
-    let manager = builder.build().unwrap_or_else(|e| die(&e.to_string()));
+    let manager = builder.spawn().unwrap_or_else(|e| die(&e.to_string()));
 
     let existing = manager.infos(&WorkQuery::UniqueName("sync".into()));
     match existing.first() {
@@ -477,7 +478,8 @@ fn main() {
         }
     }
     let w = manager.info(id).expect("the sync is stored");
-    manager.shutdown();
+    manager.stop();
+    manager.join(Duration::MAX);
     if w.periods < target {
         die(&format!("the sync did not reach {target} periods in time"));
     }

@@ -176,7 +176,7 @@ mod app {
     use std::time::{Duration, Instant};
 
     use isolates::process::ProcessOptions;
-    use isolates::supervisor::{ChildSpec, Restart, SupervisionEvent, SupervisorBuilder};
+    use isolates::supervisor::{ChildSpec, Restart, SupervisionEvent, Supervisor};
     use isolates::{AskError, Crash, ExitReason, IsolateBuilder, Pending, Priority, port};
 
     use super::{Decoded, Decoder, HEADER, MAGIC, checksum};
@@ -386,11 +386,11 @@ mod app {
             (),
         )
         .restart(Restart::Permanent);
-        let sup = SupervisorBuilder::new()
+        let sup = Supervisor::builder()
             .name("sandbox")
             .restart_intensity(30, Duration::from_secs(1))
             .child(spec)
-            .start()
+            .spawn()
             .expect("start the supervisor");
         let (events_tx, events) = port::unbounded::<SupervisionEvent>();
         sup.add_event_listener(events_tx);

@@ -182,7 +182,7 @@ fn main() {
     let camera = Camera::spawn(size).expect("camera");
     let blur = Pool::<Blur>::builder()
         .name("blur")
-        .build(())
+        .spawn(())
         .expect("blur pool");
     let stats = Stats::spawn(()).expect("stats");
 

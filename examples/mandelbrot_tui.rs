@@ -121,7 +121,7 @@ impl App {
     fn new(screen: (u16, u16)) -> Self {
         let pool = Pool::<Tiles>::builder()
             .name("tiles")
-            .build(())
+            .spawn(())
             .expect("the tile pool");
         let mut app = App {
             pool,

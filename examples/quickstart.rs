@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use isolates::supervisor::{ChildSpec, SupervisionEvent, SupervisorBuilder};
+use isolates::supervisor::{ChildSpec, SupervisionEvent, Supervisor};
 use isolates::{AskError, Context, ExitReason, Isolate, IsolateBuilder, Request, Transfer, run};
 use serde::{Deserialize, Serialize};
 
@@ -168,11 +168,11 @@ fn main() {
 
     // 4. Under a supervisor, a crash is followed by a restart: the same
     //    handle reaches the new incarnation, and nothing queued is lost.
-    let supervisor = SupervisorBuilder::new()
+    let supervisor = Supervisor::builder()
         .name("root")
         .restart_intensity(3, Duration::from_secs(5))
         .child(ChildSpec::worker::<Histogram>("histogram", ()))
-        .start()
+        .spawn()
         .expect("supervisor");
     let (events_tx, events) = isolates::port::unbounded::<SupervisionEvent>();
     supervisor.add_event_listener(events_tx);

@@ -174,7 +174,7 @@ fn open() -> Result<WorkStore, String> {
 
 fn add(when: &str, text: &str, skip_after: Option<Duration>, wake_os: bool) -> Result<(), String> {
     let at = parse_when(when)?;
-    let manager = builder(open()?).build().map_err(|e| e.to_string())?;
+    let manager = builder(open()?).spawn().map_err(|e| e.to_string())?;
     // The text goes in a tag too, for `list` (a work's input is its
     // handler's alone).
     let mut request = WorkRequest::at("remind", at)
@@ -193,7 +193,8 @@ fn add(when: &str, text: &str, skip_after: Option<Duration>, wake_os: bool) -> R
         eprintln!("reminders: no OS wake-up, run `reminders run` yourself: {e}");
     }
     // Closes the store: the reminder waits there for a later run.
-    manager.shutdown();
+    manager.stop();
+    manager.join(Duration::MAX);
     Ok(())
 }
 

@@ -139,7 +139,7 @@ fn main() {
     let tiles = tiles(width, height, 40);
 
     let local = Pool::<Mandelbrot>::builder()
-        .build(max_iter)
+        .spawn(max_iter)
         .expect("a local pool");
     let (local_sum, local_time) = render(&local, &tiles).expect("the local render");
     println!("local pool:  {} tiles in {local_time:?}", tiles.len());
@@ -170,7 +170,7 @@ fn main() {
     };
     let remote = match Pool::<Mandelbrot>::builder()
         .nats(NatsOptions::new(url.as_str()).in_flight(16), POOL)
-        .build(max_iter)
+        .spawn(max_iter)
     {
         Ok(pool) => pool,
         Err(e) => {

@@ -8,9 +8,8 @@
 
 use std::time::Duration;
 
-use isolates::supervisor::{
-    Backoff, ChildSpec, Restart, Strategy, SupervisionEvent, SupervisorBuilder,
-};
+use isolates::Backoff;
+use isolates::supervisor::{ChildSpec, Restart, Strategy, SupervisionEvent, Supervisor};
 use isolates::{AskError, Context, Isolate, port};
 use serde::{Deserialize, Serialize};
 
@@ -68,21 +67,22 @@ fn main() {
     let short = std::env::args().any(|a| a == "--short");
     let orders: u64 = if short { 200 } else { 5_000 };
 
-    let workers = SupervisorBuilder::new()
+    let workers = Supervisor::builder()
         .name("workers")
         .strategy(Strategy::OneForOne)
         .restart_intensity(100, Duration::from_secs(1))
-        .backoff(Backoff::exponential(
-            Duration::from_millis(1),
-            Duration::from_millis(20),
-        ))
+        .backoff(
+            Backoff::exponential(Duration::from_millis(1))
+                .max(Duration::from_millis(20))
+                .jitter(),
+        )
         .child(ChildSpec::worker::<Parser>("parser", ()));
-    let root = SupervisorBuilder::new()
+    let root = Supervisor::builder()
         .name("root")
         .strategy(Strategy::RestForOne)
         .child(ChildSpec::worker::<Store>("store", ()).restart(Restart::Permanent))
         .child(ChildSpec::supervisor("workers", workers))
-        .start()
+        .spawn()
         .expect("start the tree");
 
     let (events_tx, events) = port::unbounded::<SupervisionEvent>();

@@ -240,7 +240,7 @@ async fn run(short: bool) -> Result<(), String> {
     let pool = Pool::<Primes>::builder()
         .name("primes")
         .workers(2)
-        .build(())
+        .spawn(())
         .map_err(|e| format!("the pool did not start: {e}"))?;
     let mut endless = pool.submit((0, u64::MAX));
     tokio::select! {
@@ -330,7 +330,7 @@ async fn run(short: bool) -> Result<(), String> {
     check(worst < Duration::from_millis(250), || {
         format!("the runtime's thread was blocked: the ticker ran {worst:?} late")
     })?;
-    pool.shutdown();
+    pool.stop();
     Ok(())
 }
 

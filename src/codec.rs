@@ -34,8 +34,9 @@ mod transfer;
 
 pub use transfer::Transfer;
 
-/// The default decode limit of [`Bincode`]: 64 MiB.
-pub const DEFAULT_LIMIT: usize = 64 << 20;
+/// The default decode limit of [`Bincode`]: 64 MiB (read it as
+/// [`Bincode::DEFAULT_LIMIT`]).
+pub(crate) const DEFAULT_LIMIT: usize = 64 << 20;
 
 /// Turns values into bytes and back, under a size limit.
 ///
@@ -140,13 +141,23 @@ pub trait Codec: Clone + fmt::Debug + Send + Sync + 'static {
 pub struct Bincode<const LIMIT: usize = DEFAULT_LIMIT>;
 
 impl Bincode {
-    /// The codec with the default limit, [`DEFAULT_LIMIT`].
+    /// The default decode limit: 64 MiB.
     ///
     /// # Examples
     ///
     /// ```
-    /// use isolates::{Bincode, Codec, DEFAULT_LIMIT};
-    /// assert_eq!(Bincode::new().limit(), DEFAULT_LIMIT);
+    /// use isolates::{Bincode, Codec};
+    /// assert_eq!(Bincode::new().limit(), Bincode::DEFAULT_LIMIT);
+    /// ```
+    pub const DEFAULT_LIMIT: usize = DEFAULT_LIMIT;
+
+    /// The codec with the default limit, [`DEFAULT_LIMIT`](Self::DEFAULT_LIMIT).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use isolates::{Bincode, Codec};
+    /// assert_eq!(Bincode::new().limit(), 64 << 20);
     /// ```
     pub const fn new() -> Self {
         Bincode

@@ -292,16 +292,33 @@ pub struct PauseToken(pub(crate) u64);
 /// # Examples
 ///
 /// ```
-/// let e = isolates::IsolateError { message: "boom".into(), stack: String::new() };
+/// let e = isolates::IsolateError::new("boom", "");
 /// assert_eq!(e.to_string(), "boom");
+/// assert_eq!(e.message, "boom");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct IsolateError {
     /// The panic message or the error's `Display` text.
     pub message: String,
     /// Where a panic happened, with a backtrace when `RUST_BACKTRACE` is set;
     /// empty for handler errors.
     pub stack: String,
+}
+
+impl IsolateError {
+    /// An error with `message` and `stack` (empty for a handler error),
+    /// for code that reports one as an isolate would (a test's listener).
+    ///
+    /// # Examples
+    ///
+    /// See [`IsolateError`].
+    pub fn new(message: impl Into<String>, stack: impl Into<String>) -> Self {
+        IsolateError {
+            message: message.into(),
+            stack: stack.into(),
+        }
+    }
 }
 
 impl fmt::Display for IsolateError {

@@ -7,10 +7,12 @@
 #![cfg_attr(not(feature = "schedule"), allow(rustdoc::broken_intra_doc_links))]
 
 mod backend;
+mod backoff;
 pub mod codec;
 mod error;
 #[doc(hidden)]
 pub mod fuzz;
+mod handle;
 mod invoke;
 mod isolate;
 mod oneshot;
@@ -30,7 +32,8 @@ pub mod supervisor;
 mod time;
 mod unwind;
 
-pub use codec::{Bincode, Codec, DEFAULT_LIMIT, Transfer};
+pub use backoff::Backoff;
+pub use codec::{Bincode, Codec, Transfer};
 pub use error::{
     AskError, CodecError, Never, RecvError, RecvTimeoutError, RegisterError, RemoteError, RunError,
     SendError, SendTimeoutError, SpawnError, TaskError, TimerError, TryRecvError, TrySendError,
@@ -41,6 +44,6 @@ pub use isolate::{
     IsolateHandle, IsolateState, IsolateStats, Mailbox, MonitorRef, PauseToken, Priority, Request,
     TimerRef, registered, spawn_fn, unregister,
 };
-pub use pending::{Pending, Taken};
+pub use pending::Pending;
 pub use port::{ReceivePort, SendPort};
-pub use run::{IDLE_RETIRE, run, run_with};
+pub use run::{run, run_with};

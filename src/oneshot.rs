@@ -10,7 +10,9 @@
 use std::any::Any;
 use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll, Waker};
+use std::task::Waker;
+#[cfg(test)]
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
@@ -184,6 +186,7 @@ impl<T> Receiver<T> {
     /// Ready once the slot is filled (or closed); until then `cx`'s waker
     /// is registered, and the sender wakes it once it sends or drops.
     /// Takes nothing: follow a ready poll with [`try_recv`](Self::try_recv).
+    #[cfg(test)]
     pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
         if self.is_empty() {
             self.register(cx.waker());
@@ -193,10 +196,16 @@ impl<T> Receiver<T> {
                 return Poll::Pending;
             }
             // Nothing will wake it now: drop it here, not on the sender.
-            let stale = self.slot.waker.lock().take();
-            drop(stale);
+            self.forget_waker();
         }
         Poll::Ready(())
+    }
+
+    /// Drops a registered waker that nothing will wake any more (the value
+    /// was taken), here rather than on the sender.
+    pub(crate) fn forget_waker(&self) {
+        let stale = self.slot.waker.lock().take();
+        drop(stale);
     }
 
     /// Has `waker` woken once the slot fills, replacing an earlier waker.

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use crate::codec::envelope::{Envelope, Erased};
 use crate::error::ExitReason;
 use crate::error::{AskError, CodecError, RunError};
-use crate::oneshot::{self, Miss};
+use crate::handle::{self, Handle};
+use crate::oneshot;
 
 /// What travels back on a reply channel: typed (`Reply<R, E>`) on a
 /// blocking ask's own slot, erased (`Reply`) where one kind of slot serves
@@ -63,19 +64,6 @@ impl Reply {
     }
 }
 
-/// Turns what came back (or `None`: the reply channel closed empty) into the
-/// caller's result.
-type Resolver<T, E> = Box<dyn FnOnce(Option<Reply>) -> Result<T, E> + Send>;
-
-enum State<T, E> {
-    Waiting {
-        rx: oneshot::Receiver<Reply>,
-        resolve: Resolver<T, E>,
-    },
-    Ready(Result<T, E>),
-    Taken,
-}
-
 /// A result on its way: from [`ask_pending`](crate::IsolateHandle::ask_pending),
 /// [`run`](crate::run()), or [`ping`](crate::IsolateHandle::ping).
 ///
@@ -102,29 +90,33 @@ enum State<T, E> {
 ///     std::thread::yield_now();
 /// };
 /// assert_eq!(result, Ok(144));
-/// assert!(pending.is_taken());
+/// assert!(pending.is_done());
+/// assert_eq!(pending.try_take(), None); // taken once
 /// ```
 #[must_use = "a Pending does nothing unless its result is taken"]
 pub struct Pending<T, E> {
-    state: State<T, E>,
+    handle: Handle<handle::Reply<Reply, Result<T, E>>>,
 }
 
-impl<T, E: Taken> Pending<T, E> {
+impl<T, E> Pending<T, E> {
     pub(crate) fn waiting(
         rx: oneshot::Receiver<Reply>,
         resolve: impl FnOnce(Option<Reply>) -> Result<T, E> + Send + 'static,
-    ) -> Self {
+    ) -> Self
+    where
+        E: Taken,
+    {
         Pending {
-            state: State::Waiting {
-                rx,
-                resolve: Box::new(resolve),
-            },
+            handle: Handle::new(handle::Reply::waiting(rx, resolve, || Err(E::taken()))),
         }
     }
 
-    pub(crate) fn ready(result: Result<T, E>) -> Self {
+    pub(crate) fn ready(result: Result<T, E>) -> Self
+    where
+        E: Taken,
+    {
         Pending {
-            state: State::Ready(result),
+            handle: Handle::new(handle::Reply::ready(result, || Err(E::taken()))),
         }
     }
 
@@ -143,18 +135,11 @@ impl<T, E: Taken> Pending<T, E> {
     /// assert_eq!(p.try_take(), None);
     /// ```
     pub fn try_take(&mut self) -> Option<Result<T, E>> {
-        match &self.state {
-            State::Taken => None,
-            State::Ready(_) => self.take_state(),
-            State::Waiting { rx, .. } => match rx.try_recv() {
-                Ok(reply) => Some(self.resolve(Some(reply))),
-                Err(Miss::Empty) => None,
-                Err(Miss::Closed) => Some(self.resolve(None)),
-            },
-        }
+        self.handle.try_take()
     }
 
-    /// Whether the result has arrived and not been taken yet; never blocks.
+    /// Whether the result has arrived (and stays true once it was taken);
+    /// never blocks.
     ///
     /// # Examples
     ///
@@ -162,14 +147,10 @@ impl<T, E: Taken> Pending<T, E> {
     /// fn id(x: u8) -> u8 { x }
     /// let mut p = isolates::run(id, 3);
     /// p.wait_timeout(std::time::Duration::from_secs(5)).unwrap().unwrap();
-    /// assert!(!p.is_ready());
+    /// assert!(p.is_done());
     /// ```
-    pub fn is_ready(&self) -> bool {
-        match &self.state {
-            State::Waiting { rx, .. } => !rx.is_empty(),
-            State::Ready(_) => true,
-            State::Taken => false,
-        }
+    pub fn is_done(&self) -> bool {
+        self.handle.is_done()
     }
 
     /// Whether the result has been taken.
@@ -184,7 +165,7 @@ impl<T, E: Taken> Pending<T, E> {
     /// assert!(p.is_taken());
     /// ```
     pub fn is_taken(&self) -> bool {
-        matches!(self.state, State::Taken)
+        self.handle.is_taken()
     }
 
     /// Waits for the result.
@@ -201,15 +182,8 @@ impl<T, E: Taken> Pending<T, E> {
     /// fn double(x: u32) -> u32 { x * 2 }
     /// assert_eq!(isolates::run(double, 21).wait(), Ok(42));
     /// ```
-    pub fn wait(mut self) -> Result<T, E> {
-        match &self.state {
-            State::Taken => Err(E::taken()),
-            State::Ready(_) => self.take_state().unwrap_or_else(|| Err(E::taken())),
-            State::Waiting { rx, .. } => {
-                let reply = rx.recv_until(None).ok();
-                self.resolve(reply)
-            }
-        }
+    pub fn wait(self) -> Result<T, E> {
+        self.handle.wait()
     }
 
     /// Waits at most `timeout` for the result; `None` if it has not arrived
@@ -224,7 +198,7 @@ impl<T, E: Taken> Pending<T, E> {
     /// assert_eq!(p.wait_timeout(Duration::from_secs(5)), Some(Ok(7)));
     /// ```
     pub fn wait_timeout(&mut self, timeout: Duration) -> Option<Result<T, E>> {
-        self.wait_until(crate::time::deadline_after(timeout))
+        self.handle.wait_timeout(timeout)
     }
 
     /// Waits until `deadline` at most for the result; `None` if it has not
@@ -239,47 +213,18 @@ impl<T, E: Taken> Pending<T, E> {
     /// assert_eq!(p.wait_deadline(Instant::now() + Duration::from_secs(5)), Some(Ok(7)));
     /// ```
     pub fn wait_deadline(&mut self, deadline: Instant) -> Option<Result<T, E>> {
-        self.wait_until(Some(deadline))
-    }
-
-    /// Waits until `deadline`, or for good if `None`.
-    fn wait_until(&mut self, deadline: Option<Instant>) -> Option<Result<T, E>> {
-        match &self.state {
-            State::Taken => None,
-            State::Ready(_) => self.take_state(),
-            State::Waiting { rx, .. } => match rx.recv_until(deadline) {
-                Ok(reply) => Some(self.resolve(Some(reply))),
-                Err(Miss::Empty) => None,
-                Err(Miss::Closed) => Some(self.resolve(None)),
-            },
-        }
+        self.handle.wait_deadline(deadline)
     }
 
     /// Has `waker` woken once the result arrives (or the reply channel
     /// closes); returns whether it is there already. Takes nothing.
-    pub(crate) fn wake_on_arrival(&self, waker: &Waker) -> bool {
-        match &self.state {
-            State::Waiting { rx, .. } => rx.poll_ready(&mut Context::from_waker(waker)).is_ready(),
-            State::Ready(_) | State::Taken => true,
-        }
+    pub(crate) fn wake_on_arrival(&mut self, waker: &Waker) -> bool {
+        self.handle.wake_on_arrival(waker)
     }
 
-    fn take_state(&mut self) -> Option<Result<T, E>> {
-        match std::mem::replace(&mut self.state, State::Taken) {
-            State::Ready(result) => Some(result),
-            other => {
-                self.state = other;
-                None
-            }
-        }
-    }
-
-    fn resolve(&mut self, reply: Option<Reply>) -> Result<T, E> {
-        match std::mem::replace(&mut self.state, State::Taken) {
-            State::Waiting { resolve, .. } => resolve(reply),
-            State::Ready(result) => result,
-            State::Taken => Err(E::taken()),
-        }
+    /// The result, or the "already taken" error, once there; never blocks.
+    pub(crate) fn take_done(&mut self) -> Option<Result<T, E>> {
+        self.handle.take_done()
     }
 }
 
@@ -305,44 +250,27 @@ impl<T, E> Unpin for Pending<T, E> {}
 /// // Taken: awaiting again says so instead of hanging or panicking.
 /// assert_eq!(block_on(&mut pending), Err(isolates::RunError::AlreadyTaken));
 /// ```
-impl<T, E: Taken> Future for Pending<T, E> {
+impl<T, E> Future for Pending<T, E> {
     type Output = Result<T, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        if let State::Waiting { rx, .. } = &this.state
-            && rx.poll_ready(cx).is_pending()
-        {
-            return Poll::Pending;
-        }
-        Poll::Ready(this.try_take().unwrap_or_else(|| Err(E::taken())))
+        self.get_mut().handle.poll_take(cx)
     }
 }
 
 impl<T, E> fmt::Debug for Pending<T, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match &self.state {
-            State::Waiting { rx, .. } if !rx.is_empty() => "arrived",
-            State::Waiting { .. } => "waiting",
-            State::Ready(_) => "arrived",
-            State::Taken => "taken",
-        };
-        f.debug_struct("Pending").field("state", &state).finish()
+        f.debug_struct("Pending")
+            .field("state", &self.handle.state_word())
+            .finish()
     }
 }
 
-/// Error types that can say "this result was already taken".
-pub trait Taken: private::Sealed {
+/// Error types that can say "this result was already taken": what a
+/// [`Pending`] of them gives when waited on after its result was taken.
+pub(crate) trait Taken {
     /// The error for waiting on a `Pending` whose result was already taken.
     fn taken() -> Self;
-}
-
-/// Crate-visible so that a module's own error type can take part without
-/// this module naming it; still out of reach outside the crate.
-pub(crate) mod private {
-    pub trait Sealed {}
-    impl<E> Sealed for crate::error::AskError<E> {}
-    impl Sealed for crate::error::RunError {}
 }
 
 impl<E> Taken for AskError<E> {

@@ -98,7 +98,7 @@ use worker::spawn_worker;
 ///     }
 /// }
 ///
-/// let pool = Pool::<Squares>::builder().workers(2).build(1).unwrap();
+/// let pool = Pool::<Squares>::builder().workers(2).spawn(1).unwrap();
 /// let task = pool.submit(0..10);
 /// assert_eq!(task.wait(), Ok(285));
 /// ```
@@ -166,7 +166,7 @@ pub trait Worker: Sized + 'static {
 ///     }
 /// }
 ///
-/// let pool = Pool::<Steps>::builder().workers(1).build(()).unwrap();
+/// let pool = Pool::<Steps>::builder().workers(1).spawn(()).unwrap();
 /// let mut task = pool.submit(3);
 /// assert_eq!(task.wait_timeout(Duration::from_secs(5)), Some(Ok(3)));
 /// assert_eq!(task.progress(), vec![1, 2, 3]);
@@ -235,7 +235,7 @@ impl<'a, W: Worker> TaskContext<'a, W> {
     ///         Ok(task.par(|| (0..n).into_par_iter().map(|i| i * i).sum()))
     ///     }
     /// }
-    /// let pool = Pool::<Sum>::builder().workers(2).rayon(true).build(()).unwrap();
+    /// let pool = Pool::<Sum>::builder().workers(2).rayon(true).spawn(()).unwrap();
     /// assert_eq!(pool.submit(1000).wait(), Ok(332_833_500));
     /// ```
     pub fn par<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
@@ -255,7 +255,7 @@ impl<'a, W: Worker> TaskContext<'a, W> {
     ///     fn start(_: ()) -> Result<Self, String> { Ok(Id) }
     ///     fn run(&mut self, _: (), task: &TaskContext<'_, Self>) -> Result<u64, String> { Ok(task.id()) }
     /// }
-    /// let pool = Pool::<Id>::builder().workers(1).build(()).unwrap();
+    /// let pool = Pool::<Id>::builder().workers(1).spawn(()).unwrap();
     /// let task = pool.submit(());
     /// let id = task.id();
     /// assert_eq!(task.wait(), Ok(id));
@@ -469,7 +469,7 @@ impl<T> Task<T> {
 ///     }
 /// }
 ///
-/// let pool = Pool::<Slow>::builder().workers(1).build(()).unwrap();
+/// let pool = Pool::<Slow>::builder().workers(1).spawn(()).unwrap();
 /// let long = pool.submit(10_000);
 /// let mut queued = pool.submit(1);
 /// assert!(long.cancel());                        // resolves at once
@@ -545,7 +545,7 @@ impl<W: Worker> Pool<W> {
     ///     fn run(&mut self, n: u64, _: &TaskContext<'_, Self>) -> Result<u64, String> { Ok(n * n * n) }
     /// }
     ///
-    /// let pool = Pool::<Cube>::builder().build(()).unwrap();
+    /// let pool = Pool::<Cube>::builder().spawn(()).unwrap();
     /// assert_eq!(pool.stats().workers, isolates::pool::default_workers());
     /// let cubes = join_all((1..=3).map(|n| pool.submit(n)));
     /// assert_eq!(cubes, [Ok(1), Ok(8), Ok(27)]);
@@ -576,7 +576,7 @@ impl<W: Worker> Pool<W> {
     /// #     fn start(_: ()) -> Result<Self, String> { Ok(W) }
     /// #     fn run(&mut self, n: u8, _: &TaskContext<'_, Self>) -> Result<u8, String> { Ok(n) }
     /// # }
-    /// let pool = Pool::<W>::builder().workers(1).build(()).unwrap();
+    /// let pool = Pool::<W>::builder().workers(1).spawn(()).unwrap();
     /// let t = pool.submit_task(Task::new(9).priority(TaskPriority::High));
     /// assert_eq!(t.wait(), Ok(9));
     /// ```
@@ -584,11 +584,7 @@ impl<W: Worker> Pool<W> {
         let inner = &self.inner;
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         let cell = Arc::new(TaskCell::new(id, task.deadline));
-        let handle = TaskHandle {
-            cell: Arc::clone(&cell),
-            codecs: Arc::clone(&inner.codecs),
-            taken: false,
-        };
+        let handle = TaskHandle::new(Arc::clone(&cell), Arc::clone(&inner.codecs));
         let input = match inner.codecs.input.pack(task.input, "input") {
             Ok(packed) => packed.envelope.erase(),
             Err((_, e)) => {
@@ -629,7 +625,7 @@ impl<W: Worker> Pool<W> {
     /// #     fn start(_: ()) -> Result<Self, String> { Ok(W) }
     /// #     fn run(&mut self, n: u8, _: &TaskContext<'_, Self>) -> Result<u8, String> { Ok(n) }
     /// # }
-    /// let pool = Pool::<W>::builder().workers(1).build(()).unwrap();
+    /// let pool = Pool::<W>::builder().workers(1).spawn(()).unwrap();
     /// assert!(pool.kill_worker(0));
     /// assert_eq!(pool.submit(1).wait(), Ok(1)); // the replacement works
     /// ```
@@ -702,7 +698,7 @@ impl<W: Worker> Pool<W> {
     /// #     fn start(_: ()) -> Result<Self, String> { Ok(W) }
     /// #     fn run(&mut self, _: (), _: &TaskContext<'_, Self>) -> Result<(), String> { Ok(()) }
     /// # }
-    /// let pool = Pool::<W>::builder().workers(1).build(()).unwrap();
+    /// let pool = Pool::<W>::builder().workers(1).spawn(()).unwrap();
     /// pool.submit(()).wait().unwrap();
     /// let w = &pool.worker_stats()[0];
     /// assert!(w.alive);
@@ -764,9 +760,11 @@ impl<W: Worker> Pool<W> {
         }
     }
 
-    /// Shuts the pool down: queued tasks resolve
-    /// [`TaskError::PoolClosed`](crate::TaskError::PoolClosed), running
-    /// ones finish, workers exit. Later submissions resolve `PoolClosed`.
+    /// Stops the pool; returns at once (see [`join`](Self::join)): queued
+    /// tasks resolve [`TaskError::PoolClosed`](crate::TaskError::PoolClosed),
+    /// running ones finish, workers exit. Later submissions resolve
+    /// `PoolClosed`. Dropping the last clone of the pool stops it the same
+    /// way.
     ///
     /// # Examples
     ///
@@ -778,11 +776,47 @@ impl<W: Worker> Pool<W> {
     /// #     fn start(_: ()) -> Result<Self, String> { Ok(W) }
     /// #     fn run(&mut self, _: (), _: &TaskContext<'_, Self>) -> Result<(), String> { Ok(()) }
     /// # }
-    /// let pool = Pool::<W>::builder().workers(1).build(()).unwrap();
-    /// pool.shutdown();
+    /// let pool = Pool::<W>::builder().workers(1).spawn(()).unwrap();
+    /// pool.stop();
     /// assert_eq!(pool.submit(()).wait(), Err(isolates::TaskError::PoolClosed));
     /// ```
-    pub fn shutdown(&self) {
+    pub fn stop(&self) {
         self.inner.close();
+    }
+
+    /// Waits at most `timeout` for the pool to end after a
+    /// [`stop`](Self::stop): its running tasks finished and every worker
+    /// gone from its loop. Returns whether it ended. `Duration::MAX` waits
+    /// for good; called from one of the pool's own tasks it waits for
+    /// itself, until `timeout`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use isolates::pool::{Pool, TaskContext, Worker};
+    /// # struct W;
+    /// # impl Worker for W {
+    /// #     type Args = (); type Input = (); type Output = (); type Progress = (); type Error = String;
+    /// #     fn start(_: ()) -> Result<Self, String> { Ok(W) }
+    /// #     fn run(&mut self, _: (), _: &TaskContext<'_, Self>) -> Result<(), String> { Ok(()) }
+    /// # }
+    /// use std::time::Duration;
+    /// let pool = Pool::<W>::builder().workers(2).spawn(()).unwrap();
+    /// assert!(!pool.is_finished());
+    /// pool.stop();
+    /// assert!(pool.join(Duration::from_secs(10)));
+    /// assert!(pool.is_finished());
+    /// ```
+    pub fn join(&self, timeout: Duration) -> bool {
+        self.inner.wait_ended(crate::time::deadline_after(timeout))
+    }
+
+    /// Whether the pool has ended (stopped, no worker left); never blocks.
+    ///
+    /// # Examples
+    ///
+    /// See [`join`](Self::join).
+    pub fn is_finished(&self) -> bool {
+        self.inner.wait_ended(Some(Instant::now()))
     }
 }

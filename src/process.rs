@@ -379,7 +379,7 @@ impl Registry {
             type_name: std::any::type_name::<fn(A) -> R>(),
             #[cfg(target_os = "linux")]
             entry: crate::backend::process::Entry {
-                limit: crate::DEFAULT_LIMIT,
+                limit: crate::Bincode::DEFAULT_LIMIT,
                 run: std::sync::Arc::new(move |channel, start| {
                     crate::backend::process::serve_fn(f, channel, start)
                 }),

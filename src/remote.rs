@@ -28,7 +28,7 @@
 //! - **Progress** values and [`MainThread`](crate::pool::MainThread)
 //!   callbacks work as in a local pool.
 //! - **Failures are typed, on time.** An unreachable server fails
-//!   [`PoolBuilder::build`](crate::pool::PoolBuilder::build) and [`serve`]
+//!   [`PoolBuilder::spawn`](crate::pool::PoolBuilder::spawn) and [`serve`]
 //!   with [`RemoteError`] within the
 //!   [connect timeout](NatsOptions::connect_timeout) (5 s by default). A
 //!   server that goes away mid-run resolves the tasks on the wire
@@ -66,7 +66,7 @@
 //!         remote::serve::<Square>(&options, "squares", ())?;
 //!         return Ok(());
 //!     }
-//!     let pool = Pool::<Square>::builder().nats(options, "squares").build(())?;
+//!     let pool = Pool::<Square>::builder().nats(options, "squares").spawn(())?;
 //!     assert_eq!(pool.submit(12).wait(), Ok(144));
 //!     Ok(())
 //! }

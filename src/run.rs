@@ -2,7 +2,7 @@
 //! `compute`.
 //!
 //! Each call runs on a thread of its own, taken from a cache of idle threads
-//! (started on demand, retired after [`IDLE_RETIRE`] unused), so concurrent
+//! (started on demand, retired after 10 s unused), so concurrent
 //! calls never wait for each other and a warm call costs no thread spawn.
 
 use std::convert::Infallible;
@@ -22,7 +22,7 @@ use crate::pending::{Pending, Reply};
 use crate::port::{DynCodec, dyn_codec};
 
 /// How long an idle `run` thread waits for work before it exits.
-pub const IDLE_RETIRE: Duration = Duration::from_secs(10);
+pub(crate) const IDLE_RETIRE: Duration = Duration::from_secs(10);
 
 /// Runs `f(arg)` on another thread and returns its result as a [`Pending`].
 ///

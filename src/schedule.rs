@@ -7,7 +7,7 @@
 //!
 //! - **one-off, delayed or periodic** work (with a flex window), with
 //!   serializable input and output;
-//! - **retries** with linear or exponential [`Backoff`], and a **time limit**
+//! - **retries** with linear or exponential [`Backoff`](crate::Backoff), and a **time limit**
 //!   per run after which the run is told to stop, its worker abandoned, and
 //!   the handler's [`on_timeout`](Handler::on_timeout) called;
 //! - **constraints** ([`Constraint`]): built-ins read power, load, network
@@ -46,7 +46,7 @@
 //!     .handler_fn("greet", |name: String, _: &WorkContext<'_>| {
 //!         WorkResult::Success(format!("hello, {name}"))
 //!     })
-//!     .build()
+//!     .spawn()
 //!     .unwrap();
 //!
 //! let later = WorkRequest::once("greet").input("world").initial_delay(Duration::from_secs(60));
@@ -56,7 +56,7 @@
 //! clock.advance(Duration::from_secs(60)); // a minute passes, at once
 //! let info = manager.wait_finished(id, Duration::from_secs(10)).unwrap();
 //! assert_eq!(info.output::<String>(), Some(Ok("hello, world".into())));
-//! manager.shutdown();
+//! manager.stop();
 //! ```
 
 mod builder;
@@ -90,8 +90,8 @@ pub use headless::DueRun;
 pub use manager::WorkManager;
 pub use operation::Operation;
 pub use request::{
-    Backoff, Enqueued, ExistingWork, InputMerger, MissedAlarm, WorkChain, WorkId, WorkInfo,
-    WorkQuery, WorkRequest, WorkState,
+    Enqueued, ExistingWork, InputMerger, MissedAlarm, WorkChain, WorkId, WorkInfo, WorkQuery,
+    WorkRequest, WorkState,
 };
 pub use store::{StoreError, UnreadableWork, WorkStore};
 pub use wake::{OsWake, SystemdUnits, WakeError};

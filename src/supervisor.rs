@@ -5,7 +5,7 @@
 //! in reverse order. Restarts are limited by an intensity (at most `n` in a
 //! sliding window, 1 in 5 s by default as in OTP); past it the supervisor
 //! stops its children and exits, and its own supervisor sees that exit.
-//! Beyond OTP, a [`Backoff`] can space restarts out.
+//! Beyond OTP, a [`Backoff`](crate::Backoff) can space restarts out.
 //!
 //! Children can also be added and removed while it runs, as with OTP's
 //! `start_child`, `terminate_child`, `restart_child`, `delete_child` and
@@ -22,7 +22,6 @@
 //! [`AskError::Panicked`]: crate::AskError::Panicked
 //! [`AskError::Failed`]: crate::AskError::Failed
 
-mod backoff;
 mod builder;
 mod error;
 mod events;
@@ -32,9 +31,8 @@ mod runloop;
 mod shared;
 mod spec;
 
-pub use backoff::Backoff;
 pub use builder::SupervisorBuilder;
 pub use error::{ChildError, LookupError};
 pub use events::SupervisionEvent;
 pub use handle::Supervisor;
-pub use spec::{ABANDON_AFTER, ChildInfo, ChildKind, ChildSpec, Restart, Shutdown, Strategy};
+pub use spec::{ChildInfo, ChildKind, ChildSpec, Restart, Shutdown, Strategy};

@@ -221,7 +221,7 @@ impl Worker for Gated {
 }
 
 fn pool(workers: usize) -> Pool<Gated> {
-    Pool::<Gated>::builder().workers(workers).build(()).unwrap()
+    Pool::<Gated>::builder().workers(workers).spawn(()).unwrap()
 }
 
 /// The value of a `Job::Double` result.
@@ -480,7 +480,7 @@ mod schedule {
                 "noop",
                 |(): (), _: &WorkContext<'_>| WorkResult::Success(()),
             )
-            .build()
+            .spawn()
             .unwrap()
     }
 
@@ -497,7 +497,8 @@ mod schedule {
         };
         assert!(m.info(id).is_some());
         assert_eq!(within(m.cancel(WorkQuery::All)), Ok(1));
-        m.shutdown();
+        m.stop();
+        m.join(Duration::MAX);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -508,7 +509,8 @@ mod schedule {
             Ok(Enqueued::New(_))
         ));
         assert_eq!(soon(m.cancel(WorkQuery::All)).await, Ok(1));
-        m.shutdown();
+        m.stop();
+        m.join(Duration::MAX);
         // A stopped manager answers at once.
         assert_eq!(soon(m.enqueue(later())).await, Err(WorkError::Stopped));
     }
@@ -519,8 +521,9 @@ mod schedule {
         let mut op = m.enqueue(later());
         assert!(matches!(within(&mut op), Ok(Enqueued::New(_))));
         assert_eq!(within(&mut op), Err(WorkError::AlreadyTaken));
-        assert_eq!(op.try_result(), Some(Err(WorkError::AlreadyTaken)));
-        m.shutdown();
+        assert_eq!(op.try_take(), None, "taken once");
+        m.stop();
+        m.join(Duration::MAX);
     }
 
     #[test]
@@ -536,6 +539,7 @@ mod schedule {
         assert!(matches!(op.wait_timeout(T), Some(Ok(Enqueued::New(_)))));
         let next = m.enqueue(later()).wait_timeout(T);
         assert!(matches!(next, Some(Ok(Enqueued::New(_)))), "{next:?}");
-        m.shutdown();
+        m.stop();
+        m.join(Duration::MAX);
     }
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use common::wait_until;
 use isolates::pool::{FnWorker, Pool, TaskContext, TaskState, join_all};
 use isolates::process::ProcessOptions;
-use isolates::supervisor::{ChildSpec, SupervisorBuilder};
+use isolates::supervisor::{ChildSpec, Supervisor};
 use isolates::{
     AskError, Bincode, Codec, CodecError, Context, ExitReason, FnIsolate, Isolate, IsolateBuilder,
     IsolateHandle, Mailbox, Never, Priority, Request, SpawnError, TaskError, port,
@@ -240,7 +240,7 @@ fn copying_messages_copies_them_and_still_moves_the_state() {
 
 #[test]
 fn a_supervised_isolate_from_a_function_restarts_from_its_initial_state() {
-    let tree = SupervisorBuilder::new()
+    let tree = Supervisor::builder()
         .restart_intensity(5, Duration::from_secs(5))
         .child(ChildSpec::worker_fn(
             "sum",
@@ -251,7 +251,7 @@ fn a_supervised_isolate_from_a_function_restarts_from_its_initial_state() {
                 sum.iter().sum::<u32>()
             },
         ))
-        .start()
+        .spawn()
         .unwrap();
     let sum: IsolateHandle<FnIsolate<Vec<u32>, u32, u32>> =
         tree.worker::<FnIsolate<Vec<u32>, u32, u32>>("sum").unwrap();

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::fmt::Debug;
 
-use isolates::{Bincode, Codec, CodecError, DEFAULT_LIMIT, Transfer, port};
+use isolates::{Bincode, Codec, CodecError, Transfer, port};
 use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
@@ -237,14 +237,14 @@ fn hostile_length_prefix_is_refused_without_allocating() {
         assert_eq!(
             codec.decode::<String>(&frame),
             Err(CodecError::ClaimOverLimit {
-                limit: DEFAULT_LIMIT
+                limit: Bincode::DEFAULT_LIMIT
             }),
             "len {len:#x}"
         );
         assert_eq!(
             codec.decode::<Blob>(&frame),
             Err(CodecError::ClaimOverLimit {
-                limit: DEFAULT_LIMIT
+                limit: Bincode::DEFAULT_LIMIT
             }),
             "len {len:#x}"
         );
@@ -259,7 +259,7 @@ fn hostile_length_prefix_is_refused_without_allocating() {
             assert_eq!(
                 err,
                 CodecError::ClaimOverLimit {
-                    limit: DEFAULT_LIMIT
+                    limit: Bincode::DEFAULT_LIMIT
                 },
                 "len {len:#x}"
             );
@@ -296,7 +296,7 @@ fn claim_under_the_default_limit_with_missing_bytes_is_malformed() {
     assert_eq!(
         codec.decode::<String>(&frame),
         Err(CodecError::ClaimOverLimit {
-            limit: DEFAULT_LIMIT
+            limit: Bincode::DEFAULT_LIMIT
         })
     );
 }

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use isolates::{Bincode, Codec, CodecError, DEFAULT_LIMIT};
+use isolates::{Bincode, Codec, CodecError};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -60,11 +60,12 @@ fn nones_that_would_take_a_gigabyte_are_refused_within_the_limit() {
     let mut frame = length_prefix(n as u64);
     frame.resize(frame.len() + n, 0);
     let codec = Bincode::new();
-    let out = decode_within::<Vec<Option<[u64; 4]>>, DEFAULT_LIMIT>(&codec, &frame).unwrap();
+    let out =
+        decode_within::<Vec<Option<[u64; 4]>>, { Bincode::DEFAULT_LIMIT }>(&codec, &frame).unwrap();
     assert_eq!(
         out.unwrap_err(),
         CodecError::ClaimOverLimit {
-            limit: DEFAULT_LIMIT
+            limit: Bincode::DEFAULT_LIMIT
         }
     );
 }
@@ -76,11 +77,11 @@ fn zero_sized_elements_with_a_huge_length_are_refused_at_once() {
     let frame = length_prefix(u64::MAX);
     let codec = Bincode::new();
     let started = Instant::now();
-    let out = decode_within::<Vec<()>, DEFAULT_LIMIT>(&codec, &frame).unwrap();
+    let out = decode_within::<Vec<()>, { Bincode::DEFAULT_LIMIT }>(&codec, &frame).unwrap();
     assert_eq!(
         out.unwrap_err(),
         CodecError::ClaimOverLimit {
-            limit: DEFAULT_LIMIT
+            limit: Bincode::DEFAULT_LIMIT
         }
     );
     // Hours before; now no element is read. Generous for a loaded machine.

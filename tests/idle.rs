@@ -17,8 +17,9 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use common::wait_until;
+use isolates::Backoff;
 use isolates::pool::{Pool, TaskContext, Worker};
-use isolates::supervisor::{ChildSpec, SupervisorBuilder};
+use isolates::supervisor::{ChildSpec, Supervisor};
 use isolates::{Context, Isolate};
 use rayon::prelude::*;
 
@@ -258,7 +259,7 @@ fn idle_plain_pool(errors: &mut Vec<Result<(), String>>) {
     let pool = Pool::<Sleeper>::builder()
         .name("idle-plain")
         .autoscale(2, 4, Duration::from_millis(200))
-        .build(())
+        .spawn(())
         .unwrap();
     // Work that waits grows the pool; once idle, the extra workers leave
     // after their idle time, each at one deadline.
@@ -281,7 +282,7 @@ fn idle_rayon_pool(errors: &mut Vec<Result<(), String>>) {
         .name("idle-rayon")
         .workers(2)
         .rayon(true)
-        .build(())
+        .spawn(())
         .unwrap();
     assert_eq!(pool.submit((1000, false)).wait(), Ok(332_833_500));
     errors.push(created.check_idle("rayon pool", 2));
@@ -295,11 +296,11 @@ fn idle_rayon_pool(errors: &mut Vec<Result<(), String>>) {
 
 fn idle_supervisor(errors: &mut Vec<Result<(), String>>) {
     let created = Created::since_now();
-    let sup = SupervisorBuilder::new()
+    let sup = Supervisor::builder()
         .name("idle-sup")
         .child(ChildSpec::worker::<Echo>("a", ()))
         .child(ChildSpec::worker::<Echo>("b", ()))
-        .start()
+        .spawn()
         .unwrap();
     for name in ["a", "b"] {
         let child = sup.worker::<Echo>(name).unwrap();
@@ -307,6 +308,7 @@ fn idle_supervisor(errors: &mut Vec<Result<(), String>>) {
     }
     errors.push(created.check_idle("supervisor", 3));
     sup.stop();
+    sup.join(Duration::MAX);
 }
 
 /// CPU time the calling thread has used.
@@ -342,7 +344,7 @@ fn late_results_park_the_waiter() {
     let used = cpu_of("ask", || assert_eq!(echo.ask_timeout(300, T), Ok(300)));
     assert!(used < Duration::from_millis(20), "ask used {used:?}");
 
-    let pool = Pool::<Sleeper>::builder().workers(1).build(()).unwrap();
+    let pool = Pool::<Sleeper>::builder().workers(1).spawn(()).unwrap();
     assert_eq!(pool.submit(0).wait(), Ok(0));
     let task = pool.submit(300);
     let used = cpu_of("TaskHandle::wait", || assert_eq!(task.wait(), Ok(300)));
@@ -379,7 +381,7 @@ fn report_an_idle_rayon_pool_over_3_s() {
     let pool = Pool::<Squares>::builder()
         .workers(2)
         .rayon(true)
-        .build(())
+        .spawn(())
         .unwrap();
     assert_eq!(pool.submit((1000, true)).wait(), Ok(332_833_500));
     std::thread::sleep(Duration::from_millis(200));
@@ -401,8 +403,9 @@ fn report_an_idle_rayon_pool_over_3_s() {
 /// above.
 #[cfg(feature = "schedule")]
 mod schedule {
+    use isolates::Backoff;
     use isolates::schedule::{
-        Backoff, WorkContext, WorkManager, WorkQuery, WorkRequest, WorkResult, WorkState, WorkStore,
+        WorkContext, WorkManager, WorkQuery, WorkRequest, WorkResult, WorkState, WorkStore,
     };
 
     use super::*;
@@ -415,7 +418,7 @@ mod schedule {
                 "noop",
                 |(): (), _: &WorkContext<'_>| WorkResult::Success(()),
             )
-            .build()
+            .spawn()
             .unwrap();
         // One run, so the manager's pool and its deadline timer have worked.
         let id = manager
@@ -426,7 +429,8 @@ mod schedule {
         let info = manager.wait_finished(id, T).unwrap();
         assert!(info.state.is_finished(), "{info:?}");
         errors.push(created.check_idle("work manager", 3));
-        manager.shutdown();
+        manager.stop();
+        manager.join(Duration::MAX);
     }
 
     pub(super) fn idle_work_manager_with_an_abandoned_run(errors: &mut Vec<Result<(), String>>) {
@@ -443,7 +447,7 @@ mod schedule {
                 }
                 WorkResult::Success(w.attempt())
             })
-            .build()
+            .spawn()
             .unwrap();
         let request = WorkRequest::once("stuck")
             .time_limit(Duration::from_millis(100))
@@ -473,6 +477,7 @@ mod schedule {
         };
         assert_eq!(info.state, WorkState::Succeeded, "{info:?}");
         assert_eq!(info.output::<u32>(), Some(Ok(2)), "{info:?}");
-        manager.shutdown();
+        manager.stop();
+        manager.join(Duration::MAX);
     }
 }

@@ -191,7 +191,7 @@ fn panicking_handler_is_contained() {
         "stack names the file: {}",
         error.stack
     );
-    assert!(!h.is_alive());
+    assert!(h.is_finished());
     assert_eq!(h.stats().errors, 1);
     // Nothing else was disturbed.
     assert_eq!(bystander.ask_timeout(Cmd::Echo(1), T), Ok(Out::N(1)));
@@ -524,7 +524,7 @@ fn undecodable_message_is_the_senders_error() {
     let stats = h.stats();
     assert_eq!(stats.bad_messages, 2);
     assert_eq!(stats.errors, 0);
-    assert!(h.is_alive());
+    assert!(!h.is_finished());
 }
 
 #[test]
@@ -579,7 +579,7 @@ fn dropping_every_handle_drains_the_mailbox_then_exits() {
     let second = h.clone();
     h.resume(&token);
     drop(h);
-    assert!(second.is_alive());
+    assert!(!second.is_finished());
     drop(second);
     assert_eq!(exits.recv_timeout(T), Ok(ExitReason::Normal));
     assert_eq!(
@@ -687,11 +687,11 @@ fn pending_is_polled_from_a_frame_loop() {
     // The loop keeps drawing while the reply is on its way.
     for _ in 0..5 {
         assert_eq!(running.try_take(), None);
-        assert!(!running.is_ready());
+        assert!(!running.is_done());
         frames.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     release.send(()).unwrap();
-    assert!(wait_until(|| running.is_ready(), T));
+    assert!(wait_until(|| running.is_done(), T));
     assert_eq!(running.try_take(), Some(Ok(Out::Unit)));
     assert_eq!(running.try_take(), None, "resolves exactly once");
     assert!(running.is_taken());

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::wait_until;
 use isolates::port::{self, ReceivePort, SendPort};
-use isolates::supervisor::{ChildSpec, SupervisorBuilder};
+use isolates::supervisor::{ChildSpec, Supervisor};
 use isolates::{
     Context, Down, ExitReason, Isolate, IsolateHandle, Priority, RegisterError, TimerError,
     TimerRef, WhereisError,
@@ -331,9 +331,9 @@ impl Isolate for Named {
 
 #[test]
 fn a_restarted_isolate_registers_its_name_again() {
-    let sup = SupervisorBuilder::new()
+    let sup = Supervisor::builder()
         .child(ChildSpec::worker::<Named>("named", ()))
-        .start()
+        .spawn()
         .unwrap();
     let first = IsolateHandle::<Named>::whereis("otp-named").unwrap();
     let (_, downs) = first.monitor_port();
@@ -342,7 +342,7 @@ fn a_restarted_isolate_registers_its_name_again() {
     // the name again (its `start` would fail otherwise).
     assert!(downs.recv_timeout(T).is_ok());
     assert!(wait_until(
-        || IsolateHandle::<Named>::whereis("otp-named").is_ok_and(|h| h.is_alive()),
+        || IsolateHandle::<Named>::whereis("otp-named").is_ok_and(|h| !h.is_finished()),
         T
     ));
     sup.stop();
@@ -385,7 +385,7 @@ fn monitors_tell_of_normal_abnormal_and_earlier_exits() {
     let (_, late) = dead.monitor_port();
     assert_eq!(late.try_recv().unwrap().reason, ExitReason::Killed);
     // The watcher survives what it watches.
-    assert!(watcher.is_alive());
+    assert!(!watcher.is_finished());
     assert!(events.try_recv().is_err(), "a Down came twice");
 }
 
@@ -449,7 +449,7 @@ fn links_propagate_abnormal_exits_only() {
     assert_eq!(e.join(T), Some(ExitReason::Normal));
     // A message after the exit's signal is handled: d is alive.
     assert_eq!(d.ask_timeout(Cmd::Trap(false), T), Ok(0));
-    assert!(d.is_alive());
+    assert!(!d.is_finished());
 }
 
 #[test]
@@ -466,7 +466,7 @@ fn trapping_exits_turns_a_linked_death_into_a_down() {
         (down.id, down.reason, down.monitor),
         (doomed.id(), ExitReason::Killed, None)
     );
-    assert!(trapper.is_alive());
+    assert!(!trapper.is_finished());
     assert_eq!(trapper.ask_timeout(Cmd::Trap(true), T), Ok(0));
 
     // Linking to an isolate already dead acts at once.

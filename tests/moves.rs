@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use isolates::pool::{Pool, Task, TaskContext, Worker};
-use isolates::supervisor::{ChildSpec, Restart, SupervisorBuilder};
+use isolates::supervisor::{ChildSpec, Restart, Supervisor};
 use isolates::{AskError, Context, Isolate, IsolateBuilder, SendPort, port, run};
 use serde::{Deserialize, Serialize};
 
@@ -153,10 +153,10 @@ fn copy_messages_copies() {
 
 #[test]
 fn a_restart_keeps_the_moved_messages_queued_behind_the_crash() {
-    let tree = SupervisorBuilder::new()
+    let tree = Supervisor::builder()
         .restart_intensity(10, Duration::from_secs(5))
         .child(ChildSpec::worker::<Keeper>("keeper", Vec::new()).restart(Restart::Permanent))
-        .start()
+        .spawn()
         .unwrap();
     let keeper = tree.worker::<Keeper>("keeper").unwrap();
     // Hold the isolate inside a handler so everything below queues up
@@ -214,7 +214,7 @@ impl Worker for Echo {
 
 #[test]
 fn a_pool_moves_inputs_outputs_and_progress() {
-    let pool = Pool::<Echo>::builder().workers(2).build(()).unwrap();
+    let pool = Pool::<Echo>::builder().workers(2).spawn(()).unwrap();
     let payload = vec![9u8; BIG];
     let at = addr(&payload);
     let back = pool.submit(payload).wait().unwrap();
@@ -231,7 +231,7 @@ fn a_pool_moves_inputs_outputs_and_progress() {
 
 #[test]
 fn a_retried_task_gets_its_input_again() {
-    let pool = Pool::<Echo>::builder().workers(1).build(()).unwrap();
+    let pool = Pool::<Echo>::builder().workers(1).spawn(()).unwrap();
     let task = pool.submit_task(Task::new(vec![5u8, 6, 7]).retries(2));
     assert_eq!(
         task.wait(),
@@ -283,7 +283,7 @@ impl Worker for Taker {
 
 #[test]
 fn an_input_with_a_transfer_gets_no_retry_rather_than_an_emptied_buffer() {
-    let pool = Pool::<Taker>::builder().workers(1).build(()).unwrap();
+    let pool = Pool::<Taker>::builder().workers(1).spawn(()).unwrap();
     let task = pool.submit_task(Task::new(isolates::Transfer::new(vec![1; 1024])).retries(3));
     // The first run took the buffer: a retry could only see it empty.
     assert!(matches!(task.wait(), Err(isolates::TaskError::Panicked(_))));

@@ -145,7 +145,7 @@ fn tasks_run_on_remote_workers_with_progress_and_callbacks() {
     let serving = remote::start::<Remote>(&options(&server).workers(2), "basics", 0).unwrap();
     let pool = Pool::<Remote>::builder()
         .nats(options(&server).in_flight(8), "basics")
-        .build(0)
+        .spawn(0)
         .unwrap();
     let handles: Vec<_> = (0..200).map(|n| pool.submit(Job::Square(n))).collect();
     for (n, h) in (0..200u64).zip(handles) {
@@ -191,7 +191,7 @@ fn priorities_order_tasks_on_the_wire() {
         remote::start::<Remote>(&options(&server).workers(1), "priorities", PRIORITIES).unwrap();
     let pool = Pool::<Remote>::builder()
         .nats(options(&server).in_flight(1), "priorities")
-        .build(0)
+        .spawn(0)
         .unwrap();
     // Holds the only place on the wire while the others queue.
     let blocker = pool.submit(Job::Sleep(300));
@@ -220,7 +220,7 @@ fn a_killed_worker_process_has_its_task_redelivered() {
     let server = NatsServer::start(tmp(), &[]);
     let pool = Pool::<Remote>::builder()
         .nats(options(&server).in_flight(32), "killed")
-        .build(0)
+        .spawn(0)
         .unwrap();
     let a = WorkerProcess::start(&server.url(), "killed");
     let b = WorkerProcess::start(&server.url(), "killed");
@@ -303,7 +303,7 @@ fn queued_tasks_survive_a_server_restart() {
                 .disconnect_timeout(Duration::from_secs(60)),
             "restart",
         )
-        .build(0)
+        .spawn(0)
         .unwrap();
     // No worker yet: the tasks wait in the stream.
     let handles: Vec<_> = (0..200).map(|n| pool.submit(Job::Square(n))).collect();
@@ -356,7 +356,7 @@ fn wrong_password_and_unreachable_server_are_typed_errors() {
     let wrong = options(&server).user_password("app", "wrong");
     let err = Pool::<Remote>::builder()
         .nats(wrong.clone(), "auth")
-        .build(0)
+        .spawn(0)
         .unwrap_err();
     assert!(
         matches!(err, SpawnError::Remote(RemoteError::Unauthorized(_))),
@@ -369,7 +369,7 @@ fn wrong_password_and_unreachable_server_are_typed_errors() {
     let _serving = remote::start::<Remote>(&right, "auth", 0).unwrap();
     let pool = Pool::<Remote>::builder()
         .nats(right, "auth")
-        .build(0)
+        .spawn(0)
         .unwrap();
     assert_eq!(pool.submit(Job::Square(4)).wait().map(|v| v.0), Ok(16));
 
@@ -382,7 +382,7 @@ fn wrong_password_and_unreachable_server_are_typed_errors() {
         .connect_timeout(Duration::from_millis(500));
     let err = Pool::<Remote>::builder()
         .nats(nowhere, "auth")
-        .build(0)
+        .spawn(0)
         .unwrap_err();
     assert!(
         matches!(err, SpawnError::Remote(RemoteError::Unreachable { .. })),
@@ -403,7 +403,7 @@ fn garbage_on_the_task_subject_is_counted_and_ignored() {
     let serving = remote::start::<Remote>(&options(&server).workers(1), "garbage", 0).unwrap();
     let pool = Pool::<Remote>::builder()
         .nats(options(&server).in_flight(4), "garbage")
-        .build(0)
+        .spawn(0)
         .unwrap();
     // The stream exists once a side set it up.
     server.publish_raw("isolates.garbage.tasks", b"\xff\x00not a task at all", "");
@@ -432,7 +432,7 @@ fn cancel_and_deadline_cross_the_wire() {
     let serving = remote::start::<Remote>(&options(&server).workers(1), "cancel", CANCEL).unwrap();
     let pool = Pool::<Remote>::builder()
         .nats(options(&server).in_flight(4), "cancel")
-        .build(0)
+        .spawn(0)
         .unwrap();
 
     let running = pool.submit(Job::UntilCancelled(60_000));

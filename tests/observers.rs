@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use isolates::supervisor::{ChildSpec, Restart, SupervisionEvent, SupervisorBuilder};
+use isolates::supervisor::{ChildSpec, Restart, SupervisionEvent, Supervisor};
 use isolates::{
     AskError, Context, ExitReason, Isolate, IsolateBuilder, IsolateError, Priority, port,
 };
@@ -37,10 +37,10 @@ impl Isolate for Touchy {
 
 #[test]
 fn a_full_event_listener_does_not_freeze_its_supervisor() {
-    let sup = SupervisorBuilder::new()
+    let sup = Supervisor::builder()
         .restart_intensity(100, Duration::from_secs(5))
         .child(ChildSpec::worker::<Touchy>("touchy", ()).restart(Restart::Permanent))
-        .start()
+        .spawn()
         .unwrap();
     // Room for one event, never drained.
     let (stuck, _stuck_rx) = port::bounded::<SupervisionEvent>(1);

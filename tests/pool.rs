@@ -200,13 +200,13 @@ fn builder(workers: usize) -> PoolBuilder<Probe> {
 }
 
 fn pool(workers: usize) -> Pool<Probe> {
-    builder(workers).build(None).unwrap()
+    builder(workers).spawn(None).unwrap()
 }
 
 /// A pool whose workers log the id of each task they start.
 fn logged(workers: usize) -> (Pool<Probe>, ReceivePort<u64>) {
     let (tx, rx) = port::unbounded();
-    (builder(workers).build(Some(tx)).unwrap(), rx)
+    (builder(workers).spawn(Some(tx)).unwrap(), rx)
 }
 
 /// The next `n` task ids from a log.
@@ -281,7 +281,7 @@ fn shared_queue_computes_every_result_and_an_idle_worker_takes_queued_work() {
 fn least_loaded_sends_work_to_the_worker_that_is_free() {
     let pool = builder(2)
         .routing(Routing::LeastLoaded)
-        .build(None)
+        .spawn(None)
         .unwrap();
     let handles: Vec<_> = (0..100).map(|n| pool.submit(Op::Double(n))).collect();
     for (n, handle) in (0..).zip(handles) {
@@ -304,7 +304,7 @@ fn round_robin_alternates_workers_even_when_one_is_free() {
     let pool = builder(2)
         .name("rr")
         .routing(Routing::RoundRobin)
-        .build(None)
+        .spawn(None)
         .unwrap();
     // Four tasks routed in turn: 1 and 3 to one worker, 2 and 4 to the other.
     let (op1, events1) = blocking();
@@ -343,7 +343,7 @@ fn key_affinity_runs_a_key_on_one_worker_and_spreads_keys() {
     let pool = builder(3)
         .name("affinity")
         .routing(Routing::KeyAffinity)
-        .build(None)
+        .spawn(None)
         .unwrap();
     let mut handles = Vec::new();
     for round in 0..5 {
@@ -524,7 +524,7 @@ fn progress_arrives_in_order() {
 fn a_full_queue_rejects_with_the_reject_policy() {
     let pool = builder(1)
         .queue_bound(2, FullPolicy::Reject)
-        .build(None)
+        .spawn(None)
         .unwrap();
     let (held, release, _) = block(&pool);
     let queued = [pool.submit(Op::Double(1)), pool.submit(Op::Double(2))];
@@ -546,7 +546,7 @@ fn a_full_queue_rejects_with_the_reject_policy() {
 fn a_full_queue_with_the_block_policy_waits_for_room() {
     let pool = builder(1)
         .queue_bound(1, FullPolicy::Block(T))
-        .build(None)
+        .spawn(None)
         .unwrap();
     let (held, release, _) = block(&pool);
     let queued = pool.submit(Op::Double(1));
@@ -580,7 +580,7 @@ fn a_full_queue_with_the_block_policy_rejects_after_its_wait() {
     let wait = Duration::from_millis(100);
     let pool = builder(1)
         .queue_bound(1, FullPolicy::Block(wait))
-        .build(None)
+        .spawn(None)
         .unwrap();
     let (held, release, _) = block(&pool);
     let queued = pool.submit(Op::Double(1));
@@ -597,7 +597,7 @@ fn a_full_queue_with_the_block_policy_rejects_after_its_wait() {
 fn a_cancelled_task_frees_its_place_in_a_bounded_queue() {
     let pool = builder(1)
         .queue_bound(1, FullPolicy::Reject)
-        .build(None)
+        .spawn(None)
         .unwrap();
     let (held, release, _) = block(&pool);
     let stale = pool.submit(Op::Double(1));
@@ -698,7 +698,7 @@ fn autoscale_grows_to_the_maximum_under_load_and_shrinks_when_idle() {
     let pool = Pool::<Probe>::builder()
         .nice(None)
         .autoscale(1, 3, Duration::from_millis(200))
-        .build(None)
+        .spawn(None)
         .unwrap();
     assert_eq!(pool.stats().workers, 1);
     // Each held task starts before the next is submitted: a pool grows when
@@ -726,7 +726,7 @@ fn autoscale_starts_a_worker_for_tasks_submitted_back_to_back() {
         let pool = Pool::<Probe>::builder()
             .nice(None)
             .autoscale(1, 2, T)
-            .build(None)
+            .spawn(None)
             .unwrap();
         // The bug needs the one worker waiting for work; nothing shows when
         // it is, so give it time (the test passes either way once fixed).
@@ -752,7 +752,7 @@ fn shutdown_closes_queued_and_later_tasks_and_lets_running_ones_finish() {
     let pool = pool(1);
     let (held, release, _) = block(&pool);
     let mut queued = [pool.submit(Op::Double(1)), pool.submit(Op::Double(2))];
-    pool.shutdown();
+    pool.stop();
     for handle in &mut queued {
         assert_eq!(handle.try_take(), Some(Err(TaskError::PoolClosed)));
     }
@@ -1009,7 +1009,7 @@ fn every_handle_resolves_exactly_once_under_a_mixed_load() {
 
 #[test]
 fn on_resolve_observers_run_beside_a_batch() {
-    let pool = Pool::<Probe>::builder().workers(2).build(None).unwrap();
+    let pool = Pool::<Probe>::builder().workers(2).spawn(None).unwrap();
     let told = Arc::new(AtomicUsize::new(0));
     let handles: Vec<_> = (0..8u64).map(|n| pool.submit(Op::Double(n))).collect();
     let watches: Vec<_> = handles.iter().map(TaskHandle::watch).collect();
@@ -1038,7 +1038,7 @@ fn on_resolve_observers_run_beside_a_batch() {
 
 #[test]
 fn a_watch_sees_a_cancelled_run_execute_until_it_returns() {
-    let pool = Pool::<Probe>::builder().workers(1).build(None).unwrap();
+    let pool = Pool::<Probe>::builder().workers(1).spawn(None).unwrap();
     let (events_tx, events) = port::unbounded::<Event>();
     let task = pool.submit(Op::Block(events_tx));
     let watch = task.watch();

@@ -70,7 +70,7 @@ impl Worker for Probe {
 }
 
 fn pool(workers: usize) -> Pool<Probe> {
-    Pool::<Probe>::builder().workers(workers).build(()).unwrap()
+    Pool::<Probe>::builder().workers(workers).spawn(()).unwrap()
 }
 
 #[test]
@@ -206,7 +206,7 @@ fn a_shut_down_pool_resolves_its_queued_tasks_in_the_batch() {
     let hold = pool.submit(Op::Hold);
     assert!(wait_until(|| hold.state() == TaskState::Running, T));
     let batch = Batch::new([pool.submit(Op::Value(1)), hold]);
-    pool.shutdown();
+    pool.stop();
     // The queued task resolves at once; the running one may finish.
     assert!(wait_until(|| batch.pending() == 1, T));
     assert_eq!(batch.cancel(), 1);

@@ -80,7 +80,7 @@ fn every_task_resolves_exactly_once_under_chaos() {
     let pool = Pool::<Chaos>::builder()
         .workers(workers)
         .nice(None)
-        .build(())
+        .spawn(())
         .unwrap();
     let tally = chaos(pool.clone(), workers, count, Duration::from_millis(2));
     // Under chaos a panicking task may be killed before its panic is caught
@@ -131,7 +131,7 @@ fn every_task_resolves_exactly_once_under_chaos_in_child_processes() {
         .workers(workers)
         .nice(None)
         .process(isolates::process::ProcessOptions::new())
-        .build(())
+        .spawn(())
         .unwrap();
     let tally = chaos(pool, workers, count, Duration::from_millis(25));
     assert!(tally.ok > 0);

@@ -39,7 +39,7 @@ impl Worker for Grumpy {
 
 #[test]
 fn a_state_whose_drop_panics_is_replaced_and_tasks_go_on() {
-    let pool = Pool::<Grumpy>::builder().workers(1).build(()).unwrap();
+    let pool = Pool::<Grumpy>::builder().workers(1).spawn(()).unwrap();
     for round in 1..=3u32 {
         // The panic restarts the worker: its old state is dropped (and
         // panics) while the worker goes on.
@@ -97,7 +97,7 @@ fn start_arguments_are_cloned_not_decoded_even_when_copying() {
     let pool = Pool::<Poisoned>::builder()
         .workers(2)
         .copy_messages(true)
-        .build(Poison)
+        .spawn(Poison)
         .unwrap();
     assert_eq!(pool.submit(7).wait_timeout_owned(T), Some(Ok(7)));
 }
@@ -141,7 +141,7 @@ impl Worker for Shaky {
 fn start_arguments_whose_clone_panics_fail_tasks_not_hang_them() {
     // The first clone starts the worker; the restart after a panic needs
     // another, which panics: the worker is gone, and tasks resolve.
-    let pool = Pool::<Shaky>::builder().workers(1).build(Brittle).unwrap();
+    let pool = Pool::<Shaky>::builder().workers(1).spawn(Brittle).unwrap();
     assert_eq!(pool.submit(3).wait_timeout_owned(T), Some(Ok(3)));
     assert!(matches!(
         pool.submit(0).wait_timeout_owned(T),
@@ -154,7 +154,7 @@ fn start_arguments_whose_clone_panics_fail_tasks_not_hang_them() {
     // A build whose first clone panics is an error, not an unwinding
     // caller.
     assert!(matches!(
-        Pool::<Shaky>::builder().workers(1).build(Brittle),
+        Pool::<Shaky>::builder().workers(1).spawn(Brittle),
         Err(isolates::SpawnError::Args(_))
     ));
 }
@@ -197,7 +197,7 @@ impl Worker for Chatty {
 
 #[test]
 fn unread_progress_is_bounded_to_the_latest_values() {
-    let pool = Pool::<Chatty>::builder().workers(1).build(()).unwrap();
+    let pool = Pool::<Chatty>::builder().workers(1).spawn(()).unwrap();
     let mut task = pool.submit(100_000);
     assert_eq!(task.wait_timeout(T), Some(Ok(())));
     let kept = task.progress();

@@ -39,7 +39,7 @@ impl Worker for Nice {
 #[test]
 fn workers_run_at_nice_10_by_default_and_as_spawned_when_asked() {
     let mine = nice_of_this_thread().unwrap();
-    let default = Pool::<Nice>::builder().workers(1).build(()).unwrap();
+    let default = Pool::<Nice>::builder().workers(1).spawn(()).unwrap();
     let niced = default.submit(()).wait().unwrap();
     // A pool only ever lowers priority: nice 10, or the thread's own if
     // that is already higher.
@@ -48,7 +48,7 @@ fn workers_run_at_nice_10_by_default_and_as_spawned_when_asked() {
     let plain = Pool::<Nice>::builder()
         .workers(1)
         .nice(None)
-        .build(())
+        .spawn(())
         .unwrap();
     assert_eq!(plain.submit(()).wait(), Ok(mine));
 }

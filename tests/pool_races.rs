@@ -78,7 +78,7 @@ fn hold(pool: &Pool<Limited>) -> SendPort<()> {
 fn tasks_resolve_when_no_worker_can_start() {
     let pool = Pool::<Limited>::builder()
         .workers(2)
-        .build(budget(0, 0))
+        .spawn(budget(0, 0))
         .unwrap();
     let mut task = pool.submit(Op::Echo(1));
     match task.wait_timeout(T) {
@@ -93,7 +93,7 @@ fn a_failed_restart_hands_the_slots_queue_to_the_others() {
     let pool = Pool::<Limited>::builder()
         .workers(2)
         .routing(Routing::RoundRobin)
-        .build(budget(1, 2))
+        .spawn(budget(1, 2))
         .unwrap();
     // Slot 0 gets the panic and the echo behind it; its restart fails.
     let release = hold(&pool); // slot 0 (round robin starts there)
@@ -113,7 +113,7 @@ fn a_failed_restart_hands_the_slots_queue_to_the_others() {
 fn a_deadline_fires_while_every_worker_is_busy() {
     let pool = Pool::<Limited>::builder()
         .workers(1)
-        .build(budget(2, usize::MAX))
+        .spawn(budget(2, usize::MAX))
         .unwrap();
     let release = hold(&pool);
     let mut ui = MainThread::new();
@@ -142,7 +142,7 @@ fn a_deadline_fires_while_every_worker_is_busy() {
 fn a_waker_may_call_back_into_the_pool() {
     let pool = Pool::<Limited>::builder()
         .workers(1)
-        .build(budget(3, usize::MAX))
+        .spawn(budget(3, usize::MAX))
         .unwrap();
     let release = hold(&pool);
     let mut ui = MainThread::new();
@@ -169,7 +169,7 @@ fn a_waker_may_call_back_into_the_pool() {
 fn concurrent_kills_leave_one_worker_per_slot() {
     let pool = Pool::<Limited>::builder()
         .workers(2)
-        .build(budget(4, usize::MAX))
+        .spawn(budget(4, usize::MAX))
         .unwrap();
     let mut handles = Vec::new();
     for round in 0..200 {
@@ -194,7 +194,7 @@ fn concurrent_kills_leave_one_worker_per_slot() {
         }
     }
     assert_eq!(pool.stats().workers, 2);
-    pool.shutdown();
+    pool.stop();
     assert!(wait_until(|| pool.stats().workers == 0, T));
 }
 
@@ -205,7 +205,7 @@ fn rayon_mode_survives_a_failed_restart_and_a_kill() {
         .workers(2)
         .rayon(true)
         .routing(Routing::RoundRobin)
-        .build(budget(5, 2))
+        .spawn(budget(5, 2))
         .unwrap();
     assert!(matches!(
         pool.submit(Op::Panic).wait(),
@@ -218,6 +218,6 @@ fn rayon_mode_survives_a_failed_restart_and_a_kill() {
     }
     let dead = pool.worker_stats().iter().position(|w| !w.alive).unwrap();
     assert!(!pool.kill_worker(dead));
-    pool.shutdown();
+    pool.stop();
     assert!(wait_until(|| pool.stats().workers == 0, T));
 }

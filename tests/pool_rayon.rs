@@ -57,7 +57,7 @@ fn par_work_runs_on_idle_workers_and_no_other_thread() {
         .name("spread")
         .workers(2)
         .rayon(true)
-        .build(())
+        .spawn(())
         .unwrap();
     let names = pool.submit(1000).wait().unwrap();
     assert_eq!(names, ["spread-0", "spread-1"]);
@@ -122,7 +122,7 @@ fn a_worker_helping_with_par_work_comes_back_for_a_task() {
     let pool = Pool::<Waits>::builder()
         .workers(2)
         .rayon(true)
-        .build(())
+        .spawn(())
         .unwrap();
     let mut waiting = pool.submit(true);
     // The other worker has done the par half: it helps, and then sleeps

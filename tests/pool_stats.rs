@@ -36,7 +36,7 @@ fn per_worker_figures_add_up() {
     let pool = Pool::<Check>::builder()
         .workers(2)
         .routing(Routing::RoundRobin)
-        .build(())
+        .spawn(())
         .unwrap();
     let handles: Vec<_> = (0..10)
         .map(|i| pool.submit(if i == 4 { -1 } else { i }))

@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::wait_until;
 use isolates::pool::{Pool, Task, TaskContext, Worker};
 use isolates::process::{ProcessOptions, Registry};
-use isolates::supervisor::{ChildSpec, Restart, SupervisionEvent, SupervisorBuilder};
+use isolates::supervisor::{ChildSpec, Restart, SupervisionEvent, Supervisor};
 use isolates::{
     AskError, Context, Crash, ExitReason, Isolate, IsolateBuilder, IsolateHandle, Priority,
     SpawnError, TaskError, port,
@@ -387,7 +387,7 @@ fn a_supervisor_restarts_a_crashed_child_process() {
         0,
     )
     .restart(Restart::Permanent);
-    let sup = SupervisorBuilder::new().child(spec).start().unwrap();
+    let sup = Supervisor::builder().child(spec).spawn().unwrap();
     sup.add_event_listener(events_tx);
     let probe = sup.worker::<Probe>("probe").unwrap();
     let first = probe.ask_timeout(Msg::Pid, T).unwrap();
@@ -607,7 +607,7 @@ fn process_pool(workers: usize) -> Pool<Crunch> {
     Pool::<Crunch>::builder()
         .workers(workers)
         .process(ProcessOptions::new())
-        .build(())
+        .spawn(())
         .expect("a process pool")
 }
 
@@ -690,13 +690,13 @@ fn a_process_pool_needs_registration_and_no_rayon() {
     children();
     let err = Pool::<Unregistered>::builder()
         .process(ProcessOptions::new())
-        .build(())
+        .spawn(())
         .unwrap_err();
     assert!(matches!(&err, SpawnError::NotRegistered(why) if why.contains("Unregistered")));
     let err = Pool::<Crunch>::builder()
         .rayon(true)
         .process(ProcessOptions::new())
-        .build(())
+        .spawn(())
         .unwrap_err();
     assert!(matches!(err, SpawnError::Unsupported(_)));
 }

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use common::wait_until;
+use isolates::Backoff;
 use isolates::schedule::*;
 
 /// How long any condition may take to come true.
@@ -172,7 +173,7 @@ fn one_off_work_succeeds_with_its_output() {
         .handler_fn("double", |n: u32, _: &WorkContext<'_>| {
             WorkResult::Success(n * 2)
         })
-        .build()
+        .spawn()
         .unwrap();
     let id = new_id(m.enqueue(WorkRequest::once("double").input(&21u32)));
     let i = finished(&m, id);
@@ -184,7 +185,8 @@ fn one_off_work_succeeds_with_its_output() {
     assert_eq!(i.next_run_at, None);
     assert_eq!(i.handler, "double");
     assert!(!i.periodic);
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 #[test]
@@ -193,7 +195,7 @@ fn initial_delay_waits_for_the_clock() {
     let runs = Arc::new(AtomicUsize::new(0));
     let m = builder(&clock)
         .handler_fn("count", counting(&runs))
-        .build()
+        .spawn()
         .unwrap();
     let t0 = clock.now();
     let id = new_id(m.enqueue(WorkRequest::once("count").initial_delay(MINUTE)));
@@ -215,7 +217,8 @@ fn initial_delay_waits_for_the_clock() {
     assert_eq!(i.state, WorkState::Succeeded);
     assert_eq!(i.run_attempts, 1);
     assert_eq!(count(&runs), 1);
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 // ---- periodic work ---------------------------------------------------------
@@ -226,7 +229,7 @@ fn periodic_work_runs_once_per_interval() {
     let runs = Arc::new(AtomicUsize::new(0));
     let m = builder(&clock)
         .handler_fn("tick", counting(&runs))
-        .build()
+        .spawn()
         .unwrap();
     let t0 = clock.now();
     let id = new_id(m.enqueue(WorkRequest::periodic("tick", HOUR)));
@@ -254,7 +257,8 @@ fn periodic_work_runs_once_per_interval() {
     }
     sync(&m);
     assert_eq!(count(&runs), 4);
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 #[test]
@@ -273,7 +277,7 @@ fn periodic_failure_waits_for_the_next_period() {
                 }
             },
         )
-        .build()
+        .spawn()
         .unwrap();
     let t0 = clock.now();
     let id = new_id(m.enqueue(WorkRequest::periodic("flaky", HOUR)));
@@ -290,7 +294,8 @@ fn periodic_failure_waits_for_the_next_period() {
     let failure = i.failure.expect("the panic is the failure");
     assert!(failure.contains("the feed is on fire"), "{failure}");
     assert_eq!(i.next_run_at, Some(t0 + HOUR * 2));
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 #[test]
@@ -299,7 +304,7 @@ fn missed_periods_are_skipped() {
     let runs = Arc::new(AtomicUsize::new(0));
     let m = builder(&clock)
         .handler_fn("tick", counting(&runs))
-        .build()
+        .spawn()
         .unwrap();
     let id = new_id(m.enqueue(WorkRequest::periodic("tick", HOUR)));
     wait_for(&m, id, "ran its first period", |i| i.periods == 1);
@@ -322,7 +327,8 @@ fn missed_periods_are_skipped() {
     assert_eq!(due_in(&clock, &i), HOUR);
     sync(&m);
     assert_eq!(count(&runs), 3);
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 #[test]
@@ -337,7 +343,7 @@ fn a_run_that_outlasts_its_period_does_not_skip_the_next() {
             }
             WorkResult::Success(())
         })
-        .build()
+        .spawn()
         .unwrap();
     let t0 = clock.now();
     let flex = MINUTE * 15;
@@ -350,7 +356,8 @@ fn a_run_that_outlasts_its_period_does_not_skip_the_next() {
     let i = wait_for(&m, id, "ran its first period", |i| i.periods == 1);
     assert_eq!(i.state, WorkState::Enqueued);
     assert_eq!(i.next_run_at, Some(t0 + HOUR + HOUR - flex));
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 #[test]
@@ -359,7 +366,7 @@ fn flex_window_runs_late_in_each_interval() {
     let runs = Arc::new(AtomicUsize::new(0));
     let m = builder(&clock)
         .handler_fn("tick", counting(&runs))
-        .build()
+        .spawn()
         .unwrap();
     let t0 = clock.now();
     let flex = MINUTE * 15;
@@ -377,13 +384,14 @@ fn flex_window_runs_late_in_each_interval() {
     let i = wait_for(&m, id, "ran in its flex window", |i| i.periods == 1);
     assert_eq!(i.next_run_at, Some(t0 + HOUR + HOUR - flex));
     assert_eq!(count(&runs), 1);
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 #[test]
 fn periodic_interval_and_flex_are_checked() {
     let clock = ManualClock::default();
-    let m = builder(&clock).min_interval(MINUTE * 15).build().unwrap();
+    let m = builder(&clock).min_interval(MINUTE * 15).spawn().unwrap();
     let short = m.enqueue(WorkRequest::periodic("noop", MINUTE * 14)).wait();
     assert!(matches!(short, Err(WorkError::Invalid(_))), "{short:?}");
     let wide = m
@@ -398,14 +406,17 @@ fn periodic_interval_and_flex_are_checked() {
     // The minimum itself and a flex of the whole interval are fine.
     new_id(m.enqueue(WorkRequest::periodic("noop", MINUTE * 15)));
     new_id(m.enqueue(WorkRequest::periodic("noop", HOUR).flex(HOUR)));
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 // ---- retries and backoff ---------------------------------------------------
 
-/// Work that always asks to retry, with `backoff`: after the n-th retry it
-/// runs next `expected[n - 1]` later, and not a second earlier.
-fn check_backoff(backoff: Backoff, expected: &[Duration]) {
+/// Work that always asks to retry, with `backoff` (the request's default
+/// if `None`): after the n-th retry it runs next `expected[n - 1]` later,
+/// and not a second earlier.
+fn check_backoff(backoff: impl Into<Option<Backoff>>, expected: &[Duration]) {
+    let backoff = backoff.into();
     let clock = ManualClock::default();
     let runs = Arc::new(AtomicUsize::new(0));
     let r = Arc::clone(&runs);
@@ -417,9 +428,13 @@ fn check_backoff(backoff: Backoff, expected: &[Duration]) {
                 WorkResult::Retry
             },
         )
-        .build()
+        .spawn()
         .unwrap();
-    let id = new_id(m.enqueue(WorkRequest::once("again").backoff(backoff)));
+    let mut request = WorkRequest::once("again");
+    if let Some(backoff) = backoff {
+        request = request.backoff(backoff);
+    }
+    let id = new_id(m.enqueue(request));
     for (n, &want) in (1u32..).zip(expected) {
         let i = wait_for(&m, id, "retried", |i| {
             i.retries == n && i.state == WorkState::Enqueued
@@ -444,7 +459,8 @@ fn check_backoff(backoff: Backoff, expected: &[Duration]) {
     let n = expected.len() as u32 + 1;
     let i = wait_for(&m, id, "retried", |i| i.retries == n);
     assert_eq!(i.run_attempts, n);
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 #[test]
@@ -469,7 +485,7 @@ fn backoff_is_capped() {
 #[test]
 fn default_backoff_is_exponential_from_30_seconds() {
     let d = Duration::from_secs(30);
-    check_backoff(Backoff::default(), &[d, d * 2]);
+    check_backoff(None, &[d, d * 2]);
 }
 
 #[test]
@@ -483,7 +499,7 @@ fn success_after_retries_resets_the_retry_count() {
                 WorkResult::Success(w.attempt())
             }
         })
-        .build()
+        .spawn()
         .unwrap();
     let backoff = Backoff::linear(SECOND);
     let id = new_id(m.enqueue(WorkRequest::once("third").backoff(backoff)));
@@ -499,7 +515,8 @@ fn success_after_retries_resets_the_retry_count() {
     assert_eq!(i.state, WorkState::Succeeded);
     assert_eq!(i.output::<u32>(), Some(Ok(3)));
     assert_eq!((i.run_attempts, i.retries), (3, 0));
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 // ---- failures --------------------------------------------------------------
@@ -511,7 +528,7 @@ fn handler_panic_fails_the_work() {
         .handler_fn("boom", |(): (), _: &WorkContext<'_>| -> WorkResult<()> {
             panic!("the disk is on fire")
         })
-        .build()
+        .spawn()
         .unwrap();
     let id = new_id(m.enqueue(WorkRequest::once("boom")));
     let i = finished(&m, id);
@@ -521,7 +538,8 @@ fn handler_panic_fails_the_work() {
     assert!(failure.contains("panic"), "{failure}");
     assert_eq!(i.run_attempts, 1);
     assert_eq!(i.output, None);
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 #[test]
@@ -531,7 +549,7 @@ fn failure_result_fails_the_work() {
         .handler_fn("refuse", |(): (), _: &WorkContext<'_>| -> WorkResult<()> {
             WorkResult::Failure("no such account".into())
         })
-        .build()
+        .spawn()
         .unwrap();
     let id = new_id(m.enqueue(WorkRequest::once("refuse")));
     let i = finished(&m, id);
@@ -540,7 +558,8 @@ fn failure_result_fails_the_work() {
     assert_eq!((i.run_attempts, i.retries), (1, 0));
     sync(&m);
     assert_eq!(info(&m, id).run_attempts, 1, "a failure is not retried");
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 #[test]
@@ -550,7 +569,7 @@ fn undecodable_input_fails_the_work() {
         .handler_fn("text", |s: String, _: &WorkContext<'_>| {
             WorkResult::Success(s)
         })
-        .build()
+        .spawn()
         .unwrap();
     // Bincode reads a length of 200 then runs out of bytes.
     let id = new_id(m.enqueue(WorkRequest::once("text").input(&200u8)));
@@ -558,7 +577,8 @@ fn undecodable_input_fails_the_work() {
     assert_eq!(i.state, WorkState::Failed);
     let failure = i.failure.expect("a failure text");
     assert!(failure.contains("input"), "{failure}");
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 // ---- chains ----------------------------------------------------------------
@@ -584,7 +604,7 @@ fn chain_builder(clock: &ManualClock, runs: &Arc<AtomicUsize>) -> WorkManagerBui
 fn chain_passes_outputs_on_as_inputs() {
     let clock = ManualClock::default();
     let runs = Arc::new(AtomicUsize::new(0));
-    let m = chain_builder(&clock, &runs).build().unwrap();
+    let m = chain_builder(&clock, &runs).spawn().unwrap();
     let chain = WorkChain::new(WorkRequest::once("double").input(&3u32))
         .then(WorkRequest::once("double"))
         .then(WorkRequest::once("show"));
@@ -602,26 +622,28 @@ fn chain_passes_outputs_on_as_inputs() {
     assert_eq!(ib.prerequisites, vec![a]);
     assert!(ia.prerequisites.is_empty());
     assert_eq!(count(&runs), 3);
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 #[test]
 fn chain_work_with_its_own_input_keeps_it() {
     let clock = ManualClock::default();
     let runs = Arc::new(AtomicUsize::new(0));
-    let m = chain_builder(&clock, &runs).build().unwrap();
+    let m = chain_builder(&clock, &runs).spawn().unwrap();
     let chain = WorkChain::new(WorkRequest::once("double").input(&3u32))
         .then(WorkRequest::once("double").input(&100u32));
     let ids = new_ids(m.enqueue(chain));
     assert_eq!(finished(&m, ids[1]).output::<u32>(), Some(Ok(200)));
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 #[test]
 fn failure_fails_the_rest_of_the_chain() {
     let clock = ManualClock::default();
     let runs = Arc::new(AtomicUsize::new(0));
-    let m = chain_builder(&clock, &runs).build().unwrap();
+    let m = chain_builder(&clock, &runs).spawn().unwrap();
     let chain = WorkChain::new(WorkRequest::once("fail"))
         .then(WorkRequest::once("double"))
         .then(WorkRequest::once("show"));
@@ -638,14 +660,15 @@ fn failure_fails_the_rest_of_the_chain() {
     }
     assert!(ib.failure.unwrap().contains(&ids[0].to_string()));
     assert_eq!(count(&runs), 0);
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 #[test]
 fn cancelling_the_head_cancels_the_chain() {
     let clock = ManualClock::default();
     let runs = Arc::new(AtomicUsize::new(0));
-    let m = chain_builder(&clock, &runs).build().unwrap();
+    let m = chain_builder(&clock, &runs).spawn().unwrap();
     let chain = WorkChain::new(WorkRequest::once("double").input(&1u32).initial_delay(HOUR))
         .then(WorkRequest::once("double"))
         .then(WorkRequest::once("show"));
@@ -668,14 +691,15 @@ fn cancelling_the_head_cancels_the_chain() {
     for &id in &ids {
         assert_eq!(info(&m, id).state, WorkState::Cancelled);
     }
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 #[test]
 fn then_all_fans_out_and_joins() {
     let clock = ManualClock::default();
     let runs = Arc::new(AtomicUsize::new(0));
-    let m = chain_builder(&clock, &runs).build().unwrap();
+    let m = chain_builder(&clock, &runs).spawn().unwrap();
     let chain = WorkChain::new(WorkRequest::once("double").input(&5u32))
         .then_all([WorkRequest::once("show"), WorkRequest::once("double")])
         .then(WorkRequest::once("show"));
@@ -698,14 +722,15 @@ fn then_all_fans_out_and_joins() {
     );
     assert_eq!(ic.output::<String>(), Some(Ok("<20>".into())));
     assert_eq!(count(&runs), 4);
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 #[test]
 fn delayed_chain_work_waits_after_its_prerequisite() {
     let clock = ManualClock::default();
     let runs = Arc::new(AtomicUsize::new(0));
-    let m = chain_builder(&clock, &runs).build().unwrap();
+    let m = chain_builder(&clock, &runs).spawn().unwrap();
     let chain = WorkChain::new(WorkRequest::once("double").input(&1u32))
         .then(WorkRequest::once("show").initial_delay(MINUTE));
     let ids = new_ids(m.enqueue(chain));
@@ -718,7 +743,8 @@ fn delayed_chain_work_waits_after_its_prerequisite() {
         finished(&m, ids[1]).output::<String>(),
         Some(Ok("<2>".into()))
     );
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 // ---- unique names ----------------------------------------------------------
@@ -743,7 +769,7 @@ fn named(m: &WorkManager, name: &str) -> Vec<WorkId> {
 #[test]
 fn keep_ignores_new_work_while_the_old_is_unfinished() {
     let clock = ManualClock::default();
-    let m = unique_builder(&clock).build().unwrap();
+    let m = unique_builder(&clock).spawn().unwrap();
     let later = WorkRequest::once("inc").input(&1u32).initial_delay(HOUR);
     let first = new_id(m.enqueue_unique("sync", ExistingWork::Keep, later.clone()));
     let again = m
@@ -763,7 +789,8 @@ fn keep_ignores_new_work_while_the_old_is_unfinished() {
     let second = new_id(m.enqueue_unique("sync", ExistingWork::Keep, later));
     assert_ne!(second, first);
     assert_eq!(named(&m, "sync"), vec![second]);
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 #[test]
@@ -772,7 +799,7 @@ fn replace_cancels_the_old_work() {
     let runs = Arc::new(AtomicUsize::new(0));
     let m = unique_builder(&clock)
         .handler_fn("count", counting(&runs))
-        .build()
+        .spawn()
         .unwrap();
     let old = new_id(m.enqueue_unique(
         "r",
@@ -788,13 +815,14 @@ fn replace_cancels_the_old_work() {
     sync(&m);
     assert_eq!(m.info(old), None);
     assert_eq!(count(&runs), 1, "only the new work ran");
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 #[test]
 fn append_runs_after_the_old_work_with_its_output() {
     let clock = ManualClock::default();
-    let m = unique_builder(&clock).build().unwrap();
+    let m = unique_builder(&clock).spawn().unwrap();
     // The old work has not run yet: the new one waits for it.
     let old = new_id(m.enqueue_unique(
         "a",
@@ -835,13 +863,14 @@ fn append_runs_after_the_old_work_with_its_output() {
     assert_eq!(i.prerequisites, vec![third]);
     assert_eq!(i.output::<u32>(), Some(Ok(101)));
     assert_eq!(named(&m, "a"), vec![old, new, third, own]);
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 #[test]
 fn append_to_failed_work_fails() {
     let clock = ManualClock::default();
-    let m = unique_builder(&clock).build().unwrap();
+    let m = unique_builder(&clock).spawn().unwrap();
     let old = new_id(m.enqueue_unique("f", ExistingWork::Append, WorkRequest::once("fail")));
     assert_eq!(finished(&m, old).state, WorkState::Failed);
     let new = new_id(m.enqueue_unique(
@@ -854,13 +883,14 @@ fn append_to_failed_work_fails() {
     assert_eq!(i.run_attempts, 0);
     let failure = i.failure.expect("a failure text");
     assert!(failure.contains("prerequisite"), "{failure}");
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 #[test]
 fn append_to_cancelled_work_is_cancelled() {
     let clock = ManualClock::default();
-    let m = unique_builder(&clock).build().unwrap();
+    let m = unique_builder(&clock).spawn().unwrap();
     let old = new_id(m.enqueue_unique(
         "c",
         ExistingWork::Append,
@@ -875,13 +905,14 @@ fn append_to_cancelled_work_is_cancelled() {
     let i = finished(&m, new);
     assert_eq!(i.state, WorkState::Cancelled);
     assert_eq!(i.run_attempts, 0);
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 #[test]
 fn append_or_replace_starts_fresh_after_a_failure() {
     let clock = ManualClock::default();
-    let m = unique_builder(&clock).build().unwrap();
+    let m = unique_builder(&clock).spawn().unwrap();
     let old = new_id(m.enqueue_unique(
         "x",
         ExistingWork::AppendOrReplace,
@@ -904,13 +935,14 @@ fn append_or_replace_starts_fresh_after_a_failure() {
     let i = finished(&m, next);
     assert_eq!(i.prerequisites, vec![fresh]);
     assert_eq!(i.output::<u32>(), Some(Ok(3)));
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 #[test]
 fn update_changes_waiting_work_in_place() {
     let clock = ManualClock::default();
-    let m = unique_builder(&clock).build().unwrap();
+    let m = unique_builder(&clock).spawn().unwrap();
     let t0 = clock.now();
     let id = new_id(m.enqueue_unique(
         "u",
@@ -953,7 +985,8 @@ fn update_changes_waiting_work_in_place() {
         WorkRequest::once("inc").input(&1u32),
     ));
     assert_ne!(next, id);
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 #[test]
@@ -966,7 +999,7 @@ fn update_of_periodic_work_keeps_its_timing() {
             s.lock().unwrap().push(n);
             WorkResult::Success(n)
         })
-        .build()
+        .spawn()
         .unwrap();
     let t0 = clock.now();
     let id = new_id(m.enqueue_unique(
@@ -1004,7 +1037,8 @@ fn update_of_periodic_work_keeps_its_timing() {
         )
         .wait();
     assert!(matches!(wrong, Err(WorkError::Invalid(_))), "{wrong:?}");
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 #[test]
@@ -1025,7 +1059,7 @@ fn update_does_not_cancel_a_running_work() {
                 WorkResult::Success(text)
             }
         })
-        .build()
+        .spawn()
         .unwrap();
     let backoff = Backoff::linear(SECOND * 10);
     let id = new_id(m.enqueue_unique(
@@ -1063,13 +1097,14 @@ fn update_does_not_cancel_a_running_work() {
         *seen.lock().unwrap(),
         vec!["old".to_owned(), "new".to_owned()]
     );
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 #[test]
 fn periodic_work_cannot_be_appended() {
     let clock = ManualClock::default();
-    let m = builder(&clock).build().unwrap();
+    let m = builder(&clock).spawn().unwrap();
     for policy in [ExistingWork::Append, ExistingWork::AppendOrReplace] {
         let r = m
             .enqueue_unique("p", policy, WorkRequest::periodic("noop", HOUR))
@@ -1077,13 +1112,14 @@ fn periodic_work_cannot_be_appended() {
         assert!(matches!(r, Err(WorkError::Invalid(_))), "{policy:?}: {r:?}");
     }
     assert!(m.infos(&WorkQuery::All).is_empty());
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 #[test]
 fn periodic_keep_and_replace() {
     let clock = ManualClock::default();
-    let m = builder(&clock).build().unwrap();
+    let m = builder(&clock).spawn().unwrap();
     let every = WorkRequest::periodic("noop", HOUR);
     let first = new_id(m.enqueue_unique("p", ExistingWork::Keep, every.clone()));
     let kept = m
@@ -1093,7 +1129,8 @@ fn periodic_keep_and_replace() {
     let second = new_id(m.enqueue_unique("p", ExistingWork::Replace, every));
     assert_eq!(m.info(first), None, "replaced: cancelled and deleted");
     assert_eq!(named(&m, "p"), vec![second]);
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 #[test]
@@ -1112,7 +1149,7 @@ fn work_replacing_itself_is_not_cancelled() {
             *se.lock().unwrap() = Some((r, w.is_stopped()));
             WorkResult::Success(7u32)
         })
-        .build()
+        .spawn()
         .unwrap();
     assert!(slot.set(m.clone()).is_ok());
     let first =
@@ -1134,7 +1171,8 @@ fn work_replacing_itself_is_not_cancelled() {
         vec![second],
         "the old work lost the name"
     );
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 // ---- cancelling ------------------------------------------------------------
@@ -1145,7 +1183,7 @@ fn cancel_by_id_tag_name_and_all() {
     let runs = Arc::new(AtomicUsize::new(0));
     let m = builder(&clock)
         .handler_fn("count", counting(&runs))
-        .build()
+        .spawn()
         .unwrap();
     let later = WorkRequest::once("count").initial_delay(HOUR);
 
@@ -1190,7 +1228,8 @@ fn cancel_by_id_tag_name_and_all() {
     clock.advance(HOUR * 2);
     sync(&m);
     assert_eq!(count(&runs), 0);
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 /// A manager whose handler `"spin"` raises the first flag when it starts,
@@ -1207,7 +1246,7 @@ fn spinning_manager(clock: &ManualClock) -> (WorkManager, Arc<AtomicBool>, Arc<A
             }
             WorkResult::Success(())
         })
-        .build()
+        .spawn()
         .unwrap();
     (m, started, saw_stop)
 }
@@ -1230,7 +1269,8 @@ fn cancelling_running_work_tells_the_handler_to_stop() {
     let i = info(&m, id);
     assert_eq!(i.state, WorkState::Cancelled);
     assert_eq!(i.output, None);
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 // ---- time limits -----------------------------------------------------------
@@ -1269,7 +1309,7 @@ fn time_limit_stops_the_run_and_counts_as_a_retry() {
                 timeouts: Arc::clone(&timeouts),
             },
         )
-        .build()
+        .spawn()
         .unwrap();
     let backoff = Backoff::linear(SECOND * 10);
     let request = WorkRequest::once("overrun")
@@ -1299,7 +1339,8 @@ fn time_limit_stops_the_run_and_counts_as_a_retry() {
         "{i:?}"
     );
     assert_eq!(i.retries, 0);
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 #[test]
@@ -1323,7 +1364,7 @@ fn a_run_that_ignores_the_stop_loses_its_worker_and_its_work_waits_for_it() {
         .handler_fn("other", |(): (), _: &WorkContext<'_>| {
             WorkResult::Success(0u32)
         })
-        .build()
+        .spawn()
         .unwrap();
     let request = WorkRequest::once("stubborn")
         .time_limit(Duration::from_millis(100))
@@ -1356,7 +1397,8 @@ fn a_run_that_ignores_the_stop_loses_its_worker_and_its_work_waits_for_it() {
         Some(Ok(2)),
         "the abandoned run's result changed nothing"
     );
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 // ---- progress and watches --------------------------------------------------
@@ -1373,7 +1415,7 @@ fn progress_is_visible_while_running_and_cleared_after() {
             w.set_progress(&2u32);
             WorkResult::Success(())
         })
-        .build()
+        .spawn()
         .unwrap();
     let id = new_id(m.enqueue(WorkRequest::once("steps")));
     let i = wait_for(&m, id, "reported progress", |i| i.progress.is_some());
@@ -1383,7 +1425,8 @@ fn progress_is_visible_while_running_and_cleared_after() {
     let i = finished(&m, id);
     assert_eq!(i.state, WorkState::Succeeded);
     assert_eq!(i.progress, None);
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 /// Collects `watch`'s changes until one is `Succeeded`.
@@ -1409,7 +1452,7 @@ fn watch_by_tag_sees_running_then_succeeded() {
             g.wait();
             WorkResult::Success(())
         })
-        .build()
+        .spawn()
         .unwrap();
     let watch = m.watch(WorkQuery::Tag("ui".into()));
     assert_eq!(watch.try_next(), None);
@@ -1426,7 +1469,8 @@ fn watch_by_tag_sees_running_then_succeeded() {
     finished(&m, other);
     sync(&m);
     assert!(watch.drain().is_empty(), "changes of untagged work");
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 #[test]
@@ -1439,7 +1483,7 @@ fn watch_by_id_starts_with_a_snapshot() {
             g.wait();
             WorkResult::Success(())
         })
-        .build()
+        .spawn()
         .unwrap();
     let id = new_id(m.enqueue(WorkRequest::once("gated").initial_delay(MINUTE)));
     let watch = m.watch(WorkQuery::Id(id));
@@ -1456,13 +1500,14 @@ fn watch_by_id_starts_with_a_snapshot() {
         states_until_succeeded(&watch, id),
         vec![WorkState::Succeeded]
     );
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 #[test]
 fn watch_drain_takes_what_is_waiting() {
     let clock = ManualClock::default();
-    let m = builder(&clock).build().unwrap();
+    let m = builder(&clock).spawn().unwrap();
     let watch = m.watch(WorkQuery::All);
     let ids = new_ids(m.enqueue(WorkChain::all([
         WorkRequest::once("noop"),
@@ -1492,7 +1537,8 @@ fn watch_drain_takes_what_is_waiting() {
     sync(&m);
     assert!(watch.drain().is_empty());
     assert_eq!(watch.try_next(), None);
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 // ---- data limits and errors ------------------------------------------------
@@ -1505,7 +1551,7 @@ fn input_over_the_data_limit_is_refused() {
         .handler_fn("bytes", |b: Vec<u8>, _: &WorkContext<'_>| {
             WorkResult::Success(b.len())
         })
-        .build()
+        .spawn()
         .unwrap();
     let err = m
         .enqueue(WorkRequest::once("bytes").input(&vec![7u8; 100]))
@@ -1521,7 +1567,8 @@ fn input_over_the_data_limit_is_refused() {
     assert!(m.infos(&WorkQuery::All).is_empty());
     let id = new_id(m.enqueue(WorkRequest::once("bytes").input(&vec![7u8; 32])));
     assert_eq!(finished(&m, id).output::<usize>(), Some(Ok(32)));
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 #[test]
@@ -1532,7 +1579,7 @@ fn output_over_the_data_limit_fails_the_run() {
         .handler_fn("big", |(): (), _: &WorkContext<'_>| {
             WorkResult::Success(vec![1u8; 1000])
         })
-        .build()
+        .spawn()
         .unwrap();
     let id = new_id(m.enqueue(WorkRequest::once("big")));
     let i = finished(&m, id);
@@ -1540,13 +1587,14 @@ fn output_over_the_data_limit_fails_the_run() {
     assert_eq!(i.output, None);
     let failure = i.failure.expect("a failure text");
     assert!(failure.contains("data limit"), "{failure}");
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 #[test]
 fn invalid_requests_are_refused() {
     let clock = ManualClock::default();
-    let m = builder(&clock).build().unwrap();
+    let m = builder(&clock).spawn().unwrap();
     assert_eq!(
         m.enqueue(WorkRequest::once("nobody")).wait(),
         Err(WorkError::UnknownHandler("nobody".into()))
@@ -1587,16 +1635,18 @@ fn invalid_requests_are_refused() {
         Err(WorkError::UnknownHandler("nobody".into()))
     );
     assert!(m.infos(&WorkQuery::All).is_empty());
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 #[test]
 fn requests_after_shutdown_are_stopped() {
     let clock = ManualClock::default();
-    let m = builder(&clock).build().unwrap();
+    let m = builder(&clock).spawn().unwrap();
     let id = new_id(m.enqueue(WorkRequest::once("noop")));
     finished(&m, id);
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
     assert_eq!(
         m.enqueue(WorkRequest::once("noop")).wait(),
         Err(WorkError::Stopped)
@@ -1610,7 +1660,8 @@ fn requests_after_shutdown_are_stopped() {
     assert_eq!(m.wait_finished(id, Duration::from_millis(10)), None);
     // Moving the clock of a stopped manager is harmless; shutting down again too.
     clock.advance(HOUR);
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 // ---- constraints -----------------------------------------------------------
@@ -1625,7 +1676,7 @@ fn constraint_holds_work_until_recheck() {
         .constraint_poll(HOUR)
         .constraint("flag", Arc::clone(&flag))
         .handler_fn("count", counting(&runs))
-        .build()
+        .spawn()
         .unwrap();
     let id = new_id(m.enqueue(WorkRequest::once("count").constraint("flag")));
     m.recheck();
@@ -1647,7 +1698,8 @@ fn constraint_holds_work_until_recheck() {
         m.info(id)
     );
     assert_eq!(count(&runs), 1);
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 #[test]
@@ -1658,7 +1710,7 @@ fn constraint_is_polled() {
     let m = builder(&clock)
         .constraint("flag", Arc::clone(&flag))
         .handler_fn("count", counting(&runs))
-        .build()
+        .spawn()
         .unwrap();
     let id = new_id(m.enqueue(WorkRequest::once("count").constraint("flag")));
     sync(&m);
@@ -1671,7 +1723,8 @@ fn constraint_is_polled() {
         m.info(id)
     );
     assert_eq!(count(&runs), 1);
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 // ---- shutdown, operations, edge cases ---------------------------------------
@@ -1682,7 +1735,8 @@ fn shutdown_stops_runs_and_leaves_them_enqueued() {
     let (m, started, saw_stop) = spinning_manager(&clock);
     let id = new_id(m.enqueue(WorkRequest::once("spin")));
     assert!(wait_until(|| started.load(Ordering::SeqCst), LONG));
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
     assert!(
         wait_until(|| saw_stop.load(Ordering::SeqCst), LONG),
         "is_stopped never became true"
@@ -1699,7 +1753,7 @@ fn shutdown_stops_runs_and_leaves_them_enqueued() {
 #[test]
 fn watch_iteration_ends_when_the_manager_stops() {
     let clock = ManualClock::default();
-    let m = builder(&clock).build().unwrap();
+    let m = builder(&clock).spawn().unwrap();
     let watch = m.watch(WorkQuery::All);
     let (tx, rx) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
@@ -1708,7 +1762,8 @@ fn watch_iteration_ends_when_the_manager_stops() {
     });
     let id = new_id(m.enqueue(WorkRequest::once("noop")));
     finished(&m, id);
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
     let states = rx.recv_timeout(LONG).expect("the iteration ended");
     assert_eq!(states.last(), Some(&WorkState::Succeeded), "{states:?}");
     reader.join().unwrap();
@@ -1717,32 +1772,31 @@ fn watch_iteration_ends_when_the_manager_stops() {
 #[test]
 fn operation_can_be_polled() {
     let clock = ManualClock::default();
-    let m = builder(&clock).build().unwrap();
+    let m = builder(&clock).spawn().unwrap();
     let mut op = m.enqueue(WorkRequest::once("noop").initial_delay(HOUR));
     let mut answer = None;
     assert!(wait_until(
         || {
-            answer = op.try_result();
+            answer = op.try_take();
             answer.is_some()
         },
         LONG
     ));
     assert!(matches!(answer, Some(Ok(Enqueued::New(_)))), "{answer:?}");
-    assert_eq!(
-        op.try_result(),
-        Some(Err(WorkError::AlreadyTaken)),
-        "answered once"
-    );
+    assert!(op.is_done());
+    assert_eq!(op.try_take(), None, "answered once");
+    assert_eq!(op.wait(), Err(WorkError::AlreadyTaken), "answered once");
 
     let mut op = m.cancel(WorkQuery::All);
     assert_eq!(op.wait_timeout(LONG), Some(Ok(1)));
     // Refused requests answer at once.
     let mut refused = m.enqueue(WorkRequest::once("nobody"));
     assert_eq!(
-        refused.try_result(),
+        refused.try_take(),
         Some(Err(WorkError::UnknownHandler("nobody".into())))
     );
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 #[test]
@@ -1759,7 +1813,7 @@ fn progress_over_the_data_limit_is_dropped() {
             g.wait();
             WorkResult::Success(())
         })
-        .build()
+        .spawn()
         .unwrap();
     let id = new_id(m.enqueue(WorkRequest::once("steps")));
     assert!(sent.wait(), "the handler never set its progress");
@@ -1774,7 +1828,8 @@ fn progress_over_the_data_limit_is_dropped() {
     );
     gate.open();
     assert_eq!(finished(&m, id).state, WorkState::Succeeded);
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 /// A constraint that panics when asked.
@@ -1794,7 +1849,7 @@ fn a_panicking_constraint_does_not_hold() {
     let m = builder(&clock)
         .constraint("broken", Broken)
         .handler_fn("count", counting(&runs))
-        .build()
+        .spawn()
         .unwrap();
     let id = new_id(m.enqueue(WorkRequest::once("count").constraint("broken")));
     m.recheck();
@@ -1807,7 +1862,8 @@ fn a_panicking_constraint_does_not_hold() {
     sync(&m);
     assert_eq!(info(&m, id).state, WorkState::Enqueued);
     assert_eq!(count(&runs), 0);
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 #[test]
@@ -1828,7 +1884,7 @@ fn periodic_work_replacing_itself_retires_after_its_run() {
             WorkResult::Success(())
         })
         .handler_fn("count", counting(&runs))
-        .build()
+        .spawn()
         .unwrap();
     assert!(slot.set(m.clone()).is_ok());
     let old = new_id(m.enqueue_unique(
@@ -1858,7 +1914,8 @@ fn periodic_work_replacing_itself_retires_after_its_run() {
         (WorkState::Cancelled, 1),
         "the old work ran again"
     );
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 // ---- edge cases: huge durations, callbacks that call back, foreign rows ----
@@ -1872,7 +1929,7 @@ fn scheduler_alive(m: &WorkManager) -> bool {
 #[test]
 fn huge_periodic_interval_does_not_kill_the_scheduler() {
     let clock = ManualClock::default();
-    let m = builder(&clock).build().unwrap();
+    let m = builder(&clock).spawn().unwrap();
     let req = WorkRequest::periodic("noop", Duration::MAX).flex(MINUTE);
     let mut op = m.enqueue(req);
     let r = op.wait_timeout(Duration::from_secs(3));
@@ -1886,7 +1943,7 @@ fn huge_periodic_interval_does_not_kill_the_scheduler() {
 #[test]
 fn huge_initial_delay_in_chain_does_not_kill_the_scheduler() {
     let clock = ManualClock::default();
-    let m = builder(&clock).build().unwrap();
+    let m = builder(&clock).spawn().unwrap();
     let chain = WorkChain::new(WorkRequest::once("noop"))
         .then(WorkRequest::once("noop").initial_delay(Duration::MAX));
     let ids = new_ids(m.enqueue(chain));
@@ -1898,7 +1955,7 @@ fn huge_initial_delay_in_chain_does_not_kill_the_scheduler() {
 #[test]
 fn update_with_huge_initial_delay_does_not_kill_the_scheduler() {
     let clock = ManualClock::default();
-    let m = builder(&clock).build().unwrap();
+    let m = builder(&clock).spawn().unwrap();
     new_id(m.enqueue_unique(
         "u",
         ExistingWork::Keep,
@@ -1916,7 +1973,7 @@ fn update_with_huge_initial_delay_does_not_kill_the_scheduler() {
 #[test]
 fn huge_periodic_initial_delay_with_flex_does_not_kill_the_scheduler() {
     let clock = ManualClock::default();
-    let m = builder(&clock).build().unwrap();
+    let m = builder(&clock).spawn().unwrap();
     let req = WorkRequest::periodic("noop", HOUR)
         .flex(MINUTE)
         .initial_delay(Duration::MAX);
@@ -1928,14 +1985,14 @@ fn huge_periodic_initial_delay_with_flex_does_not_kill_the_scheduler() {
 #[test]
 fn far_future_clock_does_not_kill_the_scheduler() {
     let clock = ManualClock::new(std::time::UNIX_EPOCH + Duration::from_millis(i64::MAX as u64));
-    let m = builder(&clock).build().unwrap();
+    let m = builder(&clock).spawn().unwrap();
     assert!(scheduler_alive(&m), "scheduler thread died");
 }
 
 #[test]
 fn append_to_periodic_work_is_not_blocked_forever() {
     let clock = ManualClock::default();
-    let m = builder(&clock).build().unwrap();
+    let m = builder(&clock).spawn().unwrap();
     let p = new_id(m.enqueue_unique("n", ExistingWork::Keep, WorkRequest::periodic("noop", HOUR)));
     let r = m
         .enqueue_unique("n", ExistingWork::Append, WorkRequest::once("noop"))
@@ -1985,7 +2042,7 @@ fn on_timeout_that_enqueues_and_waits_does_not_deadlock() {
                 slot: Arc::clone(&slot),
             },
         )
-        .build()
+        .spawn()
         .unwrap();
     assert!(slot.set(m.clone()).is_ok());
     new_id(m.enqueue(WorkRequest::once("slow").time_limit(Duration::from_millis(50))));
@@ -2013,7 +2070,7 @@ fn queued_run_is_not_timed_out_behind_a_cancelled_one() {
             WorkResult::Success(())
         })
         .handler_fn("count", counting(&runs))
-        .build()
+        .spawn()
         .unwrap();
     let a = new_id(m.enqueue(WorkRequest::once("stubborn")));
     assert!(wait_until(|| started.load(Ordering::SeqCst), LONG));
@@ -2028,7 +2085,8 @@ fn queued_run_is_not_timed_out_behind_a_cancelled_one() {
         i.failure.is_none() && i.retries == 0,
         "b never ran, yet it was charged a timeout: {i:?}"
     );
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 #[test]
@@ -2051,7 +2109,7 @@ fn caller_of_another_manager_is_not_taken_for_self_replacement() {
                 .wait();
             WorkResult::Success(())
         })
-        .build()
+        .spawn()
         .unwrap();
     assert!(slot.set(m2.clone()).is_ok());
     let spin = new_id(m2.enqueue_unique("n", ExistingWork::Keep, WorkRequest::once("spin")));
@@ -2068,8 +2126,10 @@ fn caller_of_another_manager_is_not_taken_for_self_replacement() {
         "replaced work kept running: {i:?}; saw_stop={}",
         saw_stop.load(Ordering::SeqCst)
     );
-    m1.shutdown();
-    m2.shutdown();
+    m1.stop();
+    m1.join(Duration::MAX);
+    m2.stop();
+    m2.join(Duration::MAX);
 }
 
 /// A store path under the temp dir, removed with its WAL files on drop.
@@ -2113,10 +2173,11 @@ fn a_text_row_does_not_make_the_whole_store_unreadable() {
                 "noop",
                 |(): (), _: &WorkContext<'_>| WorkResult::Success(()),
             )
-            .build()
+            .spawn()
             .unwrap();
         new_id(m.enqueue(WorkRequest::once("noop").initial_delay(HOUR)));
-        m.shutdown();
+        m.stop();
+        m.join(Duration::MAX);
     }
     {
         let conn = rusqlite::Connection::open(&path).unwrap();
@@ -2133,9 +2194,10 @@ fn a_huge_stored_id_does_not_hang_every_operation() {
     let path = edge_tmp("hugeid");
     {
         let m = WorkManager::builder(WorkStore::open(&path).unwrap())
-            .build()
+            .spawn()
             .unwrap();
-        m.shutdown();
+        m.stop();
+        m.join(Duration::MAX);
     }
     {
         let conn = rusqlite::Connection::open(&path).unwrap();
@@ -2152,7 +2214,7 @@ fn a_huge_stored_id_does_not_hang_every_operation() {
             "noop",
             |(): (), _: &WorkContext<'_>| WorkResult::Success(()),
         )
-        .build()
+        .spawn()
         .unwrap_err();
     assert!(
         matches!(&err, WorkError::Store(StoreError::Corrupt { detail, .. }) if detail.contains("id")),
@@ -2182,13 +2244,14 @@ fn shutdown_then_restart_does_not_run_a_work_twice_at_once() {
                 i.fetch_sub(1, Ordering::SeqCst);
                 WorkResult::Success(())
             })
-            .build()
+            .spawn()
             .unwrap()
     };
     let m = make(WorkStore::open(&path).unwrap());
     let id = new_id(m.enqueue(WorkRequest::once("once")));
     assert!(wait_until(|| inside.load(Ordering::SeqCst) == 1, LONG));
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
     let m2 = make(WorkStore::open(&path).unwrap());
     let _ = m2.wait_for(id, Duration::from_secs(2), |i| {
         i.state == WorkState::Running
@@ -2196,7 +2259,8 @@ fn shutdown_then_restart_does_not_run_a_work_twice_at_once() {
     std::thread::sleep(Duration::from_millis(200));
     let seen = most.load(Ordering::SeqCst);
     gate.open();
-    m2.shutdown();
+    m2.stop();
+    m2.join(Duration::MAX);
     assert_eq!(
         seen, 1,
         "two runs of {id} at once (shutdown returned while its run went on)"
@@ -2252,7 +2316,7 @@ fn last_clone_dropped_on_the_scheduler_thread_frees_the_handlers() {
     }
     let m = builder(&clock)
         .handler("t", Wrap(Arc::clone(&h)))
-        .build()
+        .spawn()
         .unwrap();
     *h.manager.lock().unwrap() = Some(m.clone());
     drop(holder);
@@ -2283,7 +2347,7 @@ fn last_clone_dropped_inside_a_handler_does_not_deadlock() {
             d.store(true, Ordering::SeqCst);
             WorkResult::Success(())
         })
-        .build()
+        .spawn()
         .unwrap();
     *slot.lock().unwrap() = Some(m.clone());
     new_id(m.enqueue(WorkRequest::once("dropper")));

@@ -70,7 +70,7 @@ fn ringing(
             "noop",
             |(): (), _: &WorkContext<'_>| WorkResult::Success(()),
         )
-        .build()
+        .spawn()
         .unwrap()
 }
 
@@ -92,7 +92,8 @@ fn an_alarm_runs_at_its_time_not_before() {
     let done = manager.wait_finished(alarm, T).unwrap();
     assert_eq!(done.state, WorkState::Succeeded);
     assert_eq!(*rang.lock(), [("tea".to_owned(), time)]);
-    manager.shutdown();
+    manager.stop();
+    manager.join(Duration::MAX);
 }
 
 #[test]
@@ -104,7 +105,7 @@ fn an_alarm_on_the_system_clock_fires_at_its_time() {
             *f.lock() = Some(SystemTime::now());
             WorkResult::Success(())
         })
-        .build()
+        .spawn()
         .unwrap();
     let time = SystemTime::now() + Duration::from_millis(300);
     let alarm = id(&manager, WorkRequest::at("ring", time))[0];
@@ -116,7 +117,8 @@ fn an_alarm_on_the_system_clock_fires_at_its_time() {
         "it fired {:?} early",
         time.duration_since(fired)
     );
-    manager.shutdown();
+    manager.stop();
+    manager.join(Duration::MAX);
 }
 
 #[test]
@@ -140,7 +142,8 @@ fn a_missed_alarm_runs_once_on_start_or_is_skipped_past_its_window() {
             .input("within")
             .if_missed(MissedAlarm::SkipAfter(2 * HOUR));
         let within = id(&manager, within)[0];
-        manager.shutdown();
+        manager.stop();
+        manager.join(Duration::MAX);
         (once, chain[0], within, chain[1])
     };
     // The machine sleeps through the alarms' time; an hour later the app
@@ -171,7 +174,8 @@ fn a_missed_alarm_runs_once_on_start_or_is_skipped_past_its_window() {
     let mut texts: Vec<String> = rang.lock().iter().map(|(t, _)| t.clone()).collect();
     texts.sort();
     assert_eq!(texts, ["once", "within"]);
-    manager.shutdown();
+    manager.stop();
+    manager.join(Duration::MAX);
 }
 
 #[test]
@@ -192,7 +196,7 @@ fn a_missed_alarm_runs_once_in_a_headless_run() {
         let app = WorkManager::builder(WorkStore::open(&path).unwrap())
             .clock(an_hour_ago)
             .handler_fn("ring", handler.clone())
-            .build()
+            .spawn()
             .unwrap();
         let once = id(
             &app,
@@ -202,7 +206,8 @@ fn a_missed_alarm_runs_once_in_a_headless_run() {
             .input("skip")
             .if_missed(MissedAlarm::SkipAfter(MIN));
         let skipped = id(&app, skip)[0];
-        app.shutdown();
+        app.stop();
+        app.join(Duration::MAX);
         (once, skipped)
     };
     let run = WorkManager::builder(WorkStore::open(&path).unwrap())
@@ -240,7 +245,8 @@ fn an_alarm_keeps_its_time_across_a_restart() {
             .input("later")
             .if_missed(MissedAlarm::SkipAfter(MIN));
         let alarm = id(&manager, alarm)[0];
-        manager.shutdown();
+        manager.stop();
+        manager.join(Duration::MAX);
         alarm
     };
     clock.advance(HOUR);
@@ -251,7 +257,8 @@ fn an_alarm_keeps_its_time_across_a_restart() {
     let done = manager.wait_finished(alarm, T).unwrap();
     assert_eq!(done.state, WorkState::Succeeded, "on time: not missed");
     assert_eq!(*rang.lock(), [("later".to_owned(), time)]);
-    manager.shutdown();
+    manager.stop();
+    manager.join(Duration::MAX);
 }
 
 #[test]
@@ -300,7 +307,8 @@ fn alarms_in_chains_updates_and_the_past() {
         manager.info(wake).unwrap().next_run_at,
         Some(start + 2 * HOUR)
     );
-    manager.shutdown();
+    manager.stop();
+    manager.join(Duration::MAX);
 }
 
 #[test]
@@ -310,7 +318,7 @@ fn alarm_requests_that_make_no_sense_are_refused() {
             "ring",
             |(): (), _: &WorkContext<'_>| WorkResult::Success(()),
         )
-        .build()
+        .spawn()
         .unwrap();
     let not_an_alarm = WorkRequest::once("ring").if_missed(MissedAlarm::RunOnce);
     match manager.enqueue(not_an_alarm).wait() {
@@ -322,5 +330,6 @@ fn alarm_requests_that_make_no_sense_are_refused() {
         Err(WorkError::Invalid(why)) => assert!(why.contains("initial delay"), "{why}"),
         other => panic!("{other:?}"),
     }
-    manager.shutdown();
+    manager.stop();
+    manager.join(Duration::MAX);
 }

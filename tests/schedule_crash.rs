@@ -57,7 +57,7 @@ fn crash_child() {
             "tick",
             |(): (), _: &WorkContext<'_>| WorkResult::Success(()),
         )
-        .build()
+        .spawn()
         .expect("manager starts");
     let one_offs = |m: &WorkManager| {
         m.infos(&WorkQuery::Tag("job".into()))
@@ -89,7 +89,8 @@ fn crash_child() {
         assert!(Instant::now() < deadline, "the child made no progress");
         std::thread::sleep(Duration::from_millis(5));
     }
-    manager.shutdown();
+    manager.stop();
+    manager.join(Duration::MAX);
 }
 
 /// Ids of the works the store has as succeeded.

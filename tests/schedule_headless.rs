@@ -108,13 +108,14 @@ fn seed(store: &Path, log: &Path, requests: Vec<WorkRequest>) -> Vec<WorkId> {
     let an_hour_ago = ManualClock::new(SystemTime::now() - HOUR);
     let app = handlers(WorkManager::builder(WorkStore::open(store).unwrap()), log)
         .clock(an_hour_ago)
-        .build()
+        .spawn()
         .unwrap();
     let mut ids = Vec::new();
     for r in requests {
         ids.extend_from_slice(app.enqueue(r).wait().unwrap().ids());
     }
-    app.shutdown();
+    app.stop();
+    app.join(Duration::MAX);
     ids
 }
 
@@ -210,7 +211,7 @@ fn run_due_follows_a_chain_and_does_not_wait_for_what_cannot_start() {
             .handler_fn("elsewhere", |(): (), _: &WorkContext<'_>| {
                 WorkResult::Success(())
             })
-            .build()
+            .spawn()
             .unwrap();
         // A chain whose second stage becomes due during the run; work on a
         // constraint that does not hold; work for a handler the headless
@@ -220,7 +221,8 @@ fn run_due_follows_a_chain_and_does_not_wait_for_what_cannot_start() {
         let waits = due("job").input(&1u64).constraint("never");
         ids.extend_from_slice(app.enqueue(waits).wait().unwrap().ids());
         ids.extend_from_slice(app.enqueue(due("elsewhere")).wait().unwrap().ids());
-        app.shutdown();
+        app.stop();
+        app.join(Duration::MAX);
         ids
     };
     let started = Instant::now();
@@ -364,13 +366,14 @@ fn app_drains(store: &Path, log: &Path, ids: &[WorkId]) {
         WorkManager::builder(WorkStore::open_timeout(store, Duration::from_secs(60)).unwrap()),
         log,
     )
-    .build()
+    .spawn()
     .unwrap();
     for &id in ids {
         let info = app.wait_finished(id, Duration::from_secs(60)).unwrap();
         assert_eq!(info.state, WorkState::Succeeded, "{info:?}");
     }
-    app.shutdown();
+    app.stop();
+    app.join(Duration::MAX);
 }
 
 #[test]
@@ -448,7 +451,7 @@ fn a_headless_child_leaves_the_store_to_a_running_app() {
     );
     // The app runs (and holds the store); the OS timer fires meanwhile.
     let app = handlers(WorkManager::builder(WorkStore::open(&store).unwrap()), &log)
-        .build()
+        .spawn()
         .unwrap();
     let mut child = headless_child(&store, &log, Duration::from_secs(10));
     let (code, out) = wait_child(&mut child, Duration::from_secs(30));
@@ -462,7 +465,8 @@ fn a_headless_child_leaves_the_store_to_a_running_app() {
             WorkState::Succeeded
         );
     }
-    app.shutdown();
+    app.stop();
+    app.join(Duration::MAX);
     let mut ran = runs(&log);
     ran.sort_unstable();
     assert_eq!(

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use isolates::Backoff;
 use isolates::Codec;
 use isolates::schedule::*;
 
@@ -65,7 +66,7 @@ fn manager(path: &Path, clock: &ManualClock, runs: &Arc<AtomicUsize>) -> WorkMan
             runs.fetch_add(1, Ordering::SeqCst);
             WorkResult::Success(())
         })
-        .build()
+        .spawn()
         .expect("manager starts")
 }
 
@@ -113,14 +114,16 @@ fn a_long_chain_whose_head_fails_fails_to_its_end() {
         let last = m.wait_finished(ids[CHAIN - 1], T).expect("the chain ends");
         assert_eq!(last.state, WorkState::Failed, "{last:?}");
         assert_eq!(count(&m, WorkState::Failed), CHAIN);
-        m.shutdown();
+        m.stop();
+        m.join(Duration::MAX);
         ids
     };
     let m = manager(&path, &clock, &runs);
     let last = m.info(ids[CHAIN - 1]).expect("kept");
     assert_eq!(last.state, WorkState::Failed, "{last:?}");
     assert_eq!(count(&m, WorkState::Failed), CHAIN);
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
     assert_eq!(runs.load(Ordering::SeqCst), 0, "no link after the head ran");
 }
 
@@ -138,7 +141,8 @@ fn cancelling_the_head_of_a_long_chain_cancels_it_all_and_is_stored() {
         let ids = new_ids(m.enqueue(long_chain(head)));
         let mut cancel = m.cancel(WorkQuery::Id(ids[0]));
         assert_eq!(cancel.wait_timeout(T), Some(Ok(CHAIN)));
-        m.shutdown();
+        m.stop();
+        m.join(Duration::MAX);
     }
     // Its time comes: nothing of it may run.
     clock.advance(HOUR * 2);
@@ -148,7 +152,8 @@ fn cancelling_the_head_of_a_long_chain_cancels_it_all_and_is_stored() {
     let probe = new_ids(m.enqueue(WorkRequest::once("count")))[0];
     let done = m.wait_finished(probe, T).expect("the probe runs");
     assert_eq!(done.state, WorkState::Succeeded);
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
     assert_eq!(runs.load(Ordering::SeqCst), 1, "only the probe ran");
 }
 
@@ -170,6 +175,14 @@ fn patch_period(
     to: (Option<(i64, i64)>, i64),
 ) {
     patch(path, id, &from, &to);
+}
+
+/// A backoff as stored rows hold it.
+#[derive(serde::Serialize)]
+struct StoredBackoff {
+    exponential: bool,
+    delay: Duration,
+    max: Duration,
 }
 
 /// Replaces, in work `id`'s stored record, the bytes of `from` with
@@ -226,7 +239,8 @@ fn stored_rows_with_extreme_values_do_not_kill_the_scheduler() {
                 new_ids(m.enqueue(WorkRequest::periodic("count", i).flex(i).initial_delay(d)))[0]
             })
             .collect();
-        m.shutdown();
+        m.stop();
+        m.join(Duration::MAX);
         ids
     };
     let period = |i: Duration| Some((i.as_millis() as i64, i.as_millis() as i64));
@@ -264,7 +278,8 @@ fn stored_rows_with_extreme_values_do_not_kill_the_scheduler() {
         .expect("the work with a period start of i64::MAX ran once");
     assert_eq!(never.state, WorkState::Enqueued, "{never:?}");
     assert!(never.next_run_at.expect("enqueued") > clock.now() + HOUR * 24 * 365 * 1000);
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
     assert_eq!(
         runs.load(Ordering::SeqCst),
         3,
@@ -332,7 +347,8 @@ fn a_second_opener_of_a_store_is_refused() {
         let done = m.wait_finished(*id, T).expect("runs");
         assert_eq!(done.state, WorkState::Succeeded);
     }
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
     assert_eq!(runs.load(Ordering::SeqCst), 20, "each work ran once");
 
     // A lock file no process holds (its owner was killed) is no lock.
@@ -341,7 +357,8 @@ fn a_second_opener_of_a_store_is_refused() {
     std::fs::write(PathBuf::from(lock), b"").unwrap();
     let m = manager(&path, &clock, &runs);
     assert_eq!(m.infos(&WorkQuery::All).len(), 20);
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 // ---- requests that would spin (issue 11, item 8) --------------------------
@@ -363,7 +380,7 @@ fn requests_that_would_spin_are_refused() {
     let m = WorkManager::builder(WorkStore::in_memory().unwrap())
         .handler_fn("n", |(): (), _: &WorkContext<'_>| WorkResult::Success(()))
         .min_interval(Duration::ZERO)
-        .build()
+        .spawn()
         .unwrap();
     let why = invalid(&m, WorkRequest::once("n").time_limit(Duration::ZERO));
     assert!(why.contains("time limit of zero"), "{why}");
@@ -376,6 +393,10 @@ fn requests_that_would_spin_are_refused() {
         let why = invalid(&m, WorkRequest::once("n").backoff(backoff));
         assert!(why.contains("WorkManagerBuilder::min_backoff"), "{why}");
     }
+    // The store keeps no jitter: refused, not dropped silently.
+    let jittered = Backoff::constant(second * 2).jitter();
+    let why = invalid(&m, WorkRequest::once("n").backoff(jittered));
+    assert!(why.contains("jitter"), "{why}");
     let why = invalid(&m, WorkRequest::periodic("n", Duration::from_millis(1)));
     assert!(
         why.contains("min_interval") && why.contains("10ms"),
@@ -388,7 +409,8 @@ fn requests_that_would_spin_are_refused() {
         let mut op = m.enqueue(fine);
         assert!(matches!(op.wait_timeout(T), Some(Ok(_))));
     }
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 /// A stored work whose backoff is zero (from an older build, or an edit)
@@ -400,14 +422,25 @@ fn a_stored_zero_backoff_waits_the_minimum() {
     let clock = ManualClock::default();
     let runs = Arc::new(AtomicUsize::new(0));
     let odd = Backoff::linear(Duration::from_millis(1_234_567)).max(Duration::from_secs(7_777));
+    let stored = |delay, max| StoredBackoff {
+        exponential: false,
+        delay,
+        max,
+    };
     let id = {
         let m = manager(&path, &clock, &runs);
         let request = WorkRequest::once("retry").backoff(odd).initial_delay(HOUR);
         let id = new_ids(m.enqueue(request))[0];
-        m.shutdown();
+        m.stop();
+        m.join(Duration::MAX);
         id
     };
-    patch(&path, id, &odd, &Backoff::linear(Duration::ZERO));
+    patch(
+        &path,
+        id,
+        &stored(Duration::from_millis(1_234_567), Duration::from_secs(7_777)),
+        &stored(Duration::ZERO, Backoff::DEFAULT_MAX),
+    );
     clock.advance(HOUR);
     let m = manager(&path, &clock, &runs);
     let retried = m
@@ -420,5 +453,6 @@ fn a_stored_zero_backoff_waits_the_minimum() {
         next >= clock.now() + Duration::from_secs(1),
         "retries at once: {retried:?}"
     );
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }

@@ -102,7 +102,7 @@ fn counting_manager(store: WorkStore, clock: &ManualClock, runs: &Arc<AtomicUsiz
             "noop",
             |(): (), _: &WorkContext<'_>| WorkResult::Success(()),
         )
-        .build()
+        .spawn()
         .expect("manager starts")
 }
 
@@ -180,7 +180,8 @@ fn restart_keeps_schedules_ids_and_names() {
         assert_eq!(before[2].next_run_at, Some(start + 30 * MIN));
         assert_eq!(before[3].next_run_at, None);
         assert_eq!(before[3].prerequisites, [WorkId(3)]);
-        manager.shutdown();
+        manager.stop();
+        manager.join(Duration::MAX);
         before
     };
     assert_eq!(runs.load(Ordering::SeqCst), 0, "nothing was due");
@@ -222,7 +223,8 @@ fn restart_keeps_schedules_ids_and_names() {
     // New work is numbered after the old.
     let new = ids(manager.enqueue(WorkRequest::once("noop").initial_delay(HOUR)));
     assert_eq!(new, [WorkId(5)]);
-    manager.shutdown();
+    manager.stop();
+    manager.join(Duration::MAX);
 }
 
 /// Work that succeeded before a restart is not run again after it.
@@ -239,7 +241,8 @@ fn succeeded_work_does_not_run_again() {
         manager.wait_finished(id, T).map(|i| i.state),
         Some(WorkState::Succeeded)
     );
-    manager.shutdown();
+    manager.stop();
+    manager.join(Duration::MAX);
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 
     for _ in 0..2 {
@@ -256,7 +259,8 @@ fn succeeded_work_does_not_run_again() {
         barrier(&manager);
         assert_eq!(runs.load(Ordering::SeqCst), 1, "not run again");
         assert_eq!(info(&manager, id).run_attempts, 1);
-        manager.shutdown();
+        manager.stop();
+        manager.join(Duration::MAX);
     }
 }
 
@@ -292,7 +296,7 @@ fn blocking_manager(
             "noop",
             |(): (), _: &WorkContext<'_>| WorkResult::Success(()),
         )
-        .build()
+        .spawn()
         .expect("manager starts")
 }
 
@@ -317,7 +321,8 @@ fn work_interrupted_by_shutdown_runs_again() {
     let id = ids(manager.enqueue(WorkRequest::once("block").tag("slow")))[0];
     wait_state(&manager, id, WorkState::Running);
     assert!(wait_until(|| started.load(Ordering::SeqCst) == 1, T));
-    manager.shutdown();
+    manager.stop();
+    manager.join(Duration::MAX);
     assert!(
         wait_until(|| stopped.load(Ordering::SeqCst), T),
         "the run was told to stop"
@@ -350,7 +355,8 @@ fn work_interrupted_by_shutdown_runs_again() {
         "the handler saw attempt 2"
     );
     assert_eq!(started.load(Ordering::SeqCst), 2);
-    manager.shutdown();
+    manager.stop();
+    manager.join(Duration::MAX);
 }
 
 /// A store copied while work runs is what a `kill -9` leaves: the work
@@ -384,7 +390,8 @@ fn work_stored_running_runs_again() {
     drop(conn);
     release.store(true, Ordering::SeqCst);
     assert!(manager.wait_finished(id, T).is_some());
-    manager.shutdown();
+    manager.stop();
+    manager.join(Duration::MAX);
 
     let stored = WorkStore::open(&copy).unwrap().works().unwrap();
     assert_eq!(stored[0].id, id);
@@ -406,7 +413,8 @@ fn work_stored_running_runs_again() {
     assert_eq!(done.run_attempts, 2);
     assert_eq!(done.output::<u32>(), Some(Ok(2)));
     assert_eq!(info(&manager, waiting).state, WorkState::Enqueued);
-    manager.shutdown();
+    manager.stop();
+    manager.join(Duration::MAX);
 }
 
 /// Ids are never reused, even when the work with the highest id was
@@ -425,7 +433,7 @@ fn ids_are_not_reused_after_pruning_and_restart() {
                 "noop",
                 |(): (), _: &WorkContext<'_>| WorkResult::Success(()),
             )
-            .build()
+            .spawn()
             .unwrap()
     };
 
@@ -436,7 +444,8 @@ fn ids_are_not_reused_after_pruning_and_restart() {
     assert!(manager.wait_finished(gone, T).is_some());
     clock.advance(HOUR + MIN);
     assert!(wait_until(|| manager.info(gone).is_none(), T), "pruned");
-    manager.shutdown();
+    manager.stop();
+    manager.join(Duration::MAX);
     assert_eq!(
         WorkStore::open(&path)
             .unwrap()
@@ -451,7 +460,8 @@ fn ids_are_not_reused_after_pruning_and_restart() {
     let manager = build(&clock);
     let new = ids(manager.enqueue(WorkRequest::once("noop").initial_delay(HOUR)))[0];
     assert!(new > gone, "{new} reuses the id of pruned {gone}");
-    manager.shutdown();
+    manager.stop();
+    manager.join(Duration::MAX);
 }
 
 // ---- files that are not ours ---------------------------------------------
@@ -541,10 +551,11 @@ fn a_store_of_a_newer_version_is_refused_untouched() {
                 "noop",
                 |(): (), _: &WorkContext<'_>| WorkResult::Success(()),
             )
-            .build()
+            .spawn()
             .unwrap();
         ids(manager.enqueue(WorkRequest::once("noop").initial_delay(HOUR)));
-        manager.shutdown();
+        manager.stop();
+        manager.join(Duration::MAX);
     }
     {
         let conn = rusqlite::Connection::open(&path).unwrap();
@@ -577,13 +588,14 @@ fn store_with_rows(path: &Path) {
         .handler_fn("noop", |_: String, _: &WorkContext<'_>| {
             WorkResult::Success(())
         })
-        .build()
+        .spawn()
         .unwrap();
     for i in 0..40 {
         let big = format!("{i}").repeat(200);
         ids(manager.enqueue(WorkRequest::once("noop").input(&big).initial_delay(HOUR)));
     }
-    manager.shutdown();
+    manager.stop();
+    manager.join(Duration::MAX);
     let len = std::fs::metadata(path).unwrap().len();
     assert!(len >= 3 * 4096, "{len} bytes");
     assert_eq!(snapshot(path).1, None, "checkpointed at close");
@@ -643,7 +655,8 @@ fn unreadable_rows_are_reported_and_kept() {
         let second = WorkRequest::once("count").input(&2u32).initial_delay(MIN);
         assert_eq!(ids(manager.enqueue(first)), [WorkId(1)]);
         assert_eq!(ids(manager.enqueue(second)), [WorkId(2)]);
-        manager.shutdown();
+        manager.stop();
+        manager.join(Duration::MAX);
     }
     let garbage: &[u8] = b"\xde\xad\xbe\xef this is no work record";
     {
@@ -686,7 +699,8 @@ fn unreadable_rows_are_reported_and_kept() {
     assert_eq!(runs.load(Ordering::SeqCst), 2);
     let new = ids(manager.enqueue(WorkRequest::once("noop").initial_delay(HOUR)));
     assert_eq!(new, [WorkId(101)], "after the unreadable rows too");
-    manager.shutdown();
+    manager.stop();
+    manager.join(Duration::MAX);
 
     let conn = rusqlite::Connection::open(&path).unwrap();
     let kept: Vec<u8> = conn
@@ -714,7 +728,7 @@ fn finished_work_is_pruned_after_the_retention() {
             "noop",
             |(): (), _: &WorkContext<'_>| WorkResult::Success(()),
         )
-        .build()
+        .spawn()
         .unwrap();
     let done = ids(manager.enqueue(WorkRequest::once("noop").tag("done")))[0];
     let pending = ids(manager.enqueue(WorkRequest::once("noop").initial_delay(48 * HOUR)))[0];
@@ -732,7 +746,8 @@ fn finished_work_is_pruned_after_the_retention() {
     assert!(wait_until(|| manager.info(done).is_none(), T), "pruned");
     assert!(manager.infos(&WorkQuery::Tag("done".into())).is_empty());
     assert_eq!(info(&manager, pending).state, WorkState::Enqueued);
-    manager.shutdown();
+    manager.stop();
+    manager.join(Duration::MAX);
 
     let stored = WorkStore::open(&path).unwrap().works().unwrap();
     assert_eq!(
@@ -921,7 +936,7 @@ fn work_waits_for_a_builtin_constraint() {
             counter.fetch_add(1, Ordering::SeqCst);
             WorkResult::Success(())
         })
-        .build()
+        .spawn()
         .unwrap();
     let req = WorkRequest::once("backup")
         .constraint("on_ac_power")
@@ -938,7 +953,8 @@ fn work_waits_for_a_builtin_constraint() {
     let done = manager.wait_finished(id, T).expect("runs on AC");
     assert_eq!(done.state, WorkState::Succeeded);
     assert_eq!(runs.load(Ordering::SeqCst), 1);
-    manager.shutdown();
+    manager.stop();
+    manager.join(Duration::MAX);
 }
 
 /// Periodic work that enqueued its own replacement during a run, and was
@@ -975,7 +991,7 @@ fn work_that_replaced_itself_stays_retired_after_a_restart() {
             st.store(true, Ordering::SeqCst);
             WorkResult::<()>::Retry
         })
-        .build()
+        .spawn()
         .unwrap();
     assert!(slot.set(manager.clone()).is_ok());
     let old = ids(manager.enqueue_unique(
@@ -986,7 +1002,8 @@ fn work_that_replaced_itself_stays_retired_after_a_restart() {
     assert!(wait_until(|| replaced.load(Ordering::SeqCst), T));
     barrier(&manager);
     assert_eq!(info(&manager, old).state, WorkState::Running);
-    manager.shutdown();
+    manager.stop();
+    manager.join(Duration::MAX);
     assert!(wait_until(|| stopped.load(Ordering::SeqCst), T));
     drop(slot);
 
@@ -995,7 +1012,7 @@ fn work_that_replaced_itself_stays_retired_after_a_restart() {
         .handler_fn("renew", |(): (), _: &WorkContext<'_>| {
             WorkResult::Success(())
         })
-        .build()
+        .spawn()
         .unwrap();
     let old_info = info(&manager, old);
     assert_eq!(old_info.state, WorkState::Cancelled, "{old_info:?}");
@@ -1004,5 +1021,6 @@ fn work_that_replaced_itself_stays_retired_after_a_restart() {
     assert_eq!(named.len(), 1);
     assert_ne!(named[0].id, old);
     assert_eq!(named[0].state, WorkState::Enqueued);
-    manager.shutdown();
+    manager.stop();
+    manager.join(Duration::MAX);
 }

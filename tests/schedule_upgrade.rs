@@ -236,7 +236,7 @@ fn the_upgraded_works_run_as_they_were_scheduled() {
         .handler_fn("flaky", |(): (), _: &WorkContext<'_>| {
             WorkResult::Success(())
         })
-        .build()
+        .spawn()
         .unwrap();
     assert_eq!(manager.infos(&WorkQuery::All), expected());
 
@@ -282,7 +282,8 @@ fn the_upgraded_works_run_as_they_were_scheduled() {
     assert_eq!(failed.failure.as_deref(), Some("the disk is full"));
     let new = manager.enqueue(WorkRequest::once("flaky")).wait().unwrap();
     assert_eq!(new.ids(), [WorkId(11)]);
-    manager.shutdown();
+    manager.stop();
+    manager.join(Duration::MAX);
     drop(manager);
 
     // Rows that changed were written in the current layout; the rest kept

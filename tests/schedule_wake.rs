@@ -270,7 +270,7 @@ fn child_entry() {
                     "ring",
                     |(): (), _: &WorkContext<'_>| WorkResult::Success(()),
                 )
-                .build()
+                .spawn()
                 .unwrap();
             manager.wake_with_os(wake()).unwrap();
             let timer = Path::new(&std::env::var_os("XDG_CONFIG_HOME").unwrap())
@@ -311,7 +311,8 @@ fn child_entry() {
                 || holds("OnCalendar=2127-01-01 00:00:00 UTC"),
                 Duration::from_secs(30)
             ));
-            manager.shutdown();
+            manager.stop();
+            manager.join(Duration::MAX);
             assert!(
                 holds("OnCalendar=2127-01-01 00:00:00 UTC"),
                 "left set for the closed app"

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::wait_until;
+use isolates::Backoff;
 use isolates::schedule::*;
 
 /// How long any condition may take to come true.
@@ -133,7 +134,7 @@ fn a_run_whose_constraints_stop_holding_is_stopped_and_enqueued_again() {
             }
             WorkResult::Success(2u32)
         })
-        .build()
+        .spawn()
         .unwrap();
     let id = new_id(m.enqueue(WorkRequest::once("long").constraint("power")));
     assert!(started.wait(), "the handler never started");
@@ -158,7 +159,8 @@ fn a_run_whose_constraints_stop_holding_is_stopped_and_enqueued_again() {
     assert_eq!(i.state, WorkState::Succeeded);
     assert_eq!(i.output::<u32>(), Some(Ok(2)), "the second run's output");
     assert_eq!(i.run_attempts, 2);
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 #[test]
@@ -173,7 +175,7 @@ fn a_run_whose_constraints_keep_holding_is_not_stopped() {
             g.wait();
             WorkResult::Success(w.is_stopped())
         })
-        .build()
+        .spawn()
         .unwrap();
     let id = new_id(m.enqueue(WorkRequest::once("long").constraint("power")));
     wait_for(&m, id, "started", |i| i.state == WorkState::Running);
@@ -186,7 +188,8 @@ fn a_run_whose_constraints_keep_holding_is_not_stopped() {
     let i = finished(&m, id);
     assert_eq!(i.output::<bool>(), Some(Ok(false)), "it was told to stop");
     assert_eq!(i.run_attempts, 1);
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 // ---- 2. the next period after a late run -----------------------------------
@@ -194,7 +197,7 @@ fn a_run_whose_constraints_keep_holding_is_not_stopped() {
 #[test]
 fn a_late_periodic_run_pushes_the_next_run_one_interval_after_it() {
     let clock = ManualClock::default();
-    let m = builder(&clock).build().unwrap();
+    let m = builder(&clock).spawn().unwrap();
     let t0 = clock.now();
     let id = new_id(m.enqueue(WorkRequest::periodic("noop", HOUR)));
     let i = wait_for(&m, id, "ran its first period", |i| i.periods == 1);
@@ -211,7 +214,8 @@ fn a_late_periodic_run_pushes_the_next_run_one_interval_after_it() {
     clock.advance(HOUR);
     let i = wait_for(&m, id, "ran on time", |i| i.periods == 3);
     assert_eq!(i.next_run_at, Some(t0 + HOUR * 12 + MINUTE * 30));
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 // ---- 3. cancelling a finished work -----------------------------------------
@@ -219,7 +223,7 @@ fn a_late_periodic_run_pushes_the_next_run_one_interval_after_it() {
 #[test]
 fn cancelling_a_finished_work_cancels_its_unfinished_dependents() {
     let clock = ManualClock::default();
-    let m = builder(&clock).build().unwrap();
+    let m = builder(&clock).spawn().unwrap();
     let chain = WorkChain::new(WorkRequest::once("noop"))
         .then(WorkRequest::once("noop").initial_delay(HOUR))
         .then(WorkRequest::once("noop"));
@@ -242,7 +246,8 @@ fn cancelling_a_finished_work_cancels_its_unfinished_dependents() {
     clock.advance(HOUR);
     sync(&m);
     assert_eq!(info(&m, b).run_attempts, 0, "a cancelled dependent ran");
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 // ---- 4. superseded work is deleted -----------------------------------------
@@ -250,7 +255,7 @@ fn cancelling_a_finished_work_cancels_its_unfinished_dependents() {
 #[test]
 fn replace_deletes_the_old_work_after_its_watchers_see_it_cancelled() {
     let clock = ManualClock::default();
-    let m = builder(&clock).build().unwrap();
+    let m = builder(&clock).spawn().unwrap();
     let old = new_id(m.enqueue_unique(
         "sync",
         ExistingWork::Replace,
@@ -268,7 +273,8 @@ fn replace_deletes_the_old_work_after_its_watchers_see_it_cancelled() {
     let all: Vec<WorkId> = m.infos(&WorkQuery::All).iter().map(|i| i.id).collect();
     assert_eq!(all, [new]);
     assert!(watch.try_next().is_none(), "nothing after the cancel");
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 #[test]
@@ -278,7 +284,7 @@ fn keep_and_append_or_replace_over_finished_work_delete_it() {
         .handler_fn("fail", |(): (), _: &WorkContext<'_>| -> WorkResult<()> {
             WorkResult::Failure("no".into())
         })
-        .build()
+        .spawn()
         .unwrap();
     let done = new_id(m.enqueue_unique("k", ExistingWork::Keep, WorkRequest::once("noop")));
     finished(&m, done);
@@ -299,7 +305,8 @@ fn keep_and_append_or_replace_over_finished_work_delete_it() {
     ));
     assert_eq!(m.info(failed), None, "the failed work was deleted");
     assert!(info(&m, again).prerequisites.is_empty());
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 // ---- 5. fan-in merges outputs -----------------------------------------------
@@ -307,7 +314,7 @@ fn keep_and_append_or_replace_over_finished_work_delete_it() {
 #[test]
 fn fan_in_overwrites_by_default_and_creates_an_array_on_request() {
     let clock = ManualClock::default();
-    let m = builder(&clock).build().unwrap();
+    let m = builder(&clock).spawn().unwrap();
     let squares = || WorkChain::all([1u32, 2, 3].map(|n| WorkRequest::once("square").input(&n)));
 
     let ids = new_ids(m.enqueue(squares().then(WorkRequest::once("show"))));
@@ -329,7 +336,8 @@ fn fan_in_overwrites_by_default_and_creates_an_array_on_request() {
         .then(WorkRequest::once("sum").input_merger(InputMerger::ArrayCreating));
     let ids = new_ids(m.enqueue(one));
     assert_eq!(finished(&m, ids[1]).output::<u32>(), Some(Ok(25)));
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 #[test]
@@ -343,7 +351,7 @@ fn merged_outputs_over_the_data_limit_fail_the_dependent() {
         .handler_fn("count", |all: Vec<Vec<u8>>, _: &WorkContext<'_>| {
             WorkResult::Success(all.len())
         })
-        .build()
+        .spawn()
         .unwrap();
     // Each output fits (about 31 bytes); the three together do not.
     let chain = WorkChain::all((0..3).map(|_| WorkRequest::once("bytes").input(&30usize)))
@@ -354,7 +362,8 @@ fn merged_outputs_over_the_data_limit_fail_the_dependent() {
     let why = i.failure.expect("a reason");
     assert!(why.contains("data limit"), "{why}");
     assert_eq!(i.run_attempts, 0, "it never ran");
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 // ---- 6. attempts per period ------------------------------------------------
@@ -373,7 +382,7 @@ fn periodic_run_attempts_start_at_one_each_period() {
                 WorkResult::Success(())
             }
         })
-        .build()
+        .spawn()
         .unwrap();
     let every = WorkRequest::periodic("flaky", HOUR).backoff(Backoff::linear(MINUTE));
     let id = new_id(m.enqueue(every));
@@ -386,7 +395,8 @@ fn periodic_run_attempts_start_at_one_each_period() {
         clock.advance(HOUR);
     }
     assert_eq!(*seen.lock().unwrap(), [1, 2, 1, 2, 1, 2]);
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 // ---- 7. progress after the end ---------------------------------------------
@@ -402,7 +412,7 @@ fn progress_is_cleared_when_a_run_ends() {
             g.wait();
             WorkResult::Success(())
         })
-        .build()
+        .spawn()
         .unwrap();
     let id = new_id(m.enqueue(WorkRequest::once("steps")));
     let i = wait_for(&m, id, "reported progress", |i| i.progress.is_some());
@@ -417,7 +427,8 @@ fn progress_is_cleared_when_a_run_ends() {
     let id = new_id(m.enqueue(WorkRequest::periodic("steps", HOUR)));
     let i = wait_for(&m, id, "ran its first period", |i| i.periods == 1);
     assert_eq!((i.state, i.progress), (WorkState::Enqueued, None));
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 // ---- 8. the implicit tag ---------------------------------------------------
@@ -425,7 +436,7 @@ fn progress_is_cleared_when_a_run_ends() {
 #[test]
 fn every_work_is_tagged_with_its_handler_name() {
     let clock = ManualClock::default();
-    let m = builder(&clock).build().unwrap();
+    let m = builder(&clock).spawn().unwrap();
     let later = |h: &str| WorkRequest::once(h).initial_delay(HOUR);
     let a = new_id(m.enqueue(later("noop").tag("ui")));
     let b = new_id(m.enqueue(later("noop").tag("noop")));
@@ -441,7 +452,8 @@ fn every_work_is_tagged_with_its_handler_name() {
     assert_eq!(noops, [a, b]);
     assert_eq!(m.cancel(WorkQuery::Tag("noop".into())).wait(), Ok(2));
     assert_eq!(info(&m, c).state, WorkState::Enqueued);
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 // ---- 9. empty chain stages -------------------------------------------------
@@ -449,7 +461,7 @@ fn every_work_is_tagged_with_its_handler_name() {
 #[test]
 fn empty_chain_stages_are_skipped() {
     let clock = ManualClock::default();
-    let m = builder(&clock).build().unwrap();
+    let m = builder(&clock).spawn().unwrap();
     let chain = WorkChain::new(WorkRequest::once("square").input(&3u32))
         .then_all([])
         .then(WorkRequest::once("show"))
@@ -469,7 +481,8 @@ fn empty_chain_stages_are_skipped() {
     // A chain with no work at all is refused.
     let none = m.enqueue(WorkChain::all([]).then_all([])).wait();
     assert!(matches!(none, Err(WorkError::Invalid(_))), "{none:?}");
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 // ---- isolates ----------------------------------------------------------------
@@ -714,6 +727,22 @@ mod isolate {
 
 // ---- stores written before these changes -------------------------------------
 
+/// A backoff as stored rows hold it.
+#[derive(serde::Serialize)]
+struct StoredBackoff {
+    exponential: bool,
+    delay: Duration,
+    max: Duration,
+}
+
+/// A request's default backoff, as stored: exponential from 30 s, at most
+/// 5 h.
+const DEFAULT_BACKOFF: StoredBackoff = StoredBackoff {
+    exponential: true,
+    delay: Duration::from_secs(30),
+    max: Duration::from_secs(5 * 3600),
+};
+
 /// A row as the first store layout held it (before the input merger).
 #[derive(serde::Serialize)]
 struct RowV1 {
@@ -729,7 +758,7 @@ struct RowV1 {
     period_start: i64,
     initial_delay: i64,
     enqueued_at: i64,
-    backoff: Backoff,
+    backoff: StoredBackoff,
     constraints: Vec<String>,
     time_limit: Option<Duration>,
     attempts: u32,
@@ -756,7 +785,7 @@ fn row_v1(id: u64, handler: &str, state: WorkState, prerequisites: Vec<u64>) -> 
         period_start: 0,
         initial_delay: 0,
         enqueued_at: 0,
-        backoff: Backoff::default(),
+        backoff: DEFAULT_BACKOFF,
         constraints: vec![],
         time_limit: None,
         attempts: 0,
@@ -820,13 +849,14 @@ fn works_stored_by_the_first_layout_load_tagged_and_merge_as_before() {
         .handler_fn("show", |n: u32, _: &WorkContext<'_>| {
             WorkResult::Success(format!("<{n}>"))
         })
-        .build()
+        .spawn()
         .unwrap();
     assert!(m.unreadable().is_empty(), "{:?}", m.unreadable());
     let i = finished(&m, WorkId(3));
     assert_eq!(i.output::<String>(), Some(Ok("<4>".into())), "{i:?}");
     assert_eq!(i.tags, ["show", "old"], "the implicit tag is added on load");
     assert_eq!(info(&m, WorkId(1)).tags, ["square", "old"]);
-    m.shutdown();
+    m.stop();
+    m.join(Duration::MAX);
     remove(&path);
 }

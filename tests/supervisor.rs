@@ -7,10 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::wait_until;
-use isolates::supervisor::{
-    Backoff, ChildSpec, Restart, Shutdown, Strategy, SupervisionEvent, Supervisor,
-    SupervisorBuilder,
-};
+use isolates::Backoff;
+use isolates::supervisor::{ChildSpec, Restart, Shutdown, Strategy, SupervisionEvent, Supervisor};
 use isolates::{
     AskError, Context, ExitReason, Isolate, IsolateHandle, ReceivePort, SendPort, port,
 };
@@ -136,13 +134,13 @@ fn count(h: &IsolateHandle<Worker>) -> u64 {
 
 /// Three workers a, b, c with a = 1, b = 2, c = 3 increments.
 fn three(strategy: Strategy, c_restart: Restart) -> (Supervisor, [IsolateHandle<Worker>; 3]) {
-    let sup = SupervisorBuilder::new()
+    let sup = Supervisor::builder()
         .strategy(strategy)
         .restart_intensity(5, Duration::from_secs(5))
         .child(ChildSpec::worker::<Worker>("a", args("a")))
         .child(ChildSpec::worker::<Worker>("b", args("b")))
         .child(ChildSpec::worker::<Worker>("c", args("c")).restart(c_restart))
-        .start()
+        .spawn()
         .unwrap();
     let handles = [worker(&sup, "a"), worker(&sup, "b"), worker(&sup, "c")];
     for (n, h) in handles.iter().enumerate() {
@@ -204,13 +202,13 @@ fn rest_for_one_restarts_the_child_and_those_after_it() {
 
 #[test]
 fn restart_types_decide_by_exit_reason() {
-    let sup = SupervisorBuilder::new()
+    let sup = Supervisor::builder()
         .restart_intensity(10, Duration::from_secs(5))
         .child(ChildSpec::worker::<Worker>("perm", args("perm")))
         .child(ChildSpec::worker::<Worker>("trans", args("trans")).restart(Restart::Transient))
         .child(ChildSpec::worker::<Worker>("trans2", args("trans2")).restart(Restart::Transient))
         .child(ChildSpec::worker::<Worker>("temp", args("temp")).restart(Restart::Temporary))
-        .start()
+        .spawn()
         .unwrap();
     let ev = events(&sup);
     let (perm, trans, trans2, temp) = (
@@ -240,15 +238,15 @@ fn restart_types_decide_by_exit_reason() {
 #[test]
 fn intensity_escalates_through_two_levels() {
     // inner allows 1 restart in 5 s; root allows 1 restart of inner.
-    let inner = SupervisorBuilder::new()
+    let inner = Supervisor::builder()
         .name("inner")
         .restart_intensity(1, Duration::from_secs(5))
         .child(ChildSpec::worker::<Worker>("w", args("w")));
-    let root = SupervisorBuilder::new()
+    let root = Supervisor::builder()
         .name("root")
         .restart_intensity(1, Duration::from_secs(5))
         .child(ChildSpec::supervisor("inner", inner))
-        .start()
+        .spawn()
         .unwrap();
     let root_events = events(&root);
 
@@ -292,11 +290,11 @@ fn intensity_escalates_through_two_levels() {
 #[test]
 fn backoff_delays_restarts() {
     let min = Duration::from_millis(80);
-    let sup = SupervisorBuilder::new()
+    let sup = Supervisor::builder()
         .restart_intensity(5, Duration::from_secs(5))
-        .backoff(Backoff::exponential(min, Duration::from_secs(1)).without_jitter())
+        .backoff(Backoff::exponential(min).max(Duration::from_secs(1)))
         .child(ChildSpec::worker::<Worker>("w", args("w")))
-        .start()
+        .spawn()
         .unwrap();
     let ev = events(&sup);
     let w = worker(&sup, "w");
@@ -316,9 +314,9 @@ fn backoff_delays_restarts() {
 
 #[test]
 fn a_crash_loses_no_queued_message() {
-    let sup = SupervisorBuilder::new()
+    let sup = Supervisor::builder()
         .child(ChildSpec::worker::<Worker>("w", args("w")))
-        .start()
+        .spawn()
         .unwrap();
     let w = worker(&sup, "w");
     // Hold the worker inside a message, queue work behind it, then make
@@ -350,11 +348,11 @@ fn a_crash_loses_no_queued_message() {
 #[test]
 fn children_start_in_order_and_stop_in_reverse() {
     let (log_tx, log) = port::unbounded::<String>();
-    let sup = SupervisorBuilder::new()
+    let sup = Supervisor::builder()
         .child(ChildSpec::worker::<Worker>("a", logged("a", &log_tx)))
         .child(ChildSpec::worker::<Worker>("b", logged("b", &log_tx)))
         .child(ChildSpec::worker::<Worker>("c", logged("c", &log_tx)).shutdown(Shutdown::Immediate))
-        .start()
+        .spawn()
         .unwrap();
     let a = worker(&sup, "a");
     sup.stop();
@@ -378,23 +376,23 @@ fn children_start_in_order_and_stop_in_reverse() {
 
 #[test]
 fn a_child_that_cannot_start_fails_the_supervisor_start() {
-    let err = SupervisorBuilder::new()
+    let err = Supervisor::builder()
         .child(ChildSpec::worker_with::<Worker, _>(
             "bad",
             isolates::IsolateBuilder::new().mailbox(isolates::Mailbox::Bounded(0)),
             args("bad"),
         ))
-        .start()
+        .spawn()
         .unwrap_err();
     assert_eq!(err, isolates::SpawnError::ZeroCapacity);
 }
 
 #[test]
 fn the_crashing_message_is_retried_only_when_asked_and_only_so_often() {
-    let sup = SupervisorBuilder::new()
+    let sup = Supervisor::builder()
         .restart_intensity(10, Duration::from_secs(5))
         .child(ChildSpec::worker::<Worker>("w", args("w")))
-        .start()
+        .spawn()
         .unwrap();
     let ev = events(&sup);
     let w = worker(&sup, "w");
@@ -431,13 +429,13 @@ fn the_crashing_message_is_retried_only_when_asked_and_only_so_often() {
 /// child to stop must still be handled (restarted, counted).
 #[test]
 fn a_sibling_exit_during_a_stop_is_not_lost() {
-    let sup = SupervisorBuilder::new()
+    let sup = Supervisor::builder()
         .strategy(Strategy::RestForOne)
         .restart_intensity(5, Duration::from_secs(5))
         .child(ChildSpec::worker::<Worker>("a", args("a")))
         .child(ChildSpec::worker::<Worker>("b", args("b")))
         .child(ChildSpec::worker::<Worker>("c", args("c")).shutdown(Shutdown::Timeout(T)))
-        .start()
+        .spawn()
         .unwrap();
     let ev = events(&sup);
     let (a, b, c) = (worker(&sup, "a"), worker(&sup, "b"), worker(&sup, "c"));
@@ -467,7 +465,7 @@ fn a_sibling_exit_during_a_stop_is_not_lost() {
 /// must not kill the next incarnation, whose kill flag starts clear.
 #[test]
 fn a_stale_kill_does_not_reach_the_restarted_child() {
-    let sup = SupervisorBuilder::new()
+    let sup = Supervisor::builder()
         .strategy(Strategy::OneForAll)
         .restart_intensity(5, Duration::from_secs(5))
         .child(ChildSpec::worker::<Worker>("a", args("a")))
@@ -475,7 +473,7 @@ fn a_stale_kill_does_not_reach_the_restarted_child() {
             ChildSpec::worker::<Worker>("c", args("c"))
                 .shutdown(Shutdown::Timeout(Duration::from_millis(20))),
         )
-        .start()
+        .spawn()
         .unwrap();
     let ev = events(&sup);
     let (a, c) = (worker(&sup, "a"), worker(&sup, "c"));
@@ -508,17 +506,18 @@ fn a_stale_kill_does_not_reach_the_restarted_child() {
 fn a_jittered_wave_restarts_in_child_order() {
     let (log_tx, log) = port::unbounded::<String>();
     let names = ["o0", "o1", "o2", "o3", "o4", "o5"];
-    let mut builder = SupervisorBuilder::new()
+    let mut builder = Supervisor::builder()
         .strategy(Strategy::OneForAll)
         .restart_intensity(20, Duration::from_secs(5))
-        .backoff(Backoff::exponential(
-            Duration::from_millis(5),
-            Duration::from_millis(50),
-        ));
+        .backoff(
+            Backoff::exponential(Duration::from_millis(5))
+                .max(Duration::from_millis(50))
+                .jitter(),
+        );
     for name in names {
         builder = builder.child(ChildSpec::worker::<Worker>(name, logged(name, &log_tx)));
     }
-    let sup = builder.start().unwrap();
+    let sup = builder.spawn().unwrap();
     let ev = events(&sup);
     for _ in 0..names.len() {
         log.recv_timeout(T).unwrap();

@@ -6,9 +6,10 @@
 
 use std::time::{Duration, Instant};
 
+use isolates::Backoff;
 use isolates::supervisor::{
-    Backoff, ChildError, ChildInfo, ChildKind, ChildSpec, Restart, Shutdown, Strategy,
-    SupervisionEvent, Supervisor, SupervisorBuilder,
+    ChildError, ChildInfo, ChildKind, ChildSpec, Restart, Shutdown, Strategy, SupervisionEvent,
+    Supervisor,
 };
 use isolates::{
     AskError, Context, ExitReason, Isolate, IsolateHandle, Mailbox, ReceivePort, SendPort,
@@ -163,17 +164,17 @@ fn stop(sup: &Supervisor) {
 #[test]
 fn a_started_child_runs_is_listed_and_is_restarted_like_the_others() {
     let (tx, ev) = port::unbounded();
-    let sup = SupervisorBuilder::new()
+    let sup = Supervisor::builder()
         .restart_intensity(5, Duration::from_secs(5))
         .event_listener(tx)
         .child(spec("a"))
-        .start()
+        .spawn()
         .unwrap();
     expect_event(&ev, started("a"));
 
     sup.start_child(spec("late")).unwrap();
     expect_event(&ev, started("late"));
-    sup.start_child(ChildSpec::supervisor("tree", SupervisorBuilder::new()))
+    sup.start_child(ChildSpec::supervisor("tree", Supervisor::builder()))
         .unwrap();
     expect_event(&ev, started("tree"));
     let children = sup.children().unwrap();
@@ -225,11 +226,11 @@ fn a_started_child_runs_is_listed_and_is_restarted_like_the_others() {
 
 #[test]
 fn terminate_restart_and_delete_follow_otp() {
-    let sup = SupervisorBuilder::new()
+    let sup = Supervisor::builder()
         .restart_intensity(5, Duration::from_secs(5))
         .child(spec("a"))
         .child(spec("b"))
-        .start()
+        .spawn()
         .unwrap();
     let ev = events(&sup);
     let old_b = worker(&sup, "b");
@@ -304,12 +305,12 @@ fn terminate_restart_and_delete_follow_otp() {
 /// after it.
 #[test]
 fn rest_for_one_puts_late_children_after_the_earlier_ones() {
-    let sup = SupervisorBuilder::new()
+    let sup = Supervisor::builder()
         .strategy(Strategy::RestForOne)
         .restart_intensity(10, Duration::from_secs(5))
         .child(spec("a"))
         .child(spec("b"))
-        .start()
+        .spawn()
         .unwrap();
     let ev = events(&sup);
     sup.start_child(spec("c")).unwrap();
@@ -362,12 +363,12 @@ fn rest_for_one_puts_late_children_after_the_earlier_ones() {
 #[test]
 fn one_for_all_restarts_late_children_last_and_leaves_terminated_ones() {
     let (log_tx, log) = port::unbounded::<String>();
-    let sup = SupervisorBuilder::new()
+    let sup = Supervisor::builder()
         .strategy(Strategy::OneForAll)
         .restart_intensity(10, Duration::from_secs(5))
         .child(logged("a", &log_tx))
         .child(logged("b", &log_tx))
-        .start()
+        .spawn()
         .unwrap();
     let ev = events(&sup);
     sup.start_child(logged("c", &log_tx)).unwrap();
@@ -397,9 +398,9 @@ fn one_for_all_restarts_late_children_last_and_leaves_terminated_ones() {
 /// intensity like any child's.
 #[test]
 fn a_late_child_counts_toward_the_restart_intensity() {
-    let sup = SupervisorBuilder::new()
+    let sup = Supervisor::builder()
         .restart_intensity(1, Duration::from_secs(30))
-        .start()
+        .spawn()
         .unwrap();
     let ev = events(&sup);
     sup.start_child(spec("late")).unwrap();
@@ -416,7 +417,7 @@ fn a_late_child_counts_toward_the_restart_intensity() {
 
 #[test]
 fn a_child_that_cannot_start_is_not_added() {
-    let sup = SupervisorBuilder::new().child(spec("a")).start().unwrap();
+    let sup = Supervisor::builder().child(spec("a")).spawn().unwrap();
     let bad = ChildSpec::worker_with::<Worker, _>(
         "bad",
         isolates::IsolateBuilder::new().mailbox(Mailbox::Bounded(0)),
@@ -445,9 +446,9 @@ fn a_child_that_cannot_start_is_not_added() {
 /// when it is terminated.
 #[test]
 fn a_temporary_childs_spec_goes_when_it_ends() {
-    let sup = SupervisorBuilder::new()
+    let sup = Supervisor::builder()
         .restart_intensity(5, Duration::from_secs(5))
-        .start()
+        .spawn()
         .unwrap();
     let ev = events(&sup);
     sup.start_child(spec("once").restart(Restart::Temporary))
@@ -478,13 +479,11 @@ fn a_temporary_childs_spec_goes_when_it_ends() {
 /// and `delete_child`; terminating it cancels the restart.
 #[test]
 fn terminating_a_child_in_backoff_cancels_its_restart() {
-    let sup = SupervisorBuilder::new()
+    let sup = Supervisor::builder()
         .restart_intensity(5, Duration::from_secs(5))
-        .backoff(
-            Backoff::exponential(Duration::from_secs(60), Duration::from_secs(60)).without_jitter(),
-        )
+        .backoff(Backoff::exponential(Duration::from_secs(60)).max(Duration::from_secs(60)))
         .child(spec("slow"))
-        .start()
+        .spawn()
         .unwrap();
     let ev = events(&sup);
     let slow = worker(&sup, "slow");
@@ -513,9 +512,9 @@ fn terminating_a_child_in_backoff_cancels_its_restart() {
 /// stopping a child that holds it up; they resolve once it is done.
 #[test]
 fn pending_forms_never_block_the_caller() {
-    let sup = SupervisorBuilder::new()
+    let sup = Supervisor::builder()
         .child(spec("busy").shutdown(Shutdown::Timeout(T)))
-        .start()
+        .spawn()
         .unwrap();
     let busy = worker(&sup, "busy");
     let (gate_tx, gate_rx) = port::bounded::<SendPort<()>>(1);
@@ -548,10 +547,10 @@ fn pending_forms_never_block_the_caller() {
 /// its way is left hanging.
 #[test]
 fn requests_to_an_exited_supervisor_say_so() {
-    let sup = SupervisorBuilder::new()
+    let sup = Supervisor::builder()
         .name("root")
         .child(spec("a"))
-        .start()
+        .spawn()
         .unwrap();
     // Requests racing the stop: each resolves, one way or the other.
     let pendings: Vec<_> = (0..20)
@@ -583,8 +582,8 @@ fn requests_to_an_exited_supervisor_say_so() {
 /// fresh one.
 #[test]
 fn a_nested_supervisor_can_be_terminated_and_restarted() {
-    let sup = SupervisorBuilder::new().start().unwrap();
-    let inner = SupervisorBuilder::new().child(spec("w"));
+    let sup = Supervisor::builder().spawn().unwrap();
+    let inner = Supervisor::builder().child(spec("w"));
     sup.start_child(ChildSpec::supervisor("inner", inner))
         .unwrap();
     let first = sup.supervisor("inner").unwrap();

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use isolates::supervisor::{ChildSpec, LookupError, Restart, SupervisionEvent, SupervisorBuilder};
+use isolates::supervisor::{ChildSpec, LookupError, Restart, SupervisionEvent, Supervisor};
 use isolates::{AskError, Context, ExitReason, Isolate, ReceivePort, port};
 
 const T: Duration = Duration::from_secs(10);
@@ -64,16 +64,16 @@ fn started(child: &str) -> SupervisionEvent {
 fn listeners_attached_at_build_see_every_start() {
     let (tx, events) = port::unbounded::<SupervisionEvent>();
     let (inner_tx, inner_events) = port::unbounded::<SupervisionEvent>();
-    let inner = SupervisorBuilder::new()
+    let inner = Supervisor::builder()
         .event_listener(inner_tx)
         .child(ChildSpec::worker::<Quiet>("quiet", ()));
-    let sup = SupervisorBuilder::new()
+    let sup = Supervisor::builder()
         .restart_intensity(10, Duration::from_secs(5))
         .event_listener(tx)
         .child(ChildSpec::worker::<Echo>("a", ()).restart(Restart::Permanent))
         .child(ChildSpec::worker::<Echo>("b", ()))
         .child(ChildSpec::supervisor("inner", inner))
-        .start()
+        .spawn()
         .unwrap();
     assert_eq!(next(&events), started("a"));
     assert_eq!(next(&events), started("b"));
@@ -99,10 +99,10 @@ fn listeners_attached_at_build_see_every_start() {
 /// which names what to do.
 #[test]
 fn lookups_say_what_went_wrong() {
-    let sup = SupervisorBuilder::new()
+    let sup = Supervisor::builder()
         .child(ChildSpec::worker::<Echo>("echo", ()))
-        .child(ChildSpec::supervisor("inner", SupervisorBuilder::new()))
-        .start()
+        .child(ChildSpec::supervisor("inner", Supervisor::builder()))
+        .spawn()
         .unwrap();
     assert_eq!(sup.worker::<Echo>("echo").unwrap().ask_timeout(3, T), Ok(3));
     assert!(sup.supervisor("inner").is_ok());

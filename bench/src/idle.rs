@@ -94,16 +94,16 @@ pub(crate) fn child(args: &[String]) -> ! {
 
     let echo = Echo::spawn(()).expect("spawn");
     echo.ask_timeout(1, T).expect("ask");
-    let plain = Pool::<Spinner>::builder().build(()).expect("pool");
+    let plain = Pool::<Spinner>::builder().spawn(()).expect("pool");
     plain.submit(1).wait().expect("task");
     let rayon = Pool::<Spinner>::builder()
         .rayon(true)
-        .build(())
+        .spawn(())
         .expect("rayon pool");
     rayon.submit(1).wait().expect("task");
     let manager = WorkManager::builder(WorkStore::in_memory().expect("store"))
         .handler_fn("noop", |n: u64, _: &WorkContext<'_>| WorkResult::Success(n))
-        .build()
+        .spawn()
         .expect("manager");
     let enqueued = manager
         .enqueue(WorkRequest::once("noop").input(&1u64))
@@ -116,9 +116,9 @@ pub(crate) fn child(args: &[String]) -> ! {
     let threads = thread_count();
 
     println!("idle_cpu {base} {ours} {threads}");
-    manager.shutdown();
-    plain.shutdown();
-    rayon.shutdown();
+    manager.stop();
+    plain.stop();
+    rayon.stop();
     drop(echo);
     std::process::exit(0)
 }

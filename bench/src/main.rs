@@ -215,7 +215,7 @@ fn run_overhead(quick: bool) -> Measure {
 /// of the throughput measures.
 fn default_pools(tasks: usize, per_us: f64) -> (Pool<Stamper>, rayon::ThreadPool, u64, String) {
     let iters = (100.0 * per_us) as u64;
-    let pool = Pool::<Stamper>::builder().build(()).expect("pool");
+    let pool = Pool::<Stamper>::builder().spawn(()).expect("pool");
     let rayon = rayon::ThreadPoolBuilder::new().build().expect("rayon");
     let note = format!(
         "{tasks} tasks of ~100 µs; pool defaults ({} workers) vs rayon's ({} threads)",
@@ -456,7 +456,7 @@ fn ui_frame_p99(quick: bool, per_us: f64) -> Measure {
     let work_iters = (2000.0 * per_us) as u64;
     let load_iters = (1000.0 * per_us) as u64;
     // Pool at its defaults: one worker per core, at nice 10.
-    let pool = Pool::<Stamper>::builder().build(()).expect("pool");
+    let pool = Pool::<Stamper>::builder().spawn(()).expect("pool");
     let (mut idle_times, mut busy_times) = (Vec::new(), Vec::new());
     let (mut idle_late, mut busy_late) = (0, 0);
     // Interleaved: a block of frames with the pool idle, then a block with
@@ -579,7 +579,8 @@ fn schedule_overhead(quick: bool) -> Measure {
             schedule_load::run_batch(&manager, n, batch).as_nanos() as f64 / n as f64 / 1000.0
         },
     );
-    manager.shutdown();
+    manager.stop();
+    manager.join(Duration::MAX);
     Measure {
         name: "schedule_overhead",
         value: ours,
@@ -609,7 +610,8 @@ fn store_commit(quick: bool, per_tx: u64) -> Measure {
         },
         || n as f64 / schedule_load::commit_works(&manager, n, per_tx).as_secs_f64(),
     );
-    manager.shutdown();
+    manager.stop();
+    manager.join(Duration::MAX);
     schedule_load::remove_store(&raw);
     schedule_load::remove_store(&path);
     Measure {
@@ -650,7 +652,8 @@ fn open_store_child(path: &str) -> ! {
     let took = start.elapsed();
     let grew = rss_kib() - before;
     println!("{} {grew}", took.as_secs_f64());
-    manager.shutdown();
+    manager.stop();
+    manager.join(Duration::MAX);
     std::process::exit(0);
 }
 
@@ -663,7 +666,8 @@ fn store_open_1m(quick: bool) -> Measure {
     {
         let manager = schedule_load::noop_manager(WorkStore::open(&path).expect("store"), 1);
         schedule_load::commit_works(&manager, n, 10_000);
-        manager.shutdown();
+        manager.stop();
+        manager.join(Duration::MAX);
     }
     let base = {
         let start = Instant::now();

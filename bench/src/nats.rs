@@ -169,10 +169,10 @@ pub(crate) fn remote_pool_throughput(quick: bool) -> Measure {
     ]);
     let pool = Pool::<Next>::builder()
         .nats(NatsOptions::new(url.as_str()).in_flight(IN_FLIGHT), "bench")
-        .build(())
+        .spawn(())
         .expect("a remote pool");
     warm(&pool);
-    let local = Pool::<Next>::builder().build(()).expect("a local pool");
+    let local = Pool::<Next>::builder().spawn(()).expect("a local pool");
     let n: u64 = if quick { 2_000 } else { 10_000 };
     let rounds = if quick { 3 } else { 5 };
     let (mut remote_r, mut core_r, mut local_r) = (Vec::new(), Vec::new(), Vec::new());
@@ -214,7 +214,7 @@ pub(crate) fn remote_task_latency(quick: bool, tail: bool) -> Measure {
     ]);
     let pool = Pool::<Next>::builder()
         .nats(NatsOptions::new(url.as_str()).in_flight(1), "latency")
-        .build(())
+        .spawn(())
         .expect("a remote pool");
     warm(&pool);
     let n = if quick { 300 } else { 2_000 };

@@ -16,7 +16,7 @@ pub(crate) fn noop_manager(store: WorkStore, workers: usize) -> WorkManager {
     WorkManager::builder(store)
         .workers(workers)
         .handler_fn("noop", |n: u64, _: &WorkContext<'_>| WorkResult::Success(n))
-        .build()
+        .spawn()
         .expect("manager starts")
 }
 

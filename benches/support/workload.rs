@@ -102,7 +102,7 @@ pub(crate) fn pools<W: Worker<Args = ()>>(n: usize) -> (Pool<W>, rayon::ThreadPo
     let pool = Pool::<W>::builder()
         .workers(n)
         .nice(None)
-        .build(())
+        .spawn(())
         .expect("pool");
     let rayon = rayon::ThreadPoolBuilder::new()
         .num_threads(n)

@@ -397,7 +397,7 @@ impl<I: Isolate> IsolateHandle<I> {
     /// use std::sync::atomic::{AtomicBool, Ordering};
     /// use std::time::Duration;
     /// use isolates::{AskError, Context, Isolate};
-    /// use isolates::supervisor::{ChildSpec, SupervisorBuilder};
+    /// use isolates::supervisor::{ChildSpec, Supervisor};
     ///
     /// static FLAKY: AtomicBool = AtomicBool::new(true);
     ///
@@ -410,7 +410,7 @@ impl<I: Isolate> IsolateHandle<I> {
     ///         Ok(n)
     ///     }
     /// }
-    /// let sup = SupervisorBuilder::new().child(ChildSpec::worker::<Once>("once", ())).start().unwrap();
+    /// let sup = Supervisor::builder().child(ChildSpec::worker::<Once>("once", ())).spawn().unwrap();
     /// let once = sup.worker::<Once>("once").unwrap();
     /// assert_eq!(once.ask_retrying(5, Duration::from_secs(5), 2), Ok(5));
     /// sup.stop();
@@ -755,7 +755,7 @@ impl<I: Isolate> IsolateHandle<I> {
     /// picky.resume(&token);
     /// picky.cast(0).unwrap();
     /// assert_eq!(errors.recv().unwrap().message, "zero");
-    /// assert!(picky.is_alive());
+    /// assert!(!picky.is_finished());
     /// ```
     pub fn add_error_listener(&self, port: SendPort<IsolateError>) {
         self.shared.add_error_listener(port);
@@ -828,13 +828,40 @@ impl<I: Isolate> IsolateHandle<I> {
         self.shared.exit_reason()
     }
 
-    /// Whether the isolate has not exited yet.
+    /// Whether the isolate has exited; never blocks.
     ///
     /// # Examples
     ///
     /// See [`IsolateHandle::add_error_listener`].
-    pub fn is_alive(&self) -> bool {
-        !self.shared.is_closed()
+    pub fn is_finished(&self) -> bool {
+        self.shared.is_closed()
+    }
+
+    /// Stops the isolate gracefully; returns at once (see
+    /// [`join`](Self::join)). It handles the messages already in its
+    /// mailbox, then exits [`ExitReason::Normal`] (as when its last handle
+    /// is dropped). To exit without handling them, [`kill`](Self::kill) it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use isolates::{Context, ExitReason, Isolate};
+    /// # struct Echo;
+    /// # impl Isolate for Echo {
+    /// #     type Args = (); type Message = u8; type Reply = u8; type Error = String;
+    /// #     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Echo) }
+    /// #     fn handle(&mut self, m: u8, _: &mut Context<Self>) -> Result<u8, String> { Ok(m) }
+    /// # }
+    /// use std::time::Duration;
+    /// let echo = Echo::spawn(()).unwrap();
+    /// let reply = echo.ask_pending(7);
+    /// echo.stop();
+    /// assert_eq!(echo.join(Duration::from_secs(5)), Some(ExitReason::Normal));
+    /// assert!(echo.is_finished());
+    /// assert_eq!(reply.wait(), Ok(7)); // handled before the exit
+    /// ```
+    pub fn stop(&self) {
+        self.shared.control(Control::Stop, false);
     }
 
     /// Waits at most `timeout` for the isolate to exit and returns why, or

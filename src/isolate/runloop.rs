@@ -88,6 +88,8 @@ struct RunLoop<I: Isolate> {
     mailbox_rx: cb::Receiver<Mail<I>>,
     paused: HashSet<u64>,
     orphaned: bool,
+    /// Stopped by a handle: exit once the mailbox is empty.
+    stopped: bool,
     /// A message taken from the mailbox but not handled yet, because a
     /// control request sent before it (a pause, a kill) must go first.
     held: Option<Mail<I>>,
@@ -127,6 +129,7 @@ pub(super) fn run<I: Isolate>(
         control_rx,
         paused: paused.into_iter().collect(),
         orphaned: false,
+        stopped: false,
         held,
     };
     // User code runs under `catch`, so the loop itself should not unwind;
@@ -394,7 +397,7 @@ impl<I: Isolate> RunLoop<I> {
     }
 
     fn is_orphaned(&self) -> bool {
-        self.orphaned && self.shared.handles.load(Ordering::SeqCst) == 0
+        self.stopped || (self.orphaned && self.shared.handles.load(Ordering::SeqCst) == 0)
     }
 
     /// Waits for the next message, or returns `None` when a control request
@@ -485,6 +488,7 @@ impl<I: Isolate> RunLoop<I> {
             }
             Control::Ping(reply) => reply.send(Reply::Value(Envelope::unit())),
             Control::Orphaned => self.orphaned = true,
+            Control::Stop => self.stopped = true,
             Control::Wake => {}
             Control::Signal(signal) => {
                 // Meant for an incarnation that has ended.

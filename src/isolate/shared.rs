@@ -71,6 +71,9 @@ pub(super) enum Control {
     Ping(oneshot::Sender<Reply>),
     /// The last handle was dropped.
     Orphaned,
+    /// [`IsolateHandle::stop`](crate::IsolateHandle::stop): exit once the
+    /// mailbox is empty.
+    Stop,
     /// Look at the urgent queue.
     Wake,
     /// Look at the connection to the process isolate's child `child`: it

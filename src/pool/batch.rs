@@ -93,7 +93,7 @@ impl Latch {
 ///     fn run(&mut self, n: u64, _: &TaskContext<'_, Self>) -> Result<u64, String> { Ok(n * n) }
 /// }
 ///
-/// let pool = Pool::<Square>::builder().build(()).unwrap();
+/// let pool = Pool::<Square>::builder().spawn(()).unwrap();
 /// let mut batch: Batch<Square> = (1..=4).map(|n| pool.submit(n)).collect();
 /// // A UI thread polls, drawing frames in between:
 /// let results = loop {
@@ -126,7 +126,7 @@ impl<W: Worker> Batch<W> {
     /// #     fn start(_: ()) -> Result<Self, String> { Ok(W) }
     /// #     fn run(&mut self, n: u8, _: &TaskContext<'_, Self>) -> Result<u8, String> { Ok(n) }
     /// # }
-    /// let pool = Pool::<W>::builder().build(()).unwrap();
+    /// let pool = Pool::<W>::builder().spawn(()).unwrap();
     /// let batch = Batch::new([pool.submit(1), pool.submit(2)]);
     /// assert_eq!(batch.len(), 2);
     /// assert_eq!(batch.join(), [Ok(1), Ok(2)]);
@@ -140,13 +140,13 @@ impl<W: Worker> Batch<W> {
             ..Latch::default()
         });
         for handle in &handles {
-            if handle.taken {
+            if handle.is_taken() {
                 // Nothing will resolve: its place says AlreadyTaken.
                 latch.count_down();
             } else {
                 let latch = Arc::clone(&latch);
                 handle
-                    .cell
+                    .cell()
                     .on_resolve(Box::new(move |_| latch.count_down()));
             }
         }
@@ -201,7 +201,7 @@ impl<W: Worker> Batch<W> {
     /// #     fn start(_: ()) -> Result<Self, String> { Ok(W) }
     /// #     fn run(&mut self, n: u8, _: &TaskContext<'_, Self>) -> Result<u8, String> { Ok(n) }
     /// # }
-    /// let pool = Pool::<W>::builder().build(()).unwrap();
+    /// let pool = Pool::<W>::builder().spawn(()).unwrap();
     /// let mut batch = Batch::new([pool.submit(1)]);
     /// assert!(batch.join_timeout(std::time::Duration::from_secs(10)).is_some());
     /// assert_eq!(batch.pending(), 0);
@@ -224,7 +224,7 @@ impl<W: Worker> Batch<W> {
     /// #     fn start(_: ()) -> Result<Self, String> { Ok(W) }
     /// #     fn run(&mut self, n: u8, _: &TaskContext<'_, Self>) -> Result<u8, String> { Ok(n) }
     /// # }
-    /// let pool = Pool::<W>::builder().build(()).unwrap();
+    /// let pool = Pool::<W>::builder().spawn(()).unwrap();
     /// let batch = Batch::new([pool.submit(1), pool.submit(2)]);
     /// batch.cancel();
     /// assert!(batch.is_done());
@@ -263,7 +263,7 @@ impl<W: Worker> Batch<W> {
     /// #     fn start(_: ()) -> Result<Self, String> { Ok(W) }
     /// #     fn run(&mut self, n: u8, _: &TaskContext<'_, Self>) -> Result<u8, String> { Ok(n) }
     /// # }
-    /// let pool = Pool::<W>::builder().build(()).unwrap();
+    /// let pool = Pool::<W>::builder().spawn(()).unwrap();
     /// let mut batch = Batch::new([pool.submit(1), pool.submit(2)]);
     /// assert_eq!(batch.join_timeout(Duration::from_secs(10)), Some(vec![Ok(1), Ok(2)]));
     /// assert_eq!(batch.join_timeout(Duration::ZERO), None); // taken
@@ -286,7 +286,7 @@ impl<W: Worker> Batch<W> {
     /// #     fn start(_: ()) -> Result<Self, String> { Ok(W) }
     /// #     fn run(&mut self, n: u8, _: &TaskContext<'_, Self>) -> Result<u8, String> { Ok(n) }
     /// # }
-    /// let pool = Pool::<W>::builder().build(()).unwrap();
+    /// let pool = Pool::<W>::builder().spawn(()).unwrap();
     /// let mut batch = Batch::new([pool.submit(7)]);
     /// let results = batch.join_deadline(Instant::now() + Duration::from_secs(10));
     /// assert_eq!(results, Some(vec![Ok(7)]));
@@ -337,7 +337,7 @@ impl<W: Worker> Batch<W> {
     ///     }
     /// }
     ///
-    /// let pool = Pool::<Endless>::builder().workers(1).build(()).unwrap();
+    /// let pool = Pool::<Endless>::builder().workers(1).spawn(()).unwrap();
     /// let batch = Batch::new([pool.submit(()), pool.submit(())]);
     /// assert_eq!(batch.cancel(), 2);
     /// assert_eq!(batch.join(), [Err(TaskError::Cancelled), Err(TaskError::Cancelled)]);
@@ -377,8 +377,8 @@ impl<W: Worker> Batch<W> {
         {
             let now = Instant::now();
             for handle in &self.handles {
-                if !handle.taken && handle.cell.state() != TaskState::Done {
-                    handle.cell.check_deadline(now);
+                if !handle.is_taken() && handle.cell().state() != TaskState::Done {
+                    handle.cell().check_deadline(now);
                 }
             }
             self.next_deadline.set(self.earliest_deadline());
@@ -388,8 +388,8 @@ impl<W: Worker> Batch<W> {
     fn earliest_deadline(&self) -> Option<Instant> {
         self.handles
             .iter()
-            .filter(|h| !h.taken && h.cell.state() != TaskState::Done)
-            .filter_map(|h| h.cell.deadline)
+            .filter(|h| !h.is_taken() && h.cell().state() != TaskState::Done)
+            .filter_map(|h| h.cell().deadline)
             .min()
     }
 
@@ -444,7 +444,7 @@ impl<W: Worker> fmt::Debug for Batch<W> {
 ///     }
 /// }
 ///
-/// let pool = Pool::<Halve>::builder().build(()).unwrap();
+/// let pool = Pool::<Halve>::builder().spawn(()).unwrap();
 /// let results = join_all((0..4).map(|n| pool.submit(n)));
 /// assert_eq!(results, [
 ///     Ok(0),
@@ -505,7 +505,7 @@ mod tests {
     /// it up to once per task).
     #[test]
     fn the_waiter_wakes_once_for_the_batch() {
-        let pool = Pool::<Gated>::builder().workers(2).build(()).unwrap();
+        let pool = Pool::<Gated>::builder().workers(2).spawn(()).unwrap();
         let batch: Batch<Gated> = (0..40).map(|n| pool.submit(n)).collect();
         let latch = Arc::clone(&batch.latch);
         let waiter = std::thread::spawn(move || batch.join());

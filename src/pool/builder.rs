@@ -43,7 +43,7 @@ const IDLE_WAITS_STACK: usize = 128 * 1024;
 ///     .autoscale(1, 4, Duration::from_secs(30))
 ///     .routing(Routing::SharedQueue)
 ///     .queue_bound(1000, FullPolicy::Block(Duration::from_millis(50)))
-///     .build(())
+///     .spawn(())
 ///     .unwrap();
 /// assert_eq!(pool.submit(3).wait(), Ok(3));
 /// ```
@@ -249,12 +249,12 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
     ///     .workers(1)
     ///     .copy_messages(true)
     ///     .codec(Bincode::<1024>::limited())
-    ///     .build(())
+    ///     .spawn(())
     ///     .unwrap();
     /// let err = copied.submit(vec![0; 4096]).wait().unwrap_err();
     /// assert!(matches!(err, TaskError::Codec(CodecError::TooLarge { .. })));
     ///
-    /// let moved = Pool::<Len>::builder().workers(1).build(()).unwrap();
+    /// let moved = Pool::<Len>::builder().workers(1).spawn(()).unwrap();
     /// assert_eq!(moved.submit(vec![0; 4096]).wait(), Ok(4096));
     /// ```
     pub fn copy_messages(mut self, copy: bool) -> Self {
@@ -295,7 +295,7 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
     ///     let pool = Pool::<Pid>::builder()
     ///         .workers(2)
     ///         .process(ProcessOptions::new().max_memory(1 << 30))
-    ///         .build(())
+    ///         .spawn(())
     ///         .unwrap();
     ///     assert_ne!(pool.submit(()).wait(), Ok(std::process::id()));
     ///     # }
@@ -316,7 +316,7 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
     /// [`remote::serve`](crate::remote::serve) for the same `name` run
     /// them. The handles behave as a local pool's. The pool's own slots
     /// become the [tasks on the wire](crate::remote::NatsOptions::in_flight);
-    /// the start arguments given to [`build`](Self::build) are unused
+    /// the start arguments given to [`spawn`](Self::spawn) are unused
     /// (the workers get theirs from `serve`). Inputs, outputs, progress
     /// and errors are encoded with the [codec](Self::codec), which the
     /// workers must share. Not with [`rayon`](Self::rayon) or
@@ -337,7 +337,7 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
     ///
     /// let pool = Pool::<Square>::builder()
     ///     .nats(NatsOptions::new("nats://127.0.0.1:4222").in_flight(32), "squares")
-    ///     .build(())?;
+    ///     .spawn(())?;
     /// assert_eq!(pool.submit(9).wait(), Ok(81));
     /// # Ok::<(), isolates::SpawnError>(())
     /// ```
@@ -410,7 +410,7 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
     /// # Examples
     ///
     /// See [`Worker`].
-    pub fn build(#[allow(unused_mut)] mut self, args: W::Args) -> Result<Pool<W>, SpawnError> {
+    pub fn spawn(#[allow(unused_mut)] mut self, args: W::Args) -> Result<Pool<W>, SpawnError> {
         #[cfg(target_os = "linux")]
         let process = match &self.process {
             Some(_) if self.rayon => {
@@ -527,6 +527,7 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
             work: Condvar::new(),
             rejoin: Condvar::new(),
             room: Condvar::new(),
+            left: Condvar::new(),
             next_id: AtomicU64::new(0),
             counters: PoolCounters::default(),
             handles: AtomicUsize::new(1),

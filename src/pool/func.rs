@@ -302,6 +302,6 @@ where
         if self.leaves_process() {
             return Err(SpawnError::InProcessOnly(IN_PROCESS_ONLY));
         }
-        self.build(FnWorker { run: Arc::new(f) })
+        self.spawn(FnWorker { run: Arc::new(f) })
     }
 }

@@ -10,7 +10,7 @@ use crossbeam_channel as cb;
 
 use super::{TaskHandle, Worker};
 use crate::error::TaskError;
-use crate::pending::{Pending, Taken};
+use crate::pending::Pending;
 
 /// The application's "something is ready" function.
 type EventWaker = Arc<dyn Fn() + Send + Sync>;
@@ -103,7 +103,6 @@ struct ReplyWatch<T, E, D> {
 
 impl<T, E, D> Watched for ReplyWatch<T, E, D>
 where
-    E: Taken,
     D: FnOnce(Result<T, E>),
 {
     fn progress(&mut self) -> bool {
@@ -113,13 +112,8 @@ where
     fn expire(&mut self) {}
 
     fn finish(&mut self) -> bool {
-        let result = if self.pending.is_taken() {
-            Err(E::taken())
-        } else {
-            match self.pending.try_take() {
-                Some(result) => result,
-                None => return false,
-            }
+        let Some(result) = self.pending.take_done() else {
+            return false;
         };
         if let Some(done) = self.on_done.take() {
             done(result);
@@ -157,7 +151,7 @@ where
 ///     fn run(&mut self, n: u32, _: &TaskContext<'_, Self>) -> Result<u32, String> { Ok(n * 2) }
 /// }
 ///
-/// let pool = Pool::<Double>::builder().workers(1).build(()).unwrap();
+/// let pool = Pool::<Double>::builder().workers(1).spawn(()).unwrap();
 /// let mut ui = MainThread::new();
 /// let shown = Rc::new(RefCell::new(None)); // UI state: not Send, not shared
 /// let sink = Rc::clone(&shown);
@@ -241,7 +235,7 @@ impl MainThread {
     /// enum Event { TaskReady, Quit }
     /// let (events, inbox) = mpsc::channel::<Event>();
     ///
-    /// let pool = Pool::<Echo>::builder().workers(1).build(()).unwrap();
+    /// let pool = Pool::<Echo>::builder().workers(1).spawn(()).unwrap();
     /// let mut ui = MainThread::new();
     /// let wake = events.clone();
     /// ui.set_waker(move || { let _ = wake.send(Event::TaskReady); });
@@ -295,7 +289,7 @@ impl MainThread {
     ///         Ok(n)
     ///     }
     /// }
-    /// let pool = Pool::<Count>::builder().workers(1).build(()).unwrap();
+    /// let pool = Pool::<Count>::builder().workers(1).spawn(()).unwrap();
     /// let mut ui = MainThread::new();
     /// let (seen, done) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(false)));
     /// let (s, d) = (Rc::clone(&seen), Rc::clone(&done));
@@ -315,7 +309,9 @@ impl MainThread {
     ) {
         let notifier = self.notifier();
         let key = notifier.key;
-        handle.cell.on_resolve(Box::new(move |_| notifier.notify()));
+        handle
+            .cell()
+            .on_resolve(Box::new(move |_| notifier.notify()));
         self.watched.insert(
             key,
             Box::new(Watch {
@@ -352,9 +348,9 @@ impl MainThread {
     /// }
     /// assert_eq!(*shown.borrow(), Some(Ok(144)));
     /// ```
-    pub fn on_reply<T: 'static, E: Taken + 'static>(
+    pub fn on_reply<T: 'static, E: 'static>(
         &mut self,
-        pending: Pending<T, E>,
+        mut pending: Pending<T, E>,
         on_done: impl FnOnce(Result<T, E>) + 'static,
     ) {
         let notifier = Arc::new(self.notifier());

@@ -26,13 +26,14 @@ use crate::error::CodecError;
 /// #     fn start(_: ()) -> Result<Self, String> { Ok(W) }
 /// #     fn run(&mut self, _: (), _: &TaskContext<'_, Self>) -> Result<(), String> { Ok(()) }
 /// # }
-/// let pool = Pool::<W>::builder().workers(2).build(()).unwrap();
+/// let pool = Pool::<W>::builder().workers(2).spawn(()).unwrap();
 /// pool.submit(()).wait().unwrap();
 /// let stats = pool.stats();
 /// assert_eq!(stats.workers, 2);
 /// assert_eq!(stats.succeeded, 1);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct PoolStats {
     /// Worker threads alive.
     pub workers: usize,
@@ -58,6 +59,7 @@ pub struct PoolStats {
 ///
 /// See [`Pool::worker_stats`](super::Pool::worker_stats).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct WorkerStats {
     /// The slot's index (as [`Pool::kill_worker`](super::Pool::kill_worker) takes it).
     pub index: usize,
@@ -104,6 +106,9 @@ pub(super) struct Inner<W: Worker> {
     pub(super) rejoin: Condvar,
     /// Submitters wait here for room in a bounded queue.
     pub(super) room: Condvar,
+    /// [`Pool::join`](super::Pool::join) waits here for the last worker
+    /// to leave: told whenever one does.
+    pub(super) left: Condvar,
     pub(super) next_id: AtomicU64,
     pub(super) counters: PoolCounters,
     pub(super) handles: AtomicUsize,
@@ -229,6 +234,7 @@ impl<W: Worker> Inner<W> {
             }
             q.slots[slot].alive = false;
             q.alive -= 1;
+            self.left.notify_all();
             let jobs: Vec<Job> = q.slots[slot]
                 .local
                 .iter_mut()
@@ -315,6 +321,18 @@ impl<W: Worker> Inner<W> {
         cell.fail(ErrorKind::WorkerLost(why));
     }
 
+    /// Waits until the pool is closed and no worker is left, or `deadline`
+    /// passes (forever if `None`); returns whether none is left.
+    pub(super) fn wait_ended(&self, deadline: Option<Instant>) -> bool {
+        let mut q = self.queue.lock();
+        while !(q.closed && q.alive == 0) {
+            if crate::time::wait(&self.left, &mut q, deadline) {
+                break;
+            }
+        }
+        q.closed && q.alive == 0
+    }
+
     pub(super) fn close(&self) {
         self.deadlines.close();
         let jobs = {
@@ -355,6 +373,7 @@ impl<W: Worker> Inner<W> {
             if q.closed {
                 q.slots[slot].alive = false;
                 q.alive -= 1;
+                self.left.notify_all();
                 return None;
             }
             // Reap an idle worker above the minimum (never with local work:

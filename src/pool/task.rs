@@ -13,6 +13,7 @@ use parking_lot::{Condvar, Mutex};
 use super::Worker;
 use crate::codec::envelope::Envelope;
 use crate::error::{CodecError, TaskError};
+use crate::handle::{Handle, Source};
 use crate::port::DynCodec;
 
 /// Where a task is in its life.
@@ -260,12 +261,33 @@ impl TaskCell {
 ///
 /// See [`Pool`](super::Pool).
 pub struct TaskHandle<W: Worker> {
-    pub(super) cell: Arc<TaskCell>,
-    pub(super) codecs: Arc<CodecSet<W>>,
-    pub(super) taken: bool,
+    handle: Handle<TaskSource<W>>,
+}
+
+/// Where a [`TaskHandle`]'s result comes from: the task's cell, decoded
+/// with the pool's codecs by whoever takes it.
+struct TaskSource<W: Worker> {
+    cell: Arc<TaskCell>,
+    codecs: Arc<CodecSet<W>>,
 }
 
 impl<W: Worker> TaskHandle<W> {
+    pub(super) fn new(cell: Arc<TaskCell>, codecs: Arc<CodecSet<W>>) -> Self {
+        TaskHandle {
+            handle: Handle::new(TaskSource { cell, codecs }),
+        }
+    }
+
+    /// The task's shared record.
+    pub(super) fn cell(&self) -> &Arc<TaskCell> {
+        &self.handle.source().cell
+    }
+
+    /// Whether the result was taken.
+    pub(super) fn is_taken(&self) -> bool {
+        self.handle.is_taken()
+    }
+
     /// The task's id, unique within its pool (tasks of two pools may share
     /// one).
     ///
@@ -273,7 +295,7 @@ impl<W: Worker> TaskHandle<W> {
     ///
     /// See [`Pool`](super::Pool).
     pub fn id(&self) -> u64 {
-        self.cell.id
+        self.cell().id
     }
 
     /// Where the task is; never blocks.
@@ -282,17 +304,18 @@ impl<W: Worker> TaskHandle<W> {
     ///
     /// See [`Pool`](super::Pool).
     pub fn state(&self) -> TaskState {
-        self.expire();
-        self.cell.state()
+        self.handle.source().expire();
+        self.cell().state()
     }
 
-    /// Whether the result is there to take; never blocks.
+    /// Whether the task has resolved (and stays true once its result was
+    /// taken); never blocks.
     ///
     /// # Examples
     ///
     /// See [`Pool`](super::Pool).
     pub fn is_done(&self) -> bool {
-        self.state() == TaskState::Done
+        self.handle.is_done()
     }
 
     /// Takes the result if the task has resolved; never blocks. `None`
@@ -302,13 +325,7 @@ impl<W: Worker> TaskHandle<W> {
     ///
     /// See [`Pool`](super::Pool).
     pub fn try_take(&mut self) -> Option<Result<W::Output, TaskError<W::Error>>> {
-        if self.taken {
-            return None;
-        }
-        self.expire();
-        let outcome = self.cell.outcome.lock().take()?;
-        self.taken = true;
-        Some(self.decode(outcome))
+        self.handle.try_take()
     }
 
     /// Waits for the result.
@@ -321,9 +338,8 @@ impl<W: Worker> TaskHandle<W> {
     /// # Examples
     ///
     /// See [`Pool`](super::Pool).
-    pub fn wait(mut self) -> Result<W::Output, TaskError<W::Error>> {
-        self.wait_until(None)
-            .unwrap_or(Err(TaskError::AlreadyTaken))
+    pub fn wait(self) -> Result<W::Output, TaskError<W::Error>> {
+        self.handle.wait()
     }
 
     /// Waits at most `timeout` for the result; `None` if it has not come
@@ -336,37 +352,36 @@ impl<W: Worker> TaskHandle<W> {
         &mut self,
         timeout: Duration,
     ) -> Option<Result<W::Output, TaskError<W::Error>>> {
-        self.wait_until(crate::time::deadline_after(timeout))
+        self.handle.wait_timeout(timeout)
     }
 
-    fn wait_until(
+    /// Waits until `deadline` at most for the result; `None` if it has not
+    /// come (the handle stays usable) or was already taken.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use isolates::pool::{Pool, TaskContext, Worker};
+    ///
+    /// struct Double;
+    /// impl Worker for Double {
+    ///     type Args = (); type Input = u32; type Output = u32; type Progress = (); type Error = String;
+    ///     fn start(_: ()) -> Result<Self, String> { Ok(Double) }
+    ///     fn run(&mut self, n: u32, _: &TaskContext<'_, Self>) -> Result<u32, String> { Ok(n * 2) }
+    /// }
+    ///
+    /// let pool = Pool::<Double>::builder().workers(1).spawn(()).unwrap();
+    /// let mut task = pool.submit(21);
+    /// let deadline = Instant::now() + Duration::from_secs(5);
+    /// assert_eq!(task.wait_deadline(deadline), Some(Ok(42)));
+    /// assert_eq!(task.wait_deadline(deadline), None); // taken once
+    /// ```
+    pub fn wait_deadline(
         &mut self,
-        until: Option<Instant>,
+        deadline: Instant,
     ) -> Option<Result<W::Output, TaskError<W::Error>>> {
-        if self.taken {
-            return None;
-        }
-        let mut outcome = self.cell.outcome.lock();
-        loop {
-            if let Some(taken) = outcome.take() {
-                drop(outcome);
-                self.taken = true;
-                return Some(self.decode(taken));
-            }
-            // The task's own deadline ends the wait too.
-            let wake = match (until, self.cell.deadline) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            if crate::time::wait(&self.cell.done, &mut outcome, wake) {
-                drop(outcome);
-                self.expire();
-                outcome = self.cell.outcome.lock();
-                if outcome.is_none() && until.is_some_and(|u| Instant::now() >= u) {
-                    return None;
-                }
-            }
-        }
+        self.handle.wait_deadline(deadline)
     }
 
     /// Cancels the task: a queued task never runs; a running one sees
@@ -378,7 +393,7 @@ impl<W: Worker> TaskHandle<W> {
     ///
     /// See [`Pool`](super::Pool).
     pub fn cancel(&self) -> bool {
-        self.cell.cancel()
+        self.cell().cancel()
     }
 
     /// The progress values the task has reported since the last call,
@@ -390,10 +405,17 @@ impl<W: Worker> TaskHandle<W> {
     ///
     /// See [`TaskContext`](super::TaskContext).
     pub fn progress(&self) -> Vec<W::Progress> {
-        let batch: Vec<Envelope> = self.cell.progress.lock().drain(..).collect();
+        let batch: Vec<Envelope> = self.cell().progress.lock().drain(..).collect();
         batch
             .into_iter()
-            .filter_map(|e| self.codecs.progress.unpack_erased(e, "progress").ok())
+            .filter_map(|e| {
+                self.handle
+                    .source()
+                    .codecs
+                    .progress
+                    .unpack_erased(e, "progress")
+                    .ok()
+            })
             .collect()
     }
 
@@ -423,7 +445,7 @@ impl<W: Worker> TaskHandle<W> {
     ///     fn run(&mut self, n: u32, _: &TaskContext<'_, Self>) -> Result<u32, String> { Ok(n * 2) }
     /// }
     ///
-    /// let pool = Pool::<Double>::builder().workers(1).build(()).unwrap();
+    /// let pool = Pool::<Double>::builder().workers(1).spawn(()).unwrap();
     /// let (done_tx, done) = std::sync::mpsc::channel();
     /// let mut task = pool.submit(21);
     /// task.on_resolve(move |id| { let _ = done_tx.send(id); });
@@ -432,7 +454,7 @@ impl<W: Worker> TaskHandle<W> {
     /// assert_eq!(task.try_take(), Some(Ok(42)));
     /// ```
     pub fn on_resolve(&self, f: impl FnOnce(u64) + Send + 'static) {
-        self.cell.on_resolve(Box::new(f));
+        self.cell().on_resolve(Box::new(f));
     }
 
     /// A [`TaskWatch`] of this task: its id, state and whether its code
@@ -443,10 +465,12 @@ impl<W: Worker> TaskHandle<W> {
     /// See [`TaskWatch`].
     pub fn watch(&self) -> TaskWatch {
         TaskWatch {
-            cell: Arc::clone(&self.cell),
+            cell: Arc::clone(self.cell()),
         }
     }
+}
 
+impl<W: Worker> TaskSource<W> {
     /// Resolves a passed deadline here, so a UI thread polling a task
     /// stuck in the queue sees `TimedOut` on time.
     fn expire(&self) {
@@ -479,6 +503,56 @@ impl<W: Worker> TaskHandle<W> {
     }
 }
 
+impl<W: Worker> Source for TaskSource<W> {
+    type Output = Result<W::Output, TaskError<W::Error>>;
+
+    fn try_take(&mut self) -> Option<Self::Output> {
+        self.expire();
+        let outcome = self.cell.outcome.lock().take()?;
+        Some(self.decode(outcome))
+    }
+
+    fn take_until(&mut self, until: Option<Instant>) -> Option<Self::Output> {
+        let mut outcome = self.cell.outcome.lock();
+        loop {
+            if let Some(taken) = outcome.take() {
+                drop(outcome);
+                return Some(self.decode(taken));
+            }
+            // The task's own deadline ends the wait too.
+            let wake = match (until, self.cell.deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if crate::time::wait(&self.cell.done, &mut outcome, wake) {
+                drop(outcome);
+                self.expire();
+                outcome = self.cell.outcome.lock();
+                if outcome.is_none() && until.is_some_and(|u| Instant::now() >= u) {
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn register(&mut self, waker: &Waker) {
+        self.cell.wake_on_resolve(waker);
+    }
+
+    fn forget_waker(&mut self) {
+        self.cell.forget_waker();
+    }
+
+    fn arrived(&self) -> bool {
+        self.expire();
+        self.cell.state() == TaskState::Done
+    }
+
+    fn already_taken(&self) -> Self::Output {
+        Err(TaskError::AlreadyTaken)
+    }
+}
+
 /// Awaiting a `TaskHandle` needs no particular runtime: the worker (or the
 /// deadline timer, or a cancel) that resolves the task wakes the awaiting
 /// task, and nothing polls in between. Dropping the future does not cancel
@@ -501,7 +575,7 @@ impl<W: Worker> TaskHandle<W> {
 ///     fn run(&mut self, n: u32, _: &TaskContext<'_, Self>) -> Result<u32, String> { Ok(n * 2) }
 /// }
 ///
-/// let pool = Pool::<Double>::builder().workers(2).build(()).unwrap();
+/// let pool = Pool::<Double>::builder().workers(2).spawn(()).unwrap();
 /// let (a, mut b) = (pool.submit(20), pool.submit(1));
 /// block_on(async {
 ///     assert_eq!(a.await, Ok(40));
@@ -513,32 +587,16 @@ impl<W: Worker> Future for TaskHandle<W> {
     type Output = Result<W::Output, TaskError<W::Error>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        if this.taken {
-            return Poll::Ready(Err(TaskError::AlreadyTaken));
-        }
-        if let Some(result) = this.try_take() {
-            return Poll::Ready(result);
-        }
-        this.cell.wake_on_resolve(cx.waker());
-        // Resolved between the first look and the registration: the
-        // resolver may have missed the waker.
-        match this.try_take() {
-            Some(result) => {
-                this.cell.forget_waker();
-                Poll::Ready(result)
-            }
-            None => Poll::Pending,
-        }
+        self.get_mut().handle.poll_take(cx)
     }
 }
 
 impl<W: Worker> fmt::Debug for TaskHandle<W> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TaskHandle")
-            .field("id", &self.cell.id)
-            .field("state", &self.cell.state())
-            .field("taken", &self.taken)
+            .field("id", &self.cell().id)
+            .field("state", &self.cell().state())
+            .field("taken", &self.handle.is_taken())
             .finish()
     }
 }
@@ -571,7 +629,7 @@ impl<W: Worker> fmt::Debug for TaskHandle<W> {
 ///     }
 /// }
 ///
-/// let pool = Pool::<Spin>::builder().workers(1).build(()).unwrap();
+/// let pool = Pool::<Spin>::builder().workers(1).spawn(()).unwrap();
 /// let task = pool.submit(());
 /// let watch = task.watch();
 /// let until = Instant::now() + Duration::from_secs(5);

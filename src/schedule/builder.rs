@@ -10,6 +10,8 @@ use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+#[cfg(doc)]
+use super::WorkRequest;
 use super::clock::{Clock, SystemClock};
 use super::constraint::{
     BatteryNotLow, Constraint, NetworkAvailable, OnAcPower, StorageNotLow, SystemIdle,
@@ -20,12 +22,12 @@ use super::event::Event;
 use super::handler::{
     self, ErasedHandler, FnHandler, Handler, Registry, Runner, WorkContext, WorkResult,
 };
-use super::manager::{Shared, WorkManager};
+use super::manager::{Live, Shared, WorkManager};
 use super::outbox::StoreErrorSlot;
 use super::pace;
 use super::store::WorkStore;
 #[cfg(doc)]
-use super::{Backoff, WorkRequest};
+use crate::Backoff;
 use crate::pool::Pool;
 
 /// Configures and starts a [`WorkManager`].
@@ -42,9 +44,9 @@ use crate::pool::Pool;
 ///     .workers(2)
 ///     .time_limit(Duration::from_secs(30))
 ///     .min_interval(Duration::from_secs(60))
-///     .build()
+///     .spawn()
 ///     .unwrap();
-/// # manager.shutdown();
+/// # manager.stop();
 /// ```
 pub struct WorkManagerBuilder {
     store: WorkStore,
@@ -117,9 +119,9 @@ impl WorkManagerBuilder {
     /// use isolates::schedule::*;
     /// let manager = WorkManager::builder(WorkStore::in_memory().unwrap())
     ///     .constraint("big-disk", StorageNotLow::new("/", 10 << 30))
-    ///     .build()
+    ///     .spawn()
     ///     .unwrap();
-    /// # manager.shutdown();
+    /// # manager.stop();
     /// ```
     pub fn constraint(mut self, name: &str, constraint: impl Constraint) -> Self {
         self.constraints
@@ -217,12 +219,13 @@ impl WorkManagerBuilder {
     ///
     /// ```
     /// use std::time::Duration;
+    /// use isolates::Backoff;
     /// use isolates::schedule::*;
     ///
     /// let manager = WorkManager::builder(WorkStore::in_memory().unwrap())
     ///     .handler_fn("n", |(): (), _: &WorkContext<'_>| WorkResult::Success(()))
     ///     .min_backoff(Duration::from_millis(100))
-    ///     .build()
+    ///     .spawn()
     ///     .unwrap();
     /// let spin = WorkRequest::once("n").backoff(Backoff::linear(Duration::ZERO));
     /// assert!(matches!(manager.enqueue(spin).wait(), Err(WorkError::Invalid(_))));
@@ -230,7 +233,7 @@ impl WorkManagerBuilder {
     /// assert!(matches!(manager.enqueue(zero_limit).wait(), Err(WorkError::Invalid(_))));
     /// let fine = WorkRequest::once("n").backoff(Backoff::linear(Duration::from_millis(100)));
     /// assert!(manager.enqueue(fine).wait().is_ok());
-    /// # manager.shutdown();
+    /// # manager.stop();
     /// ```
     pub fn min_backoff(mut self, min: Duration) -> Self {
         self.min_backoff = pace::floor(min);
@@ -248,7 +251,7 @@ impl WorkManagerBuilder {
     /// let manager = WorkManager::builder(WorkStore::in_memory().unwrap())
     ///     .handler_fn("n", |_: Vec<u8>, _: &WorkContext<'_>| WorkResult::Success(()))
     ///     .data_limit(16)
-    ///     .build()
+    ///     .spawn()
     ///     .unwrap();
     /// let err = manager.enqueue(WorkRequest::once("n").input(&vec![0u8; 100])).wait().unwrap_err();
     /// assert!(matches!(err, WorkError::DataTooLarge { limit: 16, .. }));
@@ -302,7 +305,7 @@ impl WorkManagerBuilder {
     /// # Examples
     ///
     /// See [`WorkManager`].
-    pub fn build(self) -> Result<WorkManager, WorkError> {
+    pub fn spawn(self) -> Result<WorkManager, WorkError> {
         let (records, unreadable) = self.store.load()?;
         let next_id = self
             .store
@@ -322,7 +325,7 @@ impl WorkManagerBuilder {
         let pool = Pool::<Runner>::builder()
             .name("work")
             .workers(workers)
-            .build(Arc::clone(&registry))
+            .spawn(Arc::clone(&registry))
             .map_err(|e| WorkError::Spawn(e.to_string()))?;
         let infos = Arc::new(RwLock::new(HashMap::new()));
         let store_error = Arc::new(StoreErrorSlot::default());
@@ -347,9 +350,14 @@ impl WorkManagerBuilder {
             Arc::clone(&infos),
             Arc::clone(&store_error),
         );
+        let live = Arc::new(Live::default());
+        let running = live.enter();
         let thread = std::thread::Builder::new()
             .name("isolates-work".into())
-            .spawn(move || core.run(events_rx))
+            .spawn(move || {
+                let _running = running;
+                core.run(events_rx);
+            })
             .map_err(|e| WorkError::Spawn(e.to_string()))?;
         let tick = events_tx.clone();
         self.clock
@@ -366,8 +374,8 @@ impl WorkManagerBuilder {
                 min_backoff: self.min_backoff,
                 data_limit: self.data_limit,
                 key,
-                thread: Mutex::new(Some(thread)),
-                wakers: Mutex::default(),
+                scheduler: thread.thread().id(),
+                live,
             }),
         })
     }

@@ -14,7 +14,7 @@ use crate::error::CodecError;
 /// ```
 /// use isolates::schedule::{WorkError, WorkManager, WorkRequest, WorkStore};
 ///
-/// let manager = WorkManager::builder(WorkStore::in_memory().unwrap()).build().unwrap();
+/// let manager = WorkManager::builder(WorkStore::in_memory().unwrap()).spawn().unwrap();
 /// let err = manager.enqueue(WorkRequest::once("nobody")).wait().unwrap_err();
 /// assert_eq!(err, WorkError::UnknownHandler("nobody".into()));
 /// ```

@@ -64,7 +64,7 @@ pub enum WorkResult<T> {
 ///
 /// let manager = WorkManager::builder(WorkStore::in_memory().unwrap())
 ///     .handler("fetch", Fetch)
-///     .build()
+///     .spawn()
 ///     .unwrap();
 /// let ids = manager.enqueue(WorkRequest::once("fetch").input("https://x.y")).wait().unwrap();
 /// let info = manager.wait_finished(ids.ids()[0], Duration::from_secs(10)).unwrap();
@@ -137,7 +137,7 @@ where
 ///         }
 ///         WorkResult::Success(work.attempt())
 ///     })
-///     .build()
+///     .spawn()
 ///     .unwrap();
 /// let id = manager.enqueue(WorkRequest::once("count").input(&3u32)).wait().unwrap().ids()[0];
 /// let info = manager.wait_finished(id, Duration::from_secs(10)).unwrap();

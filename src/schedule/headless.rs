@@ -29,6 +29,7 @@ use crate::oneshot;
 ///
 /// See [`WorkManagerBuilder::run_due`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DueRun {
     /// The works that started in this run, by id, as they stood when it
     /// ended: succeeded, failed, enqueued again (a retry, the next period,
@@ -52,7 +53,7 @@ impl WorkManagerBuilder {
     /// `budget` has passed: the body of the command an OS timer starts
     /// while the app is closed (see [`OsWake`](super::OsWake)).
     ///
-    /// The manager starts as [`build`](Self::build) starts it (work a crash
+    /// The manager starts as [`spawn`](Self::spawn) starts it (work a crash
     /// interrupted is due again), runs what is due, including work that
     /// becomes due meanwhile (a chain's next stage), and stops when nothing
     /// runs and nothing due can start: work retrying after a backoff, or
@@ -75,7 +76,7 @@ impl WorkManagerBuilder {
     ///
     /// # Errors
     ///
-    /// As [`build`](Self::build).
+    /// As [`spawn`](Self::spawn).
     ///
     /// # Examples
     ///
@@ -92,11 +93,12 @@ impl WorkManagerBuilder {
     /// let app = WorkManager::builder(WorkStore::open(&path).unwrap())
     ///     .clock(an_hour_ago)
     ///     .handler_fn("greet", hello)
-    ///     .build()
+    ///     .spawn()
     ///     .unwrap();
     /// let later = WorkRequest::once("greet").input("world").initial_delay(Duration::from_secs(1800));
     /// app.enqueue(later).wait().unwrap();
-    /// app.shutdown();
+    /// app.stop();
+    /// assert!(app.join(Duration::from_secs(30)));
     /// drop(app);
     ///
     /// // Now the OS starts the headless command: the greeting is due.
@@ -115,11 +117,12 @@ impl WorkManagerBuilder {
         let deadline = crate::time::deadline_after(budget);
         let log = Arc::new(RunLog::default());
         self.log = Some(Arc::clone(&log));
-        let manager = self.build()?;
+        let manager = self.spawn()?;
         let (idle, when_idle) = oneshot::oneshot();
         let drained = manager.shared.events.send(Event::WhenIdle(idle)).is_ok()
             && when_idle.recv_until(deadline).is_ok();
-        manager.shutdown();
+        manager.stop();
+        manager.join(Duration::MAX);
         let mut started = std::mem::take(&mut *log.started.lock());
         started.sort_unstable();
         started.dedup();

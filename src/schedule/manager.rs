@@ -3,11 +3,11 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel as cb;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::clock;
 use super::error::WorkError;
@@ -27,9 +27,9 @@ use crate::oneshot;
 
 /// Runs scheduled work: see the [module documentation](super).
 ///
-/// Clones share one manager. It stops with [`shutdown`](Self::shutdown)
+/// Clones share one manager. It stops with [`stop`](Self::stop)
 /// or when the last clone is dropped; a handler that holds a clone keeps
-/// it alive, so call `shutdown` then.
+/// it alive, so call `stop` then.
 ///
 /// # Examples
 ///
@@ -40,7 +40,7 @@ use crate::oneshot;
 /// let manager = WorkManager::builder(WorkStore::in_memory().unwrap())
 ///     .handler_fn("download", |url: String, _: &WorkContext<'_>| WorkResult::Success(url.len() as u64))
 ///     .handler_fn("report", |bytes: u64, _: &WorkContext<'_>| WorkResult::Success(format!("{bytes} bytes")))
-///     .build()
+///     .spawn()
 ///     .unwrap();
 ///
 /// // The report gets the download's output as its input.
@@ -50,7 +50,7 @@ use crate::oneshot;
 /// let report = manager.wait_finished(ids.ids()[1], Duration::from_secs(10)).unwrap();
 /// assert_eq!(report.output::<String>(), Some(Ok("19 bytes".into())));
 /// assert_eq!(manager.infos(&WorkQuery::UniqueName("daily".into())).len(), 2);
-/// manager.shutdown();
+/// manager.stop();
 /// ```
 #[derive(Clone)]
 pub struct WorkManager {
@@ -213,7 +213,7 @@ impl WorkManager {
                     periodic,
                     initial_delay: clock::dur_ms(req.initial_delay),
                     constraints: req.constraints,
-                    backoff: req.backoff,
+                    backoff: req.backoff.into(),
                     time_limit: req.time_limit,
                     input_merger: req.input_merger,
                     alarm,
@@ -239,7 +239,7 @@ impl WorkManager {
     ///
     /// let manager = WorkManager::builder(WorkStore::in_memory().unwrap())
     ///     .handler_fn("later", |(): (), _: &WorkContext<'_>| WorkResult::Success(()))
-    ///     .build()
+    ///     .spawn()
     ///     .unwrap();
     /// let later = WorkRequest::once("later").tag("t").initial_delay(Duration::from_secs(3600));
     /// manager.enqueue(later.clone()).wait().unwrap();
@@ -325,13 +325,13 @@ impl WorkManager {
     ///
     /// let manager = WorkManager::builder(WorkStore::in_memory().unwrap())
     ///     .handler_fn("tick", |(): (), _: &WorkContext<'_>| WorkResult::Success(()))
-    ///     .build()
+    ///     .spawn()
     ///     .unwrap();
     /// let id = manager.enqueue(WorkRequest::periodic("tick", Duration::from_secs(3600)))
     ///     .wait().unwrap().ids()[0];
     /// let info = manager.wait_for(id, Duration::from_secs(10), |i| i.periods == 1).unwrap();
     /// assert_eq!(info.state, WorkState::Enqueued); // periodic work comes back
-    /// # manager.shutdown();
+    /// # manager.stop();
     /// ```
     pub fn wait_for(
         &self,
@@ -359,7 +359,7 @@ impl WorkManager {
     ///
     /// ```
     /// # use isolates::schedule::*;
-    /// # let manager = WorkManager::builder(WorkStore::in_memory().unwrap()).build().unwrap();
+    /// # let manager = WorkManager::builder(WorkStore::in_memory().unwrap()).spawn().unwrap();
     /// manager.recheck();
     /// ```
     pub fn recheck(&self) {
@@ -374,7 +374,7 @@ impl WorkManager {
     ///
     /// ```
     /// # use isolates::schedule::*;
-    /// # let manager = WorkManager::builder(WorkStore::in_memory().unwrap()).build().unwrap();
+    /// # let manager = WorkManager::builder(WorkStore::in_memory().unwrap()).spawn().unwrap();
     /// assert_eq!(manager.store_error(), None);
     /// ```
     pub fn store_error(&self) -> Option<StoreError> {
@@ -388,27 +388,69 @@ impl WorkManager {
     ///
     /// ```
     /// # use isolates::schedule::*;
-    /// # let manager = WorkManager::builder(WorkStore::in_memory().unwrap()).build().unwrap();
+    /// # let manager = WorkManager::builder(WorkStore::in_memory().unwrap()).spawn().unwrap();
     /// assert!(manager.unreadable().is_empty());
     /// ```
     pub fn unreadable(&self) -> &[UnreadableWork] {
         &self.shared.unreadable
     }
 
-    /// Stops the scheduler and the workers: runs in progress are told to
-    /// stop and stay enqueued in the store, to run again on the next start.
-    /// Blocks until the store is written and the runs returned, or the stop
-    /// grace passed (a handler that ignores [`WorkContext::is_stopped`]
-    /// longer is left running; a manager started again on the same store
-    /// in this process could then run its work beside it). Called from a
-    /// handler, it returns at once and the manager stops after that run.
-    /// Later requests answer [`WorkError::Stopped`].
+    /// Stops the scheduler and the workers; returns at once (see
+    /// [`join`](Self::join)). Runs in progress are told to stop
+    /// ([`WorkContext::is_stopped`]) and stay enqueued in the store, to run
+    /// again on the next start; one that returns within the stop grace is
+    /// recorded as it ended. The scheduler's thread writes the store, then
+    /// ends. Later requests answer [`WorkError::Stopped`]. Dropping the
+    /// last clone of the manager stops it the same way, without waiting.
     ///
     /// # Examples
     ///
     /// See [`WorkManager`].
-    pub fn shutdown(&self) {
-        self.shared.shutdown();
+    pub fn stop(&self) {
+        self.shared.stop();
+    }
+
+    /// Waits at most `timeout` for the manager to end after a
+    /// [`stop`](Self::stop): its store written, the runs returned (or the
+    /// stop grace passed: a handler that ignores
+    /// [`WorkContext::is_stopped`] longer is left running; a manager
+    /// started again on the same store in this process could then run its
+    /// work beside it), and its OS wake-up set a last time. Returns whether
+    /// it ended; `false` at once when called from one of its own handlers
+    /// (the manager waits for that run to return). `Duration::MAX` waits
+    /// for good.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use isolates::schedule::*;
+    ///
+    /// let manager = WorkManager::builder(WorkStore::in_memory().unwrap()).spawn().unwrap();
+    /// assert!(!manager.is_finished());
+    /// manager.stop();
+    /// assert!(manager.join(Duration::from_secs(10)));
+    /// assert!(manager.is_finished());
+    /// ```
+    pub fn join(&self, timeout: Duration) -> bool {
+        if handler::current_work(self.shared.key).is_some()
+            || std::thread::current().id() == self.shared.scheduler
+        {
+            return self.is_finished();
+        }
+        self.shared
+            .live
+            .wait_until(crate::time::deadline_after(timeout))
+    }
+
+    /// Whether the manager has ended (after a [`stop`](Self::stop)); never
+    /// blocks.
+    ///
+    /// # Examples
+    ///
+    /// See [`join`](Self::join).
+    pub fn is_finished(&self) -> bool {
+        self.shared.live.wait_until(Some(Instant::now()))
     }
 }
 
@@ -442,39 +484,66 @@ pub(super) struct Shared {
     pub(super) min_backoff: Duration,
     pub(super) data_limit: usize,
     pub(super) key: u64,
-    pub(super) thread: Mutex<Option<JoinHandle<()>>>,
-    /// Threads keeping OS wake-ups set ([`WorkManager::wake_with_os`]):
-    /// they end with the scheduler, after their last update.
-    pub(super) wakers: Mutex<Vec<JoinHandle<()>>>,
+    /// The scheduler's thread (a `join` there would wait for itself).
+    pub(super) scheduler: ThreadId,
+    /// The manager's threads still running: the scheduler, and those
+    /// keeping OS wake-ups set ([`WorkManager::wake_with_os`]), which end
+    /// with the scheduler, after their last update.
+    pub(super) live: Arc<Live>,
 }
 
 impl Shared {
-    fn shutdown(&self) {
+    fn stop(&self) {
         let _ = self.events.send(Event::Shutdown);
-        if handler::current_work(self.key).is_some() {
-            // From one of our handlers: the scheduler waits for this run to
-            // return, so waiting for the scheduler here would wait for
-            // ourselves. It stops on its own.
-            return;
-        }
-        let thread = self.thread.lock().take();
-        if let Some(thread) = thread
-            // On the scheduler itself: it stops after this turn.
-            && thread.thread().id() != std::thread::current().id()
-        {
-            let _ = thread.join();
-            // The scheduler is gone, and with it the wake threads' watches:
-            // they make their last update and end.
-            let wakers = std::mem::take(&mut *self.wakers.lock());
-            for waker in wakers {
-                let _ = waker.join();
+    }
+}
+
+/// Counts a manager's running threads; [`join`](WorkManager::join) waits
+/// for none to be left.
+#[derive(Default)]
+pub(super) struct Live {
+    count: Mutex<usize>,
+    ended: Condvar,
+}
+
+impl Live {
+    /// Counts a thread about to start, until the guard (moved into it) is
+    /// dropped: when it ends, or at once if it could not start.
+    pub(super) fn enter(self: &Arc<Self>) -> LiveGuard {
+        *self.count.lock() += 1;
+        LiveGuard(Arc::clone(self))
+    }
+
+    /// Waits until no thread runs or `deadline` passes (forever if
+    /// `None`); returns whether none runs.
+    fn wait_until(&self, deadline: Option<Instant>) -> bool {
+        let mut count = self.count.lock();
+        while *count > 0 {
+            if crate::time::wait(&self.ended, &mut count, deadline) {
+                break;
             }
+        }
+        *count == 0
+    }
+}
+
+/// One running thread of a manager: see [`Live::enter`].
+pub(super) struct LiveGuard(Arc<Live>);
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        let mut count = self.0.count.lock();
+        *count -= 1;
+        if *count == 0 {
+            self.0.ended.notify_all();
         }
     }
 }
 
+/// The last clone stops the manager without waiting: its thread ends in
+/// the background.
 impl Drop for Shared {
     fn drop(&mut self) {
-        self.shutdown();
+        self.stop();
     }
 }

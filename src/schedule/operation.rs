@@ -1,20 +1,23 @@
 //! The answer to a request: a handle to poll, wait on or await.
 
 use std::fmt;
-use std::time::Duration;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 #[cfg(doc)]
 use super::WorkManager;
 use super::error::WorkError;
-use crate::oneshot::{self, Miss};
+use crate::handle::{self, Handle};
+use crate::oneshot;
 
 /// The answer to a request, once the scheduler has made it durable: poll
 /// it from a UI thread, wait for it elsewhere, or `.await` it (it is a
 /// [`Future`] on any executor, woken by the scheduler
 /// once it answers).
 ///
-/// The answer is given once; asking again gives
-/// [`WorkError::AlreadyTaken`].
+/// The answer is given once: taking it again gives `None`, and waiting on
+/// or awaiting it again gives [`WorkError::AlreadyTaken`].
 ///
 /// # Examples
 ///
@@ -24,42 +27,56 @@ use crate::oneshot::{self, Miss};
 ///
 /// let manager = WorkManager::builder(WorkStore::in_memory().unwrap())
 ///     .handler_fn("noop", |(): (), _: &WorkContext<'_>| WorkResult::Success(()))
-///     .build()
+///     .spawn()
 ///     .unwrap();
 /// let mut op = manager.enqueue(WorkRequest::once("noop"));
-/// // Each frame: op.try_result() is None until the store has it.
+/// // Each frame: op.try_take() is None until the store has it.
 /// let done = op.wait_timeout(Duration::from_secs(10)).expect("answered");
 /// assert!(matches!(done, Ok(Enqueued::New(_))));
-/// assert_eq!(op.try_result(), Some(Err(WorkError::AlreadyTaken)));
+/// assert!(op.is_done());
+/// assert_eq!(op.try_take(), None); // taken once
 /// ```
 pub struct Operation<T> {
-    rx: oneshot::Receiver<Result<T, WorkError>>,
-    taken: bool,
+    handle: Handle<handle::Reply<Result<T, WorkError>, Result<T, WorkError>>>,
 }
 
 impl<T> Operation<T> {
     pub(super) fn waiting(rx: oneshot::Receiver<Result<T, WorkError>>) -> Self {
-        Operation { rx, taken: false }
+        // The scheduler dropped the reply: it stopped first.
+        let resolve = |got: Option<_>| got.unwrap_or(Err(WorkError::Stopped));
+        Operation {
+            handle: Handle::new(handle::Reply::waiting(rx, resolve, || {
+                Err(WorkError::AlreadyTaken)
+            })),
+        }
     }
 
     pub(super) fn resolved(result: Result<T, WorkError>) -> Self {
-        let (tx, rx) = oneshot::oneshot();
-        tx.send(result);
-        Operation::waiting(rx)
+        Operation {
+            handle: Handle::new(handle::Reply::ready(result, || {
+                Err(WorkError::AlreadyTaken)
+            })),
+        }
     }
 
-    /// The answer, if it came; never blocks. After it returned an answer,
-    /// later calls return `Some(Err(WorkError::AlreadyTaken))`.
+    /// The answer, if it came; never blocks. `None` while it is on its way,
+    /// and after it was taken once.
     ///
     /// # Examples
     ///
     /// See [`Operation`].
-    pub fn try_result(&mut self) -> Option<Result<T, WorkError>> {
-        if self.taken {
-            return Some(Err(WorkError::AlreadyTaken));
-        }
-        let got = self.rx.try_recv();
-        self.settle(got)
+    pub fn try_take(&mut self) -> Option<Result<T, WorkError>> {
+        self.handle.try_take()
+    }
+
+    /// Whether the answer has come (and stays true once it was taken);
+    /// never blocks.
+    ///
+    /// # Examples
+    ///
+    /// See [`Operation`].
+    pub fn is_done(&self) -> bool {
+        self.handle.is_done()
     }
 
     /// Waits for the answer.
@@ -72,40 +89,46 @@ impl<T> Operation<T> {
     /// # Examples
     ///
     /// See [`WorkManager`].
-    pub fn wait(mut self) -> Result<T, WorkError> {
-        if self.taken {
-            return Err(WorkError::AlreadyTaken);
-        }
-        let got = self.rx.recv_until(None);
-        self.settle(got).unwrap_or(Err(WorkError::Stopped))
+    pub fn wait(self) -> Result<T, WorkError> {
+        self.handle.wait()
     }
 
-    /// Waits up to `timeout`; `None` if no answer came by then. After an
-    /// answer was taken, `Some(Err(WorkError::AlreadyTaken))`.
+    /// Waits up to `timeout`; `None` if no answer came by then (the
+    /// operation stays usable) or it was already taken.
     ///
     /// # Examples
     ///
     /// See [`Operation`].
     pub fn wait_timeout(&mut self, timeout: Duration) -> Option<Result<T, WorkError>> {
-        if self.taken {
-            return Some(Err(WorkError::AlreadyTaken));
-        }
-        let got = self.rx.recv_until(crate::time::deadline_after(timeout));
-        self.settle(got)
+        self.handle.wait_timeout(timeout)
     }
 
-    /// What a look at the reply slot found, as the caller's answer.
-    fn settle(&mut self, got: Result<Result<T, WorkError>, Miss>) -> Option<Result<T, WorkError>> {
-        let answer = match got {
-            Ok(answer) => answer,
-            Err(Miss::Empty) => return None,
-            // The scheduler dropped the reply: it stopped first.
-            Err(Miss::Closed) => Err(WorkError::Stopped),
-        };
-        self.taken = true;
-        Some(answer)
+    /// Waits until `deadline` at most; `None` if no answer came by then
+    /// (the operation stays usable) or it was already taken.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use isolates::schedule::*;
+    ///
+    /// let manager = WorkManager::builder(WorkStore::in_memory().unwrap())
+    ///     .handler_fn("noop", |(): (), _: &WorkContext<'_>| WorkResult::Success(()))
+    ///     .spawn()
+    ///     .unwrap();
+    /// let mut op = manager.enqueue(WorkRequest::once("noop"));
+    /// let deadline = Instant::now() + Duration::from_secs(10);
+    /// assert!(matches!(op.wait_deadline(deadline), Some(Ok(Enqueued::New(_)))));
+    /// assert_eq!(op.wait_deadline(deadline), None); // taken once
+    /// ```
+    pub fn wait_deadline(&mut self, deadline: Instant) -> Option<Result<T, WorkError>> {
+        self.handle.wait_deadline(deadline)
     }
 }
+
+/// An `Operation` holds nothing that needs pinning, so it can be awaited
+/// by `&mut` as well as by value.
+impl<T> Unpin for Operation<T> {}
 
 /// Awaiting an `Operation` needs no particular runtime: the scheduler thread
 /// wakes the awaiting task once the change is stored, and nothing polls in
@@ -120,39 +143,27 @@ impl<T> Operation<T> {
 ///
 /// let manager = WorkManager::builder(WorkStore::in_memory().unwrap())
 ///     .handler_fn("noop", |(): (), _: &WorkContext<'_>| WorkResult::Success(()))
-///     .build()
+///     .spawn()
 ///     .unwrap();
 /// let mut op = manager.enqueue(WorkRequest::once("noop"));
 /// block_on(async {
 ///     assert!(matches!((&mut op).await, Ok(Enqueued::New(_))));
 ///     assert_eq!(op.await, Err(WorkError::AlreadyTaken));
 /// });
-/// manager.shutdown();
+/// manager.stop();
 /// ```
 impl<T> Future for Operation<T> {
     type Output = Result<T, WorkError>;
 
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        let this = self.get_mut();
-        if !this.taken && this.rx.poll_ready(cx).is_pending() {
-            return std::task::Poll::Pending;
-        }
-        std::task::Poll::Ready(this.try_result().unwrap_or(Err(WorkError::Stopped)))
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.get_mut().handle.poll_take(cx)
     }
 }
 
 impl<T> fmt::Debug for Operation<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = if self.taken {
-            "taken"
-        } else if self.rx.is_empty() {
-            "waiting"
-        } else {
-            "answered"
-        };
-        f.debug_struct("Operation").field("state", &state).finish()
+        f.debug_struct("Operation")
+            .field("state", &self.handle.state_word())
+            .finish()
     }
 }

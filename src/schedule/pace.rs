@@ -28,13 +28,21 @@ pub(crate) fn floor(d: Duration) -> Duration {
     d.max(FLOOR)
 }
 
-/// Refuses a request whose time limit is zero or whose backoff is under
-/// `min_backoff`.
+/// Refuses a request whose time limit is zero, whose backoff is under
+/// `min_backoff`, or whose backoff has jitter (which the store does not
+/// keep).
 pub(crate) fn check_request(req: &WorkRequest, min_backoff: Duration) -> Result<(), WorkError> {
     if req.time_limit.is_some_and(|t| t.is_zero()) {
         return Err(WorkError::Invalid(
             "a time limit of zero lets no run finish: give WorkRequest::time_limit a positive \
              duration, or leave it unset for the manager's"
+                .to_owned(),
+        ));
+    }
+    if req.backoff.has_jitter() {
+        return Err(WorkError::Invalid(
+            "the work manager does not keep a backoff's jitter: give WorkRequest::backoff one \
+             without Backoff::jitter"
                 .to_owned(),
         ));
     }

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::backoff::{Backoff, Growth};
 use crate::codec::{Bincode, Codec};
 use crate::error::CodecError;
 
@@ -68,93 +69,66 @@ impl WorkState {
     }
 }
 
-/// How the delay before a retry grows (Android's `BackoffPolicy`).
-///
-/// After the n-th retry in a row (n ≥ 1): linear waits `delay × n`,
-/// exponential `delay × 2^(n−1)`; both are capped at `max`.
-///
-/// # Examples
-///
-/// ```
-/// use std::time::Duration;
-/// use isolates::schedule::Backoff;
-///
-/// let b = Backoff::exponential(Duration::from_secs(10));
-/// assert_eq!(b.delay_after(1), Duration::from_secs(10));
-/// assert_eq!(b.delay_after(3), Duration::from_secs(40));
-/// assert_eq!(b.delay_after(60), Duration::from_secs(5 * 3600)); // the cap
-/// let l = Backoff::linear(Duration::from_secs(10)).max(Duration::from_secs(25));
-/// assert_eq!(l.delay_after(2), Duration::from_secs(20));
-/// assert_eq!(l.delay_after(3), Duration::from_secs(25));
-/// ```
+/// A [`Backoff`] as the store keeps it (in every row layout so far):
+/// linear or exponential growth, a delay and a cap. A constant backoff is
+/// kept as linear growth capped at its delay (the same waits); jitter is
+/// not kept, so a request with it is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Backoff {
+pub(crate) struct StoredBackoff {
     exponential: bool,
     delay: Duration,
     max: Duration,
 }
 
-impl Default for Backoff {
-    /// Exponential from 30 s, capped at 5 h, as Android.
-    fn default() -> Self {
-        Self::exponential(Duration::from_secs(30))
+impl StoredBackoff {
+    /// The wait after the `n`-th retry in a row.
+    pub(crate) fn delay_after(&self, n: u32) -> Duration {
+        Backoff::from(*self).delay_after(n)
     }
 }
 
-impl Backoff {
-    /// The longest backoff by default: 5 hours.
-    pub const DEFAULT_MAX: Duration = Duration::from_secs(5 * 3600);
+impl Default for StoredBackoff {
+    /// A request's default (see [`WorkRequest::backoff`]).
+    fn default() -> Self {
+        DEFAULT_BACKOFF.into()
+    }
+}
 
-    /// Waits `delay × n` after the n-th retry.
-    ///
-    /// # Examples
-    ///
-    /// See [`Backoff`].
-    pub fn linear(delay: Duration) -> Self {
-        Backoff {
-            exponential: false,
-            delay,
-            max: Self::DEFAULT_MAX,
+/// A request's backoff unless it sets one: exponential from 30 s, capped
+/// at 5 h, as Android's.
+pub(crate) const DEFAULT_BACKOFF: Backoff = Backoff::exponential(Duration::from_secs(30));
+
+impl From<Backoff> for StoredBackoff {
+    fn from(backoff: Backoff) -> Self {
+        let (growth, delay, max) = backoff.parts();
+        match growth {
+            Growth::Constant => StoredBackoff {
+                exponential: false,
+                delay: delay.min(max),
+                max: delay.min(max),
+            },
+            Growth::Linear => StoredBackoff {
+                exponential: false,
+                delay,
+                max,
+            },
+            Growth::Exponential => StoredBackoff {
+                exponential: true,
+                delay,
+                max,
+            },
         }
     }
+}
 
-    /// Waits `delay × 2^(n−1)` after the n-th retry.
-    ///
-    /// # Examples
-    ///
-    /// See [`Backoff`].
-    pub fn exponential(delay: Duration) -> Self {
-        Backoff {
-            exponential: true,
-            delay,
-            max: Self::DEFAULT_MAX,
-        }
-    }
-
-    /// Caps the delay at `max` (default 5 h).
-    ///
-    /// # Examples
-    ///
-    /// See [`Backoff`].
-    pub fn max(mut self, max: Duration) -> Self {
-        self.max = max;
-        self
-    }
-
-    /// The delay after the `n`-th retry in a row (`n` below 1 counts as 1).
-    ///
-    /// # Examples
-    ///
-    /// See [`Backoff`].
-    pub fn delay_after(&self, n: u32) -> Duration {
-        let n = n.max(1);
-        let d = if self.exponential {
-            let factor = 1u32.checked_shl(n - 1).unwrap_or(u32::MAX);
-            self.delay.checked_mul(factor)
+impl From<StoredBackoff> for Backoff {
+    fn from(stored: StoredBackoff) -> Self {
+        let grow = if stored.exponential {
+            Backoff::exponential
         } else {
-            self.delay.checked_mul(n)
+            Backoff::linear
         };
-        d.unwrap_or(Duration::MAX).min(self.max)
+        grow(stored.delay).max(stored.max)
     }
 }
 
@@ -228,7 +202,7 @@ pub enum ExistingWork {
 ///     .handler_fn("sum", |all: Vec<u32>, _: &WorkContext<'_>| {
 ///         WorkResult::Success(all.iter().sum::<u32>())
 ///     })
-///     .build()
+///     .spawn()
 ///     .unwrap();
 /// let chain = WorkChain::all([1u32, 2, 3].map(|n| WorkRequest::once("square").input(&n)))
 ///     .then(WorkRequest::once("sum").input_merger(InputMerger::ArrayCreating));
@@ -236,7 +210,7 @@ pub enum ExistingWork {
 /// let sum = manager.wait_finished(ids.ids()[3], Duration::from_secs(10)).unwrap();
 /// assert_eq!(sum.output::<u32>(), Some(Ok(14)));
 /// assert_eq!(InputMerger::default(), InputMerger::Overwriting);
-/// # manager.shutdown();
+/// # manager.stop();
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum InputMerger {
@@ -270,7 +244,7 @@ pub enum InputMerger {
 /// let manager = WorkManager::builder(WorkStore::in_memory().unwrap())
 ///     .clock(clock.clone())
 ///     .handler_fn("ring", |text: String, _: &WorkContext<'_>| WorkResult::Success(text))
-///     .build()
+///     .spawn()
 ///     .unwrap();
 /// let nine = clock.now() + Duration::from_secs(3600);
 /// let wake_up = WorkRequest::at("ring", nine).input("wake up");
@@ -286,7 +260,7 @@ pub enum InputMerger {
 /// let skipped = manager.wait_finished(standup, Duration::from_secs(10)).unwrap();
 /// assert_eq!(skipped.state, WorkState::Cancelled); // an hour late: skipped
 /// assert!(skipped.failure.unwrap().contains("missed"));
-/// # manager.shutdown();
+/// # manager.stop();
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum MissedAlarm {
@@ -314,7 +288,8 @@ pub(crate) struct Alarm {
 ///
 /// ```
 /// use std::time::Duration;
-/// use isolates::schedule::{Backoff, WorkRequest};
+/// use isolates::Backoff;
+/// use isolates::schedule::WorkRequest;
 ///
 /// let sync = WorkRequest::periodic("sync", Duration::from_secs(15 * 60))
 ///     .flex(Duration::from_secs(5 * 60))
@@ -353,7 +328,7 @@ impl WorkRequest {
             initial_delay: Duration::ZERO,
             tags: Vec::new(),
             constraints: Vec::new(),
-            backoff: Backoff::default(),
+            backoff: DEFAULT_BACKOFF,
             time_limit: None,
             input_merger: InputMerger::default(),
             at: None,
@@ -469,13 +444,13 @@ impl WorkRequest {
     ///
     /// let manager = WorkManager::builder(WorkStore::in_memory().unwrap())
     ///     .handler_fn("upload", |(): (), _: &WorkContext<'_>| WorkResult::Success(()))
-    ///     .build()
+    ///     .spawn()
     ///     .unwrap();
     /// let later = WorkRequest::once("upload").tag("photos").initial_delay(std::time::Duration::from_secs(60));
     /// let id = manager.enqueue(later).wait().unwrap().ids()[0];
     /// assert_eq!(manager.info(id).unwrap().tags, ["upload", "photos"]);
     /// assert_eq!(manager.infos(&WorkQuery::Tag("upload".into())).len(), 1);
-    /// # manager.shutdown();
+    /// # manager.stop();
     /// ```
     pub fn tag(mut self, tag: &str) -> Self {
         if !self.tags.iter().any(|t| t == tag) {
@@ -738,7 +713,7 @@ impl Enqueued {
 ///
 /// let manager = WorkManager::builder(WorkStore::in_memory().unwrap())
 ///     .handler_fn("double", |n: u32, _: &WorkContext<'_>| WorkResult::Success(n * 2))
-///     .build()
+///     .spawn()
 ///     .unwrap();
 /// let id = manager.enqueue(WorkRequest::once("double").input(&21u32)).wait().unwrap().ids()[0];
 /// let info = manager.wait_finished(id, std::time::Duration::from_secs(10)).unwrap();
@@ -812,7 +787,7 @@ pub(crate) struct Spec {
     pub(crate) initial_delay: i64,
     pub(crate) tags: Vec<String>,
     pub(crate) constraints: Vec<String>,
-    pub(crate) backoff: Backoff,
+    pub(crate) backoff: StoredBackoff,
     pub(crate) time_limit: Option<Duration>,
     pub(crate) input_merger: InputMerger,
     pub(crate) alarm: Option<Alarm>,

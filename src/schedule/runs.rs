@@ -233,7 +233,7 @@ impl Runs {
 
     /// Stops the pool: no run starts from now on.
     pub(super) fn shutdown_pool(&self) {
-        self.pool.shutdown();
+        self.pool.stop();
     }
 
     /// At shutdown: waits for the runs told to stop to return (they say so

@@ -9,7 +9,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use super::clock::from_ms;
-use super::request::{Alarm, Backoff, InputMerger, WorkId, WorkInfo, WorkQuery, WorkState};
+use super::request::{Alarm, InputMerger, StoredBackoff, WorkId, WorkInfo, WorkQuery, WorkState};
 use crate::codec::{Bincode, Codec};
 
 mod check;
@@ -185,7 +185,7 @@ pub(crate) struct Record {
     pub(crate) initial_delay: i64,
     /// When it was enqueued (or its prerequisites succeeded), ms.
     pub(crate) enqueued_at: i64,
-    pub(crate) backoff: Backoff,
+    pub(crate) backoff: StoredBackoff,
     pub(crate) constraints: Vec<String>,
     pub(crate) time_limit: Option<Duration>,
     pub(crate) attempts: u32,
@@ -251,6 +251,7 @@ impl Record {
 ///
 /// See [`WorkStore::unreadable`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct UnreadableWork {
     /// The row's work id.
     pub id: WorkId,
@@ -273,11 +274,13 @@ pub struct UnreadableWork {
 ///         .handler_fn("later", |(): (), _: &isolates::schedule::WorkContext<'_>| {
 ///             isolates::schedule::WorkResult::Success(())
 ///         })
-///         .build()
+///         .spawn()
 ///         .unwrap();
 ///     let later = WorkRequest::once("later").initial_delay(std::time::Duration::from_secs(3600));
 ///     manager.enqueue(later).wait().unwrap();
-///     manager.shutdown();
+///     manager.stop();
+///     // Its thread writes the store and lets it go.
+///     assert!(manager.join(std::time::Duration::from_secs(30)));
 /// }
 /// // Another process (or a later run) finds it there.
 /// let works = WorkStore::open(&path).unwrap().works().unwrap();

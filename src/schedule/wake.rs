@@ -340,7 +340,7 @@ impl WorkManager {
     /// OS starts `wake`'s command, the app's headless mode, at the right
     /// time. Sets the timer now, then again on a thread of its own
     /// whenever the next due time changes, and once more when the manager
-    /// stops; its [`shutdown`](Self::shutdown) waits for that last one. A timer that
+    /// stops; its [`join`](Self::join) waits for that last one. A timer that
     /// fires while the app runs starts the headless command, which finds
     /// the store held ([`StoreError::Locked`](super::StoreError::Locked))
     /// and exits: the app runs the work.
@@ -365,7 +365,7 @@ impl WorkManager {
     ///         println!("{text}");
     ///         WorkResult::Success(())
     ///     })
-    ///     .build()
+    ///     .spawn()
     ///     .unwrap();
     /// let exe = std::env::current_exe().unwrap();
     /// let wake = OsWake::new("org.example.reminders", [exe.to_str().unwrap(), "run"]).unwrap();
@@ -382,9 +382,11 @@ impl WorkManager {
             .collect();
         let mut armed = next_due(&works);
         wake.arm(armed)?;
-        let thread = std::thread::Builder::new()
+        let running = self.shared.live.enter();
+        std::thread::Builder::new()
             .name("isolates-wake".into())
             .spawn(move || {
+                let _running = running;
                 // Ends when the manager stops (the watch's sender goes).
                 while let Some(first) = watch.next() {
                     for info in std::iter::once(first).chain(watch.drain()) {
@@ -413,7 +415,6 @@ impl WorkManager {
                 status: "no thread".to_owned(),
                 stderr: e.to_string(),
             })?;
-        self.shared.wakers.lock().push(thread);
         Ok(())
     }
 }

@@ -24,7 +24,7 @@ use super::request::WorkQuery;
 ///
 /// let manager = WorkManager::builder(WorkStore::in_memory().unwrap())
 ///     .handler_fn("noop", |(): (), _: &WorkContext<'_>| WorkResult::Success(()))
-///     .build()
+///     .spawn()
 ///     .unwrap();
 /// let watch = manager.watch(WorkQuery::Tag("ui".into()));
 /// manager.enqueue(WorkRequest::once("noop").tag("ui")).wait().unwrap();
@@ -58,7 +58,7 @@ impl WorkWatch {
     ///
     /// ```
     /// # use isolates::schedule::*;
-    /// # let manager = WorkManager::builder(WorkStore::in_memory().unwrap()).build().unwrap();
+    /// # let manager = WorkManager::builder(WorkStore::in_memory().unwrap()).spawn().unwrap();
     /// let watch = manager.watch(WorkQuery::All);
     /// for info in watch.drain() {
     ///     println!("{} is {:?}", info.id, info.state);

@@ -3,17 +3,18 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use crossbeam_channel as cb;
 use parking_lot::{Condvar, Mutex};
 
-use super::backoff::Backoff;
 use super::events::{Listeners, SupervisionEvent};
 use super::handle::Supervisor;
 use super::runloop::{Policy, SupRun};
 use super::shared::{ParentHook, SupShared};
 use super::spec::{ChildSpec, Strategy};
+use crate::Backoff;
 use crate::error::ExitReason;
 use crate::error::SpawnError;
 use crate::port::SendPort;
@@ -25,7 +26,7 @@ use crate::port::SendPort;
 /// ```
 /// use std::time::Duration;
 /// use isolates::{Context, Isolate};
-/// use isolates::supervisor::{ChildSpec, Strategy, SupervisorBuilder};
+/// use isolates::supervisor::{ChildSpec, Strategy, Supervisor, SupervisorBuilder};
 ///
 /// struct Echo;
 /// impl Isolate for Echo {
@@ -37,11 +38,11 @@ use crate::port::SendPort;
 ///     }
 /// }
 ///
-/// let sup = SupervisorBuilder::new()
+/// let sup = Supervisor::builder()
 ///     .strategy(Strategy::OneForOne)
 ///     .restart_intensity(3, Duration::from_secs(5))
 ///     .child(ChildSpec::worker::<Echo>("echo", ()))
-///     .start()
+///     .spawn()
 ///     .unwrap();
 /// let echo = sup.worker::<Echo>("echo").unwrap();
 /// let t = Duration::from_secs(5);
@@ -89,22 +90,25 @@ impl fmt::Debug for SupervisorBuilder {
     }
 }
 
-impl SupervisorBuilder {
-    /// A one-for-one supervisor allowing 1 restart in 5 s, with no children.
+impl Supervisor {
+    /// A builder of a one-for-one supervisor allowing 1 restart in 5 s,
+    /// with no children.
     ///
     /// # Examples
     ///
     /// See [`SupervisorBuilder`].
-    pub fn new() -> Self {
-        Self::default()
+    pub fn builder() -> SupervisorBuilder {
+        SupervisorBuilder::default()
     }
+}
 
+impl SupervisorBuilder {
     /// Names the supervisor (its thread and its events' logs).
     ///
     /// # Examples
     ///
     /// ```
-    /// let b = isolates::supervisor::SupervisorBuilder::new().name("root");
+    /// let b = isolates::supervisor::Supervisor::builder().name("root");
     /// # let _ = b;
     /// ```
     pub fn name(mut self, name: impl Into<String>) -> Self {
@@ -140,9 +144,10 @@ impl SupervisorBuilder {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use isolates::supervisor::{Backoff, SupervisorBuilder};
-    /// let b = SupervisorBuilder::new()
-    ///     .backoff(Backoff::exponential(Duration::from_millis(50), Duration::from_secs(5)));
+    /// use isolates::Backoff;
+    /// use isolates::supervisor::Supervisor;
+    /// let b = Supervisor::builder()
+    ///     .backoff(Backoff::exponential(Duration::from_millis(50)).max(Duration::from_secs(5)).jitter());
     /// # let _ = b;
     /// ```
     pub fn backoff(mut self, backoff: Backoff) -> Self {
@@ -172,7 +177,7 @@ impl SupervisorBuilder {
     /// ```
     /// use std::time::Duration;
     /// use isolates::{port, Isolate, Context};
-    /// use isolates::supervisor::{ChildSpec, SupervisionEvent, SupervisorBuilder};
+    /// use isolates::supervisor::{ChildSpec, SupervisionEvent, Supervisor, SupervisorBuilder};
     ///
     /// struct Idle;
     /// impl Isolate for Idle {
@@ -182,10 +187,10 @@ impl SupervisorBuilder {
     /// }
     ///
     /// let (tx, events) = port::unbounded::<SupervisionEvent>();
-    /// let sup = SupervisorBuilder::new()
+    /// let sup = Supervisor::builder()
     ///     .event_listener(tx)
     ///     .child(ChildSpec::worker::<Idle>("idle", ()))
-    ///     .start()
+    ///     .spawn()
     ///     .unwrap();
     /// let first = events.recv_timeout(Duration::from_secs(5)).unwrap();
     /// assert_eq!(first, SupervisionEvent::Started { child: "idle".into() });
@@ -206,7 +211,7 @@ impl SupervisorBuilder {
     /// # Examples
     ///
     /// See [`SupervisorBuilder`].
-    pub fn start(self) -> Result<Supervisor, SpawnError> {
+    pub fn spawn(self) -> Result<Supervisor, SpawnError> {
         self.start_inner(None)
     }
 
@@ -220,6 +225,7 @@ impl SupervisorBuilder {
             exited: Condvar::new(),
             listeners: Listeners::new(self.listeners.clone()),
             children: Mutex::new(Vec::new()),
+            handles: AtomicUsize::new(0),
         });
         let (started_tx, started_rx) = cb::bounded(1);
         let thread_shared = Arc::clone(&shared);

@@ -4,7 +4,7 @@
 use std::fmt;
 
 use crate::error::SpawnError;
-use crate::pending::{Taken, private::Sealed};
+use crate::pending::Taken;
 
 /// What a nested supervisor is called in [`LookupError::WrongType`].
 pub(super) const SUPERVISOR: &str = "a supervisor";
@@ -15,8 +15,8 @@ pub(super) const SUPERVISOR: &str = "a supervisor";
 /// # Examples
 ///
 /// ```
-/// use isolates::supervisor::{LookupError, SupervisorBuilder};
-/// let sup = SupervisorBuilder::new().name("root").start().unwrap();
+/// use isolates::supervisor::{LookupError, Supervisor, SupervisorBuilder};
+/// let sup = Supervisor::builder().name("root").spawn().unwrap();
 /// let err = sup.supervisor("nobody").unwrap_err();
 /// assert_eq!(err, LookupError::NotFound { name: "nobody".into(), children: vec![] });
 /// assert!(err.to_string().contains("no child named \"nobody\""));
@@ -89,8 +89,8 @@ impl std::error::Error for LookupError {}
 ///
 /// ```
 /// use std::time::Duration;
-/// use isolates::supervisor::{ChildError, SupervisorBuilder};
-/// let sup = SupervisorBuilder::new().name("root").start().unwrap();
+/// use isolates::supervisor::{ChildError, Supervisor, SupervisorBuilder};
+/// let sup = Supervisor::builder().name("root").spawn().unwrap();
 /// let err = sup.terminate_child("nobody").unwrap_err();
 /// assert_eq!(err, ChildError::NotFound { name: "nobody".into(), children: vec![] });
 /// assert!(err.to_string().contains("no child named \"nobody\""));
@@ -180,8 +180,6 @@ impl std::error::Error for ChildError {
         }
     }
 }
-
-impl Sealed for ChildError {}
 
 impl Taken for ChildError {
     fn taken() -> Self {

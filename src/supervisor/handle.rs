@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::error::{ChildError, LookupError, SUPERVISOR};
@@ -13,15 +14,34 @@ use crate::isolate::{Isolate, IsolateHandle};
 use crate::pending::Pending;
 use crate::port::SendPort;
 
-/// A running supervisor. Cheap to clone; dropping handles does not stop
-/// it (call [`stop`](Self::stop)).
+/// A running supervisor. Cheap to clone.
+///
+/// Dropping the last clone stops the supervisor as [`stop`](Self::stop)
+/// does, in the background: the drop returns at once, and the supervisor's
+/// thread stops its children in reverse order, each as its
+/// [`Shutdown`](super::Shutdown) policy says, then exits. A nested
+/// supervisor's handle (from [`supervisor`](Self::supervisor)) is one of
+/// several: its parent holds one too, so dropping it stops nothing.
 ///
 /// # Examples
 ///
 /// See [`SupervisorBuilder`](super::SupervisorBuilder).
-#[derive(Clone)]
 pub struct Supervisor {
     shared: Arc<SupShared>,
+}
+
+impl Clone for Supervisor {
+    fn clone(&self) -> Self {
+        Supervisor::new(Arc::clone(&self.shared))
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        if self.shared.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let _ = self.shared.tx.send(SupMsg::Stop);
+        }
+    }
 }
 
 impl fmt::Debug for Supervisor {
@@ -35,6 +55,7 @@ impl fmt::Debug for Supervisor {
 
 impl Supervisor {
     pub(super) fn new(shared: Arc<SupShared>) -> Self {
+        shared.handles.fetch_add(1, Ordering::AcqRel);
         Supervisor { shared }
     }
 
@@ -52,7 +73,7 @@ impl Supervisor {
     ///
     /// ```
     /// use isolates::{Context, Isolate};
-    /// use isolates::supervisor::{ChildSpec, LookupError, SupervisorBuilder};
+    /// use isolates::supervisor::{ChildSpec, LookupError, Supervisor, SupervisorBuilder};
     ///
     /// struct Idle;
     /// impl Isolate for Idle {
@@ -67,9 +88,9 @@ impl Supervisor {
     ///     fn handle(&mut self, _: (), _: &mut Context<Self>) -> Result<(), String> { Ok(()) }
     /// }
     ///
-    /// let sup = SupervisorBuilder::new()
+    /// let sup = Supervisor::builder()
     ///     .child(ChildSpec::worker::<Idle>("idle", ()))
-    ///     .start()
+    ///     .spawn()
     ///     .unwrap();
     /// assert!(sup.worker::<Idle>("idle").is_ok());
     /// let typo = sup.worker::<Idle>("idel").unwrap_err();
@@ -92,10 +113,10 @@ impl Supervisor {
     /// # Examples
     ///
     /// ```
-    /// use isolates::supervisor::{ChildSpec, SupervisorBuilder};
-    /// let root = SupervisorBuilder::new()
-    ///     .child(ChildSpec::supervisor("inner", SupervisorBuilder::new()))
-    ///     .start()
+    /// use isolates::supervisor::{ChildSpec, Supervisor, SupervisorBuilder};
+    /// let root = Supervisor::builder()
+    ///     .child(ChildSpec::supervisor("inner", Supervisor::builder()))
+    ///     .spawn()
     ///     .unwrap();
     /// assert!(root.supervisor("inner").is_ok());
     /// root.stop();
@@ -144,8 +165,8 @@ impl Supervisor {
     ///
     /// ```
     /// use isolates::port;
-    /// use isolates::supervisor::{SupervisionEvent, SupervisorBuilder};
-    /// let sup = SupervisorBuilder::new().start().unwrap();
+    /// use isolates::supervisor::{SupervisionEvent, Supervisor, SupervisorBuilder};
+    /// let sup = Supervisor::builder().spawn().unwrap();
     /// let (tx, events) = port::unbounded::<SupervisionEvent>();
     /// sup.add_event_listener(tx);
     /// sup.stop();
@@ -160,8 +181,8 @@ impl Supervisor {
     /// # Examples
     ///
     /// ```
-    /// use isolates::supervisor::SupervisorBuilder;
-    /// let sup = SupervisorBuilder::new().start().unwrap();
+    /// use isolates::supervisor::{Supervisor, SupervisorBuilder};
+    /// let sup = Supervisor::builder().spawn().unwrap();
     /// assert_eq!(sup.dropped_events(), 0);
     /// sup.stop();
     /// ```
@@ -196,12 +217,28 @@ impl Supervisor {
         exit.clone()
     }
 
+    /// Whether the supervisor has exited; never blocks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let sup = isolates::supervisor::Supervisor::builder().spawn().unwrap();
+    /// assert!(!sup.is_finished());
+    /// sup.stop();
+    /// assert!(sup.join(Duration::from_secs(5)).is_some());
+    /// assert!(sup.is_finished());
+    /// ```
+    pub fn is_finished(&self) -> bool {
+        self.shared.exit.lock().is_some()
+    }
+
     /// Why the supervisor exited, or `None` while it runs; never blocks.
     ///
     /// # Examples
     ///
     /// ```
-    /// let sup = isolates::supervisor::SupervisorBuilder::new().start().unwrap();
+    /// let sup = isolates::supervisor::Supervisor::builder().spawn().unwrap();
     /// assert_eq!(sup.exit_reason(), None);
     /// sup.stop();
     /// ```
@@ -241,7 +278,7 @@ impl Supervisor {
     /// # Examples
     ///
     /// ```
-    /// use isolates::supervisor::{ChildError, ChildSpec, SupervisorBuilder};
+    /// use isolates::supervisor::{ChildError, ChildSpec, Supervisor, SupervisorBuilder};
     /// # use isolates::{Context, Isolate};
     /// # struct Idle;
     /// # impl Isolate for Idle {
@@ -249,7 +286,7 @@ impl Supervisor {
     /// #     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Idle) }
     /// #     fn handle(&mut self, _: (), _: &mut Context<Self>) -> Result<(), String> { Ok(()) }
     /// # }
-    /// let sup = SupervisorBuilder::new().start().unwrap();
+    /// let sup = Supervisor::builder().spawn().unwrap();
     /// sup.start_child(ChildSpec::worker::<Idle>("late", ())).unwrap();
     /// assert!(sup.worker::<Idle>("late").is_ok());
     /// assert_eq!(
@@ -274,7 +311,7 @@ impl Supervisor {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use isolates::supervisor::{ChildSpec, SupervisorBuilder};
+    /// use isolates::supervisor::{ChildSpec, Supervisor, SupervisorBuilder};
     /// # use isolates::{Context, Isolate};
     /// # struct Idle;
     /// # impl Isolate for Idle {
@@ -282,7 +319,7 @@ impl Supervisor {
     /// #     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Idle) }
     /// #     fn handle(&mut self, _: (), _: &mut Context<Self>) -> Result<(), String> { Ok(()) }
     /// # }
-    /// let sup = SupervisorBuilder::new().start().unwrap();
+    /// let sup = Supervisor::builder().spawn().unwrap();
     /// let mut pending = sup.start_child_pending(ChildSpec::worker::<Idle>("late", ()));
     /// // A UI thread polls it each frame, with `try_take`; here we wait.
     /// assert_eq!(pending.wait_timeout(Duration::from_secs(5)), Some(Ok(())));
@@ -311,7 +348,7 @@ impl Supervisor {
     /// ```
     /// use std::time::Duration;
     /// use isolates::ExitReason;
-    /// use isolates::supervisor::{ChildSpec, SupervisorBuilder};
+    /// use isolates::supervisor::{ChildSpec, Supervisor, SupervisorBuilder};
     /// # use isolates::{Context, Isolate};
     /// # struct Idle;
     /// # impl Isolate for Idle {
@@ -319,9 +356,9 @@ impl Supervisor {
     /// #     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Idle) }
     /// #     fn handle(&mut self, _: (), _: &mut Context<Self>) -> Result<(), String> { Ok(()) }
     /// # }
-    /// let sup = SupervisorBuilder::new()
+    /// let sup = Supervisor::builder()
     ///     .child(ChildSpec::worker::<Idle>("idle", ()))
-    ///     .start()
+    ///     .spawn()
     ///     .unwrap();
     /// let idle = sup.worker::<Idle>("idle").unwrap();
     /// sup.terminate_child("idle").unwrap();
@@ -345,7 +382,7 @@ impl Supervisor {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use isolates::supervisor::{ChildSpec, SupervisorBuilder};
+    /// use isolates::supervisor::{ChildSpec, Supervisor, SupervisorBuilder};
     /// # use isolates::{Context, Isolate};
     /// # struct Idle;
     /// # impl Isolate for Idle {
@@ -353,9 +390,9 @@ impl Supervisor {
     /// #     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Idle) }
     /// #     fn handle(&mut self, _: (), _: &mut Context<Self>) -> Result<(), String> { Ok(()) }
     /// # }
-    /// let sup = SupervisorBuilder::new()
+    /// let sup = Supervisor::builder()
     ///     .child(ChildSpec::worker::<Idle>("idle", ()))
-    ///     .start()
+    ///     .spawn()
     ///     .unwrap();
     /// let mut pending = sup.terminate_child_pending("idle");
     /// assert_eq!(pending.wait_timeout(Duration::from_secs(10)), Some(Ok(())));
@@ -381,7 +418,7 @@ impl Supervisor {
     /// # Examples
     ///
     /// ```
-    /// use isolates::supervisor::{ChildError, ChildSpec, SupervisorBuilder};
+    /// use isolates::supervisor::{ChildError, ChildSpec, Supervisor, SupervisorBuilder};
     /// # use isolates::{Context, Isolate};
     /// # struct Idle;
     /// # impl Isolate for Idle {
@@ -389,9 +426,9 @@ impl Supervisor {
     /// #     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Idle) }
     /// #     fn handle(&mut self, _: (), _: &mut Context<Self>) -> Result<(), String> { Ok(()) }
     /// # }
-    /// let sup = SupervisorBuilder::new()
+    /// let sup = Supervisor::builder()
     ///     .child(ChildSpec::worker::<Idle>("idle", ()))
-    ///     .start()
+    ///     .spawn()
     ///     .unwrap();
     /// assert_eq!(sup.restart_child("idle"), Err(ChildError::Running { name: "idle".into() }));
     /// sup.terminate_child("idle").unwrap();
@@ -416,7 +453,7 @@ impl Supervisor {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use isolates::supervisor::{ChildSpec, SupervisorBuilder};
+    /// use isolates::supervisor::{ChildSpec, Supervisor, SupervisorBuilder};
     /// # use isolates::{Context, Isolate};
     /// # struct Idle;
     /// # impl Isolate for Idle {
@@ -424,9 +461,9 @@ impl Supervisor {
     /// #     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Idle) }
     /// #     fn handle(&mut self, _: (), _: &mut Context<Self>) -> Result<(), String> { Ok(()) }
     /// # }
-    /// let sup = SupervisorBuilder::new()
+    /// let sup = Supervisor::builder()
     ///     .child(ChildSpec::worker::<Idle>("idle", ()))
-    ///     .start()
+    ///     .spawn()
     ///     .unwrap();
     /// sup.terminate_child("idle").unwrap();
     /// let mut pending = sup.restart_child_pending("idle");
@@ -451,7 +488,7 @@ impl Supervisor {
     /// # Examples
     ///
     /// ```
-    /// use isolates::supervisor::{ChildSpec, SupervisorBuilder};
+    /// use isolates::supervisor::{ChildSpec, Supervisor, SupervisorBuilder};
     /// # use isolates::{Context, Isolate};
     /// # struct Idle;
     /// # impl Isolate for Idle {
@@ -459,9 +496,9 @@ impl Supervisor {
     /// #     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Idle) }
     /// #     fn handle(&mut self, _: (), _: &mut Context<Self>) -> Result<(), String> { Ok(()) }
     /// # }
-    /// let sup = SupervisorBuilder::new()
+    /// let sup = Supervisor::builder()
     ///     .child(ChildSpec::worker::<Idle>("idle", ()))
-    ///     .start()
+    ///     .spawn()
     ///     .unwrap();
     /// sup.terminate_child("idle").unwrap();
     /// sup.delete_child("idle").unwrap();
@@ -485,8 +522,8 @@ impl Supervisor {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use isolates::supervisor::{ChildError, SupervisorBuilder};
-    /// let sup = SupervisorBuilder::new().start().unwrap();
+    /// use isolates::supervisor::{ChildError, Supervisor, SupervisorBuilder};
+    /// let sup = Supervisor::builder().spawn().unwrap();
     /// let mut pending = sup.delete_child_pending("nobody");
     /// let result = pending.wait_timeout(Duration::from_secs(5)).unwrap();
     /// assert!(matches!(result, Err(ChildError::NotFound { .. })));
@@ -508,7 +545,7 @@ impl Supervisor {
     /// # Examples
     ///
     /// ```
-    /// use isolates::supervisor::{ChildKind, ChildSpec, SupervisorBuilder};
+    /// use isolates::supervisor::{ChildKind, ChildSpec, Supervisor, SupervisorBuilder};
     /// # use isolates::{Context, Isolate};
     /// # struct Idle;
     /// # impl Isolate for Idle {
@@ -516,10 +553,10 @@ impl Supervisor {
     /// #     fn start(_: (), _: &mut Context<Self>) -> Result<Self, String> { Ok(Idle) }
     /// #     fn handle(&mut self, _: (), _: &mut Context<Self>) -> Result<(), String> { Ok(()) }
     /// # }
-    /// let sup = SupervisorBuilder::new()
+    /// let sup = Supervisor::builder()
     ///     .child(ChildSpec::worker::<Idle>("a", ()))
-    ///     .child(ChildSpec::supervisor("tree", SupervisorBuilder::new()))
-    ///     .start()
+    ///     .child(ChildSpec::supervisor("tree", Supervisor::builder()))
+    ///     .spawn()
     ///     .unwrap();
     /// let children = sup.children().unwrap();
     /// let names: Vec<_> = children.iter().map(|c| (c.name.as_str(), c.kind)).collect();

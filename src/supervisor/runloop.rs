@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel as cb;
 
-use super::backoff::Backoff;
 use super::error::ChildError;
 use super::events::SupervisionEvent;
 use super::shared::{Call, Request, SupMsg, SupShared};
 use super::spec::{ABANDON_AFTER, Child, ChildInfo, ChildSpec, Restart, Shutdown, Strategy};
+use crate::Backoff;
 use crate::error::ExitReason;
 use crate::error::SpawnError;
 use crate::isolate::{Leftover, Priority};
@@ -367,7 +367,7 @@ impl SupRun {
         // wave restarts together, in child order.
         let attempt = u32::try_from(self.slots[index].recent.len()).unwrap_or(u32::MAX);
         let random = self.random();
-        let due = now + self.backoff.delay(attempt, random);
+        let due = now + self.backoff.delay_with(attempt, random);
         for i in affected {
             if !self.slots[i].gone {
                 self.due.push((due, self.slots[i].id));

@@ -1,6 +1,8 @@
 //! What a supervisor's handles and its thread share, and the messages its
 //! thread serves.
 
+use std::sync::atomic::AtomicUsize;
+
 use crossbeam_channel as cb;
 use parking_lot::{Condvar, Mutex};
 
@@ -27,6 +29,9 @@ pub(super) struct SupShared {
     /// The children as the supervisor's thread last saw them, published
     /// before each event so that whoever sees an event sees this as new.
     pub(super) children: Mutex<Vec<ChildInfo>>,
+    /// [`Supervisor`](super::Supervisor) handles alive: the last one
+    /// dropped stops the supervisor.
+    pub(super) handles: AtomicUsize,
 }
 
 impl SupShared {

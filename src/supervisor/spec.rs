@@ -24,8 +24,8 @@ use crate::isolate::{
 /// # Examples
 ///
 /// ```
-/// use isolates::supervisor::{Strategy, SupervisorBuilder};
-/// let builder = SupervisorBuilder::new().strategy(Strategy::RestForOne);
+/// use isolates::supervisor::{Strategy, Supervisor, SupervisorBuilder};
+/// let builder = Supervisor::builder().strategy(Strategy::RestForOne);
 /// # let _ = builder;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -80,7 +80,7 @@ pub enum Restart {
 /// marked exited (its queued asks fail) and its thread ends on its own.
 /// That is for a final stop; a restart needs the old incarnation gone, so a
 /// supervisor restarting siblings waits for a child that does not stop
-/// (logging a warning every [`ABANDON_AFTER`]): a handler that never
+/// (logging a warning every 5 s): a handler that never
 /// returns and never checks `kill_requested` blocks its supervisor's
 /// restarts.
 ///
@@ -95,7 +95,7 @@ pub enum Restart {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Shutdown {
     /// Kill at once ([`Priority::Immediate`]); abandoned after
-    /// [`ABANDON_AFTER`] if it has not exited.
+    /// 5 s if it has not exited.
     Immediate,
     /// Ask it to exit after its current message ([`Priority::AfterCurrent`]),
     /// then kill it at once if it has not exited within the timeout.
@@ -109,7 +109,7 @@ impl Default for Shutdown {
 }
 
 /// How long a supervisor waits for a killed child before abandoning it.
-pub const ABANDON_AFTER: Duration = Duration::from_secs(5);
+pub(crate) const ABANDON_AFTER: Duration = Duration::from_secs(5);
 
 /// A child that a supervisor can start, stop and restart.
 pub(super) trait Child: Send {
@@ -165,7 +165,7 @@ pub(super) type ChildFactory =
 ///
 /// ```
 /// use std::time::Duration;
-/// use isolates::supervisor::{ChildSpec, Restart, Shutdown, SupervisorBuilder};
+/// use isolates::supervisor::{ChildSpec, Restart, Shutdown, Supervisor, SupervisorBuilder};
 /// # use isolates::{Context, Isolate};
 /// # struct W;
 /// # impl Isolate for W {
@@ -176,7 +176,7 @@ pub(super) type ChildFactory =
 /// let worker = ChildSpec::worker::<W>("w", 7)
 ///     .restart(Restart::Transient)
 ///     .shutdown(Shutdown::Timeout(Duration::from_secs(1)));
-/// let inner = ChildSpec::supervisor("inner", SupervisorBuilder::new().child(ChildSpec::worker::<W>("x", 1)));
+/// let inner = ChildSpec::supervisor("inner", Supervisor::builder().child(ChildSpec::worker::<W>("x", 1)));
 /// # let _ = (worker, inner);
 /// ```
 #[derive(Clone)]
@@ -314,8 +314,8 @@ impl ChildSpec {
     /// # Examples
     ///
     /// ```
-    /// use isolates::supervisor::{ChildSpec, SupervisorBuilder};
-    /// assert_eq!(ChildSpec::supervisor("tree", SupervisorBuilder::new()).name(), "tree");
+    /// use isolates::supervisor::{ChildSpec, Supervisor, SupervisorBuilder};
+    /// assert_eq!(ChildSpec::supervisor("tree", Supervisor::builder()).name(), "tree");
     /// ```
     pub fn name(&self) -> &str {
         &self.name
@@ -326,8 +326,8 @@ impl ChildSpec {
     /// # Examples
     ///
     /// ```
-    /// use isolates::supervisor::{ChildKind, ChildSpec, SupervisorBuilder};
-    /// let spec = ChildSpec::supervisor("tree", SupervisorBuilder::new());
+    /// use isolates::supervisor::{ChildKind, ChildSpec, Supervisor, SupervisorBuilder};
+    /// let spec = ChildSpec::supervisor("tree", Supervisor::builder());
     /// assert_eq!(spec.kind(), ChildKind::Supervisor);
     /// ```
     pub fn kind(&self) -> ChildKind {
@@ -351,8 +351,8 @@ impl fmt::Debug for ChildSpec {
 /// # Examples
 ///
 /// ```
-/// use isolates::supervisor::{ChildKind, ChildSpec, SupervisorBuilder};
-/// let spec = ChildSpec::supervisor("tree", SupervisorBuilder::new());
+/// use isolates::supervisor::{ChildKind, ChildSpec, Supervisor, SupervisorBuilder};
+/// let spec = ChildSpec::supervisor("tree", Supervisor::builder());
 /// assert_eq!(spec.kind(), ChildKind::Supervisor);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -370,10 +370,10 @@ pub enum ChildKind {
 /// # Examples
 ///
 /// ```
-/// use isolates::supervisor::{ChildKind, ChildSpec, SupervisorBuilder};
-/// let sup = SupervisorBuilder::new()
-///     .child(ChildSpec::supervisor("tree", SupervisorBuilder::new()))
-///     .start()
+/// use isolates::supervisor::{ChildKind, ChildSpec, Supervisor, SupervisorBuilder};
+/// let sup = Supervisor::builder()
+///     .child(ChildSpec::supervisor("tree", Supervisor::builder()))
+///     .spawn()
 ///     .unwrap();
 /// let children = sup.children().unwrap();
 /// assert_eq!(children[0].name, "tree");

@@ -115,7 +115,7 @@ impl FractalApp {
         let pool = Pool::<Tiles>::builder()
             .name("tiles")
             .workers(workers)
-            .build(())?;
+            .spawn(())?;
         let mut main = MainThread::new();
         let wakes = Arc::new(AtomicU64::new(0));
         let (repaint, count) = (ctx.clone(), Arc::clone(&wakes));

@@ -24,7 +24,7 @@ use serde::Deserialize;
 
 use super::Record;
 use crate::codec::{Bincode, Codec};
-use crate::schedule::request::{Backoff, InputMerger, WorkState};
+use crate::schedule::request::{InputMerger, StoredBackoff, WorkState};
 
 /// The layout this build writes.
 pub(super) const LAYOUT: i64 = 3;
@@ -102,7 +102,7 @@ pub(super) struct RecordV1 {
     period_start: i64,
     initial_delay: i64,
     enqueued_at: i64,
-    backoff: Backoff,
+    backoff: StoredBackoff,
     constraints: Vec<String>,
     time_limit: Option<Duration>,
     attempts: u32,
@@ -169,7 +169,7 @@ mod tests {
             period_start: 5,
             initial_delay: 0,
             enqueued_at: 5,
-            backoff: Backoff::default(),
+            backoff: StoredBackoff::default(),
             constraints: vec![],
             time_limit: None,
             attempts: 0,

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use super::*;
-use crate::schedule::request::{Backoff, InputMerger, MissedAlarm, WorkQuery};
+use crate::Backoff;
+use crate::schedule::request::{InputMerger, MissedAlarm, StoredBackoff, WorkQuery};
 
 /// A table keeping finished work 1 s, retrying after at least 1 s, with a
 /// 64-byte data limit.
@@ -28,7 +29,7 @@ pub(in crate::schedule) fn spec(handler: &str) -> Spec {
         initial_delay: 0,
         tags: vec![handler.to_owned()],
         constraints: Vec::new(),
-        backoff: Backoff::default(),
+        backoff: StoredBackoff::default(),
         time_limit: None,
         input_merger: InputMerger::default(),
         alarm: None,
@@ -200,9 +201,9 @@ fn cancelling_finished_work_cancels_only_what_waits_on_it() {
 fn a_retry_waits_for_its_backoff_and_at_least_the_minimum() {
     let mut t = table();
     let mut quick = spec("a");
-    quick.backoff = Backoff::linear(Duration::from_millis(10));
+    quick.backoff = Backoff::linear(Duration::from_millis(10)).into();
     let mut slow = spec("b");
-    slow.backoff = Backoff::linear(Duration::from_secs(5));
+    slow.backoff = Backoff::linear(Duration::from_secs(5)).into();
     let [a, b] = t.add_chain(vec![vec![quick, slow]], None, Vec::new(), 0)[..] else {
         panic!("two works")
     };

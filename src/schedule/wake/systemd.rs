@@ -14,6 +14,7 @@ use super::{OsWake, WakeError, io_error, remove, run, write};
 ///
 /// See [`OsWake::systemd_units`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SystemdUnits {
     /// The timer's file name (`<app id>-work.timer`).
     pub timer_name: String,
