@@ -17,7 +17,6 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use common::wait_until;
-use isolates::Backoff;
 use isolates::pool::{Pool, TaskContext, Worker};
 use isolates::supervisor::{ChildSpec, Supervisor};
 use isolates::{Context, Isolate};
