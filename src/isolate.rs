@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::SpawnError;
 pub use crate::error::{Crash, ExitReason};
 
+#[cfg(target_os = "linux")]
+mod body;
 mod builder;
 mod context;
 mod func;

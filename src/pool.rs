@@ -51,6 +51,8 @@ mod nats;
 mod queue;
 #[cfg(target_os = "linux")]
 mod remote;
+#[cfg(any(target_os = "linux", feature = "nats"))]
+mod server;
 mod shared;
 // Crate-visible for the backends that carry a pool's tasks elsewhere (the
 // NATS client and worker); the scheduler and other modules use the public
@@ -60,7 +62,7 @@ mod worker;
 #[cfg(target_os = "linux")]
 pub(crate) use remote::{args_encoder, serve_worker};
 #[cfg(any(target_os = "linux", feature = "nats"))]
-pub(crate) use worker::TaskServer;
+pub(crate) use server::TaskServer;
 
 pub use batch::{Batch, join_all};
 pub use builder::{PoolBuilder, default_workers};

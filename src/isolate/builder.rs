@@ -349,7 +349,7 @@ impl<C: Codec> IsolateBuilder<C> {
         let process = match &self.process {
             Some(options) => {
                 let test_entry = crate::backend::registry::lookup::<I, C>()?;
-                Some(super::remote::ProcessSpec::<I> {
+                Some(super::body::ProcessSpec::<I> {
                     options: options.clone(),
                     wire: Arc::new(crate::backend::CodecWire(self.codec.clone())),
                     key: crate::backend::registry::key::<I, C>(),

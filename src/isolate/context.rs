@@ -490,7 +490,7 @@ impl<I: Isolate> Context<I> {
     /// let down = downs.recv_timeout(Duration::from_secs(5)).unwrap();
     /// assert_eq!(down.reason, ExitReason::Failed("doomed".into()));
     /// assert_eq!(down.monitor, None);
-    /// assert!(trapper.is_alive());
+    /// assert!(!trapper.is_finished());
     /// ```
     pub fn trap_exits(&mut self, trap: bool) {
         self.trap_exits = trap;

@@ -172,7 +172,7 @@ impl<I: Isolate> IsolateHandle<I> {
 /// assert!(isolates::unregister("doc-unregister"));
 /// assert!(!isolates::unregister("doc-unregister"));
 /// assert!(IsolateHandle::<Echo>::whereis("doc-unregister").is_err());
-/// assert!(echo.is_alive());
+/// assert!(!echo.is_finished());
 /// ```
 pub fn unregister(name: &str) -> bool {
     let Some(entry) = NAMES.lock().remove(name) else {

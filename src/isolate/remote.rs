@@ -7,10 +7,10 @@ use std::time::Instant;
 
 use std::os::unix::net::UnixStream;
 
+use super::body::{ProcessSpec, RemoteBody};
 use super::shared::{Control, Item, Shared};
 use super::{Context, Crash, ExitReason, Isolate, IsolateBuilder};
 use crate::backend::CodecWire;
-use crate::backend::launch::ProcessOptions;
 use crate::backend::process::child::split_start;
 use crate::backend::process::frame::{self, Kind};
 use crate::backend::process::parent::{Broken, ChildProcess};
@@ -21,43 +21,6 @@ use crate::error::CodecError;
 use crate::invoke::{self, Invoked};
 use crate::pending::Reply;
 use crate::unwind;
-
-/// How an isolate runs in a child: set by
-/// [`IsolateBuilder::process`](super::IsolateBuilder::process).
-pub(crate) struct ProcessSpec<I: Isolate> {
-    pub(super) options: ProcessOptions,
-    pub(super) wire: Arc<dyn ChildWire<I>>,
-    pub(super) key: u64,
-    pub(super) test_entry: Option<String>,
-}
-
-/// Encodes what goes to the child and decodes what comes back, with the
-/// builder's codec.
-pub(super) trait ChildWire<I: Isolate>: Send + Sync {
-    fn limit(&self) -> usize;
-    fn encode_args(&self, args: &I::Args) -> Result<Vec<u8>, CodecError>;
-    fn encode_message(&self, msg: &I::Message) -> Result<Vec<u8>, CodecError>;
-    fn decode_reply(&self, bytes: &[u8]) -> Result<I::Reply, CodecError>;
-    fn decode_error(&self, bytes: &[u8]) -> Result<I::Error, CodecError>;
-}
-
-impl<C: Codec, I: Isolate> ChildWire<I> for CodecWire<C> {
-    fn limit(&self) -> usize {
-        self.0.limit()
-    }
-    fn encode_args(&self, args: &I::Args) -> Result<Vec<u8>, CodecError> {
-        self.encode(args, "start argument")
-    }
-    fn encode_message(&self, msg: &I::Message) -> Result<Vec<u8>, CodecError> {
-        self.encode(msg, "message")
-    }
-    fn decode_reply(&self, bytes: &[u8]) -> Result<I::Reply, CodecError> {
-        self.decode(bytes, "reply")
-    }
-    fn decode_error(&self, bytes: &[u8]) -> Result<I::Error, CodecError> {
-        self.decode(bytes, "error")
-    }
-}
 
 /// What became of one message sent to the child.
 pub(super) enum Outcome<I: Isolate> {
@@ -71,20 +34,6 @@ pub(super) enum Outcome<I: Isolate> {
     Dead(ExitReason),
     /// The child died handling it.
     Gone(ExitReason),
-}
-
-/// A running child, as the parent's run loop drives it.
-pub(super) struct RemoteBody<I: Isolate> {
-    child: ChildProcess,
-    /// Tells this child's exit notices from those of an earlier incarnation.
-    pub(super) id: u64,
-    wire: Arc<dyn ChildWire<I>>,
-    stop_timeout: std::time::Duration,
-    /// A direct ask ended the isolate: the reason, for its thread.
-    pending_exit: Option<ExitReason>,
-    /// A direct ask timed out: its answer is still to come, and must be
-    /// read (and accounted) before the channel is used again.
-    owed: bool,
 }
 
 static NEXT_CHILD: AtomicU64 = AtomicU64::new(1);

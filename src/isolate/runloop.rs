@@ -241,7 +241,7 @@ impl<I: Isolate> RunLoop<I> {
         };
         #[cfg(target_os = "linux")]
         if let Some(spec) = &self.shared.process {
-            let started = super::remote::RemoteBody::start(&self.shared, spec, args);
+            let started = super::body::RemoteBody::start(&self.shared, spec, args);
             return match started {
                 Ok(child) => {
                     *self.shared.conn.lock() = Some(child);

@@ -157,7 +157,7 @@ pub(super) struct Shared<I: Isolate> {
     pub(super) watch: Watch,
     /// A process isolate: how it runs in a child.
     #[cfg(target_os = "linux")]
-    pub(super) process: Option<super::remote::ProcessSpec<I>>,
+    pub(super) process: Option<super::body::ProcessSpec<I>>,
     /// Kills the running child of a process isolate.
     #[cfg(target_os = "linux")]
     child_kill: Mutex<Option<std::sync::Arc<crate::backend::process::parent::KillSwitch>>>,
@@ -165,7 +165,7 @@ pub(super) struct Shared<I: Isolate> {
     /// thread for each message, and by a blocking `ask` directly while the
     /// thread is parked (see `remote::direct_ask`).
     #[cfg(target_os = "linux")]
-    pub(super) conn: Mutex<Option<super::remote::RemoteBody<I>>>,
+    pub(super) conn: Mutex<Option<super::body::RemoteBody<I>>>,
     /// The isolate's thread may be taking a message out of its mailbox:
     /// false only while it is parked waiting for one.
     #[cfg(target_os = "linux")]
@@ -180,7 +180,7 @@ impl<I: Isolate> Shared<I> {
         mailbox: (cb::Sender<Mail<I>>, cb::Receiver<Mail<I>>),
         control_tx: cb::Sender<Control>,
         errors_are_fatal: bool,
-        #[cfg(target_os = "linux")] process: Option<super::remote::ProcessSpec<I>>,
+        #[cfg(target_os = "linux")] process: Option<super::body::ProcessSpec<I>>,
     ) -> Self {
         Shared {
             id,

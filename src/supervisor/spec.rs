@@ -261,15 +261,15 @@ impl ChildSpec {
     /// ```
     /// use std::time::Duration;
     /// use isolates::{AskError, FnIsolate};
-    /// use isolates::supervisor::{ChildSpec, SupervisorBuilder};
+    /// use isolates::supervisor::{ChildSpec, Supervisor};
     ///
-    /// let tree = SupervisorBuilder::new()
+    /// let tree = Supervisor::builder()
     ///     .child(ChildSpec::worker_fn("total", 100i64, |total: &mut i64, n: i64, _| {
     ///         assert!(n != 0, "zero is not allowed");
     ///         *total += n;
     ///         *total
     ///     }))
-    ///     .start()
+    ///     .spawn()
     ///     .unwrap();
     /// let total = tree.worker::<FnIsolate<i64, i64, i64>>("total").unwrap();
     /// assert_eq!(total.ask(5), Ok(105));
