@@ -54,6 +54,8 @@ mod remote;
 #[cfg(any(target_os = "linux", feature = "nats"))]
 mod server;
 mod shared;
+#[cfg(any(target_os = "linux", feature = "nats"))]
+mod wire;
 // Crate-visible for the backends that carry a pool's tasks elsewhere (the
 // NATS client and worker); the scheduler and other modules use the public
 // API (`TaskHandle::on_resolve`, `TaskWatch`).

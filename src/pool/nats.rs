@@ -14,11 +14,12 @@ use parking_lot::Mutex;
 
 use super::Worker;
 use super::task::{CodecSet, ErrorKind, Outcome, TaskCell};
+use super::wire::WorkerWire;
 use crate::backend::CodecWire;
 use crate::backend::nats::bridge::Bridge;
 use crate::backend::nats::{self, Link, Names, NatsOptions, frame};
 use crate::codec::Codec;
-use crate::error::{CodecError, RemoteError};
+use crate::error::RemoteError;
 use crate::invoke::Invoked;
 
 /// How often a slot waiting for a result looks at its task's cancellation
@@ -52,29 +53,6 @@ impl Routes {
     }
 }
 
-/// Encodes inputs and decodes what comes back with the pool's codec.
-pub(crate) trait Wire<W: Worker>: Send + Sync {
-    fn encode_input(&self, input: &W::Input) -> Result<Vec<u8>, CodecError>;
-    fn decode_output(&self, bytes: &[u8]) -> Result<W::Output, CodecError>;
-    fn decode_progress(&self, bytes: &[u8]) -> Result<W::Progress, CodecError>;
-    fn decode_error(&self, bytes: &[u8]) -> Result<W::Error, CodecError>;
-}
-
-impl<C: Codec, W: Worker> Wire<W> for CodecWire<C> {
-    fn encode_input(&self, input: &W::Input) -> Result<Vec<u8>, CodecError> {
-        self.encode(input, "input")
-    }
-    fn decode_output(&self, bytes: &[u8]) -> Result<W::Output, CodecError> {
-        self.decode(bytes, "output")
-    }
-    fn decode_progress(&self, bytes: &[u8]) -> Result<W::Progress, CodecError> {
-        self.decode(bytes, "progress")
-    }
-    fn decode_error(&self, bytes: &[u8]) -> Result<W::Error, CodecError> {
-        self.decode(bytes, "error")
-    }
-}
-
 /// A pool's connection, shared by its slots.
 pub(crate) struct Client<W: Worker> {
     client: async_nats::Client,
@@ -85,7 +63,7 @@ pub(crate) struct Client<W: Worker> {
     routes: Arc<Routes>,
     link: Arc<Link>,
     options: NatsOptions,
-    wire: Arc<dyn Wire<W>>,
+    wire: Arc<dyn WorkerWire<W>>,
     /// Last: stopping it ends the tasks that hold the rest.
     bridge: Bridge,
 }

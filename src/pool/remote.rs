@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 
 use super::Worker;
 use super::task::{CodecSet, ErrorKind, Outcome, TaskCell};
+use super::wire::WorkerWire;
 use crate::backend::CodecWire;
 use crate::backend::launch::ProcessOptions;
 use crate::backend::process::child::split_start;
@@ -20,7 +21,6 @@ use crate::backend::process::parent::{Broken, ChildProcess, KillSwitch};
 use crate::backend::process::{decode, decode_reason, encode, encode_reason};
 use crate::backend::registry::ArgsEncoder;
 use crate::codec::Codec;
-use crate::error::CodecError;
 use crate::error::{Crash, ExitReason};
 use crate::invoke::Invoked;
 use crate::unwind;
@@ -45,33 +45,6 @@ where
 {
     let wire = CodecWire(codec);
     Arc::new(move |args: &W::Args| wire.encode(args, "start argument"))
-}
-
-/// Encodes what goes to the child and decodes what comes back.
-pub(super) trait WorkerWire<W: Worker>: Send + Sync {
-    fn limit(&self) -> usize;
-    fn encode_input(&self, input: &W::Input) -> Result<Vec<u8>, CodecError>;
-    fn decode_output(&self, bytes: &[u8]) -> Result<W::Output, CodecError>;
-    fn decode_progress(&self, bytes: &[u8]) -> Result<W::Progress, CodecError>;
-    fn decode_error(&self, bytes: &[u8]) -> Result<W::Error, CodecError>;
-}
-
-impl<C: Codec, W: Worker> WorkerWire<W> for CodecWire<C> {
-    fn limit(&self) -> usize {
-        self.0.limit()
-    }
-    fn encode_input(&self, input: &W::Input) -> Result<Vec<u8>, CodecError> {
-        self.encode(input, "input")
-    }
-    fn decode_output(&self, bytes: &[u8]) -> Result<W::Output, CodecError> {
-        self.decode(bytes, "output")
-    }
-    fn decode_progress(&self, bytes: &[u8]) -> Result<W::Progress, CodecError> {
-        self.decode(bytes, "progress")
-    }
-    fn decode_error(&self, bytes: &[u8]) -> Result<W::Error, CodecError> {
-        self.decode(bytes, "error")
-    }
 }
 
 /// How often a running task's worker looks at its cancellation, to pass it
