@@ -499,6 +499,11 @@ pub enum SpawnError {
     /// was asked to run in a child process or on another machine, where a
     /// closure cannot go; the text says what to do instead.
     InProcessOnly(&'static str),
+    /// Two children given to a
+    /// [`SupervisorBuilder`](crate::supervisor::SupervisorBuilder) have
+    /// this name; nothing was started. Names find children (in
+    /// `children`, `restart_child`, `terminate_child`): give each its own.
+    DuplicateChild(String),
 }
 
 impl fmt::Display for SpawnError {
@@ -513,6 +518,10 @@ impl fmt::Display for SpawnError {
             Self::Unsupported(why) => f.write_str(why),
             Self::Remote(e) => write!(f, "the pool's workers could not be reached: {e}"),
             Self::InProcessOnly(why) => f.write_str(why),
+            Self::DuplicateChild(name) => write!(
+                f,
+                "two children of the supervisor are named {name:?}: give each child a name of its own"
+            ),
         }
     }
 }

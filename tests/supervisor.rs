@@ -3,134 +3,18 @@
 //! shutdown order, events.
 
 mod common;
+#[path = "common/supervised.rs"]
+mod supervised;
 
 use std::time::{Duration, Instant};
 
 use common::wait_until;
 use isolates::Backoff;
 use isolates::supervisor::{ChildSpec, Restart, Shutdown, Strategy, SupervisionEvent, Supervisor};
-use isolates::{
-    AskError, Context, ExitReason, Isolate, IsolateHandle, ReceivePort, SendPort, port,
+use isolates::{AskError, ExitReason, IsolateHandle, ReceivePort, SendPort, SpawnError, port};
+use supervised::{
+    Msg, T, Worker, args, count, events, expect_event, logged_args, restarted, worker,
 };
-use serde::{Deserialize, Serialize};
-
-const T: Duration = Duration::from_secs(10);
-
-#[derive(Clone, Serialize, Deserialize)]
-struct Args {
-    name: String,
-    /// Told "start <name>" and "stop <name>" as the worker starts and stops.
-    log: Option<SendPort<String>>,
-}
-
-#[derive(Clone, Serialize, Deserialize)]
-enum Msg {
-    Incr,
-    Get,
-    Panic,
-    Fail,
-    Stop,
-    /// Blocks until released through the port it sends back.
-    Block(SendPort<SendPort<()>>),
-    /// Says it started, then runs until a kill is requested (or `T`).
-    UntilKilled(SendPort<()>),
-    /// 1 if a kill is requested of this incarnation, else 0.
-    KillRequested,
-}
-
-/// Counts `Incr`s; the count is lost when it restarts.
-struct Worker {
-    count: u64,
-    args: Args,
-}
-
-impl Isolate for Worker {
-    type Args = Args;
-    type Message = Msg;
-    type Reply = u64;
-    type Error = String;
-
-    fn start(args: Args, _: &mut Context<Self>) -> Result<Self, String> {
-        if let Some(log) = &args.log {
-            let _ = log.send(format!("start {}", args.name));
-        }
-        Ok(Worker { count: 0, args })
-    }
-
-    fn handle(&mut self, msg: Msg, ctx: &mut Context<Self>) -> Result<u64, String> {
-        match msg {
-            Msg::Incr => self.count += 1,
-            Msg::Get => {}
-            Msg::Panic => panic!("{} was told to panic", self.args.name),
-            Msg::Fail => return Err(format!("{} was told to fail", self.args.name)),
-            Msg::Stop => ctx.stop(),
-            Msg::Block(reply) => {
-                let (tx, rx) = port::bounded::<()>(1);
-                reply.send(tx).map_err(|e| e.to_string())?;
-                let _ = rx.recv_timeout(T);
-            }
-            Msg::UntilKilled(started) => {
-                let _ = started.send(());
-                let until = Instant::now() + T;
-                while !ctx.kill_requested() && Instant::now() < until {
-                    std::thread::yield_now();
-                }
-            }
-            Msg::KillRequested => return Ok(u64::from(ctx.kill_requested())),
-        }
-        Ok(self.count)
-    }
-
-    fn stopping(&mut self, _: &ExitReason) {
-        if let Some(log) = &self.args.log {
-            let _ = log.send(format!("stop {}", self.args.name));
-        }
-    }
-}
-
-fn args(name: &str) -> Args {
-    Args {
-        name: name.into(),
-        log: None,
-    }
-}
-
-fn logged(name: &str, log: &SendPort<String>) -> Args {
-    Args {
-        name: name.into(),
-        log: Some(log.clone()),
-    }
-}
-
-fn events(sup: &Supervisor) -> ReceivePort<SupervisionEvent> {
-    let (tx, rx) = port::unbounded();
-    sup.add_event_listener(tx);
-    rx
-}
-
-/// Receives events until one matches `want`; fails after `T`.
-fn expect_event(rx: &ReceivePort<SupervisionEvent>, want: impl Fn(&SupervisionEvent) -> bool) {
-    let deadline = Instant::now() + T;
-    loop {
-        match rx.recv_deadline(deadline) {
-            Ok(event) if want(&event) => return,
-            Ok(_) => {}
-            Err(e) => panic!("the expected event never came: {e}"),
-        }
-    }
-}
-
-fn restarted(name: &'static str) -> impl Fn(&SupervisionEvent) -> bool {
-    move |e| matches!(e, SupervisionEvent::Restarted { child, .. } if child == name)
-}
-
-fn worker(sup: &Supervisor, name: &str) -> IsolateHandle<Worker> {
-    sup.worker::<Worker>(name).expect("no such worker")
-}
-
-fn count(h: &IsolateHandle<Worker>) -> u64 {
-    h.ask_timeout(Msg::Get, T).unwrap()
-}
 
 /// Three workers a, b, c with a = 1, b = 2, c = 3 increments.
 fn three(strategy: Strategy, c_restart: Restart) -> (Supervisor, [IsolateHandle<Worker>; 3]) {
@@ -349,9 +233,12 @@ fn a_crash_loses_no_queued_message() {
 fn children_start_in_order_and_stop_in_reverse() {
     let (log_tx, log) = port::unbounded::<String>();
     let sup = Supervisor::builder()
-        .child(ChildSpec::worker::<Worker>("a", logged("a", &log_tx)))
-        .child(ChildSpec::worker::<Worker>("b", logged("b", &log_tx)))
-        .child(ChildSpec::worker::<Worker>("c", logged("c", &log_tx)).shutdown(Shutdown::Immediate))
+        .child(ChildSpec::worker::<Worker>("a", logged_args("a", &log_tx)))
+        .child(ChildSpec::worker::<Worker>("b", logged_args("b", &log_tx)))
+        .child(
+            ChildSpec::worker::<Worker>("c", logged_args("c", &log_tx))
+                .shutdown(Shutdown::Immediate),
+        )
         .spawn()
         .unwrap();
     let a = worker(&sup, "a");
@@ -515,7 +402,10 @@ fn a_jittered_wave_restarts_in_child_order() {
                 .jitter(),
         );
     for name in names {
-        builder = builder.child(ChildSpec::worker::<Worker>(name, logged(name, &log_tx)));
+        builder = builder.child(ChildSpec::worker::<Worker>(
+            name,
+            logged_args(name, &log_tx),
+        ));
     }
     let sup = builder.spawn().unwrap();
     let ev = events(&sup);
@@ -534,4 +424,22 @@ fn a_jittered_wave_restarts_in_child_order() {
     }
     sup.stop();
     assert_eq!(sup.join(T), Some(ExitReason::Normal));
+}
+
+#[test]
+fn two_children_of_one_name_are_refused_before_any_starts() {
+    let (log, started) = port::unbounded::<String>();
+    let refused = Supervisor::builder()
+        .child(ChildSpec::worker::<Worker>("a", logged_args("a", &log)))
+        .child(ChildSpec::worker::<Worker>("b", logged_args("b", &log)))
+        .child(ChildSpec::worker::<Worker>("a", logged_args("a2", &log)))
+        .spawn();
+    match refused {
+        Err(SpawnError::DuplicateChild(name)) => assert_eq!(name, "a"),
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("a supervisor with two children named \"a\" started"),
+    }
+    drop(log);
+    // The refusal comes before any child starts: none said it started.
+    assert_eq!(started.recv_timeout(T).ok(), None);
 }

@@ -205,8 +205,9 @@ impl SupervisorBuilder {
     ///
     /// # Errors
     ///
-    /// The first child that cannot be spawned; the children started before
-    /// it are stopped again.
+    /// [`SpawnError::DuplicateChild`] if two children share a name (then
+    /// nothing starts); otherwise the first child that cannot be spawned,
+    /// and the children started before it are stopped again.
     ///
     /// # Examples
     ///
@@ -216,6 +217,10 @@ impl SupervisorBuilder {
     }
 
     pub(super) fn start_inner(self, parent: Option<ParentHook>) -> Result<Supervisor, SpawnError> {
+        let mut names = std::collections::HashSet::new();
+        if let Some(twice) = self.children.iter().find(|c| !names.insert(&c.name)) {
+            return Err(SpawnError::DuplicateChild(twice.name.clone()));
+        }
         let (tx, rx) = cb::unbounded();
         let shared = Arc::new(SupShared {
             name: self.name.clone().unwrap_or_else(|| "supervisor".into()),
