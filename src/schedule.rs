@@ -60,6 +60,7 @@
 //! ```
 
 mod builder;
+mod child;
 mod clock;
 mod constraint;
 mod core;
