@@ -31,6 +31,9 @@ fn children() {
         .work_handler_fn("abort", |(): (), _: &WorkContext<'_>| -> WorkResult<()> {
             std::process::abort()
         })
+        .work_handler_fn("panic", |(): (), _: &WorkContext<'_>| -> WorkResult<()> {
+            panic!("the handler gave up")
+        })
         .work_handler_fn("hog", |bytes: usize, _: &WorkContext<'_>| {
             let v = vec![1u8; bytes];
             WorkResult::Success(std::hint::black_box(&v).len())
@@ -304,11 +307,37 @@ fn an_abort_in_a_child_is_a_failed_run_and_the_next_work_runs() {
     assert_eq!(info.state, WorkState::Failed);
     assert_eq!(info.run_attempts, 1);
     let why = info.failure.unwrap();
-    assert!(why.contains("crashed") && why.contains("signal 6"), "{why}");
+    assert!(why.contains("signal 6") && why.contains("SIGABRT"), "{why}");
     let next = enqueue(&manager, WorkRequest::once("pid"));
     let info = manager.wait_finished(next, T).unwrap();
     assert_eq!(info.state, WorkState::Succeeded, "{:?}", info.failure);
+    // A panic in a child fails its run as on a thread.
+    let panics = enqueue(&manager, WorkRequest::once("panic"));
+    let info = manager.wait_finished(panics, T).unwrap();
+    assert_eq!(info.state, WorkState::Failed);
+    let why = info.failure.unwrap();
+    assert!(why.contains("the handler gave up"), "{why}");
     manager.stop();
+}
+
+#[test]
+fn stopping_the_manager_kills_a_child_that_does_not_stop() {
+    children();
+    let dir = scratch("shutdown");
+    let manager = manager(ProcessOptions::new());
+    let job = Job {
+        dir: dir.to_str().unwrap().into(),
+        succeed_at: u32::MAX,
+        polite: false,
+    };
+    enqueue(&manager, WorkRequest::once("spin").input(&job));
+    let pid = pid_in(&dir.join("run-1"));
+    manager.stop();
+    assert!(manager.join(T));
+    assert!(
+        wait_until(|| gone(pid), T),
+        "the child {pid} outlived its manager"
+    );
 }
 
 #[test]
@@ -363,4 +392,20 @@ fn a_name_registered_for_both_a_thread_and_a_child_is_refused() {
         matches!(&err, WorkError::Invalid(why) if why.contains("\"pid\"")),
         "{err}"
     );
+}
+
+#[test]
+fn a_child_that_cannot_start_fails_its_runs_without_a_hang() {
+    children();
+    // Not this executable: a program that exits at once, as a child whose
+    // main lacks the registration would.
+    let manager = manager(ProcessOptions::new().program("/bin/sh", ["-c", "exit 3"]));
+    for _ in 0..2 {
+        let id = enqueue(&manager, WorkRequest::once("pid"));
+        let info = manager.wait_finished(id, T).unwrap();
+        assert_eq!(info.state, WorkState::Failed);
+        let why = info.failure.unwrap();
+        assert!(why.contains("could not start"), "{why}");
+    }
+    manager.stop();
 }

@@ -31,8 +31,6 @@ use super::store::WorkStore;
 use crate::Backoff;
 use crate::pool::Pool;
 use crate::process::ProcessOptions;
-#[cfg(doc)]
-use crate::process::Registry;
 
 /// Configures and starts a [`WorkManager`].
 ///
@@ -118,7 +116,8 @@ impl WorkManagerBuilder {
         self.handler(name, FnHandler::new(f))
     }
 
-    /// Runs the handlers registered with [`Registry::work_handler`] in
+    /// Runs the handlers registered with
+    /// [`Registry::work_handler`](crate::process::Registry::work_handler) in
     /// child processes, started with `options`: each becomes a handler of
     /// this manager under its name, and each of its runs runs in a child
     /// (this executable started again; a child serves one run at a time,
@@ -132,15 +131,19 @@ impl WorkManagerBuilder {
     /// - a run past its time limit, or cancelled, is told to stop
     ///   ([`WorkContext::is_stopped`] turns true in the child) and, if it
     ///   has not returned within the [`stop_grace`](Self::stop_grace), its
-    ///   child is killed (SIGKILL): the work really stops, and follows the
-    ///   same rules as a thread run (a time-out retries after its backoff
-    ///   and calls [`Handler::on_timeout`], in the parent);
+    ///   child is killed (SIGKILL, after SIGTERM and
+    ///   [`ProcessOptions::kill_grace`] if one is set): the work really
+    ///   stops, and follows the same rules as a thread run (a time-out
+    ///   retries after its backoff and calls [`Handler::on_timeout`], in
+    ///   the parent). The time limit counts from the run's dispatch, a
+    ///   child's start included (a millisecond or two);
     /// - progress crosses the channel and reaches watchers as a thread
     ///   run's; input, output and progress are encoded as always;
-    /// - the handler cannot reach this manager: a
-    ///   [`WorkManager::enqueue`] from a child's handler is a call on
-    ///   another manager (the child's own statics), so chains and unique
-    ///   work are enqueued from the parent.
+    /// - **not available in a child:** this manager, which lives in the
+    ///   parent. A handler there cannot call [`WorkManager::enqueue`] on
+    ///   it (follow-up work goes in a [chain](super::WorkChain) or is
+    ///   enqueued by the parent), and what it captured is its child's copy,
+    ///   made by the child's own registration.
     ///
     /// Linux only: elsewhere [`spawn`](Self::spawn) fails with
     /// [`WorkError::Spawn`].
@@ -150,11 +153,25 @@ impl WorkManagerBuilder {
     /// At [`spawn`](Self::spawn): [`WorkError::NotRegistered`] if no work
     /// handler is registered (or `Registry::init` was not called);
     /// [`WorkError::Invalid`] if a name is registered both here and with
-    /// [`Registry::work_handler`].
+    /// [`Registry::work_handler`](crate::process::Registry::work_handler).
     ///
     /// # Examples
     ///
-    /// See [`Registry::work_handler`].
+    /// A whole program is in
+    /// [`Registry::work_handler`](crate::process::Registry::work_handler).
+    /// Without a work handler registered for child processes there is
+    /// nothing to run there:
+    ///
+    /// ```
+    /// use isolates::process::ProcessOptions;
+    /// use isolates::schedule::*;
+    ///
+    /// let err = WorkManager::builder(WorkStore::in_memory().unwrap())
+    ///     .processes(ProcessOptions::new())
+    ///     .spawn()
+    ///     .unwrap_err();
+    /// assert!(matches!(err, WorkError::NotRegistered(_)));
+    /// ```
     pub fn processes(mut self, options: ProcessOptions) -> Self {
         self.processes = Some(options);
         self
@@ -228,8 +245,10 @@ impl WorkManagerBuilder {
         self
     }
 
-    /// How long a run past its limit has to stop by itself before its
-    /// worker is abandoned and replaced (default 5 s).
+    /// How long a run past its limit, or cancelled, has to stop by itself
+    /// before its worker is abandoned and replaced (default 5 s). A run in
+    /// a child process ([`processes`](Self::processes)) has its child
+    /// killed instead: it really stops.
     ///
     /// # Examples
     ///

@@ -409,7 +409,7 @@ impl Core {
             // run fails. (Runs that were told to stop and killed are
             // accounted for already.)
             Err(TaskError::WorkerLost(why)) if finished.child => {
-                let why = format!("the handler's child process crashed: {why}");
+                let why = format!("the run's child process ended without a result: {why}");
                 self.table.fail(work, why, now, ran_at);
             }
             Err(TaskError::WorkerLost(why)) => {

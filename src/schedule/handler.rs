@@ -41,7 +41,12 @@ pub enum WorkResult<T> {
 /// [`WorkManagerBuilder::handler`](super::WorkManagerBuilder::handler).
 ///
 /// Handlers run on the work manager's pool of worker isolates: input and
-/// output cross as encoded bytes. A panic counts as a failure.
+/// output cross as encoded bytes. A panic counts as a failure. A handler
+/// registered with
+/// [`Registry::work_handler`](crate::process::Registry::work_handler)
+/// instead runs in child processes
+/// ([`WorkManagerBuilder::processes`](super::WorkManagerBuilder::processes)),
+/// where a crash counts as a failure too.
 ///
 /// # Examples
 ///
@@ -124,6 +129,23 @@ where
 
 /// What a running handler can see and say.
 ///
+/// # In a child process
+///
+/// A handler registered with
+/// [`Registry::work_handler`](crate::process::Registry::work_handler) and
+/// run by a manager built with
+/// [`processes`](super::WorkManagerBuilder::processes) has the same context
+/// in its child: [`id`](Self::id), [`attempt`](Self::attempt),
+/// [`is_stopped`](Self::is_stopped) (a cancel, a time limit or lost
+/// constraints reach the child within about 20 ms) and
+/// [`set_progress`](Self::set_progress) (it crosses the channel and reaches
+/// the parent's watchers) all work; [`in_child`](Self::in_child) says
+/// where the run is. **Not available in a child:** the parent's
+/// [`WorkManager`](super::WorkManager) and anything else of the parent's
+/// memory. A handler there cannot enqueue work on its manager (nor replace
+/// its own unique work from its run), and what it captured is the copy its
+/// child's registration made. [`Handler::on_timeout`] runs in the parent.
+///
 /// # Examples
 ///
 /// ```
@@ -161,7 +183,8 @@ pub(crate) enum Side<'a> {
         task: &'a TaskContext<'a, Runner>,
         registry: &'a Registry,
     },
-    /// In a child process ([`WorkManagerBuilder::processes`](super::WorkManagerBuilder::processes)):
+    /// In a child process
+    /// ([`WorkManagerBuilder::processes`](super::WorkManagerBuilder::processes)):
     /// progress crosses the process pool's channel.
     Child(&'a dyn ChildTask),
 }
