@@ -60,11 +60,12 @@ impl RunHandle {
         }
     }
 
-    fn cancel(&self) {
+    /// Whether this resolved the task (`false`: it had resolved already).
+    fn cancel(&self) -> bool {
         match self {
             RunHandle::Thread(h) => h.cancel(),
             RunHandle::Child(h) => h.cancel(),
-        };
+        }
     }
 
     fn watch(&self) -> TaskWatch {
@@ -98,7 +99,10 @@ struct Run {
     started: i64,
     /// A run in a child process: when it passes its time limit (the
     /// scheduler keeps it; a thread run's is the pool task's deadline).
+    /// `None` once it passed with the result already there.
     limit_at: Option<Instant>,
+    /// It runs in a child process.
+    child: bool,
 }
 
 /// How a finished run ended, as the scheduler accounts for it.
@@ -208,6 +212,7 @@ impl Runs {
                 task,
                 handle,
                 started,
+                child: limit_at.is_some(),
                 limit_at,
             },
         );
@@ -239,13 +244,23 @@ impl Runs {
             .filter(|(_, run)| run.limit_at.is_some_and(|at| at <= now))
             .map(|(&work, _)| work)
             .collect();
-        for &work in &passed {
+        let mut timed_out = Vec::new();
+        for work in passed {
+            let Some(run) = self.running.get_mut(&work) else {
+                continue;
+            };
+            if !run.handle.cancel() {
+                // Its result came first: it is on its way
+                // ([`Event::Done`]) and counts.
+                run.limit_at = None;
+                continue;
+            }
             if let Some(run) = self.running.remove(&work) {
-                run.handle.cancel();
                 self.stop(work, &run);
+                timed_out.push(work);
             }
         }
-        passed
+        timed_out
     }
 
     /// The result of `task`, work `work`'s run in progress, once it
@@ -264,7 +279,7 @@ impl Runs {
         Some(Finished {
             started: run.started,
             result,
-            child: run.limit_at.is_some(),
+            child: run.child,
         })
     }
 
@@ -311,7 +326,7 @@ impl Runs {
                 killed: false,
                 look_at: None,
                 look_every: STOP_CHECK,
-                child: run.limit_at.is_some(),
+                child: run.child,
             };
             if still_executing(&self.registry, &mut stopping, now) {
                 self.stopping.insert(work, stopping);
@@ -348,6 +363,9 @@ impl Runs {
                     if let Some(children) = children {
                         children.kill_task(s.task);
                     }
+                    // The kill ends the run within milliseconds: look soon.
+                    s.look_at = Some(now + STOP_CHECK);
+                    s.look_every = STOP_CHECK;
                 } else {
                     tracing::warn!(target: "isolates", work = %WorkId(*work),
                         "a run did not stop within its grace period; its worker is abandoned \
