@@ -36,6 +36,7 @@ fn lookup(name: &str) -> Option<Arc<dyn ErasedHandler>> {
     WORK_HANDLERS.lock().as_ref()?.get(name).cloned()
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "schedule")))]
 impl Registry {
     /// Registers `handler` under `name` for work managers that run their
     /// handlers in child processes
