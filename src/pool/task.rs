@@ -466,10 +466,17 @@ impl<W: Worker> TaskHandle<W> {
 
     /// Calls `f` each time a progress value arrives for the handle (on the
     /// thread that delivers it; the work manager's runs in child
-    /// processes). Set once: a second call is ignored.
+    /// processes). Set once: a second call is ignored. Called at once if
+    /// progress is already waiting.
     #[cfg(feature = "schedule")]
     pub(crate) fn on_progress(&self, f: impl Fn() + Send + Sync + 'static) {
-        let _ = self.cell().progress_notify.set(Box::new(f));
+        let cell = self.cell();
+        if cell.progress_notify.set(Box::new(f)).is_ok()
+            && !cell.progress.lock().is_empty()
+            && let Some(notify) = cell.progress_notify.get()
+        {
+            let _ = crate::unwind::catch(notify);
+        }
     }
 
     /// A [`TaskWatch`] of this task: its id, state and whether its code

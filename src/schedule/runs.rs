@@ -190,8 +190,6 @@ impl Runs {
                 let progressed = move || {
                     let _ = events.send(Event::ChildProgress { work: id, task });
                 };
-                // Progress that came before the hook was set is read now.
-                progressed();
                 handle.on_progress(progressed);
                 let limit_at = later(Instant::now(), limit);
                 (RunHandle::Child(handle), Some(limit_at))
