@@ -615,7 +615,8 @@ impl<W: Worker> Pool<W> {
     /// Abandons worker `index` (0-based among the pool's slots) as if it
     /// died mid-task: its running task resolves
     /// [`TaskError::WorkerLost`](crate::TaskError::WorkerLost) (or runs
-    /// again if it has retries left), and a fresh worker takes the slot.
+    /// again if it has retries left), and a fresh worker takes the slot
+    /// (none once the pool is [stopped](Self::stop) with nothing queued).
     /// The abandoned thread ends when its current `run` returns; its result
     /// is dropped. Returns whether a live worker was there.
     ///
@@ -669,14 +670,29 @@ impl<W: Worker> Pool<W> {
             if let Some(kill) = q.slots[index].child_kill.take() {
                 kill.kill();
             }
-            // The old thread sees the new generation and leaves; the slot
-            // stays alive for the next one.
-            (running, q.occupy(index), index)
+            // A stopped pool with nothing queued needs no fresh worker
+            // (in a child process, a child started only to end): the slot
+            // ends with the old thread, which sees the new generation and
+            // leaves.
+            if q.closed && q.len == 0 && inner.rayon.is_none() {
+                q.slots[index].generation += 1;
+                q.slots[index].alive = false;
+                q.alive -= 1;
+                inner.left.notify_all();
+                (running, None, index)
+            } else {
+                // The old thread sees the new generation and leaves; the
+                // slot stays alive for the next one.
+                (running, Some(q.occupy(index)), index)
+            }
         };
         let (lost, generation, index) = lost;
         if let Some(running) = lost {
             inner.lost(running, "killed by Pool::kill_worker".into());
         }
+        let Some(generation) = generation else {
+            return true;
+        };
         inner.counters.restarts.fetch_add(1, Ordering::Relaxed);
         // In a rayon pool the slot's thread starts a fresh worker itself
         // once the abandoned run returns.

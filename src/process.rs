@@ -30,6 +30,11 @@
 //!   it (`PR_SET_PDEATHSIG`) and exits when its channel closes; every child
 //!   is reaped.
 //!
+//! The work manager's handlers can run in child processes too
+//! (`WorkManagerBuilder::processes` and `Registry::work_handler`, with the
+//! `schedule` feature): a crash there fails one run, and a time limit kills
+//! the child.
+//!
 //! # The one call at the top of `main`
 //!
 //! The child is this same executable, started again with a marker in its

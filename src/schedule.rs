@@ -27,6 +27,11 @@
 //!   that [`WorkManager::wake_with_os`] keeps set for the next due work;
 //! - a store **format that survives upgrades**: a schema version with
 //!   migrations, and each row's layout ([`WorkStore::open`]);
+//! - **handlers in child processes** ([`WorkManagerBuilder::processes`],
+//!   with handlers registered by
+//!   [`process::Registry::work_handler`](crate::process::Registry::work_handler)):
+//!   a crash there fails only that run, and a time limit or a cancel kills
+//!   the child;
 //! - an injectable [`Clock`], so tests of delays, periods and backoff run
 //!   at once ([`ManualClock`]).
 //!
@@ -60,6 +65,7 @@
 //! ```
 
 mod builder;
+mod child;
 mod clock;
 mod constraint;
 mod core;

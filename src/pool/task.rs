@@ -84,6 +84,9 @@ pub(crate) struct TaskCell {
     /// as the handle resolves (a deadline, a cancel, a kill), this says
     /// whether the code may still be running.
     execution: AtomicU8,
+    /// Told each time a progress value arrives (the work manager's
+    /// runs in child processes: their progress goes on to its watchers).
+    progress_notify: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 const IDLE: u8 = 0;
@@ -102,6 +105,7 @@ impl TaskCell {
             notify: Mutex::new(Vec::new()),
             waker: Mutex::new(None),
             execution: AtomicU8::new(IDLE),
+            progress_notify: std::sync::OnceLock::new(),
         }
     }
 
@@ -222,6 +226,9 @@ impl TaskCell {
             }
         };
         drop(oldest);
+        if let Some(notify) = self.progress_notify.get() {
+            let _ = crate::unwind::catch(notify);
+        }
     }
 
     /// Adds a function told when the task resolves; called at once (under
@@ -455,6 +462,21 @@ impl<W: Worker> TaskHandle<W> {
     /// ```
     pub fn on_resolve(&self, f: impl FnOnce(u64) + Send + 'static) {
         self.cell().on_resolve(Box::new(f));
+    }
+
+    /// Calls `f` each time a progress value arrives for the handle (on the
+    /// thread that delivers it; the work manager's runs in child
+    /// processes). Set once: a second call is ignored. Called at once if
+    /// progress is already waiting.
+    #[cfg(feature = "schedule")]
+    pub(crate) fn on_progress(&self, f: impl Fn() + Send + Sync + 'static) {
+        let cell = self.cell();
+        if cell.progress_notify.set(Box::new(f)).is_ok()
+            && !cell.progress.lock().is_empty()
+            && let Some(notify) = cell.progress_notify.get()
+        {
+            let _ = crate::unwind::catch(notify);
+        }
     }
 
     /// A [`TaskWatch`] of this task: its id, state and whether its code

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 
 #[cfg(doc)]
 use super::WorkRequest;
+use super::child::{ChildArgs, ChildRunner};
 use super::clock::{Clock, SystemClock};
 use super::constraint::{
     BatteryNotLow, Constraint, NetworkAvailable, OnAcPower, StorageNotLow, SystemIdle,
@@ -29,6 +30,7 @@ use super::store::WorkStore;
 #[cfg(doc)]
 use crate::Backoff;
 use crate::pool::Pool;
+use crate::process::ProcessOptions;
 
 /// Configures and starts a [`WorkManager`].
 ///
@@ -61,6 +63,9 @@ pub struct WorkManagerBuilder {
     data_limit: usize,
     constraint_poll: Duration,
     keep_finished: Duration,
+    /// Set by [`processes`](Self::processes): the handlers registered with
+    /// `process::Registry::work_handler` run in child processes.
+    processes: Option<ProcessOptions>,
     /// Set by a headless run ([`WorkManagerBuilder::run_due`]).
     pub(super) log: Option<Arc<core::RunLog>>,
 }
@@ -81,6 +86,7 @@ impl fmt::Debug for WorkManagerBuilder {
             .field("min_interval", &self.min_interval)
             .field("min_backoff", &self.min_backoff)
             .field("data_limit", &self.data_limit)
+            .field("processes", &self.processes)
             .finish_non_exhaustive()
     }
 }
@@ -108,6 +114,67 @@ impl WorkManagerBuilder {
         O: Serialize + 'static,
     {
         self.handler(name, FnHandler::new(f))
+    }
+
+    /// Runs the handlers registered with
+    /// [`Registry::work_handler`](crate::process::Registry::work_handler) in
+    /// child processes, started with `options`: each becomes a handler of
+    /// this manager under its name, and each of its runs runs in a child
+    /// (this executable started again; a child serves one run at a time,
+    /// and the manager keeps up to [`workers`](Self::workers) of them).
+    /// Handlers registered with [`handler`](Self::handler) still run on
+    /// threads. What changes for a run in a child:
+    /// - a crash of the handler (an abort, a segfault, a stack overflow,
+    ///   an allocation past [`ProcessOptions::max_memory`]) ends only its
+    ///   child: the run fails, its [`WorkInfo::failure`](super::WorkInfo::failure)
+    ///   saying how the child died, and other works go on;
+    /// - a run past its time limit, or cancelled, is told to stop
+    ///   ([`WorkContext::is_stopped`] turns true in the child) and, if it
+    ///   has not returned within the [`stop_grace`](Self::stop_grace), its
+    ///   child is killed (SIGKILL, after SIGTERM and
+    ///   [`ProcessOptions::kill_grace`] if one is set): the work really
+    ///   stops, and follows the same rules as a thread run (a time-out
+    ///   retries after its backoff and calls [`Handler::on_timeout`], in
+    ///   the parent). The time limit counts from the run's dispatch, a
+    ///   child's start included (a millisecond or two);
+    /// - progress crosses the channel and reaches watchers as a thread
+    ///   run's; input, output and progress are encoded as always;
+    /// - **not available in a child:** this manager, which lives in the
+    ///   parent. A handler there cannot call [`WorkManager::enqueue`] on
+    ///   it (follow-up work goes in a [chain](super::WorkChain) or is
+    ///   enqueued by the parent), and what it captured is its child's copy,
+    ///   made by the child's own registration.
+    ///
+    /// Linux only: elsewhere [`spawn`](Self::spawn) fails with
+    /// [`WorkError::Spawn`].
+    ///
+    /// # Errors
+    ///
+    /// At [`spawn`](Self::spawn): [`WorkError::NotRegistered`] if no work
+    /// handler is registered (or `Registry::init` was not called);
+    /// [`WorkError::Invalid`] if a name is registered both here and with
+    /// [`Registry::work_handler`](crate::process::Registry::work_handler).
+    ///
+    /// # Examples
+    ///
+    /// A whole program is in
+    /// [`Registry::work_handler`](crate::process::Registry::work_handler).
+    /// Without a work handler registered for child processes there is
+    /// nothing to run there:
+    ///
+    /// ```
+    /// use isolates::process::ProcessOptions;
+    /// use isolates::schedule::*;
+    ///
+    /// let err = WorkManager::builder(WorkStore::in_memory().unwrap())
+    ///     .processes(ProcessOptions::new())
+    ///     .spawn()
+    ///     .unwrap_err();
+    /// assert!(matches!(err, WorkError::NotRegistered(_)));
+    /// ```
+    pub fn processes(mut self, options: ProcessOptions) -> Self {
+        self.processes = Some(options);
+        self
     }
 
     /// Registers `constraint` under `name`; requests name it with
@@ -178,8 +245,10 @@ impl WorkManagerBuilder {
         self
     }
 
-    /// How long a run past its limit has to stop by itself before its
-    /// worker is abandoned and replaced (default 5 s).
+    /// How long a run past its limit, or cancelled, has to stop by itself
+    /// before its worker is abandoned and replaced (default 5 s). A run in
+    /// a child process ([`processes`](Self::processes)) has its child
+    /// killed instead: it really stops.
     ///
     /// # Examples
     ///
@@ -300,12 +369,15 @@ impl WorkManagerBuilder {
     /// # Errors
     ///
     /// [`WorkError::Store`] if the store cannot be read,
-    /// [`WorkError::Spawn`] if threads cannot be started.
+    /// [`WorkError::Spawn`] if threads (or, with
+    /// [`processes`](Self::processes), child processes) cannot be started,
+    /// and the errors [`processes`](Self::processes) lists.
     ///
     /// # Examples
     ///
     /// See [`WorkManager`].
-    pub fn spawn(self) -> Result<WorkManager, WorkError> {
+    pub fn spawn(mut self) -> Result<WorkManager, WorkError> {
+        let in_child = self.take_process_handlers()?;
         let (records, unreadable) = self.store.load()?;
         let next_id = self
             .store
@@ -315,6 +387,7 @@ impl WorkManagerBuilder {
         let (events_tx, events_rx) = cb::unbounded();
         let registry = Arc::new(Registry {
             handlers: self.handlers,
+            in_child: in_child.iter().cloned().collect(),
             events: events_tx.clone(),
             data_limit: self.data_limit,
             in_handler: Mutex::default(),
@@ -327,6 +400,10 @@ impl WorkManagerBuilder {
             .workers(workers)
             .spawn(Arc::clone(&registry))
             .map_err(|e| WorkError::Spawn(e.to_string()))?;
+        let children = match &self.processes {
+            Some(options) => Some(child_pool(options, workers, self.data_limit)?),
+            None => None,
+        };
         let infos = Arc::new(RwLock::new(HashMap::new()));
         let store_error = Arc::new(StoreErrorSlot::default());
         let settings = Settings {
@@ -343,7 +420,7 @@ impl WorkManagerBuilder {
         let core = Core::new(
             self.store,
             settings,
-            pool,
+            (pool, children),
             Arc::clone(&registry),
             records,
             next_id,
@@ -381,6 +458,59 @@ impl WorkManagerBuilder {
     }
 }
 
+impl WorkManagerBuilder {
+    /// With [`processes`](Self::processes): adds the handlers registered
+    /// for child processes to this manager's; returns their names.
+    fn take_process_handlers(&mut self) -> Result<Vec<String>, WorkError> {
+        if self.processes.is_none() {
+            return Ok(Vec::new());
+        }
+        let registered = super::child::registered();
+        if registered.is_empty() {
+            return Err(WorkError::NotRegistered(
+                "WorkManagerBuilder::processes was set, but no work handler is registered for \
+                 child processes: register them with isolates::process::Registry::work_handler \
+                 and call init, first thing in main"
+                    .into(),
+            ));
+        }
+        let mut names = Vec::new();
+        for (name, handler) in registered {
+            if self.handlers.contains_key(&name) {
+                return Err(WorkError::Invalid(format!(
+                    "the handler {name:?} is registered both on the builder (a thread) and with \
+                     process::Registry::work_handler (a child process): register it once"
+                )));
+            }
+            self.handlers.insert(name.clone(), handler);
+            names.push(name);
+        }
+        Ok(names)
+    }
+}
+
+/// The process pool that runs handlers in child processes: up to
+/// `workers` children, started as runs need them and ended after a minute
+/// idle.
+fn child_pool(
+    options: &ProcessOptions,
+    workers: usize,
+    data_limit: usize,
+) -> Result<Pool<ChildRunner>, WorkError> {
+    Pool::<ChildRunner>::builder()
+        .name("work-child")
+        .autoscale(0, workers, CHILD_IDLE)
+        .process(options.clone())
+        .spawn(ChildArgs { data_limit })
+        .map_err(|e| match e {
+            crate::SpawnError::NotRegistered(why) => WorkError::NotRegistered(why),
+            e => WorkError::Spawn(e.to_string()),
+        })
+}
+
+/// How long a child process that runs handlers may stay idle.
+const CHILD_IDLE: Duration = Duration::from_secs(60);
+
 impl WorkManager {
     /// A builder over `store`, with the defaults: system clock, one worker
     /// per core, 10-minute time limit, 1-minute minimum interval, 1-second
@@ -403,6 +533,7 @@ impl WorkManager {
             data_limit: 64 << 10,
             constraint_poll: Duration::from_secs(1),
             keep_finished: Duration::from_secs(24 * 3600),
+            processes: None,
             log: None,
         }
     }

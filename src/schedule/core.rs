@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel as cb;
 use parking_lot::{Mutex, RwLock};
 
+use super::child::ChildRunner;
 use super::clock::{Clock, from_ms};
 use super::constraint::Constraint;
 use super::event::Event;
@@ -80,7 +81,7 @@ impl Core {
     pub(crate) fn new(
         store: WorkStore,
         settings: Settings,
-        pool: Pool<Runner>,
+        pools: (Pool<Runner>, Option<Pool<ChildRunner>>),
         registry: Arc<Registry>,
         records: Vec<Record>,
         next_id: u64,
@@ -98,7 +99,7 @@ impl Core {
         outbox.publish_loaded(&table);
         Core {
             table,
-            runs: Runs::new(pool, Arc::clone(&registry), settings.stop_grace),
+            runs: Runs::new(pools.0, pools.1, Arc::clone(&registry), settings.stop_grace),
             outbox,
             settings,
             registry,
@@ -147,6 +148,13 @@ impl Core {
                 return;
             }
             let now = self.now();
+            for work in self.runs.check_limits() {
+                let retiring = self.table.is_retiring(work);
+                self.timed_out(work, now);
+                if retiring {
+                    self.table.end_retired(work, now);
+                }
+            }
             self.runs.check_stopping();
             let watching = self.check_running_constraints();
             let (next, waiting) = self.dispatch(now);
@@ -208,6 +216,11 @@ impl Core {
                 // Only from the run in progress: a stopped run's late
                 // progress is dropped.
                 if self.runs.is_current(work, task) {
+                    self.table.progress(work, bytes);
+                }
+            }
+            Event::ChildProgress { work, task } => {
+                if let Some(bytes) = self.runs.take_progress(work, task) {
                     self.table.progress(work, bytes);
                 }
             }
@@ -371,27 +384,17 @@ impl Core {
 
     /// A run resolved.
     fn finished(&mut self, work: u64, task: u64) {
-        let Some((ran_at, result)) = self.runs.take_result(work, task) else {
+        let Some(finished) = self.runs.take_result(work, task) else {
             return; // cancelled or shut down: already accounted for
         };
+        let (ran_at, result) = (finished.started, finished.result);
         let now = self.now();
         let retiring = self.table.is_retiring(work);
         match result {
             Ok(RunOutput::Success(bytes)) => self.table.succeed(work, bytes, now, ran_at),
             Ok(RunOutput::Retry) => self.table.retry(work, None, now),
             Ok(RunOutput::Failure(why)) => self.table.fail(work, why, now, ran_at),
-            Err(TaskError::TimedOut) => {
-                let limit = self
-                    .table
-                    .get(work)
-                    .and_then(|r| r.time_limit)
-                    .unwrap_or(self.settings.time_limit);
-                let why = format!("the run passed its time limit of {limit:?}");
-                self.table.retry(work, Some(why), now);
-                if let Some(rec) = self.table.get(work) {
-                    self.runs.on_timeout(rec.info());
-                }
-            }
+            Err(TaskError::TimedOut) => self.timed_out(work, now),
             Err(TaskError::Panicked(m)) => {
                 let why = format!("the handler panicked: {m}");
                 self.table.fail(work, why, now, ran_at);
@@ -399,6 +402,14 @@ impl Core {
             Err(TaskError::Failed(why)) => self.table.fail(work, why, now, ran_at),
             Err(TaskError::Codec(e)) => {
                 let why = format!("the run's data could not be carried: {e}");
+                self.table.fail(work, why, now, ran_at);
+            }
+            // A child process that dies under its handler crashed there
+            // (an abort, a segfault, its memory limit): as a panic, the
+            // run fails. (Runs that were told to stop and killed are
+            // accounted for already.)
+            Err(TaskError::WorkerLost(why)) if finished.child => {
+                let why = format!("the run's child process ended without a result: {why}");
                 self.table.fail(work, why, now, ran_at);
             }
             Err(TaskError::WorkerLost(why)) => {
@@ -412,6 +423,22 @@ impl Core {
         if retiring {
             // Replaced from its own run: that run finished it.
             self.table.end_retired(work, now);
+        }
+    }
+
+    /// Work `work`'s run passed its time limit (it was told to stop): it
+    /// runs again after its backoff, and its handler's `on_timeout` is
+    /// called.
+    fn timed_out(&mut self, work: u64, now: i64) {
+        let limit = self
+            .table
+            .get(work)
+            .and_then(|r| r.time_limit)
+            .unwrap_or(self.settings.time_limit);
+        let why = format!("the run passed its time limit of {limit:?}");
+        self.table.retry(work, Some(why), now);
+        if let Some(rec) = self.table.get(work) {
+            self.runs.on_timeout(rec.info());
         }
     }
 

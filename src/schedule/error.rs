@@ -42,6 +42,11 @@ pub enum WorkError {
     Store(StoreError),
     /// The manager could not start its workers or scheduler thread.
     Spawn(String),
+    /// What [`WorkManagerBuilder::processes`] needs is not registered: the
+    /// work handlers for child processes
+    /// ([`Registry::work_handler`](crate::process::Registry::work_handler)),
+    /// or `Registry::init` was not called. The text says what to add.
+    NotRegistered(String),
     /// The manager was shut down.
     Stopped,
     /// The answer was already taken from this [`Operation`]: it is given
@@ -70,6 +75,7 @@ impl fmt::Display for WorkError {
             Self::Codec(e) => write!(f, "the input could not be encoded: {e}"),
             Self::Store(e) => e.fmt(f),
             Self::Spawn(e) => write!(f, "the work manager could not start: {e}"),
+            Self::NotRegistered(why) => write!(f, "the work manager could not start: {why}"),
             Self::Stopped => f.write_str("the work manager was shut down"),
             Self::AlreadyTaken => f.write_str("the answer was already taken from this operation"),
         }

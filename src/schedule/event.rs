@@ -38,6 +38,12 @@ pub(crate) enum Event {
         task: u64,
         bytes: Vec<u8>,
     },
+    /// A run in a child process reported progress: the scheduler reads
+    /// the latest from its task.
+    ChildProgress {
+        work: u64,
+        task: u64,
+    },
     /// The handler of a run told to stop returned.
     Returned {
         work: u64,

@@ -41,7 +41,12 @@ pub enum WorkResult<T> {
 /// [`WorkManagerBuilder::handler`](super::WorkManagerBuilder::handler).
 ///
 /// Handlers run on the work manager's pool of worker isolates: input and
-/// output cross as encoded bytes. A panic counts as a failure.
+/// output cross as encoded bytes. A panic counts as a failure. A handler
+/// registered with
+/// [`Registry::work_handler`](crate::process::Registry::work_handler)
+/// instead runs in child processes
+/// ([`WorkManagerBuilder::processes`](super::WorkManagerBuilder::processes)),
+/// where a crash counts as a failure too.
 ///
 /// # Examples
 ///
@@ -124,6 +129,23 @@ where
 
 /// What a running handler can see and say.
 ///
+/// # In a child process
+///
+/// A handler registered with
+/// [`Registry::work_handler`](crate::process::Registry::work_handler) and
+/// run by a manager built with
+/// [`processes`](super::WorkManagerBuilder::processes) has the same context
+/// in its child: [`id`](Self::id), [`attempt`](Self::attempt),
+/// [`is_stopped`](Self::is_stopped) (a cancel, a time limit or lost
+/// constraints reach the child within about 20 ms) and
+/// [`set_progress`](Self::set_progress) (it crosses the channel and reaches
+/// the parent's watchers) all work; [`in_child`](Self::in_child) says
+/// where the run is. **Not available in a child:** the parent's
+/// [`WorkManager`](super::WorkManager) and anything else of the parent's
+/// memory. A handler there cannot enqueue work on its manager (nor replace
+/// its own unique work from its run), and what it captured is the copy its
+/// child's registration made. [`Handler::on_timeout`] runs in the parent.
+///
 /// # Examples
 ///
 /// ```
@@ -148,8 +170,31 @@ where
 pub struct WorkContext<'a> {
     pub(crate) id: WorkId,
     pub(crate) attempt: u32,
-    pub(crate) task: &'a TaskContext<'a, Runner>,
-    pub(crate) registry: &'a Registry,
+    /// The largest encoded output or progress.
+    pub(crate) data_limit: usize,
+    pub(crate) side: Side<'a>,
+}
+
+/// Where a run runs, and so where its progress and stop come from.
+pub(crate) enum Side<'a> {
+    /// On a worker thread of the manager's process: progress goes straight
+    /// to the scheduler.
+    Thread {
+        task: &'a TaskContext<'a, Runner>,
+        registry: &'a Registry,
+    },
+    /// In a child process
+    /// ([`WorkManagerBuilder::processes`](super::WorkManagerBuilder::processes)):
+    /// progress crosses the process pool's channel.
+    Child(&'a dyn ChildTask),
+}
+
+/// A run in a child process as its context sees it: the child's pool task.
+pub(crate) trait ChildTask {
+    /// Whether the parent told the run to stop.
+    fn is_cancelled(&self) -> bool;
+    /// Sends encoded progress to the parent.
+    fn progress(&self, bytes: Vec<u8>);
 }
 
 impl fmt::Debug for WorkContext<'_> {
@@ -192,7 +237,33 @@ impl WorkContext<'_> {
     ///
     /// See [`Handler`].
     pub fn is_stopped(&self) -> bool {
-        self.task.is_cancelled()
+        match &self.side {
+            Side::Thread { task, .. } => task.is_cancelled(),
+            Side::Child(task) => task.is_cancelled(),
+        }
+    }
+
+    /// Whether this run runs in a child process
+    /// ([`WorkManagerBuilder::processes`](super::WorkManagerBuilder::processes)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use isolates::schedule::*;
+    ///
+    /// let manager = WorkManager::builder(WorkStore::in_memory().unwrap())
+    ///     .handler_fn("where", |(): (), work: &WorkContext<'_>| {
+    ///         WorkResult::Success(work.in_child())
+    ///     })
+    ///     .spawn()
+    ///     .unwrap();
+    /// let id = manager.enqueue(WorkRequest::once("where")).wait().unwrap().ids()[0];
+    /// let info = manager.wait_finished(id, Duration::from_secs(10)).unwrap();
+    /// assert_eq!(info.output::<bool>(), Some(Ok(false))); // a thread
+    /// ```
+    pub fn in_child(&self) -> bool {
+        matches!(self.side, Side::Child(_))
     }
 
     /// Stores `progress` for observers ([`WorkInfo::progress`]) while this
@@ -206,15 +277,18 @@ impl WorkContext<'_> {
     pub fn set_progress<T: Serialize + ?Sized>(&self, progress: &T) {
         let mut bytes = Vec::new();
         match Bincode::new().encode(progress, &mut bytes) {
-            Ok(()) if bytes.len() <= self.registry.data_limit => {
-                let _ = self.registry.events.send(Event::Progress {
-                    work: self.id.0,
-                    task: self.task.id(),
-                    bytes,
-                });
-            }
+            Ok(()) if bytes.len() <= self.data_limit => match &self.side {
+                Side::Thread { task, registry } => {
+                    let _ = registry.events.send(Event::Progress {
+                        work: self.id.0,
+                        task: task.id(),
+                        bytes,
+                    });
+                }
+                Side::Child(task) => task.progress(bytes),
+            },
             Ok(()) => tracing::warn!(target: "isolates", work = %self.id, size = bytes.len(),
-                limit = self.registry.data_limit, "progress over the data limit dropped"),
+                limit = self.data_limit, "progress over the data limit dropped"),
             Err(e) => tracing::warn!(target: "isolates", work = %self.id, error = %e,
                 "progress that cannot be encoded dropped"),
         }
@@ -240,11 +314,11 @@ impl<H: Handler> ErasedHandler for H {
             WorkResult::Success(out) => {
                 let mut bytes = Vec::new();
                 match codec.encode(&out, &mut bytes) {
-                    Ok(()) if bytes.len() <= work.registry.data_limit => RunOutput::Success(bytes),
+                    Ok(()) if bytes.len() <= work.data_limit => RunOutput::Success(bytes),
                     Ok(()) => RunOutput::Failure(format!(
                         "the output is {} bytes, over the data limit of {}",
                         bytes.len(),
-                        work.registry.data_limit
+                        work.data_limit
                     )),
                     Err(e) => RunOutput::Failure(format!("the output could not be encoded: {e}")),
                 }
@@ -262,6 +336,9 @@ impl<H: Handler> ErasedHandler for H {
 /// What the scheduler and the workers share: the handlers, the way back.
 pub(crate) struct Registry {
     pub(crate) handlers: HashMap<String, Arc<dyn ErasedHandler>>,
+    /// The handlers whose runs run in child processes (the others run on
+    /// threads).
+    pub(crate) in_child: HashSet<String>,
     pub(crate) events: cb::Sender<Event>,
     pub(crate) data_limit: usize,
     /// The pool tasks whose handler is running now. A run told to stop
@@ -347,8 +424,11 @@ impl Worker for Runner {
         let work = WorkContext {
             id: WorkId(run.work),
             attempt: run.attempt,
-            task,
-            registry: &self.registry,
+            data_limit: self.registry.data_limit,
+            side: Side::Thread {
+                task,
+                registry: &self.registry,
+            },
         };
         /// Clears the current work even if the handler panics, and tells
         /// the scheduler when a run it told to stop has returned: it waits

@@ -1,8 +1,12 @@
 //! The runs: works dispatched to the pool of worker isolates, their time
 //! limits, stopping them, and collecting their results.
 //!
-//! The scheduler's only contact with the pool: submitting, watching and
-//! stopping runs through the pool's public API.
+//! The scheduler's only contact with the pools: submitting, watching and
+//! stopping runs through the pools' API. Handlers run on a pool of worker
+//! threads, or (those registered for child processes) on a process pool:
+//! there the scheduler keeps a run's time limit itself, so that a run past
+//! it is told to stop and killed after the stop grace, as a thread run is
+//! told to stop and abandoned.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel as cb;
 
+use super::child::ChildRunner;
 use super::event::Event;
 use super::handler::{Registry, RunOutput, RunRequest, Runner};
 use super::request::{WorkId, WorkInfo};
@@ -37,20 +42,83 @@ struct Stopping {
     look_at: Option<Instant>,
     /// The interval after the next look.
     look_every: Duration,
+    /// It runs in a child process: killing it kills the child.
+    child: bool,
+}
+
+/// A run's task, on the thread pool or the process pool.
+enum RunHandle {
+    Thread(TaskHandle<Runner>),
+    Child(TaskHandle<ChildRunner>),
+}
+
+impl RunHandle {
+    fn id(&self) -> u64 {
+        match self {
+            RunHandle::Thread(h) => h.id(),
+            RunHandle::Child(h) => h.id(),
+        }
+    }
+
+    /// Whether this resolved the task (`false`: it had resolved already).
+    fn cancel(&self) -> bool {
+        match self {
+            RunHandle::Thread(h) => h.cancel(),
+            RunHandle::Child(h) => h.cancel(),
+        }
+    }
+
+    fn watch(&self) -> TaskWatch {
+        match self {
+            RunHandle::Thread(h) => h.watch(),
+            RunHandle::Child(h) => h.watch(),
+        }
+    }
+
+    fn try_take(&mut self) -> Option<Result<RunOutput, TaskError<String>>> {
+        match self {
+            RunHandle::Thread(h) => h.try_take(),
+            RunHandle::Child(h) => h.try_take(),
+        }
+    }
+
+    fn on_resolve(&self, f: impl FnOnce(u64) + Send + 'static) {
+        match self {
+            RunHandle::Thread(h) => h.on_resolve(f),
+            RunHandle::Child(h) => h.on_resolve(f),
+        }
+    }
 }
 
 /// A run in progress.
 struct Run {
     task: u64,
-    handle: TaskHandle<Runner>,
+    handle: RunHandle,
     /// When it started, on the work clock (ms): a periodic run counts for
     /// the period it started in.
     started: i64,
+    /// A run in a child process: when it passes its time limit (the
+    /// scheduler keeps it; a thread run's is the pool task's deadline).
+    /// `None` once it passed with the result already there.
+    limit_at: Option<Instant>,
+    /// It runs in a child process.
+    child: bool,
+}
+
+/// How a finished run ended, as the scheduler accounts for it.
+pub(super) struct Finished {
+    /// When it started, on the work clock (ms).
+    pub(super) started: i64,
+    pub(super) result: Result<RunOutput, TaskError<String>>,
+    /// It ran in a child process.
+    pub(super) child: bool,
 }
 
 /// The runs in progress, and those told to stop that may still execute.
 pub(super) struct Runs {
     pool: Pool<Runner>,
+    /// The handlers registered for child processes run here.
+    children: Option<Pool<ChildRunner>>,
     registry: Arc<Registry>,
     running: HashMap<u64, Run>,
     /// Works whose last run was told to stop (time limit, cancel) and may
@@ -61,9 +129,15 @@ pub(super) struct Runs {
 }
 
 impl Runs {
-    pub(super) fn new(pool: Pool<Runner>, registry: Arc<Registry>, stop_grace: Duration) -> Self {
+    pub(super) fn new(
+        pool: Pool<Runner>,
+        children: Option<Pool<ChildRunner>>,
+        registry: Arc<Registry>,
+        stop_grace: Duration,
+    ) -> Self {
         Runs {
             pool,
+            children,
             registry,
             running: HashMap::new(),
             stopping: HashMap::new(),
@@ -105,7 +179,26 @@ impl Runs {
     /// Starts a run of work `id` on the pool, within `limit`; `started` is
     /// now on the work clock. [`Event::Done`] says when it resolved.
     pub(super) fn start(&mut self, id: u64, request: RunRequest, limit: Duration, started: i64) {
-        let handle = self.pool.submit_task(Task::new(request).timeout(limit));
+        let (handle, limit_at) = match &self.children {
+            Some(children) if self.registry.in_child.contains(&request.handler) => {
+                // No pool deadline: that would kill the child at once. The
+                // scheduler tells the run to stop at its limit, and kills
+                // it after the stop grace.
+                let handle = children.submit_task(Task::new(request));
+                let events = self.registry.events.clone();
+                let task = handle.id();
+                let progressed = move || {
+                    let _ = events.send(Event::ChildProgress { work: id, task });
+                };
+                handle.on_progress(progressed);
+                let limit_at = later(Instant::now(), limit);
+                (RunHandle::Child(handle), Some(limit_at))
+            }
+            _ => {
+                let handle = self.pool.submit_task(Task::new(request).timeout(limit));
+                (RunHandle::Thread(handle), None)
+            }
+        };
         let task = handle.id();
         let events = self.registry.events.clone();
         handle.on_resolve(move |task| {
@@ -117,19 +210,62 @@ impl Runs {
                 task,
                 handle,
                 started,
+                child: limit_at.is_some(),
+                limit_at,
             },
         );
+    }
+
+    /// The latest progress of `task`, work `work`'s run in a child process,
+    /// if it is the run in progress and has reported some since the last
+    /// look.
+    pub(super) fn take_progress(&self, work: u64, task: u64) -> Option<Vec<u8>> {
+        match self.running.get(&work) {
+            Some(Run {
+                task: current,
+                handle: RunHandle::Child(handle),
+                ..
+            }) if *current == task => handle.progress().pop(),
+            _ => None,
+        }
+    }
+
+    /// The runs in child processes that passed their time limit: each is
+    /// told to stop (the child sees [`is_stopped`](super::WorkContext::is_stopped)),
+    /// and its child is killed if it has not returned within the stop
+    /// grace. Returns their works: they timed out.
+    pub(super) fn check_limits(&mut self) -> Vec<u64> {
+        let now = Instant::now();
+        let passed: Vec<u64> = self
+            .running
+            .iter()
+            .filter(|(_, run)| run.limit_at.is_some_and(|at| at <= now))
+            .map(|(&work, _)| work)
+            .collect();
+        let mut timed_out = Vec::new();
+        for work in passed {
+            let Some(run) = self.running.get_mut(&work) else {
+                continue;
+            };
+            if !run.handle.cancel() {
+                // Its result came first: it is on its way
+                // ([`Event::Done`]) and counts.
+                run.limit_at = None;
+                continue;
+            }
+            if let Some(run) = self.running.remove(&work) {
+                self.stop(work, &run);
+                timed_out.push(work);
+            }
+        }
+        timed_out
     }
 
     /// The result of `task`, work `work`'s run in progress, once it
     /// resolved, with when the run started; `None` if `task` is not that
     /// run (it was told to stop: already accounted for). A run past its
     /// time limit is watched until it returns.
-    pub(super) fn take_result(
-        &mut self,
-        work: u64,
-        task: u64,
-    ) -> Option<(i64, Result<RunOutput, TaskError<String>>)> {
+    pub(super) fn take_result(&mut self, work: u64, task: u64) -> Option<Finished> {
         if !self.is_current(work, task) {
             return None;
         }
@@ -138,7 +274,11 @@ impl Runs {
         if matches!(result, Err(TaskError::TimedOut)) {
             self.stop(work, &run);
         }
-        Some((run.started, result))
+        Some(Finished {
+            started: run.started,
+            result,
+            child: run.child,
+        })
     }
 
     /// Calls the handler's `on_timeout` for `info`, a work whose run passed
@@ -184,6 +324,7 @@ impl Runs {
                 killed: false,
                 look_at: None,
                 look_every: STOP_CHECK,
+                child: run.child,
             };
             if still_executing(&self.registry, &mut stopping, now) {
                 self.stopping.insert(work, stopping);
@@ -207,33 +348,50 @@ impl Runs {
         }
         let now = Instant::now();
         let pool = &self.pool;
+        let children = self.children.as_ref();
         let registry = &self.registry;
         self.stopping.retain(|work, s| {
             if !still_executing(registry, s, now) {
                 return false;
             }
             if !s.killed && now >= s.kill_at {
-                tracing::warn!(target: "isolates", work = %WorkId(*work),
-                    "a run did not stop within its grace period; its worker is abandoned and \
-                     the work waits for the run to return");
-                pool.kill_task(s.task);
+                if s.child {
+                    tracing::warn!(target: "isolates", work = %WorkId(*work),
+                        "a run did not stop within its grace period; its child process is killed");
+                    if let Some(children) = children {
+                        children.kill_task(s.task);
+                    }
+                    // The kill ends the run within milliseconds: look soon.
+                    s.look_at = Some(now + STOP_CHECK);
+                    s.look_every = STOP_CHECK;
+                } else {
+                    tracing::warn!(target: "isolates", work = %WorkId(*work),
+                        "a run did not stop within its grace period; its worker is abandoned \
+                         and the work waits for the run to return");
+                    pool.kill_task(s.task);
+                }
                 s.killed = true;
             }
             true
         });
     }
 
-    /// When the runs told to stop are next looked at, or abandoned.
+    /// When the runs told to stop are next looked at, or abandoned, and
+    /// when runs in child processes pass their time limits.
     pub(super) fn looks(&self) -> impl Iterator<Item = Instant> + '_ {
-        self.stopping.values().flat_map(|s| {
+        let stopping = self.stopping.values().flat_map(|s| {
             let look = s.look_at.into_iter();
             look.chain((!s.killed).then_some(s.kill_at))
-        })
+        });
+        stopping.chain(self.running.values().filter_map(|r| r.limit_at))
     }
 
-    /// Stops the pool: no run starts from now on.
+    /// Stops the pools: no run starts from now on.
     pub(super) fn shutdown_pool(&self) {
         self.pool.stop();
+        if let Some(children) = &self.children {
+            children.stop();
+        }
     }
 
     /// At shutdown: waits for the runs told to stop to return (they say so
@@ -259,6 +417,16 @@ impl Runs {
                 Err(cb::RecvTimeoutError::Disconnected) => break,
             }
         }
+        // Runs in child processes still going are killed: no child
+        // outlives its manager.
+        if let Some(children) = &self.children {
+            self.stopping.retain(|_, s| {
+                if s.child {
+                    children.kill_task(s.task);
+                }
+                !s.child
+            });
+        }
         if !self.stopping.is_empty() {
             tracing::warn!(target: "isolates",
                 "runs still executing after the stop grace are left behind at shutdown");
@@ -272,7 +440,9 @@ fn still_executing(registry: &Registry, s: &mut Stopping, now: Instant) -> bool 
     if !s.watch.is_executing() {
         return false;
     }
-    if registry.in_handler(s.task) {
+    // A run in a child says nothing when it returns (its task ids are the
+    // process pool's, not those `in_handler` holds): it is looked at.
+    if !s.child && registry.in_handler(s.task) {
         // It says when it returns.
         s.look_at = None;
     } else if s.look_at.is_none_or(|at| at <= now) {
