@@ -464,6 +464,68 @@ fn ids_are_not_reused_after_pruning_and_restart() {
     manager.join(Duration::MAX);
 }
 
+/// The store sets `sqlite_sequence` ahead of the ids it writes, so a
+/// commit of new work leaves that page alone; a clean stop gives the ids
+/// set aside back, and a store left as a crash leaves it (a copy taken
+/// while the manager runs) numbers new work after them: never an id used
+/// before.
+#[test]
+fn ids_set_aside_are_given_back_at_a_clean_stop() {
+    let dir = TempDir::new("reserve");
+    let path = dir.path("works.db");
+    let copy = dir.path("copy.db");
+    let seq = |path: &Path| -> i64 {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        conn.query_row(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'works'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    let clock = ManualClock::default();
+    let build = |path: &Path| {
+        WorkManager::builder(WorkStore::open(path).unwrap())
+            .clock(clock.clone())
+            .workers(1)
+            .handler_fn(
+                "noop",
+                |(): (), _: &WorkContext<'_>| WorkResult::Success(()),
+            )
+            .spawn()
+            .unwrap()
+    };
+    let later = || WorkRequest::once("noop").initial_delay(HOUR);
+
+    let manager = build(&path);
+    assert_eq!(ids(manager.enqueue(later())), [WorkId(1)]);
+    let ahead = seq(&path);
+    assert!(ahead > 1, "set ahead of the ids written: {ahead}");
+    assert_eq!(ids(manager.enqueue(later())), [WorkId(2)]);
+    assert_eq!(seq(&path), ahead, "the second commit leaves it alone");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute("VACUUM INTO ?1", [copy.to_str().unwrap()])
+        .unwrap();
+    drop(conn);
+    manager.stop();
+    manager.join(Duration::MAX);
+    assert_eq!(seq(&path), 2, "given back at the stop");
+
+    // A clean restart numbers on.
+    let manager = build(&path);
+    assert_eq!(ids(manager.enqueue(later())), [WorkId(3)]);
+    manager.stop();
+    manager.join(Duration::MAX);
+
+    // The copy is what a crash leaves: new work skips the ids set aside.
+    let manager = build(&copy);
+    assert_eq!(manager.infos(&WorkQuery::All).len(), 2);
+    let new = ids(manager.enqueue(later()))[0];
+    assert_eq!(new, WorkId(ahead.unsigned_abs() + 1));
+    manager.stop();
+    manager.join(Duration::MAX);
+}
+
 // ---- files that are not ours ---------------------------------------------
 
 #[test]

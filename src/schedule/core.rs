@@ -488,7 +488,9 @@ impl Core {
             self.table.requeue(id);
         }
         self.runs.shutdown_pool();
-        if !self.outbox.flush(&mut self.table) {
+        if self.outbox.flush(&mut self.table) {
+            self.outbox.release_ids();
+        } else {
             tracing::error!(target: "isolates",
                 "the work store could not be written at shutdown; the last changes are lost");
             self.outbox.drop_unwritten();

@@ -86,16 +86,25 @@ impl Outbox {
         self.store_error.set(None);
         let written = table.written();
         let mut changed = written.changed;
+        // The snapshots take the infos themselves unless a watch needs
+        // them too.
+        let watched = !self.watchers.is_empty();
         {
             let mut infos = self.infos.write();
             for id in &written.deleted {
                 infos.remove(id);
             }
-            for info in &changed {
-                infos.insert(info.id.0, info.clone());
+            if watched {
+                for info in &changed {
+                    infos.insert(info.id.0, info.clone());
+                }
+            } else {
+                for info in changed.drain(..) {
+                    infos.insert(info.id.0, info);
+                }
             }
         }
-        if !self.watchers.is_empty() {
+        if watched {
             // Deleted works' last changes reach their watchers only.
             changed.extend(written.gone);
             changed.sort_by_key(|i| i.id);
@@ -127,6 +136,16 @@ impl Outbox {
             if matching.into_iter().all(|i| w.to.send(i).is_ok()) {
                 self.watchers.push(w);
             }
+        }
+    }
+
+    /// At a clean stop, after the last flush: see
+    /// [`WorkStore::release_ids`].
+    pub(super) fn release_ids(&mut self) {
+        if let Err(e) = self.store.release_ids() {
+            tracing::warn!(target: "isolates", error = %e,
+                "the ids set aside in the work store could not be given back; new work after \
+                 the next start skips them");
         }
     }
 

@@ -13,6 +13,7 @@ use super::request::{Alarm, InputMerger, StoredBackoff, WorkId, WorkInfo, WorkQu
 use crate::codec::{Bincode, Codec};
 
 mod check;
+mod ids;
 mod layout;
 mod lock;
 mod migrate;
@@ -291,6 +292,8 @@ pub struct UnreadableWork {
 pub struct WorkStore {
     conn: Connection,
     path: Option<PathBuf>,
+    /// Where `sqlite_sequence` stands (see [`ids`]).
+    ids: ids::IdReserve,
     /// Released after the connection closed (fields drop in order).
     _lock: Option<lock::StoreLock>,
 }
@@ -352,6 +355,7 @@ impl WorkStore {
         let mut store = WorkStore {
             conn,
             path: Some(path),
+            ids: ids::IdReserve::default(),
             _lock: Some(held),
         };
         store.check_and_init()?;
@@ -434,6 +438,7 @@ impl WorkStore {
         let mut store = WorkStore {
             conn,
             path: None,
+            ids: ids::IdReserve::default(),
             _lock: None,
         };
         store.check_and_init()?;
@@ -653,7 +658,10 @@ impl WorkStore {
         deletes: &[u64],
     ) -> Result<(), StoreError> {
         let codec = Bincode::new();
+        let puts: Vec<&Record> = puts.into_iter().collect();
         let tx = self.conn.transaction().map_err(io)?;
+        let max = puts.iter().filter_map(|r| i64::try_from(r.id).ok()).max();
+        let covered = self.ids.cover(&tx, max).map_err(io)?;
         {
             let mut put = tx
                 .prepare_cached(
@@ -669,14 +677,30 @@ impl WorkStore {
                 let id = i64::try_from(rec.id).map_err(|_| StoreError::Io("id overflow".into()))?;
                 put.execute(params![id, bytes, LAYOUT]).map_err(io)?;
             }
-            let mut del = tx
-                .prepare_cached("DELETE FROM works WHERE id = ?1")
-                .map_err(io)?;
-            for &id in deletes {
-                let id = i64::try_from(id).map_err(|_| StoreError::Io("id overflow".into()))?;
-                del.execute(params![id]).map_err(io)?;
+            if !deletes.is_empty() {
+                let mut del = tx
+                    .prepare_cached("DELETE FROM works WHERE id = ?1")
+                    .map_err(io)?;
+                for &id in deletes {
+                    let id = i64::try_from(id).map_err(|_| StoreError::Io("id overflow".into()))?;
+                    del.execute(params![id]).map_err(io)?;
+                }
             }
         }
-        tx.commit().map_err(io)
+        tx.commit().map_err(io)?;
+        self.ids.committed(covered);
+        Ok(())
+    }
+
+    /// At a clean stop, after the last write: gives back the ids set aside
+    /// ahead of those written (see [`ids`]), so the next start numbers on
+    /// from the highest id stored.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Io`] if the store cannot be written; ids after the
+    /// next start then skip the ones set aside, and stay unique.
+    pub(crate) fn release_ids(&mut self) -> Result<(), StoreError> {
+        self.ids.release(&self.conn).map_err(io)
     }
 }
