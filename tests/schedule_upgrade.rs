@@ -159,7 +159,7 @@ fn the_fixture_is_todays_format() {
     assert_eq!(header_version(FIXTURE), 1, "the fixture was changed");
     let copy = Copy::new("untouched");
     drop(WorkStore::open(copy.db()).unwrap());
-    assert_eq!(user_version(&copy.db()), 2);
+    assert_eq!(user_version(&copy.db()), 3);
     assert_eq!(header_version(FIXTURE), 1);
 }
 
@@ -173,9 +173,9 @@ fn a_store_of_schema_1_opens_after_the_upgrade_untouched_in_meaning() {
         assert_eq!(store.unreadable().unwrap(), []);
         assert_eq!(store.works().unwrap(), expected());
     }
-    // Upgraded: schema 2, each row knows its layout, and no row's bytes
+    // Upgraded: schema 3, each row knows its layout, and no row's bytes
     // were rewritten by opening.
-    assert_eq!(user_version(&copy.db()), 2);
+    assert_eq!(user_version(&copy.db()), 3);
     assert_eq!(rows(&copy.db()), before);
     let conn = rusqlite::Connection::open(copy.db()).unwrap();
     let layouts: Vec<Option<i64>> = conn
@@ -315,7 +315,7 @@ fn a_failed_migration_leaves_the_store_as_it_was() {
     let before = rows(&copy.db());
     let err = WorkStore::open(copy.db()).unwrap_err();
     match &err {
-        StoreError::Migration { from, to, .. } => assert_eq!((*from, *to), (1, 2)),
+        StoreError::Migration { from, to, .. } => assert_eq!((*from, *to), (1, 3)),
         other => panic!("expected a migration error, got {other:?}"),
     }
     let text = err.to_string();

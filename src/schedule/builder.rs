@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel as cb;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -26,6 +26,7 @@ use super::manager::{Live, Shared, WorkManager};
 use super::outbox::StoreErrorSlot;
 use super::pace;
 use super::store::WorkStore;
+use super::table::PAGE;
 #[cfg(doc)]
 use crate::Backoff;
 use crate::pool::Pool;
@@ -306,12 +307,14 @@ impl WorkManagerBuilder {
     ///
     /// See [`WorkManager`].
     pub fn spawn(self) -> Result<WorkManager, WorkError> {
-        let (records, unreadable) = self.store.load()?;
+        let mut opening = self.store.opening(PAGE)?;
+        let unreadable = std::mem::take(&mut opening.unreadable);
         let next_id = self
             .store
             .max_id()?
-            .max(records.iter().map(|r| r.id).max().unwrap_or(0))
+            .max(opening.records.iter().map(|r| r.id).max().unwrap_or(0))
             + 1;
+        let reader = Arc::new(self.store.reader()?);
         let (events_tx, events_rx) = cb::unbounded();
         let registry = Arc::new(Registry {
             handlers: self.handlers,
@@ -327,7 +330,6 @@ impl WorkManagerBuilder {
             .workers(workers)
             .spawn(Arc::clone(&registry))
             .map_err(|e| WorkError::Spawn(e.to_string()))?;
-        let infos = Arc::new(RwLock::new(HashMap::new()));
         let store_error = Arc::new(StoreErrorSlot::default());
         let settings = Settings {
             clock: Arc::clone(&self.clock),
@@ -345,11 +347,10 @@ impl WorkManagerBuilder {
             settings,
             pool,
             Arc::clone(&registry),
-            records,
+            opening,
             next_id,
-            Arc::clone(&infos),
             Arc::clone(&store_error),
-        );
+        )?;
         let live = Arc::new(Live::default());
         let running = live.enter();
         let thread = std::thread::Builder::new()
@@ -365,7 +366,7 @@ impl WorkManagerBuilder {
         Ok(WorkManager {
             shared: Arc::new(Shared {
                 events: events_tx,
-                infos,
+                reader,
                 store_error,
                 unreadable,
                 handlers: registry.handlers.keys().cloned().collect(),
