@@ -380,8 +380,11 @@ impl WorkManager {
         self.shared.store_error.get()
     }
 
-    /// Rows of the store that could not be read when the manager started;
-    /// they are left in the store untouched, and the rest runs.
+    /// Rows of the store that could not be read when the manager started,
+    /// among those it read then (every work not enqueued, and the enqueued
+    /// works due first); they are left in the store untouched, and the rest
+    /// runs. An unreadable row of later enqueued work is found when its
+    /// time comes: it is logged and left as it is.
     ///
     /// # Examples
     ///

@@ -19,7 +19,7 @@ mod migrate;
 mod query;
 
 use layout::{LAYOUT, decode_row};
-pub(crate) use query::StoreReader;
+pub(crate) use query::{DueKey, DuePage, StoreReader};
 
 /// `PRAGMA application_id` of our stores: "ISOW".
 const APPLICATION_ID: i32 = 0x4953_4F57;
@@ -261,7 +261,7 @@ pub(crate) struct Opening {
     pub(crate) unindexed: Vec<u64>,
     /// The (due, id) of the last enqueued work loaded, if more may be
     /// stored after it; `None` when every enqueued work was loaded.
-    pub(crate) horizon: Option<(i64, u64)>,
+    pub(crate) horizon: Option<DueKey>,
 }
 
 /// A stored row that could not be read; it stays in the store untouched.
@@ -639,11 +639,7 @@ impl WorkStore {
     /// The next `n` enqueued works after `after` in (due, id) order, and
     /// the key of the last, if more may follow. Rows that cannot be read
     /// are logged and left in the store as they are.
-    pub(crate) fn due_after(
-        &self,
-        after: (i64, u64),
-        n: usize,
-    ) -> Result<(Vec<Record>, Option<(i64, u64)>), StoreError> {
+    pub(crate) fn due_after(&self, after: DueKey, n: usize) -> Result<DuePage, StoreError> {
         let mut unreadable = Vec::new();
         let page = query::due_after(&self.conn, Some(after), n, &mut unreadable)?;
         for bad in unreadable {

@@ -1,12 +1,13 @@
 //! The works, their states and the transitions between them: a pure
 //! record table.
 //!
-//! The table holds every work's record and the indexes over them (what
-//! waits on what, the unique names, the order works are due in), and
+//! The table holds the records of the works it must (see [`lazy`]: not
+//! every stored work) and the indexes over them (what waits on what, the
+//! unique names, the order works are due in), and
 //! moves works from state to state. It does no I/O, starts no threads and
 //! reads no clock: each transition takes the time it needs, and the table
 //! notes what it changed for the scheduler to apply: the records to write
-//! and to delete ([`pending`](Table::pending), [`written`](Table::written)),
+//! and to delete ([`pending`](Table::pending), [`written_for`](Table::written_for)),
 //! and the runs to stop ([`take_halts`](Table::take_halts)).
 
 use std::collections::{BTreeSet, HashMap, HashSet};

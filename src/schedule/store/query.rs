@@ -16,6 +16,13 @@ use super::layout::decode_row;
 use super::{Record, StoreError, UnreadableWork, io};
 use crate::schedule::request::{WorkId, WorkInfo, WorkQuery, WorkState};
 
+/// Enqueued works in order: (due, id).
+pub(crate) type DueKey = (i64, u64);
+
+/// A page of enqueued works, and the key of its last row if more may
+/// follow.
+pub(crate) type DuePage = (Vec<Record>, Option<DueKey>);
+
 /// `state` of an enqueued work: only those rows have a `due`.
 const ENQUEUED: i64 = 0;
 
@@ -146,10 +153,10 @@ pub(super) fn enqueued(conn: &Connection, query: &WorkQuery) -> Result<Vec<Recor
 /// last row read when there may be more (`None`: none is left after them).
 pub(super) fn due_after(
     conn: &Connection,
-    after: Option<(i64, u64)>,
+    after: Option<DueKey>,
     n: usize,
     unreadable: &mut Vec<UnreadableWork>,
-) -> Result<(Vec<Record>, Option<(i64, u64)>), StoreError> {
+) -> Result<DuePage, StoreError> {
     let (due, id) = after.unwrap_or((i64::MIN, 0));
     let id = i64::try_from(id).unwrap_or(i64::MAX);
     let limit = i64::try_from(n).unwrap_or(i64::MAX);
