@@ -234,3 +234,46 @@ fn stored_works_run_once_each_when_their_time_comes() {
     );
     m.stop();
 }
+
+/// Tags are found through the store's index: a work updated in place is
+/// found by its new tags only, and a replaced (deleted) one by none.
+#[test]
+fn tag_queries_follow_updates_and_deletes() {
+    let clock = ManualClock::default();
+    let ran = Ran::default();
+    let m = {
+        let ran = Arc::clone(&ran);
+        WorkManager::builder(WorkStore::in_memory().unwrap())
+            .clock(clock.clone())
+            .handler_fn("count", move |n: u32, _: &WorkContext<'_>| {
+                ran.lock().push(n);
+                WorkResult::Success(n)
+            })
+            .spawn()
+            .unwrap()
+    };
+    let tagged = |tag: &str| -> Vec<WorkId> {
+        m.infos(&WorkQuery::Tag(tag.into()))
+            .iter()
+            .map(|i| i.id)
+            .collect()
+    };
+    let req = |tag: &str| {
+        WorkRequest::once("count")
+            .input(&1u32)
+            .tag(tag)
+            .initial_delay(HOUR)
+    };
+    let id = new_ids(m.enqueue_unique("n", ExistingWork::Keep, req("old")))[0];
+    assert_eq!(tagged("old"), [id]);
+    let mut op = m.enqueue_unique("n", ExistingWork::Update, req("new"));
+    assert_eq!(op.wait_timeout(T), Some(Ok(Enqueued::Updated(id))));
+    assert_eq!(tagged("old"), []);
+    assert_eq!(tagged("new"), [id]);
+    assert_eq!(tagged("count"), [id], "the handler's name stays a tag");
+
+    let next = new_ids(m.enqueue_unique("n", ExistingWork::Replace, req("newer")))[0];
+    assert_eq!(tagged("new"), [], "the replaced work is deleted");
+    assert_eq!(tagged("count"), [next]);
+    m.stop();
+}

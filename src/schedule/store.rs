@@ -729,9 +729,6 @@ impl WorkStore {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
                 .map_err(io)?;
-            let mut untag = tx
-                .prepare_cached("DELETE FROM work_tags WHERE id = ?1")
-                .map_err(io)?;
             let mut tag = tx
                 .prepare_cached("INSERT OR IGNORE INTO work_tags (tag, id) VALUES (?1, ?2)")
                 .map_err(io)?;
@@ -743,10 +740,12 @@ impl WorkStore {
                 })?;
                 let id = i64::try_from(rec.id).map_err(|_| StoreError::Io("id overflow".into()))?;
                 let (state, due, uniq) = query::columns(rec);
+                if retag.contains(&rec.id) {
+                    query::untag(&tx, id)?;
+                }
                 put.execute(params![id, bytes, LAYOUT, state, due, uniq])
                     .map_err(io)?;
                 if retag.contains(&rec.id) {
-                    untag.execute(params![id]).map_err(io)?;
                     for t in query::found_tags(rec) {
                         tag.execute(params![t, id]).map_err(io)?;
                     }
@@ -757,8 +756,8 @@ impl WorkStore {
                 .map_err(io)?;
             for &id in deletes {
                 let id = i64::try_from(id).map_err(|_| StoreError::Io("id overflow".into()))?;
+                query::untag(&tx, id)?;
                 del.execute(params![id]).map_err(io)?;
-                untag.execute(params![id]).map_err(io)?;
             }
         }
         tx.commit().map_err(io)

@@ -61,6 +61,29 @@ pub(crate) fn with_implicit_tag(mut rec: Record) -> Record {
     rec
 }
 
+/// Deletes the tag rows of stored work `id`, the tags its stored row
+/// holds (none for new work). A row that cannot be read has none: only
+/// readable rows are given tags.
+pub(super) fn untag(conn: &Connection, id: i64) -> Result<(), StoreError> {
+    let mut old = conn
+        .prepare_cached("SELECT id, layout, record FROM works WHERE id = ?1")
+        .map_err(io)?;
+    let mut rows = old.query([id]).map_err(io)?;
+    let Some(row) = rows.next().map_err(io)? else {
+        return Ok(());
+    };
+    let Ok(rec) = read_row(row).map_err(io)? else {
+        return Ok(());
+    };
+    let mut untag = conn
+        .prepare_cached("DELETE FROM work_tags WHERE tag = ?1 AND id = ?2")
+        .map_err(io)?;
+    for t in found_tags(&rec) {
+        untag.execute(params![t, id]).map_err(io)?;
+    }
+    Ok(())
+}
+
 /// Reads a row of `id, layout, record`: its record, or why it cannot be
 /// read (the row stays in the store as it is).
 pub(super) fn read_row(row: &Row<'_>) -> Result<Result<Record, UnreadableWork>, rusqlite::Error> {
