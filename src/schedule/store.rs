@@ -713,12 +713,14 @@ impl WorkStore {
     }
 
     /// Writes `puts` and deletes `deletes` in one transaction; the works
-    /// `retag` names (new, or their tags changed) have their tags written.
+    /// `retag` names (new, or their tags changed) have their tags written,
+    /// their old tag rows deleted first where the flag says there may be
+    /// some.
     pub(crate) fn write<'a>(
         &mut self,
         puts: impl IntoIterator<Item = &'a Record>,
         deletes: &[u64],
-        retag: &std::collections::HashSet<u64>,
+        retag: &std::collections::HashMap<u64, bool>,
     ) -> Result<(), StoreError> {
         let codec = Bincode::new();
         let tx = self.conn.transaction().map_err(io)?;
@@ -740,12 +742,13 @@ impl WorkStore {
                 })?;
                 let id = i64::try_from(rec.id).map_err(|_| StoreError::Io("id overflow".into()))?;
                 let (state, due, uniq) = query::columns(rec);
-                if retag.contains(&rec.id) {
+                let tags = retag.get(&rec.id).copied();
+                if tags == Some(true) {
                     query::untag(&tx, id)?;
                 }
                 put.execute(params![id, bytes, LAYOUT, state, due, uniq])
                     .map_err(io)?;
-                if retag.contains(&rec.id) {
+                if tags.is_some() {
                     for t in query::found_tags(rec) {
                         tag.execute(params![t, id]).map_err(io)?;
                     }

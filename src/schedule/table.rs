@@ -84,8 +84,10 @@ pub(super) struct Table {
     /// See [`lazy`]: enqueued works after this (due, id) may be stored
     /// and not held; `None`: every enqueued work is held.
     horizon: Option<(i64, u64)>,
-    /// Works whose tags the next write puts (new works, changed tags).
-    retag: HashSet<u64>,
+    /// Works whose tags the next write puts (new works, changed tags),
+    /// with whether the store may hold tag rows of theirs to delete first
+    /// (not for new works).
+    retag: HashMap<u64, bool>,
     /// Works read in from the store for this turn ([`Table::fault_in`]).
     faulted: Vec<u64>,
     /// How many held enqueued works make the table bring its horizon
@@ -113,7 +115,7 @@ impl Table {
             cascade: Vec::new(),
             cascading: false,
             horizon: None,
-            retag: HashSet::new(),
+            retag: HashMap::new(),
             faulted: Vec::new(),
             trim_at: 2 * lazy::PAGE,
         }
@@ -208,7 +210,7 @@ impl Table {
 
     /// What the next write puts and deletes, and the works whose tags it
     /// puts.
-    pub(super) fn pending(&self) -> (impl Iterator<Item = &Record>, &[u64], &HashSet<u64>) {
+    pub(super) fn pending(&self) -> (impl Iterator<Item = &Record>, &[u64], &HashMap<u64, bool>) {
         let records = &self.records;
         let puts = self.dirty.iter().filter_map(|id| records.get(id));
         (puts, &self.deleted, &self.retag)
@@ -334,7 +336,7 @@ impl Table {
                 let rec = new_record(id, spec, name.clone(), prev.clone(), now);
                 self.insert(rec);
                 self.dirty.insert(id);
-                self.retag.insert(id);
+                self.retag.insert(id, false);
                 if !prev.is_empty() {
                     self.resolve_blocked(id, now);
                 }
@@ -381,7 +383,7 @@ impl Table {
 
     /// Changes unfinished work `id` to what `spec` asks, in place (UPDATE).
     pub(super) fn update_in_place(&mut self, id: u64, spec: Spec, now: i64) {
-        self.retag.insert(id);
+        self.retag.entry(id).or_insert(true);
         self.update(id, |r| {
             r.handler = spec.handler;
             if spec.input.is_some() {

@@ -44,7 +44,7 @@ impl Table {
         for &id in ids {
             if self.records.contains_key(&id) {
                 self.dirty.insert(id);
-                self.retag.insert(id);
+                self.retag.insert(id, true);
             }
         }
     }
