@@ -282,7 +282,12 @@ impl Core {
                     reply.send(outcome);
                 }));
             }
-            Event::Watch { query, to, alive } => self.outbox.watch(query, to, alive),
+            Event::Watch {
+                query,
+                to,
+                alive,
+                registered,
+            } => self.outbox.watch(query, to, alive, registered),
             Event::Done { work, task } => self.finished(work, task),
             Event::Progress { work, task, bytes } => {
                 // Only from the run in progress: a stopped run's late

@@ -298,6 +298,27 @@ impl WorkManager {
             query,
             to,
             alive: Arc::downgrade(&alive),
+            registered: None,
+        });
+        WorkWatch { rx, _alive: alive }
+    }
+
+    /// Watches the changes to the works `query` selects, from the next
+    /// written turn on, with no snapshot of them first; `registered` is
+    /// told once the watch is in place: a read of the store after that
+    /// misses no change.
+    pub(super) fn watch_changes(
+        &self,
+        query: WorkQuery,
+        registered: oneshot::Sender<()>,
+    ) -> WorkWatch {
+        let (to, rx) = cb::unbounded();
+        let alive = Arc::new(());
+        let _ = self.shared.events.send(Event::Watch {
+            query,
+            to,
+            alive: Arc::downgrade(&alive),
+            registered: Some(registered),
         });
         WorkWatch { rx, _alive: alive }
     }

@@ -21,6 +21,9 @@ struct Watcher {
     query: WorkQuery,
     to: cb::Sender<WorkInfo>,
     alive: Weak<()>,
+    /// See [`Event::Watch`](super::event::Event::Watch): taken when the
+    /// watch is registered.
+    registered: Option<crate::oneshot::Sender<()>>,
 }
 
 /// The store, the watches, and the answers waiting for the next write.
@@ -55,9 +58,21 @@ impl Outbox {
     }
 
     /// Registers a watch once this turn is written, so its snapshot is
-    /// what the store holds.
-    pub(super) fn watch(&mut self, query: WorkQuery, to: cb::Sender<WorkInfo>, alive: Weak<()>) {
-        self.new_watchers.push(Watcher { query, to, alive });
+    /// what the store holds; a watch with `registered` takes no snapshot,
+    /// and is told when it is registered.
+    pub(super) fn watch(
+        &mut self,
+        query: WorkQuery,
+        to: cb::Sender<WorkInfo>,
+        alive: Weak<()>,
+        registered: Option<crate::oneshot::Sender<()>>,
+    ) {
+        self.new_watchers.push(Watcher {
+            query,
+            to,
+            alive,
+            registered,
+        });
     }
 
     /// Writes what changed in `table`; on success publishes it and sends
@@ -99,7 +114,12 @@ impl Outbox {
         for reply in self.replies.drain(..) {
             reply();
         }
-        for w in std::mem::take(&mut self.new_watchers) {
+        for mut w in std::mem::take(&mut self.new_watchers) {
+            if let Some(registered) = w.registered.take() {
+                registered.send(());
+                self.watchers.push(w);
+                continue;
+            }
             // Everything is written: the store holds every work as it is.
             let matching = match self.store.select(&w.query) {
                 Ok(found) => found,
