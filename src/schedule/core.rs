@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel as cb;
 use parking_lot::Mutex;
 
-use super::clock::{Clock, dur_ms, from_ms};
+use super::clock::{Clock, from_ms};
 use super::constraint::Constraint;
 use super::error::WorkError;
 use super::event::Event;
@@ -74,9 +74,9 @@ pub(crate) struct Core {
     recheck: bool,
     /// Waiting for the scheduler to be idle ([`Event::WhenIdle`]).
     idle_waiters: Vec<oneshot::Sender<()>>,
-    /// When loading the next page of enqueued works last failed, on the
-    /// work clock: tried again a store retry later.
-    page_failed_at: Option<i64>,
+    /// When loading the next page of enqueued works last failed: tried
+    /// again a store retry later.
+    page_failed_at: Option<Instant>,
 }
 
 impl Core {
@@ -140,12 +140,10 @@ impl Core {
         let Some(horizon) = self.table.horizon() else {
             return;
         };
-        let retry = dur_ms(STORE_RETRY);
-        if horizon.0 > now
-            || self
-                .page_failed_at
-                .is_some_and(|t| now < t.saturating_add(retry))
-        {
+        let retrying = self
+            .page_failed_at
+            .is_some_and(|t| t.elapsed() < STORE_RETRY);
+        if horizon.0 > now || retrying {
             return;
         }
         match self.outbox.store().due_after(horizon, PAGE) {
@@ -156,18 +154,9 @@ impl Core {
             Err(e) => {
                 tracing::error!(target: "isolates", error = %e,
                     "the work store could not be read for the next due works; retrying");
-                self.page_failed_at = Some(now);
+                self.page_failed_at = Some(Instant::now());
             }
         }
-    }
-
-    /// When the next page of stored enqueued works is to be loaded.
-    fn next_page_at(&self) -> Option<i64> {
-        let horizon = self.table.horizon()?;
-        let retry = self
-            .page_failed_at
-            .map(|t| t.saturating_add(dur_ms(STORE_RETRY)));
-        Some(horizon.0.max(retry.unwrap_or(i64::MIN)))
     }
 
     /// Brings the stored enqueued works `query` selects into the table for
@@ -530,10 +519,15 @@ impl Core {
         {
             at_most(d);
         }
-        if let Some(at) = self.next_page_at()
-            && let Some(d) = self.settings.clock.real_wait(from_ms(at.max(now)))
+        // The next page is loaded when the clock reaches the horizon, and
+        // not before a store retry after a failed load.
+        if let Some(horizon) = self.table.horizon()
+            && let Some(d) = self.settings.clock.real_wait(from_ms(horizon.0.max(now)))
         {
-            at_most(d);
+            let retry = self.page_failed_at.map_or(Duration::ZERO, |t| {
+                (t + STORE_RETRY).saturating_duration_since(instant)
+            });
+            at_most(d.max(retry));
         }
         wait
     }
