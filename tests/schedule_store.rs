@@ -624,8 +624,8 @@ fn a_store_of_a_newer_version_is_refused_untouched() {
         let version: i32 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 2);
-        conn.execute_batch("PRAGMA user_version = 3;").unwrap();
+        assert_eq!(version, 3);
+        conn.execute_batch("PRAGMA user_version = 4;").unwrap();
     }
     let bytes = snapshot(&path);
     let err = WorkStore::open(&path).unwrap_err();
@@ -633,8 +633,8 @@ fn a_store_of_a_newer_version_is_refused_untouched() {
         err,
         StoreError::TooNew {
             path: path.clone(),
-            version: 3,
-            supported: 2
+            version: 4,
+            supported: 3
         }
     );
     assert_says_what_to_do(&err, &path, &["newer", "upgrade", "pick another path"]);

@@ -159,7 +159,7 @@ fn the_fixture_is_todays_format() {
     assert_eq!(header_version(FIXTURE), 1, "the fixture was changed");
     let copy = Copy::new("untouched");
     drop(WorkStore::open(copy.db()).unwrap());
-    assert_eq!(user_version(&copy.db()), 2);
+    assert_eq!(user_version(&copy.db()), 3);
     assert_eq!(header_version(FIXTURE), 1);
 }
 
@@ -173,9 +173,9 @@ fn a_store_of_schema_1_opens_after_the_upgrade_untouched_in_meaning() {
         assert_eq!(store.unreadable().unwrap(), []);
         assert_eq!(store.works().unwrap(), expected());
     }
-    // Upgraded: schema 2, each row knows its layout, and no row's bytes
+    // Upgraded: schema 3, each row knows its layout, and no row's bytes
     // were rewritten by opening.
-    assert_eq!(user_version(&copy.db()), 2);
+    assert_eq!(user_version(&copy.db()), 3);
     assert_eq!(rows(&copy.db()), before);
     let conn = rusqlite::Connection::open(copy.db()).unwrap();
     let layouts: Vec<Option<i64>> = conn
@@ -190,6 +190,65 @@ fn a_store_of_schema_1_opens_after_the_upgrade_untouched_in_meaning() {
     // Opening again is not a second upgrade: the same works.
     let store = WorkStore::open(copy.db()).unwrap();
     assert_eq!(store.works().unwrap(), expected());
+}
+
+/// The upgrade to schema 3 fills the columns the store is searched by from
+/// each row (the rows' bytes stay as they were), and a manager finds the
+/// old works by tag and unique name through them.
+#[test]
+fn the_upgrade_fills_the_columns_the_store_is_searched_by() {
+    let copy = Copy::new("columns");
+    drop(WorkStore::open(copy.db()).unwrap());
+    let conn = rusqlite::Connection::open(copy.db()).unwrap();
+    type Columns = (i64, Option<i64>, Option<i64>, Option<String>);
+    let columns: Vec<Columns> = conn
+        .prepare("SELECT id, state, due, uniq FROM works ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let tags = |id: i64| -> Vec<String> {
+        conn.prepare("SELECT tag FROM work_tags WHERE id = ?1 ORDER BY tag")
+            .unwrap()
+            .query_map([id], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let expected = expected();
+    assert_eq!(columns.len(), expected.len());
+    for ((id, state, due, uniq), want) in columns.into_iter().zip(&expected) {
+        assert_eq!(id as u64, want.id.0);
+        assert!(state.is_some(), "{id}: every row read");
+        let due_ms = want
+            .next_run_at
+            .map(|t| t.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64);
+        assert_eq!(due, due_ms, "{id}: due only when enqueued, at its time");
+        assert_eq!(uniq, want.unique_name, "{id}");
+        let mut want_tags = want.tags.clone();
+        want_tags.sort();
+        assert_eq!(tags(id), want_tags, "{id}");
+    }
+    drop(conn);
+
+    let manager = WorkManager::builder(WorkStore::open(copy.db()).unwrap())
+        .clock(ManualClock::new(UNIX_EPOCH + Duration::from_secs(T0)))
+        .spawn()
+        .unwrap();
+    let by = |q: WorkQuery| -> Vec<WorkInfo> { manager.infos(&q) };
+    let with = |f: &dyn Fn(&WorkInfo) -> bool| -> Vec<WorkInfo> {
+        expected.iter().filter(|i| f(i)).cloned().collect()
+    };
+    assert_eq!(
+        by(WorkQuery::Tag("ui".into())),
+        with(&|i| i.tags.iter().any(|t| t == "ui"))
+    );
+    assert_eq!(
+        by(WorkQuery::UniqueName("later-sum".into())),
+        with(&|i| i.unique_name.as_deref() == Some("later-sum"))
+    );
+    manager.stop();
 }
 
 #[derive(Debug)]
@@ -315,7 +374,7 @@ fn a_failed_migration_leaves_the_store_as_it_was() {
     let before = rows(&copy.db());
     let err = WorkStore::open(copy.db()).unwrap_err();
     match &err {
-        StoreError::Migration { from, to, .. } => assert_eq!((*from, *to), (1, 2)),
+        StoreError::Migration { from, to, .. } => assert_eq!((*from, *to), (1, 3)),
         other => panic!("expected a migration error, got {other:?}"),
     }
     let text = err.to_string();
@@ -323,6 +382,35 @@ fn a_failed_migration_leaves_the_store_as_it_was() {
     assert!(text.contains("older build"), "{text}");
     assert_eq!(user_version(&copy.db()), 1);
     assert_eq!(rows(&copy.db()), before);
+}
+
+/// The steps run in one transaction: when the second (2 → 3) fails, the
+/// first is undone too.
+#[test]
+fn a_failed_second_step_leaves_the_store_at_its_first_schema() {
+    let copy = Copy::new("failed-second");
+    {
+        // A column in the way of step 2 → 3 only.
+        let conn = rusqlite::Connection::open(copy.db()).unwrap();
+        conn.execute_batch("ALTER TABLE works ADD COLUMN due TEXT")
+            .unwrap();
+    }
+    let before = rows(&copy.db());
+    match WorkStore::open(copy.db()).unwrap_err() {
+        StoreError::Migration { from, to, .. } => assert_eq!((from, to), (2, 3)),
+        other => panic!("expected a migration error, got {other:?}"),
+    }
+    assert_eq!(user_version(&copy.db()), 1);
+    assert_eq!(rows(&copy.db()), before);
+    let conn = rusqlite::Connection::open(copy.db()).unwrap();
+    let layout: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM pragma_table_info('works') WHERE name = 'layout'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(layout, 0, "step 1 → 2 was undone");
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel as cb;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -27,6 +27,7 @@ use super::manager::{Live, Shared, WorkManager};
 use super::outbox::StoreErrorSlot;
 use super::pace;
 use super::store::WorkStore;
+use super::table::PAGE;
 #[cfg(doc)]
 use crate::Backoff;
 use crate::pool::Pool;
@@ -378,12 +379,14 @@ impl WorkManagerBuilder {
     /// See [`WorkManager`].
     pub fn spawn(mut self) -> Result<WorkManager, WorkError> {
         let in_child = self.take_process_handlers()?;
-        let (records, unreadable) = self.store.load()?;
+        let mut opening = self.store.opening(PAGE)?;
+        let unreadable = std::mem::take(&mut opening.unreadable);
         let next_id = self
             .store
             .max_id()?
-            .max(records.iter().map(|r| r.id).max().unwrap_or(0))
+            .max(opening.records.iter().map(|r| r.id).max().unwrap_or(0))
             + 1;
+        let reader = Arc::new(self.store.reader()?);
         let (events_tx, events_rx) = cb::unbounded();
         let registry = Arc::new(Registry {
             handlers: self.handlers,
@@ -404,7 +407,6 @@ impl WorkManagerBuilder {
             Some(options) => Some(child_pool(options, workers, self.data_limit)?),
             None => None,
         };
-        let infos = Arc::new(RwLock::new(HashMap::new()));
         let store_error = Arc::new(StoreErrorSlot::default());
         let settings = Settings {
             clock: Arc::clone(&self.clock),
@@ -422,11 +424,10 @@ impl WorkManagerBuilder {
             settings,
             (pool, children),
             Arc::clone(&registry),
-            records,
+            opening,
             next_id,
-            Arc::clone(&infos),
             Arc::clone(&store_error),
-        );
+        )?;
         let live = Arc::new(Live::default());
         let running = live.enter();
         let thread = std::thread::Builder::new()
@@ -442,7 +443,7 @@ impl WorkManagerBuilder {
         Ok(WorkManager {
             shared: Arc::new(Shared {
                 events: events_tx,
-                infos,
+                reader,
                 store_error,
                 unreadable,
                 handlers: registry.handlers.keys().cloned().collect(),

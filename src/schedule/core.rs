@@ -10,23 +10,24 @@
 //! [`Runs`] starts and stops runs on the pool, and the [`Outbox`] writes
 //! and publishes what the table changed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel as cb;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 
 use super::child::ChildRunner;
 use super::clock::{Clock, from_ms};
 use super::constraint::Constraint;
+use super::error::WorkError;
 use super::event::Event;
 use super::handler::{Registry, RunOutput, RunRequest, Runner};
 use super::outbox::{Outbox, StoreErrorSlot};
-use super::request::{Enqueued, WorkId, WorkInfo};
+use super::request::{Enqueued, WorkId, WorkQuery, WorkState};
 use super::runs::Runs;
-use super::store::{Record, WorkStore};
-use super::table::{Limits, Table};
+use super::store::{Opening, StoreError, WorkStore};
+use super::table::{Limits, PAGE, Table};
 use super::unique;
 use crate::error::TaskError;
 use crate::oneshot;
@@ -74,30 +75,52 @@ pub(crate) struct Core {
     recheck: bool,
     /// Waiting for the scheduler to be idle ([`Event::WhenIdle`]).
     idle_waiters: Vec<oneshot::Sender<()>>,
+    /// When loading the next page of enqueued works last failed: tried
+    /// again a store retry later.
+    page_failed_at: Option<Instant>,
 }
 
 impl Core {
-    #[allow(clippy::too_many_arguments)]
+    /// The scheduler over `store`, with the works `opening` loaded from
+    /// it (and the prerequisites of its blocked works); the changes the
+    /// load made are written before it returns.
     pub(crate) fn new(
         store: WorkStore,
         settings: Settings,
         pools: (Pool<Runner>, Option<Pool<ChildRunner>>),
         registry: Arc<Registry>,
-        records: Vec<Record>,
+        opening: Opening,
         next_id: u64,
-        infos: Arc<RwLock<HashMap<u64, WorkInfo>>>,
         store_error: Arc<StoreErrorSlot>,
-    ) -> Self {
+    ) -> Result<Self, StoreError> {
         let limits = Limits {
             keep_finished: settings.keep_finished,
             min_backoff: settings.min_backoff,
             data_limit: registry.data_limit,
         };
+        let mut records = opening.records;
+        // Blocked works are decided from their prerequisites: stored
+        // enqueued ones are loaded with them.
+        let held: HashSet<u64> = records.iter().map(|r| r.id).collect();
+        let missing: BTreeSet<u64> = records
+            .iter()
+            .filter(|r| r.state == WorkState::Blocked)
+            .flat_map(|r| r.prerequisites.iter().copied())
+            .filter(|p| !held.contains(p))
+            .collect();
+        for id in missing {
+            records.extend(store.select(&WorkQuery::Id(WorkId(id)))?);
+        }
         let mut table = Table::new(limits, next_id);
         table.load(records, super::clock::to_ms(settings.clock.now()));
-        let outbox = Outbox::new(store, infos, store_error);
-        outbox.publish_loaded(&table);
-        Core {
+        table.set_horizon(opening.horizon);
+        table.reindex(&opening.unindexed);
+        let mut outbox = Outbox::new(store, store_error);
+        // What loading changed (interrupted runs enqueued again...) is
+        // what queries see from the start; a failure is retried by the
+        // first turn.
+        outbox.flush(&mut table);
+        Ok(Core {
             table,
             runs: Runs::new(pools.0, pools.1, Arc::clone(&registry), settings.stop_grace),
             outbox,
@@ -108,7 +131,45 @@ impl Core {
             running_checked_at: None,
             recheck: false,
             idle_waiters: Vec::new(),
+            page_failed_at: None,
+        })
+    }
+
+    /// Loads the next page of stored enqueued works once the clock reaches
+    /// the table's horizon (see `table/lazy.rs`).
+    fn page_in(&mut self, now: i64) {
+        let Some(horizon) = self.table.horizon() else {
+            return;
+        };
+        let retrying = self
+            .page_failed_at
+            .is_some_and(|t| t.elapsed() < STORE_RETRY);
+        if horizon.0 > now || retrying {
+            return;
         }
+        match self.outbox.store().due_after(horizon, PAGE) {
+            Ok((records, next)) => {
+                self.page_failed_at = None;
+                self.table.take_page(records, next, now);
+            }
+            Err(e) => {
+                tracing::error!(target: "isolates", error = %e,
+                    "the work store could not be read for the next due works; retrying");
+                self.page_failed_at = Some(Instant::now());
+            }
+        }
+    }
+
+    /// Brings the stored enqueued works `query` selects into the table for
+    /// this turn, so that a cancel or a unique name's policy sees them.
+    fn fault_in(&mut self, query: &WorkQuery, now: i64) -> Result<(), WorkError> {
+        if self.table.horizon().is_none() {
+            // Every enqueued work is held.
+            return Ok(());
+        }
+        let found = self.outbox.store().enqueued(query)?;
+        self.table.fault_in(found, now);
+        Ok(())
     }
 
     fn now(&self) -> i64 {
@@ -157,11 +218,13 @@ impl Core {
             }
             self.runs.check_stopping();
             let watching = self.check_running_constraints();
+            self.page_in(now);
             let (next, waiting) = self.dispatch(now);
             let next = (next, waiting || watching);
             self.table.prune(now);
             let flushed = self.outbox.flush(&mut self.table);
-            if flushed && self.runs.is_idle() {
+            let paged = self.table.horizon().is_none_or(|h| h.0 > now);
+            if flushed && paged && self.runs.is_idle() {
                 // Nothing runs, and dispatch started whatever could start:
                 // the work still due waits on a constraint or a handler.
                 for waiter in self.idle_waiters.drain(..) {
@@ -190,14 +253,17 @@ impl Core {
                     ))),
                     Some((name, policy)) => {
                         let running_caller = caller.filter(|&id| self.runs.is_running(id));
-                        unique::enqueue_unique(
-                            &mut self.table,
-                            stages,
-                            name,
-                            policy,
-                            running_caller,
-                            now,
-                        )
+                        self.fault_in(&WorkQuery::UniqueName(name.clone()), now)
+                            .and_then(|()| {
+                                unique::enqueue_unique(
+                                    &mut self.table,
+                                    stages,
+                                    name,
+                                    policy,
+                                    running_caller,
+                                    now,
+                                )
+                            })
                     }
                 };
                 self.outbox.reply(Box::new(move || {
@@ -205,12 +271,20 @@ impl Core {
                 }));
             }
             Event::Cancel { query, reply } => {
-                let n = self.table.cancel(&query, self.now());
+                let now = self.now();
+                let outcome = self
+                    .fault_in(&query, now)
+                    .map(|()| self.table.cancel(&query, now));
                 self.outbox.reply(Box::new(move || {
-                    reply.send(Ok(n));
+                    reply.send(outcome);
                 }));
             }
-            Event::Watch { query, to, alive } => self.outbox.watch(query, to, alive),
+            Event::Watch {
+                query,
+                to,
+                alive,
+                registered,
+            } => self.outbox.watch(query, to, alive, registered),
             Event::Done { work, task } => self.finished(work, task),
             Event::Progress { work, task, bytes } => {
                 // Only from the run in progress: a stopped run's late
@@ -471,6 +545,16 @@ impl Core {
             && let Some(d) = self.settings.clock.real_wait(from_ms(at.max(now)))
         {
             at_most(d);
+        }
+        // The next page is loaded when the clock reaches the horizon, and
+        // not before a store retry after a failed load.
+        if let Some(horizon) = self.table.horizon()
+            && let Some(d) = self.settings.clock.real_wait(from_ms(horizon.0.max(now)))
+        {
+            let retry = self.page_failed_at.map_or(Duration::ZERO, |t| {
+                (t + STORE_RETRY).saturating_duration_since(instant)
+            });
+            at_most(d.max(retry));
         }
         wait
     }

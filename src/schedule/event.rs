@@ -28,6 +28,10 @@ pub(crate) enum Event {
         to: cb::Sender<WorkInfo>,
         /// Dead once the watch is dropped.
         alive: Weak<()>,
+        /// `None`: the watch starts with a snapshot of each work it
+        /// selects. `Some`: with no snapshot (the watcher reads the store
+        /// itself); this is told once the watch is registered.
+        registered: Option<crate::oneshot::Sender<()>>,
     },
     Done {
         work: u64,

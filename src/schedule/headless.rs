@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use super::core::RunLog;
 use super::event::Event;
-use super::request::{WorkId, WorkInfo, WorkQuery, WorkState};
+use super::request::{WorkId, WorkInfo};
 #[cfg(doc)]
 use super::{StoreError, WorkStore};
 use super::{WorkError, WorkManagerBuilder};
@@ -133,11 +133,11 @@ impl WorkManagerBuilder {
             .filter_map(|&id| manager.info(WorkId(id)))
             .collect();
         let next_due = manager
-            .infos(&WorkQuery::All)
-            .iter()
-            .filter(|i| i.state == WorkState::Enqueued)
-            .filter_map(|i| i.next_run_at)
-            .min();
+            .shared
+            .reader
+            .next_due()
+            .map_err(WorkError::from)?
+            .map(super::clock::from_ms);
         Ok(DueRun {
             ran,
             stopped: stopped.into_iter().map(WorkId).collect(),

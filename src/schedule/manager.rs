@@ -1,13 +1,13 @@
 //! The work manager: requests in, snapshots and watches out.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel as cb;
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Condvar, Mutex};
 
 use super::clock;
 use super::error::WorkError;
@@ -19,7 +19,7 @@ use super::pace;
 use super::request::{
     self, Enqueued, ExistingWork, Spec, WorkChain, WorkId, WorkInfo, WorkQuery, WorkRequest,
 };
-use super::store::{StoreError, UnreadableWork};
+use super::store::{StoreError, StoreReader, UnreadableWork};
 use super::watch::WorkWatch;
 #[cfg(doc)]
 use super::{WorkContext, WorkManagerBuilder};
@@ -59,9 +59,7 @@ pub struct WorkManager {
 
 impl fmt::Debug for WorkManager {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WorkManager")
-            .field("works", &self.shared.infos.read().len())
-            .finish_non_exhaustive()
+        f.debug_struct("WorkManager").finish_non_exhaustive()
     }
 }
 
@@ -260,31 +258,32 @@ impl WorkManager {
         Operation::waiting(rx)
     }
 
-    /// The work `id`, as last stored; never blocks for long.
+    /// The work `id`, as last stored; never blocks for long. It is read
+    /// from the store (one indexed row), also after the manager stopped;
+    /// `None` if the store holds no readable work `id`, or cannot be read
+    /// (see [`store_error`](Self::store_error) and the log).
     ///
     /// # Examples
     ///
     /// See [`WorkInfo`].
     pub fn info(&self, id: WorkId) -> Option<WorkInfo> {
-        self.shared.infos.read().get(&id.0).cloned()
+        self.infos(&WorkQuery::Id(id)).into_iter().next()
     }
 
-    /// The works `query` selects, by id.
+    /// The works `query` selects, by id, as last stored. They are read
+    /// from the store: a tag or a unique name through its index, every
+    /// work for [`WorkQuery::All`] (its cost grows with the store). Empty
+    /// if the store cannot be read (the error is logged).
     ///
     /// # Examples
     ///
     /// See [`WorkManager`].
     pub fn infos(&self, query: &WorkQuery) -> Vec<WorkInfo> {
-        let mut all: Vec<WorkInfo> = self
-            .shared
-            .infos
-            .read()
-            .values()
-            .filter(|i| query.matches(i))
-            .cloned()
-            .collect();
-        all.sort_by_key(|i| i.id);
-        all
+        self.shared.reader.infos(query).unwrap_or_else(|e| {
+            tracing::error!(target: "isolates", error = %e,
+                "the work store could not be read for a query");
+            Vec::new()
+        })
     }
 
     /// Watches the works `query` selects: see [`WorkWatch`].
@@ -299,6 +298,27 @@ impl WorkManager {
             query,
             to,
             alive: Arc::downgrade(&alive),
+            registered: None,
+        });
+        WorkWatch { rx, _alive: alive }
+    }
+
+    /// Watches the changes to the works `query` selects, from the next
+    /// written turn on, with no snapshot of them first; `registered` is
+    /// told once the watch is in place: a read of the store after that
+    /// misses no change.
+    pub(super) fn watch_changes(
+        &self,
+        query: WorkQuery,
+        registered: oneshot::Sender<()>,
+    ) -> WorkWatch {
+        let (to, rx) = cb::unbounded();
+        let alive = Arc::new(());
+        let _ = self.shared.events.send(Event::Watch {
+            query,
+            to,
+            alive: Arc::downgrade(&alive),
+            registered: Some(registered),
         });
         WorkWatch { rx, _alive: alive }
     }
@@ -381,8 +401,11 @@ impl WorkManager {
         self.shared.store_error.get()
     }
 
-    /// Rows of the store that could not be read when the manager started;
-    /// they are left in the store untouched, and the rest runs.
+    /// Rows of the store that could not be read when the manager started,
+    /// among those it read then (every work not enqueued, and the enqueued
+    /// works due first); they are left in the store untouched, and the rest
+    /// runs. An unreadable row of later enqueued work is found when its
+    /// time comes: it is logged and left as it is.
     ///
     /// # Examples
     ///
@@ -475,7 +498,8 @@ fn with_implicit_tag(handler: &str, tags: Vec<String>) -> Vec<String> {
 
 pub(super) struct Shared {
     pub(super) events: cb::Sender<Event>,
-    pub(super) infos: Arc<RwLock<HashMap<u64, WorkInfo>>>,
+    /// Reads the store for queries.
+    pub(super) reader: Arc<StoreReader>,
     pub(super) store_error: Arc<StoreErrorSlot>,
     pub(super) unreadable: Vec<UnreadableWork>,
     pub(super) handlers: HashSet<String>,

@@ -1,16 +1,16 @@
 //! The one place the table's changes leave the scheduler: written to the
-//! store in one transaction, then published to the snapshots and the
-//! watches, and only then are the callers whose change that write made
-//! durable answered.
+//! store in one transaction, then published to the watches, and only then
+//! are the callers whose change that write made durable answered. The
+//! manager's queries read the store itself (no copy of every work is
+//! kept here).
 
-use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
 use crossbeam_channel as cb;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 
 use super::request::{WorkInfo, WorkQuery};
-use super::store::{Record, StoreError, WorkStore};
+use super::store::{StoreError, WorkStore};
 use super::table::Table;
 
 /// A reply sent once the change it reports is in the store.
@@ -21,13 +21,14 @@ struct Watcher {
     query: WorkQuery,
     to: cb::Sender<WorkInfo>,
     alive: Weak<()>,
+    /// See [`Event::Watch`](super::event::Event::Watch): taken when the
+    /// watch is registered.
+    registered: Option<crate::oneshot::Sender<()>>,
 }
 
-/// The store, the snapshots the manager reads, the watches, and the
-/// answers waiting for the next write.
+/// The store, the watches, and the answers waiting for the next write.
 pub(super) struct Outbox {
     store: WorkStore,
-    infos: Arc<RwLock<HashMap<u64, WorkInfo>>>,
     store_error: Arc<StoreErrorSlot>,
     replies: Vec<Reply>,
     watchers: Vec<Watcher>,
@@ -36,14 +37,9 @@ pub(super) struct Outbox {
 }
 
 impl Outbox {
-    pub(super) fn new(
-        store: WorkStore,
-        infos: Arc<RwLock<HashMap<u64, WorkInfo>>>,
-        store_error: Arc<StoreErrorSlot>,
-    ) -> Self {
+    pub(super) fn new(store: WorkStore, store_error: Arc<StoreErrorSlot>) -> Self {
         Outbox {
             store,
-            infos,
             store_error,
             replies: Vec::new(),
             watchers: Vec::new(),
@@ -51,11 +47,9 @@ impl Outbox {
         }
     }
 
-    /// Publishes every work of `table` as loaded, before its first write.
-    pub(super) fn publish_loaded(&self, table: &Table) {
-        self.infos
-            .write()
-            .extend(table.records().map(|r| (r.id, r.info())));
+    /// The store, to read works the table does not hold.
+    pub(super) fn store(&self) -> &WorkStore {
+        &self.store
     }
 
     /// Sends `reply` once this turn is written.
@@ -64,47 +58,41 @@ impl Outbox {
     }
 
     /// Registers a watch once this turn is written, so its snapshot is
-    /// what the store (and the snapshots) hold.
-    pub(super) fn watch(&mut self, query: WorkQuery, to: cb::Sender<WorkInfo>, alive: Weak<()>) {
-        self.new_watchers.push(Watcher { query, to, alive });
+    /// what the store holds; a watch with `registered` takes no snapshot,
+    /// and is told when it is registered.
+    pub(super) fn watch(
+        &mut self,
+        query: WorkQuery,
+        to: cb::Sender<WorkInfo>,
+        alive: Weak<()>,
+        registered: Option<crate::oneshot::Sender<()>>,
+    ) {
+        self.new_watchers.push(Watcher {
+            query,
+            to,
+            alive,
+            registered,
+        });
     }
 
     /// Writes what changed in `table`; on success publishes it and sends
     /// the replies it makes true. Returns whether everything is written.
     pub(super) fn flush(&mut self, table: &mut Table) -> bool {
         if table.is_clean() {
-            self.send_replies(table);
+            self.send_replies();
             return true;
         }
-        let (puts, deleted) = table.pending();
-        if let Err(e) = self.store.write(puts, deleted) {
+        let (puts, deleted, retag) = table.pending();
+        if let Err(e) = self.store.write(puts, deleted, retag) {
             tracing::error!(target: "isolates", error = %e,
                 "the work store could not be written; retrying");
             self.store_error.set(Some(e));
             return false;
         }
         self.store_error.set(None);
-        let written = table.written();
+        let written = table.written_for(!self.watchers.is_empty());
         let mut changed = written.changed;
-        // The snapshots take the infos themselves unless a watch needs
-        // them too.
-        let watched = !self.watchers.is_empty();
-        {
-            let mut infos = self.infos.write();
-            for id in &written.deleted {
-                infos.remove(id);
-            }
-            if watched {
-                for info in &changed {
-                    infos.insert(info.id.0, info.clone());
-                }
-            } else {
-                for info in changed.drain(..) {
-                    infos.insert(info.id.0, info);
-                }
-            }
-        }
-        if watched {
+        if !self.watchers.is_empty() {
             // Deleted works' last changes reach their watchers only.
             changed.extend(written.gone);
             changed.sort_by_key(|i| i.id);
@@ -117,23 +105,32 @@ impl Outbox {
                         .all(|i| w.to.send(i.clone()).is_ok())
             });
         }
-        self.send_replies(table);
+        self.send_replies();
         true
     }
 
     /// Answers the callers and registers the watches of a written turn.
-    fn send_replies(&mut self, table: &Table) {
+    fn send_replies(&mut self) {
         for reply in self.replies.drain(..) {
             reply();
         }
-        for w in std::mem::take(&mut self.new_watchers) {
-            let mut matching: Vec<_> = table
-                .records()
-                .filter(|r| r.selected_by(&w.query))
-                .map(Record::info)
-                .collect();
-            matching.sort_by_key(|i| i.id);
-            if matching.into_iter().all(|i| w.to.send(i).is_ok()) {
+        for mut w in std::mem::take(&mut self.new_watchers) {
+            if let Some(registered) = w.registered.take() {
+                registered.send(());
+                self.watchers.push(w);
+                continue;
+            }
+            // Everything is written: the store holds every work as it is.
+            let matching = match self.store.select(&w.query) {
+                Ok(found) => found,
+                Err(e) => {
+                    // Dropped: the watch ends, as when the manager stops.
+                    tracing::error!(target: "isolates", error = %e,
+                        "the work store could not be read for a new watch; it ends");
+                    continue;
+                }
+            };
+            if matching.iter().all(|r| w.to.send(r.info()).is_ok()) {
                 self.watchers.push(w);
             }
         }

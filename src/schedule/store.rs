@@ -17,8 +17,10 @@ mod ids;
 mod layout;
 mod lock;
 mod migrate;
+mod query;
 
 use layout::{LAYOUT, decode_row};
+pub(crate) use query::{DueKey, DuePage, StoreReader};
 
 /// `PRAGMA application_id` of our stores: "ISOW".
 const APPLICATION_ID: i32 = 0x4953_4F57;
@@ -246,6 +248,23 @@ impl Record {
     }
 }
 
+/// What a manager loads from its store when it starts
+/// ([`WorkStore::opening`]).
+#[derive(Default)]
+pub(crate) struct Opening {
+    /// Every readable work that is not enqueued, and the first enqueued
+    /// ones by (due, id).
+    pub(crate) records: Vec<Record>,
+    /// The rows that could not be read among those looked at.
+    pub(crate) unreadable: Vec<UnreadableWork>,
+    /// Works whose rows have no columns yet (written by something else):
+    /// written again, so that queries find them.
+    pub(crate) unindexed: Vec<u64>,
+    /// The (due, id) of the last enqueued work loaded, if more may be
+    /// stored after it; `None` when every enqueued work was loaded.
+    pub(crate) horizon: Option<DueKey>,
+}
+
 /// A stored row that could not be read; it stays in the store untouched.
 ///
 /// # Examples
@@ -294,6 +313,8 @@ pub struct WorkStore {
     path: Option<PathBuf>,
     /// Where `sqlite_sequence` stands (see [`ids`]).
     ids: ids::IdReserve,
+    /// The URI of a store in memory, for its readers.
+    memory: Option<String>,
     /// Released after the connection closed (fields drop in order).
     _lock: Option<lock::StoreLock>,
 }
@@ -356,6 +377,7 @@ impl WorkStore {
             conn,
             path: Some(path),
             ids: ids::IdReserve::default(),
+            memory: None,
             _lock: Some(held),
         };
         store.check_and_init()?;
@@ -434,11 +456,18 @@ impl WorkStore {
     /// assert!(WorkStore::in_memory().unwrap().works().unwrap().is_empty());
     /// ```
     pub fn in_memory() -> Result<Self, StoreError> {
-        let conn = Connection::open_in_memory().map_err(io)?;
+        // A named database of SQLite's `memdb`, which the manager's reader
+        // opens too; gone when the last connection to it closes.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let uri = format!("file:/isolates-{}-{n}?vfs=memdb", std::process::id());
+        let conn = Connection::open(&uri).map_err(io)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(io)?;
         let mut store = WorkStore {
             conn,
             path: None,
             ids: ids::IdReserve::default(),
+            memory: Some(uri),
             _lock: None,
         };
         store.check_and_init()?;
@@ -486,11 +515,14 @@ impl WorkStore {
                      -- AUTOINCREMENT: sqlite_sequence keeps the highest id ever
                      -- stored, so ids of deleted (pruned) works are not reused.
                      -- layout: the row layout `record` was written in (see layout.rs).
+                     -- state, due, uniq: see store/query.rs.
                      CREATE TABLE works (id INTEGER PRIMARY KEY AUTOINCREMENT, record BLOB NOT NULL,
-                                         layout INTEGER);
+                                         layout INTEGER, state INTEGER, due INTEGER, uniq TEXT);
+                     {}
                      PRAGMA application_id = {APPLICATION_ID};
                      PRAGMA user_version = {SCHEMA_VERSION};
-                     COMMIT;"
+                     COMMIT;",
+                    migrate::INDEXES
                 ))
                 .map_err(io)?;
         } else if app != APPLICATION_ID {
@@ -566,49 +598,83 @@ impl WorkStore {
             .conn
             .prepare("SELECT id, layout, record FROM works ORDER BY id")
             .map_err(io)?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, Option<i64>>(1),
-                    r.get::<_, Vec<u8>>(2),
-                ))
-            })
-            .map_err(io)?;
+        let mut rows = stmt.query([]).map_err(io)?;
         let (mut good, mut bad) = (Vec::new(), Vec::new());
-        for row in rows {
-            let (id, layout, bytes) = row.map_err(io)?;
-            let (layout, bytes) = match (layout, bytes) {
-                (Ok(layout), Ok(bytes)) => (layout, bytes),
-                // Not a blob or a number (written by something else):
-                // report, keep.
-                (Err(e), _) | (_, Err(e)) => {
-                    bad.push(UnreadableWork {
-                        id: WorkId(id.unsigned_abs()),
-                        reason: e.to_string(),
-                    });
-                    continue;
-                }
-            };
-            match decode_row(layout, &bytes) {
-                Ok(rec) if i64::try_from(rec.id).ok() == Some(id) => match rec.problem() {
-                    None => good.push(rec),
-                    Some(reason) => bad.push(UnreadableWork {
-                        id: WorkId(rec.id),
-                        reason,
-                    }),
-                },
-                Ok(rec) => bad.push(UnreadableWork {
-                    id: WorkId(id.unsigned_abs()),
-                    reason: format!("the row holds work {} instead", rec.id),
-                }),
-                Err(reason) => bad.push(UnreadableWork {
-                    id: WorkId(id.unsigned_abs()),
-                    reason,
-                }),
+        while let Some(row) = rows.next().map_err(io)? {
+            match query::read_row(row).map_err(io)? {
+                Ok(rec) => good.push(rec),
+                Err(why) => bad.push(why),
             }
         }
         Ok((good, bad))
+    }
+
+    /// What a manager loads when it starts: every work that is not
+    /// enqueued, and the first `page` enqueued works by (due, id); see
+    /// [`Opening`].
+    pub(crate) fn opening(&self, page: usize) -> Result<Opening, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, layout, record, state IS NULL FROM works INDEXED BY works_held
+                 WHERE state IS NOT 0 ORDER BY id",
+            )
+            .map_err(io)?;
+        let mut rows = stmt.query([]).map_err(io)?;
+        let mut opening = Opening::default();
+        while let Some(row) = rows.next().map_err(io)? {
+            let unindexed: bool = row.get(3).map_err(io)?;
+            match query::read_row(row).map_err(io)? {
+                Ok(rec) => {
+                    if unindexed {
+                        opening.unindexed.push(rec.id);
+                    }
+                    opening.records.push(query::with_implicit_tag(rec));
+                }
+                Err(why) => opening.unreadable.push(why),
+            }
+        }
+        let (due, horizon) = query::due_after(&self.conn, None, page, &mut opening.unreadable)?;
+        opening.records.extend(due);
+        opening.unreadable.sort_by_key(|u| u.id);
+        opening.horizon = horizon;
+        Ok(opening)
+    }
+
+    /// The next `n` enqueued works after `after` in (due, id) order, and
+    /// the key of the last, if more may follow. Rows that cannot be read
+    /// are logged and left in the store as they are.
+    pub(crate) fn due_after(&self, after: DueKey, n: usize) -> Result<DuePage, StoreError> {
+        let mut unreadable = Vec::new();
+        let page = query::due_after(&self.conn, Some(after), n, &mut unreadable)?;
+        for bad in unreadable {
+            tracing::warn!(target: "isolates", work = %bad.id, reason = %bad.reason,
+                "a stored work could not be read; it is left in the store untouched");
+        }
+        Ok(page)
+    }
+
+    /// The readable works `query` selects, by id.
+    pub(crate) fn select(&self, query: &WorkQuery) -> Result<Vec<Record>, StoreError> {
+        query::select(&self.conn, query)
+    }
+
+    /// The readable enqueued works `query` selects, in no order.
+    pub(crate) fn enqueued(&self, query: &WorkQuery) -> Result<Vec<Record>, StoreError> {
+        query::enqueued(&self.conn, query)
+    }
+
+    /// A second connection for the manager's queries.
+    pub(crate) fn reader(&self) -> Result<StoreReader, StoreError> {
+        let conn = match (&self.path, &self.memory) {
+            (Some(path), _) => Connection::open(path),
+            (None, Some(uri)) => Connection::open(uri),
+            (None, None) => Connection::open_in_memory(),
+        }
+        .map_err(io)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(io)?;
+        conn.pragma_update(None, "query_only", true).map_err(io)?;
+        Ok(StoreReader::new(conn))
     }
 
     /// The highest id the store ever held, readable or not, deleted or
@@ -651,11 +717,15 @@ impl WorkStore {
         }
     }
 
-    /// Writes `puts` and deletes `deletes` in one transaction.
+    /// Writes `puts` and deletes `deletes` in one transaction; the works
+    /// `retag` names (new, or their tags changed) have their tags written,
+    /// their old tag rows deleted first where the flag says there may be
+    /// some.
     pub(crate) fn write<'a>(
         &mut self,
         puts: impl IntoIterator<Item = &'a Record>,
         deletes: &[u64],
+        retag: &std::collections::HashMap<u64, bool>,
     ) -> Result<(), StoreError> {
         let codec = Bincode::new();
         let puts: Vec<&Record> = puts.into_iter().collect();
@@ -665,8 +735,12 @@ impl WorkStore {
         {
             let mut put = tx
                 .prepare_cached(
-                    "INSERT OR REPLACE INTO works (id, record, layout) VALUES (?1, ?2, ?3)",
+                    "INSERT OR REPLACE INTO works (id, record, layout, state, due, uniq)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
+                .map_err(io)?;
+            let mut tag = tx
+                .prepare_cached("INSERT OR IGNORE INTO work_tags (tag, id) VALUES (?1, ?2)")
                 .map_err(io)?;
             let mut bytes = Vec::new();
             for rec in puts {
@@ -675,7 +749,18 @@ impl WorkStore {
                     StoreError::Io(format!("work {} could not be encoded: {e}", rec.id))
                 })?;
                 let id = i64::try_from(rec.id).map_err(|_| StoreError::Io("id overflow".into()))?;
-                put.execute(params![id, bytes, LAYOUT]).map_err(io)?;
+                let (state, due, uniq) = query::columns(rec);
+                let tags = retag.get(&rec.id).copied();
+                if tags == Some(true) {
+                    query::untag(&tx, id)?;
+                }
+                put.execute(params![id, bytes, LAYOUT, state, due, uniq])
+                    .map_err(io)?;
+                if tags.is_some() {
+                    for t in query::found_tags(rec) {
+                        tag.execute(params![t, id]).map_err(io)?;
+                    }
+                }
             }
             if !deletes.is_empty() {
                 let mut del = tx
@@ -683,6 +768,7 @@ impl WorkStore {
                     .map_err(io)?;
                 for &id in deletes {
                     let id = i64::try_from(id).map_err(|_| StoreError::Io("id overflow".into()))?;
+                    query::untag(&tx, id)?;
                     del.execute(params![id]).map_err(io)?;
                 }
             }

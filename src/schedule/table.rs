@@ -1,12 +1,13 @@
 //! The works, their states and the transitions between them: a pure
 //! record table.
 //!
-//! The table holds every work's record and the indexes over them (what
-//! waits on what, the unique names, the order works are due in), and
+//! The table holds the records of the works it must (see [`lazy`]: not
+//! every stored work) and the indexes over them (what waits on what, the
+//! unique names, the order works are due in), and
 //! moves works from state to state. It does no I/O, starts no threads and
 //! reads no clock: each transition takes the time it needs, and the table
 //! notes what it changed for the scheduler to apply: the records to write
-//! and to delete ([`pending`](Table::pending), [`written`](Table::written)),
+//! and to delete ([`pending`](Table::pending), [`written_for`](Table::written_for)),
 //! and the runs to stop ([`take_halts`](Table::take_halts)).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -43,7 +44,9 @@ pub(super) struct Limits {
 pub(super) struct Written {
     /// The works changed, as they are now.
     pub(super) changed: Vec<WorkInfo>,
-    /// The works deleted.
+    /// The works deleted (the tests read them; the store deletes them
+    /// from [`Table::pending`]).
+    #[cfg(test)]
     pub(super) deleted: Vec<u64>,
     /// The last state of works deleted this turn because new work under
     /// their unique name superseded them: their watchers get it.
@@ -78,6 +81,18 @@ pub(super) struct Table {
     cascade: Vec<(u64, i64)>,
     /// Whether a cascade is being worked through.
     cascading: bool,
+    /// See [`lazy`]: enqueued works after this (due, id) may be stored
+    /// and not held; `None`: every enqueued work is held.
+    horizon: Option<(i64, u64)>,
+    /// Works whose tags the next write puts (new works, changed tags),
+    /// with whether the store may hold tag rows of theirs to delete first
+    /// (not for new works).
+    retag: HashMap<u64, bool>,
+    /// Works read in from the store for this turn ([`Table::fault_in`]).
+    faulted: Vec<u64>,
+    /// How many held enqueued works make the table bring its horizon
+    /// nearer.
+    trim_at: usize,
 }
 
 impl Table {
@@ -99,6 +114,10 @@ impl Table {
             pruned_at: i64::MIN,
             cascade: Vec::new(),
             cascading: false,
+            horizon: None,
+            retag: HashMap::new(),
+            faulted: Vec::new(),
+            trim_at: 2 * lazy::PAGE,
         }
     }
 
@@ -107,25 +126,8 @@ impl Table {
     /// interrupted run is cancelled, and blocked work whose prerequisites
     /// were decided before the last stop is decided.
     pub(super) fn load(&mut self, records: Vec<Record>, now: i64) {
-        for mut rec in records {
-            // Stored before works carried their handler's name as a tag.
-            if !rec.tags.contains(&rec.handler) {
-                rec.tags.insert(0, rec.handler.clone());
-            }
-            if rec.retire && !rec.state.is_finished() {
-                // It replaced itself, and its last run was interrupted.
-                rec.state = WorkState::Cancelled;
-                rec.finished_at = Some(now);
-                rec.failure = Some(REPLACED.to_owned());
-                self.dirty.insert(rec.id);
-            } else if rec.state == WorkState::Running {
-                // Interrupted by a crash or a kill: it runs again.
-                rec.state = WorkState::Enqueued;
-                rec.next_run_at = rec.next_run_at.min(now);
-                rec.progress = None;
-                self.dirty.insert(rec.id);
-            }
-            self.insert(rec);
+        for rec in records {
+            self.admit(rec, now);
         }
         // A prerequisite may have finished (or become unreadable) without
         // its dependents being decided before the last stop.
@@ -148,7 +150,8 @@ impl Table {
         self.records.get(&id)
     }
 
-    /// Every record, in no order.
+    /// Every record held, in no order.
+    #[cfg(test)]
     pub(super) fn records(&self) -> impl Iterator<Item = &Record> {
         self.records.values()
     }
@@ -205,25 +208,42 @@ impl Table {
         self.dirty.is_empty() && self.deleted.is_empty()
     }
 
-    /// What the next write puts and deletes.
-    pub(super) fn pending(&self) -> (impl Iterator<Item = &Record>, &[u64]) {
+    /// What the next write puts and deletes, and the works whose tags it
+    /// puts.
+    pub(super) fn pending(&self) -> (impl Iterator<Item = &Record>, &[u64], &HashMap<u64, bool>) {
         let records = &self.records;
         let puts = self.dirty.iter().filter_map(|id| records.get(id));
-        (puts, &self.deleted)
+        (puts, &self.deleted, &self.retag)
     }
 
     /// Marks [`pending`](Self::pending) written; returns what it changed.
+    #[cfg(test)]
     pub(super) fn written(&mut self) -> Written {
-        let records = &self.records;
-        Written {
-            changed: self
-                .dirty
-                .drain()
-                .filter_map(|id| records.get(&id).map(Record::info))
-                .collect(),
+        self.written_for(true)
+    }
+
+    /// Marks [`pending`](Self::pending) written; returns what it changed,
+    /// with the changed works' infos if `infos` (someone watches). The
+    /// works that need not stay in memory leave it ([`lazy`]).
+    pub(super) fn written_for(&mut self, infos: bool) -> Written {
+        let ids: Vec<u64> = self.dirty.drain().collect();
+        self.retag.clear();
+        let changed = if infos {
+            ids.iter()
+                .filter_map(|id| self.records.get(id).map(Record::info))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let written = Written {
+            changed,
+            #[cfg(test)]
             deleted: std::mem::take(&mut self.deleted),
             gone: std::mem::take(&mut self.gone),
-        }
+        };
+        self.deleted.clear();
+        self.release(ids);
+        written
     }
 
     /// The works whose run, if one is in progress, must be told to stop.
@@ -316,6 +336,7 @@ impl Table {
                 let rec = new_record(id, spec, name.clone(), prev.clone(), now);
                 self.insert(rec);
                 self.dirty.insert(id);
+                self.retag.insert(id, false);
                 if !prev.is_empty() {
                     self.resolve_blocked(id, now);
                 }
@@ -362,6 +383,7 @@ impl Table {
 
     /// Changes unfinished work `id` to what `spec` asks, in place (UPDATE).
     pub(super) fn update_in_place(&mut self, id: u64, spec: Spec, now: i64) {
+        self.retag.entry(id).or_insert(true);
         self.update(id, |r| {
             r.handler = spec.handler;
             if spec.input.is_some() {
@@ -842,6 +864,9 @@ fn next_period(r: &mut Record, ran_at: i64) {
     r.state = WorkState::Enqueued;
     r.next_run_at = next_run_at;
 }
+
+mod lazy;
+pub(super) use lazy::PAGE;
 
 #[cfg(test)]
 pub(super) mod tests;

@@ -21,7 +21,7 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use super::WorkManager;
-use super::request::{WorkInfo, WorkQuery, WorkState};
+use super::request::WorkQuery;
 
 mod launchd;
 mod schtasks;
@@ -374,38 +374,54 @@ impl WorkManager {
     /// }
     /// ```
     pub fn wake_with_os(&self, wake: OsWake) -> Result<(), WakeError> {
-        let mut watch = self.watch(WorkQuery::All);
-        let mut works: std::collections::HashMap<u64, WorkInfo> = self
-            .infos(&WorkQuery::All)
-            .into_iter()
-            .map(|i| (i.id.0, i))
-            .collect();
-        let mut armed = next_due(&works);
+        // The store says when the next work is due (an index lookup); the
+        // watch only says when to ask again, so nothing is kept per work.
+        let (registered, in_place) = crate::oneshot::oneshot();
+        let mut watch = self.watch_changes(WorkQuery::All, registered);
+        let reader = std::sync::Arc::clone(&self.shared.reader);
+        let next_due = move || match reader.next_due() {
+            Ok(at) => Some(at.map(super::clock::from_ms)),
+            Err(e) => {
+                tracing::warn!(target: "isolates", error = %e,
+                    "the work store could not be read for the next due work");
+                None
+            }
+        };
+        let mut armed = next_due().flatten();
         wake.arm(armed)?;
         let running = self.shared.live.enter();
         std::thread::Builder::new()
             .name("isolates-wake".into())
             .spawn(move || {
                 let _running = running;
-                // Ends when the manager stops (the watch's sender goes).
-                while let Some(first) = watch.next() {
-                    for info in std::iter::once(first).chain(watch.drain()) {
-                        works.insert(info.id.0, info);
-                    }
-                    let next = next_due(&works);
-                    if next != armed {
-                        armed = next;
+                let rearm = |armed: &mut Option<SystemTime>| {
+                    if let Some(next) = next_due()
+                        && next != *armed
+                    {
+                        *armed = next;
                         if let Err(e) = wake.arm(next) {
                             tracing::warn!(target: "isolates", error = %e,
                                 "the OS wake-up could not be updated");
                         }
                     }
+                };
+                // A change written before the watch was in place is read
+                // once it is.
+                if in_place.recv_until(None).is_ok() {
+                    rearm(&mut armed);
+                }
+                // Ends when the manager stops (the watch's sender goes).
+                while let Some(_first) = watch.next() {
+                    watch.drain();
+                    rearm(&mut armed);
                 }
                 // The manager stopped: set the timer once more, whatever
                 // it was. A timer that fired while the app ran (and found
                 // the store held) is spent, and work due already (waiting
                 // on a constraint) is not a change the watch would show.
-                if let Err(e) = wake.arm(next_due(&works)) {
+                if let Some(next) = next_due()
+                    && let Err(e) = wake.arm(next)
+                {
                     tracing::warn!(target: "isolates", error = %e,
                         "the OS wake-up could not be set at shutdown");
                 }
@@ -417,15 +433,6 @@ impl WorkManager {
             })?;
         Ok(())
     }
-}
-
-/// The earliest time an enqueued work is due.
-fn next_due(works: &std::collections::HashMap<u64, WorkInfo>) -> Option<SystemTime> {
-    works
-        .values()
-        .filter(|i| i.state == WorkState::Enqueued)
-        .filter_map(|i| i.next_run_at)
-        .min()
 }
 
 /// Runs `program args`, waiting for it; its failure as a [`WakeError`].

@@ -11,11 +11,24 @@
 use rusqlite::{Transaction, params};
 
 use super::StoreError;
-use super::layout;
+use super::{layout, query};
 
 /// The schema version of a store this build creates, and the newest it
 /// reads.
-pub(super) const LATEST: i32 = 2;
+pub(super) const LATEST: i32 = 3;
+
+/// The indexes over the columns of schema 3 and the tags table (see
+/// [`query`]): enqueued works by (due, id); the works that are not
+/// enqueued (or whose row has no columns: `state` is `NULL`), which a
+/// manager loads when it starts; works by unique name; works by tag (a
+/// work's tag rows are found from its row's tags when it changes: no index
+/// by id, one page less to write a work).
+pub(super) const INDEXES: &str = "
+    CREATE INDEX works_due ON works (due, id) WHERE due IS NOT NULL;
+    CREATE INDEX works_held ON works (state) WHERE state IS NOT 0;
+    CREATE INDEX works_uniq ON works (uniq) WHERE uniq IS NOT NULL;
+    CREATE TABLE work_tags (tag TEXT NOT NULL, id INTEGER NOT NULL, PRIMARY KEY (tag, id))
+        WITHOUT ROWID;";
 
 /// One step: from `from` to `from + 1`.
 struct Migration {
@@ -24,10 +37,16 @@ struct Migration {
 }
 
 /// Every step, in order; `MIGRATIONS[i].from == i + 1`.
-const MIGRATIONS: &[Migration] = &[Migration {
-    from: 1,
-    run: add_layouts,
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        from: 1,
+        run: add_layouts,
+    },
+    Migration {
+        from: 2,
+        run: add_columns,
+    },
+];
 
 /// 1 → 2: each row says the layout it was written in. Schema-1 rows have
 /// no number; each is read to tell (they are layout 1 or 2), and a row
@@ -51,6 +70,42 @@ fn add_layouts(tx: &Transaction<'_>) -> Result<(), rusqlite::Error> {
     let mut set = tx.prepare("UPDATE works SET layout = ?2 WHERE id = ?1")?;
     for (id, n) in found {
         set.execute(params![id, n])?;
+    }
+    Ok(())
+}
+
+/// 2 → 3: the columns the store is searched by (state, due, unique name)
+/// and the tags table, filled from each row that reads; a row that does
+/// not keeps `NULL` columns, and its bytes stay as they were.
+fn add_columns(tx: &Transaction<'_>) -> Result<(), rusqlite::Error> {
+    tx.execute_batch(&format!(
+        "ALTER TABLE works ADD COLUMN state INTEGER;
+         ALTER TABLE works ADD COLUMN due INTEGER;
+         ALTER TABLE works ADD COLUMN uniq TEXT;
+         {INDEXES}"
+    ))?;
+    // Read first, then written: a table is not changed under a scan of it.
+    type Columns = (i64, i64, Option<i64>, Option<String>, Vec<String>);
+    let mut found: Vec<Columns> = Vec::new();
+    {
+        let mut rows = tx.prepare("SELECT id, layout, record FROM works")?;
+        let mut rows = rows.query([])?;
+        while let Some(row) = rows.next()? {
+            let id: i64 = row.get(0)?;
+            if let Ok(rec) = query::read_row(row)? {
+                let (state, due, uniq) = query::columns(&rec);
+                let tags = query::found_tags(&rec).map(str::to_owned).collect();
+                found.push((id, state, due, uniq.map(str::to_owned), tags));
+            }
+        }
+    }
+    let mut set = tx.prepare("UPDATE works SET state = ?2, due = ?3, uniq = ?4 WHERE id = ?1")?;
+    let mut tag = tx.prepare("INSERT OR IGNORE INTO work_tags (tag, id) VALUES (?1, ?2)")?;
+    for (id, state, due, uniq, tags) in found {
+        set.execute(params![id, state, due, uniq])?;
+        for t in tags {
+            tag.execute(params![t, id])?;
+        }
     }
     Ok(())
 }

@@ -66,7 +66,7 @@ fn new_work_is_due_after_its_delay_and_pending_until_written() {
     assert_eq!(state(&t, id), WorkState::Enqueued);
     assert_eq!(t.due().collect::<Vec<_>>(), vec![(1_500, id)]);
     assert!(!t.is_clean());
-    let (puts, deleted) = t.pending();
+    let (puts, deleted, _) = t.pending();
     assert_eq!(puts.map(|r| r.id).collect::<Vec<_>>(), vec![id]);
     assert!(deleted.is_empty());
     let written = t.written();
@@ -283,7 +283,7 @@ fn loading_requeues_interrupted_runs_and_ends_self_replaced_work() {
         (r.state, r.input.clone()),
         (WorkState::Enqueued, Some(encoded(&3u8)))
     );
-    let (puts, _) = loaded.pending();
+    let (puts, _, _) = loaded.pending();
     let mut dirty: Vec<u64> = puts.map(|r| r.id).collect();
     dirty.sort_unstable();
     assert_eq!(dirty, vec![run, retired, dep.0]);
