@@ -60,13 +60,10 @@ type Deliver = Arc<dyn Fn(Event) + Send + Sync>;
 /// Counts a resolved task in its pool's counters.
 pub(crate) type Count = Arc<dyn Fn(&Outcome) + Send + Sync>;
 
-/// What slots hand to the bridge.
+/// What the pool's thread hands to the bridge.
 enum Command {
-    Submit {
-        id: u64,
-        deadline_ms: u64,
-        input: Vec<u8>,
-    },
+    /// Tasks handed over together.
+    Submit(Vec<Submit>),
     Cancel(u64),
 }
 
@@ -106,6 +103,15 @@ struct Places {
 }
 
 impl Places {
+    fn try_take(&self) -> bool {
+        let mut free = self.free.lock();
+        if *free == 0 {
+            return false;
+        }
+        *free -= 1;
+        true
+    }
+
     fn take(&self) {
         let mut free = self.free.lock();
         while *free == 0 {
@@ -126,6 +132,7 @@ pub(crate) struct Client<W: Worker> {
     commands: tokio::sync::mpsc::UnboundedSender<Command>,
     routes: Arc<Routes>,
     places: Arc<Places>,
+    batch: usize,
     wire: Arc<dyn WorkerWire<W>>,
     /// Last: stopping it ends the tasks that hold the rest.
     bridge: Bridge,
@@ -202,6 +209,7 @@ impl<W: Worker> Client<W> {
                 out: Mutex::new(0),
                 drained: Condvar::new(),
             }),
+            batch: options.batch,
             wire: Arc::new(CodecWire(codec)),
             bridge,
         }))
@@ -212,6 +220,7 @@ impl<W: Worker> Client<W> {
         RemoteSlot {
             client: Arc::clone(self),
             holding: false,
+            handed: Vec::new(),
         }
     }
 }
@@ -316,15 +325,7 @@ impl Batcher {
                     .publish(self.names.cancel(), payload.into())
                     .await;
             }
-            Command::Submit {
-                id,
-                deadline_ms,
-                input,
-            } => queue.push_back(Submit {
-                id,
-                deadline_ms,
-                input,
-            }),
+            Command::Submit(tasks) => queue.extend(tasks),
         }
     }
 
@@ -432,6 +433,9 @@ pub(crate) struct RemoteSlot<W: Worker> {
     client: Arc<Client<W>>,
     /// Whether this thread holds an in-flight place not used yet.
     holding: bool,
+    /// Tasks handed over and not yet given to the bridge: they go
+    /// together, before this thread waits (for a place or a task).
+    handed: Vec<Submit>,
 }
 
 impl<W: Worker> RemoteSlot<W> {
@@ -439,14 +443,27 @@ impl<W: Worker> RemoteSlot<W> {
     /// the queue (so the queue's order holds).
     pub(crate) fn place(&mut self) {
         if !self.holding {
-            self.client.places.take();
+            if !self.client.places.try_take() {
+                self.flush();
+                self.client.places.take();
+            }
             self.holding = true;
+        }
+    }
+
+    /// Gives the tasks handed over to the bridge: before this thread
+    /// waits (for a place, or for a task when the queue is empty).
+    pub(crate) fn flush(&mut self) {
+        if !self.handed.is_empty() {
+            let tasks = std::mem::take(&mut self.handed);
+            let _ = self.client.commands.send(Command::Submit(tasks));
         }
     }
 
     /// Waits until every task handed over has resolved (the pool closed:
     /// the tasks out finish first).
     pub(crate) fn drain(&mut self) {
+        self.flush();
         let places = &self.client.places;
         let mut out = places.out.lock();
         while *out > 0 {
@@ -531,11 +548,14 @@ impl<W: Worker> RemoteSlot<W> {
             }
         }));
         if cell.state() != TaskState::Done {
-            let _ = client.commands.send(Command::Submit {
+            self.handed.push(Submit {
                 id: cell.id,
                 deadline_ms,
                 input,
             });
+            if self.handed.len() >= client.batch {
+                self.flush();
+            }
         }
     }
 }

@@ -118,6 +118,11 @@ pub(super) fn worker_main<W: Worker>(
         #[cfg(feature = "nats")]
         if let Exec::Nats(remote) = &mut exec {
             remote.place();
+            // The tasks handed over go out before this thread may wait
+            // for the next.
+            if inner.queue.lock().len == 0 {
+                remote.flush();
+            }
         }
         let Some(job) = inner.next(slot, generation) else {
             break;

@@ -373,3 +373,62 @@ pub(crate) async fn stream(
     .await
     .map_err(|e| RemoteError::JetStream(e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::frame;
+
+    #[test]
+    fn a_batch_of_tasks_reads_back_whole() {
+        let mut batch = frame::Tasks::new(7);
+        batch.push(1, frame::NO_DEADLINE, b"one");
+        batch.push(2, 500, b"");
+        assert_eq!(batch.len(), 2);
+        let (bytes, ids) = batch.finish();
+        assert_eq!(ids, [1, 2]);
+        let (client, tasks) = frame::parse_tasks(&bytes).unwrap();
+        assert_eq!(client, 7);
+        assert_eq!(
+            tasks,
+            [(1, frame::NO_DEADLINE, &b"one"[..]), (2, 500, &b""[..])]
+        );
+    }
+
+    #[test]
+    fn a_malformed_batch_is_refused_whole() {
+        let mut batch = frame::Tasks::new(7);
+        batch.push(1, 0, b"abc");
+        batch.push(2, 0, b"def");
+        let (bytes, _) = batch.finish();
+        // Cut short, one byte too many, a count past the limit, none.
+        assert!(frame::parse_tasks(&bytes[..bytes.len() - 1]).is_none());
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(frame::parse_tasks(&longer).is_none());
+        let mut many = bytes.clone();
+        many[12..16].copy_from_slice(&(frame::MAX_BATCH as u32 + 1).to_le_bytes());
+        assert!(frame::parse_tasks(&many).is_none());
+        let mut none = bytes.clone();
+        none[12..16].copy_from_slice(&0u32.to_le_bytes());
+        assert!(frame::parse_tasks(&none).is_none());
+        // An input length past the message.
+        let mut huge = bytes;
+        huge[32..36].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(frame::parse_tasks(&huge).is_none());
+    }
+
+    #[test]
+    fn results_read_back_whole_or_not_at_all() {
+        let results = vec![
+            (1, frame::VALUE, b"x".to_vec()),
+            (9, frame::FAILED, Vec::new()),
+        ];
+        let bytes = frame::results(&results);
+        assert_eq!(
+            frame::parse_results(&bytes).unwrap(),
+            [(1, frame::VALUE, &b"x"[..]), (9, frame::FAILED, &b""[..])]
+        );
+        assert!(frame::parse_results(&bytes[..bytes.len() - 1]).is_none());
+        assert!(frame::parse_results(b"ISR1").is_none());
+    }
+}
