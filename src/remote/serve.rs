@@ -27,6 +27,13 @@ use crate::unwind;
 /// The durable consumer all workers of a pool share.
 const CONSUMER: &str = "workers";
 
+/// How long a batch's results wait for the next one to follow before they
+/// go (a task that takes longer is not waited for).
+const RESULTS_LINGER: Duration = Duration::from_micros(20);
+
+/// The longest the results of a batch wait for more, all told.
+const RESULTS_LINGER_MAX: Duration = Duration::from_micros(500);
+
 /// How many cancelled task ids a worker remembers (a cancel may arrive
 /// before its task).
 const CANCELLED_KEEP: usize = 16_384;
@@ -496,12 +503,23 @@ impl Pull {
                     let _ = message.ack_with(AckKind::Progress).await;
                 }
             }
-            // Those finished meanwhile go in the same message.
-            while left > 0
-                && let Ok(answer) = done.try_recv()
-            {
-                left -= 1;
-                self.take(client, answer, &mut ready, &mut finished);
+            // Those finished meanwhile, and those that follow close behind
+            // (a short bounded wait, while they keep coming), go in the
+            // same message.
+            let started = Instant::now();
+            let mut last = started;
+            while left > 0 {
+                if let Ok(answer) = done.try_recv() {
+                    left -= 1;
+                    self.take(client, answer, &mut ready, &mut finished);
+                    last = Instant::now();
+                    continue;
+                }
+                let now = Instant::now();
+                if now - last >= RESULTS_LINGER || now - started >= RESULTS_LINGER_MAX {
+                    break;
+                }
+                tokio::task::yield_now().await;
             }
             if left == 0 {
                 drop(permit.take());
