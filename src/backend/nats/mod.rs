@@ -159,9 +159,13 @@ pub(crate) mod frame {
         }
     }
 
-    /// A batch's client and its tasks (id, deadline, input); `None` unless
+    /// One task of a batch: its id, milliseconds left until its deadline,
+    /// and input.
+    pub(crate) type BatchTask<'a> = (u64, u64, &'a [u8]);
+
+    /// A batch's client and its tasks; `None` unless
     /// the whole message is well formed.
-    pub(crate) fn parse_tasks(bytes: &[u8]) -> Option<(u64, Vec<(u64, u64, &[u8])>)> {
+    pub(crate) fn parse_tasks(bytes: &[u8]) -> Option<(u64, Vec<BatchTask<'_>>)> {
         let rest = bytes.strip_prefix(TASKS)?;
         let (client, rest) = split_u64(rest)?;
         let (count, mut rest) = split_u32(rest)?;
