@@ -578,3 +578,49 @@ fn outcome<W: Worker>(
     );
     Outcome::from(invoked.pack(&codecs.output, &codecs.error))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A result delivered twice (a batch run again after its first worker
+    /// died) resolves its task once; the second finds no route (the
+    /// listener counts it a duplicate).
+    #[test]
+    fn a_second_result_for_a_task_is_a_duplicate() {
+        let routes = Routes::default();
+        let results = Arc::new(AtomicU64::new(0));
+        let progress = Arc::new(AtomicU64::new(0));
+        let deliver: Deliver = {
+            let (results, progress) = (Arc::clone(&results), Arc::clone(&progress));
+            Arc::new(move |event| match event {
+                Event::Progress(_) => drop(progress.fetch_add(1, Ordering::Relaxed)),
+                _ => drop(results.fetch_add(1, Ordering::Relaxed)),
+            })
+        };
+        routes.tasks.lock().insert(5, deliver);
+        assert!(routes.waits_for_any(&[4, 5]));
+        assert!(routes.send(5, Event::Progress(bytes::Bytes::new())));
+        assert!(routes.send(5, Event::Result(frame::VALUE, bytes::Bytes::new())));
+        assert!(!routes.send(5, Event::Result(frame::VALUE, bytes::Bytes::new())));
+        assert!(!routes.send(5, Event::Progress(bytes::Bytes::new())));
+        assert_eq!(results.load(Ordering::Relaxed), 1);
+        assert_eq!(progress.load(Ordering::Relaxed), 1);
+        assert!(!routes.waits_for_any(&[4, 5]));
+    }
+
+    #[test]
+    fn places_are_taken_and_given_back() {
+        let places = Places {
+            free: Mutex::new(1),
+            given_back: Condvar::new(),
+            out: Mutex::new(0),
+            drained: Condvar::new(),
+        };
+        assert!(places.try_take());
+        assert!(!places.try_take());
+        places.give_back();
+        places.take();
+        assert!(!places.try_take());
+    }
+}
