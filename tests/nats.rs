@@ -226,14 +226,20 @@ fn a_killed_worker_process_has_its_task_redelivered() {
     let b = WorkerProcess::start(&server.url(), "killed");
     let mut ui = MainThread::new();
     let resolved = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
-    // A long task, to catch one worker in the middle of it.
-    let mut marker = pool.submit(Job::Sleep(1_500));
+    // A long task amid short ones, to catch one worker in the middle of
+    // it: its batch most likely holds short tasks already resolved, which
+    // the batch's second run must not resolve again.
+    let mut marker = None;
     for n in 0..TASKS {
+        if n == TASKS / 3 {
+            marker = Some(pool.submit(Job::Sleep(1_500)));
+        }
         let r = resolved.clone();
         ui.on_done(pool.submit(Job::Square(n)), move |v| {
             r.borrow_mut().push((n, v))
         });
     }
+    let mut marker = marker.unwrap();
     let mut ran_marker = None;
     assert!(
         wait_until(
