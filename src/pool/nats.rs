@@ -12,9 +12,8 @@
 //! when it resolves, however it does.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
-use std::sync::Weak;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -31,8 +30,8 @@ use crate::error::RemoteError;
 use crate::invoke::Invoked;
 use crate::pool::task::TaskState;
 
-/// How often a slot waiting for a result looks at the connection (a
-/// cancel or a deadline wakes it at once).
+/// How often the bridge looks at a connection that is down, until the
+/// disconnect timeout fails the tasks out (never while it is up).
 const LINK_POLL: Duration = Duration::from_secs(1);
 
 /// The longest wait between two publishes of a batch the server did not
