@@ -169,7 +169,8 @@ fn main() {
         }
     };
     let remote = match Pool::<Mandelbrot>::builder()
-        .nats(NatsOptions::new(url.as_str()).in_flight(16), POOL)
+        // Long tasks: small batches, so both worker processes get tiles.
+        .nats(NatsOptions::new(url.as_str()).in_flight(16).batch(2), POOL)
         .spawn(max_iter)
     {
         Ok(pool) => pool,

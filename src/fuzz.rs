@@ -52,8 +52,8 @@ pub fn stored_row(bytes: &[u8]) {
 #[cfg(feature = "nats")]
 pub fn nats_frames(bytes: &[u8]) {
     use crate::backend::nats::frame;
-    let _ = frame::parse_task(bytes);
-    let _ = frame::parse_result(bytes);
+    let _ = frame::parse_tasks(bytes);
+    let _ = frame::parse_results(bytes);
     let _ = frame::parse_progress(bytes);
     let _ = frame::parse_cancel(bytes);
 }

@@ -6,24 +6,28 @@
 //! [`Worker`], the same [`TaskHandle`](crate::pool::TaskHandle). Its
 //! tasks are published, encoded with the pool's codec, to a JetStream
 //! work-queue stream of the pool's name (`ISOLATES_<name>`, file storage,
-//! subject `isolates.<name>.tasks`); worker processes started with
-//! [`serve`] on any machine that reaches the server pull them from one
-//! durable consumer, run them on local worker threads and send the result
-//! back.
+//! subject `isolates.<name>.tasks`), in batches: the tasks handed over
+//! while an earlier batch waits for the server's confirmation share one
+//! message (up to [`batch`](NatsOptions::batch) tasks; a task alone goes
+//! at once). Worker processes started with [`serve`] on any machine that
+//! reaches the server pull the batches from one durable consumer, run
+//! their tasks on local worker threads and send the results back, several
+//! to a message.
 //!
 //! - **At least once on the wire, exactly once at the handle.** A worker
-//!   acknowledges a task only after the client confirmed its result. A
-//!   worker that dies mid-task leaves its task unacknowledged, and
+//!   acknowledges a batch only after the client confirmed all its
+//!   results. A worker that dies mid-batch leaves it unacknowledged, and
 //!   JetStream hands it to another worker after the
-//!   [ack wait](NatsOptions::ack_wait); a long task keeps its claim with
-//!   in-progress acknowledgements. The client resolves each handle once
-//!   and ignores a second result.
+//!   [ack wait](NatsOptions::ack_wait); a long task keeps its batch's
+//!   claim with in-progress acknowledgements. The client resolves each
+//!   handle once and ignores a second result.
 //! - **Priorities, cancellation, deadlines.** Tasks wait in the client's
 //!   queue in priority order until one of the
 //!   [`in_flight`](NatsOptions::in_flight) places on the wire is free.
 //!   Cancelling a queued task never sends it; cancelling a published one
-//!   deletes it from the stream and tells the workers, whose running task
-//!   sees [`TaskContext::is_cancelled`](crate::pool::TaskContext::is_cancelled).
+//!   tells the workers at once: a worker skips it if it has not started,
+//!   and a running one sees
+//!   [`TaskContext::is_cancelled`](crate::pool::TaskContext::is_cancelled).
 //!   A deadline travels with the task and cancels it the same way.
 //! - **Progress** values and [`MainThread`](crate::pool::MainThread)
 //!   callbacks work as in a local pool.

@@ -226,14 +226,20 @@ fn a_killed_worker_process_has_its_task_redelivered() {
     let b = WorkerProcess::start(&server.url(), "killed");
     let mut ui = MainThread::new();
     let resolved = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
-    // A long task, to catch one worker in the middle of it.
-    let mut marker = pool.submit(Job::Sleep(1_500));
+    // A long task amid short ones, to catch one worker in the middle of
+    // it: its batch most likely holds short tasks already resolved, which
+    // the batch's second run must not resolve again.
+    let mut marker = None;
     for n in 0..TASKS {
+        if n == TASKS / 3 {
+            marker = Some(pool.submit(Job::Sleep(1_500)));
+        }
         let r = resolved.clone();
         ui.on_done(pool.submit(Job::Square(n)), move |v| {
             r.borrow_mut().push((n, v))
         });
     }
+    let mut marker = marker.unwrap();
     let mut ran_marker = None;
     assert!(
         wait_until(
@@ -309,7 +315,7 @@ fn queued_tasks_survive_a_server_restart() {
     let handles: Vec<_> = (0..200).map(|n| pool.submit(Job::Square(n))).collect();
     assert!(
         wait_until(
-            || stream_messages(&server, "restart") >= 64,
+            || stream_tasks(&server, "restart") >= 64,
             Duration::from_secs(30)
         ),
         "the tasks did not reach the stream"
@@ -325,10 +331,10 @@ fn queued_tasks_survive_a_server_restart() {
     }
 }
 
-/// How many messages the pool's stream holds, from the server's
-/// monitoring-free view: the stream's store directory's message count is
-/// not public, so ask over a raw connection.
-fn stream_messages(server: &NatsServer, name: &str) -> u64 {
+/// How many tasks the pool's stream holds: the task counts of its stored
+/// batches, read over a raw connection (a batch message is `ISb1`, the
+/// client, then the task count).
+fn stream_tasks(server: &NatsServer, name: &str) -> u64 {
     let url = server.url();
     let name = name.to_string();
     // A short-lived runtime of the test's own.
@@ -341,11 +347,38 @@ fn stream_messages(server: &NatsServer, name: &str) -> u64 {
             return 0;
         };
         let js = async_nats::jetstream::new(client);
-        match js.get_stream(format!("ISOLATES_{name}")).await {
-            Ok(mut s) => s.info().await.map_or(0, |i| i.state.messages),
-            Err(_) => 0,
+        let Ok(mut stream) = js.get_stream(format!("ISOLATES_{name}")).await else {
+            return 0;
+        };
+        let Ok(info) = stream.info().await else {
+            return 0;
+        };
+        let (first, last) = (info.state.first_sequence, info.state.last_sequence);
+        let mut tasks = 0;
+        for sequence in first..=last {
+            if let Ok(message) = stream.get_raw_message(sequence).await
+                && let Some(count) = message.payload.get(12..16)
+            {
+                tasks += u64::from(u32::from_le_bytes(count.try_into().unwrap()));
+            }
         }
+        tasks
     })
+}
+
+/// A batch of tasks as the client frames it: `ISb1`, the client, the
+/// count, then each task's id, deadline (ms), input length and input.
+fn batch_frame(client: u64, tasks: &[(u64, &[u8])]) -> Vec<u8> {
+    let mut frame = b"ISb1".to_vec();
+    frame.extend_from_slice(&client.to_le_bytes());
+    frame.extend_from_slice(&(tasks.len() as u32).to_le_bytes());
+    for (id, input) in tasks {
+        frame.extend_from_slice(&id.to_le_bytes());
+        frame.extend_from_slice(&u64::MAX.to_le_bytes());
+        frame.extend_from_slice(&(input.len() as u32).to_le_bytes());
+        frame.extend_from_slice(input);
+    }
+    frame
 }
 
 /// A wrong password is a typed error, on both sides; an unreachable
@@ -408,20 +441,30 @@ fn garbage_on_the_task_subject_is_counted_and_ignored() {
     // The stream exists once a side set it up.
     server.publish_raw("isolates.garbage.tasks", b"\xff\x00not a task at all", "");
     server.publish_raw("isolates.garbage.tasks", &[0u8; 0], "");
-    // A task frame whose input is hostile: a length far past the limit.
-    let mut frame = b"ISt1".to_vec();
-    frame.extend_from_slice(&7u64.to_le_bytes());
-    frame.extend_from_slice(&1u64.to_le_bytes());
-    frame.extend_from_slice(&u64::MAX.to_le_bytes());
-    frame.extend_from_slice(&[0xff; 64]);
+    // A batch of two tasks whose inputs are hostile (a length far past
+    // the limit, bytes that are no input): each counts.
+    let hostile = [0xff; 64];
+    let frame = batch_frame(7, &[(1, &hostile), (2, b"\x07")]);
     server.publish_raw("isolates.garbage.tasks", &frame, "");
+    // A batch cut short (it claims three tasks and holds one and a half):
+    // counted once, none of its tasks runs.
+    let mut cut = batch_frame(7, &[(3, b"\x00\x01"), (4, b"\x00\x01")]);
+    cut[12..16].copy_from_slice(&3u32.to_le_bytes());
+    cut.truncate(cut.len() - 1);
+    server.publish_raw("isolates.garbage.tasks", &cut, "");
     assert!(
-        wait_until(|| serving.stats().garbage == 3, Duration::from_secs(30)),
+        wait_until(|| serving.stats().garbage == 5, Duration::from_secs(30)),
         "{:?}",
         serving.stats()
     );
     assert_eq!(pool.submit(Job::Square(5)).wait().map(|v| v.0), Ok(25));
-    assert_eq!(serving.stats().garbage, 3);
+    let stats = serving.stats();
+    assert_eq!(stats.garbage, 5);
+    assert_eq!(stats.batches, 5, "{stats:?}");
+    assert_eq!(
+        stats.received, 3,
+        "the cut batch's tasks are not received: {stats:?}"
+    );
 }
 
 /// Cancelling a running remote task stops it on the worker; a deadline

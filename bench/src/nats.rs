@@ -197,7 +197,8 @@ pub(crate) fn remote_pool_throughput(quick: bool) -> Measure {
         ratio: ours / base,
         goal: Some("ratio >= 0.5"),
         note: Some(format!(
-            "2 worker processes and 2 responders, {IN_FLIGHT} in flight, {n} tasks; \
+            "2 worker processes and 2 responders, {IN_FLIGHT} in flight, {n} tasks \
+             (the pool sends them in batches, default size); \
              the local pool: {local:.0} tasks/s ({:.4}x remote)",
             local / ours
         )),
@@ -246,7 +247,7 @@ pub(crate) fn remote_task_latency(quick: bool, tail: bool) -> Measure {
         goal: None,
         note: Some(format!(
             "{n} tasks one at a time, 1 worker process; a task is a JetStream publish \
-             with its ack, a pull, a result request and an ack"
+             (a batch of one) with its ack, a pull, a result request and an ack"
         )),
     }
 }

@@ -314,8 +314,10 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
     /// tasks go to the stream of pool `name` on the server in `options`,
     /// and worker processes started with
     /// [`remote::serve`](crate::remote::serve) for the same `name` run
-    /// them. The handles behave as a local pool's. The pool's own slots
-    /// become the [tasks on the wire](crate::remote::NatsOptions::in_flight);
+    /// them. The handles behave as a local pool's. The pool has one
+    /// worker thread, which hands tasks over to the NATS client as long as
+    /// fewer than [`in_flight`](crate::remote::NatsOptions::in_flight) are
+    /// out;
     /// the start arguments given to [`spawn`](Self::spawn) are unused
     /// (the workers get theirs from `serve`). Inputs, outputs, progress
     /// and errors are encoded with the [codec](Self::codec), which the
@@ -454,8 +456,10 @@ impl<W: Worker, C: Codec> PoolBuilder<W, C> {
                 ));
             }
             Some((options, name)) => {
-                self.min = options.in_flight;
-                self.max = options.in_flight;
+                // One thread hands tasks over; `in_flight` bounds how
+                // many are out.
+                self.min = 1;
+                self.max = 1;
                 let client = super::nats::Client::<W>::connect(options, name, self.codec.clone())
                     .map_err(SpawnError::Remote)?;
                 Some(client)

@@ -113,7 +113,20 @@ pub(super) fn worker_main<W: Worker>(
             return;
         }
     };
-    while let Some(job) = inner.next(slot, generation) {
+    loop {
+        // A remote slot takes a task only with an in-flight place for it.
+        #[cfg(feature = "nats")]
+        if let Exec::Nats(remote) = &mut exec {
+            remote.place();
+            // The tasks handed over go out before this thread may wait
+            // for the next.
+            if inner.queue.lock().len == 0 {
+                remote.flush();
+            }
+        }
+        let Some(job) = inner.next(slot, generation) else {
+            break;
+        };
         let Job {
             cell,
             input,
@@ -154,6 +167,21 @@ pub(super) fn worker_main<W: Worker>(
             _ => retry_copy,
         };
         let retry = retry_copy.map(|copy| (copy, retries));
+        // A remote task is handed over: the bridge resolves it.
+        #[cfg(feature = "nats")]
+        if let Exec::Nats(remote) = &mut exec {
+            let count = counter(&inner);
+            match input {
+                Ok(input) => remote.hand_over(&input, &cell, &inner.codecs, count),
+                Err(e) => {
+                    let outcome = Outcome::Error(ErrorKind::Codec(e));
+                    count(&outcome);
+                    cell.returned();
+                    cell.resolve(outcome);
+                }
+            }
+            continue;
+        }
         {
             let mut q = inner.queue.lock();
             if q.slots[slot].generation != generation {
@@ -187,7 +215,13 @@ pub(super) fn worker_main<W: Worker>(
             #[cfg(target_os = "linux")]
             (Ok(input), Exec::Child(child)) => child.run(&input, &cell, codecs),
             #[cfg(feature = "nats")]
-            (Ok(input), Exec::Nats(slot)) => slot.run(&input, &cell, codecs),
+            // Never: a remote task is handed over above.
+            (Ok(_), Exec::Nats(_)) => (
+                Outcome::Error(ErrorKind::WorkerLost(
+                    "a remote task was not handed over".into(),
+                )),
+                false,
+            ),
             // Never: a state is always there between tasks.
             (Ok(_), Exec::Local(StateGuard(None))) => (
                 Outcome::Error(ErrorKind::WorkerLost("the worker has no state".into())),
@@ -277,6 +311,31 @@ pub(super) fn worker_main<W: Worker>(
             cell.resolve(outcome);
         }
     }
+    // Closed: the tasks handed over resolve before the pool's connection
+    // may go.
+    #[cfg(feature = "nats")]
+    if let Exec::Nats(remote) = &mut exec {
+        remote.drain();
+    }
+}
+
+/// Counts a remote task's outcome in its pool's counters, as the loop
+/// counts a local one.
+#[cfg(feature = "nats")]
+fn counter<W: Worker>(inner: &Arc<Inner<W>>) -> super::nats::Count {
+    let inner = Arc::clone(inner);
+    Arc::new(move |outcome: &Outcome| {
+        let counters = &inner.counters;
+        match outcome {
+            Outcome::Value(_) => counters.succeeded.fetch_add(1, Ordering::Relaxed),
+            Outcome::Error(ErrorKind::Panicked(_)) => {
+                counters.panicked.fetch_add(1, Ordering::Relaxed)
+            }
+            Outcome::Failed(_) | Outcome::Error(_) => {
+                counters.failed.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+    })
 }
 
 /// A task's outcome, from what its worker's `run` came to (here, in a

@@ -1,9 +1,11 @@
-//! The worker side (`remote::serve`): pulls the pool's tasks from its
-//! durable consumer, runs each on one of this process's worker threads,
-//! keeps the task's claim alive while it runs, sends the result to the
-//! client as a request, and acknowledges the task only once the client
-//! confirmed the result. A task this process never finishes (it died, it
-//! was cut off) goes to another worker after the ack wait.
+//! The worker side (`remote::serve`): pulls the pool's batches of tasks
+//! from its durable consumer, runs each task on one of this process's
+//! worker threads, keeps the batch's claim alive while they run, sends the
+//! results to the client as requests (those finished close together in
+//! one), and acknowledges the batch only once the client confirmed all its
+//! results. A batch this process never finishes (it died, it was cut off)
+//! goes to another worker after the ack wait; the client ignores the
+//! results it already had.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -25,6 +27,13 @@ use crate::unwind;
 /// The durable consumer all workers of a pool share.
 const CONSUMER: &str = "workers";
 
+/// How long a batch's results wait for the next one to follow before they
+/// go (a task that takes longer is not waited for).
+const RESULTS_LINGER: Duration = Duration::from_micros(20);
+
+/// The longest the results of a batch wait for more, all told.
+const RESULTS_LINGER_MAX: Duration = Duration::from_micros(500);
+
 /// How many cancelled task ids a worker remembers (a cancel may arrive
 /// before its task).
 const CANCELLED_KEEP: usize = 16_384;
@@ -45,6 +54,8 @@ pub struct ServeStats {
     /// Of those, deliveries after the first (their first worker died or
     /// was cut off).
     pub redelivered: u64,
+    /// Messages received: batches of one or more tasks.
+    pub batches: u64,
     /// Tasks that returned a value.
     pub succeeded: u64,
     /// Tasks that returned their own error.
@@ -53,8 +64,9 @@ pub struct ServeStats {
     pub panicked: u64,
     /// Tasks skipped because they were cancelled or past their deadline.
     pub skipped: u64,
-    /// Messages that were not tasks, or whose input did not decode under
-    /// the codec's limit: dropped (the client of a bad input is told).
+    /// Messages that were not batches of tasks (each counts once), and
+    /// tasks whose input did not decode under the codec's limit: dropped
+    /// (the client of a bad input is told).
     pub garbage: u64,
     /// Results no client took (it had gone): the task was dropped.
     pub orphaned: u64,
@@ -66,6 +78,7 @@ pub struct ServeStats {
 struct Counters {
     received: AtomicU64,
     redelivered: AtomicU64,
+    batches: AtomicU64,
     succeeded: AtomicU64,
     failed: AtomicU64,
     panicked: AtomicU64,
@@ -80,7 +93,7 @@ struct Job {
     cell: Arc<TaskCell>,
     client: u64,
     input: bytes::Bytes,
-    done: tokio::sync::oneshot::Sender<(u8, Vec<u8>)>,
+    done: tokio::sync::mpsc::UnboundedSender<(u64, u8, Vec<u8>)>,
 }
 
 /// Tasks received and not finished, by (client, task), for cancels.
@@ -105,6 +118,7 @@ impl Served {
         ServeStats {
             received: c.received.load(Ordering::Relaxed),
             redelivered: c.redelivered.load(Ordering::Relaxed),
+            batches: c.batches.load(Ordering::Relaxed),
             succeeded: c.succeeded.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
             panicked: c.panicked.load(Ordering::Relaxed),
@@ -290,7 +304,7 @@ fn work<W: Worker, C: Codec>(
         } = job;
         if cell.cancel.load(Ordering::Acquire) || cell.deadline_passed(Instant::now()) {
             counters.skipped.fetch_add(1, Ordering::Relaxed);
-            let _ = done.send((SKIPPED, Vec::new()));
+            let _ = done.send((cell.id, SKIPPED, Vec::new()));
             continue;
         }
         let subject = progress.names.progress(client);
@@ -317,7 +331,7 @@ fn work<W: Worker, C: Codec>(
         }
         let panicked = invoked.panicked();
         let (answer, body) = invoked.into_frame();
-        let _ = done.send((frame::kind(answer), body));
+        let _ = done.send((cell.id, frame::kind(answer), body));
         if panicked {
             // The state may be broken: start it again.
             match start(args.clone()) {
@@ -383,7 +397,7 @@ impl Pull {
         >,
     ) {
         let this = Arc::new(self);
-        // At most `batch` tasks held here at once: the rest stay for
+        // At most `batch` batches held here at once: the rest stay for
         // other workers.
         let permits = Arc::new(tokio::sync::Semaphore::new(this.batch));
         loop {
@@ -410,7 +424,7 @@ impl Pull {
                     Some(Ok(message)) => {
                         let this = Arc::clone(&this);
                         tokio::spawn(async move {
-                            this.task(message, permit).await;
+                            this.batch(message, permit).await;
                         });
                     }
                     Some(Err(e)) => {
@@ -422,92 +436,154 @@ impl Pull {
         }
     }
 
-    /// One delivered task, from receipt to acknowledgement. `permit` is its
-    /// place among the tasks this process takes at once: given back when
-    /// the local run ends, so that the next task is pulled while this one's
-    /// result is delivered and acknowledged (round trips, not work).
-    async fn task(
+    /// One delivered batch, from receipt to acknowledgement. `permit` is
+    /// its place among the batches this process takes at once: given back
+    /// when the local runs of its tasks end, so that the next batch is
+    /// pulled while the last results are delivered and acknowledged
+    /// (round trips, not work).
+    async fn batch(
         &self,
         message: async_nats::jetstream::Message,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) {
         use async_nats::jetstream::AckKind;
         let counters = &self.counters;
-        counters.received.fetch_add(1, Ordering::Relaxed);
-        if message.info().is_ok_and(|info| info.delivered > 1) {
-            counters.redelivered.fetch_add(1, Ordering::Relaxed);
-        }
-        let Some((client, id, deadline_ms, input)) = frame::parse_task(&message.payload) else {
+        counters.batches.fetch_add(1, Ordering::Relaxed);
+        let Some((client, tasks)) = frame::parse_tasks(&message.payload) else {
             counters.garbage.fetch_add(1, Ordering::Relaxed);
             let _ = message.ack_with(AckKind::Term).await;
             return;
         };
-        let key = (client, id);
-        let deadline = (deadline_ms != frame::NO_DEADLINE)
-            .then(|| Instant::now().checked_add(Duration::from_millis(deadline_ms)))
-            .flatten();
-        let cell = Arc::new(TaskCell::new(id, deadline));
-        {
-            let mut running = self.running.lock();
-            if running.cancelled.contains(&key) {
-                cell.cancel.store(true, Ordering::Release);
-            }
-            running.cells.insert(key, Arc::clone(&cell));
+        let count = tasks.len() as u64;
+        counters.received.fetch_add(count, Ordering::Relaxed);
+        if message.info().is_ok_and(|info| info.delivered > 1) {
+            counters.redelivered.fetch_add(count, Ordering::Relaxed);
         }
-        let input = message.payload.slice_ref(input);
-        let (done_tx, mut done) = tokio::sync::oneshot::channel();
-        let sent = self.jobs.send(Job {
-            cell,
-            client,
-            input,
-            done: done_tx,
-        });
-        let answer = if sent.is_ok() {
-            let mut alive = tokio::time::interval(self.ack_wait / 3);
-            alive.tick().await;
-            loop {
-                tokio::select! {
-                    answer = &mut done => break answer.ok(),
-                    _ = alive.tick() => {
-                        let _ = message.ack_with(AckKind::Progress).await;
-                    }
+        let (done_tx, mut done) = tokio::sync::mpsc::unbounded_channel();
+        let mut left = 0usize;
+        for (id, deadline_ms, input) in tasks {
+            let key = (client, id);
+            let deadline = (deadline_ms != frame::NO_DEADLINE)
+                .then(|| Instant::now().checked_add(Duration::from_millis(deadline_ms)))
+                .flatten();
+            let cell = Arc::new(TaskCell::new(id, deadline));
+            {
+                let mut running = self.running.lock();
+                if running.cancelled.contains(&key) {
+                    cell.cancel.store(true, Ordering::Release);
+                }
+                running.cells.insert(key, Arc::clone(&cell));
+            }
+            let job = Job {
+                cell,
+                client,
+                input: message.payload.slice_ref(input),
+                done: done_tx.clone(),
+            };
+            if self.jobs.send(job).is_err() {
+                self.running.lock().cells.remove(&key);
+                break;
+            }
+            left += 1;
+        }
+        drop(done_tx);
+        let mut permit = Some(permit);
+        let mut alive = tokio::time::interval(self.ack_wait / 3);
+        alive.tick().await;
+        let mut ready = Vec::new();
+        let mut finished = 0u64;
+        while left > 0 {
+            tokio::select! {
+                answer = done.recv() => {
+                    let Some(answer) = answer else { break };
+                    left -= 1;
+                    self.take(client, answer, &mut ready, &mut finished);
+                }
+                _ = alive.tick() => {
+                    let _ = message.ack_with(AckKind::Progress).await;
                 }
             }
-        } else {
-            None
-        };
-        self.running.lock().cells.remove(&key);
+            // Those finished meanwhile, and those that follow close behind
+            // (a short bounded wait, while they keep coming), go in the
+            // same message.
+            let started = Instant::now();
+            let mut last = started;
+            while left > 0 {
+                if let Ok(answer) = done.try_recv() {
+                    left -= 1;
+                    self.take(client, answer, &mut ready, &mut finished);
+                    last = Instant::now();
+                    continue;
+                }
+                let now = Instant::now();
+                if now - last >= RESULTS_LINGER || now - started >= RESULTS_LINGER_MAX {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            if left == 0 {
+                drop(permit.take());
+            }
+            if !ready.is_empty() && !self.deliver(&message, client, &mut ready).await {
+                return;
+            }
+        }
         drop(permit);
-        let Some((kind, body)) = answer else {
-            // No worker thread is left to run it: another process may.
+        if finished < count {
+            // No worker thread is left to run them: another process may
+            // (the client ignores the results it already has).
             let _ = message.ack_with(AckKind::Nak(None)).await;
             return;
-        };
-        if kind == SKIPPED {
-            let _ = message.ack().await;
-            return;
         }
-        let result = bytes::Bytes::from(frame::result(id, kind, &body));
+        let _ = message.ack().await;
+    }
+
+    /// A task's local run ended: it leaves the running set, and its result
+    /// waits to be sent (none for a skipped task).
+    fn take(
+        &self,
+        client: u64,
+        (id, kind, body): (u64, u8, Vec<u8>),
+        ready: &mut Vec<(u64, u8, Vec<u8>)>,
+        finished: &mut u64,
+    ) {
+        self.running.lock().cells.remove(&(client, id));
+        *finished += 1;
+        if kind != SKIPPED {
+            ready.push((id, kind, body));
+        }
+    }
+
+    /// Sends results to their client as one request, again until it
+    /// confirms; false once given up (the batch was terminated or given
+    /// back).
+    async fn deliver(
+        &self,
+        message: &async_nats::jetstream::Message,
+        client: u64,
+        ready: &mut Vec<(u64, u8, Vec<u8>)>,
+    ) -> bool {
+        use async_nats::jetstream::AckKind;
+        let result = bytes::Bytes::from(frame::results(ready));
+        let results = ready.len() as u64;
+        ready.clear();
         let subject = self.names.results(client);
         let started = Instant::now();
         let mut pause = Duration::from_millis(50);
         loop {
             match self.client.request(subject.clone(), result.clone()).await {
-                Ok(_) => {
-                    let _ = message.ack().await;
-                    return;
-                }
+                Ok(_) => return true,
                 Err(e) => {
                     let gone = e.kind() == async_nats::RequestErrorKind::NoResponders;
                     if started.elapsed() >= self.give_up {
                         if gone {
-                            // Its client is gone: nobody will take it.
-                            counters.orphaned.fetch_add(1, Ordering::Relaxed);
+                            // Its client is gone: nobody will take them.
+                            self.counters.orphaned.fetch_add(results, Ordering::Relaxed);
                             let _ = message.ack_with(AckKind::Term).await;
                         } else {
                             let _ = message.ack_with(AckKind::Nak(None)).await;
                         }
-                        return;
+                        return false;
                     }
                     let _ = message.ack_with(AckKind::Progress).await;
                     tokio::time::sleep(pause).await;

@@ -8,9 +8,12 @@
 //! - here: names, frames, connecting.
 //!
 //! Subjects of pool `name`: tasks on `isolates.<name>.tasks` (a JetStream
-//! work-queue stream `ISOLATES_<name>`, durable consumer `workers`);
-//! results as requests to `isolates.<name>.results.<client>` (the client's
-//! reply is the worker's licence to acknowledge the task); progress on
+//! work-queue stream `ISOLATES_<name>`, durable consumer `workers`), in
+//! batches: one message carries the tasks a client's slots handed over
+//! close together; results as requests to
+//! `isolates.<name>.results.<client>`, several in one message (the
+//! client's reply is the worker's licence to acknowledge the batch once
+//! all its results are confirmed); progress on
 //! `isolates.<name>.progress.<client>`; cancellations on
 //! `isolates.<name>.cancel`.
 
@@ -69,8 +72,8 @@ impl Names {
 pub(crate) mod frame {
     use crate::invoke::Answer;
 
-    pub(crate) const TASK: &[u8; 4] = b"ISt1";
-    pub(crate) const RESULT: &[u8; 4] = b"ISr1";
+    pub(crate) const TASKS: &[u8; 4] = b"ISb1";
+    pub(crate) const RESULTS: &[u8; 4] = b"ISR1";
     pub(crate) const PROGRESS: &[u8; 4] = b"ISp1";
     pub(crate) const CANCEL: &[u8; 4] = b"ISc1";
 
@@ -107,39 +110,114 @@ pub(crate) mod frame {
         })
     }
 
-    /// A task: client, task id, milliseconds left until its deadline.
-    pub(crate) fn task(client: u64, id: u64, deadline_ms: u64, input: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(28 + input.len());
-        out.extend_from_slice(TASK);
-        out.extend_from_slice(&client.to_le_bytes());
-        out.extend_from_slice(&id.to_le_bytes());
-        out.extend_from_slice(&deadline_ms.to_le_bytes());
-        out.extend_from_slice(input);
-        out
+    /// The most tasks (or results) one message carries: a batch that
+    /// claims more is garbage.
+    pub(crate) const MAX_BATCH: usize = 4096;
+
+    /// A batch of tasks of one client: the client, how many, then each
+    /// task's id, milliseconds left until its deadline, input length and
+    /// input.
+    pub(crate) struct Tasks {
+        out: Vec<u8>,
+        ids: Vec<u64>,
     }
 
-    pub(crate) fn parse_task(bytes: &[u8]) -> Option<(u64, u64, u64, &[u8])> {
-        let rest = bytes.strip_prefix(TASK)?;
+    impl Tasks {
+        pub(crate) fn new(client: u64) -> Tasks {
+            let mut out = Vec::with_capacity(256);
+            out.extend_from_slice(TASKS);
+            out.extend_from_slice(&client.to_le_bytes());
+            out.extend_from_slice(&0u32.to_le_bytes());
+            Tasks {
+                out,
+                ids: Vec::new(),
+            }
+        }
+
+        pub(crate) fn push(&mut self, id: u64, deadline_ms: u64, input: &[u8]) {
+            self.out.extend_from_slice(&id.to_le_bytes());
+            self.out.extend_from_slice(&deadline_ms.to_le_bytes());
+            self.out
+                .extend_from_slice(&(input.len() as u32).to_le_bytes());
+            self.out.extend_from_slice(input);
+            self.ids.push(id);
+        }
+
+        pub(crate) fn len(&self) -> usize {
+            self.ids.len()
+        }
+
+        pub(crate) fn bytes(&self) -> usize {
+            self.out.len()
+        }
+
+        /// The message, and the ids of its tasks.
+        pub(crate) fn finish(mut self) -> (Vec<u8>, Vec<u64>) {
+            let count = (self.ids.len() as u32).to_le_bytes();
+            self.out[12..16].copy_from_slice(&count);
+            (self.out, self.ids)
+        }
+    }
+
+    /// One task of a batch: its id, milliseconds left until its deadline,
+    /// and input.
+    pub(crate) type BatchTask<'a> = (u64, u64, &'a [u8]);
+
+    /// A batch's client and its tasks; `None` unless
+    /// the whole message is well formed.
+    pub(crate) fn parse_tasks(bytes: &[u8]) -> Option<(u64, Vec<BatchTask<'_>>)> {
+        let rest = bytes.strip_prefix(TASKS)?;
         let (client, rest) = split_u64(rest)?;
-        let (id, rest) = split_u64(rest)?;
-        let (deadline, rest) = split_u64(rest)?;
-        Some((client, id, deadline, rest))
+        let (count, mut rest) = split_u32(rest)?;
+        let count = count as usize;
+        if count == 0 || count > MAX_BATCH {
+            return None;
+        }
+        let mut tasks = Vec::with_capacity(count);
+        for _ in 0..count {
+            let (id, after) = split_u64(rest)?;
+            let (deadline, after) = split_u64(after)?;
+            let (len, after) = split_u32(after)?;
+            let (input, after) = after.split_at_checked(len as usize)?;
+            tasks.push((id, deadline, input));
+            rest = after;
+        }
+        rest.is_empty().then_some((client, tasks))
     }
 
-    pub(crate) fn result(id: u64, kind: u8, body: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(13 + body.len());
-        out.extend_from_slice(RESULT);
-        out.extend_from_slice(&id.to_le_bytes());
-        out.push(kind);
-        out.extend_from_slice(body);
+    /// Results for one client: how many, then each task's id, result
+    /// kind, body length and body.
+    pub(crate) fn results(results: &[(u64, u8, Vec<u8>)]) -> Vec<u8> {
+        let size: usize = results.iter().map(|(_, _, body)| 13 + body.len()).sum();
+        let mut out = Vec::with_capacity(8 + size);
+        out.extend_from_slice(RESULTS);
+        out.extend_from_slice(&(results.len() as u32).to_le_bytes());
+        for (id, kind, body) in results {
+            out.extend_from_slice(&id.to_le_bytes());
+            out.push(*kind);
+            out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            out.extend_from_slice(body);
+        }
         out
     }
 
-    pub(crate) fn parse_result(bytes: &[u8]) -> Option<(u64, u8, &[u8])> {
-        let rest = bytes.strip_prefix(RESULT)?;
-        let (id, rest) = split_u64(rest)?;
-        let (&kind, rest) = rest.split_first()?;
-        Some((id, kind, rest))
+    /// The results a message carries; `None` unless it is well formed.
+    pub(crate) fn parse_results(bytes: &[u8]) -> Option<Vec<(u64, u8, &[u8])>> {
+        let (count, mut rest) = split_u32(bytes.strip_prefix(RESULTS)?)?;
+        let count = count as usize;
+        if count > MAX_BATCH {
+            return None;
+        }
+        let mut results = Vec::with_capacity(count);
+        for _ in 0..count {
+            let (id, after) = split_u64(rest)?;
+            let (&kind, after) = after.split_first()?;
+            let (len, after) = split_u32(after)?;
+            let (body, after) = after.split_at_checked(len as usize)?;
+            results.push((id, kind, body));
+            rest = after;
+        }
+        rest.is_empty().then_some(results)
     }
 
     pub(crate) fn progress(id: u64, body: &[u8]) -> Vec<u8> {
@@ -172,6 +250,11 @@ pub(crate) mod frame {
         let (head, rest) = bytes.split_first_chunk::<8>()?;
         Some((u64::from_le_bytes(*head), rest))
     }
+
+    fn split_u32(bytes: &[u8]) -> Option<(u32, &[u8])> {
+        let (head, rest) = bytes.split_first_chunk::<4>()?;
+        Some((u32::from_le_bytes(*head), rest))
+    }
 }
 
 pub(crate) use super::encode;
@@ -180,6 +263,8 @@ pub(crate) use super::encode;
 #[derive(Debug, Default)]
 pub(crate) struct Link {
     down_since: Mutex<Option<Instant>>,
+    /// Told each time the connection goes down or comes back.
+    pub(crate) changed: tokio::sync::Notify,
 }
 
 impl Link {
@@ -219,8 +304,12 @@ pub(crate) async fn connect(
                 match event {
                     async_nats::Event::Disconnected => {
                         link.down_since.lock().get_or_insert_with(Instant::now);
+                        link.changed.notify_one();
                     }
-                    async_nats::Event::Connected => *link.down_since.lock() = None,
+                    async_nats::Event::Connected => {
+                        *link.down_since.lock() = None;
+                        link.changed.notify_one();
+                    }
                     _ => {}
                 }
             }
@@ -287,4 +376,63 @@ pub(crate) async fn stream(
     })
     .await
     .map_err(|e| RemoteError::JetStream(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::frame;
+
+    #[test]
+    fn a_batch_of_tasks_reads_back_whole() {
+        let mut batch = frame::Tasks::new(7);
+        batch.push(1, frame::NO_DEADLINE, b"one");
+        batch.push(2, 500, b"");
+        assert_eq!(batch.len(), 2);
+        let (bytes, ids) = batch.finish();
+        assert_eq!(ids, [1, 2]);
+        let (client, tasks) = frame::parse_tasks(&bytes).unwrap();
+        assert_eq!(client, 7);
+        assert_eq!(
+            tasks,
+            [(1, frame::NO_DEADLINE, &b"one"[..]), (2, 500, &b""[..])]
+        );
+    }
+
+    #[test]
+    fn a_malformed_batch_is_refused_whole() {
+        let mut batch = frame::Tasks::new(7);
+        batch.push(1, 0, b"abc");
+        batch.push(2, 0, b"def");
+        let (bytes, _) = batch.finish();
+        // Cut short, one byte too many, a count past the limit, none.
+        assert!(frame::parse_tasks(&bytes[..bytes.len() - 1]).is_none());
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(frame::parse_tasks(&longer).is_none());
+        let mut many = bytes.clone();
+        many[12..16].copy_from_slice(&(frame::MAX_BATCH as u32 + 1).to_le_bytes());
+        assert!(frame::parse_tasks(&many).is_none());
+        let mut none = bytes.clone();
+        none[12..16].copy_from_slice(&0u32.to_le_bytes());
+        assert!(frame::parse_tasks(&none).is_none());
+        // An input length past the message.
+        let mut huge = bytes;
+        huge[32..36].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(frame::parse_tasks(&huge).is_none());
+    }
+
+    #[test]
+    fn results_read_back_whole_or_not_at_all() {
+        let results = vec![
+            (1, frame::VALUE, b"x".to_vec()),
+            (9, frame::FAILED, Vec::new()),
+        ];
+        let bytes = frame::results(&results);
+        assert_eq!(
+            frame::parse_results(&bytes).unwrap(),
+            [(1, frame::VALUE, &b"x"[..]), (9, frame::FAILED, &b""[..])]
+        );
+        assert!(frame::parse_results(&bytes[..bytes.len() - 1]).is_none());
+        assert!(frame::parse_results(b"ISR1").is_none());
+    }
 }

@@ -35,6 +35,7 @@ pub struct NatsOptions {
     pub(crate) disconnect_timeout: Duration,
     pub(crate) ack_wait: Duration,
     pub(crate) in_flight: usize,
+    pub(crate) batch: usize,
     pub(crate) workers: usize,
 }
 
@@ -63,6 +64,7 @@ impl fmt::Debug for NatsOptions {
             .field("disconnect_timeout", &self.disconnect_timeout)
             .field("ack_wait", &self.ack_wait)
             .field("in_flight", &self.in_flight)
+            .field("batch", &self.batch)
             .field("workers", &self.workers)
             .finish_non_exhaustive()
     }
@@ -92,6 +94,7 @@ impl NatsOptions {
             disconnect_timeout: Duration::from_secs(30),
             ack_wait: Duration::from_secs(30),
             in_flight: 64,
+            batch: 32,
             // One per core, as `pool::default_workers`: this layer does
             // not see the pool.
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -232,14 +235,34 @@ impl NatsOptions {
     }
 
     /// Client: how many tasks may be on the wire at once (default 64);
-    /// the rest wait in the pool's queue, in priority order. It replaces
-    /// the pool's worker count.
+    /// the rest wait in the pool's queue, in priority order. The pool
+    /// itself has one worker thread, which hands tasks over.
     ///
     /// # Examples
     ///
     /// See [`NatsOptions`].
     pub fn in_flight(mut self, tasks: usize) -> Self {
         self.in_flight = tasks.max(1);
+        self
+    }
+
+    /// Client: the most tasks one message to the workers carries (default
+    /// 32, at most 4,096). Tasks handed over while earlier ones are being
+    /// sent go together: one stored message, one delivery and one
+    /// acknowledgement for the lot, and their results come back several
+    /// to a message. A task alone is sent at once, never held back for a
+    /// batch to fill. One worker process takes a whole batch and runs its
+    /// tasks on its own threads: for long tasks spread over many worker
+    /// processes, a small batch (1 for none) balances the load better.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let o = isolates::remote::NatsOptions::new("nats://127.0.0.1:4222").batch(1);
+    /// # let _ = o;
+    /// ```
+    pub fn batch(mut self, tasks: usize) -> Self {
+        self.batch = tasks.clamp(1, 4096);
         self
     }
 
