@@ -312,10 +312,13 @@ impl<I: Isolate> RunLoop<I> {
     /// while its child starts: the child finds it waiting once `start` has
     /// run, which saves a round trip (the Started frame, then the message).
     /// Only a message already queued with no control request ahead of it
-    /// (a control request goes first, as in [`serve`](Self::serve)).
+    /// (a control request goes first, as in [`serve`](Self::serve)): every
+    /// request is in the control channel before its sender returns, so one
+    /// sent before the message is seen here. (Not the wake flag: a resume
+    /// taken while paused leaves it raised.)
     #[cfg(target_os = "linux")]
     fn send_first(&mut self, child: &mut super::body::RemoteBody<I>) {
-        if self.held.is_some() || self.shared.wake_pending() {
+        if self.held.is_some() || !self.control_rx.is_empty() {
             return;
         }
         let Ok(item) = self.mailbox_rx.try_recv() else {
@@ -328,8 +331,8 @@ impl<I: Isolate> RunLoop<I> {
         else {
             return self.hold(item);
         };
-        // A control request flagged before this message was sent goes first.
-        if self.shared.wake_pending() || !child.send_first(&msg, reply.is_none()) {
+        // A control request sent before this message goes first.
+        if !self.control_rx.is_empty() || !child.send_first(&msg, reply.is_none()) {
             return self.hold(Item {
                 envelope: Envelope::Moved(msg),
                 reply,
