@@ -243,6 +243,71 @@ fn a_start_error_and_a_stop_in_the_child_are_exit_reasons() {
 }
 
 #[test]
+fn messages_sent_while_the_child_starts_are_handled_in_order_or_resolve_with_its_start_error() {
+    children();
+    // Queued before the child starts (the spawn is paused until they are):
+    // the first goes out behind the start frame, the rest follow through
+    // the mailbox.
+    let (probe, token) = IsolateBuilder::new()
+        .process(ProcessOptions::new())
+        .spawn_paused::<Probe>(10)
+        .unwrap();
+    let mut first = probe.ask_pending(Msg::Echo(1));
+    for i in 2..=5 {
+        probe.cast(Msg::Echo(i)).unwrap();
+    }
+    probe.resume(&token);
+    assert_eq!(probe.ask_timeout(Msg::Sum, T), Ok(10 + 1 + 2 + 3 + 4 + 5));
+    assert_eq!(first.wait_timeout(T), Some(Ok(1)));
+    assert_eq!(probe.stats().messages_handled, 6);
+    probe.kill(Priority::AfterCurrent);
+    assert_eq!(probe.join(T), Some(ExitReason::Killed));
+
+    // A child that does not start never handles them: each resolves with
+    // the start error, and a cast among them is dropped.
+    let (refused, token) = IsolateBuilder::new()
+        .process(ProcessOptions::new())
+        .spawn_paused::<Probe>(u64::MAX)
+        .unwrap();
+    let mut first = refused.ask_pending(Msg::Echo(1));
+    let _ = refused.cast(Msg::Echo(2));
+    let mut second = refused.ask_pending(Msg::Echo(3));
+    refused.resume(&token);
+    let failed = ExitReason::Failed("refused to start".into());
+    assert_eq!(
+        first.wait_timeout(T),
+        Some(Err(AskError::Dead(failed.clone())))
+    );
+    assert_eq!(
+        second.wait_timeout(T),
+        Some(Err(AskError::Dead(failed.clone())))
+    );
+    assert_eq!(refused.join(T), Some(failed));
+    assert_eq!(refused.stats().messages_handled, 0);
+}
+
+#[test]
+fn a_stopped_or_killed_child_is_reaped_before_join_returns() {
+    for priority in [Priority::AfterCurrent, Priority::Immediate] {
+        let probe = spawn(ProcessOptions::new());
+        let pid = probe.ask_timeout(Msg::Pid, T).unwrap();
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+        probe.kill(priority);
+        assert_eq!(probe.join(T), Some(ExitReason::Killed));
+        // Reaped, not a zombie: the pid is gone from /proc.
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "child {pid} is not reaped after join ({priority:?})"
+        );
+    }
+    let probe = spawn(ProcessOptions::new());
+    let pid = probe.ask_timeout(Msg::Pid, T).unwrap();
+    probe.stop();
+    assert_eq!(probe.join(T), Some(ExitReason::Normal));
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+}
+
+#[test]
 fn an_ask_that_times_out_leaves_its_answer_to_the_isolate() {
     let probe = spawn(ProcessOptions::new());
     assert_eq!(probe.ask_timeout(Msg::Echo(1), T), Ok(1));

@@ -61,4 +61,7 @@ pub(super) struct RemoteBody<I: Isolate> {
     /// A direct ask timed out: its answer is still to come, and must be
     /// read (and accounted) before the channel is used again.
     pub(super) owed: bool,
+    /// The first message went out behind the start frame: the run loop
+    /// reads its answer before the channel is used again.
+    pub(super) sent_first: bool,
 }

@@ -39,8 +39,11 @@ pub(super) enum Outcome<I: Isolate> {
 static NEXT_CHILD: AtomicU64 = AtomicU64::new(1);
 
 impl<I: Isolate> RemoteBody<I> {
-    /// Starts a child and the isolate in it.
-    pub(super) fn start(
+    /// Starts a child and sends it the start frame; [`started`](Self::started)
+    /// waits for the isolate in it to start. A message may go out in
+    /// between ([`send_first`](Self::send_first)): it waits in the channel
+    /// while the child starts, so the child finds it there.
+    pub(super) fn launch(
         shared: &Arc<Shared<I>>,
         spec: &ProcessSpec<I>,
         args: I::Args,
@@ -75,6 +78,7 @@ impl<I: Isolate> RemoteBody<I> {
             stop_timeout: spec.options.stop_timeout,
             pending_exit: None,
             owed: false,
+            sent_first: false,
         };
         // The name fits the start frame's overhead.
         let mut end = shared.name.len().min(1024);
@@ -87,21 +91,48 @@ impl<I: Isolate> RemoteBody<I> {
             Kind::Start,
             &[&spec.key.to_le_bytes(), &name_len, name, &args],
         );
+        Ok(body)
+    }
+
+    /// Sends the first message behind the start frame, before the child
+    /// has started: it is handled right after `start`, as the first message
+    /// in the mailbox would be, and [`call`](Self::call) then only reads
+    /// its answer. Whether it went (a message that does not encode stays
+    /// with the caller, to fail as usual).
+    pub(super) fn send_first(&mut self, msg: &I::Message, cast: bool) -> bool {
+        let Ok(bytes) = self.wire.encode_message(msg) else {
+            return false;
+        };
+        let kind = if cast { Kind::Cast } else { Kind::Ask };
+        self.child.send(kind, &[&bytes]);
+        self.sent_first = true;
+        true
+    }
+
+    /// Waits for the isolate in the child to start (after
+    /// [`launch`](Self::launch)). If it does not, a first message sent was
+    /// not handled.
+    pub(super) fn started(
+        mut self,
+        shared: &Arc<Shared<I>>,
+        spec: &ProcessSpec<I>,
+    ) -> Result<Self, ExitReason> {
+        let kill = self.child.kill_switch();
         let deadline = Instant::now() + spec.options.start_timeout;
-        match body.child.read(Some(deadline)) {
-            Ok((Kind::Started, _)) => Ok(body),
+        match self.child.read(Some(deadline)) {
+            Ok((Kind::Started, _)) => Ok(self),
             Ok((Kind::Exited, reason)) => {
                 let reason = decode_reason(&reason).unwrap_or_else(|| {
                     ExitReason::Crashed(Crash::Protocol(
                         "an exit frame that does not decode".into(),
                     ))
                 });
-                body.stop(&reason);
+                self.stop(&reason);
                 Err(reason)
             }
             Ok((kind, _)) => {
                 kill.kill();
-                body.stop(&ExitReason::Killed);
+                self.stop(&ExitReason::Killed);
                 Err(ExitReason::Crashed(Crash::Protocol(format!(
                     "a {kind:?} frame before the isolate started"
                 ))))
@@ -109,7 +140,7 @@ impl<I: Isolate> RemoteBody<I> {
             Err(Broken::Gone(crash)) => Err(gone(shared, crash)),
             Err(Broken::Timeout) => {
                 let timeout = spec.options.start_timeout;
-                body.stop(&ExitReason::Killed);
+                self.stop(&ExitReason::Killed);
                 if shared.kill_requested.load(Ordering::SeqCst) {
                     return Err(ExitReason::Killed);
                 }
@@ -146,6 +177,19 @@ impl<I: Isolate> RemoteBody<I> {
         let kind = if cast { Kind::Cast } else { Kind::Ask };
         // A failed write means the child is going: the read says how.
         self.child.send(kind, &[&bytes]);
+        self.wait_answer(shared, deadline)
+    }
+
+    /// The answer to the message sent behind the start frame
+    /// ([`send_first`](Self::send_first)).
+    pub(super) fn call_first(&mut self, shared: &Shared<I>) -> Outcome<I> {
+        self.sent_first = false;
+        self.answer(shared)
+    }
+
+    /// Waits for the answer to the message just sent (at most until
+    /// `deadline`: `None` if it has not started by then; it is then owed).
+    fn wait_answer(&mut self, shared: &Shared<I>, deadline: Option<Instant>) -> Option<Outcome<I>> {
         if let Some(deadline) = deadline {
             let wait = deadline.saturating_duration_since(Instant::now());
             match self.child.wait_readable(wait) {
@@ -326,7 +370,12 @@ pub(super) fn direct_ask<I: Isolate>(
     let Some(body) = conn.as_mut() else {
         return Err(msg);
     };
-    if !idle(shared) || body.owed || body.pending_exit.is_some() || body.child.has_died() {
+    if !idle(shared)
+        || body.owed
+        || body.sent_first
+        || body.pending_exit.is_some()
+        || body.child.has_died()
+    {
         return Err(msg);
     }
     let deadline = crate::time::deadline_after(timeout);

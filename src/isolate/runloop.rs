@@ -97,7 +97,18 @@ struct RunLoop<I: Isolate> {
     /// paused or before `start`) and handled between messages.
     downs: VecDeque<Down>,
     ctx: Context<I>,
+    /// A process isolate's first message, sent behind the start frame: it
+    /// is the current message once the child has started.
+    #[cfg(target_os = "linux")]
+    first: Option<Unpacked<I>>,
 }
+
+/// A message taken out of its envelope, and where its reply goes.
+#[cfg(target_os = "linux")]
+type Unpacked<I> = (
+    <I as Isolate>::Message,
+    Option<ReplyTo<<I as Isolate>::Reply, <I as Isolate>::Error>>,
+);
 
 /// What woke a waiting isolate.
 enum Woke<I: Isolate> {
@@ -131,6 +142,8 @@ pub(super) fn run<I: Isolate>(
         orphaned: false,
         stopped: false,
         held,
+        #[cfg(target_os = "linux")]
+        first: None,
     };
     // User code runs under `catch`, so the loop itself should not unwind;
     // if it ever does, the isolate must still be closed, or its callers
@@ -240,14 +253,27 @@ impl<I: Isolate> RunLoop<I> {
             }
         };
         #[cfg(target_os = "linux")]
-        if let Some(spec) = &self.shared.process {
-            let started = super::body::RemoteBody::start(&self.shared, spec, args);
+        let shared = Arc::clone(&self.shared);
+        #[cfg(target_os = "linux")]
+        if let Some(spec) = &shared.process {
+            let started =
+                super::body::RemoteBody::launch(&shared, spec, args).and_then(|mut child| {
+                    self.send_first(&mut child);
+                    child.started(&shared, spec)
+                });
             return match started {
                 Ok(child) => {
                     *self.shared.conn.lock() = Some(child);
                     Ok(Body::Child)
                 }
                 Err(reason) => {
+                    // A first message sent was not handled: it stays queued.
+                    if let Some((msg, reply)) = self.first.take() {
+                        self.hold(Item {
+                            envelope: Envelope::Moved(msg),
+                            reply,
+                        });
+                    }
                     self.shared.set_child_kill(None);
                     if !matches!(reason, ExitReason::Killed) {
                         self.shared.report_error(IsolateError {
@@ -282,6 +308,46 @@ impl<I: Isolate> RunLoop<I> {
         }
     }
 
+    /// Sends a process isolate's first message right behind the start frame,
+    /// while its child starts: the child finds it waiting once `start` has
+    /// run, which saves a round trip (the Started frame, then the message).
+    /// Only a message already queued with no control request ahead of it
+    /// (a control request goes first, as in [`serve`](Self::serve)): every
+    /// request is in the control channel before its sender returns, so one
+    /// sent before the message is seen here. (Not the wake flag: a resume
+    /// taken while paused leaves it raised.)
+    #[cfg(target_os = "linux")]
+    fn send_first(&mut self, child: &mut super::body::RemoteBody<I>) {
+        if self.held.is_some() || !self.control_rx.is_empty() {
+            return;
+        }
+        let Ok(item) = self.mailbox_rx.try_recv() else {
+            return;
+        };
+        let Item {
+            envelope: Envelope::Moved(msg),
+            reply,
+        } = item
+        else {
+            return self.hold(item);
+        };
+        // A control request sent before this message goes first.
+        if !self.control_rx.is_empty() || !child.send_first(&msg, reply.is_none()) {
+            return self.hold(Item {
+                envelope: Envelope::Moved(msg),
+                reply,
+            });
+        }
+        self.first = Some((msg, reply));
+    }
+
+    /// Keeps a message taken from the mailbox for later.
+    #[cfg(target_os = "linux")]
+    fn hold(&mut self, item: Mail<I>) {
+        self.held = Some(item);
+        self.shared.holding.store(true, Ordering::Relaxed);
+    }
+
     /// Serves control requests only, until no pause holds.
     fn wait_while_paused(&mut self) -> Exit {
         while !self.paused.is_empty() {
@@ -308,6 +374,15 @@ impl<I: Isolate> RunLoop<I> {
 
     fn serve(&mut self, state: &mut Body<I>) -> ExitReason {
         let mut busy = Busy::default();
+        // The message sent behind a child's start frame is the current one.
+        #[cfg(target_os = "linux")]
+        if let Some((msg, reply)) = self.first.take() {
+            busy.tick(&self.shared);
+            if let Some(reason) = self.handle_msg(state, msg, reply) {
+                busy.stop(&self.shared);
+                return reason;
+            }
+        }
         let reason = self.serve_until_exit(state, &mut busy);
         busy.stop(&self.shared);
         reason
@@ -571,6 +646,16 @@ impl<I: Isolate> RunLoop<I> {
             Ok(msg) => msg,
             Err(e) => return self.bad_message(e, reply),
         };
+        self.handle_msg(state, msg, reply)
+    }
+
+    fn handle_msg(
+        &mut self,
+        state: &mut Body<I>,
+        msg: I::Message,
+        reply: Option<ReplyTo<I::Reply, I::Error>>,
+    ) -> Exit {
+        let shared = &*self.shared;
         let _span = tracing::trace_span!(target: "isolates", "message").entered();
         let invoked = match state {
             Body::Local(state) => {
@@ -596,11 +681,15 @@ impl<I: Isolate> RunLoop<I> {
                         "the child is gone".into(),
                     )));
                 };
-                // What a direct ask left: an exit, an answer still to come.
-                let owed = child.look(shared);
-                let outcome = match owed {
-                    Some(reason) => Outcome::Dead(reason),
-                    None => child.call(shared, &msg, reply.is_none()),
+                let outcome = if child.sent_first {
+                    // Sent behind the start frame: only its answer to read.
+                    child.call_first(shared)
+                } else {
+                    // What a direct ask left: an exit, an answer still to come.
+                    match child.look(shared) {
+                        Some(reason) => Outcome::Dead(reason),
+                        None => child.call(shared, &msg, reply.is_none()),
+                    }
                 };
                 drop(conn);
                 match outcome {

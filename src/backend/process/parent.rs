@@ -3,14 +3,17 @@
 //!
 //! The owner reads the child's frames itself, on its own thread: an answer
 //! costs no hop through another thread. A reaper thread waits for the
-//! child's exit (blocked in `waitpid`, no polling) so that a child that dies
-//! while its owner is idle is noticed at once.
+//! child's exit (blocked in `poll` on a pidfd, no polling timer) so that a
+//! child that dies while its owner is idle is noticed at once. An owner
+//! that stops its child waits for the exit itself and reaps the child
+//! there (through the pidfd, which names that process only): the reaper
+//! finds it reaped, and the stop costs no hop through the reaper.
 
 use std::io::{BufReader, Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -86,6 +89,9 @@ pub(crate) struct ChildProcess {
     died: cb::Receiver<Crash>,
     /// What `died` said, once it said it.
     dead: Option<Crash>,
+    /// The child's pidfd, shared with the reaper (`None` on a kernel
+    /// without them: then only the reaper reaps).
+    pidfd: Option<Arc<OwnedFd>>,
 }
 
 /// How to start a child: what of
@@ -152,18 +158,27 @@ impl ChildProcess {
             pid: Mutex::new(Pid::from_raw(child.id() as i32)),
             grace: options.kill_grace,
         });
+        let pidfd = Pid::from_raw(child.id() as i32)
+            .and_then(|pid| {
+                rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+            })
+            .map(Arc::new);
         let (died_tx, died) = cb::bounded(1);
         let reaper = Reaper {
             child,
             kill: Arc::clone(&kill),
             max_memory: options.max_memory,
+            pidfd: pidfd.clone(),
         };
         let spawned = std::thread::Builder::new()
             .name("isolates-reaper".into())
             .spawn(move || {
-                let crash = reaper.wait();
-                let _ = died_tx.send(crash.clone());
-                on_exit(crash);
+                // `None`: its owner reaped it while stopping it, and no
+                // longer listens.
+                if let Some(crash) = reaper.wait() {
+                    let _ = died_tx.send(crash.clone());
+                    on_exit(crash);
+                }
             });
         if let Err(e) = spawned {
             // The child went with the closure: it is killed, and reaped by
@@ -178,6 +193,7 @@ impl ChildProcess {
             kill,
             died,
             dead: None,
+            pidfd,
         })
     }
 
@@ -312,10 +328,79 @@ impl ChildProcess {
             return;
         }
         let _ = frame::write(&mut self.socket, Kind::Stop, &[reason]);
-        if self.reaped(timeout).is_none() {
+        if !self.await_exit(timeout) {
             self.kill.signal(Signal::KILL);
-            self.reaped(Duration::from_secs(5));
+            self.await_exit(Duration::from_secs(5));
         }
+    }
+
+    /// Waits up to `timeout` for the child to exit and be reaped; whether
+    /// it was. With a pidfd this thread waits for the exit itself and reaps
+    /// the child here, unless the reaper got there first (then its word
+    /// follows at once).
+    fn await_exit(&mut self, timeout: Duration) -> bool {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        let deadline = Instant::now() + timeout;
+        if let Some(pidfd) = self.pidfd.clone() {
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let wait = Timespec {
+                    tv_sec: left.as_secs().min(i64::MAX as u64) as i64,
+                    tv_nsec: i64::from(left.subsec_nanos()),
+                };
+                let mut fds = [PollFd::new(&*pidfd, PollFlags::IN)];
+                match poll(&mut fds, Some(&wait)) {
+                    Ok(0) => return false,
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(_) => break,
+                    Ok(_) => {}
+                }
+                match reap(&self.kill, &pidfd) {
+                    Reap::Reaped(_) => return true,
+                    // It has not exited after all: wait again.
+                    Reap::Running if Instant::now() < deadline => {}
+                    Reap::Running => return false,
+                    // The reaper reaped it: its word is on the way.
+                    Reap::Gone | Reap::Failed(_) => break,
+                }
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.reaped(left).is_some()
+    }
+}
+
+/// What reaping a child through its pidfd came to.
+enum Reap {
+    /// Reaped here: how it ended.
+    Reaped(rustix::process::WaitIdStatus),
+    /// It has not exited.
+    Running,
+    /// Someone else reaped it.
+    Gone,
+    /// `waitid` failed.
+    Failed(rustix::io::Errno),
+}
+
+/// Reaps the child if it has exited, without waiting. Under the kill
+/// switch's lock: once reaped, its pid is never signalled (it may be
+/// reused), and of the owner and the reaper exactly one reaps.
+fn reap(kill: &KillSwitch, pidfd: &OwnedFd) -> Reap {
+    use rustix::process::{WaitId, WaitIdOptions, waitid};
+    let mut pid = kill.pid.lock();
+    if pid.is_none() {
+        return Reap::Gone;
+    }
+    match waitid(
+        WaitId::PidFd(pidfd.as_fd()),
+        WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
+    ) {
+        Ok(Some(status)) => {
+            *pid = None;
+            Reap::Reaped(status)
+        }
+        Ok(None) => Reap::Running,
+        Err(e) => Reap::Failed(e),
     }
 }
 
@@ -325,18 +410,43 @@ struct Reaper {
     child: Child,
     kill: Arc<KillSwitch>,
     max_memory: Option<u64>,
+    pidfd: Option<Arc<OwnedFd>>,
 }
 
 const SIGABRT: i32 = 6;
 
 impl Reaper {
-    fn wait(mut self) -> Crash {
+    /// How the child died; `None` if its owner reaped it (it stopped it,
+    /// and knows why it ended).
+    fn wait(mut self) -> Option<Crash> {
         let tail = self.forward_stderr();
-        let status = self.child.wait();
-        *self.kill.pid.lock() = None;
-        match status {
-            Ok(status) => self.classify(status, &tail),
-            Err(e) => Crash::Protocol(format!("the child could not be reaped: {e}")),
+        let Some(pidfd) = self.pidfd.clone() else {
+            let status = self.child.wait();
+            *self.kill.pid.lock() = None;
+            return Some(match status {
+                Ok(status) => self.classify(status.signal(), status.code(), &tail),
+                Err(e) => Crash::Protocol(format!("the child could not be reaped: {e}")),
+            });
+        };
+        loop {
+            match reap(&self.kill, &pidfd) {
+                Reap::Reaped(status) => {
+                    let (signal, code) = (status.terminating_signal(), status.exit_status());
+                    return Some(self.classify(signal, code, &tail));
+                }
+                Reap::Gone => return None,
+                Reap::Failed(e) => {
+                    return Some(Crash::Protocol(format!(
+                        "the child could not be reaped: {e}"
+                    )));
+                }
+                // It closed its stderr but lives on: wait for its exit.
+                Reap::Running => {
+                    use rustix::event::{PollFd, PollFlags, poll};
+                    let mut fds = [PollFd::new(&*pidfd, PollFlags::IN)];
+                    let _ = poll(&mut fds, None);
+                }
+            }
         }
     }
 
@@ -350,9 +460,7 @@ impl Reaper {
         let Some(mut stderr) = self.child.stderr.take() else {
             return String::new();
         };
-        let pidfd = Pid::from_raw(self.child.id() as i32).and_then(|pid| {
-            rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
-        });
+        let pidfd = self.pidfd.clone();
         let mut tail: Vec<u8> = Vec::new();
         let mut buf = [0u8; 4096];
         let mut exited = false;
@@ -362,7 +470,7 @@ impl Reaper {
             let (readable, gone) = {
                 let mut fds = vec![PollFd::new(&stderr, PollFlags::IN)];
                 if let Some(pidfd) = &pidfd {
-                    fds.push(PollFd::new(pidfd, PollFlags::IN));
+                    fds.push(PollFd::new(&**pidfd, PollFlags::IN));
                 }
                 // Once the child is gone, only what is already in the pipe.
                 let now = Timespec {
@@ -401,8 +509,10 @@ impl Reaper {
         String::from_utf8_lossy(&tail).into_owned()
     }
 
-    fn classify(&self, status: ExitStatus, tail: &str) -> Crash {
-        match (status.signal(), status.code()) {
+    /// How a child that ended with `signal` or exit `code` died (`tail`:
+    /// the end of its stderr).
+    fn classify(&self, signal: Option<i32>, code: Option<i32>, tail: &str) -> Crash {
+        match (signal, code) {
             (Some(SIGABRT), _) => {
                 // Rust aborts on a failed allocation and on a stack overflow,
                 // after saying which on stderr.
@@ -416,7 +526,9 @@ impl Reaper {
             }
             (Some(signal), _) => Crash::Signal(signal),
             (None, Some(code)) => Crash::Exit(code),
-            (None, None) => Crash::Protocol(format!("unknown exit status {status}")),
+            (None, None) => {
+                Crash::Protocol("an exit status that is neither a code nor a signal".into())
+            }
         }
     }
 }
