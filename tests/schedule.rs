@@ -1504,6 +1504,34 @@ fn watch_by_id_starts_with_a_snapshot() {
     m.join(Duration::MAX);
 }
 
+/// One turn's changes come to a watch together: whichever way they are
+/// taken, each is seen once and in order.
+#[test]
+fn watch_sees_each_change_of_a_turn_once_in_order() {
+    let clock = ManualClock::default();
+    let m = builder(&clock).spawn().unwrap();
+    let watch = m.watch(WorkQuery::Tag("turn".into()));
+    let ids = new_ids(m.enqueue(WorkChain::all(
+        (0..5).map(|_| WorkRequest::once("noop").tag("turn").initial_delay(MINUTE)),
+    )));
+    sync(&m);
+    let first = watch.next_timeout(LONG).expect("a change");
+    let second = watch.try_next().expect("the rest of the turn is there");
+    let rest = watch.drain();
+    let seen: Vec<WorkId> = [first, second]
+        .into_iter()
+        .chain(rest)
+        .map(|i| {
+            assert_eq!(i.state, WorkState::Enqueued);
+            i.id
+        })
+        .collect();
+    assert_eq!(seen, ids, "each enqueued work once, in order");
+    assert_eq!(watch.try_next(), None);
+    m.stop();
+    m.join(Duration::MAX);
+}
+
 #[test]
 fn watch_drain_takes_what_is_waiting() {
     let clock = ManualClock::default();

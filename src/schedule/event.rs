@@ -25,7 +25,8 @@ pub(crate) enum Event {
     },
     Watch {
         query: WorkQuery,
-        to: cb::Sender<WorkInfo>,
+        /// Each written turn's changes go in one message.
+        to: cb::Sender<Vec<WorkInfo>>,
         /// Dead once the watch is dropped.
         alive: Weak<()>,
         /// `None`: the watch starts with a snapshot of each work it

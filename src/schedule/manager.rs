@@ -300,7 +300,7 @@ impl WorkManager {
             alive: Arc::downgrade(&alive),
             registered: None,
         });
-        WorkWatch { rx, _alive: alive }
+        WorkWatch::new(rx, alive)
     }
 
     /// Watches the changes to the works `query` selects, from the next
@@ -320,7 +320,7 @@ impl WorkManager {
             alive: Arc::downgrade(&alive),
             registered: Some(registered),
         });
-        WorkWatch { rx, _alive: alive }
+        WorkWatch::new(rx, alive)
     }
 
     /// Blocks until work `id` is finished, or `timeout` passes (then
@@ -363,8 +363,8 @@ impl WorkManager {
         let watch = self.watch(WorkQuery::Id(id));
         loop {
             let next = match deadline {
-                Some(d) => watch.rx.recv_deadline(d.max(Instant::now())).ok()?,
-                None => watch.rx.recv().ok()?,
+                Some(d) => watch.next_until(Some(d.max(Instant::now())))?,
+                None => watch.next_until(None)?,
             };
             if cond(&next) {
                 return Some(next);

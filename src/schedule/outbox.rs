@@ -19,7 +19,8 @@ pub(super) type Reply = Box<dyn FnOnce() + Send>;
 /// A [`WorkWatch`](super::WorkWatch)'s end.
 struct Watcher {
     query: WorkQuery,
-    to: cb::Sender<WorkInfo>,
+    /// Each written turn's changes go in one message.
+    to: cb::Sender<Vec<WorkInfo>>,
     alive: Weak<()>,
     /// See [`Event::Watch`](super::event::Event::Watch): taken when the
     /// watch is registered.
@@ -63,7 +64,7 @@ impl Outbox {
     pub(super) fn watch(
         &mut self,
         query: WorkQuery,
-        to: cb::Sender<WorkInfo>,
+        to: cb::Sender<Vec<WorkInfo>>,
         alive: Weak<()>,
         registered: Option<crate::oneshot::Sender<()>>,
     ) {
@@ -97,12 +98,26 @@ impl Outbox {
             changed.extend(written.gone);
             changed.sort_by_key(|i| i.id);
             // Dropped watches leave here, whether or not a change is theirs.
+            // One message a watcher and turn: its thread wakes once.
+            let last = self.watchers.len() - 1;
+            let mut index = 0;
             self.watchers.retain(|w| {
-                w.alive.strong_count() > 0
-                    && changed
+                let only = index == last;
+                index += 1;
+                if w.alive.strong_count() == 0 {
+                    return false;
+                }
+                let theirs: Vec<WorkInfo> = if only && changed.iter().all(|i| w.query.matches(i)) {
+                    // The last watcher takes what all match whole.
+                    std::mem::take(&mut changed)
+                } else {
+                    changed
                         .iter()
                         .filter(|i| w.query.matches(i))
-                        .all(|i| w.to.send(i.clone()).is_ok())
+                        .cloned()
+                        .collect()
+                };
+                theirs.is_empty() || w.to.send(theirs).is_ok()
             });
         }
         self.send_replies();
@@ -130,7 +145,8 @@ impl Outbox {
                     continue;
                 }
             };
-            if matching.iter().all(|r| w.to.send(r.info()).is_ok()) {
+            let snapshot: Vec<WorkInfo> = matching.iter().map(|r| r.info()).collect();
+            if snapshot.is_empty() || w.to.send(snapshot).is_ok() {
                 self.watchers.push(w);
             }
         }

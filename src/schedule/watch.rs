@@ -1,9 +1,11 @@
 //! Watching works change.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel as cb;
+use parking_lot::Mutex;
 
 use super::request::WorkInfo;
 #[cfg(doc)]
@@ -14,7 +16,9 @@ use super::request::WorkQuery;
 /// scheduler turn, so a state that lasted less than a turn is not seen
 /// (work enqueued when it can start at once is first seen running). Poll it each frame with
 /// [`try_next`](Self::try_next) or [`drain`](Self::drain), or iterate it on
-/// another thread (the iteration ends when the manager stops).
+/// another thread (the iteration ends when the manager stops). Each
+/// turn's changes arrive together, so the watching thread wakes once a
+/// turn; one thread taking them sees them in order.
 ///
 /// # Examples
 ///
@@ -37,19 +41,61 @@ use super::request::WorkQuery;
 /// ```
 #[derive(Debug)]
 pub struct WorkWatch {
-    pub(super) rx: cb::Receiver<WorkInfo>,
+    /// The changes of each written turn come together, in one message:
+    /// the watching thread is woken once a turn, not once a change.
+    rx: cb::Receiver<Vec<WorkInfo>>,
+    /// The rest of the last turn's changes, not taken yet.
+    ready: Mutex<VecDeque<WorkInfo>>,
     /// The scheduler forgets the watch once this is dropped.
-    pub(super) _alive: Arc<()>,
+    _alive: Arc<()>,
 }
 
 impl WorkWatch {
+    pub(super) fn new(rx: cb::Receiver<Vec<WorkInfo>>, alive: Arc<()>) -> Self {
+        WorkWatch {
+            rx,
+            ready: Mutex::new(VecDeque::new()),
+            _alive: alive,
+        }
+    }
+
+    /// The next change waiting, if any, without waiting.
+    fn take_ready(&self) -> Option<WorkInfo> {
+        let mut ready = self.ready.lock();
+        while ready.is_empty() {
+            // Under the lock: a batch's changes stay in their order.
+            ready.extend(self.rx.try_recv().ok()?);
+        }
+        ready.pop_front()
+    }
+
+    /// The next change, waiting until `deadline` at most (`None`: for
+    /// ever); `None` if none came or the manager stopped.
+    pub(super) fn next_until(&self, deadline: Option<Instant>) -> Option<WorkInfo> {
+        loop {
+            if let Some(info) = self.take_ready() {
+                return Some(info);
+            }
+            let batch = match deadline {
+                Some(d) => self.rx.recv_deadline(d).ok()?,
+                None => self.rx.recv().ok()?,
+            };
+            // Behind what another thread took meanwhile, if any.
+            let mut ready = self.ready.lock();
+            ready.extend(batch);
+            if let Some(info) = ready.pop_front() {
+                return Some(info);
+            }
+        }
+    }
+
     /// The next change, if one is waiting; never blocks.
     ///
     /// # Examples
     ///
     /// See [`WorkWatch`].
     pub fn try_next(&self) -> Option<WorkInfo> {
-        self.rx.try_recv().ok()
+        self.take_ready()
     }
 
     /// Every change waiting now; never blocks.
@@ -65,7 +111,12 @@ impl WorkWatch {
     /// }
     /// ```
     pub fn drain(&self) -> Vec<WorkInfo> {
-        self.rx.try_iter().collect()
+        let mut ready = self.ready.lock();
+        let mut all: Vec<WorkInfo> = ready.drain(..).collect();
+        for batch in self.rx.try_iter() {
+            all.extend(batch);
+        }
+        all
     }
 
     /// Waits up to `timeout` for the next change.
@@ -74,7 +125,7 @@ impl WorkWatch {
     ///
     /// See [`WorkWatch`].
     pub fn next_timeout(&self, timeout: Duration) -> Option<WorkInfo> {
-        self.rx.recv_timeout(timeout).ok()
+        self.next_until(Instant::now().checked_add(timeout))
     }
 }
 
@@ -82,6 +133,6 @@ impl Iterator for WorkWatch {
     type Item = WorkInfo;
 
     fn next(&mut self) -> Option<WorkInfo> {
-        self.rx.recv().ok()
+        self.next_until(None)
     }
 }
