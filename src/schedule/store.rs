@@ -515,9 +515,10 @@ impl WorkStore {
                      -- AUTOINCREMENT: sqlite_sequence keeps the highest id ever
                      -- stored, so ids of deleted (pruned) works are not reused.
                      -- layout: the row layout `record` was written in (see layout.rs).
-                     -- state, due, uniq: see store/query.rs.
+                     -- handler, state, due, uniq: see store/query.rs.
                      CREATE TABLE works (id INTEGER PRIMARY KEY AUTOINCREMENT, record BLOB NOT NULL,
-                                         layout INTEGER, state INTEGER, due INTEGER, uniq TEXT);
+                                         layout INTEGER, handler TEXT, state INTEGER,
+                                         due INTEGER, uniq TEXT);
                      {}
                      PRAGMA application_id = {APPLICATION_ID};
                      PRAGMA user_version = {SCHEMA_VERSION};
@@ -735,8 +736,8 @@ impl WorkStore {
         {
             let mut put = tx
                 .prepare_cached(
-                    "INSERT OR REPLACE INTO works (id, record, layout, state, due, uniq)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT OR REPLACE INTO works (id, record, layout, handler, state, due, uniq)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )
                 .map_err(io)?;
             let mut tag = tx
@@ -749,15 +750,15 @@ impl WorkStore {
                     StoreError::Io(format!("work {} could not be encoded: {e}", rec.id))
                 })?;
                 let id = i64::try_from(rec.id).map_err(|_| StoreError::Io("id overflow".into()))?;
-                let (state, due, uniq) = query::columns(rec);
+                let (handler, state, due, uniq) = query::columns(rec);
                 let tags = retag.get(&rec.id).copied();
                 if tags == Some(true) {
                     query::untag(&tx, id)?;
                 }
-                put.execute(params![id, bytes, LAYOUT, state, due, uniq])
+                put.execute(params![id, bytes, LAYOUT, handler, state, due, uniq])
                     .map_err(io)?;
                 if tags.is_some() {
-                    for t in query::found_tags(rec) {
+                    for t in query::explicit_tags(rec) {
                         tag.execute(params![t, id]).map_err(io)?;
                     }
                 }
