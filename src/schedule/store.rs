@@ -730,9 +730,10 @@ impl WorkStore {
     ) -> Result<(), StoreError> {
         let codec = Bincode::new();
         let puts: Vec<&Record> = puts.into_iter().collect();
-        let tx = self.conn.transaction().map_err(io)?;
+        let guard = WriteTx::begin(&self.conn).map_err(io)?;
+        let tx = guard.conn;
         let max = puts.iter().filter_map(|r| i64::try_from(r.id).ok()).max();
-        let covered = self.ids.cover(&tx, max).map_err(io)?;
+        let covered = self.ids.cover(tx, max).map_err(io)?;
         {
             let mut put = tx
                 .prepare_cached(
@@ -753,7 +754,7 @@ impl WorkStore {
                 let (handler, state, due, uniq) = query::columns(rec);
                 let tags = retag.get(&rec.id).copied();
                 if tags == Some(true) {
-                    query::untag(&tx, id)?;
+                    query::untag(tx, id)?;
                 }
                 put.execute(params![id, bytes, LAYOUT, handler, state, due, uniq])
                     .map_err(io)?;
@@ -769,12 +770,12 @@ impl WorkStore {
                     .map_err(io)?;
                 for &id in deletes {
                     let id = i64::try_from(id).map_err(|_| StoreError::Io("id overflow".into()))?;
-                    query::untag(&tx, id)?;
+                    query::untag(tx, id)?;
                     del.execute(params![id]).map_err(io)?;
                 }
             }
         }
-        tx.commit().map_err(io)?;
+        guard.commit().map_err(io)?;
         self.ids.committed(covered);
         Ok(())
     }
@@ -789,5 +790,32 @@ impl WorkStore {
     /// next start then skip the ones set aside, and stay unique.
     pub(crate) fn release_ids(&mut self) -> Result<(), StoreError> {
         self.ids.release(&self.conn).map_err(io)
+    }
+}
+
+/// A write's transaction, its `BEGIN` and `COMMIT` prepared once for the
+/// connection (rusqlite's `Transaction` parses them at every write); rolled
+/// back if dropped uncommitted, as rusqlite's is.
+struct WriteTx<'c> {
+    conn: &'c Connection,
+}
+
+impl<'c> WriteTx<'c> {
+    fn begin(conn: &'c Connection) -> rusqlite::Result<Self> {
+        conn.prepare_cached("BEGIN")?.execute([])?;
+        Ok(WriteTx { conn })
+    }
+
+    /// Commits; on failure the transaction is rolled back (when dropped).
+    fn commit(self) -> rusqlite::Result<()> {
+        self.conn.prepare_cached("COMMIT")?.execute([]).map(drop)
+    }
+}
+
+impl Drop for WriteTx<'_> {
+    fn drop(&mut self) {
+        if !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
     }
 }

@@ -17,7 +17,7 @@
 //! ([`IdReserve::release`]), so ids after a restart follow on as before;
 //! after a crash they skip at most [`RESERVE`] numbers.
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 /// How many ids past the highest written `sqlite_sequence` is set to.
 pub(super) const RESERVE: i64 = 1024;
@@ -57,7 +57,7 @@ impl IdReserve {
     /// `tx` committed.
     pub(super) fn cover(
         &mut self,
-        tx: &Transaction<'_>,
+        tx: &Connection,
         max: Option<i64>,
     ) -> rusqlite::Result<Covered> {
         let seen = match self.seen {
@@ -117,7 +117,7 @@ impl IdReserve {
     }
 }
 
-fn read(tx: &Transaction<'_>) -> rusqlite::Result<Seen> {
+fn read(tx: &Connection) -> rusqlite::Result<Seen> {
     let sequence: bool = tx.query_row(
         "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'sqlite_sequence'",
         [],
@@ -142,7 +142,7 @@ fn read(tx: &Transaction<'_>) -> rusqlite::Result<Seen> {
     })
 }
 
-fn set(tx: &Transaction<'_>, seq: i64) -> rusqlite::Result<()> {
+fn set(tx: &Connection, seq: i64) -> rusqlite::Result<()> {
     let changed = tx.execute(
         "UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'works'",
         params![seq],
