@@ -313,6 +313,8 @@ pub struct WorkStore {
     path: Option<PathBuf>,
     /// Where `sqlite_sequence` stands (see [`ids`]).
     ids: ids::IdReserve,
+    /// Handler names known to be in `work_handlers` (see [`query`]).
+    handlers: std::collections::HashSet<String>,
     /// The URI of a store in memory, for its readers.
     memory: Option<String>,
     /// Released after the connection closed (fields drop in order).
@@ -377,6 +379,7 @@ impl WorkStore {
             conn,
             path: Some(path),
             ids: ids::IdReserve::default(),
+            handlers: std::collections::HashSet::new(),
             memory: None,
             _lock: Some(held),
         };
@@ -467,6 +470,7 @@ impl WorkStore {
             conn,
             path: None,
             ids: ids::IdReserve::default(),
+            handlers: std::collections::HashSet::new(),
             memory: Some(uri),
             _lock: None,
         };
@@ -745,7 +749,7 @@ impl WorkStore {
                 .prepare_cached("INSERT OR IGNORE INTO work_tags (tag, id) VALUES (?1, ?2)")
                 .map_err(io)?;
             let mut bytes = Vec::new();
-            for rec in puts {
+            for &rec in &puts {
                 bytes.clear();
                 codec.encode(rec, &mut bytes).map_err(|e| {
                     StoreError::Io(format!("work {} could not be encoded: {e}", rec.id))
@@ -763,6 +767,12 @@ impl WorkStore {
                         tag.execute(params![t, id]).map_err(io)?;
                     }
                 }
+                if !self.handlers.contains(&rec.handler) {
+                    tx.prepare_cached("INSERT OR IGNORE INTO work_handlers (name) VALUES (?1)")
+                        .map_err(io)?
+                        .execute([&rec.handler])
+                        .map_err(io)?;
+                }
             }
             if !deletes.is_empty() {
                 let mut del = tx
@@ -777,6 +787,11 @@ impl WorkStore {
         }
         guard.commit().map_err(io)?;
         self.ids.committed(covered);
+        for rec in puts {
+            if !self.handlers.contains(&rec.handler) {
+                self.handlers.insert(rec.handler.clone());
+            }
+        }
         Ok(())
     }
 

@@ -55,11 +55,7 @@ impl IdReserve {
     /// `sqlite_sequence` ahead of `max` if it is not, so the inserts leave
     /// it alone. Note the result with [`committed`](Self::committed) once
     /// `tx` committed.
-    pub(super) fn cover(
-        &mut self,
-        tx: &Connection,
-        max: Option<i64>,
-    ) -> rusqlite::Result<Covered> {
+    pub(super) fn cover(&mut self, tx: &Connection, max: Option<i64>) -> rusqlite::Result<Covered> {
         let seen = match self.seen {
             Some(seen) => seen,
             None => {

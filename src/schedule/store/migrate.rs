@@ -23,15 +23,17 @@ pub(super) const LATEST: i32 = 3;
 /// works that are not enqueued (or whose row has no columns: `state` is
 /// `NULL`), which a manager loads when it starts; works by unique name;
 /// works by explicit tag (a work's tag rows are found from its row's tags
-/// when it changes: no index by id, one page less to write a work). A
-/// plain delayed work writes its row and its due-index entry, nothing
-/// else.
+/// when it changes: no index by id, one page less to write a work); and
+/// the handler names the store has works of, so that a tag that is none
+/// is answered from `work_tags` alone. A plain delayed work writes its row
+/// and its due-index entry, nothing else.
 pub(super) const INDEXES: &str = "
     CREATE INDEX works_due ON works (due, id, handler) WHERE due IS NOT NULL;
     CREATE INDEX works_held ON works (state) WHERE state IS NOT 0;
     CREATE INDEX works_uniq ON works (uniq) WHERE uniq IS NOT NULL;
     CREATE TABLE work_tags (tag TEXT NOT NULL, id INTEGER NOT NULL, PRIMARY KEY (tag, id))
-        WITHOUT ROWID;";
+        WITHOUT ROWID;
+    CREATE TABLE work_handlers (name TEXT PRIMARY KEY) WITHOUT ROWID;";
 
 /// One step: from `from` to `from + 1`.
 struct Migration {
@@ -78,7 +80,7 @@ fn add_layouts(tx: &Transaction<'_>) -> Result<(), rusqlite::Error> {
 }
 
 /// 2 → 3: the columns the store is searched by (handler, state, due,
-/// unique name) and the tags table (explicit tags), filled from each row that reads; a row that does
+/// unique name), the tags table (explicit tags) and the handler names, filled from each row that reads; a row that does
 /// not keeps `NULL` columns, and its bytes stay as they were.
 fn add_columns(tx: &Transaction<'_>) -> Result<(), rusqlite::Error> {
     tx.execute_batch(&format!(
@@ -119,6 +121,10 @@ fn add_columns(tx: &Transaction<'_>) -> Result<(), rusqlite::Error> {
             tag.execute(params![t, id])?;
         }
     }
+    tx.execute_batch(
+        "INSERT OR IGNORE INTO work_handlers (name)
+         SELECT DISTINCT handler FROM works WHERE handler IS NOT NULL",
+    )?;
     Ok(())
 }
 

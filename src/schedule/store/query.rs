@@ -8,7 +8,9 @@
 //! also its first tag, has no tag row: a work is found by it through the
 //! `handler` column (in the due index for enqueued works, whose entries
 //! carry it, and in the index of the other works), so a plain work writes
-//! no tag row. With them the scheduler loads only the works
+//! no tag row. `work_handlers` lists the handler names the store has
+//! works of (written once per name), so a query by a tag that is no
+//! handler's name reads `work_tags` alone. With them the scheduler loads only the works
 //! it must hold (see `table/lazy.rs`) and reads the others when asked,
 //! and the manager answers queries from the store instead of a copy of
 //! every work in memory.
@@ -147,12 +149,20 @@ pub(super) fn select(conn: &Connection, query: &WorkQuery) -> Result<Vec<Record>
                 [id],
             )?
         }
+        WorkQuery::Tag(tag) if !is_handler(conn, tag)? => records(
+            conn,
+            "SELECT w.id, w.layout, w.record FROM work_tags t JOIN works w ON w.id = t.id
+             WHERE t.tag = ?1 ORDER BY t.id",
+            [tag],
+        )?,
         WorkQuery::Tag(tag) => {
-            // Its explicit tags, or its handler's name: enqueued works by
-            // the due index's entries (they carry it), the others by the
-            // index of works that are not enqueued. A work whose explicit
-            // tag is its handler's name has no tag row for it: each work
-            // comes once.
+            // A handler's name: its works are found by their `handler`
+            // column, enqueued ones through the due index's entries (they
+            // carry it: a scan of the index, not of the rows), the others
+            // through the index of works that are not enqueued; and the
+            // works that have it as an explicit tag of another handler. A
+            // work whose explicit tag is its own handler's name has no tag
+            // row for it: each work comes once.
             let mut found = records(
                 conn,
                 "SELECT w.id, w.layout, w.record FROM work_tags t JOIN works w ON w.id = t.id
@@ -180,6 +190,14 @@ pub(super) fn select(conn: &Connection, query: &WorkQuery) -> Result<Vec<Record>
     // hand may say otherwise).
     found.retain(|r| r.selected_by(query));
     Ok(found)
+}
+
+/// Whether the store has (or had) works of handler `name`.
+fn is_handler(conn: &Connection, name: &str) -> Result<bool, StoreError> {
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM work_handlers WHERE name = ?1)")
+        .map_err(io)?
+        .query_row([name], |r| r.get(0))
+        .map_err(io)
 }
 
 /// The enqueued works `query` selects, in no order.
