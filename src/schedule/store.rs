@@ -738,6 +738,8 @@ impl WorkStore {
         let tx = guard.conn;
         let max = puts.iter().filter_map(|r| i64::try_from(r.id).ok()).max();
         let covered = self.ids.cover(tx, max).map_err(io)?;
+        // Handler names written in this transaction.
+        let mut fresh: Vec<&str> = Vec::new();
         {
             let mut put = tx
                 .prepare_cached(
@@ -767,11 +769,12 @@ impl WorkStore {
                         tag.execute(params![t, id]).map_err(io)?;
                     }
                 }
-                if !self.handlers.contains(&rec.handler) {
+                if !self.handlers.contains(&rec.handler) && !fresh.contains(&rec.handler.as_str()) {
                     tx.prepare_cached("INSERT OR IGNORE INTO work_handlers (name) VALUES (?1)")
                         .map_err(io)?
                         .execute([&rec.handler])
                         .map_err(io)?;
+                    fresh.push(&rec.handler);
                 }
             }
             if !deletes.is_empty() {
@@ -787,11 +790,7 @@ impl WorkStore {
         }
         guard.commit().map_err(io)?;
         self.ids.committed(covered);
-        for rec in puts {
-            if !self.handlers.contains(&rec.handler) {
-                self.handlers.insert(rec.handler.clone());
-            }
-        }
+        self.handlers.extend(fresh.into_iter().map(str::to_owned));
         Ok(())
     }
 
