@@ -175,6 +175,28 @@ fn cancels_reach_stored_works_the_manager_does_not_hold() {
         .filter(|i| i.state == WorkState::Enqueued)
         .count();
     assert_eq!(enqueued, MANY as usize);
+    // The handler's name still finds every work, the cancelled ones (no
+    // longer in the due index) too, each once.
+    let by_handler = m.infos(&WorkQuery::Tag("count".into()));
+    assert_eq!(by_handler.len(), MANY as usize + 3);
+    let cancelled: Vec<WorkId> = by_handler
+        .iter()
+        .filter(|i| i.state == WorkState::Cancelled)
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(cancelled, [far.tagged, far.named, far.plain]);
+    m.stop();
+    assert!(m.join(Duration::from_secs(60)));
+    // And after a restart, from the store.
+    let m = manager(&dir.db(), &clock, &Ran::default());
+    assert_eq!(
+        m.infos(&WorkQuery::Tag("count".into())).len(),
+        MANY as usize + 3
+    );
+    assert_eq!(
+        m.cancel(WorkQuery::Tag("count".into())).wait(),
+        Ok(MANY as usize)
+    );
     m.stop();
 }
 

@@ -526,6 +526,78 @@ fn ids_set_aside_are_given_back_at_a_clean_stop() {
     manager.join(Duration::MAX);
 }
 
+/// A plain delayed work writes its row and its due-index entry: no tag
+/// row for its handler's name, which still finds it (once, even when it
+/// is also an explicit tag), enqueued or not, before and after a restart.
+#[test]
+fn the_handler_name_finds_works_without_a_tag_row() {
+    let dir = TempDir::new("handler-tag");
+    let path = dir.path("works.db");
+    let tag_rows = |path: &Path| -> Vec<(String, i64)> {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT tag, id FROM work_tags ORDER BY id, tag")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let clock = ManualClock::default();
+    let build = || {
+        WorkManager::builder(WorkStore::open(&path).unwrap())
+            .clock(clock.clone())
+            .workers(1)
+            .handler_fn(
+                "noop",
+                |(): (), _: &WorkContext<'_>| WorkResult::Success(()),
+            )
+            .spawn()
+            .unwrap()
+    };
+    let later = || WorkRequest::once("noop").initial_delay(HOUR);
+    let by_handler = |m: &WorkManager| -> Vec<(WorkId, WorkState)> {
+        m.infos(&WorkQuery::Tag("noop".into()))
+            .iter()
+            .map(|i| (i.id, i.state))
+            .collect()
+    };
+
+    let manager = build();
+    let plain = ids(manager.enqueue(later()))[0];
+    let tagged = ids(manager.enqueue(later().tag("photos")))[0];
+    let twice = ids(manager.enqueue(later().tag("noop")))[0];
+    let done = ids(manager.enqueue(WorkRequest::once("noop")))[0];
+    let expected = [
+        (plain, WorkState::Enqueued),
+        (tagged, WorkState::Enqueued),
+        (twice, WorkState::Enqueued),
+        (done, WorkState::Succeeded),
+    ];
+    // Queries read the store, which has the success once it is written.
+    assert!(
+        wait_until(|| by_handler(&manager) == expected, T),
+        "{:?}",
+        by_handler(&manager)
+    );
+    assert_eq!(tag_rows(&path), [("photos".to_owned(), tagged.0 as i64)]);
+    assert_eq!(info(&manager, plain).tags, ["noop"]);
+    manager.stop();
+    assert!(manager.join(Duration::from_secs(30)));
+
+    let manager = build();
+    assert_eq!(by_handler(&manager), expected);
+    assert_eq!(manager.cancel(WorkQuery::Tag("noop".into())).wait(), Ok(3));
+    assert!(
+        by_handler(&manager)
+            .iter()
+            .all(|(_, s)| *s != WorkState::Enqueued)
+    );
+    assert_eq!(by_handler(&manager).len(), 4);
+    manager.stop();
+    assert!(manager.join(Duration::from_secs(30)));
+}
+
 // ---- files that are not ours ---------------------------------------------
 
 #[test]

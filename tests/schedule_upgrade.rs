@@ -194,17 +194,27 @@ fn a_store_of_schema_1_opens_after_the_upgrade_untouched_in_meaning() {
 
 /// The upgrade to schema 3 fills the columns the store is searched by from
 /// each row (the rows' bytes stay as they were), and a manager finds the
-/// old works by tag and unique name through them.
+/// old works by tag, handler name and unique name through them. Tag rows
+/// are written for explicit tags only: the handler's name is the
+/// `handler` column.
 #[test]
 fn the_upgrade_fills_the_columns_the_store_is_searched_by() {
     let copy = Copy::new("columns");
     drop(WorkStore::open(copy.db()).unwrap());
     let conn = rusqlite::Connection::open(copy.db()).unwrap();
-    type Columns = (i64, Option<i64>, Option<i64>, Option<String>);
+    type Columns = (
+        i64,
+        Option<String>,
+        Option<i64>,
+        Option<i64>,
+        Option<String>,
+    );
     let columns: Vec<Columns> = conn
-        .prepare("SELECT id, state, due, uniq FROM works ORDER BY id")
+        .prepare("SELECT id, handler, state, due, uniq FROM works ORDER BY id")
         .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
@@ -218,15 +228,21 @@ fn the_upgrade_fills_the_columns_the_store_is_searched_by() {
     };
     let expected = expected();
     assert_eq!(columns.len(), expected.len());
-    for ((id, state, due, uniq), want) in columns.into_iter().zip(&expected) {
+    for ((id, handler, state, due, uniq), want) in columns.into_iter().zip(&expected) {
         assert_eq!(id as u64, want.id.0);
+        assert_eq!(handler.as_deref(), Some(want.handler.as_str()), "{id}");
         assert!(state.is_some(), "{id}: every row read");
         let due_ms = want
             .next_run_at
             .map(|t| t.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64);
         assert_eq!(due, due_ms, "{id}: due only when enqueued, at its time");
         assert_eq!(uniq, want.unique_name, "{id}");
-        let mut want_tags = want.tags.clone();
+        let mut want_tags: Vec<String> = want
+            .tags
+            .iter()
+            .filter(|t| **t != want.handler)
+            .cloned()
+            .collect();
         want_tags.sort();
         assert_eq!(tags(id), want_tags, "{id}");
     }
@@ -244,6 +260,19 @@ fn the_upgrade_fills_the_columns_the_store_is_searched_by() {
         by(WorkQuery::Tag("ui".into())),
         with(&|i| i.tags.iter().any(|t| t == "ui"))
     );
+    let handlers: std::collections::BTreeSet<&str> =
+        expected.iter().map(|i| i.handler.as_str()).collect();
+    assert!(
+        handlers.len() > 1,
+        "the fixture has works of several handlers"
+    );
+    for handler in handlers {
+        assert_eq!(
+            by(WorkQuery::Tag(handler.into())),
+            with(&|i| i.handler == handler || i.tags.iter().any(|t| t == handler)),
+            "{handler}"
+        );
+    }
     assert_eq!(
         by(WorkQuery::UniqueName("later-sum".into())),
         with(&|i| i.unique_name.as_deref() == Some("later-sum"))

@@ -313,6 +313,8 @@ pub struct WorkStore {
     path: Option<PathBuf>,
     /// Where `sqlite_sequence` stands (see [`ids`]).
     ids: ids::IdReserve,
+    /// Handler names known to be in `work_handlers` (see [`query`]).
+    handlers: std::collections::HashSet<String>,
     /// The URI of a store in memory, for its readers.
     memory: Option<String>,
     /// Released after the connection closed (fields drop in order).
@@ -377,6 +379,7 @@ impl WorkStore {
             conn,
             path: Some(path),
             ids: ids::IdReserve::default(),
+            handlers: std::collections::HashSet::new(),
             memory: None,
             _lock: Some(held),
         };
@@ -467,6 +470,7 @@ impl WorkStore {
             conn,
             path: None,
             ids: ids::IdReserve::default(),
+            handlers: std::collections::HashSet::new(),
             memory: Some(uri),
             _lock: None,
         };
@@ -515,9 +519,10 @@ impl WorkStore {
                      -- AUTOINCREMENT: sqlite_sequence keeps the highest id ever
                      -- stored, so ids of deleted (pruned) works are not reused.
                      -- layout: the row layout `record` was written in (see layout.rs).
-                     -- state, due, uniq: see store/query.rs.
+                     -- handler, state, due, uniq: see store/query.rs.
                      CREATE TABLE works (id INTEGER PRIMARY KEY AUTOINCREMENT, record BLOB NOT NULL,
-                                         layout INTEGER, state INTEGER, due INTEGER, uniq TEXT);
+                                         layout INTEGER, handler TEXT, state INTEGER,
+                                         due INTEGER, uniq TEXT);
                      {}
                      PRAGMA application_id = {APPLICATION_ID};
                      PRAGMA user_version = {SCHEMA_VERSION};
@@ -729,37 +734,47 @@ impl WorkStore {
     ) -> Result<(), StoreError> {
         let codec = Bincode::new();
         let puts: Vec<&Record> = puts.into_iter().collect();
-        let tx = self.conn.transaction().map_err(io)?;
+        let guard = WriteTx::begin(&self.conn).map_err(io)?;
+        let tx = guard.conn;
         let max = puts.iter().filter_map(|r| i64::try_from(r.id).ok()).max();
-        let covered = self.ids.cover(&tx, max).map_err(io)?;
+        let covered = self.ids.cover(tx, max).map_err(io)?;
+        // Handler names written in this transaction.
+        let mut fresh: Vec<&str> = Vec::new();
         {
             let mut put = tx
                 .prepare_cached(
-                    "INSERT OR REPLACE INTO works (id, record, layout, state, due, uniq)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT OR REPLACE INTO works (id, record, layout, handler, state, due, uniq)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )
                 .map_err(io)?;
             let mut tag = tx
                 .prepare_cached("INSERT OR IGNORE INTO work_tags (tag, id) VALUES (?1, ?2)")
                 .map_err(io)?;
             let mut bytes = Vec::new();
-            for rec in puts {
+            for &rec in &puts {
                 bytes.clear();
                 codec.encode(rec, &mut bytes).map_err(|e| {
                     StoreError::Io(format!("work {} could not be encoded: {e}", rec.id))
                 })?;
                 let id = i64::try_from(rec.id).map_err(|_| StoreError::Io("id overflow".into()))?;
-                let (state, due, uniq) = query::columns(rec);
+                let (handler, state, due, uniq) = query::columns(rec);
                 let tags = retag.get(&rec.id).copied();
                 if tags == Some(true) {
-                    query::untag(&tx, id)?;
+                    query::untag(tx, id)?;
                 }
-                put.execute(params![id, bytes, LAYOUT, state, due, uniq])
+                put.execute(params![id, bytes, LAYOUT, handler, state, due, uniq])
                     .map_err(io)?;
                 if tags.is_some() {
-                    for t in query::found_tags(rec) {
+                    for t in query::explicit_tags(rec) {
                         tag.execute(params![t, id]).map_err(io)?;
                     }
+                }
+                if !self.handlers.contains(&rec.handler) && !fresh.contains(&rec.handler.as_str()) {
+                    tx.prepare_cached("INSERT OR IGNORE INTO work_handlers (name) VALUES (?1)")
+                        .map_err(io)?
+                        .execute([&rec.handler])
+                        .map_err(io)?;
+                    fresh.push(&rec.handler);
                 }
             }
             if !deletes.is_empty() {
@@ -768,13 +783,14 @@ impl WorkStore {
                     .map_err(io)?;
                 for &id in deletes {
                     let id = i64::try_from(id).map_err(|_| StoreError::Io("id overflow".into()))?;
-                    query::untag(&tx, id)?;
+                    query::untag(tx, id)?;
                     del.execute(params![id]).map_err(io)?;
                 }
             }
         }
-        tx.commit().map_err(io)?;
+        guard.commit().map_err(io)?;
         self.ids.committed(covered);
+        self.handlers.extend(fresh.into_iter().map(str::to_owned));
         Ok(())
     }
 
@@ -788,5 +804,32 @@ impl WorkStore {
     /// next start then skip the ones set aside, and stay unique.
     pub(crate) fn release_ids(&mut self) -> Result<(), StoreError> {
         self.ids.release(&self.conn).map_err(io)
+    }
+}
+
+/// A write's transaction, its `BEGIN` and `COMMIT` prepared once for the
+/// connection (rusqlite's `Transaction` parses them at every write); rolled
+/// back if dropped uncommitted, as rusqlite's is.
+struct WriteTx<'c> {
+    conn: &'c Connection,
+}
+
+impl<'c> WriteTx<'c> {
+    fn begin(conn: &'c Connection) -> rusqlite::Result<Self> {
+        conn.prepare_cached("BEGIN")?.execute([])?;
+        Ok(WriteTx { conn })
+    }
+
+    /// Commits; on failure the transaction is rolled back (when dropped).
+    fn commit(self) -> rusqlite::Result<()> {
+        self.conn.prepare_cached("COMMIT")?.execute([]).map(drop)
+    }
+}
+
+impl Drop for WriteTx<'_> {
+    fn drop(&mut self) {
+        if !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
     }
 }

@@ -17,7 +17,7 @@
 //! ([`IdReserve::release`]), so ids after a restart follow on as before;
 //! after a crash they skip at most [`RESERVE`] numbers.
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 /// How many ids past the highest written `sqlite_sequence` is set to.
 pub(super) const RESERVE: i64 = 1024;
@@ -55,11 +55,7 @@ impl IdReserve {
     /// `sqlite_sequence` ahead of `max` if it is not, so the inserts leave
     /// it alone. Note the result with [`committed`](Self::committed) once
     /// `tx` committed.
-    pub(super) fn cover(
-        &mut self,
-        tx: &Transaction<'_>,
-        max: Option<i64>,
-    ) -> rusqlite::Result<Covered> {
+    pub(super) fn cover(&mut self, tx: &Connection, max: Option<i64>) -> rusqlite::Result<Covered> {
         let seen = match self.seen {
             Some(seen) => seen,
             None => {
@@ -117,7 +113,7 @@ impl IdReserve {
     }
 }
 
-fn read(tx: &Transaction<'_>) -> rusqlite::Result<Seen> {
+fn read(tx: &Connection) -> rusqlite::Result<Seen> {
     let sequence: bool = tx.query_row(
         "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'sqlite_sequence'",
         [],
@@ -142,7 +138,7 @@ fn read(tx: &Transaction<'_>) -> rusqlite::Result<Seen> {
     })
 }
 
-fn set(tx: &Transaction<'_>, seq: i64) -> rusqlite::Result<()> {
+fn set(tx: &Connection, seq: i64) -> rusqlite::Result<()> {
     let changed = tx.execute(
         "UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'works'",
         params![seq],

@@ -18,17 +18,22 @@ use super::{layout, query};
 pub(super) const LATEST: i32 = 3;
 
 /// The indexes over the columns of schema 3 and the tags table (see
-/// [`query`]): enqueued works by (due, id); the works that are not
-/// enqueued (or whose row has no columns: `state` is `NULL`), which a
-/// manager loads when it starts; works by unique name; works by tag (a
-/// work's tag rows are found from its row's tags when it changes: no index
-/// by id, one page less to write a work).
+/// [`query`]): enqueued works by (due, id), carrying their handler's name
+/// (works are found by handler name through it: no row of their own); the
+/// works that are not enqueued (or whose row has no columns: `state` is
+/// `NULL`), which a manager loads when it starts; works by unique name;
+/// works by explicit tag (a work's tag rows are found from its row's tags
+/// when it changes: no index by id, one page less to write a work); and
+/// the handler names the store has works of, so that a tag that is none
+/// is answered from `work_tags` alone. A plain delayed work writes its row
+/// and its due-index entry, nothing else.
 pub(super) const INDEXES: &str = "
-    CREATE INDEX works_due ON works (due, id) WHERE due IS NOT NULL;
+    CREATE INDEX works_due ON works (due, id, handler) WHERE due IS NOT NULL;
     CREATE INDEX works_held ON works (state) WHERE state IS NOT 0;
     CREATE INDEX works_uniq ON works (uniq) WHERE uniq IS NOT NULL;
     CREATE TABLE work_tags (tag TEXT NOT NULL, id INTEGER NOT NULL, PRIMARY KEY (tag, id))
-        WITHOUT ROWID;";
+        WITHOUT ROWID;
+    CREATE TABLE work_handlers (name TEXT PRIMARY KEY) WITHOUT ROWID;";
 
 /// One step: from `from` to `from + 1`.
 struct Migration {
@@ -74,18 +79,19 @@ fn add_layouts(tx: &Transaction<'_>) -> Result<(), rusqlite::Error> {
     Ok(())
 }
 
-/// 2 → 3: the columns the store is searched by (state, due, unique name)
-/// and the tags table, filled from each row that reads; a row that does
+/// 2 → 3: the columns the store is searched by (handler, state, due,
+/// unique name), the tags table (explicit tags) and the handler names, filled from each row that reads; a row that does
 /// not keeps `NULL` columns, and its bytes stay as they were.
 fn add_columns(tx: &Transaction<'_>) -> Result<(), rusqlite::Error> {
     tx.execute_batch(&format!(
-        "ALTER TABLE works ADD COLUMN state INTEGER;
+        "ALTER TABLE works ADD COLUMN handler TEXT;
+         ALTER TABLE works ADD COLUMN state INTEGER;
          ALTER TABLE works ADD COLUMN due INTEGER;
          ALTER TABLE works ADD COLUMN uniq TEXT;
          {INDEXES}"
     ))?;
     // Read first, then written: a table is not changed under a scan of it.
-    type Columns = (i64, i64, Option<i64>, Option<String>, Vec<String>);
+    type Columns = (i64, String, i64, Option<i64>, Option<String>, Vec<String>);
     let mut found: Vec<Columns> = Vec::new();
     {
         let mut rows = tx.prepare("SELECT id, layout, record FROM works")?;
@@ -93,20 +99,32 @@ fn add_columns(tx: &Transaction<'_>) -> Result<(), rusqlite::Error> {
         while let Some(row) = rows.next()? {
             let id: i64 = row.get(0)?;
             if let Ok(rec) = query::read_row(row)? {
-                let (state, due, uniq) = query::columns(&rec);
-                let tags = query::found_tags(&rec).map(str::to_owned).collect();
-                found.push((id, state, due, uniq.map(str::to_owned), tags));
+                let (handler, state, due, uniq) = query::columns(&rec);
+                let tags = query::explicit_tags(&rec).map(str::to_owned).collect();
+                found.push((
+                    id,
+                    handler.to_owned(),
+                    state,
+                    due,
+                    uniq.map(str::to_owned),
+                    tags,
+                ));
             }
         }
     }
-    let mut set = tx.prepare("UPDATE works SET state = ?2, due = ?3, uniq = ?4 WHERE id = ?1")?;
+    let mut set =
+        tx.prepare("UPDATE works SET handler = ?2, state = ?3, due = ?4, uniq = ?5 WHERE id = ?1")?;
     let mut tag = tx.prepare("INSERT OR IGNORE INTO work_tags (tag, id) VALUES (?1, ?2)")?;
-    for (id, state, due, uniq, tags) in found {
-        set.execute(params![id, state, due, uniq])?;
+    for (id, handler, state, due, uniq, tags) in found {
+        set.execute(params![id, handler, state, due, uniq])?;
         for t in tags {
             tag.execute(params![t, id])?;
         }
     }
+    tx.execute_batch(
+        "INSERT OR IGNORE INTO work_handlers (name)
+         SELECT DISTINCT handler FROM works WHERE handler IS NOT NULL",
+    )?;
     Ok(())
 }
 

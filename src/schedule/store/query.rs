@@ -1,10 +1,16 @@
 //! The store's queryable columns, and the reads that use them.
 //!
 //! A row's bytes are the truth about its work; since schema 3 each row
-//! also has columns the store can search without decoding it: `state`,
-//! `due` (the earliest start of enqueued work, `NULL` otherwise) and
-//! `uniq` (the unique name), and `work_tags` lists each work's tags. They
-//! are written with the row. With them the scheduler loads only the works
+//! also has columns the store can search without decoding it: `handler`,
+//! `state`, `due` (the earliest start of enqueued work, `NULL` otherwise)
+//! and `uniq` (the unique name), and `work_tags` lists each work's explicit
+//! tags. They are written with the row. A work's handler name, which is
+//! also its first tag, has no tag row: a work is found by it through the
+//! `handler` column (in the due index for enqueued works, whose entries
+//! carry it, and in the index of the other works), so a plain work writes
+//! no tag row. `work_handlers` lists the handler names the store has
+//! works of (written once per name), so a query by a tag that is no
+//! handler's name reads `work_tags` alone. With them the scheduler loads only the works
 //! it must hold (see `table/lazy.rs`) and reads the others when asked,
 //! and the manager answers queries from the store instead of a copy of
 //! every work in memory.
@@ -38,19 +44,24 @@ pub(super) fn state_code(state: WorkState) -> i64 {
     }
 }
 
-/// A record's `state`, `due` and `uniq` columns.
-pub(super) fn columns(rec: &Record) -> (i64, Option<i64>, Option<&str>) {
+/// A record's `handler`, `state`, `due` and `uniq` columns.
+pub(super) fn columns(rec: &Record) -> (&str, i64, Option<i64>, Option<&str>) {
     let due = (rec.state == WorkState::Enqueued).then_some(rec.next_run_at);
-    (state_code(rec.state), due, rec.unique.as_deref())
+    (
+        &rec.handler,
+        state_code(rec.state),
+        due,
+        rec.unique.as_deref(),
+    )
 }
 
-/// The tags a work is found by: its own, and its handler's name, which
-/// rows stored before works carried it as a tag lack.
-pub(super) fn found_tags(rec: &Record) -> impl Iterator<Item = &str> {
-    let implicit = (!rec.tags.contains(&rec.handler)).then_some(rec.handler.as_str());
-    implicit
-        .into_iter()
-        .chain(rec.tags.iter().map(String::as_str))
+/// The tags a work has rows in `work_tags` for: its own, less its
+/// handler's name (found by the `handler` column).
+pub(super) fn explicit_tags(rec: &Record) -> impl Iterator<Item = &str> {
+    rec.tags
+        .iter()
+        .map(String::as_str)
+        .filter(move |t| *t != rec.handler)
 }
 
 /// A record as the scheduler holds it: with its handler's name as a tag.
@@ -78,7 +89,7 @@ pub(super) fn untag(conn: &Connection, id: i64) -> Result<(), StoreError> {
     let mut untag = conn
         .prepare_cached("DELETE FROM work_tags WHERE tag = ?1 AND id = ?2")
         .map_err(io)?;
-    for t in found_tags(&rec) {
+    for t in explicit_tags(&rec) {
         untag.execute(params![t, id]).map_err(io)?;
     }
     Ok(())
@@ -138,12 +149,36 @@ pub(super) fn select(conn: &Connection, query: &WorkQuery) -> Result<Vec<Record>
                 [id],
             )?
         }
-        WorkQuery::Tag(tag) => records(
+        WorkQuery::Tag(tag) if !is_handler(conn, tag)? => records(
             conn,
             "SELECT w.id, w.layout, w.record FROM work_tags t JOIN works w ON w.id = t.id
              WHERE t.tag = ?1 ORDER BY t.id",
             [tag],
         )?,
+        WorkQuery::Tag(tag) => {
+            // A handler's name: its works are found by their `handler`
+            // column, enqueued ones through the due index's entries (they
+            // carry it: a scan of the index, not of the rows), the others
+            // through the index of works that are not enqueued; and the
+            // works that have it as an explicit tag of another handler. A
+            // work whose explicit tag is its own handler's name has no tag
+            // row for it: each work comes once.
+            let mut found = records(
+                conn,
+                "SELECT w.id, w.layout, w.record FROM work_tags t JOIN works w ON w.id = t.id
+                 WHERE t.tag = ?1
+                 UNION ALL
+                 SELECT id, layout, record FROM works INDEXED BY works_due
+                 WHERE due IS NOT NULL AND handler = ?1
+                 UNION ALL
+                 SELECT id, layout, record FROM works INDEXED BY works_held
+                 WHERE state IS NOT 0 AND handler = ?1",
+                [tag],
+            )?;
+            found.sort_by_key(|r| r.id);
+            found.dedup_by_key(|r| r.id);
+            found
+        }
         WorkQuery::UniqueName(name) => records(
             conn,
             "SELECT id, layout, record FROM works WHERE uniq = ?1 ORDER BY id",
@@ -155,6 +190,14 @@ pub(super) fn select(conn: &Connection, query: &WorkQuery) -> Result<Vec<Record>
     // hand may say otherwise).
     found.retain(|r| r.selected_by(query));
     Ok(found)
+}
+
+/// Whether the store has (or had) works of handler `name`.
+fn is_handler(conn: &Connection, name: &str) -> Result<bool, StoreError> {
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM work_handlers WHERE name = ?1)")
+        .map_err(io)?
+        .query_row([name], |r| r.get(0))
+        .map_err(io)
 }
 
 /// The enqueued works `query` selects, in no order.
