@@ -522,8 +522,11 @@ impl Pull {
             .left
             .fetch_sub(count as usize - left, Ordering::AcqRel);
         let mut permit = Some(permit);
-        let mut alive = tokio::time::interval(self.ack_wait / 3);
-        alive.tick().await;
+        // Its first tick one period from now: an interval's immediate first
+        // tick still waits for the runtime timer's next millisecond, which
+        // each batch's results would wait for.
+        let every = self.ack_wait / 3;
+        let mut alive = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         let mut ready = Vec::new();
         let mut results = Vec::new();
         let mut finished = 0u64;
