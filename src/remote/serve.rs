@@ -650,3 +650,41 @@ impl Pull {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt;
+
+    fn woken(outbox: &Outbox) -> bool {
+        outbox.notify.notified().now_or_never().is_some()
+    }
+
+    /// A worker thread wakes the batch's task for the first result waiting,
+    /// when no task waits for a thread, and for the batch's last; the
+    /// results between join those waiting without a wake-up.
+    #[test]
+    fn the_outbox_wakes_its_batch_only_when_worth_it() {
+        let outbox = |left| Outbox {
+            ready: Mutex::new(Vec::new()),
+            left: std::sync::atomic::AtomicUsize::new(left),
+            notify: tokio::sync::Notify::new(),
+        };
+        let batch = outbox(3);
+        batch.put((1, frame::VALUE, Vec::new()), false);
+        assert!(woken(&batch), "the first result waiting wakes");
+        batch.put((2, frame::VALUE, Vec::new()), false);
+        assert!(!woken(&batch), "one more joins those waiting");
+        batch.put((3, SKIPPED, Vec::new()), false);
+        assert!(woken(&batch), "the batch's last wakes");
+        assert_eq!(batch.left.load(Ordering::Acquire), 0);
+        assert_eq!(batch.ready.lock().len(), 3);
+
+        let batch = outbox(3);
+        batch.put((1, frame::VALUE, Vec::new()), false);
+        assert!(woken(&batch));
+        batch.put((2, frame::VALUE, Vec::new()), true);
+        assert!(woken(&batch), "no task waits for a thread: wakes");
+        assert_eq!(batch.ready.lock().drain(..).count(), 2);
+    }
+}
