@@ -2,8 +2,9 @@
 //! from its durable consumer, runs each task on one of this process's
 //! worker threads, keeps the batch's claim alive while they run, sends the
 //! results to the client as requests (those finished close together in
-//! one), and acknowledges the batch only once the client confirmed all its
-//! results. A batch this process never finishes (it died, it was cut off)
+//! one; each goes without waiting for the client to confirm the ones
+//! before), and acknowledges the batch only once the client confirmed all
+//! its results. A batch this process never finishes (it died, it was cut off)
 //! goes to another worker after the ack wait; the client ignores the
 //! results it already had.
 
@@ -27,11 +28,8 @@ use crate::unwind;
 /// The durable consumer all workers of a pool share.
 const CONSUMER: &str = "workers";
 
-/// How long a batch's results wait for the next one to follow before they
-/// go (a task that takes longer is not waited for).
-const RESULTS_LINGER: Duration = Duration::from_micros(20);
-
-/// The longest the results of a batch wait for more, all told.
+/// The longest the results of a batch wait for more, all told (only while
+/// tasks wait for this process's worker threads).
 const RESULTS_LINGER_MAX: Duration = Duration::from_micros(500);
 
 /// How many cancelled task ids a worker remembers (a cancel may arrive
@@ -93,7 +91,36 @@ struct Job {
     cell: Arc<TaskCell>,
     client: u64,
     input: bytes::Bytes,
-    done: tokio::sync::mpsc::UnboundedSender<(u64, u8, Vec<u8>)>,
+    done: Arc<Outbox>,
+}
+
+/// One result: the task's id, its kind ([`SKIPPED`] for none) and body.
+type Answer = (u64, u8, Vec<u8>);
+
+/// A batch's results on their way from the worker threads to the batch's
+/// task on the bridge. A worker thread wakes that task only when it is
+/// worth it: the first result waiting (which starts the linger), the last
+/// of the batch, or no task left waiting for a thread (what runs now may be
+/// long); the others join the results already waiting, with no wake-up.
+struct Outbox {
+    ready: Mutex<Vec<Answer>>,
+    /// Tasks of the batch not finished yet.
+    left: std::sync::atomic::AtomicUsize,
+    notify: tokio::sync::Notify,
+}
+
+impl Outbox {
+    fn put(&self, answer: Answer, idle: bool) {
+        let first = {
+            let mut ready = self.ready.lock();
+            ready.push(answer);
+            ready.len() == 1
+        };
+        let last = self.left.fetch_sub(1, Ordering::AcqRel) == 1;
+        if first || last || idle {
+            self.notify.notify_one();
+        }
+    }
 }
 
 /// Tasks received and not finished, by (client, task), for cancels.
@@ -304,7 +331,7 @@ fn work<W: Worker, C: Codec>(
         } = job;
         if cell.cancel.load(Ordering::Acquire) || cell.deadline_passed(Instant::now()) {
             counters.skipped.fetch_add(1, Ordering::Relaxed);
-            let _ = done.send((cell.id, SKIPPED, Vec::new()));
+            done.put((cell.id, SKIPPED, Vec::new()), jobs.is_empty());
             continue;
         }
         let subject = progress.names.progress(client);
@@ -331,7 +358,7 @@ fn work<W: Worker, C: Codec>(
         }
         let panicked = invoked.panicked();
         let (answer, body) = invoked.into_frame();
-        let _ = done.send((cell.id, frame::kind(answer), body));
+        done.put((cell.id, frame::kind(answer), body), jobs.is_empty());
         if panicked {
             // The state may be broken: start it again.
             match start(args.clone()) {
@@ -459,7 +486,11 @@ impl Pull {
         if message.info().is_ok_and(|info| info.delivered > 1) {
             counters.redelivered.fetch_add(count, Ordering::Relaxed);
         }
-        let (done_tx, mut done) = tokio::sync::mpsc::unbounded_channel();
+        let outbox = Arc::new(Outbox {
+            ready: Mutex::new(Vec::new()),
+            left: std::sync::atomic::AtomicUsize::new(tasks.len()),
+            notify: tokio::sync::Notify::new(),
+        });
         let mut left = 0usize;
         for (id, deadline_ms, input) in tasks {
             let key = (client, id);
@@ -478,7 +509,7 @@ impl Pull {
                 cell,
                 client,
                 input: message.payload.slice_ref(input),
-                done: done_tx.clone(),
+                done: Arc::clone(&outbox),
             };
             if self.jobs.send(job).is_err() {
                 self.running.lock().cells.remove(&key);
@@ -486,46 +517,55 @@ impl Pull {
             }
             left += 1;
         }
-        drop(done_tx);
+        // Those never queued (the worker threads are gone) are not waited for.
+        outbox
+            .left
+            .fetch_sub(count as usize - left, Ordering::AcqRel);
         let mut permit = Some(permit);
-        let mut alive = tokio::time::interval(self.ack_wait / 3);
-        alive.tick().await;
+        // Its first tick one period from now: an interval's immediate first
+        // tick still waits for the runtime timer's next millisecond, which
+        // each batch's results would wait for.
+        let every = self.ack_wait / 3;
+        let mut alive = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         let mut ready = Vec::new();
+        let mut results = Vec::new();
         let mut finished = 0u64;
-        while left > 0 {
+        // Results go out as soon as they are ready, without waiting for the
+        // client to confirm the ones before (the batch's acknowledgement
+        // waits for all confirmations, the client's next tasks do not).
+        let mut sending = futures_util::stream::FuturesUnordered::new();
+        while left > 0 || !sending.is_empty() {
             tokio::select! {
-                answer = done.recv() => {
-                    let Some(answer) = answer else { break };
-                    left -= 1;
-                    self.take(client, answer, &mut ready, &mut finished);
+                () = outbox.notify.notified(), if left > 0 => {
+                    self.linger(&outbox).await;
+                    ready.append(&mut outbox.ready.lock());
+                    for answer in ready.drain(..) {
+                        left -= 1;
+                        self.take(client, answer, &mut results, &mut finished);
+                    }
+                    // No worker thread is left to finish the others (each
+                    // queued job holds the outbox; the channel drops them
+                    // when the last thread ends).
+                    if left > 0 && Arc::strong_count(&outbox) == 1 {
+                        left = 0;
+                    }
+                    if left == 0 {
+                        drop(permit.take());
+                    }
+                    if !results.is_empty() {
+                        sending.push(self.deliver(&message, client, std::mem::take(&mut results)));
+                    }
+                }
+                delivered = sending.next(), if !sending.is_empty() => {
+                    if delivered == Some(false) {
+                        return;
+                    }
                 }
                 _ = alive.tick() => {
                     let _ = message.ack_with(AckKind::Progress).await;
+                    // Looks again (the worker threads may be gone).
+                    outbox.notify.notify_one();
                 }
-            }
-            // Those finished meanwhile, and those that follow close behind
-            // (a short bounded wait, while they keep coming), go in the
-            // same message.
-            let started = Instant::now();
-            let mut last = started;
-            while left > 0 {
-                if let Ok(answer) = done.try_recv() {
-                    left -= 1;
-                    self.take(client, answer, &mut ready, &mut finished);
-                    last = Instant::now();
-                    continue;
-                }
-                let now = Instant::now();
-                if now - last >= RESULTS_LINGER || now - started >= RESULTS_LINGER_MAX {
-                    break;
-                }
-                tokio::task::yield_now().await;
-            }
-            if left == 0 {
-                drop(permit.take());
-            }
-            if !ready.is_empty() && !self.deliver(&message, client, &mut ready).await {
-                return;
             }
         }
         drop(permit);
@@ -554,6 +594,23 @@ impl Pull {
         }
     }
 
+    /// After a wake-up, lets the results that follow close behind join
+    /// those waiting: while the batch's tasks are not all finished and some
+    /// wait for a worker thread (so more results come soon), parked until a
+    /// worker thread says so, for at most [`RESULTS_LINGER_MAX`] (rounded up
+    /// to the runtime timer's millisecond).
+    async fn linger(&self, outbox: &Outbox) {
+        let until = tokio::time::Instant::now() + RESULTS_LINGER_MAX;
+        while outbox.left.load(Ordering::Acquire) > 0 && !self.jobs.is_empty() {
+            if tokio::time::timeout_at(until, outbox.notify.notified())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+
     /// Sends results to their client as one request, again until it
     /// confirms; false once given up (the batch was terminated or given
     /// back).
@@ -561,12 +618,12 @@ impl Pull {
         &self,
         message: &async_nats::jetstream::Message,
         client: u64,
-        ready: &mut Vec<(u64, u8, Vec<u8>)>,
+        ready: Vec<(u64, u8, Vec<u8>)>,
     ) -> bool {
         use async_nats::jetstream::AckKind;
-        let result = bytes::Bytes::from(frame::results(ready));
+        let result = bytes::Bytes::from(frame::results(&ready));
         let results = ready.len() as u64;
-        ready.clear();
+        drop(ready);
         let subject = self.names.results(client);
         let started = Instant::now();
         let mut pause = Duration::from_millis(50);
@@ -591,5 +648,43 @@ impl Pull {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt;
+
+    fn woken(outbox: &Outbox) -> bool {
+        outbox.notify.notified().now_or_never().is_some()
+    }
+
+    /// A worker thread wakes the batch's task for the first result waiting,
+    /// when no task waits for a thread, and for the batch's last; the
+    /// results between join those waiting without a wake-up.
+    #[test]
+    fn the_outbox_wakes_its_batch_only_when_worth_it() {
+        let outbox = |left| Outbox {
+            ready: Mutex::new(Vec::new()),
+            left: std::sync::atomic::AtomicUsize::new(left),
+            notify: tokio::sync::Notify::new(),
+        };
+        let batch = outbox(3);
+        batch.put((1, frame::VALUE, Vec::new()), false);
+        assert!(woken(&batch), "the first result waiting wakes");
+        batch.put((2, frame::VALUE, Vec::new()), false);
+        assert!(!woken(&batch), "one more joins those waiting");
+        batch.put((3, SKIPPED, Vec::new()), false);
+        assert!(woken(&batch), "the batch's last wakes");
+        assert_eq!(batch.left.load(Ordering::Acquire), 0);
+        assert_eq!(batch.ready.lock().len(), 3);
+
+        let batch = outbox(3);
+        batch.put((1, frame::VALUE, Vec::new()), false);
+        assert!(woken(&batch));
+        batch.put((2, frame::VALUE, Vec::new()), true);
+        assert!(woken(&batch), "no task waits for a thread: wakes");
+        assert_eq!(batch.ready.lock().drain(..).count(), 2);
     }
 }
