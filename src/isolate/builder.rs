@@ -412,6 +412,14 @@ pub(super) fn spawn_thread<I: Isolate>(
     // Begun here, not on the thread: a monitor or link set up as soon as
     // `spawn` returns is about this incarnation.
     let incarnation = shared.watch.begin();
+    // A process isolate's child is started here, unless the isolate is
+    // paused (nothing runs before it is resumed): dropped with the closure
+    // if the thread does not start, it exits and is reaped.
+    let launched = if start.paused.is_none() {
+        runloop::prelaunch(&shared)
+    } else {
+        Default::default()
+    };
     let on_thread = Arc::clone(&shared);
     thread
         .spawn(move || {
@@ -421,7 +429,15 @@ pub(super) fn spawn_thread<I: Isolate>(
                 paused,
                 held,
             } = start;
-            runloop::run(on_thread, control_rx, args, paused, held, incarnation);
+            runloop::run(
+                on_thread,
+                control_rx,
+                args,
+                paused,
+                held,
+                incarnation,
+                launched,
+            );
         })
         .map(drop)
         .map_err(|e| {
