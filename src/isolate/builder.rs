@@ -206,8 +206,14 @@ impl<C: Codec> IsolateBuilder<C> {
     /// `main`; the [`process`](crate::process) module says how and what
     /// changes.
     ///
-    /// [`spawn`](Self::spawn) still returns at once: the child starts on
-    /// the isolate's own thread, and messages wait in the mailbox meanwhile.
+    /// [`spawn`](Self::spawn) does not wait for the child's `start`: it
+    /// starts the child process on the calling thread (a fork and exec,
+    /// about 0.2 ms, so that the child's `exec` overlaps the start of the
+    /// isolate's thread), and messages wait in the mailbox meanwhile. A
+    /// child that cannot be started is the isolate's exit reason
+    /// ([`Crash::Spawn`](crate::Crash::Spawn)). With
+    /// [`spawn_paused`](Self::spawn_paused) nothing starts until it is
+    /// resumed.
     ///
     /// # Examples
     ///
