@@ -307,6 +307,47 @@ fn a_stopped_or_killed_child_is_reaped_before_join_returns() {
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
 }
 
+/// This process's children that are zombies (exited, not reaped).
+fn zombie_children() -> Vec<u32> {
+    let me = std::process::id();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                // After the name: the state, then the parent's pid.
+                let fields: Vec<&str> = stat
+                    .rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .collect();
+                fields.first() == Some(&"Z")
+                    && fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(me)
+            })
+        })
+        .collect()
+}
+
+/// `spawn` starts the child before the isolate's thread: a kill at once
+/// (before the thread sends the start frame) ends it too, and it is
+/// reaped.
+#[test]
+fn an_isolate_killed_right_after_spawn_leaves_no_child() {
+    for _ in 0..5 {
+        let probe = spawn(ProcessOptions::new());
+        probe.kill(Priority::Immediate);
+        assert_eq!(probe.join(T), Some(ExitReason::Killed));
+    }
+    // Other tests' children may be between their exit and their reaping;
+    // none stays a zombie.
+    assert!(
+        wait_until(|| zombie_children().is_empty(), T),
+        "zombies: {:?}",
+        zombie_children()
+    );
+}
+
 #[test]
 fn an_ask_that_times_out_leaves_its_answer_to_the_isolate() {
     let probe = spawn(ProcessOptions::new());

@@ -38,18 +38,6 @@ pub(super) enum Outcome<I: Isolate> {
 
 static NEXT_CHILD: AtomicU64 = AtomicU64::new(1);
 
-impl Launched {
-    /// Ends a child started for an isolate that exits before starting it
-    /// (killed while paused): it is told to go and reaped.
-    pub(super) fn cancel<I: Isolate>(self, shared: &Shared<I>, reason: &ExitReason) {
-        let timeout = shared
-            .process
-            .as_ref()
-            .map_or(std::time::Duration::ZERO, |spec| spec.options.stop_timeout);
-        self.child.stop(&encode_reason(reason), timeout);
-    }
-}
-
 impl<I: Isolate> RemoteBody<I> {
     /// Starts a child for the isolate: it waits for its start frame. On
     /// the caller's thread in `spawn`, so that the child's `exec` overlaps

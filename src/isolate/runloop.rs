@@ -235,12 +235,9 @@ impl<I: Isolate> Drop for CloseOnUnwind<'_, I> {
 impl<I: Isolate> RunLoop<I> {
     fn run(&mut self, args: Envelope<I::Args>) -> ExitReason {
         tracing::debug!(target: "isolates", "isolate spawned");
+        // Paused here only if spawned paused: then no child was started
+        // for it yet (`prelaunch`).
         if let Some(reason) = self.wait_while_paused() {
-            // A child started for it ends, and is reaped, first.
-            #[cfg(target_os = "linux")]
-            if let Some(Ok(launched)) = self.launched.take() {
-                launched.cancel(&self.shared, &reason);
-            }
             self.shared.mark_started();
             return reason;
         }
