@@ -11,6 +11,11 @@
 //!
 //! On a kernel without pidfds (before Linux 5.3) a child gets a thread of
 //! its own that forwards its stderr to the end and then waits for it.
+//!
+//! A child's stderr is passed on to ours with a blocking write: a parent
+//! whose own stderr blocks (a full pipe that nobody reads) holds the reaper
+//! up, and with it the news of every child's exit (an owner that stops its
+//! child still reaps it itself).
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
