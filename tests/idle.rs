@@ -1,4 +1,5 @@
-//! Idle means no wake-ups: an idle isolate, pool (plain and rayon mode),
+//! Idle means no wake-ups: an idle isolate, process isolate (its thread
+//! and the one reaper thread of all children), pool (plain and rayon mode),
 //! supervisor and work manager (with the `schedule` feature) leave the CPU
 //! alone, and a thread waiting for a late reply parks instead of spinning.
 //!
@@ -253,6 +254,34 @@ fn idle_isolate(errors: &mut Vec<Result<(), String>>) {
     assert_eq!(echo.ask_timeout(0, T), Ok(0));
 }
 
+/// Registers what the children of this test binary run; a child runs
+/// `child_entry` alone and becomes the child there.
+fn children() {
+    isolates::process::Registry::new()
+        .isolate::<Echo>()
+        .test_entry("child_entry")
+        .init();
+}
+
+#[test]
+fn child_entry() {
+    children();
+}
+
+/// The first process isolate of this binary: its thread and the reaper
+/// thread (started for it) sleep while the child is idle.
+fn idle_process_isolate(errors: &mut Vec<Result<(), String>>) {
+    children();
+    let created = Created::since_now();
+    let echo = isolates::IsolateBuilder::new()
+        .process(isolates::process::ProcessOptions::new())
+        .spawn::<Echo>(())
+        .unwrap();
+    assert_eq!(echo.ask_timeout(0, T), Ok(0));
+    errors.push(created.check_idle("process isolate and the reaper", 2));
+    assert_eq!(echo.ask_timeout(0, T), Ok(0));
+}
+
 fn idle_plain_pool(errors: &mut Vec<Result<(), String>>) {
     let created = Created::since_now();
     let pool = Pool::<Sleeper>::builder()
@@ -358,6 +387,7 @@ fn idle_objects_make_no_wake_ups_and_waiters_park() {
     // Every object is checked before any failure is reported.
     let mut errors = Vec::new();
     idle_isolate(&mut errors);
+    idle_process_isolate(&mut errors);
     idle_plain_pool(&mut errors);
     idle_rayon_pool(&mut errors);
     idle_supervisor(&mut errors);

@@ -307,6 +307,47 @@ fn a_stopped_or_killed_child_is_reaped_before_join_returns() {
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
 }
 
+/// This process's children that are zombies (exited, not reaped).
+fn zombie_children() -> Vec<u32> {
+    let me = std::process::id();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                // After the name: the state, then the parent's pid.
+                let fields: Vec<&str> = stat
+                    .rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .collect();
+                fields.first() == Some(&"Z")
+                    && fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(me)
+            })
+        })
+        .collect()
+}
+
+/// `spawn` starts the child before the isolate's thread: a kill at once
+/// (before the thread sends the start frame) ends it too, and it is
+/// reaped.
+#[test]
+fn an_isolate_killed_right_after_spawn_leaves_no_child() {
+    for _ in 0..5 {
+        let probe = spawn(ProcessOptions::new());
+        probe.kill(Priority::Immediate);
+        assert_eq!(probe.join(T), Some(ExitReason::Killed));
+    }
+    // Other tests' children may be between their exit and their reaping;
+    // none stays a zombie.
+    assert!(
+        wait_until(|| zombie_children().is_empty(), T),
+        "zombies: {:?}",
+        zombie_children()
+    );
+}
+
 #[test]
 fn an_ask_that_times_out_leaves_its_answer_to_the_isolate() {
     let probe = spawn(ProcessOptions::new());
@@ -440,6 +481,76 @@ fn an_exit_of_its_own_and_a_kill_from_outside_are_exit_reasons() {
     let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
     assert_eq!(probe.join(T), Some(ExitReason::Crashed(Crash::Signal(9))));
+}
+
+/// Twenty children die at once, each its own way, while one reaper thread
+/// watches them all: each isolate gets its own exit reason (those told by
+/// stderr included), and every child is reaped.
+#[test]
+fn many_children_crashing_at_once_each_get_their_own_reason_and_are_all_reaped() {
+    let limit = 512 << 20;
+    let kinds: Vec<(Option<Msg>, ProcessOptions, ExitReason)> = (0..20)
+        .map(|i| match i % 7 {
+            0 => (
+                Some(Msg::Abort),
+                ProcessOptions::new(),
+                ExitReason::Crashed(Crash::Signal(6)),
+            ),
+            1 => (
+                Some(Msg::Segfault),
+                ProcessOptions::new(),
+                ExitReason::Crashed(Crash::Signal(11)),
+            ),
+            2 => (
+                Some(Msg::Overflow(1)),
+                ProcessOptions::new(),
+                ExitReason::Crashed(Crash::StackOverflow),
+            ),
+            3 => (
+                Some(Msg::Alloc(2 << 30)),
+                ProcessOptions::new().max_memory(limit),
+                ExitReason::Crashed(Crash::OutOfMemory { limit }),
+            ),
+            4 => (
+                Some(Msg::Exit(10 + i)),
+                ProcessOptions::new(),
+                ExitReason::Crashed(Crash::Exit(10 + i)),
+            ),
+            5 => (Some(Msg::Stop), ProcessOptions::new(), ExitReason::Normal),
+            // Killed from outside while idle: noticed without a message.
+            _ => (
+                None,
+                ProcessOptions::new(),
+                ExitReason::Crashed(Crash::Signal(9)),
+            ),
+        })
+        .collect();
+    let children: Vec<_> = kinds
+        .into_iter()
+        .map(|(msg, options, expected)| {
+            let probe = spawn(options);
+            let pid = probe.ask_timeout(Msg::Pid, T).unwrap();
+            (probe, pid, msg, expected)
+        })
+        .collect();
+    // All at once: no child's end waits for another's.
+    for (probe, pid, msg, _) in &children {
+        match msg {
+            Some(msg) => probe.cast(msg.clone()).unwrap(),
+            None => {
+                let pid = rustix::process::Pid::from_raw(*pid as i32).unwrap();
+                rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+            }
+        }
+    }
+    for (probe, pid, msg, expected) in &children {
+        assert_eq!(probe.join(T).as_ref(), Some(expected), "{msg:?}");
+        // Reaped, not a zombie: the pid is gone from /proc.
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "child {pid} ({msg:?}) is not reaped after join"
+        );
+    }
 }
 
 #[test]

@@ -65,3 +65,10 @@ pub(super) struct RemoteBody<I: Isolate> {
     /// reads its answer before the channel is used again.
     pub(super) sent_first: bool,
 }
+
+/// A child started before its isolate's thread (by `spawn`, so that the
+/// thread's start and the child's `exec` overlap), and its id.
+pub(crate) struct Launched {
+    pub(super) child: ChildProcess,
+    pub(super) id: u64,
+}

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use std::os::unix::net::UnixStream;
 
-use super::body::{ProcessSpec, RemoteBody};
+use super::body::{Launched, ProcessSpec, RemoteBody};
 use super::shared::{Control, Item, Shared};
 use super::{Context, Crash, ExitReason, Isolate, IsolateBuilder};
 use crate::backend::CodecWire;
@@ -39,18 +39,13 @@ pub(super) enum Outcome<I: Isolate> {
 static NEXT_CHILD: AtomicU64 = AtomicU64::new(1);
 
 impl<I: Isolate> RemoteBody<I> {
-    /// Starts a child and sends it the start frame; [`started`](Self::started)
-    /// waits for the isolate in it to start. A message may go out in
-    /// between ([`send_first`](Self::send_first)): it waits in the channel
-    /// while the child starts, so the child finds it there.
-    pub(super) fn launch(
+    /// Starts a child for the isolate: it waits for its start frame. On
+    /// the caller's thread in `spawn`, so that the child's `exec` overlaps
+    /// the start of the isolate's thread.
+    pub(super) fn spawn_child(
         shared: &Arc<Shared<I>>,
         spec: &ProcessSpec<I>,
-        args: I::Args,
-    ) -> Result<Self, ExitReason> {
-        let args = spec.wire.encode_args(&args).map_err(|e| {
-            ExitReason::Failed(format!("start arguments could not be encoded: {e}"))
-        })?;
+    ) -> Result<Launched, Crash> {
         let id = NEXT_CHILD.fetch_add(1, Ordering::Relaxed);
         let weak = Arc::downgrade(shared);
         let on_exit = Box::new(move |_: Crash| {
@@ -63,8 +58,38 @@ impl<I: Isolate> RemoteBody<I> {
             spec.test_entry.as_deref(),
             spec.wire.limit(),
             on_exit,
-        )
-        .map_err(ExitReason::Crashed)?;
+        )?;
+        Ok(Launched { child, id })
+    }
+
+    /// Sends the start frame to the child started for the isolate
+    /// (`launched`: by `spawn`; started here if `None`);
+    /// [`started`](Self::started) waits for the isolate in it to start. A
+    /// message may go out in between ([`send_first`](Self::send_first)):
+    /// it waits in the channel while the child starts, so the child finds
+    /// it there.
+    pub(super) fn launch(
+        shared: &Arc<Shared<I>>,
+        spec: &ProcessSpec<I>,
+        args: I::Args,
+        launched: Option<Result<Launched, Crash>>,
+    ) -> Result<Self, ExitReason> {
+        let args = match spec.wire.encode_args(&args) {
+            Ok(args) => args,
+            Err(e) => {
+                if let Some(Ok(launched)) = launched {
+                    // It waits for a start that will not come.
+                    let reason = encode_reason(&ExitReason::Killed);
+                    launched.child.stop(&reason, spec.options.stop_timeout);
+                }
+                return Err(ExitReason::Failed(format!(
+                    "start arguments could not be encoded: {e}"
+                )));
+            }
+        };
+        let Launched { child, id } = launched
+            .unwrap_or_else(|| Self::spawn_child(shared, spec))
+            .map_err(ExitReason::Crashed)?;
         let kill = child.kill_switch();
         shared.set_child_kill(Some(Arc::clone(&kill)));
         // A kill that came before the switch was there.
@@ -488,7 +513,11 @@ pub(crate) fn serve_child<I: Isolate, C: Codec>(
         ended(state, &ExitReason::Normal);
         return 0;
     }
-    if !write(&mut channel, Kind::Started, &[]) {
+    // When the first message is already waiting (sent behind the start
+    // frame), `Started` goes out with its answer: one write, and one
+    // wake-up of the parent.
+    let mut started_owed = message_waiting(&channel);
+    if !started_owed && !write(&mut channel, Kind::Started, &[]) {
         return 0;
     }
     let limit = codec.limit().saturating_add(frame::OVERHEAD);
@@ -529,15 +558,12 @@ pub(crate) fn serve_child<I: Isolate, C: Codec>(
         };
         if ctx.exiting {
             // `Context::exit`: this message's sender hears of the exit.
-            write(
-                &mut channel,
-                Kind::Exited,
-                &encode_reason(&ExitReason::Normal),
-            );
+            let exited = encode_reason(&ExitReason::Normal);
+            send(&mut channel, &mut started_owed, Kind::Exited, &exited);
             ended(state, &ExitReason::Normal);
             return 0;
         }
-        if !write(&mut channel, kind, &answer) {
+        if !send(&mut channel, &mut started_owed, kind, &answer) {
             return 0;
         }
         // Messages it sent itself meanwhile are handled before the next
@@ -560,13 +586,42 @@ pub(crate) fn serve_child<I: Isolate, C: Codec>(
             }
         }
         if ctx.stop_requested {
-            write(
-                &mut channel,
-                Kind::Exited,
-                &encode_reason(&ExitReason::Normal),
-            );
+            let exited = encode_reason(&ExitReason::Normal);
+            send(&mut channel, &mut started_owed, Kind::Exited, &exited);
             ended(state, &ExitReason::Normal);
             return 0;
         }
     }
+}
+
+/// Whether a frame from the parent is waiting in `channel`.
+fn message_waiting(channel: &UnixStream) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let mut fds = [PollFd::new(channel, PollFlags::IN)];
+    matches!(poll(&mut fds, Some(&now)), Ok(n) if n > 0)
+}
+
+/// Writes a frame to the parent, behind the `Started` frame if that is
+/// still owed (one write for both when the frame is small); whether it
+/// went.
+fn send(channel: &mut UnixStream, started_owed: &mut bool, kind: Kind, body: &[u8]) -> bool {
+    use std::io::Write;
+    if std::mem::take(started_owed) {
+        let mut both = Vec::with_capacity(10 + body.len().min(4096));
+        if frame::write(&mut both, Kind::Started, &[]).is_err() {
+            return false;
+        }
+        if body.len() <= 4096 {
+            return frame::write(&mut both, kind, &[body]).is_ok()
+                && channel.write_all(&both).is_ok();
+        }
+        if channel.write_all(&both).is_err() {
+            return false;
+        }
+    }
+    frame::write(channel, kind, &[body]).is_ok()
 }

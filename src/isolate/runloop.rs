@@ -101,7 +101,31 @@ struct RunLoop<I: Isolate> {
     /// is the current message once the child has started.
     #[cfg(target_os = "linux")]
     first: Option<Unpacked<I>>,
+    /// A process isolate's child, started by `spawn` (or why it could not
+    /// be).
+    #[cfg(target_os = "linux")]
+    launched: Prelaunched,
 }
+
+/// A process isolate's child started before its thread (see [`prelaunch`]).
+#[cfg(target_os = "linux")]
+pub(super) type Prelaunched = Option<Result<super::body::Launched, super::Crash>>;
+/// Nothing is started before the thread off Linux.
+#[cfg(not(target_os = "linux"))]
+pub(super) type Prelaunched = ();
+
+/// Starts a process isolate's child on the caller's thread, before the
+/// isolate's thread: the child's `exec` and the thread's start overlap.
+/// Not for an isolate spawned paused (nothing runs before it is resumed).
+#[cfg(target_os = "linux")]
+pub(super) fn prelaunch<I: Isolate>(shared: &Arc<Shared<I>>) -> Prelaunched {
+    let spec = shared.process.as_ref()?;
+    Some(super::body::RemoteBody::spawn_child(shared, spec))
+}
+
+/// Nothing is started before the thread off Linux.
+#[cfg(not(target_os = "linux"))]
+pub(super) fn prelaunch<I: Isolate>(_: &Arc<Shared<I>>) -> Prelaunched {}
 
 /// A message taken out of its envelope, and where its reply goes.
 #[cfg(target_os = "linux")]
@@ -127,6 +151,7 @@ pub(super) fn run<I: Isolate>(
     paused: Option<u64>,
     held: Option<Mail<I>>,
     incarnation: u64,
+    launched: Prelaunched,
 ) {
     let span =
         tracing::debug_span!(target: "isolates", "isolate", name = %shared.name, id = shared.id);
@@ -144,7 +169,11 @@ pub(super) fn run<I: Isolate>(
         held,
         #[cfg(target_os = "linux")]
         first: None,
+        #[cfg(target_os = "linux")]
+        launched,
     };
+    #[cfg(not(target_os = "linux"))]
+    let () = launched;
     // User code runs under `catch`, so the loop itself should not unwind;
     // if it ever does, the isolate must still be closed, or its callers
     // would wait forever.
@@ -206,6 +235,8 @@ impl<I: Isolate> Drop for CloseOnUnwind<'_, I> {
 impl<I: Isolate> RunLoop<I> {
     fn run(&mut self, args: Envelope<I::Args>) -> ExitReason {
         tracing::debug!(target: "isolates", "isolate spawned");
+        // Paused here only if spawned paused: then no child was started
+        // for it yet (`prelaunch`).
         if let Some(reason) = self.wait_while_paused() {
             self.shared.mark_started();
             return reason;
@@ -256,11 +287,13 @@ impl<I: Isolate> RunLoop<I> {
         let shared = Arc::clone(&self.shared);
         #[cfg(target_os = "linux")]
         if let Some(spec) = &shared.process {
-            let started =
-                super::body::RemoteBody::launch(&shared, spec, args).and_then(|mut child| {
+            let launched = self.launched.take();
+            let started = super::body::RemoteBody::launch(&shared, spec, args, launched).and_then(
+                |mut child| {
                     self.send_first(&mut child);
                     child.started(&shared, spec)
-                });
+                },
+            );
             return match started {
                 Ok(child) => {
                     *self.shared.conn.lock() = Some(child);

@@ -2,7 +2,9 @@
 //! started again, talking frames over a socket pair.
 //!
 //! - [`frame`]: the wire format, read under a limit;
-//! - [`parent`]: spawn, read, kill, reap, and how a child died;
+//! - [`parent`]: spawn, read, kill, and how a child died;
+//! - [`reaper`]: one thread that reaps all children and passes their
+//!   stderr on;
 //! - [`child`]: what a child runs;
 //! - the isolate's run loop (`isolate::remote`) drives a child as the body
 //!   of an isolate.
@@ -20,6 +22,7 @@ pub(crate) use super::{decode, encode};
 pub(crate) mod child;
 pub(crate) mod frame;
 pub(crate) mod parent;
+pub(crate) mod reaper;
 
 /// Set in a child's environment: the parent's pid.
 pub(crate) const ENV_CHILD: &str = "ISOLATES_CHILD_OF";

@@ -1,71 +1,31 @@
 //! The parent's side of a child process: spawn it, talk to it, kill it,
-//! reap it, and say how it died.
+//! and say how it died.
 //!
 //! The owner reads the child's frames itself, on its own thread: an answer
-//! costs no hop through another thread. A reaper thread waits for the
-//! child's exit (blocked in `poll` on a pidfd, no polling timer) so that a
-//! child that dies while its owner is idle is noticed at once. An owner
-//! that stops its child waits for the exit itself and reaps the child
-//! there (through the pidfd, which names that process only): the reaper
-//! finds it reaped, and the stop costs no hop through the reaper.
+//! costs no hop through another thread. The [`reaper`](super::reaper)
+//! thread (one for all children) passes the child's stderr on and notices
+//! its exit at once, so that a child that dies while its owner is idle is
+//! noticed. An owner that stops its child waits for the exit itself and
+//! reaps the child there (through the pidfd, which names that process
+//! only): the reaper finds it reaped, and the stop costs no hop through
+//! the reaper.
 
-use std::io::{BufReader, Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::io::BufReader;
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel as cb;
-use parking_lot::Mutex;
 use rustix::process::{Pid, Signal};
 
 use super::frame::{self, Kind, ReadError};
+use super::reaper::{self, Reap, reap};
 use super::{ENV_CHILD, ENV_MAX_MEMORY};
 use crate::error::Crash;
 
-/// Called from the reaper thread when the child has exited: its owner
-/// wakes up even while idle.
-pub(crate) type OnExit = Box<dyn FnOnce(Crash) + Send>;
-
-/// Kills a child; shared with whoever may kill it (a handle's immediate
-/// kill) while the reaper waits for it.
-pub(crate) struct KillSwitch {
-    /// `None` once reaped: a pid is never signalled after it may have been
-    /// reused.
-    pid: Mutex<Option<Pid>>,
-    grace: Duration,
-}
-
-impl KillSwitch {
-    /// Ends the child: SIGKILL, or SIGTERM and SIGKILL after the grace.
-    pub(crate) fn kill(self: &Arc<Self>) {
-        if self.grace.is_zero() {
-            self.signal(Signal::KILL);
-            return;
-        }
-        self.signal(Signal::TERM);
-        let this = Arc::clone(self);
-        let spawned = std::thread::Builder::new()
-            .name("isolates-kill".into())
-            .spawn(move || {
-                std::thread::sleep(this.grace);
-                this.signal(Signal::KILL);
-            });
-        if spawned.is_err() {
-            self.signal(Signal::KILL);
-        }
-    }
-
-    fn signal(&self, signal: Signal) {
-        if let Some(pid) = *self.pid.lock() {
-            // A child that exited but is not reaped yet is a zombie: the
-            // signal does nothing, and its pid cannot have been reused.
-            let _ = rustix::process::kill_process(pid, signal);
-        }
-    }
-}
+pub(crate) use super::reaper::{KillSwitch, OnExit};
 
 /// Why a frame could not be had from the child.
 pub(crate) enum Broken {
@@ -114,6 +74,8 @@ impl ChildProcess {
         limit: usize,
         on_exit: OnExit,
     ) -> Result<ChildProcess, Crash> {
+        // Never a child without a reaper.
+        reaper::ensure()?;
         let (ours, theirs) = UnixStream::pair()
             .map_err(|e| Crash::Spawn(format!("no socket pair for the child: {e}")))?;
         let mut command = match options.program {
@@ -154,38 +116,26 @@ impl ChildProcess {
             .try_clone()
             .map_err(|e| Crash::Spawn(format!("the socket could not be shared: {e}")))?;
         let child = command.spawn().map_err(|e| Crash::Spawn(e.to_string()))?;
-        let kill = Arc::new(KillSwitch {
-            pid: Mutex::new(Pid::from_raw(child.id() as i32)),
-            grace: options.kill_grace,
-        });
+        let kill = Arc::new(KillSwitch::new(
+            Pid::from_raw(child.id() as i32),
+            options.kill_grace,
+        ));
         let pidfd = Pid::from_raw(child.id() as i32)
             .and_then(|pid| {
                 rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
             })
             .map(Arc::new);
         let (died_tx, died) = cb::bounded(1);
-        let reaper = Reaper {
+        reaper::watch(reaper::Watch {
             child,
             kill: Arc::clone(&kill),
-            max_memory: options.max_memory,
             pidfd: pidfd.clone(),
-        };
-        let spawned = std::thread::Builder::new()
-            .name("isolates-reaper".into())
-            .spawn(move || {
-                // `None`: its owner reaped it while stopping it, and no
-                // longer listens.
-                if let Some(crash) = reaper.wait() {
-                    let _ = died_tx.send(crash.clone());
-                    on_exit(crash);
-                }
-            });
-        if let Err(e) = spawned {
-            // The child went with the closure: it is killed, and reaped by
-            // init once we exit.
-            kill.kill();
-            return Err(Crash::Spawn(format!("no reaper thread: {e}")));
-        }
+            max_memory: options.max_memory,
+            on_exit: Box::new(move |crash: Crash| {
+                let _ = died_tx.send(crash.clone());
+                on_exit(crash);
+            }),
+        })?;
         Ok(ChildProcess {
             socket: ours,
             reader: BufReader::with_capacity(64 << 10, reader),
@@ -367,168 +317,5 @@ impl ChildProcess {
         }
         let left = deadline.saturating_duration_since(Instant::now());
         self.reaped(left).is_some()
-    }
-}
-
-/// What reaping a child through its pidfd came to.
-enum Reap {
-    /// Reaped here: how it ended.
-    Reaped(rustix::process::WaitIdStatus),
-    /// It has not exited.
-    Running,
-    /// Someone else reaped it.
-    Gone,
-    /// `waitid` failed.
-    Failed(rustix::io::Errno),
-}
-
-/// Reaps the child if it has exited, without waiting. Under the kill
-/// switch's lock: once reaped, its pid is never signalled (it may be
-/// reused), and of the owner and the reaper exactly one reaps.
-fn reap(kill: &KillSwitch, pidfd: &OwnedFd) -> Reap {
-    use rustix::process::{WaitId, WaitIdOptions, waitid};
-    let mut pid = kill.pid.lock();
-    if pid.is_none() {
-        return Reap::Gone;
-    }
-    match waitid(
-        WaitId::PidFd(pidfd.as_fd()),
-        WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
-    ) {
-        Ok(Some(status)) => {
-            *pid = None;
-            Reap::Reaped(status)
-        }
-        Ok(None) => Reap::Running,
-        Err(e) => Reap::Failed(e),
-    }
-}
-
-/// Passes the child's stderr on, reaps the child and works out how it
-/// died: one thread a child, blocked in `poll` until either happens.
-struct Reaper {
-    child: Child,
-    kill: Arc<KillSwitch>,
-    max_memory: Option<u64>,
-    pidfd: Option<Arc<OwnedFd>>,
-}
-
-const SIGABRT: i32 = 6;
-
-impl Reaper {
-    /// How the child died; `None` if its owner reaped it (it stopped it,
-    /// and knows why it ended).
-    fn wait(mut self) -> Option<Crash> {
-        let tail = self.forward_stderr();
-        let Some(pidfd) = self.pidfd.clone() else {
-            let status = self.child.wait();
-            *self.kill.pid.lock() = None;
-            return Some(match status {
-                Ok(status) => self.classify(status.signal(), status.code(), &tail),
-                Err(e) => Crash::Protocol(format!("the child could not be reaped: {e}")),
-            });
-        };
-        loop {
-            match reap(&self.kill, &pidfd) {
-                Reap::Reaped(status) => {
-                    let (signal, code) = (status.terminating_signal(), status.exit_status());
-                    return Some(self.classify(signal, code, &tail));
-                }
-                Reap::Gone => return None,
-                Reap::Failed(e) => {
-                    return Some(Crash::Protocol(format!(
-                        "the child could not be reaped: {e}"
-                    )));
-                }
-                // It closed its stderr but lives on: wait for its exit.
-                Reap::Running => {
-                    use rustix::event::{PollFd, PollFlags, poll};
-                    let mut fds = [PollFd::new(&*pidfd, PollFlags::IN)];
-                    let _ = poll(&mut fds, None);
-                }
-            }
-        }
-    }
-
-    /// Passes the child's stderr on to ours until the child exits (or
-    /// closes it), and returns its last few KiB. A grandchild that keeps the
-    /// pipe open does not hold the reaping up: the child's exit is watched
-    /// too (a pidfd, where the kernel has them).
-    fn forward_stderr(&mut self) -> String {
-        use rustix::event::{PollFd, PollFlags, Timespec, poll};
-        const KEEP: usize = 8 << 10;
-        let Some(mut stderr) = self.child.stderr.take() else {
-            return String::new();
-        };
-        let pidfd = self.pidfd.clone();
-        let mut tail: Vec<u8> = Vec::new();
-        let mut buf = [0u8; 4096];
-        let mut exited = false;
-        // After the exit, what a grandchild keeps writing is not waited for.
-        let mut after_exit = 0;
-        loop {
-            let (readable, gone) = {
-                let mut fds = vec![PollFd::new(&stderr, PollFlags::IN)];
-                if let Some(pidfd) = &pidfd {
-                    fds.push(PollFd::new(&**pidfd, PollFlags::IN));
-                }
-                // Once the child is gone, only what is already in the pipe.
-                let now = Timespec {
-                    tv_sec: 0,
-                    tv_nsec: 0,
-                };
-                if poll(&mut fds, exited.then_some(&now)).is_err() {
-                    break;
-                }
-                let readable = !fds[0].revents().is_empty();
-                let gone = fds.get(1).is_some_and(|fd| !fd.revents().is_empty());
-                (readable, gone)
-            };
-            if readable {
-                match stderr.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        let _ = std::io::stderr().write_all(&buf[..n]);
-                        tail.extend_from_slice(&buf[..n]);
-                        if tail.len() > 2 * KEEP {
-                            tail.drain(..tail.len() - KEEP);
-                        }
-                    }
-                }
-            } else if exited {
-                break;
-            }
-            if exited {
-                after_exit += 1;
-                if after_exit > 64 {
-                    break;
-                }
-            }
-            exited |= gone;
-        }
-        String::from_utf8_lossy(&tail).into_owned()
-    }
-
-    /// How a child that ended with `signal` or exit `code` died (`tail`:
-    /// the end of its stderr).
-    fn classify(&self, signal: Option<i32>, code: Option<i32>, tail: &str) -> Crash {
-        match (signal, code) {
-            (Some(SIGABRT), _) => {
-                // Rust aborts on a failed allocation and on a stack overflow,
-                // after saying which on stderr.
-                match self.max_memory {
-                    Some(limit) if tail.contains("memory allocation of") => {
-                        Crash::OutOfMemory { limit }
-                    }
-                    _ if tail.contains("has overflowed its stack") => Crash::StackOverflow,
-                    _ => Crash::Signal(SIGABRT),
-                }
-            }
-            (Some(signal), _) => Crash::Signal(signal),
-            (None, Some(code)) => Crash::Exit(code),
-            (None, None) => {
-                Crash::Protocol("an exit status that is neither a code nor a signal".into())
-            }
-        }
     }
 }
