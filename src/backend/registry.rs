@@ -13,6 +13,7 @@ use parking_lot::Mutex;
 use crate::error::{CodecError, SpawnError};
 
 /// Encodes a worker's start arguments for its child.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) type ArgsEncoder<A> =
     std::sync::Arc<dyn Fn(&A) -> Result<Vec<u8>, CodecError> + Send + Sync>;
 

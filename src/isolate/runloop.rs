@@ -633,6 +633,7 @@ impl<I: Isolate> RunLoop<I> {
     }
 
     /// Runs [`Isolate::down`], as a cast's handler.
+    #[cfg_attr(not(target_os = "linux"), allow(irrefutable_let_patterns))]
     fn down(&mut self, state: &mut Body<I>, down: Down) -> Exit {
         let Body::Local(state) = state else {
             // A process isolate's state is in its child, which sets no
@@ -688,6 +689,7 @@ impl<I: Isolate> RunLoop<I> {
         msg: I::Message,
         reply: Option<ReplyTo<I::Reply, I::Error>>,
     ) -> Exit {
+        #[cfg(target_os = "linux")]
         let shared = &*self.shared;
         let _span = tracing::trace_span!(target: "isolates", "message").entered();
         let invoked = match state {

@@ -192,7 +192,7 @@ impl TaskCell {
     }
 
     /// Whether the task's deadline has passed (whoever resolved it).
-    #[cfg(target_os = "linux")]
+    #[cfg(any(target_os = "linux", feature = "nats"))]
     pub(crate) fn deadline_passed(&self, now: Instant) -> bool {
         self.deadline.is_some_and(|deadline| now >= deadline)
     }

@@ -9,6 +9,7 @@ use crate::error::CodecError;
 /// Encodes a task's input and decodes what comes back with the pool's
 /// codec: for a worker in a child process and a slot over NATS.
 pub(super) trait WorkerWire<W: Worker>: Send + Sync {
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     fn limit(&self) -> usize;
     fn encode_input(&self, input: &W::Input) -> Result<Vec<u8>, CodecError>;
     fn decode_output(&self, bytes: &[u8]) -> Result<W::Output, CodecError>;

@@ -397,6 +397,7 @@ impl Constraint for NetworkAvailable {
 /// ```
 #[derive(Debug, Clone)]
 pub struct StorageNotLow {
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     path: PathBuf,
     min_free: u64,
 }
