@@ -484,17 +484,7 @@ fn ids_set_aside_are_given_back_at_a_clean_stop() {
         .unwrap()
     };
     let clock = ManualClock::default();
-    let build = |path: &Path| {
-        WorkManager::builder(WorkStore::open(path).unwrap())
-            .clock(clock.clone())
-            .workers(1)
-            .handler_fn(
-                "noop",
-                |(): (), _: &WorkContext<'_>| WorkResult::Success(()),
-            )
-            .spawn()
-            .unwrap()
-    };
+    let build = |path: &Path| noop_manager(path, &clock);
     let later = || WorkRequest::once("noop").initial_delay(HOUR);
 
     let manager = build(&path);
@@ -544,17 +534,7 @@ fn the_handler_name_finds_works_without_a_tag_row() {
             .unwrap()
     };
     let clock = ManualClock::default();
-    let build = || {
-        WorkManager::builder(WorkStore::open(&path).unwrap())
-            .clock(clock.clone())
-            .workers(1)
-            .handler_fn(
-                "noop",
-                |(): (), _: &WorkContext<'_>| WorkResult::Success(()),
-            )
-            .spawn()
-            .unwrap()
-    };
+    let build = || noop_manager(&path, &clock);
     let later = || WorkRequest::once("noop").initial_delay(HOUR);
     let by_handler = |m: &WorkManager| -> Vec<(WorkId, WorkState)> {
         m.infos(&WorkQuery::Tag("noop".into()))
@@ -1157,4 +1137,18 @@ fn work_that_replaced_itself_stays_retired_after_a_restart() {
     assert_eq!(named[0].state, WorkState::Enqueued);
     manager.stop();
     manager.join(Duration::MAX);
+}
+
+/// A manager on the store at `path`, on `clock`, with one worker and a
+/// no-op handler `"noop"`.
+fn noop_manager(path: &Path, clock: &ManualClock) -> WorkManager {
+    WorkManager::builder(WorkStore::open(path).unwrap())
+        .clock(clock.clone())
+        .workers(1)
+        .handler_fn(
+            "noop",
+            |(): (), _: &WorkContext<'_>| WorkResult::Success(()),
+        )
+        .spawn()
+        .unwrap()
 }

@@ -292,15 +292,7 @@ impl WorkManager {
     ///
     /// See [`WorkWatch`].
     pub fn watch(&self, query: WorkQuery) -> WorkWatch {
-        let (to, rx) = cb::unbounded();
-        let alive = Arc::new(());
-        let _ = self.shared.events.send(Event::Watch {
-            query,
-            to,
-            alive: Arc::downgrade(&alive),
-            registered: None,
-        });
-        WorkWatch::new(rx, alive)
+        self.watch_with(query, None)
     }
 
     /// Watches the changes to the works `query` selects, from the next
@@ -312,13 +304,19 @@ impl WorkManager {
         query: WorkQuery,
         registered: oneshot::Sender<()>,
     ) -> WorkWatch {
+        self.watch_with(query, Some(registered))
+    }
+
+    /// A watch of `query`'s changes; `registered`, if given, is told once
+    /// it is in place.
+    fn watch_with(&self, query: WorkQuery, registered: Option<oneshot::Sender<()>>) -> WorkWatch {
         let (to, rx) = cb::unbounded();
         let alive = Arc::new(());
         let _ = self.shared.events.send(Event::Watch {
             query,
             to,
             alive: Arc::downgrade(&alive),
-            registered: Some(registered),
+            registered,
         });
         WorkWatch::new(rx, alive)
     }
