@@ -314,19 +314,19 @@ fn zombie_children() -> Vec<u32> {
         .unwrap()
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                // After the name: the state, then the parent's pid.
-                let fields: Vec<&str> = stat
-                    .rsplit(')')
-                    .next()
-                    .unwrap_or("")
-                    .split_whitespace()
-                    .collect();
-                fields.first() == Some(&"Z")
-                    && fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(me)
-            })
+            proc_stat(pid).is_some_and(|(state, parent)| state == 'Z' && parent == Some(me))
         })
         .collect()
+}
+
+/// Process `pid`'s state letter and its parent's pid, from
+/// `/proc/PID/stat` (after the name in parentheses: the state, then the
+/// parent's pid); `None` once it is gone.
+fn proc_stat(pid: impl std::fmt::Display) -> Option<(char, Option<u32>)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut fields = stat.rsplit(')').next().unwrap_or("").split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    Some((state, fields.next().and_then(|p| p.parse().ok())))
 }
 
 /// `spawn` starts the child before the isolate's thread: a kill at once
@@ -712,15 +712,7 @@ fn a_parent_killed_with_sigkill_leaves_no_child() {
         .map_while(Result::ok)
         .find_map(|line| line.strip_prefix("CHILD ").map(|p| p.trim().to_string()))
         .expect("the parent prints its child's pid");
-    let alive = |pid: &str| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|stat| {
-                // The state follows the command name in parentheses.
-                let state = stat.rsplit(')').next().unwrap_or("").trim_start();
-                !state.starts_with('Z')
-            })
-            .unwrap_or(false)
-    };
+    let alive = |pid: &str| proc_stat(pid).is_some_and(|(state, _)| state != 'Z');
     assert!(alive(&child), "the child runs while its parent does");
     parent.kill().unwrap();
     parent.wait().unwrap();
