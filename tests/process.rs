@@ -82,6 +82,13 @@ impl Isolate for Probe {
         Ok(Probe { sum: start })
     }
 
+    fn stopping(&mut self, reason: &ExitReason) {
+        // Marked probes leave their stop reason where the parent finds it.
+        if (STOP_MARK..STOP_MARK + 1000).contains(&self.sum) {
+            let _ = std::fs::write(stopping_file(parent_pid(), self.sum), format!("{reason:?}"));
+        }
+    }
+
     fn handle(&mut self, msg: Msg, ctx: &mut Context<Self>) -> Result<u64, String> {
         Ok(match msg {
             Msg::Echo(n) => {
@@ -138,6 +145,23 @@ impl Isolate for Probe {
             }
         })
     }
+}
+
+/// Probes started from `STOP_MARK` up write their stop reason to
+/// [`stopping_file`].
+const STOP_MARK: u64 = 7_770_000;
+
+/// Where a marked probe in a child of `parent` writes its stop reason.
+fn stopping_file(parent: u32, mark: u64) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("isolates-probe-stopping-{parent}-{mark}"))
+}
+
+/// In a child, its parent's pid; in the parent, its own.
+fn parent_pid() -> u32 {
+    std::env::var("ISOLATES_CHILD_OF")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(std::process::id)
 }
 
 #[inline(never)]
@@ -305,6 +329,51 @@ fn a_stopped_or_killed_child_is_reaped_before_join_returns() {
     probe.stop();
     assert_eq!(probe.join(T), Some(ExitReason::Normal));
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+}
+
+#[test]
+fn an_after_current_kill_of_an_idle_child_stops_it_and_leaves_later_messages_unhandled() {
+    children();
+    // Idle and parked (the caller may send the stop frame itself), or not
+    // yet parked (its thread does): the same end either way.
+    for round in 0..20 {
+        let mark = STOP_MARK + round;
+        let file = stopping_file(std::process::id(), mark);
+        let _ = std::fs::remove_file(&file);
+        let probe = IsolateBuilder::new()
+            .process(ProcessOptions::new())
+            .spawn::<Probe>(mark)
+            .unwrap();
+        // Echo(0) leaves the mark as it is.
+        assert_eq!(probe.ask_timeout(Msg::Echo(0), T), Ok(0));
+        if round % 2 == 1 {
+            // Parked for sure: a second ask has come back the same way.
+            assert_eq!(probe.ask_timeout(Msg::Echo(0), T), Ok(0));
+        }
+        let handled = probe.stats().messages_handled;
+        probe.kill(Priority::AfterCurrent);
+        let mut late = probe.ask_pending(Msg::Echo(2));
+        let late_cast = probe.cast(Msg::Echo(3));
+        assert_eq!(
+            late.wait_timeout(T),
+            Some(Err(AskError::Dead(ExitReason::Killed))),
+            "round {round}"
+        );
+        assert_eq!(probe.join(T), Some(ExitReason::Killed), "round {round}");
+        let stats = probe.stats();
+        assert_eq!(
+            stats.messages_handled, handled,
+            "round {round} ({late_cast:?})"
+        );
+        assert_eq!(stats.errors, 0, "round {round}");
+        // Its `stopping` ran in the child, with the kill as the reason.
+        assert_eq!(
+            std::fs::read_to_string(&file).ok().as_deref(),
+            Some("Killed"),
+            "round {round}"
+        );
+        let _ = std::fs::remove_file(&file);
+    }
 }
 
 /// This process's children that are zombies (exited, not reaped).
