@@ -23,6 +23,8 @@ mod request;
 mod runloop;
 mod shared;
 mod supervised;
+#[cfg(target_os = "linux")]
+mod threads;
 mod timer;
 mod watch;
 

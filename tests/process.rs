@@ -376,6 +376,64 @@ fn an_after_current_kill_of_an_idle_child_stops_it_and_leaves_later_messages_unh
     }
 }
 
+/// The threads of this process whose OS name is `name`.
+fn threads_named(name: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() == name {
+            found.extend(
+                entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|t| t.parse::<u32>().ok()),
+            );
+        }
+    }
+    found
+}
+
+#[test]
+fn a_process_isolates_thread_serves_the_next_one_under_its_name() {
+    children();
+    // One after another: each ended isolate's thread is kept, and the
+    // next takes it (unless another test's spawn took it first), named
+    // for the OS after the isolate it serves.
+    let mut tids = Vec::new();
+    for i in 0..10 {
+        let name = format!("thread-cache-{i}");
+        let probe = IsolateBuilder::new()
+            .name(name.clone())
+            .process(ProcessOptions::new())
+            .spawn::<Probe>(0)
+            .unwrap();
+        assert_eq!(probe.ask_timeout(Msg::Echo(0), T), Ok(0));
+        let mut named = Vec::new();
+        assert!(
+            wait_until(
+                || {
+                    named = threads_named(&name);
+                    !named.is_empty()
+                },
+                T
+            ),
+            "no thread is named {name}"
+        );
+        assert_eq!(named.len(), 1, "{name}: {named:?}");
+        tids.push(named[0]);
+        probe.kill(Priority::AfterCurrent);
+        assert_eq!(probe.join(T), Some(ExitReason::Killed));
+    }
+    let mut distinct = tids.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert!(distinct.len() < tids.len(), "no thread was kept: {tids:?}");
+}
+
 /// This process's children that are zombies (exited, not reaped).
 fn zombie_children() -> Vec<u32> {
     let me = std::process::id();

@@ -427,31 +427,46 @@ pub(super) fn spawn_thread<I: Isolate>(
         Default::default()
     };
     let on_thread = Arc::clone(&shared);
-    thread
-        .spawn(move || {
-            let Start {
-                control_rx,
-                args,
-                paused,
-                held,
-            } = start;
-            runloop::run(
-                on_thread,
-                control_rx,
-                args,
-                paused,
-                held,
-                incarnation,
-                launched,
-            );
-        })
-        .map(drop)
-        .map_err(|e| {
-            let e = e.to_string();
-            runloop::abandon(
-                &shared,
-                &crate::ExitReason::Failed(format!("the isolate's thread could not start: {e}")),
-            );
-            SpawnError::Thread(e)
-        })
+    let job = move || {
+        let Start {
+            control_rx,
+            args,
+            paused,
+            held,
+        } = start;
+        runloop::run(
+            on_thread,
+            control_rx,
+            args,
+            paused,
+            held,
+            incarnation,
+            launched,
+        );
+    };
+    // A process isolate's thread runs only this crate's loop: one kept
+    // from an earlier incarnation serves (see `threads`).
+    #[cfg(target_os = "linux")]
+    let spawned = if shared.process.is_some() && stack_size.is_none() {
+        let name = shared.name.clone();
+        super::threads::run(
+            &shared.name,
+            Box::new(move || {
+                super::threads::set_os_name(&name);
+                job();
+            }),
+        )
+    } else {
+        thread.spawn(job).map(drop)
+    };
+    #[cfg(not(target_os = "linux"))]
+    let spawned = thread.spawn(job).map(drop);
+    spawned.map_err(|e| {
+        let e = e.to_string();
+        runloop::abandon(
+            &shared,
+            &crate::ExitReason::Failed(format!("the isolate's thread could not start: {e}")),
+        );
+        SpawnError::Thread(e)
+    })
 }
