@@ -500,6 +500,12 @@ impl<I: Isolate> IsolateHandle<I> {
     /// is handled: queued asks resolve [`AskError::Dead`] with
     /// [`ExitReason::Killed`], queued casts are dropped.
     ///
+    /// A process isolate's child runs its `stopping` and exits (an
+    /// immediate kill ends it with SIGKILL). When it is idle, an
+    /// `AfterCurrent` kill sends the child its stop from the calling thread
+    /// (a few bytes on its socket), so the child winds down while the
+    /// isolate's thread wakes up.
+    ///
     /// Killing an isolate that has exited does nothing.
     ///
     /// # Examples
