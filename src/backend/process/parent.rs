@@ -12,9 +12,12 @@
 
 use std::io::BufReader;
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel as cb;
@@ -26,6 +29,54 @@ use super::{ENV_CHILD, ENV_MAX_MEMORY};
 use crate::error::Crash;
 
 pub(crate) use super::reaper::{KillSwitch, OnExit};
+
+/// This executable, as the kernel names it to whoever opens it: always
+/// the very file that this process runs, whatever has become of its path.
+/// Exec'ing it costs a walk through `/proc` on the child's start: it is
+/// the fallback for a path that no longer names this file.
+const SELF_EXE: &str = "/proc/self/exe";
+
+/// The path this executable was found at, with the file it named then.
+struct ThisExe {
+    path: PathBuf,
+    /// The running file's device and inode: while the path names a file
+    /// with these, it names this one (a live inode's number is not reused,
+    /// and a running executable cannot be written to).
+    file: (u64, u64),
+}
+
+impl ThisExe {
+    /// Resolved once (a `readlink` of `/proc/self/exe` costs more than the
+    /// `stat` that checks it at each spawn).
+    fn get() -> Result<&'static ThisExe, Crash> {
+        static EXE: OnceLock<ThisExe> = OnceLock::new();
+        if let Some(exe) = EXE.get() {
+            return Ok(exe);
+        }
+        let unknown =
+            |e: std::io::Error| Crash::Spawn(format!("the current executable is unknown: {e}"));
+        let path = std::env::current_exe().map_err(unknown)?;
+        let running = std::fs::metadata(SELF_EXE).map_err(unknown)?;
+        Ok(EXE.get_or_init(|| ThisExe {
+            path,
+            file: (running.dev(), running.ino()),
+        }))
+    }
+
+    /// The command that starts this executable again: by its path while
+    /// that still names it (renamed, deleted or replaced by a new build, it
+    /// does not), else through [`SELF_EXE`]; `argv[0]` is the path.
+    fn command(&self) -> Command {
+        let same =
+            std::fs::metadata(&self.path).is_ok_and(|now| (now.dev(), now.ino()) == self.file);
+        if same {
+            return Command::new(&self.path);
+        }
+        let mut command = Command::new(SELF_EXE);
+        command.arg0(&self.path);
+        command
+    }
+}
 
 /// Why a frame could not be had from the child.
 pub(crate) enum Broken {
@@ -85,9 +136,7 @@ impl ChildProcess {
                 command
             }
             None => {
-                let exe = std::env::current_exe()
-                    .map_err(|e| Crash::Spawn(format!("the current executable is unknown: {e}")))?;
-                let mut command = Command::new(exe);
+                let mut command = ThisExe::get()?.command();
                 if let Some(test) = test_entry {
                     command.args([
                         test,
@@ -326,5 +375,34 @@ impl ChildProcess {
         }
         let left = deadline.saturating_duration_since(Instant::now());
         self.reaped(left).is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_executable_is_started_by_its_path_while_that_names_it_else_through_proc() {
+        let exe = ThisExe::get().expect("this executable");
+        assert_eq!(exe.command().get_program(), exe.path.as_os_str());
+        // A path that names another file now (a new build put there).
+        let replaced = ThisExe {
+            path: exe.path.clone(),
+            file: (0, 0),
+        };
+        assert_eq!(replaced.command().get_program(), SELF_EXE);
+        // Which starts this very file: it lists this test.
+        let listed = replaced
+            .command()
+            .args(["--list", "this_executable_is_started_by_its_path"])
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("this executable started again");
+        assert!(
+            String::from_utf8_lossy(&listed.stdout)
+                .contains("this_executable_is_started_by_its_path_while_that_names_it"),
+            "{listed:?}"
+        );
     }
 }

@@ -1,7 +1,9 @@
 //! Reaping children and passing their stderr on: one thread for all of
-//! them, lazily started, blocked in `poll` over every child's pidfd and
-//! stderr pipe (and a wake-up for new children), with no timeout: it wakes
-//! only when a child writes to its stderr, exits, or is added.
+//! them, lazily started, blocked in `epoll_wait` with no timeout on one
+//! epoll set that holds every child's pidfd and stderr pipe: it wakes only
+//! when a child writes to its stderr or exits. Whoever starts a child adds
+//! it to the set itself (registered first, so that the reaper knows every
+//! child it hears of): adding one does not wake the reaper.
 //!
 //! A child's pid is signalled only through its [`KillSwitch`], which
 //! forgets the pid under its lock when the child is reaped: a pid that may
@@ -17,15 +19,17 @@
 //! up, and with it the news of every child's exit (an owner that stops its
 //! child still reaps it itself).
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ChildStderr};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use rustix::event::{EventfdFlags, PollFd, PollFlags, poll};
+use rustix::event::epoll;
 use rustix::process::{Pid, Signal};
 
 use crate::error::Crash;
@@ -135,53 +139,75 @@ const KEEP: usize = 8 << 10;
 /// exited (a grandchild may keep writing to it: not waited for).
 const DRAIN_READS: usize = 64;
 
-/// The shared reaper: children to add, and how to wake it up for them.
+/// The shared reaper.
 struct Shared {
-    incoming: Mutex<Vec<Watched>>,
-    /// An eventfd: written when a child is added.
-    wake: OwnedFd,
+    /// Every watched child's pidfd and stderr pipe, each with its token:
+    /// the child's number times two, plus one for its stderr.
+    epoll: OwnedFd,
+    /// Children added and not yet taken by the reaper thread, with their
+    /// numbers: a child is put here before it is added to the set.
+    incoming: Mutex<Vec<(u64, Watched)>>,
+    /// The next child's number.
+    next: AtomicU64,
 }
 
 /// The reaper, once started.
-static REAPER: Mutex<Option<Arc<Shared>>> = Mutex::new(None);
+static REAPER: OnceLock<Shared> = OnceLock::new();
+
+/// Held while the reaper is started.
+static STARTING: Mutex<()> = Mutex::new(());
 
 /// Makes sure the reaper runs (before a child is started, so that a child
 /// is never left without one).
 ///
 /// # Errors
 ///
-/// Why it could not be started: no eventfd, or no thread.
+/// Why it could not be started: no epoll set, or no thread.
 pub(crate) fn ensure() -> Result<(), Crash> {
     started().map(drop)
 }
 
-fn started() -> Result<Arc<Shared>, Crash> {
-    let mut reaper = REAPER.lock();
-    if let Some(shared) = &*reaper {
-        return Ok(Arc::clone(shared));
+fn started() -> Result<&'static Shared, Crash> {
+    if let Some(shared) = REAPER.get() {
+        return Ok(shared);
     }
-    let wake = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
-        .map_err(|e| Crash::Spawn(format!("no eventfd for the reaper thread: {e}")))?;
-    let shared = Arc::new(Shared {
+    let _starting = STARTING.lock();
+    if let Some(shared) = REAPER.get() {
+        return Ok(shared);
+    }
+    let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)
+        .map_err(|e| Crash::Spawn(format!("no epoll set for the reaper thread: {e}")))?;
+    let shared = Shared {
+        epoll,
         incoming: Mutex::new(Vec::new()),
-        wake,
-    });
-    let on_thread = Arc::clone(&shared);
+        next: AtomicU64::new(0),
+    };
+    // The thread is started before the set is published: a failed start
+    // leaves nothing behind, and is tried again by the next child.
     std::thread::Builder::new()
         .name("isolates-reaper".into())
-        .spawn(move || run(&on_thread))
+        .spawn(|| run(REAPER.wait()))
         .map_err(|e| Crash::Spawn(format!("no reaper thread: {e}")))?;
-    *reaper = Some(Arc::clone(&shared));
-    Ok(shared)
+    Ok(REAPER.get_or_init(|| shared))
+}
+
+/// A child's token in the epoll set: its pidfd's (even) or its stderr's
+/// (odd).
+fn token(number: u64, stderr: bool) -> epoll::EventData {
+    epoll::EventData::new_u64(number << 1 | u64::from(stderr))
 }
 
 /// Hands a child to the reaper: it passes the child's stderr on, reaps it
 /// once it exits, and calls `on_exit` with how it died (unless its owner
 /// reaped it).
 ///
+/// With a pidfd the child is added to the reaper's epoll set here, on the
+/// caller's thread: the reaper is not woken for it.
+///
 /// # Errors
 ///
-/// The child could not be watched (no thread for it): it has been killed.
+/// The child could not be watched (no reaper, no room in its epoll set, or
+/// no thread for it): it has been killed (and reaped, with a pidfd).
 pub(crate) fn watch(mut watch: Watch) -> Result<(), Crash> {
     let stderr = watch.child.stderr.take();
     let Some(pidfd) = watch.pidfd.take() else {
@@ -203,13 +229,41 @@ pub(crate) fn watch(mut watch: Watch) -> Result<(), Crash> {
     let shared = match started() {
         Ok(shared) => shared,
         Err(crash) => {
-            watched.kill.signal(Signal::KILL);
+            watched.kill_and_reap();
             return Err(crash);
         }
     };
-    shared.incoming.lock().push(watched);
-    let _ = rustix::io::write(&shared.wake, &1u64.to_ne_bytes());
-    Ok(())
+    let number = shared.next.fetch_add(1, Ordering::Relaxed);
+    let mut incoming = shared.incoming.lock();
+    // Registered first, then added to the set: the reaper finds every child
+    // that it hears of. Under the lock, so that a child that cannot be
+    // added is taken back before the reaper can take it.
+    incoming.push((number, watched));
+    let added = incoming.last().map_or(Ok(()), |(_, child)| {
+        if let Some(stderr) = &child.stderr {
+            epoll::add(
+                &shared.epoll,
+                stderr,
+                token(number, true),
+                epoll::EventFlags::IN,
+            )?;
+        }
+        epoll::add(
+            &shared.epoll,
+            &*child.pidfd,
+            token(number, false),
+            epoll::EventFlags::IN,
+        )
+    });
+    let Err(e) = added else {
+        return Ok(());
+    };
+    if let Some((_, mut child)) = incoming.pop() {
+        drop(incoming);
+        child.close_stderr(&shared.epoll);
+        child.kill_and_reap();
+    }
+    Err(Crash::Spawn(format!("the child could not be watched: {e}")))
 }
 
 /// A child the reaper watches.
@@ -225,46 +279,79 @@ struct Watched {
 }
 
 impl Watched {
-    /// Reads what its stderr has (`reads` times at most), passes it on,
-    /// and closes the pipe at its end.
-    fn read_stderr(&mut self, reads: usize) {
+    /// Reads what its stderr has (`reads` times at most) and passes it on;
+    /// the pipe is taken out of the set and closed at its end.
+    fn read_stderr(&mut self, epoll: &OwnedFd, reads: usize) {
         let mut buf = [0u8; 4096];
         for _ in 0..reads {
             let Some(stderr) = &mut self.stderr else {
                 return;
             };
             match stderr.read(&mut buf) {
-                Ok(0) => self.stderr = None,
+                Ok(0) => self.close_stderr(epoll),
                 Ok(n) => forward(&mut self.tail, &buf[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                Err(_) => self.stderr = None,
+                Err(_) => self.close_stderr(epoll),
             }
+        }
+    }
+
+    /// Takes its stderr out of the set and closes it. Taken out first: a
+    /// closed descriptor stays in the set while a copy of it lives (in a
+    /// child forked meanwhile that has not yet exec'd).
+    fn close_stderr(&mut self, epoll: &OwnedFd) {
+        if let Some(stderr) = self.stderr.take() {
+            let _ = epoll::delete(epoll, &stderr);
         }
     }
 
     /// It has exited (its pidfd says so): what is left of its stderr is
     /// passed on, and it is reaped. Whether it is done with (reaped here or
-    /// by its owner).
-    fn exited(&mut self) -> bool {
-        self.read_stderr(DRAIN_READS);
-        self.stderr = None;
+    /// by its owner): then its pidfd is out of the set (its owner may keep
+    /// it open, and an exited child's pidfd stays readable).
+    fn exited(&mut self, epoll: &OwnedFd) -> bool {
+        self.read_stderr(epoll, DRAIN_READS);
+        self.close_stderr(epoll);
         let crash = match reap(&self.kill, &self.pidfd) {
-            Reap::Reaped(status) => classify(
+            Reap::Reaped(status) => Some(classify(
                 status.terminating_signal(),
                 status.exit_status(),
                 self.max_memory,
                 &String::from_utf8_lossy(&self.tail),
-            ),
+            )),
             // Its owner reaped it, and knows why it ended.
-            Reap::Gone => return true,
-            Reap::Failed(e) => Crash::Protocol(format!("the child could not be reaped: {e}")),
+            Reap::Gone => None,
+            Reap::Failed(e) => Some(Crash::Protocol(format!(
+                "the child could not be reaped: {e}"
+            ))),
             Reap::Running => return false,
         };
-        if let Some(on_exit) = self.on_exit.take() {
+        let _ = epoll::delete(epoll, &*self.pidfd);
+        if let (Some(crash), Some(on_exit)) = (crash, self.on_exit.take()) {
             on_exit(crash);
         }
         true
+    }
+
+    /// Kills a child that could not be watched, and reaps it.
+    fn kill_and_reap(&self) {
+        use rustix::process::{WaitId, WaitIdOptions, waitid};
+        let mut pid = self.kill.pid.lock();
+        let Some(alive) = *pid else {
+            return;
+        };
+        let _ = rustix::process::kill_process(alive, Signal::KILL);
+        loop {
+            match waitid(WaitId::PidFd(self.pidfd.as_fd()), WaitIdOptions::EXITED) {
+                Err(rustix::io::Errno::INTR) => {}
+                Ok(_) => {
+                    *pid = None;
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
     }
 }
 
@@ -279,55 +366,42 @@ fn forward(tail: &mut Vec<u8>, bytes: &[u8]) {
 
 /// The reaper's loop: never ends.
 fn run(shared: &Shared) {
-    let mut watched: Vec<Watched> = Vec::new();
-    // Per child: whether its stderr is readable, whether it has exited.
-    let mut ready: Vec<(bool, bool)> = Vec::new();
+    // The children it has taken, by number.
+    let mut watched: HashMap<u64, Watched> = HashMap::new();
+    let mut events: Vec<epoll::Event> = Vec::with_capacity(64);
     loop {
-        let woken = {
-            let mut fds = Vec::with_capacity(1 + 2 * watched.len());
-            fds.push(PollFd::new(&shared.wake, PollFlags::IN));
-            for child in &watched {
-                if let Some(stderr) = &child.stderr {
-                    fds.push(PollFd::new(stderr, PollFlags::IN));
-                }
-                fds.push(PollFd::new(&*child.pidfd, PollFlags::IN));
+        events.clear();
+        match epoll::wait(
+            &shared.epoll,
+            rustix::buffer::spare_capacity(&mut events),
+            None,
+        ) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => {
+                // Out of memory, say: try again shortly rather than spin.
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
             }
-            match poll(&mut fds, None) {
-                Ok(_) => {}
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(_) => {
-                    // Out of memory for the poll set, say: try again
-                    // shortly rather than spin.
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                }
+        }
+        for event in &events {
+            let data = event.data;
+            let (number, stderr) = (data.u64() >> 1, data.u64() & 1 == 1);
+            if !watched.contains_key(&number) {
+                watched.extend(shared.incoming.lock().drain(..));
             }
-            ready.clear();
-            let mut at = 1;
-            for child in &watched {
-                let readable = child.stderr.is_some() && {
-                    at += 1;
-                    !fds[at - 1].revents().is_empty()
-                };
-                let exited = !fds[at].revents().is_empty();
-                at += 1;
-                ready.push((readable, exited));
+            // None: done with earlier in this batch.
+            let Some(child) = watched.get_mut(&number) else {
+                continue;
+            };
+            if stderr {
+                child.read_stderr(&shared.epoll, 1);
+            } else if child.exited(&shared.epoll) {
+                watched.remove(&number);
             }
-            !fds[0].revents().is_empty()
-        };
-        let mut i = 0;
-        watched.retain_mut(|child| {
-            let (readable, exited) = ready[i];
-            i += 1;
-            if readable {
-                child.read_stderr(1);
-            }
-            !(exited && child.exited())
-        });
-        if woken {
-            let mut count = [0u8; 8];
-            let _ = rustix::io::read(&shared.wake, &mut count);
-            watched.append(&mut shared.incoming.lock());
+        }
+        if watched.capacity() > 64 && watched.len() < watched.capacity() / 4 {
+            watched.shrink_to_fit();
         }
     }
 }
@@ -400,5 +474,218 @@ fn classify(signal: Option<i32>, code: Option<i32>, max_memory: Option<u64>, tai
         (None, None) => {
             Crash::Protocol("an exit status that is neither a code nor a signal".into())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::{Command, Stdio};
+    use std::time::Instant;
+
+    use crossbeam_channel as cb;
+
+    use super::*;
+
+    const T: Duration = Duration::from_secs(10);
+
+    /// The reaper is one per process: its tests take turns.
+    static TURN: Mutex<()> = Mutex::new(());
+
+    fn wait_until(mut cond: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + T;
+        while !cond() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+
+    /// A started child, watched by the reaper.
+    struct Started {
+        pid: u32,
+        kill: Arc<KillSwitch>,
+        pidfd: Arc<OwnedFd>,
+    }
+
+    /// Starts `sh -c script`, its stderr piped, and hands it to the reaper,
+    /// which sends its pid and how it died on `tx`.
+    fn start(script: &str, max_memory: Option<u64>, tx: &cb::Sender<(u32, Crash)>) -> Started {
+        let child = Command::new("/bin/sh")
+            .args(["-c", script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sh");
+        let pid = child.id();
+        let raw = Pid::from_raw(pid as i32);
+        let kill = Arc::new(KillSwitch::new(raw, Duration::ZERO));
+        let pidfd = Arc::new(
+            rustix::process::pidfd_open(raw.expect("a pid"), rustix::process::PidfdFlags::empty())
+                .expect("pidfds (Linux 5.3)"),
+        );
+        let tx = tx.clone();
+        watch(Watch {
+            child,
+            kill: Arc::clone(&kill),
+            pidfd: Some(Arc::clone(&pidfd)),
+            max_memory,
+            on_exit: Box::new(move |crash| {
+                let _ = tx.send((pid, crash));
+            }),
+        })
+        .expect("watched");
+        Started { pid, kill, pidfd }
+    }
+
+    /// The reaper thread's id.
+    fn reaper_thread() -> u32 {
+        std::fs::read_dir("/proc/self/task")
+            .expect("/proc")
+            .flatten()
+            .find(|task| {
+                std::fs::read_to_string(task.path().join("comm"))
+                    .is_ok_and(|comm| comm.trim_end() == "isolates-reaper")
+            })
+            .and_then(|task| task.file_name().to_str()?.parse().ok())
+            .expect("a reaper thread")
+    }
+
+    /// The reaper thread's context switches, and whether it is asleep.
+    fn reaper_switches(tid: u32) -> (u64, bool) {
+        let task = format!("/proc/self/task/{tid}");
+        let status = std::fs::read_to_string(format!("{task}/status")).expect("status");
+        let switches = status
+            .lines()
+            .filter(|line| line.contains("ctxt_switches:"))
+            .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum();
+        let stat = std::fs::read_to_string(format!("{task}/stat")).expect("stat");
+        let asleep = stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('S'));
+        (switches, asleep)
+    }
+
+    /// Whether `pid` is gone, or is no longer our child (reused).
+    fn gone(pid: u32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => {
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                    != Some(std::process::id())
+            }
+        }
+    }
+
+    /// Collects how `n` children died, by pid.
+    fn deaths(rx: &cb::Receiver<(u32, Crash)>, n: usize) -> HashMap<u32, Crash> {
+        (0..n)
+            .map(|_| rx.recv_timeout(T).expect("every child's exit reported"))
+            .collect()
+    }
+
+    #[test]
+    fn children_added_while_the_reaper_waits_do_not_wake_it_and_are_all_reaped() {
+        let _turn = TURN.lock();
+        let (tx, rx) = cb::unbounded();
+        // The reaper runs, has seen a child out, and is back asleep.
+        let first = start("exit 0", None, &tx);
+        assert_eq!(deaths(&rx, 1)[&first.pid], Crash::Exit(0));
+        let tid = reaper_thread();
+        assert!(wait_until(|| reaper_switches(tid).1), "the reaper sleeps");
+        let (before, _) = reaper_switches(tid);
+        let sleepers: Vec<Started> = (0..16).map(|_| start("exec sleep 30", None, &tx)).collect();
+        let (after, asleep) = reaper_switches(tid);
+        assert!(
+            after - before <= 1 && asleep,
+            "adding 16 children woke the reaper {} times",
+            after - before
+        );
+        // All of them are its: each one's death is seen, and each is reaped.
+        for sleeper in &sleepers {
+            sleeper.kill.kill();
+        }
+        let died = deaths(&rx, sleepers.len());
+        for sleeper in &sleepers {
+            assert_eq!(died[&sleeper.pid], Crash::Signal(9));
+            assert!(wait_until(|| gone(sleeper.pid)), "{} reaped", sleeper.pid);
+            // Reaped: its pid is never signalled again.
+            assert!(sleeper.kill.pid.lock().is_none());
+        }
+        // Children that exit at once, each its own way.
+        let quick: Vec<(i32, Started)> = (1..=16)
+            .map(|code| (code, start(&format!("exit {code}"), None, &tx)))
+            .collect();
+        let died = deaths(&rx, quick.len());
+        for (code, child) in &quick {
+            assert_eq!(died[&child.pid], Crash::Exit(*code));
+            assert!(wait_until(|| gone(child.pid)), "{} reaped", child.pid);
+        }
+    }
+
+    #[test]
+    fn the_end_of_a_childs_stderr_tells_how_it_died() {
+        let _turn = TURN.lock();
+        let (tx, rx) = cb::unbounded();
+        let abort = "kill -ABRT $$";
+        let oom = start(
+            &format!("echo 'memory allocation of 64 bytes failed' >&2; {abort}"),
+            Some(1 << 30),
+            &tx,
+        );
+        let overflow = start(
+            &format!("echo 'thread has overflowed its stack' >&2; {abort}"),
+            None,
+            &tx,
+        );
+        let plain = start(abort, None, &tx);
+        let died = deaths(&rx, 3);
+        assert_eq!(died[&oom.pid], Crash::OutOfMemory { limit: 1 << 30 });
+        assert_eq!(died[&overflow.pid], Crash::StackOverflow);
+        assert_eq!(died[&plain.pid], Crash::Signal(6));
+    }
+
+    #[test]
+    fn of_the_owner_and_the_reaper_one_reaps_and_the_reaper_lets_go() {
+        let _turn = TURN.lock();
+        let (tx, rx) = cb::unbounded();
+        let child = start("exec sleep 30", None, &tx);
+        child.kill.signal(Signal::KILL);
+        let mut reaped_here = false;
+        assert!(wait_until(|| match reap(&child.kill, &child.pidfd) {
+            Reap::Reaped(_) => {
+                reaped_here = true;
+                true
+            }
+            Reap::Gone => true,
+            Reap::Running => false,
+            Reap::Failed(e) => panic!("waitid failed: {e}"),
+        }));
+        // The reaper is done with it: it holds its pidfd no longer.
+        assert!(wait_until(|| Arc::strong_count(&child.pidfd) == 1));
+        let reported = rx.try_recv().ok();
+        assert_eq!(
+            reported.is_some(),
+            !reaped_here,
+            "the reaper reports the exit exactly when it reaped"
+        );
+        assert!(gone(child.pid));
+        // The owner's pidfd of the reaped child stays readable: the reaper,
+        // which has taken it out of its set, is not woken by it.
+        let tid = reaper_thread();
+        assert!(wait_until(|| reaper_switches(tid).1), "the reaper sleeps");
+        let (before, _) = reaper_switches(tid);
+        // A window to count its wake-ups in (as tests/idle.rs does).
+        std::thread::sleep(Duration::from_millis(200));
+        let (after, _) = reaper_switches(tid);
+        assert!(
+            after - before <= 1,
+            "the reaper woke {} times",
+            after - before
+        );
     }
 }
