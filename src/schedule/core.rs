@@ -39,8 +39,12 @@ const STORE_RETRY: Duration = Duration::from_secs(1);
 /// How many runs per worker the scheduler hands to the thread pool at
 /// most, those in progress included: the rest wait in the pool's queue,
 /// and a worker that finishes one takes the next at once (see
-/// [`Runs::queues_ahead`]).
-const AHEAD: usize = 4;
+/// [`Runs::queues_ahead`]). More are handed out in each turn, and fewer
+/// turns are needed: 16 measured faster than 4 on no-op works.
+const AHEAD: usize = 16;
+/// At most this many more runs than workers wait in the pool's queue (a
+/// large pool's queue holds no more inputs than that).
+const AHEAD_MAX: usize = 64;
 
 /// What a headless run learns from the scheduler: the works it started,
 /// and those its stop interrupted.
@@ -378,9 +382,15 @@ impl Core {
         // A run told to stop keeps its worker until it returns or its
         // worker is abandoned. Runs on threads may wait in the pool's
         // queue: the pool's workers keep `max_running`.
-        let ahead = if self.runs.queues_ahead() { AHEAD } else { 1 };
-        let room =
-            (self.settings.max_running.saturating_mul(ahead)).saturating_sub(self.runs.busy());
+        let workers = self.settings.max_running;
+        let handed = if self.runs.queues_ahead() {
+            workers
+                .saturating_mul(AHEAD)
+                .min(workers.saturating_add(AHEAD_MAX))
+        } else {
+            workers
+        };
+        let room = handed.saturating_sub(self.runs.busy());
         for (at, id) in self.table.due() {
             if at > now {
                 next = Some(at);
