@@ -513,16 +513,19 @@ impl Core {
         };
         let now = self.now();
         let result = finished.result;
-        let ran = !matches!(
-            result,
-            Err(TaskError::PoolClosed
-                | TaskError::Rejected
-                | TaskError::Cancelled
-                | TaskError::AlreadyTaken)
-        );
-        if finished.started.is_none() && ran {
+        if finished.started.is_none() {
+            let ran = matches!(
+                result,
+                Ok(_) | Err(TaskError::Panicked(_) | TaskError::Failed(_) | TaskError::Codec(_))
+            );
+            if !ran {
+                // Never left the pool's queue (a pool that lost its last
+                // worker, or closed): the work is still enqueued, and due.
+                return;
+            }
             // It ran without its start heard first (a handler this
-            // program lacks fails before it starts).
+            // program lacks fails before it starts; an input that cannot
+            // be carried fails at once).
             self.mark_started(work);
         }
         let ran_at = finished.started.unwrap_or(now);
