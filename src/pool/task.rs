@@ -158,11 +158,15 @@ impl TaskCell {
     pub(crate) fn resolve(&self, outcome: Outcome) -> bool {
         {
             let mut slot = self.outcome.lock();
-            if self.state.load(Ordering::Acquire) == DONE {
+            // One swap, not a look then a store: a worker's
+            // `start_running` (queued to running) between the two would be
+            // lost, and it would run a task resolved as not started. Now it
+            // either started first (and is seen executing) or finds the
+            // task done and skips it.
+            if self.state.swap(DONE, Ordering::AcqRel) == DONE {
                 return false;
             }
             *slot = Some(outcome);
-            self.state.store(DONE, Ordering::Release);
         }
         self.done.notify_all();
         // Both run the application's code (an event loop's waker, an async

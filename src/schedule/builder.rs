@@ -227,6 +227,14 @@ impl WorkManagerBuilder {
     /// How many works run at once, each on its own worker isolate
     /// (default: the pool default, one per core).
     ///
+    /// Without [`processes`](Self::processes), a few due works per worker
+    /// are handed to the workers' queue ahead, so that a worker that
+    /// finishes one starts the next at once; they stay
+    /// [`Enqueued`](super::WorkState::Enqueued) until their handler starts,
+    /// and one cancelled or replaced meanwhile never runs. With
+    /// `processes`, runs on threads and in child processes share this
+    /// number, and each is handed out only to a free worker.
+    ///
     /// # Examples
     ///
     /// See [`WorkManagerBuilder`].

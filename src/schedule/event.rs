@@ -4,6 +4,7 @@
 //! it on none of them.
 
 use std::sync::Weak;
+use std::time::Instant;
 
 use crossbeam_channel as cb;
 
@@ -33,6 +34,13 @@ pub(crate) enum Event {
         /// selects. `Some`: with no snapshot (the watcher reads the store
         /// itself); this is told once the watch is registered.
         registered: Option<crate::oneshot::Sender<()>>,
+    },
+    /// A run handed to the thread pool entered its handler at `at`: its
+    /// work is running from now, and its time limit counts from `at`.
+    Started {
+        work: u64,
+        task: u64,
+        at: Instant,
     },
     Done {
         work: u64,

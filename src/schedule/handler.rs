@@ -456,6 +456,13 @@ impl Worker for Runner {
         }
         CURRENT.with(|c| c.set(Some((self.registry.key, run.work))));
         self.registry.in_handler.lock().insert(task.id());
+        // The run may have waited in the pool's queue behind busy workers:
+        // its work is Running, and its time limit counts, from here.
+        let _ = self.registry.events.send(Event::Started {
+            work: run.work,
+            task: task.id(),
+            at: std::time::Instant::now(),
+        });
         let _current = Current {
             registry: &self.registry,
             work: run.work,

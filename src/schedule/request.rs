@@ -44,9 +44,11 @@ impl fmt::Display for WorkId {
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum WorkState {
-    /// Waiting for its time and its constraints.
+    /// Waiting for its time and its constraints, or for a free worker
+    /// (a due work may wait handed to the worker pool's queue).
     Enqueued,
-    /// A handler runs it now.
+    /// A handler runs it now: from when the handler starts (its time limit
+    /// counts from then) until it returns.
     Running,
     /// Finished with a success (one-off work only).
     Succeeded,

@@ -3,10 +3,16 @@
 //!
 //! The scheduler's only contact with the pools: submitting, watching and
 //! stopping runs through the pools' API. Handlers run on a pool of worker
-//! threads, or (those registered for child processes) on a process pool:
-//! there the scheduler keeps a run's time limit itself, so that a run past
-//! it is told to stop and killed after the stop grace, as a thread run is
-//! told to stop and abandoned.
+//! threads, or (those registered for child processes) on a process pool.
+//! The scheduler keeps a run's time limit itself, from when its handler
+//! starts: a run past it is told to stop, and after the stop grace its
+//! worker is abandoned (its child killed).
+//!
+//! Runs on threads may be handed to the pool ahead, to wait in its queue
+//! behind busy workers ([`Runs::queues_ahead`]): a worker that finishes a
+//! run takes the next without waiting for the scheduler. Such a run's
+//! work stays enqueued until its handler starts ([`Event::Started`]); a
+//! run cancelled while it waits never runs.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -90,16 +96,19 @@ impl RunHandle {
     }
 }
 
-/// A run in progress.
+/// A run handed to a pool: queued behind busy workers, or in progress.
 struct Run {
     task: u64,
     handle: RunHandle,
     /// When it started, on the work clock (ms): a periodic run counts for
-    /// the period it started in.
-    started: i64,
-    /// A run in a child process: when it passes its time limit (the
-    /// scheduler keeps it; a thread run's is the pool task's deadline).
-    /// `None` once it passed with the result already there.
+    /// the period it started in. `None` while it waits in the thread
+    /// pool's queue ([`Event::Started`] says when its handler starts).
+    started: Option<i64>,
+    /// Its time limit, counted from when it starts.
+    limit: Duration,
+    /// When it passes its time limit (the scheduler keeps it, for runs on
+    /// threads as in child processes); `None` before it started, and
+    /// once it passed with the result already there.
     limit_at: Option<Instant>,
     /// It runs in a child process.
     child: bool,
@@ -107,8 +116,9 @@ struct Run {
 
 /// How a finished run ended, as the scheduler accounts for it.
 pub(super) struct Finished {
-    /// When it started, on the work clock (ms).
-    pub(super) started: i64,
+    /// When it started, on the work clock (ms); `None` if the scheduler
+    /// had not heard that it started.
+    pub(super) started: Option<i64>,
     pub(super) result: Result<RunOutput, TaskError<String>>,
     /// It ran in a child process.
     pub(super) child: bool,
@@ -145,9 +155,22 @@ impl Runs {
         }
     }
 
-    /// Whether work `id` has a run in progress.
+    /// Whether work `id` has a run, queued or in progress.
     pub(super) fn is_running(&self, id: u64) -> bool {
         self.running.contains_key(&id)
+    }
+
+    /// Whether work `id` has a run whose handler started.
+    pub(super) fn is_started(&self, id: u64) -> bool {
+        self.running.get(&id).is_some_and(|r| r.started.is_some())
+    }
+
+    /// Whether runs on threads may wait in the pool's queue: the pool
+    /// alone then keeps `max_running` (it has that many workers). Not with
+    /// a process pool too: the two pools share `max_running`, so runs are
+    /// handed out only to free workers, and start at once.
+    pub(super) fn queues_ahead(&self) -> bool {
+        self.children.is_none()
     }
 
     /// Whether `task` is work `work`'s run in progress.
@@ -155,7 +178,7 @@ impl Runs {
         self.running.get(&work).is_some_and(|r| r.task == task)
     }
 
-    /// The works with a run in progress.
+    /// The works with a run, queued or in progress.
     pub(super) fn running(&self) -> impl Iterator<Item = u64> + '_ {
         self.running.keys().copied()
     }
@@ -176,9 +199,18 @@ impl Runs {
         self.running.is_empty() && self.stopping.is_empty()
     }
 
-    /// Starts a run of work `id` on the pool, within `limit`; `started` is
-    /// now on the work clock. [`Event::Done`] says when it resolved.
-    pub(super) fn start(&mut self, id: u64, request: RunRequest, limit: Duration, started: i64) {
+    /// Hands a run of work `id` to a pool, within `limit` from when it
+    /// starts; `now` is now on the work clock. A run in a child process
+    /// counts as started now (returns `true`); one on a thread may wait in
+    /// the pool's queue, and [`Event::Started`] says when its handler
+    /// starts. [`Event::Done`] says when it resolved.
+    pub(super) fn start(
+        &mut self,
+        id: u64,
+        request: RunRequest,
+        limit: Duration,
+        now: i64,
+    ) -> bool {
         let (handle, limit_at) = match &self.children {
             Some(children) if self.registry.in_child.contains(&request.handler) => {
                 // No pool deadline: that would kill the child at once. The
@@ -195,7 +227,10 @@ impl Runs {
                 (RunHandle::Child(handle), Some(limit_at))
             }
             _ => {
-                let handle = self.pool.submit_task(Task::new(request).timeout(limit));
+                // No pool deadline: it would count from now, and the run
+                // may wait in the queue first. The scheduler keeps the
+                // limit from [`Event::Started`].
+                let handle = self.pool.submit_task(Task::new(request));
                 (RunHandle::Thread(handle), None)
             }
         };
@@ -204,16 +239,33 @@ impl Runs {
         handle.on_resolve(move |task| {
             let _ = events.send(Event::Done { work: id, task });
         });
+        let child = limit_at.is_some();
         self.running.insert(
             id,
             Run {
                 task,
                 handle,
-                started,
-                child: limit_at.is_some(),
+                started: child.then_some(now),
+                limit,
+                child,
                 limit_at,
             },
         );
+        child
+    }
+
+    /// `task`, work `work`'s run, entered its handler at `at`; `now` is
+    /// now on the work clock. Returns whether it is that work's run and had
+    /// not been heard to start: its work is running from now on.
+    pub(super) fn started(&mut self, work: u64, task: u64, at: Instant, now: i64) -> bool {
+        match self.running.get_mut(&work) {
+            Some(run) if run.task == task && run.started.is_none() => {
+                run.started = Some(now);
+                run.limit_at = Some(later(at, run.limit));
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The latest progress of `task`, work `work`'s run in a child process,
@@ -230,10 +282,10 @@ impl Runs {
         }
     }
 
-    /// The runs in child processes that passed their time limit: each is
-    /// told to stop (the child sees [`is_stopped`](super::WorkContext::is_stopped)),
-    /// and its child is killed if it has not returned within the stop
-    /// grace. Returns their works: they timed out.
+    /// The runs that passed their time limit: each is told to stop (its
+    /// handler sees [`is_stopped`](super::WorkContext::is_stopped)), and
+    /// its worker is abandoned (its child killed) if it has not returned
+    /// within the stop grace. Returns their works: they timed out.
     pub(super) fn check_limits(&mut self) -> Vec<u64> {
         let now = Instant::now();
         let passed: Vec<u64> = self
@@ -377,7 +429,7 @@ impl Runs {
     }
 
     /// When the runs told to stop are next looked at, or abandoned, and
-    /// when runs in child processes pass their time limits.
+    /// when runs pass their time limits.
     pub(super) fn looks(&self) -> impl Iterator<Item = Instant> + '_ {
         let stopping = self.stopping.values().flat_map(|s| {
             let look = s.look_at.into_iter();

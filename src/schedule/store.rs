@@ -747,6 +747,22 @@ impl WorkStore {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )
                 .map_err(io)?;
+            // A new work's id is fresh: a plain insert (no REPLACE, which
+            // looks for a row to delete and keeps a statement journal).
+            let mut add = tx
+                .prepare_cached(
+                    "INSERT INTO works (id, record, layout, handler, state, due, uniq)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(io)?;
+            // A stored work changes in place: cheaper than a REPLACE,
+            // which deletes the row and inserts it again.
+            let mut change = tx
+                .prepare_cached(
+                    "UPDATE works SET record = ?2, layout = ?3, handler = ?4, state = ?5,
+                     due = ?6, uniq = ?7 WHERE id = ?1",
+                )
+                .map_err(io)?;
             let mut tag = tx
                 .prepare_cached("INSERT OR IGNORE INTO work_tags (tag, id) VALUES (?1, ?2)")
                 .map_err(io)?;
@@ -762,8 +778,26 @@ impl WorkStore {
                 if tags == Some(true) {
                     query::untag(tx, id)?;
                 }
-                put.execute(params![id, bytes, LAYOUT, handler, state, due, uniq])
-                    .map_err(io)?;
+                let row = params![id, bytes, LAYOUT, handler, state, due, uniq];
+                // A new work (tags to put, none to delete) is not stored
+                // yet; another most likely is.
+                let done = if tags == Some(false) {
+                    match add.execute(row) {
+                        Ok(_) => true,
+                        // Stored after all: replaced below.
+                        Err(rusqlite::Error::SqliteFailure(e, _))
+                            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                        {
+                            false
+                        }
+                        Err(e) => return Err(io(e)),
+                    }
+                } else {
+                    change.execute(row).map_err(io)? == 1
+                };
+                if !done {
+                    put.execute(row).map_err(io)?;
+                }
                 if tags.is_some() {
                     for t in query::explicit_tags(rec) {
                         tag.execute(params![t, id]).map_err(io)?;
@@ -831,5 +865,39 @@ impl Drop for WriteTx<'_> {
         if !self.conn.is_autocommit() {
             let _ = self.conn.execute_batch("ROLLBACK");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::schedule::table::tests::{spec, table};
+
+    #[test]
+    fn new_works_are_inserted_and_stored_ones_changed_in_place() {
+        let mut store = WorkStore::in_memory().unwrap();
+        let mut t = table();
+        let id = t.add_chain(vec![vec![spec("a")]], None, Vec::new(), 0)[0].0;
+        let (puts, _, retag) = t.pending();
+        let (puts, retag): (Vec<Record>, HashMap<u64, bool>) =
+            (puts.cloned().collect(), retag.clone());
+        assert_eq!(retag.get(&id), Some(&false), "a new work");
+        store.write(&puts, &[], &retag).unwrap();
+        // Written again as new (a write retried after it committed): the
+        // row is replaced, not doubled.
+        store.write(&puts, &[], &retag).unwrap();
+        let mut running = puts[0].clone();
+        running.state = WorkState::Running;
+        store.write([&running], &[], &HashMap::new()).unwrap();
+        let found = store.select(&WorkQuery::Id(WorkId(id))).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].state, WorkState::Running);
+        assert_eq!(store.works().unwrap().len(), 1);
+        // A changed work the store lost is put back whole.
+        store.write([], &[id], &HashMap::new()).unwrap();
+        store.write([&running], &[], &HashMap::new()).unwrap();
+        assert_eq!(store.works().unwrap()[0].state, WorkState::Running);
     }
 }

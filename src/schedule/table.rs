@@ -384,6 +384,15 @@ impl Table {
     /// Changes unfinished work `id` to what `spec` asks, in place (UPDATE).
     pub(super) fn update_in_place(&mut self, id: u64, spec: Spec, now: i64) {
         self.retag.entry(id).or_insert(true);
+        if self
+            .records
+            .get(&id)
+            .is_some_and(|r| r.state == WorkState::Enqueued)
+        {
+            // A run handed out that has not started carries the old
+            // request: it is taken back, and the work runs as updated.
+            self.halts.push(id);
+        }
         self.update(id, |r| {
             r.handler = spec.handler;
             if spec.input.is_some() {

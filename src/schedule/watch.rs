@@ -13,8 +13,9 @@ use super::request::WorkQuery;
 
 /// Changes to the works a [`WorkQuery`] selects, as they are stored: first
 /// a snapshot of each, then every change. Changes are stored once per
-/// scheduler turn, so a state that lasted less than a turn is not seen
-/// (work enqueued when it can start at once is first seen running). Poll it each frame with
+/// scheduler turn, so a state that lasted less than a turn is not seen:
+/// new work is seen enqueued first, and a run that starts and ends within
+/// one turn goes from enqueued to its end unseen running. Poll it each frame with
 /// [`try_next`](Self::try_next) or [`drain`](Self::drain), or iterate it on
 /// another thread (the iteration ends when the manager stops). Each
 /// turn's changes arrive together, so the watching thread wakes once a
@@ -37,7 +38,7 @@ use super::request::WorkQuery;
 ///     let info = watch.next_timeout(Duration::from_secs(10)).expect("a change");
 ///     states.push(info.state);
 /// }
-/// assert!(states.contains(&WorkState::Running));
+/// assert_eq!(states[0], WorkState::Enqueued);
 /// ```
 #[derive(Debug)]
 pub struct WorkWatch {
