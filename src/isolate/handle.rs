@@ -500,11 +500,8 @@ impl<I: Isolate> IsolateHandle<I> {
     /// is handled: queued asks resolve [`AskError::Dead`] with
     /// [`ExitReason::Killed`], queued casts are dropped.
     ///
-    /// A process isolate's child runs its `stopping` and exits (an
-    /// immediate kill ends it with SIGKILL). When it is idle, an
-    /// `AfterCurrent` kill sends the child its stop from the calling thread
-    /// (a few bytes on its socket), so the child winds down while the
-    /// isolate's thread wakes up.
+    /// A process isolate's child runs its `stopping` and exits (SIGKILL if
+    /// immediate); when idle, it is told from the calling thread.
     ///
     /// Killing an isolate that has exited does nothing.
     ///
@@ -512,6 +509,10 @@ impl<I: Isolate> IsolateHandle<I> {
     ///
     /// See [`IsolateHandle`].
     pub fn kill(&self, priority: Priority) {
+        #[cfg(target_os = "linux")]
+        if priority == Priority::AfterCurrent && self.shared.process.is_some() {
+            super::remote::direct_stop(&self.shared);
+        }
         self.shared.kill(priority);
     }
 

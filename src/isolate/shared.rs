@@ -301,14 +301,7 @@ impl<I: Isolate> Shared<I> {
                     kill.kill();
                 }
             }
-            super::Priority::AfterCurrent => {
-                // A parked process isolate's child is told at once.
-                #[cfg(target_os = "linux")]
-                if self.process.is_some() {
-                    super::remote::direct_stop(self);
-                }
-                self.control(Control::Kill, false);
-            }
+            super::Priority::AfterCurrent => self.control(Control::Kill, false),
         }
     }
 
