@@ -64,9 +64,6 @@ pub(super) struct RemoteBody<I: Isolate> {
     /// The first message went out behind the start frame: the run loop
     /// reads its answer before the channel is used again.
     pub(super) sent_first: bool,
-    /// A caller's `kill(AfterCurrent)` sent the stop frame itself
-    /// (`remote::direct_stop`): the end only waits for the exit.
-    pub(super) stop_sent: bool,
 }
 
 /// A child started before its isolate's thread (by `spawn`, so that the

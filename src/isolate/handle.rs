@@ -500,8 +500,8 @@ impl<I: Isolate> IsolateHandle<I> {
     /// is handled: queued asks resolve [`AskError::Dead`] with
     /// [`ExitReason::Killed`], queued casts are dropped.
     ///
-    /// A process isolate's child runs its `stopping` and exits (SIGKILL if
-    /// immediate); when idle, it is told from the calling thread.
+    /// A process isolate's child runs its `stopping` and exits (an
+    /// immediate kill ends it with SIGKILL).
     ///
     /// Killing an isolate that has exited does nothing.
     ///
@@ -509,10 +509,6 @@ impl<I: Isolate> IsolateHandle<I> {
     ///
     /// See [`IsolateHandle`].
     pub fn kill(&self, priority: Priority) {
-        #[cfg(target_os = "linux")]
-        if priority == Priority::AfterCurrent && self.shared.process.is_some() {
-            super::remote::direct_stop(&self.shared);
-        }
         self.shared.kill(priority);
     }
 

@@ -104,7 +104,6 @@ impl<I: Isolate> RemoteBody<I> {
             pending_exit: None,
             owed: false,
             sent_first: false,
-            stop_sent: false,
         };
         // The name fits the start frame's overhead.
         let mut end = shared.name.len().min(1024);
@@ -308,12 +307,7 @@ impl<I: Isolate> RemoteBody<I> {
     /// Asks the child to finish and exit; kills it if it takes longer than
     /// the stop timeout. Returns once it is reaped.
     pub(super) fn stop(self, reason: &ExitReason) {
-        if self.stop_sent {
-            // The child has its stop frame (with the reason `Killed`).
-            self.child.await_stop(self.stop_timeout);
-        } else {
-            self.child.stop(&encode_reason(reason), self.stop_timeout);
-        }
+        self.child.stop(&encode_reason(reason), self.stop_timeout);
     }
 }
 
@@ -367,49 +361,6 @@ fn count_handled<I: Isolate>(shared: &Shared<I>) {
 
 /// What an `ask` of isolate `I` gives.
 type AskResult<I> = Result<<I as Isolate>::Reply, crate::AskError<<I as Isolate>::Error>>;
-
-/// `kill(AfterCurrent)` of a process isolate whose thread is parked with
-/// an empty mailbox: the caller sends the child its stop frame itself, so
-/// that the child winds down while the isolate's thread wakes up, not
-/// after. Whether it did; the caller then sends the kill request as usual,
-/// which ends the isolate (its thread only waits for the exit).
-///
-/// The isolate is idle (as for [`direct_ask`]) and the channel is held
-/// meanwhile: no message is in the child's hands, and one the thread takes
-/// before it sees the kill is not sent (`pending_exit`: it stays queued,
-/// as any message behind an `AfterCurrent` kill does).
-pub(super) fn direct_stop<I: Isolate>(shared: &Shared<I>) -> bool {
-    let idle = |shared: &Shared<I>| {
-        !shared.taking.load(Ordering::SeqCst)
-            && shared.state() == super::IsolateState::Running
-            && !shared.wake_pending()
-            && shared.queued() == 0
-            && !shared.is_closed()
-    };
-    if !idle(shared) {
-        return false;
-    }
-    let Some(mut conn) = shared.conn.try_lock() else {
-        return false;
-    };
-    let Some(body) = conn.as_mut() else {
-        return false;
-    };
-    if !idle(shared)
-        || body.owed
-        || body.sent_first
-        || body.stop_sent
-        || body.pending_exit.is_some()
-        || body.child.has_died()
-    {
-        return false;
-    }
-    body.child
-        .send(Kind::Stop, &[&encode_reason(&ExitReason::Killed)]);
-    body.stop_sent = true;
-    body.pending_exit = Some(ExitReason::Killed);
-    true
-}
 
 /// A blocking `ask` of a process isolate whose thread is parked with an
 /// empty mailbox: the caller talks to the child itself, saving two thread

@@ -327,15 +327,6 @@ impl ChildProcess {
             return;
         }
         let _ = frame::write(&mut self.socket, Kind::Stop, &[reason]);
-        self.await_stop(timeout);
-    }
-
-    /// As [`stop`](Self::stop) once the stop frame has been sent: waits up
-    /// to `timeout` for the exit, then kills. Returns once it is reaped.
-    pub(crate) fn await_stop(mut self, timeout: Duration) {
-        if self.dead.is_some() {
-            return;
-        }
         if !self.await_exit(timeout) {
             self.kill.signal(Signal::KILL);
             self.await_exit(Duration::from_secs(5));
