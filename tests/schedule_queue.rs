@@ -42,18 +42,20 @@ fn flag() -> Arc<Flag> {
     Arc::new(Flag(AtomicBool::new(true)))
 }
 
+/// What a test drives: the gate `block` waits on, the count of `count`'s
+/// runs, the manager, and whether a `block` run has started.
+type Setup = (Arc<Gate>, Arc<AtomicUsize>, WorkManager, Arc<AtomicBool>);
+
 /// One worker: `block` holds it until the gate opens (and says it
-/// started), `count` counts its runs; constraint `flag` is [`flag`].
-fn manager(gate: &Arc<Gate>, runs: &Arc<AtomicUsize>) -> (WorkManager, Arc<AtomicBool>) {
-    with_flag(gate, runs, &flag())
+/// started), `count` counts its runs; constraint `flag` holds.
+fn manager() -> Setup {
+    with_flag(&flag())
 }
 
-fn with_flag(
-    gate: &Arc<Gate>,
-    runs: &Arc<AtomicUsize>,
-    flag: &Arc<Flag>,
-) -> (WorkManager, Arc<AtomicBool>) {
-    let (g, r) = (Arc::clone(gate), Arc::clone(runs));
+/// As [`manager`], with constraint `flag` as `flag` says.
+fn with_flag(flag: &Arc<Flag>) -> Setup {
+    let (gate, runs) = (Arc::new(Gate::default()), Arc::new(AtomicUsize::new(0)));
+    let (g, r) = (Arc::clone(&gate), Arc::clone(&runs));
     let blocking = Arc::new(AtomicBool::new(false));
     let b = Arc::clone(&blocking);
     let m = WorkManager::builder(WorkStore::in_memory().expect("store"))
@@ -71,7 +73,13 @@ fn with_flag(
         })
         .spawn()
         .expect("manager");
-    (m, blocking)
+    (gate, runs, m, blocking)
+}
+
+/// Stops the manager and waits for it.
+fn stop(m: WorkManager) {
+    m.stop();
+    m.join(Duration::MAX);
 }
 
 fn new_id(m: &WorkManager, request: WorkRequest) -> WorkId {
@@ -95,8 +103,7 @@ fn block(m: &WorkManager, blocking: &AtomicBool) -> WorkId {
 
 #[test]
 fn a_queued_run_is_enqueued_until_its_handler_starts() {
-    let (gate, runs) = (Arc::new(Gate::default()), Arc::new(AtomicUsize::new(0)));
-    let (m, blocking) = manager(&gate, &runs);
+    let (gate, runs, m, blocking) = manager();
     let blocker = block(&m, &blocking);
     let id = new_id(&m, WorkRequest::once("count"));
     let watch = m.watch(WorkQuery::Id(id));
@@ -128,14 +135,12 @@ fn a_queued_run_is_enqueued_until_its_handler_starts() {
         "{states:?}"
     );
     assert!(m.wait_finished(blocker, LONG).is_some());
-    m.stop();
-    m.join(Duration::MAX);
+    stop(m);
 }
 
 #[test]
 fn a_queued_run_cancelled_never_runs_and_is_cancelled_once() {
-    let (gate, runs) = (Arc::new(Gate::default()), Arc::new(AtomicUsize::new(0)));
-    let (m, blocking) = manager(&gate, &runs);
+    let (gate, runs, m, blocking) = manager();
     let blocker = block(&m, &blocking);
     let id = new_id(&m, WorkRequest::once("count"));
     let watch = m.watch(WorkQuery::Id(id));
@@ -164,14 +169,12 @@ fn a_queued_run_cancelled_never_runs_and_is_cancelled_once() {
         1,
         "{states:?}"
     );
-    m.stop();
-    m.join(Duration::MAX);
+    stop(m);
 }
 
 #[test]
 fn a_queued_run_replaced_under_its_unique_name_never_runs() {
-    let (gate, runs) = (Arc::new(Gate::default()), Arc::new(AtomicUsize::new(0)));
-    let (m, blocking) = manager(&gate, &runs);
+    let (gate, runs, m, blocking) = manager();
     let blocker = block(&m, &blocking);
     let unique = |r: WorkRequest| m.enqueue_unique("n", ExistingWork::Replace, r);
     let old = unique(WorkRequest::once("count"))
@@ -194,14 +197,12 @@ fn a_queued_run_replaced_under_its_unique_name_never_runs() {
         1,
         "the replaced work never ran"
     );
-    m.stop();
-    m.join(Duration::MAX);
+    stop(m);
 }
 
 #[test]
 fn a_queued_runs_time_limit_counts_from_its_start() {
-    let (gate, runs) = (Arc::new(Gate::default()), Arc::new(AtomicUsize::new(0)));
-    let (m, blocking) = manager(&gate, &runs);
+    let (gate, runs, m, blocking) = manager();
     let blocker = block(&m, &blocking);
     let limit = Duration::from_millis(200);
     let id = new_id(&m, WorkRequest::once("count").time_limit(limit));
@@ -221,14 +222,12 @@ fn a_queued_runs_time_limit_counts_from_its_start() {
     assert_eq!(done.run_attempts, 1, "not timed out in the queue: {done:?}");
     assert_eq!(done.failure, None);
     assert_eq!(runs.load(Ordering::SeqCst), 1);
-    m.stop();
-    m.join(Duration::MAX);
+    stop(m);
 }
 
 #[test]
 fn a_run_started_past_its_limit_still_times_out() {
-    let (gate, runs) = (Arc::new(Gate::default()), Arc::new(AtomicUsize::new(0)));
-    let (m, blocking) = manager(&gate, &runs);
+    let (gate, runs, m, blocking) = manager();
     // The blocker itself, with a short limit, times out from its start.
     let id = new_id(
         &m,
@@ -243,15 +242,13 @@ fn a_run_started_past_its_limit_still_times_out() {
     assert!(retried.is_some(), "timed out: {:?}", m.info(id));
     gate.open();
     assert_eq!(runs.load(Ordering::SeqCst), 0);
-    m.stop();
-    m.join(Duration::MAX);
+    stop(m);
 }
 
 #[test]
 fn a_queued_run_whose_constraints_stop_holding_waits_and_never_ran() {
-    let (gate, runs) = (Arc::new(Gate::default()), Arc::new(AtomicUsize::new(0)));
     let flag = flag();
-    let (m, blocking) = with_flag(&gate, &runs, &flag);
+    let (gate, runs, m, blocking) = with_flag(&flag);
     let blocker = block(&m, &blocking);
     let id = new_id(&m, WorkRequest::once("count").constraint("flag"));
     sync(&m);
@@ -272,8 +269,7 @@ fn a_queued_run_whose_constraints_stop_holding_waits_and_never_ran() {
     let done = m.wait_finished(id, LONG).expect("runs once the flag holds");
     assert_eq!(done.state, WorkState::Succeeded);
     assert_eq!(runs.load(Ordering::SeqCst), 1);
-    m.stop();
-    m.join(Duration::MAX);
+    stop(m);
 }
 
 #[test]
