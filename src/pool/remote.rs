@@ -218,7 +218,9 @@ where
         return 0;
     }
     let served = super::TaskServer::<W, C>::new(codec);
-    let current: Mutex<Option<Arc<TaskCell>>> = Mutex::new(None);
+    // The task running, and a cancel that came before its task was taken
+    // up (the reader may see it first): kept until that task starts.
+    let current: Mutex<(Option<Arc<TaskCell>>, Option<u64>)> = Mutex::new((None, None));
     let (tasks_tx, tasks) = crossbeam_channel::bounded::<Vec<u8>>(1);
     let limit = codec.limit().saturating_add(frame::OVERHEAD);
     std::thread::scope(|scope| {
@@ -239,11 +241,14 @@ where
                             id.copy_from_slice(b);
                             u64::from_le_bytes(id)
                         });
-                        if let Some(cell) = &*current.lock()
-                            && Some(cell.id) == id
-                        {
-                            cell.cancel
-                                .store(true, std::sync::atomic::Ordering::Release);
+                        let mut current = current.lock();
+                        match &current.0 {
+                            Some(cell) if Some(cell.id) == id => {
+                                cell.cancel
+                                    .store(true, std::sync::atomic::Ordering::Release);
+                            }
+                            // Not started yet: it is cancelled when it is.
+                            _ => current.1 = id,
                         }
                     }
                     // Stop, or the parent is gone.
@@ -256,14 +261,21 @@ where
                 break;
             };
             let cell = Arc::new(TaskCell::new(u64::from_le_bytes(*id), None));
-            *current.lock() = Some(Arc::clone(&cell));
+            {
+                let mut current = current.lock();
+                if current.1.take() == Some(cell.id) {
+                    cell.cancel
+                        .store(true, std::sync::atomic::Ordering::Release);
+                }
+                current.0 = Some(Arc::clone(&cell));
+            }
             let sink = |value: W::Progress| {
                 if let Ok(bytes) = encode(codec, &value, "progress") {
                     send(Kind::Progress, &[&bytes]);
                 }
             };
             let invoked = served.run(&mut state, &cell, input, &sink);
-            *current.lock() = None;
+            current.lock().0 = None;
             let panicked = invoked.panicked();
             let (answer, bytes) = invoked.into_frame();
             let sent = send(Kind::from(answer), &[&bytes]);
