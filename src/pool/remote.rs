@@ -183,6 +183,16 @@ impl<W: Worker> ChildWorker<W> {
     }
 }
 
+/// What a child's reader thread and its task loop share.
+#[derive(Default)]
+struct Current {
+    /// The task running.
+    task: Option<Arc<TaskCell>>,
+    /// A cancel that came before its task was taken up (the reader may see
+    /// it first): kept until that task starts.
+    early_cancel: Option<u64>,
+}
+
 /// Runs pool worker `W` for the parent on `channel`, in the child: tasks one
 /// at a time, on this thread; returns the exit code.
 pub(crate) fn serve_worker<W: Worker, C: Codec>(
@@ -218,9 +228,7 @@ where
         return 0;
     }
     let served = super::TaskServer::<W, C>::new(codec);
-    // The task running, and a cancel that came before its task was taken
-    // up (the reader may see it first): kept until that task starts.
-    let current: Mutex<(Option<Arc<TaskCell>>, Option<u64>)> = Mutex::new((None, None));
+    let current = Mutex::new(Current::default());
     let (tasks_tx, tasks) = crossbeam_channel::bounded::<Vec<u8>>(1);
     let limit = codec.limit().saturating_add(frame::OVERHEAD);
     std::thread::scope(|scope| {
@@ -242,13 +250,13 @@ where
                             u64::from_le_bytes(id)
                         });
                         let mut current = current.lock();
-                        match &current.0 {
+                        match &current.task {
                             Some(cell) if Some(cell.id) == id => {
                                 cell.cancel
                                     .store(true, std::sync::atomic::Ordering::Release);
                             }
                             // Not started yet: it is cancelled when it is.
-                            _ => current.1 = id,
+                            _ => current.early_cancel = id,
                         }
                     }
                     // Stop, or the parent is gone.
@@ -263,11 +271,11 @@ where
             let cell = Arc::new(TaskCell::new(u64::from_le_bytes(*id), None));
             {
                 let mut current = current.lock();
-                if current.1.take() == Some(cell.id) {
+                if current.early_cancel.take() == Some(cell.id) {
                     cell.cancel
                         .store(true, std::sync::atomic::Ordering::Release);
                 }
-                current.0 = Some(Arc::clone(&cell));
+                current.task = Some(Arc::clone(&cell));
             }
             let sink = |value: W::Progress| {
                 if let Ok(bytes) = encode(codec, &value, "progress") {
@@ -275,7 +283,7 @@ where
                 }
             };
             let invoked = served.run(&mut state, &cell, input, &sink);
-            current.lock().0 = None;
+            current.lock().task = None;
             let panicked = invoked.panicked();
             let (answer, bytes) = invoked.into_frame();
             let sent = send(Kind::from(answer), &[&bytes]);
