@@ -176,16 +176,15 @@ fn a_queued_run_cancelled_never_runs_and_is_cancelled_once() {
 fn a_queued_run_replaced_under_its_unique_name_never_runs() {
     let (gate, runs, m, blocking) = manager();
     let blocker = block(&m, &blocking);
-    let unique = |r: WorkRequest| m.enqueue_unique("n", ExistingWork::Replace, r);
-    let old = unique(WorkRequest::once("count"))
-        .wait()
-        .expect("enqueued")
-        .ids()[0];
+    let unique = || {
+        m.enqueue_unique("n", ExistingWork::Replace, WorkRequest::once("count"))
+            .wait()
+            .expect("enqueued")
+            .ids()[0]
+    };
+    let old = unique();
     sync(&m);
-    let new = unique(WorkRequest::once("count"))
-        .wait()
-        .expect("enqueued")
-        .ids()[0];
+    let new = unique();
     assert_ne!(old, new);
     gate.open();
     assert!(m.wait_finished(blocker, LONG).is_some());
