@@ -276,16 +276,18 @@ fn a_headless_budget_reports_only_runs_that_started() {
     let path =
         std::env::temp_dir().join(format!("isolates-queue-headless-{}.db", std::process::id()));
     let _ = std::fs::remove_file(&path);
+    // The app never runs them: their constraint does not hold there (it
+    // does in the headless run).
     let app = WorkManager::builder(WorkStore::open(&path).expect("store"))
         .handler_fn(
             "slow",
             |(): (), _: &WorkContext<'_>| WorkResult::Success(()),
         )
+        .constraint("held", Arc::new(Flag(AtomicBool::new(false))))
         .spawn()
         .expect("app");
-    let later = Duration::from_millis(1);
     let ids: Vec<WorkId> = (0..4)
-        .map(|_| new_id(&app, WorkRequest::once("slow").initial_delay(later)))
+        .map(|_| new_id(&app, WorkRequest::once("slow").constraint("held")))
         .collect();
     app.stop();
     assert!(app.join(LONG));
@@ -294,6 +296,7 @@ fn a_headless_budget_reports_only_runs_that_started() {
     // run starts, the others wait in the queue when the budget ends.
     let run = WorkManager::builder(WorkStore::open(&path).expect("store"))
         .workers(1)
+        .constraint("held", flag())
         .handler_fn("slow", |(): (), w: &WorkContext<'_>| {
             wait_until(|| w.is_stopped(), LONG);
             WorkResult::Success(())
