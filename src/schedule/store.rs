@@ -5,19 +5,19 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use super::clock::from_ms;
 use super::request::{Alarm, InputMerger, StoredBackoff, WorkId, WorkInfo, WorkQuery, WorkState};
-use crate::codec::{Bincode, Codec};
 
 mod check;
 mod ids;
 mod layout;
 mod lock;
+mod memory;
 mod migrate;
 mod query;
+mod sql;
 
 use layout::{LAYOUT, decode_row};
 pub(crate) use query::{DueKey, DuePage, StoreReader};
@@ -279,8 +279,9 @@ pub struct UnreadableWork {
     pub reason: String,
 }
 
-/// Where scheduled work is kept: an SQLite file in WAL mode, or an SQLite
-/// database in memory (for tests; gone with the manager).
+/// Where scheduled work is kept: an SQLite file in WAL mode, or memory
+/// (for tests and for work that need not outlive the program; gone with
+/// the manager).
 ///
 /// # Examples
 ///
@@ -309,23 +310,27 @@ pub struct UnreadableWork {
 /// # std::fs::remove_file(&path).unwrap();
 /// ```
 pub struct WorkStore {
-    conn: Connection,
-    path: Option<PathBuf>,
-    /// Where `sqlite_sequence` stands (see [`ids`]).
-    ids: ids::IdReserve,
-    /// Handler names known to be in `work_handlers` (see [`query`]).
-    handlers: std::collections::HashSet<String>,
-    /// The URI of a store in memory, for its readers.
-    memory: Option<String>,
-    /// Released after the connection closed (fields drop in order).
-    _lock: Option<lock::StoreLock>,
+    backend: Backend,
+}
+
+/// Where a [`WorkStore`] keeps its works.
+enum Backend {
+    File(Box<sql::SqlStore>),
+    Memory(memory::Shared),
 }
 
 impl fmt::Debug for WorkStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WorkStore")
-            .field("path", &self.path)
-            .finish()
+        match &self.backend {
+            Backend::File(sql) => f
+                .debug_struct("WorkStore")
+                .field("path", &sql.path())
+                .finish(),
+            Backend::Memory(_) => f
+                .debug_struct("WorkStore")
+                .field("path", &":memory:")
+                .finish(),
+        }
     }
 }
 
@@ -370,21 +375,9 @@ impl WorkStore {
     ///
     /// See also [`WorkStore`] and [`StoreError`].
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        let path = path.as_ref().to_path_buf();
-        lock::check_header(&path)?;
-        let held = lock::StoreLock::acquire(&path)?;
-        let conn = Connection::open(&path).map_err(io)?;
-        conn.busy_timeout(Duration::from_secs(5)).map_err(io)?;
-        let mut store = WorkStore {
-            conn,
-            path: Some(path),
-            ids: ids::IdReserve::default(),
-            handlers: std::collections::HashSet::new(),
-            memory: None,
-            _lock: Some(held),
-        };
-        store.check_and_init()?;
-        Ok(store)
+        Ok(WorkStore {
+            backend: Backend::File(Box::new(sql::SqlStore::open(path.as_ref())?)),
+        })
     }
 
     /// Opens the store at `path` as [`open`](Self::open) does, waiting up
@@ -446,11 +439,16 @@ impl WorkStore {
         }
     }
 
-    /// A store in memory: nothing survives the manager.
+    /// A store in memory: nothing survives the manager. Its works are
+    /// kept as they are, beside indexes by due time, unique name and tag
+    /// (no encoding and no SQL), so a write costs a copy of each changed
+    /// work; queries answer as a file store's do.
     ///
     /// # Errors
     ///
-    /// [`StoreError::Io`] if SQLite cannot allocate it.
+    /// None today: a store in memory always opens. The `Result` matches
+    /// [`open`](Self::open), so that a program switches between the two
+    /// without other changes.
     ///
     /// # Examples
     ///
@@ -459,112 +457,9 @@ impl WorkStore {
     /// assert!(WorkStore::in_memory().unwrap().works().unwrap().is_empty());
     /// ```
     pub fn in_memory() -> Result<Self, StoreError> {
-        // A named database of SQLite's `memdb`, which the manager's reader
-        // opens too; gone when the last connection to it closes.
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let uri = format!("file:/isolates-{}-{n}?vfs=memdb", std::process::id());
-        let conn = Connection::open(&uri).map_err(io)?;
-        conn.busy_timeout(Duration::from_secs(5)).map_err(io)?;
-        let mut store = WorkStore {
-            conn,
-            path: None,
-            ids: ids::IdReserve::default(),
-            handlers: std::collections::HashSet::new(),
-            memory: Some(uri),
-            _lock: None,
-        };
-        store.check_and_init()?;
-        Ok(store)
-    }
-
-    fn shown_path(&self) -> PathBuf {
-        self.path
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(":memory:"))
-    }
-
-    /// Refuses what is not ours before writing anything; sets up a new
-    /// store, or brings an older one to this build's schema.
-    fn check_and_init(&mut self) -> Result<(), StoreError> {
-        let path = self.shown_path();
-        let not_db = |e: rusqlite::Error| match e.sqlite_error_code() {
-            Some(ErrorCode::NotADatabase) => StoreError::NotADatabase { path: path.clone() },
-            Some(ErrorCode::DatabaseCorrupt) => StoreError::Corrupt {
-                path: path.clone(),
-                detail: e.to_string(),
-            },
-            _ => io(e),
-        };
-        let app: i32 = self
-            .conn
-            .query_row("PRAGMA application_id", [], |r| r.get(0))
-            .map_err(not_db)?;
-        let version: i32 = self
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(not_db)?;
-        let tables: i64 = self
-            .conn
-            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
-            .map_err(not_db)?;
-        if app == 0 && tables == 0 {
-            // A new (empty) database: make it ours.
-            self.conn
-                .pragma_update(None, "journal_mode", "WAL")
-                .map_err(io)?;
-            self.conn
-                .execute_batch(&format!(
-                    "BEGIN;
-                     -- AUTOINCREMENT: sqlite_sequence keeps the highest id ever
-                     -- stored, so ids of deleted (pruned) works are not reused.
-                     -- layout: the row layout `record` was written in (see layout.rs).
-                     -- handler, state, due, uniq: see store/query.rs.
-                     CREATE TABLE works (id INTEGER PRIMARY KEY AUTOINCREMENT, record BLOB NOT NULL,
-                                         layout INTEGER, handler TEXT, state INTEGER,
-                                         due INTEGER, uniq TEXT);
-                     {}
-                     PRAGMA application_id = {APPLICATION_ID};
-                     PRAGMA user_version = {SCHEMA_VERSION};
-                     COMMIT;",
-                    migrate::INDEXES
-                ))
-                .map_err(io)?;
-        } else if app != APPLICATION_ID {
-            return Err(StoreError::Foreign {
-                path,
-                application_id: app,
-            });
-        } else if version > SCHEMA_VERSION {
-            return Err(StoreError::TooNew {
-                path,
-                version,
-                supported: SCHEMA_VERSION,
-            });
-        } else {
-            let check: String = self
-                .conn
-                .query_row("PRAGMA quick_check", [], |r| r.get(0))
-                .map_err(not_db)?;
-            if check != "ok" {
-                return Err(StoreError::Corrupt {
-                    path,
-                    detail: check,
-                });
-            }
-            if self.path.is_some() {
-                self.conn
-                    .pragma_update(None, "journal_mode", "WAL")
-                    .map_err(io)?;
-            }
-            migrate::run(&mut self.conn, version, &path)?;
-        }
-        // WAL with NORMAL sync: a commit survives the process being
-        // killed; only a power cut can lose the last commits.
-        self.conn
-            .pragma_update(None, "synchronous", "NORMAL")
-            .map_err(io)?;
-        Ok(())
+        Ok(WorkStore {
+            backend: Backend::Memory(memory::Shared::default()),
+        })
     }
 
     /// Every work the store holds that can be read, by id.
@@ -599,126 +494,61 @@ impl WorkStore {
 
     /// Reads every row.
     pub(crate) fn load(&self) -> Result<(Vec<Record>, Vec<UnreadableWork>), StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, layout, record FROM works ORDER BY id")
-            .map_err(io)?;
-        let mut rows = stmt.query([]).map_err(io)?;
-        let (mut good, mut bad) = (Vec::new(), Vec::new());
-        while let Some(row) = rows.next().map_err(io)? {
-            match query::read_row(row).map_err(io)? {
-                Ok(rec) => good.push(rec),
-                Err(why) => bad.push(why),
-            }
+        match &self.backend {
+            Backend::File(sql) => sql.load(),
+            Backend::Memory(mem) => Ok((mem.read().load(), Vec::new())),
         }
-        Ok((good, bad))
     }
 
     /// What a manager loads when it starts: every work that is not
     /// enqueued, and the first `page` enqueued works by (due, id); see
     /// [`Opening`].
     pub(crate) fn opening(&self, page: usize) -> Result<Opening, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT id, layout, record, state IS NULL FROM works INDEXED BY works_held
-                 WHERE state IS NOT 0 ORDER BY id",
-            )
-            .map_err(io)?;
-        let mut rows = stmt.query([]).map_err(io)?;
-        let mut opening = Opening::default();
-        while let Some(row) = rows.next().map_err(io)? {
-            let unindexed: bool = row.get(3).map_err(io)?;
-            match query::read_row(row).map_err(io)? {
-                Ok(rec) => {
-                    if unindexed {
-                        opening.unindexed.push(rec.id);
-                    }
-                    opening.records.push(query::with_implicit_tag(rec));
-                }
-                Err(why) => opening.unreadable.push(why),
-            }
+        match &self.backend {
+            Backend::File(sql) => sql.opening(page),
+            Backend::Memory(mem) => Ok(mem.read().opening(page)),
         }
-        let (due, horizon) = query::due_after(&self.conn, None, page, &mut opening.unreadable)?;
-        opening.records.extend(due);
-        opening.unreadable.sort_by_key(|u| u.id);
-        opening.horizon = horizon;
-        Ok(opening)
     }
 
     /// The next `n` enqueued works after `after` in (due, id) order, and
-    /// the key of the last, if more may follow. Rows that cannot be read
-    /// are logged and left in the store as they are.
+    /// the key of the last, if more may follow.
     pub(crate) fn due_after(&self, after: DueKey, n: usize) -> Result<DuePage, StoreError> {
-        let mut unreadable = Vec::new();
-        let page = query::due_after(&self.conn, Some(after), n, &mut unreadable)?;
-        for bad in unreadable {
-            tracing::warn!(target: "isolates", work = %bad.id, reason = %bad.reason,
-                "a stored work could not be read; it is left in the store untouched");
+        match &self.backend {
+            Backend::File(sql) => sql.due_after(after, n),
+            Backend::Memory(mem) => Ok(mem.read().due_after(Some(after), n)),
         }
-        Ok(page)
     }
 
     /// The readable works `query` selects, by id.
     pub(crate) fn select(&self, query: &WorkQuery) -> Result<Vec<Record>, StoreError> {
-        query::select(&self.conn, query)
+        match &self.backend {
+            Backend::File(sql) => sql.select(query),
+            Backend::Memory(mem) => Ok(mem.read().select(query)),
+        }
     }
 
     /// The readable enqueued works `query` selects, in no order.
     pub(crate) fn enqueued(&self, query: &WorkQuery) -> Result<Vec<Record>, StoreError> {
-        query::enqueued(&self.conn, query)
+        match &self.backend {
+            Backend::File(sql) => sql.enqueued(query),
+            Backend::Memory(mem) => Ok(mem.read().enqueued(query)),
+        }
     }
 
-    /// A second connection for the manager's queries.
+    /// A reader for the manager's queries from the app's threads.
     pub(crate) fn reader(&self) -> Result<StoreReader, StoreError> {
-        let conn = match (&self.path, &self.memory) {
-            (Some(path), _) => Connection::open(path),
-            (None, Some(uri)) => Connection::open(uri),
-            (None, None) => Connection::open_in_memory(),
+        match &self.backend {
+            Backend::File(sql) => sql.reader(),
+            Backend::Memory(mem) => Ok(StoreReader::memory(std::sync::Arc::clone(mem))),
         }
-        .map_err(io)?;
-        conn.busy_timeout(Duration::from_secs(5)).map_err(io)?;
-        conn.pragma_update(None, "query_only", true).map_err(io)?;
-        Ok(StoreReader::new(conn))
     }
 
     /// The highest id the store ever held, readable or not, deleted or
     /// not: ids are never reused.
     pub(crate) fn max_id(&self) -> Result<u64, StoreError> {
-        let max: Option<i64> = self
-            .conn
-            .query_row("SELECT max(id) FROM works", [], |r| r.get(0))
-            .optional()
-            .map_err(io)?
-            .flatten();
-        let sequence: bool = self
-            .conn
-            .query_row(
-                "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'sqlite_sequence'",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(io)?;
-        let ever: Option<i64> = if sequence {
-            self.conn
-                .query_row(
-                    "SELECT seq FROM sqlite_sequence WHERE name = 'works'",
-                    [],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(io)?
-        } else {
-            None
-        };
-        match max.max(ever) {
-            // A row from elsewhere took the last ids: new work could not be
-            // stored.
-            Some(i64::MAX) => Err(StoreError::Corrupt {
-                path: self.shown_path(),
-                detail: format!("a row has the id {}, the last there is", i64::MAX),
-            }),
-            m => Ok(m.map_or(0, |m| m.max(0).unsigned_abs())),
+        match &self.backend {
+            Backend::File(sql) => sql.max_id(),
+            Backend::Memory(mem) => Ok(mem.read().max_id()),
         }
     }
 
@@ -732,100 +562,11 @@ impl WorkStore {
         deletes: &[u64],
         retag: &std::collections::HashMap<u64, bool>,
     ) -> Result<(), StoreError> {
-        let codec = Bincode::new();
         let puts: Vec<&Record> = puts.into_iter().collect();
-        let guard = WriteTx::begin(&self.conn).map_err(io)?;
-        let tx = guard.conn;
-        let max = puts.iter().filter_map(|r| i64::try_from(r.id).ok()).max();
-        let covered = self.ids.cover(tx, max).map_err(io)?;
-        // Handler names written in this transaction.
-        let mut fresh: Vec<&str> = Vec::new();
-        {
-            let mut put = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO works (id, record, layout, handler, state, due, uniq)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )
-                .map_err(io)?;
-            // A new work's id is fresh: a plain insert (no REPLACE, which
-            // looks for a row to delete and keeps a statement journal).
-            let mut add = tx
-                .prepare_cached(
-                    "INSERT INTO works (id, record, layout, handler, state, due, uniq)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )
-                .map_err(io)?;
-            // A stored work changes in place: cheaper than a REPLACE,
-            // which deletes the row and inserts it again.
-            let mut change = tx
-                .prepare_cached(
-                    "UPDATE works SET record = ?2, layout = ?3, handler = ?4, state = ?5,
-                     due = ?6, uniq = ?7 WHERE id = ?1",
-                )
-                .map_err(io)?;
-            let mut tag = tx
-                .prepare_cached("INSERT OR IGNORE INTO work_tags (tag, id) VALUES (?1, ?2)")
-                .map_err(io)?;
-            let mut bytes = Vec::new();
-            for &rec in &puts {
-                bytes.clear();
-                codec.encode(rec, &mut bytes).map_err(|e| {
-                    StoreError::Io(format!("work {} could not be encoded: {e}", rec.id))
-                })?;
-                let id = i64::try_from(rec.id).map_err(|_| StoreError::Io("id overflow".into()))?;
-                let (handler, state, due, uniq) = query::columns(rec);
-                let tags = retag.get(&rec.id).copied();
-                if tags == Some(true) {
-                    query::untag(tx, id)?;
-                }
-                let row = params![id, bytes, LAYOUT, handler, state, due, uniq];
-                // A new work (tags to put, none to delete) is not stored
-                // yet; another most likely is.
-                let done = if tags == Some(false) {
-                    match add.execute(row) {
-                        Ok(_) => true,
-                        // Stored after all: replaced below.
-                        Err(rusqlite::Error::SqliteFailure(e, _))
-                            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-                        {
-                            false
-                        }
-                        Err(e) => return Err(io(e)),
-                    }
-                } else {
-                    change.execute(row).map_err(io)? == 1
-                };
-                if !done {
-                    put.execute(row).map_err(io)?;
-                }
-                if tags.is_some() {
-                    for t in query::explicit_tags(rec) {
-                        tag.execute(params![t, id]).map_err(io)?;
-                    }
-                }
-                if !self.handlers.contains(&rec.handler) && !fresh.contains(&rec.handler.as_str()) {
-                    tx.prepare_cached("INSERT OR IGNORE INTO work_handlers (name) VALUES (?1)")
-                        .map_err(io)?
-                        .execute([&rec.handler])
-                        .map_err(io)?;
-                    fresh.push(&rec.handler);
-                }
-            }
-            if !deletes.is_empty() {
-                let mut del = tx
-                    .prepare_cached("DELETE FROM works WHERE id = ?1")
-                    .map_err(io)?;
-                for &id in deletes {
-                    let id = i64::try_from(id).map_err(|_| StoreError::Io("id overflow".into()))?;
-                    query::untag(tx, id)?;
-                    del.execute(params![id]).map_err(io)?;
-                }
-            }
+        match &mut self.backend {
+            Backend::File(sql) => sql.write(&puts, deletes, retag),
+            Backend::Memory(mem) => mem.write().write(&puts, deletes),
         }
-        guard.commit().map_err(io)?;
-        self.ids.committed(covered);
-        self.handlers.extend(fresh.into_iter().map(str::to_owned));
-        Ok(())
     }
 
     /// At a clean stop, after the last write: gives back the ids set aside
@@ -837,33 +578,9 @@ impl WorkStore {
     /// [`StoreError::Io`] if the store cannot be written; ids after the
     /// next start then skip the ones set aside, and stay unique.
     pub(crate) fn release_ids(&mut self) -> Result<(), StoreError> {
-        self.ids.release(&self.conn).map_err(io)
-    }
-}
-
-/// A write's transaction, its `BEGIN` and `COMMIT` prepared once for the
-/// connection (rusqlite's `Transaction` parses them at every write); rolled
-/// back if dropped uncommitted, as rusqlite's is.
-struct WriteTx<'c> {
-    conn: &'c Connection,
-}
-
-impl<'c> WriteTx<'c> {
-    fn begin(conn: &'c Connection) -> rusqlite::Result<Self> {
-        conn.prepare_cached("BEGIN")?.execute([])?;
-        Ok(WriteTx { conn })
-    }
-
-    /// Commits; on failure the transaction is rolled back (when dropped).
-    fn commit(self) -> rusqlite::Result<()> {
-        self.conn.prepare_cached("COMMIT")?.execute([]).map(drop)
-    }
-}
-
-impl Drop for WriteTx<'_> {
-    fn drop(&mut self) {
-        if !self.conn.is_autocommit() {
-            let _ = self.conn.execute_batch("ROLLBACK");
+        match &mut self.backend {
+            Backend::File(sql) => sql.release_ids(),
+            Backend::Memory(_) => Ok(()),
         }
     }
 }
@@ -875,9 +592,39 @@ mod tests {
     use super::*;
     use crate::schedule::table::tests::{spec, table};
 
+    /// A file for a store, removed (with its WAL and lock files) on drop.
+    pub(super) struct TempStore(pub(super) PathBuf);
+
+    impl TempStore {
+        pub(super) fn new() -> Self {
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path = std::env::temp_dir()
+                .join(format!("isolates-store-test-{}-{n}.db", std::process::id()));
+            let temp = TempStore(path);
+            temp.remove();
+            temp
+        }
+
+        fn remove(&self) {
+            for suffix in ["", "-wal", "-shm", "-lock"] {
+                let mut p = self.0.as_os_str().to_owned();
+                p.push(suffix);
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+
+    impl Drop for TempStore {
+        fn drop(&mut self) {
+            self.remove();
+        }
+    }
+
     #[test]
     fn new_works_are_inserted_and_stored_ones_changed_in_place() {
-        let mut store = WorkStore::in_memory().unwrap();
+        let temp = TempStore::new();
+        let mut store = WorkStore::open(&temp.0).unwrap();
         let mut t = table();
         let id = t.add_chain(vec![vec![spec("a")]], None, Vec::new(), 0)[0].0;
         let (puts, _, retag) = t.pending();

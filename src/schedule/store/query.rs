@@ -258,30 +258,38 @@ pub(super) fn next_due(conn: &Connection) -> Result<Option<i64>, StoreError> {
     .map_err(io)
 }
 
-/// A second connection to a store, for the manager's queries from the
-/// app's threads: it reads what the scheduler last wrote, and keeps
-/// reading after the manager stopped and its store was let go.
-pub(crate) struct StoreReader {
-    conn: Mutex<Connection>,
+/// What the manager's queries from the app's threads read: a second
+/// connection to a file store, or a store in memory itself. It reads what
+/// the scheduler last wrote, and keeps reading after the manager stopped
+/// and its store was let go.
+pub(crate) enum StoreReader {
+    File(Mutex<Connection>),
+    Memory(super::memory::Shared),
 }
 
 impl StoreReader {
     pub(super) fn new(conn: Connection) -> Self {
-        StoreReader {
-            conn: Mutex::new(conn),
-        }
+        StoreReader::File(Mutex::new(conn))
+    }
+
+    pub(super) fn memory(shared: super::memory::Shared) -> Self {
+        StoreReader::Memory(shared)
     }
 
     /// The readable works `query` selects, by id, as last stored.
     pub(crate) fn infos(&self, query: &WorkQuery) -> Result<Vec<WorkInfo>, StoreError> {
-        Ok(select(&self.conn.lock(), query)?
-            .iter()
-            .map(Record::info)
-            .collect())
+        let found = match self {
+            StoreReader::File(conn) => select(&conn.lock(), query)?,
+            StoreReader::Memory(mem) => mem.read().select(query),
+        };
+        Ok(found.iter().map(Record::info).collect())
     }
 
     /// When the earliest enqueued work is due, on the work clock.
     pub(crate) fn next_due(&self) -> Result<Option<i64>, StoreError> {
-        next_due(&self.conn.lock())
+        match self {
+            StoreReader::File(conn) => next_due(&conn.lock()),
+            StoreReader::Memory(mem) => Ok(mem.read().next_due()),
+        }
     }
 }
