@@ -56,7 +56,7 @@ pub(super) struct Written {
 /// Every work, by id, with its indexes and the changes not yet written.
 pub(super) struct Table {
     limits: Limits,
-    records: HashMap<u64, Record>,
+    records: HashMap<u64, Box<Record>>,
     /// Prerequisite → the works waiting for it.
     dependents: HashMap<u64, Vec<u64>>,
     unique: HashMap<String, Vec<u64>>,
@@ -147,13 +147,13 @@ impl Table {
 
     /// Work `id`'s record.
     pub(super) fn get(&self, id: u64) -> Option<&Record> {
-        self.records.get(&id)
+        self.records.get(&id).map(|r| &**r)
     }
 
     /// Every record held, in no order.
     #[cfg(test)]
     pub(super) fn records(&self) -> impl Iterator<Item = &Record> {
-        self.records.values()
+        self.records.values().map(|r| &**r)
     }
 
     /// The enqueued works as (earliest start, id), earliest first.
@@ -212,7 +212,10 @@ impl Table {
     /// puts.
     pub(super) fn pending(&self) -> (impl Iterator<Item = &Record>, &[u64], &HashMap<u64, bool>) {
         let records = &self.records;
-        let puts = self.dirty.iter().filter_map(|id| records.get(id));
+        let puts = self
+            .dirty
+            .iter()
+            .filter_map(|id| records.get(id).map(|r| &**r));
         (puts, &self.deleted, &self.retag)
     }
 
@@ -230,7 +233,7 @@ impl Table {
         self.retag.clear();
         let changed = if infos {
             ids.iter()
-                .filter_map(|id| self.records.get(id).map(Record::info))
+                .filter_map(|id| self.records.get(id).map(|r| r.info()))
                 .collect()
         } else {
             Vec::new()
@@ -264,7 +267,7 @@ impl Table {
         if rec.state == WorkState::Enqueued {
             self.due.insert((rec.next_run_at, rec.id));
         }
-        self.records.insert(rec.id, rec);
+        self.records.insert(rec.id, Box::new(rec));
     }
 
     /// Changes a record, keeping the due index right and marking it for
@@ -614,7 +617,7 @@ impl Table {
             r.state = WorkState::Running;
             r.attempts = r.attempts.saturating_add(1);
         });
-        self.records.get(&id)
+        self.get(id)
     }
 
     /// Stores progress `bytes` of work `id`'s run.
@@ -715,7 +718,7 @@ impl Table {
         let prerequisites = rec
             .prerequisites
             .iter()
-            .filter_map(|p| self.records.get(p).and_then(deletable));
+            .filter_map(|p| self.records.get(p).and_then(|r| deletable(r)));
         if let Some(at) = deletable(rec).into_iter().chain(prerequisites).min() {
             self.prune_at = self.prune_at.min(at);
         }

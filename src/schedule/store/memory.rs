@@ -28,7 +28,8 @@ pub(crate) type Shared = Arc<RwLock<Memory>>;
 /// See the module docs.
 #[derive(Default)]
 pub(crate) struct Memory {
-    rows: BTreeMap<u64, Record>,
+    /// Boxed: a record is large, and a map's nodes move what they hold.
+    rows: BTreeMap<u64, Box<Record>>,
     /// The (due, id) of every enqueued work.
     due: BTreeSet<DueKey>,
     unique: HashMap<String, BTreeSet<u64>>,
@@ -86,7 +87,7 @@ impl Memory {
             )));
         }
         for &rec in puts {
-            self.put(rec.clone());
+            self.put(Box::new(rec.clone()));
         }
         for &id in deletes {
             self.delete(id);
@@ -94,7 +95,7 @@ impl Memory {
         Ok(())
     }
 
-    fn put(&mut self, rec: Record) {
+    fn put(&mut self, rec: Box<Record>) {
         let id = rec.id;
         self.top = self.top.max(id);
         let old = self.rows.insert(id, rec);
@@ -121,7 +122,7 @@ impl Memory {
         }
         let retag = old_tags.is_none_or(|old| old.tags != new.tags || old.handler != new.handler);
         if retag {
-            for tag in old_tags.into_iter().flat_map(tags_of) {
+            for tag in old_tags.into_iter().flat_map(|old| tags_of(old)) {
                 unlink(&mut self.tags, tag, id);
             }
             for tag in tags_of(new) {
@@ -149,13 +150,17 @@ impl Memory {
     /// handler's name as a tag.
     fn records<'a>(&self, ids: impl IntoIterator<Item = &'a u64>) -> Vec<Record> {
         ids.into_iter()
-            .filter_map(|id| self.rows.get(id).cloned().map(with_implicit_tag))
+            .filter_map(|id| {
+                self.rows
+                    .get(id)
+                    .map(|r| with_implicit_tag(Record::clone(r)))
+            })
             .collect()
     }
 
     /// Every work as written, by id.
     pub(super) fn load(&self) -> Vec<Record> {
-        self.rows.values().cloned().collect()
+        self.rows.values().map(|r| Record::clone(r)).collect()
     }
 
     /// The works `query` selects, by id.
@@ -202,8 +207,7 @@ impl Memory {
             .rows
             .values()
             .filter(|r| r.state != WorkState::Enqueued)
-            .cloned()
-            .map(with_implicit_tag)
+            .map(|r| with_implicit_tag(Record::clone(r)))
             .collect();
         let (due, horizon) = self.due_after(None, page);
         records.extend(due);
