@@ -17,10 +17,12 @@ mod lock;
 mod memory;
 mod migrate;
 mod query;
+mod reader;
 mod sql;
 
 use layout::{LAYOUT, decode_row};
-pub(crate) use query::{DueKey, DuePage, StoreReader};
+pub(crate) use query::{DueKey, DuePage};
+pub(crate) use reader::StoreReader;
 
 /// `PRAGMA application_id` of our stores: "ISOW".
 const APPLICATION_ID: i32 = 0x4953_4F57;

@@ -15,12 +15,11 @@
 //! and the manager answers queries from the store instead of a copy of
 //! every work in memory.
 
-use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::layout::decode_row;
 use super::{Record, StoreError, UnreadableWork, io};
-use crate::schedule::request::{WorkId, WorkInfo, WorkQuery, WorkState};
+use crate::schedule::request::{WorkId, WorkQuery, WorkState};
 
 /// Enqueued works in order: (due, id).
 pub(crate) type DueKey = (i64, u64);
@@ -256,40 +255,4 @@ pub(super) fn next_due(conn: &Connection) -> Result<Option<i64>, StoreError> {
     .optional()
     .map(Option::flatten)
     .map_err(io)
-}
-
-/// What the manager's queries from the app's threads read: a second
-/// connection to a file store, or a store in memory itself. It reads what
-/// the scheduler last wrote, and keeps reading after the manager stopped
-/// and its store was let go.
-pub(crate) enum StoreReader {
-    File(Mutex<Connection>),
-    Memory(super::memory::Shared),
-}
-
-impl StoreReader {
-    pub(super) fn new(conn: Connection) -> Self {
-        StoreReader::File(Mutex::new(conn))
-    }
-
-    pub(super) fn memory(shared: super::memory::Shared) -> Self {
-        StoreReader::Memory(shared)
-    }
-
-    /// The readable works `query` selects, by id, as last stored.
-    pub(crate) fn infos(&self, query: &WorkQuery) -> Result<Vec<WorkInfo>, StoreError> {
-        let found = match self {
-            StoreReader::File(conn) => select(&conn.lock(), query)?,
-            StoreReader::Memory(mem) => mem.read().select(query),
-        };
-        Ok(found.iter().map(Record::info).collect())
-    }
-
-    /// When the earliest enqueued work is due, on the work clock.
-    pub(crate) fn next_due(&self) -> Result<Option<i64>, StoreError> {
-        match self {
-            StoreReader::File(conn) => next_due(&conn.lock()),
-            StoreReader::Memory(mem) => Ok(mem.read().next_due()),
-        }
-    }
 }

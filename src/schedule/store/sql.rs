@@ -12,7 +12,8 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
 use super::layout::LAYOUT;
-use super::query::{self, DueKey, DuePage, StoreReader};
+use super::query::{self, DueKey, DuePage};
+use super::reader::StoreReader;
 use super::{
     APPLICATION_ID, Opening, Record, SCHEMA_VERSION, StoreError, UnreadableWork, ids, io, lock,
     migrate,
