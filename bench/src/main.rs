@@ -562,10 +562,18 @@ fn idle_isolate_rss(quick: bool) -> Measure {
     }
 }
 
-fn schedule_overhead(quick: bool) -> Measure {
+/// `schedule_overhead` (store in memory) and `schedule_overhead_file` (an
+/// SQLite file, WAL + synchronous=NORMAL, as an app's store).
+fn schedule_overhead(quick: bool, file: bool) -> Measure {
     use isolates::schedule::WorkStore;
     let n = if quick { 500 } else { 2000 };
-    let manager = schedule_load::noop_manager(WorkStore::in_memory().expect("store"), cores());
+    let path = schedule_load::temp_store_path("harness-overhead");
+    let store = if file {
+        WorkStore::open(&path).expect("store")
+    } else {
+        WorkStore::in_memory().expect("store")
+    };
+    let manager = schedule_load::noop_manager(store, cores());
     let rayon = rayon::ThreadPoolBuilder::new()
         .num_threads(cores())
         .build()
@@ -581,8 +589,13 @@ fn schedule_overhead(quick: bool) -> Measure {
     );
     manager.stop();
     manager.join(Duration::MAX);
+    schedule_load::remove_store(&path);
     Measure {
-        name: "schedule_overhead",
+        name: if file {
+            "schedule_overhead_file"
+        } else {
+            "schedule_overhead"
+        },
         value: ours,
         unit: "us/work",
         baseline: "rayon scope.spawn of the same no-op jobs",
@@ -590,7 +603,12 @@ fn schedule_overhead(quick: bool) -> Measure {
         ratio: ours / base,
         goal: None,
         note: Some(format!(
-            "{n} no-op works enqueued in one batch and run to success, in-memory store"
+            "{n} no-op works enqueued in one batch and run to success, {}",
+            if file {
+                "file store (WAL + synchronous=NORMAL)"
+            } else {
+                "store in memory"
+            }
         )),
     }
 }
@@ -772,6 +790,7 @@ fn main() {
         "ui_frame_p99",
         "idle_isolate_rss",
         "schedule_overhead",
+        "schedule_overhead_file",
         "store_commit",
         "store_commit_batch",
         "store_open_1m",
@@ -831,7 +850,8 @@ fn main() {
             "ui_call_8mib" => ui::ui_call(quick, 8),
             "ui_call_64mib" => ui::ui_call(quick, 64),
             "ui_frame_p99" => ui_frame_p99(quick, per_us),
-            "schedule_overhead" => schedule_overhead(quick),
+            "schedule_overhead" => schedule_overhead(quick, false),
+            "schedule_overhead_file" => schedule_overhead(quick, true),
             "store_commit" => store_commit(quick, 1),
             "store_commit_batch" => store_commit(quick, 1000),
             "store_open_1m" => store_open_1m(quick),
