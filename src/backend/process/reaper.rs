@@ -76,6 +76,11 @@ impl KillSwitch {
         }
     }
 
+    /// Whether [`kill`](Self::kill) sends SIGKILL at once (no grace).
+    pub(crate) fn kills_at_once(&self) -> bool {
+        self.grace.is_zero()
+    }
+
     /// Sends `signal` to the child unless it has been reaped.
     pub(crate) fn signal(&self, signal: Signal) {
         if let Some(pid) = *self.pid.lock() {
