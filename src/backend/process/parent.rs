@@ -8,7 +8,10 @@
 //! noticed. An owner that stops its child waits for the exit itself and
 //! reaps the child there (through the pidfd, which names that process
 //! only): the reaper finds it reaped, and the stop costs no hop through
-//! the reaper.
+//! the reaper. An owner whose child an immediate kill ends (SIGKILL) does
+//! not wait: it lets the child die ([`ChildProcess::let_die`]), and
+//! whoever needs it gone (a `join`) waits on its pidfd and reaps it
+//! ([`Dying::wait`]), else the reaper does.
 
 use std::io::BufReader;
 use std::os::fd::OwnedFd;
