@@ -163,7 +163,8 @@ pub(super) struct Shared<I: Isolate> {
     child_kill: Mutex<Option<std::sync::Arc<crate::backend::process::parent::KillSwitch>>>,
     /// The last child of a process isolate that an immediate kill let die
     /// without its thread waiting for it: `join` waits for it and reaps
-    /// it (see `ChildProcess::let_die`).
+    /// it (see `ChildProcess::let_die`). Kept (its pidfd open) until a
+    /// `join` has seen it gone, or the record is dropped.
     #[cfg(target_os = "linux")]
     dying: Mutex<Option<crate::backend::process::parent::Dying>>,
     /// The running child of a process isolate: used by the isolate's

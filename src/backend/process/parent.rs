@@ -151,9 +151,7 @@ impl Dying {
                 Ok(n) if n > 0 => {}
                 Err(rustix::io::Errno::INTR) => {}
                 // The deadline, or a poll that fails (not retried: no spin).
-                Ok(_) | Err(_) => {
-                    return matches!(reap(&self.kill, &self.pidfd), Reap::Reaped(_) | Reap::Gone);
-                }
+                Ok(_) | Err(_) => return !matches!(reap(&self.kill, &self.pidfd), Reap::Running),
             }
         }
     }
