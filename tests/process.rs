@@ -331,6 +331,41 @@ fn a_stopped_or_killed_child_is_reaped_before_join_returns() {
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
 }
 
+/// An immediate kill ends the isolate without its thread waiting for the
+/// child's exit: each `join` waits for the child and reaps it (or finds it
+/// reaped), so every joiner returns with the child gone; with no `join`
+/// the reaper reaps it, and a later `join` returns at once.
+#[test]
+fn an_immediate_kill_is_joined_once_its_child_is_reaped_by_whoever_comes_first() {
+    let gone = |pid: u64| !std::path::Path::new(&format!("/proc/{pid}")).exists();
+    for round in 0..5 {
+        let probe = spawn(ProcessOptions::new());
+        let pid = probe.ask_timeout(Msg::Pid, T).unwrap();
+        probe.kill(Priority::Immediate);
+        let joiners: Vec<_> = (0..3)
+            .map(|_| {
+                let probe = probe.clone();
+                std::thread::spawn(move || (probe.join(T), gone(pid)))
+            })
+            .collect();
+        for joiner in joiners {
+            let (reason, child_gone) = joiner.join().unwrap();
+            assert_eq!(reason, Some(ExitReason::Killed), "round {round}");
+            assert!(child_gone, "round {round}: child {pid} left after join");
+        }
+    }
+    let probe = spawn(ProcessOptions::new());
+    let pid = probe.ask_timeout(Msg::Pid, T).unwrap();
+    probe.kill(Priority::Immediate);
+    assert!(wait_until(|| probe.is_finished(), T));
+    assert!(
+        wait_until(|| gone(pid), T),
+        "child {pid} not reaped without a join: {:?}",
+        proc_stat(pid)
+    );
+    assert_eq!(probe.join(Duration::ZERO), Some(ExitReason::Killed));
+}
+
 #[test]
 fn an_after_current_kill_of_an_idle_child_stops_it_and_leaves_later_messages_unhandled() {
     children();

@@ -501,7 +501,8 @@ impl<I: Isolate> IsolateHandle<I> {
     /// [`ExitReason::Killed`], queued casts are dropped.
     ///
     /// A process isolate's child runs its `stopping` and exits (an
-    /// immediate kill ends it with SIGKILL).
+    /// immediate kill ends it with SIGKILL, and the isolate ends without
+    /// waiting for the child's exit: [`join`](Self::join) reaps it).
     ///
     /// Killing an isolate that has exited does nothing.
     ///
@@ -867,8 +868,8 @@ impl<I: Isolate> IsolateHandle<I> {
         self.shared.control(Control::Stop, false);
     }
 
-    /// Waits at most `timeout` for the isolate to exit and returns why, or
-    /// `None` if it still runs.
+    /// Waits at most `timeout` for the isolate to exit (a process isolate:
+    /// and its child to be reaped) and returns why, or `None` if not yet.
     ///
     /// # Examples
     ///

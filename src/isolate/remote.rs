@@ -304,6 +304,22 @@ impl<I: Isolate> RemoteBody<I> {
         }
     }
 
+    /// Ends the child at the isolate's end, for `reason`. After an
+    /// immediate kill (SIGKILL, no grace) the child is let die: the
+    /// isolate's end does not wait for its exit (which `join` waits for,
+    /// reaping it: the exit then wakes the joining thread itself, not this
+    /// one and through it the joiner). Otherwise as [`stop`](Self::stop).
+    pub(super) fn end(self, shared: &Shared<I>, reason: &ExitReason) {
+        let killed =
+            matches!(reason, ExitReason::Killed) && shared.kill_requested.load(Ordering::SeqCst);
+        if !killed || !self.child.can_let_die() {
+            return self.stop(reason);
+        }
+        if let Some(dying) = self.child.let_die() {
+            shared.set_dying(dying);
+        }
+    }
+
     /// Asks the child to finish and exit; kills it if it takes longer than
     /// the stop timeout. Returns once it is reaped.
     pub(super) fn stop(self, reason: &ExitReason) {

@@ -263,7 +263,7 @@ impl<I: Isolate> RunLoop<I> {
                 // Its `stopping` runs in the child.
                 let child = self.shared.conn.lock().take();
                 if let Some(child) = child {
-                    child.stop(&reason);
+                    child.end(&self.shared, &reason);
                 }
                 self.shared.set_child_kill(None);
             }

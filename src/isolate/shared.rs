@@ -161,6 +161,12 @@ pub(super) struct Shared<I: Isolate> {
     /// Kills the running child of a process isolate.
     #[cfg(target_os = "linux")]
     child_kill: Mutex<Option<std::sync::Arc<crate::backend::process::parent::KillSwitch>>>,
+    /// The last child of a process isolate that an immediate kill let die
+    /// without its thread waiting for it: `join` waits for it and reaps
+    /// it (see `ChildProcess::let_die`). Kept (its pidfd open) until a
+    /// `join` has seen it gone, or the record is dropped.
+    #[cfg(target_os = "linux")]
+    dying: Mutex<Option<crate::backend::process::parent::Dying>>,
     /// The running child of a process isolate: used by the isolate's
     /// thread for each message, and by a blocking `ask` directly while the
     /// thread is parked (see `remote::direct_ask`).
@@ -212,6 +218,8 @@ impl<I: Isolate> Shared<I> {
             #[cfg(target_os = "linux")]
             child_kill: Mutex::new(None),
             #[cfg(target_os = "linux")]
+            dying: Mutex::new(None),
+            #[cfg(target_os = "linux")]
             conn: Mutex::new(None),
             #[cfg(target_os = "linux")]
             taking: AtomicBool::new(true),
@@ -225,6 +233,32 @@ impl<I: Isolate> Shared<I> {
         kill: Option<std::sync::Arc<crate::backend::process::parent::KillSwitch>>,
     ) {
         *self.child_kill.lock() = kill;
+    }
+
+    /// Records the child an immediate kill let die: set before the
+    /// isolate is closed, so that a `join` that sees it closed finds it.
+    #[cfg(target_os = "linux")]
+    pub(super) fn set_dying(&self, dying: crate::backend::process::parent::Dying) {
+        *self.dying.lock() = Some(dying);
+    }
+
+    /// Waits until `deadline` for the child an immediate kill let die (if
+    /// any) to be reaped; whether it is.
+    #[cfg(target_os = "linux")]
+    fn wait_reaped(&self, deadline: Option<Instant>) -> bool {
+        let Some(dying) = self.dying.lock().clone() else {
+            return true;
+        };
+        if !dying.wait(deadline) {
+            return false;
+        }
+        // Gone: later joins need not look (unless another child took its
+        // place meanwhile).
+        let mut slot = self.dying.lock();
+        if slot.as_ref().is_some_and(|d| d.is(&dying)) {
+            *slot = None;
+        }
+        true
     }
 
     /// A pause token no other pause of any isolate has: as Dart's
@@ -561,13 +595,22 @@ impl<I: Isolate> Shared<I> {
 
     /// Waits until the isolate has exited, at most until `deadline`.
     pub(super) fn wait_exit(&self, deadline: Option<Instant>) -> Option<ExitReason> {
-        let mut record = self.exit.lock();
-        while record.reason.is_none() {
-            if crate::time::wait(&self.exited, &mut record, deadline) {
-                break;
+        let reason = {
+            let mut record = self.exit.lock();
+            while record.reason.is_none() {
+                if crate::time::wait(&self.exited, &mut record, deadline) {
+                    break;
+                }
             }
+            record.reason.clone()
+        };
+        // A process isolate has ended once its child is reaped: an
+        // immediate kill left that to whoever waits for the end.
+        #[cfg(target_os = "linux")]
+        if reason.is_some() && !self.wait_reaped(deadline) {
+            return None;
         }
-        record.reason.clone()
+        reason
     }
 }
 

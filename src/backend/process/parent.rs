@@ -8,7 +8,10 @@
 //! noticed. An owner that stops its child waits for the exit itself and
 //! reaps the child there (through the pidfd, which names that process
 //! only): the reaper finds it reaped, and the stop costs no hop through
-//! the reaper.
+//! the reaper. An owner whose child an immediate kill ends (SIGKILL) does
+//! not wait: it lets the child die ([`ChildProcess::let_die`]), and
+//! whoever needs it gone (a `join`) waits on its pidfd and reaps it
+//! ([`Dying::wait`]), else the reaper does.
 
 use std::io::BufReader;
 use std::os::fd::OwnedFd;
@@ -17,6 +20,7 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -103,6 +107,59 @@ pub(crate) struct ChildProcess {
     /// The child's pidfd, shared with the reaper (`None` on a kernel
     /// without them: then only the reaper reaps).
     pidfd: Option<Arc<OwnedFd>>,
+    /// Set when its owner has let it die ([`let_die`](Self::let_die)):
+    /// the reaper then reaps it without a word to the owner.
+    let_go: Arc<AtomicBool>,
+}
+
+/// A child that an immediate kill has sent SIGKILL and whose owner went on
+/// without waiting for its exit ([`ChildProcess::let_die`]): whoever must
+/// see it gone (a `join`) waits for it with [`wait`](Self::wait), and
+/// reaps it there unless the reaper got there first. If nobody waits, the
+/// reaper reaps it. Of the two exactly one reaps, under the kill switch's
+/// lock, as for an owner that stops its child.
+#[derive(Clone)]
+pub(crate) struct Dying {
+    kill: Arc<KillSwitch>,
+    pidfd: Arc<OwnedFd>,
+}
+
+impl Dying {
+    /// Waits until `deadline` (with `None`, for as long as it takes) for
+    /// the child to exit, and reaps it unless the reaper has; whether it
+    /// is reaped (by either) by then. Parks in `poll` on its pidfd: its
+    /// exit wakes this thread itself.
+    pub(crate) fn wait(&self, deadline: Option<Instant>) -> bool {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        loop {
+            match reap(&self.kill, &self.pidfd) {
+                // Reaped here, by the reaper, or (a failed `waitid`) not
+                // ours to reap any more: gone either way.
+                Reap::Reaped(_) | Reap::Gone | Reap::Failed(_) => return true,
+                Reap::Running => {}
+            }
+            let wait = deadline.map(|deadline| {
+                let left = deadline.saturating_duration_since(Instant::now());
+                Timespec {
+                    tv_sec: left.as_secs().min(i64::MAX as u64) as i64,
+                    tv_nsec: i64::from(left.subsec_nanos()),
+                }
+            });
+            let mut fds = [PollFd::new(&*self.pidfd, PollFlags::IN)];
+            match poll(&mut fds, wait.as_ref()) {
+                // Exited (or about to be found so): reap.
+                Ok(n) if n > 0 => {}
+                Err(rustix::io::Errno::INTR) => {}
+                // The deadline, or a poll that fails (not retried: no spin).
+                Ok(_) | Err(_) => return !matches!(reap(&self.kill, &self.pidfd), Reap::Running),
+            }
+        }
+    }
+
+    /// Whether `other` is this same child.
+    pub(crate) fn is(&self, other: &Dying) -> bool {
+        Arc::ptr_eq(&self.pidfd, &other.pidfd)
+    }
 }
 
 /// How to start a child: what of
@@ -175,6 +232,8 @@ impl ChildProcess {
             })
             .map(Arc::new);
         let (died_tx, died) = cb::bounded(1);
+        let let_go = Arc::new(AtomicBool::new(false));
+        let quiet = Arc::clone(&let_go);
         reaper::watch(reaper::Watch {
             child,
             kill: Arc::clone(&kill),
@@ -182,7 +241,10 @@ impl ChildProcess {
             max_memory: options.max_memory,
             on_exit: Box::new(move |crash: Crash| {
                 let _ = died_tx.send(crash.clone());
-                on_exit(crash);
+                // Let die: its owner has ended, knowing why.
+                if !quiet.load(Ordering::SeqCst) {
+                    on_exit(crash);
+                }
             }),
         })?;
         Ok(ChildProcess {
@@ -193,6 +255,7 @@ impl ChildProcess {
             died,
             dead: None,
             pidfd,
+            let_go,
         })
     }
 
@@ -331,6 +394,30 @@ impl ChildProcess {
             self.kill.signal(Signal::KILL);
             self.await_exit(Duration::from_secs(5));
         }
+    }
+
+    /// Whether [`let_die`](Self::let_die) may end this child: with a
+    /// pidfd (to wait for it later) and a kill without a grace to wait out.
+    pub(crate) fn can_let_die(&self) -> bool {
+        self.pidfd.is_some() && self.kill.kills_at_once()
+    }
+
+    /// Lets go of a child that an immediate kill ends with SIGKILL (sent
+    /// here too: the kill may still be on its way from the handle), without
+    /// waiting for its exit: the owner goes on at once, and [`Dying::wait`]
+    /// waits for it where that is needed (a `join`). `None` if it has been
+    /// reaped already (or, against [`can_let_die`](Self::can_let_die), it
+    /// has no pidfd: then the reaper's thread for it reaps it).
+    pub(crate) fn let_die(self) -> Option<Dying> {
+        if self.dead.is_some() {
+            return None;
+        }
+        self.let_go.store(true, Ordering::SeqCst);
+        self.kill.signal(Signal::KILL);
+        Some(Dying {
+            kill: Arc::clone(&self.kill),
+            pidfd: self.pidfd.clone()?,
+        })
     }
 
     /// Waits up to `timeout` for the child to exit and be reaped; whether

@@ -8,8 +8,9 @@
 //! A child's pid is signalled only through its [`KillSwitch`], which
 //! forgets the pid under its lock when the child is reaped: a pid that may
 //! have been reused is never signalled. The owner of a child may reap it
-//! itself (it stopped it and waits for its exit): of the owner and the
-//! reaper exactly one reaps, under that lock.
+//! itself (it stopped it and waits for its exit), and so may whoever waits
+//! for a child that its owner let die after SIGKILL (a `join`): of them and
+//! the reaper exactly one reaps, under that lock.
 //!
 //! On a kernel without pidfds (before Linux 5.3) a child gets a thread of
 //! its own that forwards its stderr to the end and then waits for it.
@@ -74,6 +75,11 @@ impl KillSwitch {
         if spawned.is_err() {
             self.signal(Signal::KILL);
         }
+    }
+
+    /// Whether [`kill`](Self::kill) sends SIGKILL at once (no grace).
+    pub(crate) fn kills_at_once(&self) -> bool {
+        self.grace.is_zero()
     }
 
     /// Sends `signal` to the child unless it has been reaped.
