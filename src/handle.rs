@@ -31,8 +31,12 @@ pub(crate) trait Source {
     /// waker; takes nothing.
     fn register(&mut self, waker: &Waker);
 
-    /// Drops a registered waker that nothing will wake any more.
-    fn forget_waker(&mut self) {}
+    /// Drops a registered waker that nothing will wake any more; returns
+    /// whether it was still registered (if not, the resolver took it and
+    /// wakes it).
+    fn forget_waker(&mut self) -> bool {
+        true
+    }
 
     /// Whether the result has arrived (taken or not); never blocks.
     fn arrived(&self) -> bool;
@@ -115,23 +119,29 @@ impl<S: Source> Handle<S> {
         // resolver may have missed the waker.
         match self.try_take() {
             Some(result) => {
-                self.source.forget_waker();
+                // Woken anyway if the resolver took it: a spurious wake.
+                let _ = self.source.forget_waker();
                 Poll::Ready(result)
             }
             None => Poll::Pending,
         }
     }
 
-    /// Has `waker` woken once the result arrives; returns whether it is
-    /// there already (then nothing will wake it). Takes nothing.
+    /// Has `waker` woken once the result arrives; returns `true` if the
+    /// result is there already and nothing will wake it (the caller acts
+    /// as woken). Either way the arrival is told exactly once: a result
+    /// that arrives while the waker is being registered is told by the
+    /// resolver (which took the waker) or by this `true`, never both.
+    /// Takes nothing.
     pub(crate) fn wake_on_arrival(&mut self, waker: &Waker) -> bool {
         if self.is_done() {
             return true;
         }
         self.source.register(waker);
         if self.source.arrived() {
-            self.source.forget_waker();
-            return true;
+            // Taken back: the resolver missed it. Not there: the resolver
+            // took it, and wakes it.
+            return self.source.forget_waker();
         }
         false
     }
@@ -250,9 +260,10 @@ impl<R, O> Source for Reply<R, O> {
         }
     }
 
-    fn forget_waker(&mut self) {
-        if let ReplyState::Waiting { rx, .. } = &self.state {
-            rx.forget_waker();
+    fn forget_waker(&mut self) -> bool {
+        match &self.state {
+            ReplyState::Waiting { rx, .. } => rx.forget_waker(),
+            ReplyState::Ready(_) | ReplyState::Spent => true,
         }
     }
 
@@ -265,5 +276,83 @@ impl<R, O> Source for Reply<R, O> {
 
     fn already_taken(&self) -> O {
         (self.already)()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Wake, Waker};
+
+    use super::*;
+
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A source whose result arrives while the waker is being registered:
+    /// the resolver either takes the waker and wakes it, or misses it.
+    struct Racy {
+        waker: Option<Waker>,
+        arrived: bool,
+        resolver_sees_waker: bool,
+    }
+
+    impl Source for Racy {
+        type Output = u32;
+
+        fn try_take(&mut self) -> Option<u32> {
+            self.arrived.then_some(7)
+        }
+
+        fn take_until(&mut self, _: Option<Instant>) -> Option<u32> {
+            self.try_take()
+        }
+
+        fn register(&mut self, waker: &Waker) {
+            self.waker = Some(waker.clone());
+            self.arrived = true;
+            if self.resolver_sees_waker
+                && let Some(waker) = self.waker.take()
+            {
+                waker.wake();
+            }
+        }
+
+        fn forget_waker(&mut self) -> bool {
+            self.waker.take().is_some()
+        }
+
+        fn arrived(&self) -> bool {
+            self.arrived
+        }
+
+        fn already_taken(&self) -> u32 {
+            0
+        }
+    }
+
+    /// Told once: by the resolver (which took the waker) or by `true`,
+    /// never both and never neither.
+    #[test]
+    fn an_arrival_racing_the_registration_is_told_exactly_once() {
+        for resolver_sees_waker in [true, false] {
+            let mut handle = Handle::new(Racy {
+                waker: None,
+                arrived: false,
+                resolver_sees_waker,
+            });
+            let count = Arc::new(Count(AtomicUsize::new(0)));
+            let here = handle.wake_on_arrival(&Waker::from(Arc::clone(&count)));
+            let woken = count.0.load(Ordering::SeqCst);
+            assert_eq!(here, !resolver_sees_waker);
+            assert_eq!(usize::from(here) + woken, 1, "here {here}, woken {woken}");
+            assert_eq!(handle.try_take(), Some(7));
+        }
     }
 }

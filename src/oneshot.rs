@@ -196,16 +196,17 @@ impl<T> Receiver<T> {
                 return Poll::Pending;
             }
             // Nothing will wake it now: drop it here, not on the sender.
-            self.forget_waker();
+            let _ = self.forget_waker();
         }
         Poll::Ready(())
     }
 
     /// Drops a registered waker that nothing will wake any more (the value
-    /// was taken), here rather than on the sender.
-    pub(crate) fn forget_waker(&self) {
+    /// was taken), here rather than on the sender. Returns whether it was
+    /// still registered: if not, the sender took it and wakes it.
+    pub(crate) fn forget_waker(&self) -> bool {
         let stale = self.slot.waker.lock().take();
-        drop(stale);
+        stale.is_some()
     }
 
     /// Has `waker` woken once the slot fills, replacing an earlier waker.
@@ -251,6 +252,34 @@ impl<T> Receiver<T> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// `forget_waker` says whether the waker was still there: a sender
+    /// that came after the registration took it (and woke it); one that
+    /// came before left it.
+    #[test]
+    fn forgetting_a_waker_says_whether_the_sender_took_it() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::task::{Wake, Waker};
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&count));
+        let (tx, rx) = oneshot();
+        rx.register(&waker);
+        tx.send(1);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert!(!rx.forget_waker(), "the sender took it");
+        let (tx, rx) = oneshot();
+        tx.send(2);
+        rx.register(&waker);
+        assert!(rx.forget_waker(), "sent before: still here");
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+    }
 
     #[test]
     fn send_then_receive_once() {

@@ -217,7 +217,9 @@ impl<T, E> Pending<T, E> {
     }
 
     /// Has `waker` woken once the result arrives (or the reply channel
-    /// closes); returns whether it is there already. Takes nothing.
+    /// closes); returns `true` if it is there already and nothing will
+    /// wake it (see `Handle::wake_on_arrival`: told exactly once). Takes
+    /// nothing.
     pub(crate) fn wake_on_arrival(&mut self, waker: &Waker) -> bool {
         self.handle.wake_on_arrival(waker)
     }

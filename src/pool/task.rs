@@ -253,10 +253,12 @@ impl TaskCell {
     }
 
     /// Forgets a registered waker (the result was taken: nothing will be
-    /// woken for it), so it is dropped here, not on a worker.
-    fn forget_waker(&self) {
+    /// woken for it), so it is dropped here, not on a worker. Returns
+    /// whether it was still registered: if not, the resolver took it and
+    /// wakes it.
+    fn forget_waker(&self) -> bool {
         let old = self.waker.lock().take();
-        drop(old);
+        old.is_some()
     }
 }
 
@@ -565,8 +567,8 @@ impl<W: Worker> Source for TaskSource<W> {
         self.cell.wake_on_resolve(waker);
     }
 
-    fn forget_waker(&mut self) {
-        self.cell.forget_waker();
+    fn forget_waker(&mut self) -> bool {
+        self.cell.forget_waker()
     }
 
     fn arrived(&self) -> bool {
