@@ -1257,6 +1257,10 @@ fn cancelling_running_work_tells_the_handler_to_stop() {
     let (m, started, saw_stop) = spinning_manager(&clock);
     let id = new_id(m.enqueue(WorkRequest::once("spin")));
     assert!(wait_until(|| started.load(Ordering::SeqCst), LONG));
+    // The run told the scheduler it started before its handler ran: once
+    // the scheduler has handled what came before this request, it is
+    // stored as running.
+    sync(&m);
     assert_eq!(info(&m, id).state, WorkState::Running);
     assert_eq!(m.cancel(WorkQuery::Id(id)).wait(), Ok(1));
     assert_eq!(info(&m, id).state, WorkState::Cancelled);

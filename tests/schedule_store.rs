@@ -1152,3 +1152,65 @@ fn noop_manager(path: &Path, clock: &ManualClock) -> WorkManager {
         .spawn()
         .unwrap()
 }
+
+/// Callers that block on their enqueues run the scheduler's turn
+/// themselves when it is free. A stop in the middle of them: every wait
+/// resolves (stored, or `Stopped`), every work a caller was told is stored
+/// is in the store, and once `join` returns the store is let go (a caller
+/// holding the scheduler keeps nothing alive).
+#[test]
+fn callers_that_write_their_own_enqueues_meet_a_stop_and_lose_nothing() {
+    let dir = TempDir::new("caller-turns");
+    let path = dir.0.join("works.db");
+    for round in 0..8 {
+        let manager = WorkManager::builder(WorkStore::open(&path).unwrap())
+            .handler_fn("later", |(): (), _: &WorkContext<'_>| {
+                WorkResult::Success(())
+            })
+            .spawn()
+            .unwrap();
+        let answered = AtomicUsize::new(0);
+        let stored: Vec<Vec<WorkId>> = std::thread::scope(|s| {
+            let callers: Vec<_> = (0..3)
+                .map(|_| {
+                    let (manager, answered) = (&manager, &answered);
+                    s.spawn(move || {
+                        let mut mine = Vec::new();
+                        for _ in 0..400 {
+                            let later = WorkRequest::once("later").initial_delay(HOUR);
+                            match manager.enqueue(later).wait() {
+                                Ok(done) => {
+                                    mine.extend(done.ids());
+                                    answered.fetch_add(1, Ordering::SeqCst);
+                                }
+                                Err(WorkError::Stopped) => break,
+                                Err(e) => panic!("round {round}: {e}"),
+                            }
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            // Stop while the callers are at it, later each round.
+            let after = 10 * (round + 1);
+            assert!(wait_until(|| answered.load(Ordering::SeqCst) >= after, T));
+            manager.stop();
+            callers.into_iter().map(|c| c.join().unwrap()).collect()
+        });
+        assert!(manager.join(T), "round {round}: the scheduler ended");
+        // Let go: it opens at once, and holds every work a caller was told
+        // is stored.
+        let store = WorkStore::open(&path).unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let held: std::collections::HashSet<WorkId> =
+            store.works().unwrap().into_iter().map(|w| w.id).collect();
+        for id in stored.iter().flatten() {
+            assert!(
+                held.contains(id),
+                "round {round}: {id} was answered stored and is not"
+            );
+        }
+        // A request to a stopped manager fails at once.
+        let late = manager.enqueue(WorkRequest::once("later")).wait();
+        assert_eq!(late.map(|_| ()), Err(WorkError::Stopped));
+    }
+}

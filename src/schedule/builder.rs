@@ -17,7 +17,7 @@ use super::clock::{Clock, SystemClock};
 use super::constraint::{
     BatteryNotLow, Constraint, NetworkAvailable, OnAcPower, StorageNotLow, SystemIdle,
 };
-use super::core::{self, Core, Settings};
+use super::core::{self, Core, Settings, SharedCore};
 use super::error::WorkError;
 use super::event::Event;
 use super::handler::{
@@ -438,11 +438,13 @@ impl WorkManagerBuilder {
         )?;
         let live = Arc::new(Live::default());
         let running = live.enter();
+        let core: SharedCore = Arc::new(Mutex::new(Some((core, events_rx.clone()))));
+        let turns = Arc::clone(&core);
         let thread = std::thread::Builder::new()
             .name("isolates-work".into())
             .spawn(move || {
                 let _running = running;
-                core.run(events_rx);
+                Core::run(&core, events_rx);
             })
             .map_err(|e| WorkError::Spawn(e.to_string()))?;
         let tick = events_tx.clone();
@@ -450,6 +452,7 @@ impl WorkManagerBuilder {
             .subscribe(Box::new(move || tick.send(Event::Tick).is_ok()));
         Ok(WorkManager {
             shared: Arc::new(Shared {
+                turns,
                 events: events_tx,
                 reader,
                 store_error,

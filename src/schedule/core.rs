@@ -1,9 +1,14 @@
-//! The scheduler: one thread that owns the works, the store and the runs.
+//! The scheduler: the works, the store and the runs, behind one lock
+//! that its thread takes for each turn.
 //!
-//! Every change to a work happens here, so the state machine needs no
-//! locks. Each turn handles the events that arrived, starts the works that
-//! are due, then writes every changed work in one store transaction before
-//! it answers the callers whose change that transaction made durable.
+//! Every change to a work happens in a turn, one turn at a time. Each turn
+//! handles the events that arrived, starts the works that are due, then
+//! writes every changed work in one store transaction before it answers
+//! the callers whose change that transaction made durable. A caller that
+//! blocks for the answer to its enqueue runs the turn itself when the lock
+//! is free ([`Core::caller_turn`]): its request is written on its own
+//! thread, without the two thread hand-offs (to the scheduler's thread and
+//! back) that cost more than the write.
 //!
 //! This file is the loop that ties the parts together: the pure
 //! [`Table`] decides (with [`unique`](super::unique) for unique names),
@@ -69,6 +74,12 @@ pub(crate) struct Settings {
     pub(crate) log: Option<Arc<RunLog>>,
 }
 
+/// The scheduler and a receiver of its events, shared by its thread and
+/// the callers that run a turn ([`Core::caller_turn`]); empty once it has
+/// shut down, so that neither the store nor the receiver outlives it (a
+/// request sent to a stopped manager then fails at once).
+pub(crate) type SharedCore = Arc<Mutex<Option<(Core, cb::Receiver<Event>)>>>;
+
 pub(crate) struct Core {
     table: Table,
     runs: Runs,
@@ -87,6 +98,9 @@ pub(crate) struct Core {
     /// When loading the next page of enqueued works last failed: tried
     /// again a store retry later.
     page_failed_at: Option<Instant>,
+    /// When the scheduler's thread plans to wake (`None`: only for an
+    /// event).
+    sleep_until: Option<Instant>,
 }
 
 impl Core {
@@ -141,6 +155,7 @@ impl Core {
             recheck: false,
             idle_waiters: Vec::new(),
             page_failed_at: None,
+            sleep_until: None,
         })
     }
 
@@ -193,30 +208,84 @@ impl Core {
         }
     }
 
-    /// The thread's loop; returns when shut down.
-    pub(crate) fn run(mut self, events: cb::Receiver<Event>) {
+    /// The thread's loop; returns when shut down, with the scheduler (and
+    /// its store) dropped: `core` is left empty, so that a caller holding
+    /// it keeps nothing alive.
+    pub(crate) fn run(core: &SharedCore, events: cb::Receiver<Event>) {
         let mut wait: Option<Duration> = Some(Duration::ZERO);
         loop {
             let first = match wait {
                 Some(d) => events.recv_timeout(d).map_err(|e| e.is_disconnected()),
                 None => events.recv().map_err(|_| true),
             };
+            let mut slot = core.lock();
+            let Some((this, _)) = slot.as_mut() else {
+                return;
+            };
             match first {
-                Ok(event) => self.handle(event),
-                Err(true) => self.stopping_down = true,
+                Ok(event) => this.handle(event),
+                Err(true) => this.stopping_down = true,
                 Err(false) => {}
             }
-            // Take what else arrived, in bounded batches.
-            for _ in 0..4096 {
-                match events.try_recv() {
-                    Ok(event) => self.handle(event),
-                    Err(_) => break,
+            this.drain(&events);
+            if this.stopping_down {
+                if let Some((mut this, _)) = slot.take() {
+                    this.shut_down(&events);
                 }
-            }
-            if self.stopping_down {
-                self.shut_down(&events);
                 return;
             }
+            wait = this.turn();
+            this.sleep_until = wait.map(|d| Instant::now() + d);
+        }
+    }
+
+    /// A turn run by a caller that blocks for its request's answer, when
+    /// the scheduler is between turns: the request is then handled and
+    /// written on the caller's thread, which saves the two thread
+    /// hand-offs (caller → scheduler → caller) of a commit. The
+    /// scheduler's thread is told if the turn left it something to do
+    /// sooner than it planned to wake. Does nothing while a turn runs
+    /// elsewhere (the caller then waits as usual).
+    pub(crate) fn caller_turn(core: &SharedCore) {
+        let Some(mut slot) = core.try_lock() else {
+            return;
+        };
+        let Some((this, events)) = slot.as_mut() else {
+            return;
+        };
+        if this.stopping_down {
+            return;
+        }
+        this.drain(events);
+        let nudge = if this.stopping_down {
+            true
+        } else {
+            let wait = this.turn();
+            match (wait.map(|d| Instant::now() + d), this.sleep_until) {
+                (Some(at), Some(planned)) => at < planned,
+                (Some(_), None) => true,
+                (None, _) => false,
+            }
+        };
+        if nudge {
+            let _ = this.registry.events.send(Event::Wake);
+        }
+    }
+
+    /// Handles what arrived, in bounded batches.
+    fn drain(&mut self, events: &cb::Receiver<Event>) {
+        for _ in 0..4096 {
+            match events.try_recv() {
+                Ok(event) => self.handle(event),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Everything a turn does after its events: limits, constraints,
+    /// dispatch, the write and its replies; how long to sleep after it.
+    fn turn(&mut self) -> Option<Duration> {
+        {
             let now = self.now();
             for work in self.runs.check_limits() {
                 let retiring = self.table.is_retiring(work);
@@ -240,7 +309,7 @@ impl Core {
                     waiter.send(());
                 }
             }
-            wait = self.next_wait(now, next, flushed);
+            self.next_wait(now, next, flushed)
         }
     }
 
@@ -310,6 +379,7 @@ impl Core {
             }
             Event::Returned { work, task } => self.runs.returned(work, task),
             Event::Tick => self.recheck = true,
+            Event::Wake => {}
             Event::WhenIdle(waiter) => self.idle_waiters.push(waiter),
             Event::Shutdown => self.stopping_down = true,
         }

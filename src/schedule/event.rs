@@ -63,6 +63,9 @@ pub(crate) enum Event {
         task: u64,
     },
     Tick,
+    /// A turn run by a caller left the scheduler's thread something to do
+    /// sooner than it planned to wake: it runs a turn.
+    Wake,
     /// Answered once nothing runs and no work can start now: what a
     /// headless run waits for.
     WhenIdle(oneshot::Sender<()>),

@@ -99,16 +99,26 @@ impl WorkManager {
             Err(e) => return Operation::resolved(Err(e)),
         };
         let (reply, rx) = oneshot::oneshot();
+        let caller = handler::current_work(self.shared.key);
         let event = Event::Enqueue {
             stages,
             unique,
-            caller: handler::current_work(self.shared.key),
+            caller,
             reply,
         };
         if self.shared.events.send(event).is_err() {
             return Operation::resolved(Err(WorkError::Stopped));
         }
-        Operation::waiting(rx)
+        let operation = Operation::waiting(rx);
+        if caller.is_some() {
+            // A handler's thread is one of the manager's workers: it does
+            // not run the scheduler (whose turn hands runs to them).
+            return operation;
+        }
+        // Not the manager's shared record: an operation kept must not keep
+        // the manager from stopping when its last handle goes.
+        let core = Arc::clone(&self.shared.turns);
+        operation.with_turn(Box::new(move || super::core::Core::caller_turn(&core)))
     }
 
     fn validate(
@@ -495,6 +505,9 @@ fn with_implicit_tag(handler: &str, tags: Vec<String>) -> Vec<String> {
 }
 
 pub(super) struct Shared {
+    /// The scheduler, for a turn run by a caller that blocks for an
+    /// answer (see `Core::caller_turn`).
+    pub(super) turns: super::core::SharedCore,
     pub(super) events: cb::Sender<Event>,
     /// Reads the store for queries.
     pub(super) reader: Arc<StoreReader>,

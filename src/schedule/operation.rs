@@ -38,6 +38,8 @@ use crate::oneshot;
 /// ```
 pub struct Operation<T> {
     handle: Handle<handle::Reply<Result<T, WorkError>, Result<T, WorkError>>>,
+    /// Runs the scheduler's turn on a caller that blocks for the answer.
+    turn: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl<T> Operation<T> {
@@ -48,6 +50,23 @@ impl<T> Operation<T> {
             handle: Handle::new(handle::Reply::waiting(rx, resolve, || {
                 Err(WorkError::AlreadyTaken)
             })),
+            turn: None,
+        }
+    }
+
+    /// Runs `turn` (once) before the first blocking wait; see
+    /// [`wait`](Self::wait).
+    pub(super) fn with_turn(mut self, turn: Box<dyn FnOnce() + Send>) -> Self {
+        self.turn = Some(turn);
+        self
+    }
+
+    /// Before a blocking wait: run the scheduler's turn here if it is free.
+    fn caller_turn(&mut self) {
+        if let Some(turn) = self.turn.take()
+            && !self.handle.is_done()
+        {
+            turn();
         }
     }
 
@@ -56,6 +75,7 @@ impl<T> Operation<T> {
             handle: Handle::new(handle::Reply::ready(result, || {
                 Err(WorkError::AlreadyTaken)
             })),
+            turn: None,
         }
     }
 
@@ -81,6 +101,14 @@ impl<T> Operation<T> {
 
     /// Waits for the answer.
     ///
+    /// Waiting on an enqueue may do the manager's work on this thread: if
+    /// the scheduler is between turns, this thread runs its turn (the
+    /// request is validated, written to the store and answered here,
+    /// without waking the scheduler's thread and being woken back; other
+    /// requests waiting then are handled in the same turn). Never so in
+    /// [`try_take`](Self::try_take) or [`is_done`](Self::is_done), nor from
+    /// inside a work's handler.
+    ///
     /// # Errors
     ///
     /// The request's error; [`WorkError::Stopped`] if the manager stopped
@@ -89,7 +117,8 @@ impl<T> Operation<T> {
     /// # Examples
     ///
     /// See [`WorkManager`].
-    pub fn wait(self) -> Result<T, WorkError> {
+    pub fn wait(mut self) -> Result<T, WorkError> {
+        self.caller_turn();
         self.handle.wait()
     }
 
@@ -100,6 +129,7 @@ impl<T> Operation<T> {
     ///
     /// See [`Operation`].
     pub fn wait_timeout(&mut self, timeout: Duration) -> Option<Result<T, WorkError>> {
+        self.caller_turn();
         self.handle.wait_timeout(timeout)
     }
 
@@ -122,6 +152,7 @@ impl<T> Operation<T> {
     /// assert_eq!(op.wait_deadline(deadline), None); // taken once
     /// ```
     pub fn wait_deadline(&mut self, deadline: Instant) -> Option<Result<T, WorkError>> {
+        self.caller_turn();
         self.handle.wait_deadline(deadline)
     }
 }
