@@ -2395,3 +2395,24 @@ fn last_clone_dropped_inside_a_handler_does_not_deadlock() {
         "handler stuck in Drop"
     );
 }
+
+/// One thread's requests are handled in the order it sent them, whether
+/// the scheduler's thread or the caller's own turn (a blocking wait on an
+/// enqueue) handles them: a cancel sent before an enqueue never cancels
+/// the work that enqueue adds.
+#[test]
+fn a_threads_requests_are_handled_in_the_order_it_sent_them() {
+    let clock = ManualClock::default();
+    let m = builder(&clock).spawn().unwrap();
+    for round in 0..300 {
+        let tag = format!("round-{round}");
+        // Not waited for: it goes out first, and is handled first.
+        let cancel = m.cancel(WorkQuery::Tag(tag.clone()));
+        let id = new_id(m.enqueue(WorkRequest::once("noop").tag(&tag).initial_delay(HOUR)));
+        sync(&m);
+        assert_eq!(info(&m, id).state, WorkState::Enqueued, "round {round}");
+        drop(cancel);
+    }
+    m.stop();
+    m.join(Duration::MAX);
+}

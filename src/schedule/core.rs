@@ -214,19 +214,19 @@ impl Core {
     pub(crate) fn run(core: &SharedCore, events: cb::Receiver<Event>) {
         let mut wait: Option<Duration> = Some(Duration::ZERO);
         loop {
-            let first = match wait {
-                Some(d) => events.recv_timeout(d).map_err(|e| e.is_disconnected()),
-                None => events.recv().map_err(|_| true),
-            };
+            // Events are only taken under the lock, in the channel's order:
+            // a caller's turn and this thread's never handle one sender's
+            // events out of order.
+            let mut ready = cb::Select::new();
+            ready.recv(&events);
+            match wait {
+                Some(d) => drop(ready.ready_timeout(d)),
+                None => drop(ready.ready()),
+            }
             let mut slot = core.lock();
             let Some((this, _)) = slot.as_mut() else {
                 return;
             };
-            match first {
-                Ok(event) => this.handle(event),
-                Err(true) => this.stopping_down = true,
-                Err(false) => {}
-            }
             this.drain(&events);
             if this.stopping_down {
                 if let Some((mut this, _)) = slot.take() {
@@ -272,12 +272,17 @@ impl Core {
         }
     }
 
-    /// Handles what arrived, in bounded batches.
+    /// Handles what arrived, in bounded batches (the rest waits for the
+    /// next turn).
     fn drain(&mut self, events: &cb::Receiver<Event>) {
         for _ in 0..4096 {
             match events.try_recv() {
                 Ok(event) => self.handle(event),
-                Err(_) => break,
+                Err(cb::TryRecvError::Empty) => break,
+                Err(cb::TryRecvError::Disconnected) => {
+                    self.stopping_down = true;
+                    break;
+                }
             }
         }
     }
@@ -285,32 +290,30 @@ impl Core {
     /// Everything a turn does after its events: limits, constraints,
     /// dispatch, the write and its replies; how long to sleep after it.
     fn turn(&mut self) -> Option<Duration> {
-        {
-            let now = self.now();
-            for work in self.runs.check_limits() {
-                let retiring = self.table.is_retiring(work);
-                self.timed_out(work, now);
-                if retiring {
-                    self.table.end_retired(work, now);
-                }
+        let now = self.now();
+        for work in self.runs.check_limits() {
+            let retiring = self.table.is_retiring(work);
+            self.timed_out(work, now);
+            if retiring {
+                self.table.end_retired(work, now);
             }
-            self.runs.check_stopping();
-            let watching = self.check_running_constraints();
-            self.page_in(now);
-            let (next, waiting) = self.dispatch(now);
-            let next = (next, waiting || watching);
-            self.table.prune(now);
-            let flushed = self.outbox.flush(&mut self.table);
-            let paged = self.table.horizon().is_none_or(|h| h.0 > now);
-            if flushed && paged && self.runs.is_idle() {
-                // Nothing runs, and dispatch started whatever could start:
-                // the work still due waits on a constraint or a handler.
-                for waiter in self.idle_waiters.drain(..) {
-                    waiter.send(());
-                }
-            }
-            self.next_wait(now, next, flushed)
         }
+        self.runs.check_stopping();
+        let watching = self.check_running_constraints();
+        self.page_in(now);
+        let (next, waiting) = self.dispatch(now);
+        let next = (next, waiting || watching);
+        self.table.prune(now);
+        let flushed = self.outbox.flush(&mut self.table);
+        let paged = self.table.horizon().is_none_or(|h| h.0 > now);
+        if flushed && paged && self.runs.is_idle() {
+            // Nothing runs, and dispatch started whatever could start:
+            // the work still due waits on a constraint or a handler.
+            for waiter in self.idle_waiters.drain(..) {
+                waiter.send(());
+            }
+        }
+        self.next_wait(now, next, flushed)
     }
 
     fn handle(&mut self, event: Event) {
