@@ -281,19 +281,10 @@ impl<R, O> Source for Reply<R, O> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::{Wake, Waker};
+    use std::sync::atomic::Ordering;
 
     use super::*;
-
-    struct Count(AtomicUsize);
-
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+    use crate::oneshot::tests::counter;
 
     /// A source whose result arrives while the waker is being registered:
     /// the resolver either takes the waker and wakes it, or misses it.
@@ -347,9 +338,9 @@ mod tests {
                 arrived: false,
                 resolver_sees_waker,
             });
-            let count = Arc::new(Count(AtomicUsize::new(0)));
-            let here = handle.wake_on_arrival(&Waker::from(Arc::clone(&count)));
-            let woken = count.0.load(Ordering::SeqCst);
+            let (count, waker) = counter(false);
+            let here = handle.wake_on_arrival(&waker);
+            let woken = count.wakes.load(Ordering::SeqCst);
             assert_eq!(here, !resolver_sees_waker);
             assert_eq!(usize::from(here) + woken, 1, "here {here}, woken {woken}");
             assert_eq!(handle.try_take(), Some(7));

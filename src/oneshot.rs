@@ -249,7 +249,7 @@ impl<T> Receiver<T> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::time::Duration;
 
@@ -258,27 +258,17 @@ mod tests {
     /// came before left it.
     #[test]
     fn forgetting_a_waker_says_whether_the_sender_took_it() {
-        use std::sync::Arc;
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        use std::task::{Wake, Waker};
-        struct Count(AtomicUsize);
-        impl Wake for Count {
-            fn wake(self: Arc<Self>) {
-                self.0.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = Waker::from(Arc::clone(&count));
+        let (count, waker) = counter(false);
         let (tx, rx) = oneshot();
         rx.register(&waker);
         tx.send(1);
-        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(count.wakes.load(Ordering::SeqCst), 1);
         assert!(!rx.forget_waker(), "the sender took it");
         let (tx, rx) = oneshot();
         tx.send(2);
         rx.register(&waker);
         assert!(rx.forget_waker(), "sent before: still here");
-        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(count.wakes.load(Ordering::SeqCst), 1);
     }
 
     #[test]
@@ -312,8 +302,8 @@ mod tests {
     }
 
     /// Counts its wakes; panics on each if asked to.
-    struct Counter {
-        wakes: std::sync::atomic::AtomicUsize,
+    pub(crate) struct Counter {
+        pub(crate) wakes: std::sync::atomic::AtomicUsize,
         panics: bool,
     }
 
@@ -324,7 +314,8 @@ mod tests {
         }
     }
 
-    fn counter(panics: bool) -> (Arc<Counter>, Waker) {
+    /// A [`Counter`] and a waker of it.
+    pub(crate) fn counter(panics: bool) -> (Arc<Counter>, Waker) {
         let counter = Arc::new(Counter {
             wakes: Default::default(),
             panics,
