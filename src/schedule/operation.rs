@@ -103,7 +103,7 @@ impl<T> Operation<T> {
     ///
     /// Waiting on an enqueue may do the manager's work on this thread: if
     /// the scheduler is between turns, this thread runs its turn (the
-    /// request is validated, written to the store and answered here,
+    /// request is handled, written to the store and answered here,
     /// without waking the scheduler's thread and being woken back; other
     /// requests waiting then are handled in the same turn). Never so in
     /// [`try_take`](Self::try_take) or [`is_done`](Self::is_done), nor from
