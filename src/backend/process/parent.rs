@@ -124,34 +124,60 @@ pub(crate) struct Dying {
     pidfd: Arc<OwnedFd>,
 }
 
+/// How [`wait_and_reap`] ended.
+enum Waited {
+    /// Exited, and reaped by this thread.
+    Reaped,
+    /// Reaped by the reaper, or (a failed `waitid`) not ours to reap.
+    Elsewhere,
+    /// Still running at the deadline.
+    TimedOut,
+    /// `poll` failed (not retried: no spin).
+    PollFailed,
+}
+
+/// Waits until `deadline` (`None`: as long as it takes) for the child of
+/// `pidfd` to exit, parked in `poll` on the pidfd (its exit wakes this
+/// thread), and reaps it unless the reaper has, under `kill`'s lock.
+fn wait_and_reap(kill: &KillSwitch, pidfd: &OwnedFd, deadline: Option<Instant>) -> Waited {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    loop {
+        match reap(kill, pidfd) {
+            Reap::Reaped(_) => return Waited::Reaped,
+            Reap::Gone | Reap::Failed(_) => return Waited::Elsewhere,
+            Reap::Running => {}
+        }
+        let wait = deadline.map(|deadline| {
+            let left = deadline.saturating_duration_since(Instant::now());
+            Timespec {
+                tv_sec: left.as_secs().min(i64::MAX as u64) as i64,
+                tv_nsec: i64::from(left.subsec_nanos()),
+            }
+        });
+        let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+        match poll(&mut fds, wait.as_ref()) {
+            // Exited (or about to be found so): reap.
+            Ok(n) if n > 0 => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Ok(_) => return Waited::TimedOut,
+            Err(_) => return Waited::PollFailed,
+        }
+    }
+}
+
 impl Dying {
     /// Waits until `deadline` (with `None`, for as long as it takes) for
     /// the child to exit, and reaps it unless the reaper has; whether it
     /// is reaped (by either) by then. Parks in `poll` on its pidfd: its
     /// exit wakes this thread itself.
     pub(crate) fn wait(&self, deadline: Option<Instant>) -> bool {
-        use rustix::event::{PollFd, PollFlags, Timespec, poll};
-        loop {
-            match reap(&self.kill, &self.pidfd) {
-                // Reaped here, by the reaper, or (a failed `waitid`) not
-                // ours to reap any more: gone either way.
-                Reap::Reaped(_) | Reap::Gone | Reap::Failed(_) => return true,
-                Reap::Running => {}
-            }
-            let wait = deadline.map(|deadline| {
-                let left = deadline.saturating_duration_since(Instant::now());
-                Timespec {
-                    tv_sec: left.as_secs().min(i64::MAX as u64) as i64,
-                    tv_nsec: i64::from(left.subsec_nanos()),
-                }
-            });
-            let mut fds = [PollFd::new(&*self.pidfd, PollFlags::IN)];
-            match poll(&mut fds, wait.as_ref()) {
-                // Exited (or about to be found so): reap.
-                Ok(n) if n > 0 => {}
-                Err(rustix::io::Errno::INTR) => {}
-                // The deadline, or a poll that fails (not retried: no spin).
-                Ok(_) | Err(_) => return !matches!(reap(&self.kill, &self.pidfd), Reap::Running),
+        match wait_and_reap(&self.kill, &self.pidfd, deadline) {
+            // Reaped here, by the reaper, or (a failed `waitid`) not ours
+            // to reap any more: gone either way.
+            Waited::Reaped | Waited::Elsewhere => true,
+            // A last look: it may have exited just now.
+            Waited::TimedOut | Waited::PollFailed => {
+                !matches!(reap(&self.kill, &self.pidfd), Reap::Running)
             }
         }
     }
@@ -425,30 +451,14 @@ impl ChildProcess {
     /// the child here, unless the reaper got there first (then its word
     /// follows at once).
     fn await_exit(&mut self, timeout: Duration) -> bool {
-        use rustix::event::{PollFd, PollFlags, Timespec, poll};
         let deadline = Instant::now() + timeout;
-        if let Some(pidfd) = self.pidfd.clone() {
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let wait = Timespec {
-                    tv_sec: left.as_secs().min(i64::MAX as u64) as i64,
-                    tv_nsec: i64::from(left.subsec_nanos()),
-                };
-                let mut fds = [PollFd::new(&*pidfd, PollFlags::IN)];
-                match poll(&mut fds, Some(&wait)) {
-                    Ok(0) => return false,
-                    Err(rustix::io::Errno::INTR) => continue,
-                    Err(_) => break,
-                    Ok(_) => {}
-                }
-                match reap(&self.kill, &pidfd) {
-                    Reap::Reaped(_) => return true,
-                    // It has not exited after all: wait again.
-                    Reap::Running if Instant::now() < deadline => {}
-                    Reap::Running => return false,
-                    // The reaper reaped it: its word is on the way.
-                    Reap::Gone | Reap::Failed(_) => break,
-                }
+        if let Some(pidfd) = &self.pidfd {
+            match wait_and_reap(&self.kill, pidfd, Some(deadline)) {
+                Waited::Reaped => return true,
+                Waited::TimedOut => return false,
+                // The reaper reaped it: its word is on the way (or, poll
+                // failing, the reaper's word is waited for instead).
+                Waited::Elsewhere | Waited::PollFailed => {}
             }
         }
         let left = deadline.saturating_duration_since(Instant::now());
