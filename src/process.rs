@@ -37,8 +37,9 @@
 //!
 //! # The one call at the top of `main`
 //!
-//! The child is this same executable, started again with a marker in its
-//! environment. Its `main` must become the child before doing anything
+//! The child is this same executable, started again with a marker as its
+//! `argv[0]` (`isolates-child-of-` and the parent's pid, as `ps` shows
+//! it). Its `main` must become the child before doing anything
 //! else, so the first line of `main` registers the isolate types that run in
 //! child processes and calls [`Registry::init`]: in a child it runs the
 //! child and never returns; in the parent it records the registry and

@@ -156,12 +156,17 @@ fn stopping_file(parent: u32, mark: u64) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("isolates-probe-stopping-{parent}-{mark}"))
 }
 
-/// In a child, its parent's pid; in the parent, its own.
+/// In a child, its parent's pid (its `argv[0]` says it is a child); in
+/// the parent, its own.
 fn parent_pid() -> u32 {
-    std::env::var("ISOLATES_CHILD_OF")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(std::process::id)
+    let child = std::env::args_os()
+        .next()
+        .is_some_and(|arg0| arg0.to_string_lossy().starts_with("isolates-child-of-"));
+    if child {
+        std::os::unix::process::parent_id()
+    } else {
+        std::process::id()
+    }
 }
 
 #[inline(never)]

@@ -595,6 +595,18 @@ impl<I: Isolate> Shared<I> {
 
     /// Waits until the isolate has exited, at most until `deadline`.
     pub(super) fn wait_exit(&self, deadline: Option<Instant>) -> Option<ExitReason> {
+        // After an immediate kill, the child's exit comes first: waited
+        // for here, its exit wakes this thread itself while the isolate's
+        // thread ends beside it, and what is left below is most likely
+        // done by then (one wake-up, not one for the thread's end and
+        // another for the child's).
+        #[cfg(target_os = "linux")]
+        if self.kill_requested.load(Ordering::SeqCst) {
+            let killed = self.child_kill.lock().clone();
+            if let Some(kill) = killed.filter(|kill| kill.kills_at_once()) {
+                kill.await_exit(deadline);
+            }
+        }
         let reason = {
             let mut record = self.exit.lock();
             while record.reason.is_none() {

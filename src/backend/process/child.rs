@@ -7,7 +7,7 @@ use std::os::unix::net::UnixStream;
 use rustix::process::{Resource, Rlimit, Signal};
 
 use super::frame::{self, Kind};
-use super::{ENV_CHILD, ENV_MAX_MEMORY, Entry, encode_reason};
+use super::{ARG0_CHILD, ENV_MAX_MEMORY, Entry, encode_reason};
 use crate::error::ExitReason;
 
 /// Exit codes of a child that could not become one.
@@ -17,22 +17,15 @@ const EXIT_NO_CHANNEL: i32 = 71;
 /// If this process was started as a child, runs it and exits; otherwise
 /// returns.
 pub(crate) fn enter_if_child(start_limit: usize, find: impl Fn(u64) -> Option<Entry>) {
-    let Some(parent) = std::env::var_os(ENV_CHILD) else {
+    let Some(parent) = child_of(std::env::args_os().next()) else {
         return;
     };
-    let parent = parent
-        .to_str()
-        .and_then(|p| p.parse::<i32>().ok())
-        .and_then(rustix::process::Pid::from_raw);
     let ppid = || rustix::process::getppid();
-    let Some(parent) = parent else {
-        return;
-    };
     if ppid() != Some(parent) {
-        // A process that a child started (user code running a program of
-        // its own) inherits the variable: it is not ours while the parent
-        // named in it lives. If that parent is gone, we are an orphaned
-        // child: nobody is left to talk to.
+        // Not started by the parent it names: not ours while that parent
+        // lives (a program started by hand with such a name). If that
+        // parent is gone, we are an orphaned child, whose parent died
+        // before it got here: nobody is left to talk to.
         if rustix::process::test_kill_process(parent).is_ok() {
             return;
         }
@@ -81,6 +74,19 @@ pub(crate) fn enter_if_child(start_limit: usize, find: impl Fn(u64) -> Option<En
     std::process::exit(code);
 }
 
+/// The parent a process whose `argv[0]` is `arg0` was started by as its
+/// child (see [`ARG0_CHILD`]); `None` for any other process.
+fn child_of(arg0: Option<std::ffi::OsString>) -> Option<rustix::process::Pid> {
+    let arg0 = arg0?;
+    let pid = arg0
+        .to_str()?
+        .strip_prefix(ARG0_CHILD)?
+        .parse::<i32>()
+        .ok()?;
+    // `Pid::from_raw` takes no negative number.
+    rustix::process::Pid::from_raw(pid.max(0))
+}
+
 /// The channel is our stdin (a socket); stdin becomes /dev/null so that user
 /// code reading it does not eat our frames.
 fn take_channel() -> Option<UnixStream> {
@@ -98,4 +104,22 @@ pub(crate) fn split_start(body: &[u8]) -> Option<(&str, &[u8])> {
     let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
     let name = std::str::from_utf8(rest.get(4..4 + len)?).ok()?;
     Some((name, rest.get(4 + len..)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_marked_argv0_names_a_parent() {
+        let named = |arg0: &str| child_of(Some(arg0.into())).map(|p| p.as_raw_nonzero().get());
+        assert_eq!(named(&format!("{ARG0_CHILD}4242")), Some(4242));
+        assert_eq!(named("/usr/bin/app"), None);
+        assert_eq!(named(ARG0_CHILD), None);
+        assert_eq!(named(&format!("{ARG0_CHILD}0")), None);
+        assert_eq!(named(&format!("{ARG0_CHILD}-3")), None);
+        assert_eq!(named(&format!("{ARG0_CHILD}12x")), None);
+        assert_eq!(named(&format!("x{ARG0_CHILD}12")), None);
+        assert_eq!(child_of(None), None);
+    }
 }

@@ -24,8 +24,11 @@ pub(crate) mod frame;
 pub(crate) mod parent;
 pub(crate) mod reaper;
 
-/// Set in a child's environment: the parent's pid.
-pub(crate) const ENV_CHILD: &str = "ISOLATES_CHILD_OF";
+/// A child's `argv[0]`: this prefix, then the parent's pid. Not in its
+/// environment: a variable there would make `Command` copy the whole
+/// environment at every spawn (about 20 µs), and the programs a child
+/// starts would inherit it.
+pub(crate) const ARG0_CHILD: &str = "isolates-child-of-";
 /// Set in a child's environment: its address-space limit in bytes.
 pub(crate) const ENV_MAX_MEMORY: &str = "ISOLATES_MAX_MEMORY";
 

@@ -29,7 +29,7 @@ use rustix::process::{Pid, Signal};
 
 use super::frame::{self, Kind, ReadError};
 use super::reaper::{self, Reap, reap};
-use super::{ENV_CHILD, ENV_MAX_MEMORY};
+use super::{ARG0_CHILD, ENV_MAX_MEMORY};
 use crate::error::Crash;
 
 pub(crate) use super::reaper::{KillSwitch, OnExit};
@@ -69,7 +69,8 @@ impl ThisExe {
 
     /// The command that starts this executable again: by its path while
     /// that still names it (renamed, deleted or replaced by a new build, it
-    /// does not), else through [`SELF_EXE`]; `argv[0]` is the path.
+    /// does not), else through [`SELF_EXE`]; `argv[0]` is the path (a
+    /// child's is then set to its marker, [`ARG0_CHILD`]).
     fn command(&self) -> Command {
         let same =
             std::fs::metadata(&self.path).is_ok_and(|now| (now.dev(), now.ino()) == self.file);
@@ -233,7 +234,7 @@ impl ChildProcess {
             }
         };
         command
-            .env(ENV_CHILD, std::process::id().to_string())
+            .arg0(format!("{ARG0_CHILD}{}", std::process::id()))
             .stdin(Stdio::from(OwnedFd::from(theirs)))
             .stderr(Stdio::piped());
         if let Some(bytes) = options.max_memory {
@@ -248,15 +249,16 @@ impl ChildProcess {
             .try_clone()
             .map_err(|e| Crash::Spawn(format!("the socket could not be shared: {e}")))?;
         let child = command.spawn().map_err(|e| Crash::Spawn(e.to_string()))?;
-        let kill = Arc::new(KillSwitch::new(
-            Pid::from_raw(child.id() as i32),
-            options.kill_grace,
-        ));
         let pidfd = Pid::from_raw(child.id() as i32)
             .and_then(|pid| {
                 rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
             })
             .map(Arc::new);
+        let kill = Arc::new(KillSwitch::new(
+            Pid::from_raw(child.id() as i32),
+            pidfd.clone(),
+            options.kill_grace,
+        ));
         let (died_tx, died) = cb::bounded(1);
         let let_go = Arc::new(AtomicBool::new(false));
         let quiet = Arc::clone(&let_go);

@@ -46,15 +46,49 @@ pub(crate) struct KillSwitch {
     /// reused.
     pid: Mutex<Option<Pid>>,
     grace: Duration,
+    /// The child's pidfd, if the kernel has them: whoever killed the
+    /// child can wait for its exit ([`await_exit`](Self::await_exit)).
+    pidfd: Option<Arc<OwnedFd>>,
 }
 
 impl KillSwitch {
-    /// The switch for the child `pid`, killed with SIGTERM and SIGKILL
-    /// after `grace` (at once with no grace).
-    pub(crate) fn new(pid: Option<Pid>, grace: Duration) -> KillSwitch {
+    /// The switch for the child `pid` (with its pidfd, if any), killed
+    /// with SIGTERM and SIGKILL after `grace` (at once with no grace).
+    pub(crate) fn new(
+        pid: Option<Pid>,
+        pidfd: Option<Arc<OwnedFd>>,
+        grace: Duration,
+    ) -> KillSwitch {
         KillSwitch {
             pid: Mutex::new(pid),
             grace,
+            pidfd,
+        }
+    }
+
+    /// Waits until `deadline` (`None`: as long as it takes) for the child
+    /// to exit, parked in `poll` on its pidfd (the exit wakes this thread
+    /// itself), without reaping it; whether it has exited (or been
+    /// reaped). `false` at once without a pidfd.
+    pub(crate) fn await_exit(&self, deadline: Option<std::time::Instant>) -> bool {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        let Some(pidfd) = &self.pidfd else {
+            return false;
+        };
+        loop {
+            let wait = deadline.map(|deadline| {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                Timespec {
+                    tv_sec: left.as_secs().min(i64::MAX as u64) as i64,
+                    tv_nsec: i64::from(left.subsec_nanos()),
+                }
+            });
+            let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+            match poll(&mut fds, wait.as_ref()) {
+                Ok(n) if n > 0 => return true,
+                Err(rustix::io::Errno::INTR) => {}
+                _ => return false,
+            }
         }
     }
 
@@ -527,11 +561,15 @@ mod tests {
             .expect("spawn sh");
         let pid = child.id();
         let raw = Pid::from_raw(pid as i32);
-        let kill = Arc::new(KillSwitch::new(raw, Duration::ZERO));
         let pidfd = Arc::new(
             rustix::process::pidfd_open(raw.expect("a pid"), rustix::process::PidfdFlags::empty())
                 .expect("pidfds (Linux 5.3)"),
         );
+        let kill = Arc::new(KillSwitch::new(
+            raw,
+            Some(Arc::clone(&pidfd)),
+            Duration::ZERO,
+        ));
         let tx = tx.clone();
         watch(Watch {
             child,
@@ -656,6 +694,31 @@ mod tests {
     }
 
     #[test]
+    fn a_kill_switch_waits_for_its_childs_exit_and_leaves_the_reaping() {
+        let _turn = TURN.lock();
+        let (tx, rx) = cb::unbounded();
+        let child = start("exec sleep 30", None, &tx);
+        // Running: the wait ends at its deadline, saying so.
+        let short = Duration::from_millis(50);
+        let from = Instant::now();
+        assert!(!child.kill.await_exit(Some(from + short)));
+        assert!(from.elapsed() >= short);
+        assert!(!gone(child.pid));
+        child.kill.kill();
+        assert!(
+            child.kill.await_exit(Some(Instant::now() + T)),
+            "its exit ends the wait"
+        );
+        // It reaped nothing: the reaper did, and says how the child died.
+        assert_eq!(deaths(&rx, 1)[&child.pid], Crash::Signal(9));
+        assert!(wait_until(|| gone(child.pid)));
+        // Reaped, it still reads as exited; without a pidfd, never.
+        assert!(child.kill.await_exit(Some(Instant::now())));
+        let blind = KillSwitch::new(None, None, Duration::ZERO);
+        assert!(!blind.await_exit(None));
+    }
+
+    #[test]
     fn of_the_owner_and_the_reaper_one_reaps_and_the_reaper_lets_go() {
         let _turn = TURN.lock();
         let (tx, rx) = cb::unbounded();
@@ -671,8 +734,11 @@ mod tests {
             Reap::Running => false,
             Reap::Failed(e) => panic!("waitid failed: {e}"),
         }));
-        // The reaper is done with it: it holds its pidfd no longer.
-        assert!(wait_until(|| Arc::strong_count(&child.pidfd) == 1));
+        // The reaper is done with it: it holds its pidfd no longer (the
+        // test and the kill switch do), nor the switch.
+        assert!(wait_until(
+            || Arc::strong_count(&child.pidfd) == 2 && Arc::strong_count(&child.kill) == 1
+        ));
         let reported = rx.try_recv().ok();
         assert_eq!(
             reported.is_some(),
