@@ -11,6 +11,7 @@ use super::clock::from_ms;
 use super::request::{Alarm, InputMerger, StoredBackoff, WorkId, WorkInfo, WorkQuery, WorkState};
 
 mod check;
+mod checkpoint;
 mod ids;
 mod layout;
 mod lock;
@@ -353,6 +354,11 @@ impl WorkStore {
     /// schema). Earlier versions then refuse it with
     /// [`StoreError::TooNew`]: keep a copy to downgrade.
     ///
+    /// An open store keeps one thread, `isolates-checkpoint`, that copies
+    /// its write-ahead log back into the database file from time to time
+    /// (asleep otherwise), so that no commit waits for that copy and its
+    /// `fsync`.
+    ///
     /// # Errors
     ///
     /// [`StoreError::NotADatabase`], [`StoreError::Foreign`],
@@ -621,6 +627,43 @@ mod tests {
         fn drop(&mut self) {
             self.remove();
         }
+    }
+
+    #[test]
+    fn a_file_stores_checkpoints_run_on_a_thread_of_their_own_and_lose_nothing() {
+        let temp = TempStore::new();
+        let mut store = WorkStore::open(&temp.0).unwrap();
+        let mut t = table();
+        let id = t.add_chain(vec![vec![spec("a")]], None, Vec::new(), 0)[0].0;
+        let (mut puts, _, _) = t.pending();
+        let work = puts.next().cloned().expect("the new work");
+        // One work a write, as callers that wait for each enqueue write
+        // them: about two WAL pages each, the WAL past SQLite's threshold
+        // three times over.
+        let n = 1500;
+        for k in 0..n {
+            let mut rec = work.clone();
+            rec.id = id + k;
+            store
+                .write([&rec], &[], &HashMap::from([(rec.id, false)]))
+                .unwrap();
+        }
+        let Backend::File(sql) = &store.backend else {
+            panic!("a file store");
+        };
+        assert_eq!(sql.autocheckpoint(), 0, "SQLite's own checkpoints are off");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while sql.checkpoints() == Some(0) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            sql.checkpoints().is_some_and(|n| n > 0),
+            "the checkpointer ran"
+        );
+        drop(store);
+        // Its thread ended with the store: the file reopens, every work in it.
+        let store = WorkStore::open(&temp.0).unwrap();
+        assert_eq!(store.works().unwrap().len() as u64, n);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The store in an SQLite file ([`WorkStore::open`]): WAL mode, one
 //! row a work (its record's bytes and the columns of `query.rs`), locked
 //! to one opener at a time (`lock.rs`), brought to this build's schema by
-//! `migrate.rs`.
+//! `migrate.rs`, its WAL checkpointed on a thread of its own
+//! (`checkpoint.rs`).
 //!
 //! [`WorkStore::open`]: super::WorkStore::open
 
@@ -15,14 +16,17 @@ use super::layout::LAYOUT;
 use super::query::{self, DueKey, DuePage};
 use super::reader::StoreReader;
 use super::{
-    APPLICATION_ID, Opening, Record, SCHEMA_VERSION, StoreError, UnreadableWork, ids, io, lock,
-    migrate,
+    APPLICATION_ID, Opening, Record, SCHEMA_VERSION, StoreError, UnreadableWork, checkpoint, ids,
+    io, lock, migrate,
 };
 use crate::codec::{Bincode, Codec};
 use crate::schedule::request::WorkQuery;
 
 /// An open store file.
 pub(super) struct SqlStore {
+    /// Checkpoints the WAL off the writer's thread (see [`checkpoint`]);
+    /// dropped first, so the writer's connection closes last.
+    checkpointer: Option<checkpoint::Checkpointer>,
     conn: Connection,
     path: PathBuf,
     /// Where `sqlite_sequence` stands (see [`ids`]).
@@ -43,6 +47,7 @@ impl SqlStore {
         let conn = Connection::open(&path).map_err(io)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(io)?;
         let mut store = SqlStore {
+            checkpointer: None,
             conn,
             path,
             ids: ids::IdReserve::default(),
@@ -50,7 +55,47 @@ impl SqlStore {
             _lock: held,
         };
         store.check_and_init()?;
+        store.start_checkpointer();
         Ok(store)
+    }
+
+    /// Hands the WAL's checkpoints to a thread of their own, and turns
+    /// SQLite's off (see [`checkpoint`]); leaves them on if that thread
+    /// cannot be had.
+    fn start_checkpointer(&mut self) {
+        let Ok(page_size) = self
+            .conn
+            .query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))
+        else {
+            return;
+        };
+        let Some(checkpointer) =
+            checkpoint::Checkpointer::start(&self.path, page_size.unsigned_abs())
+        else {
+            return;
+        };
+        if self
+            .conn
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .is_ok()
+        {
+            self.checkpointer = Some(checkpointer);
+        }
+    }
+
+    /// How many checkpoints the store's checkpointer has run (`None`:
+    /// SQLite's own checkpoints are on).
+    #[cfg(test)]
+    pub(super) fn checkpoints(&self) -> Option<u64> {
+        self.checkpointer.as_ref().map(|c| c.checkpoints())
+    }
+
+    /// SQLite's `wal_autocheckpoint` on the writer's connection.
+    #[cfg(test)]
+    pub(super) fn autocheckpoint(&self) -> i64 {
+        self.conn
+            .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
+            .unwrap_or(-1)
     }
 
     /// The store's file.
@@ -359,6 +404,9 @@ impl SqlStore {
             }
         }
         guard.commit().map_err(io)?;
+        if let Some(checkpointer) = &mut self.checkpointer {
+            checkpointer.wrote(puts.len() + deletes.len());
+        }
         self.ids.committed(covered);
         self.handlers.extend(fresh.into_iter().map(str::to_owned));
         Ok(())
