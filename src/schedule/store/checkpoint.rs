@@ -5,16 +5,22 @@
 //! waits for the copy and an `fsync`, several milliseconds, about once in
 //! 500 commits of one work. The store's writes run on the scheduler's
 //! thread or, for a caller that waits for its enqueue, on the caller's
-//! thread (a UI thread among them). So the store turns SQLite's automatic
-//! checkpoints off and hands them to a thread with a connection of its
-//! own: the writer nudges it every [`NUDGE_EVERY`] works written, and it
+//! thread (a UI thread among them). So the store hands the checkpoints to
+//! a thread with a connection of its own: the writer nudges it every [`NUDGE_EVERY`] works written, and it
 //! checkpoints (`PASSIVE`: it never waits for a writer or a reader) when
 //! the WAL has grown past [`CHECKPOINT_PAGES`] pages, as SQLite would
 //! have. It sleeps in a channel receive otherwise: an idle store wakes
 //! nothing.
 //!
+//! A `PASSIVE` checkpoint beside a writer that never pauses cannot
+//! finish (each commit adds pages while it copies), and the WAL starts
+//! over only after a checkpoint that finished: so the writer's connection
+//! keeps SQLite's checkpoint, at [`WRITER_PAGES`] instead of 1,000 (one
+//! in four as often, with most pages already copied); after writes that
+//! pause, the checkpointer's finish and the writer never checkpoints.
+//!
 //! If that thread or its connection cannot be had, SQLite's own
-//! checkpoints stay on.
+//! checkpoints stay as they were.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,6 +38,14 @@ pub(super) const NUDGE_EVERY: usize = 64;
 /// The checkpointer copies the WAL back once it holds this many pages
 /// (SQLite's own default threshold).
 pub(super) const CHECKPOINT_PAGES: u64 = 1000;
+
+/// The writer's connection still checkpoints after a commit that leaves
+/// the WAL this long (SQLite's `wal_autocheckpoint`): under writes that
+/// never pause, the checkpointer's copies never catch up with the last
+/// commit, and only a checkpoint with no write in progress lets the next
+/// write start the WAL over. The checkpointer has copied most of it by
+/// then: the writer copies the rest and syncs.
+pub(super) const WRITER_PAGES: i64 = 4 * CHECKPOINT_PAGES as i64;
 
 /// A store file's checkpointer thread. Dropped, it finishes what it is
 /// doing, closes its connection and ends (before the writer's connection

@@ -59,9 +59,10 @@ impl SqlStore {
         Ok(store)
     }
 
-    /// Hands the WAL's checkpoints to a thread of their own, and turns
-    /// SQLite's off (see [`checkpoint`]); leaves them on if that thread
-    /// cannot be had.
+    /// Hands the WAL's checkpoints to a thread of their own, leaving the
+    /// writer's connection SQLite's own at [`checkpoint::WRITER_PAGES`]
+    /// pages instead of 1,000 (see [`checkpoint`]); leaves them as they
+    /// were if that thread cannot be had.
     fn start_checkpointer(&mut self) {
         let Ok(page_size) = self
             .conn
@@ -76,7 +77,7 @@ impl SqlStore {
         };
         if self
             .conn
-            .pragma_update(None, "wal_autocheckpoint", 0)
+            .pragma_update(None, "wal_autocheckpoint", checkpoint::WRITER_PAGES)
             .is_ok()
         {
             self.checkpointer = Some(checkpointer);
