@@ -18,7 +18,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -69,17 +69,16 @@ impl ThisExe {
 
     /// The command that starts this executable again: by its path while
     /// that still names it (renamed, deleted or replaced by a new build, it
-    /// does not), else through [`SELF_EXE`]; `argv[0]` is the path (a
-    /// child's is then set to its marker, [`ARG0_CHILD`]).
+    /// does not), else through [`SELF_EXE`]. (A child's `argv[0]` is its
+    /// marker, [`ARG0_CHILD`], either way.)
     fn command(&self) -> Command {
         let same =
             std::fs::metadata(&self.path).is_ok_and(|now| (now.dev(), now.ino()) == self.file);
-        if same {
-            return Command::new(&self.path);
-        }
-        let mut command = Command::new(SELF_EXE);
-        command.arg0(&self.path);
-        command
+        Command::new(if same {
+            self.path.as_path()
+        } else {
+            Path::new(SELF_EXE)
+        })
     }
 }
 
@@ -105,9 +104,6 @@ pub(crate) struct ChildProcess {
     died: cb::Receiver<Crash>,
     /// What `died` said, once it said it.
     dead: Option<Crash>,
-    /// The child's pidfd, shared with the reaper (`None` on a kernel
-    /// without them: then only the reaper reaps).
-    pidfd: Option<Arc<OwnedFd>>,
     /// Set when its owner has let it die ([`let_die`](Self::let_die)):
     /// the reaper then reaps it without a word to the owner.
     let_go: Arc<AtomicBool>,
@@ -141,26 +137,16 @@ enum Waited {
 /// `pidfd` to exit, parked in `poll` on the pidfd (its exit wakes this
 /// thread), and reaps it unless the reaper has, under `kill`'s lock.
 fn wait_and_reap(kill: &KillSwitch, pidfd: &OwnedFd, deadline: Option<Instant>) -> Waited {
-    use rustix::event::{PollFd, PollFlags, Timespec, poll};
     loop {
         match reap(kill, pidfd) {
             Reap::Reaped(_) => return Waited::Reaped,
             Reap::Gone | Reap::Failed(_) => return Waited::Elsewhere,
             Reap::Running => {}
         }
-        let wait = deadline.map(|deadline| {
-            let left = deadline.saturating_duration_since(Instant::now());
-            Timespec {
-                tv_sec: left.as_secs().min(i64::MAX as u64) as i64,
-                tv_nsec: i64::from(left.subsec_nanos()),
-            }
-        });
-        let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
-        match poll(&mut fds, wait.as_ref()) {
+        match reaper::await_exit_of(pidfd, deadline) {
             // Exited (or about to be found so): reap.
-            Ok(n) if n > 0 => {}
-            Err(rustix::io::Errno::INTR) => {}
-            Ok(_) => return Waited::TimedOut,
+            Ok(true) => {}
+            Ok(false) => return Waited::TimedOut,
             Err(_) => return Waited::PollFailed,
         }
     }
@@ -282,7 +268,6 @@ impl ChildProcess {
             kill,
             died,
             dead: None,
-            pidfd,
             let_go,
         })
     }
@@ -427,7 +412,7 @@ impl ChildProcess {
     /// Whether [`let_die`](Self::let_die) may end this child: with a
     /// pidfd (to wait for it later) and a kill without a grace to wait out.
     pub(crate) fn can_let_die(&self) -> bool {
-        self.pidfd.is_some() && self.kill.kills_at_once()
+        self.kill.pidfd().is_some() && self.kill.kills_at_once()
     }
 
     /// Lets go of a child that an immediate kill ends with SIGKILL (sent
@@ -444,7 +429,7 @@ impl ChildProcess {
         self.kill.signal(Signal::KILL);
         Some(Dying {
             kill: Arc::clone(&self.kill),
-            pidfd: self.pidfd.clone()?,
+            pidfd: Arc::clone(self.kill.pidfd()?),
         })
     }
 
@@ -454,7 +439,7 @@ impl ChildProcess {
     /// follows at once).
     fn await_exit(&mut self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        if let Some(pidfd) = &self.pidfd {
+        if let Some(pidfd) = self.kill.pidfd() {
             match wait_and_reap(&self.kill, pidfd, Some(deadline)) {
                 Waited::Reaped => return true,
                 Waited::TimedOut => return false,

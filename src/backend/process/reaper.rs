@@ -66,30 +66,19 @@ impl KillSwitch {
         }
     }
 
+    /// The child's pidfd, if the kernel has them.
+    pub(crate) fn pidfd(&self) -> Option<&Arc<OwnedFd>> {
+        self.pidfd.as_ref()
+    }
+
     /// Waits until `deadline` (`None`: as long as it takes) for the child
-    /// to exit, parked in `poll` on its pidfd (the exit wakes this thread
-    /// itself), without reaping it; whether it has exited (or been
-    /// reaped). `false` at once without a pidfd.
+    /// to exit ([`await_exit_of`] its pidfd), without reaping it; whether
+    /// it has exited (or been reaped). `false` at once without a pidfd,
+    /// or if `poll` fails.
     pub(crate) fn await_exit(&self, deadline: Option<std::time::Instant>) -> bool {
-        use rustix::event::{PollFd, PollFlags, Timespec, poll};
-        let Some(pidfd) = &self.pidfd else {
-            return false;
-        };
-        loop {
-            let wait = deadline.map(|deadline| {
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
-                Timespec {
-                    tv_sec: left.as_secs().min(i64::MAX as u64) as i64,
-                    tv_nsec: i64::from(left.subsec_nanos()),
-                }
-            });
-            let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
-            match poll(&mut fds, wait.as_ref()) {
-                Ok(n) if n > 0 => return true,
-                Err(rustix::io::Errno::INTR) => {}
-                _ => return false,
-            }
-        }
+        self.pidfd
+            .as_ref()
+            .is_some_and(|pidfd| await_exit_of(pidfd, deadline).unwrap_or(false))
     }
 
     /// Ends the child: SIGKILL, or SIGTERM and SIGKILL after the grace.
@@ -122,6 +111,36 @@ impl KillSwitch {
             // A child that exited but is not reaped yet is a zombie: the
             // signal does nothing, and its pid cannot have been reused.
             let _ = rustix::process::kill_process(pid, signal);
+        }
+    }
+}
+
+/// Waits until `deadline` (`None`: as long as it takes) for the child of
+/// `pidfd` to exit, parked in `poll` on the pidfd (the exit wakes this
+/// thread itself; an interrupted `poll` is taken up again): whether it
+/// has exited (or been reaped), `false` at the deadline.
+///
+/// # Errors
+///
+/// The error of a failed `poll` (not retried: no spin).
+pub(crate) fn await_exit_of(
+    pidfd: &OwnedFd,
+    deadline: Option<std::time::Instant>,
+) -> rustix::io::Result<bool> {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    loop {
+        let wait = deadline.map(|deadline| {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            Timespec {
+                tv_sec: left.as_secs().min(i64::MAX as u64) as i64,
+                tv_nsec: i64::from(left.subsec_nanos()),
+            }
+        });
+        let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+        match poll(&mut fds, wait.as_ref()) {
+            Ok(n) => return Ok(n > 0),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e),
         }
     }
 }

@@ -6,11 +6,11 @@
 //! 500 commits of one work. The store's writes run on the scheduler's
 //! thread or, for a caller that waits for its enqueue, on the caller's
 //! thread (a UI thread among them). So the store hands the checkpoints to
-//! a thread with a connection of its own: the writer nudges it every [`NUDGE_EVERY`] works written, and it
-//! checkpoints (`PASSIVE`: it never waits for a writer or a reader) when
-//! the WAL has grown past [`CHECKPOINT_PAGES`] pages, as SQLite would
-//! have. It sleeps in a channel receive otherwise: an idle store wakes
-//! nothing.
+//! a thread with a connection of its own: the writer nudges it every
+//! [`NUDGE_EVERY`] works written, and it checkpoints (`PASSIVE`: it never
+//! waits for a writer or a reader) when the WAL has grown past
+//! [`CHECKPOINT_PAGES`] pages, as SQLite would have. It sleeps in a
+//! channel receive otherwise: an idle store wakes nothing.
 //!
 //! A `PASSIVE` checkpoint beside a writer that never pauses cannot
 //! finish (each commit adds pages while it copies), and the WAL starts
