@@ -38,6 +38,9 @@ fn timed_drop<T: Send + 'static>(value: T) -> Duration {
 /// One gate per test (tests run at once): opened by the test, waited on
 /// by the isolate it starts.
 static GATES: [AtomicBool; 2] = [AtomicBool::new(false), AtomicBool::new(false)];
+/// Raised by the isolate of gate `i` once its handler runs (waits at the
+/// gate).
+static ENTERED: [AtomicBool; 2] = [AtomicBool::new(false), AtomicBool::new(false)];
 
 /// Waits until gate `i` opens (at most [`LONG`]).
 fn pass(i: usize) {
@@ -63,6 +66,7 @@ impl Isolate for Blocker {
     }
 
     fn handle(&mut self, m: u8, _: &mut Context<Self>) -> Result<u8, String> {
+        ENTERED[self.gate].store(true, Ordering::Release);
         pass(self.gate);
         Ok(m)
     }
@@ -95,7 +99,13 @@ fn dropping_the_last_supervisor_returns_at_once_and_its_tree_stops() {
     let (exits_tx, exits) = port::unbounded::<ExitReason>();
     child.add_exit_listener(exits_tx);
     // Busy: stopping it waits for this message, up to its shutdown time.
+    // Once it is being handled: a stop that came before it was taken would
+    // end the isolate with the message still queued (as Dart's kill).
     let reply = child.ask_pending(1);
+    assert!(
+        wait_until(|| ENTERED[1].load(Ordering::Acquire), LONG),
+        "the message is being handled"
+    );
     let clone = sup.clone();
     assert!(
         timed_drop(clone) < DROP_BOUND,
