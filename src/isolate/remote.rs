@@ -11,6 +11,7 @@ use super::body::{Launched, ProcessSpec, RemoteBody};
 use super::shared::{Control, Item, Shared};
 use super::{Context, Crash, ExitReason, Isolate, IsolateBuilder};
 use crate::backend::CodecWire;
+use crate::backend::process::Channel;
 use crate::backend::process::child::split_start;
 use crate::backend::process::frame::{self, Kind};
 use crate::backend::process::parent::{Broken, ChildProcess};
@@ -463,7 +464,7 @@ fn gone<I: Isolate>(shared: &Shared<I>, crash: Crash) -> ExitReason {
 /// lives on this thread; returns the exit code.
 pub(crate) fn serve_child<I: Isolate, C: Codec>(
     codec: &C,
-    mut channel: UnixStream,
+    mut channel: Channel,
     start: Vec<u8>,
 ) -> i32 {
     let write = |channel: &mut UnixStream, kind: Kind, body: &[u8]| {
@@ -471,14 +472,14 @@ pub(crate) fn serve_child<I: Isolate, C: Codec>(
     };
     let Some((name, args)) = split_start(&start) else {
         let reason = ExitReason::Failed("a malformed start frame".into());
-        write(&mut channel, Kind::Exited, &encode_reason(&reason));
+        write(&mut channel.writer, Kind::Exited, &encode_reason(&reason));
         return 0;
     };
     let args = match decode::<I::Args, C>(codec, args, "start argument") {
         Ok(args) => args,
         Err(e) => {
             let reason = ExitReason::Failed(format!("start arguments could not be decoded: {e}"));
-            write(&mut channel, Kind::Exited, &encode_reason(&reason));
+            write(&mut channel.writer, Kind::Exited, &encode_reason(&reason));
             return 0;
         }
     };
@@ -486,7 +487,7 @@ pub(crate) fn serve_child<I: Isolate, C: Codec>(
         Ok((shared, _control)) => shared,
         Err(e) => {
             let reason = ExitReason::Failed(e.to_string());
-            write(&mut channel, Kind::Exited, &encode_reason(&reason));
+            write(&mut channel.writer, Kind::Exited, &encode_reason(&reason));
             return 0;
         }
     };
@@ -497,7 +498,7 @@ pub(crate) fn serve_child<I: Isolate, C: Codec>(
         // `Context::exit`: a normal end.
         Err(_) if ctx.exiting => {
             write(
-                &mut channel,
+                &mut channel.writer,
                 Kind::Exited,
                 &encode_reason(&ExitReason::Normal),
             );
@@ -506,12 +507,12 @@ pub(crate) fn serve_child<I: Isolate, C: Codec>(
         Ok(Ok(state)) => state,
         Ok(Err(error)) => {
             let reason = ExitReason::Failed(unwind::describe(&error));
-            write(&mut channel, Kind::Exited, &encode_reason(&reason));
+            write(&mut channel.writer, Kind::Exited, &encode_reason(&reason));
             return 0;
         }
         Err(caught) => {
             let reason = ExitReason::Panicked(caught.message);
-            write(&mut channel, Kind::Exited, &encode_reason(&reason));
+            write(&mut channel.writer, Kind::Exited, &encode_reason(&reason));
             return 0;
         }
     };
@@ -522,7 +523,7 @@ pub(crate) fn serve_child<I: Isolate, C: Codec>(
     };
     if ctx.stop_requested {
         write(
-            &mut channel,
+            &mut channel.writer,
             Kind::Exited,
             &encode_reason(&ExitReason::Normal),
         );
@@ -532,16 +533,15 @@ pub(crate) fn serve_child<I: Isolate, C: Codec>(
     // When the first message is already waiting (sent behind the start
     // frame), `Started` goes out with its answer: one write, and one
     // wake-up of the parent.
-    let mut started_owed = message_waiting(&channel);
+    let mut started_owed = channel.message_waiting();
+    let Channel {
+        writer: mut channel,
+        mut reader,
+    } = channel;
     if !started_owed && !write(&mut channel, Kind::Started, &[]) {
         return 0;
     }
     let limit = codec.limit().saturating_add(frame::OVERHEAD);
-    // A frame's header and body in one system call, usually.
-    let Ok(reader) = channel.try_clone() else {
-        return 0;
-    };
-    let mut reader = std::io::BufReader::with_capacity(64 << 10, reader);
     let wire = CodecWire(codec.clone());
     loop {
         let (kind, body) = match frame::read(&mut reader, limit) {
@@ -608,17 +608,6 @@ pub(crate) fn serve_child<I: Isolate, C: Codec>(
             return 0;
         }
     }
-}
-
-/// Whether a frame from the parent is waiting in `channel`.
-fn message_waiting(channel: &UnixStream) -> bool {
-    use rustix::event::{PollFd, PollFlags, Timespec, poll};
-    let now = Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    let mut fds = [PollFd::new(channel, PollFlags::IN)];
-    matches!(poll(&mut fds, Some(&now)), Ok(n) if n > 0)
 }
 
 /// Writes a frame to the parent, behind the `Started` frame if that is

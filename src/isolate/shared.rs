@@ -328,12 +328,15 @@ impl<I: Isolate> Shared<I> {
         match priority {
             super::Priority::Immediate => {
                 self.kill_requested.store(true, Ordering::SeqCst);
-                self.control(Control::Kill, true);
-                // A process isolate's handler is stopped where it is.
+                // A process isolate's handler is stopped where it is: the
+                // signal first, so that the child's exit (what a `join`
+                // waits for) starts before the isolate's thread is woken.
+                // A kill switch set after this looks at `kill_requested`.
                 #[cfg(target_os = "linux")]
                 if let Some(kill) = self.child_kill.lock().clone() {
                     kill.kill();
                 }
+                self.control(Control::Kill, true);
             }
             super::Priority::AfterCurrent => self.control(Control::Kill, false),
         }

@@ -2,7 +2,6 @@
 //! child task by task; the child runs the [`Worker`] on its channel's
 //! thread.
 
-use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +17,7 @@ use crate::backend::launch::ProcessOptions;
 use crate::backend::process::child::split_start;
 use crate::backend::process::frame::{self, Kind};
 use crate::backend::process::parent::{Broken, ChildProcess, KillSwitch};
-use crate::backend::process::{decode, decode_reason, encode, encode_reason};
+use crate::backend::process::{Channel, decode, decode_reason, encode, encode_reason};
 use crate::backend::registry::ArgsEncoder;
 use crate::codec::Codec;
 use crate::error::{Crash, ExitReason};
@@ -195,18 +194,12 @@ struct Current {
 
 /// Runs pool worker `W` for the parent on `channel`, in the child: tasks one
 /// at a time, on this thread; returns the exit code.
-pub(crate) fn serve_worker<W: Worker, C: Codec>(
-    codec: &C,
-    channel: UnixStream,
-    start: Vec<u8>,
-) -> i32
+pub(crate) fn serve_worker<W: Worker, C: Codec>(codec: &C, channel: Channel, start: Vec<u8>) -> i32
 where
     W::Args: DeserializeOwned,
 {
-    let writer = match channel.try_clone() {
-        Ok(writer) => Mutex::new(writer),
-        Err(_) => return 0,
-    };
+    let Channel { writer, mut reader } = channel;
+    let writer = Mutex::new(writer);
     let send = |kind: Kind, body: &[&[u8]]| frame::write(&mut *writer.lock(), kind, body).is_ok();
     let exited = |reason: ExitReason| {
         send(Kind::Exited, &[&encode_reason(&reason)]);
@@ -233,7 +226,6 @@ where
     let limit = codec.limit().saturating_add(frame::OVERHEAD);
     std::thread::scope(|scope| {
         // Reads the parent's frames while a task runs: cancellations.
-        let mut reader = std::io::BufReader::with_capacity(64 << 10, channel);
         let current = &current;
         scope.spawn(move || {
             loop {

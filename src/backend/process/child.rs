@@ -7,7 +7,7 @@ use std::os::unix::net::UnixStream;
 use rustix::process::{Resource, Rlimit, Signal};
 
 use super::frame::{self, Kind};
-use super::{ARG0_CHILD, ENV_MAX_MEMORY, Entry, encode_reason};
+use super::{ARG0_CHILD, Channel, ENV_MAX_MEMORY, Entry, encode_reason};
 use crate::error::ExitReason;
 
 /// Exit codes of a child that could not become one.
@@ -50,7 +50,8 @@ pub(crate) fn enter_if_child(start_limit: usize, find: impl Fn(u64) -> Option<En
     let Some(mut channel) = take_channel() else {
         std::process::exit(EXIT_NO_CHANNEL);
     };
-    let code = match frame::read(&mut channel, start_limit.saturating_add(frame::OVERHEAD)) {
+    let limit = start_limit.saturating_add(frame::OVERHEAD);
+    let code = match frame::read(&mut channel.reader, limit) {
         Ok((Kind::Start, body)) if body.len() >= 8 => {
             let mut key = [0u8; 8];
             key.copy_from_slice(&body[..8]);
@@ -63,7 +64,11 @@ pub(crate) fn enter_if_child(start_limit: usize, find: impl Fn(u64) -> Option<En
                          first thing in main, in parent and child alike"
                             .into(),
                     );
-                    let _ = frame::write(&mut channel, Kind::Exited, &[&encode_reason(&reason)]);
+                    let _ = frame::write(
+                        &mut channel.writer,
+                        Kind::Exited,
+                        &[&encode_reason(&reason)],
+                    );
                     0
                 }
             }
@@ -89,13 +94,16 @@ fn child_of(arg0: Option<std::ffi::OsString>) -> Option<rustix::process::Pid> {
 
 /// The channel is our stdin (a socket); stdin becomes /dev/null so that user
 /// code reading it does not eat our frames.
-fn take_channel() -> Option<UnixStream> {
+fn take_channel() -> Option<Channel> {
     let fd = std::io::stdin().as_fd().try_clone_to_owned().ok()?;
-    let channel = UnixStream::from(fd);
+    let writer = UnixStream::from(fd);
+    // A frame's header and body in one system call, usually; and the
+    // frames sent behind the start frame with it.
+    let reader = std::io::BufReader::with_capacity(64 << 10, writer.try_clone().ok()?);
     if let Ok(null) = std::fs::File::open("/dev/null") {
         let _ = rustix::stdio::dup2_stdin(&null);
     }
-    Some(channel)
+    Some(Channel { writer, reader })
 }
 
 /// Splits a start frame's body: key, name, arguments.

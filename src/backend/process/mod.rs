@@ -32,11 +32,39 @@ pub(crate) const ARG0_CHILD: &str = "isolates-child-of-";
 /// Set in a child's environment: its address-space limit in bytes.
 pub(crate) const ENV_MAX_MEMORY: &str = "ISOLATES_MAX_MEMORY";
 
+/// A child's channel to its parent: the socket it writes frames to, and a
+/// buffered reader of the same socket.
+///
+/// The start frame was read through the reader, so what the parent sent
+/// behind it (a first message, pipelined while the child started) is most
+/// likely in its buffer already: one `recv` brought both.
+pub(crate) struct Channel {
+    pub(crate) writer: UnixStream,
+    pub(crate) reader: std::io::BufReader<UnixStream>,
+}
+
+impl Channel {
+    /// Whether a frame from the parent is waiting: in the reader's buffer,
+    /// or in the socket.
+    pub(crate) fn message_waiting(&self) -> bool {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        if !self.reader.buffer().is_empty() {
+            return true;
+        }
+        let now = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let mut fds = [PollFd::new(&self.writer, PollFlags::IN)];
+        matches!(poll(&mut fds, Some(&now)), Ok(n) if n > 0)
+    }
+}
+
 /// A registered child entry: runs a child on its channel from the start
 /// frame, returns the exit code.
 #[derive(Clone)]
 pub(crate) struct Entry {
-    pub(crate) run: Arc<dyn Fn(UnixStream, Vec<u8>) -> i32 + Send + Sync>,
+    pub(crate) run: Arc<dyn Fn(Channel, Vec<u8>) -> i32 + Send + Sync>,
     /// The codec's limit: a start frame may be this long.
     pub(crate) limit: usize,
 }
@@ -62,7 +90,7 @@ pub(crate) fn decode_reason(bytes: &[u8]) -> Option<ExitReason> {
 
 /// Runs `f` for the parent, in a child: the argument from the start frame,
 /// the result (or the panic) back; returns the exit code.
-pub(crate) fn serve_fn<A, R>(f: fn(A) -> R, mut channel: UnixStream, start: Vec<u8>) -> i32
+pub(crate) fn serve_fn<A, R>(f: fn(A) -> R, mut channel: Channel, start: Vec<u8>) -> i32
 where
     A: serde::de::DeserializeOwned,
     R: serde::Serialize,
@@ -80,6 +108,39 @@ where
         )
         .into_frame();
     let kind = frame::Kind::from(answer);
-    let _ = frame::write(&mut channel, kind, &[&body]);
+    let _ = frame::write(&mut channel.writer, kind, &[&body]);
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_channel_sees_a_message_in_its_readers_buffer_and_in_its_socket() {
+        let (parent, child) = UnixStream::pair().unwrap();
+        let reader = std::io::BufReader::with_capacity(64 << 10, child.try_clone().unwrap());
+        let mut channel = Channel {
+            writer: child,
+            reader,
+        };
+        assert!(!channel.message_waiting(), "nothing sent yet");
+        let mut parent = parent;
+        // A start frame and a message behind it, as a parent pipelines
+        // them: one read brings both.
+        frame::write(&mut parent, frame::Kind::Start, &[b"start"]).unwrap();
+        frame::write(&mut parent, frame::Kind::Ask, &[b"first"]).unwrap();
+        assert!(channel.message_waiting(), "in the socket");
+        let start = frame::read(&mut channel.reader, 64).unwrap();
+        assert_eq!(start, (frame::Kind::Start, b"start".to_vec()));
+        assert!(
+            channel.message_waiting(),
+            "the message behind the start frame is in the buffer"
+        );
+        let first = frame::read(&mut channel.reader, 64).unwrap();
+        assert_eq!(first, (frame::Kind::Ask, b"first".to_vec()));
+        assert!(!channel.message_waiting(), "all read");
+        frame::write(&mut parent, frame::Kind::Cast, &[b"later"]).unwrap();
+        assert!(channel.message_waiting(), "a later one in the socket");
+    }
 }
