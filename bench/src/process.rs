@@ -181,8 +181,12 @@ fn raw_spawn(i: u64) -> f64 {
 /// starts from a settled machine: after each, a pause ([`SETTLE`], not
 /// timed) lets what ended finish (the reaper, an ended isolate's thread),
 /// so that neither side pays for what the other left running.
+///
+/// A quick run takes 100 of each (about a second): with 30, a median
+/// moved by several hundredths from run to run, about as much as the
+/// margin to the goal.
 pub(crate) fn process_spawn(quick: bool) -> Measure {
-    let n = if quick { 30 } else { 300 };
+    let n = if quick { 100 } else { 300 };
     let (mut base, mut ours, mut graceful) = (Vec::new(), Vec::new(), Vec::new());
     // Warm: the first spawns page the executable in.
     for i in 0..3 {
