@@ -6,6 +6,7 @@
 //! mid-frame is an error, never a hang on data that will not come.
 
 use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
 
 use crate::invoke::Answer;
 
@@ -154,6 +155,25 @@ pub(crate) fn write(out: &mut impl Write, kind: Kind, parts: &[&[u8]]) -> io::Re
         }
     }
     out.flush()
+}
+
+/// Whether a frame can be read from `reader` without waiting longer than
+/// `wait`: bytes are in its buffer, or its socket is readable (or closed:
+/// a read says which). A failed `poll` is for the caller to weigh.
+pub(crate) fn readable(
+    reader: &io::BufReader<UnixStream>,
+    wait: std::time::Duration,
+) -> rustix::io::Result<bool> {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    if !reader.buffer().is_empty() {
+        return Ok(true);
+    }
+    let timeout = Timespec {
+        tv_sec: wait.as_secs().min(i64::MAX as u64) as i64,
+        tv_nsec: i64::from(wait.subsec_nanos()),
+    };
+    let mut fds = [PollFd::new(reader.get_ref(), PollFlags::IN)];
+    poll(&mut fds, Some(&timeout)).map(|n| n > 0)
 }
 
 /// Reads one frame whose body is at most `limit` bytes.

@@ -46,17 +46,9 @@ pub(crate) struct Channel {
 impl Channel {
     /// Whether a frame from the parent is waiting: in the reader's buffer,
     /// or in the socket.
+    /// A failed `poll` says no: `Started` then goes out on its own.
     pub(crate) fn message_waiting(&self) -> bool {
-        use rustix::event::{PollFd, PollFlags, Timespec, poll};
-        if !self.reader.buffer().is_empty() {
-            return true;
-        }
-        let now = Timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        let mut fds = [PollFd::new(&self.writer, PollFlags::IN)];
-        matches!(poll(&mut fds, Some(&now)), Ok(n) if n > 0)
+        frame::readable(&self.reader, std::time::Duration::ZERO).unwrap_or(false)
     }
 }
 

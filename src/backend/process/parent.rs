@@ -340,21 +340,9 @@ impl ChildProcess {
 
     /// Whether something (a frame, or the end) can be read within `wait`.
     pub(crate) fn wait_readable(&mut self, wait: Duration) -> Result<bool, Broken> {
-        use rustix::event::{PollFd, PollFlags, Timespec, poll};
-        if !self.reader.buffer().is_empty() {
-            return Ok(true);
-        }
-        let timeout = Timespec {
-            tv_sec: wait.as_secs().min(i64::MAX as u64) as i64,
-            tv_nsec: i64::from(wait.subsec_nanos()),
-        };
-        let mut fds = [PollFd::new(&self.socket, PollFlags::IN)];
-        match poll(&mut fds, Some(&timeout)) {
-            Ok(0) => Ok(false),
-            // Readable, or closed (a read says which), or a failed poll (a
-            // read says how).
-            _ => Ok(true),
-        }
+        // Readable, or closed (a read says which), or a failed poll (a read
+        // says how).
+        Ok(frame::readable(&self.reader, wait).unwrap_or(true))
     }
 
     /// Whether the reaper has seen the child exit.
