@@ -429,9 +429,13 @@ impl WorkManager {
     /// Stops the scheduler and the workers; returns at once (see
     /// [`join`](Self::join)). Runs in progress are told to stop
     /// ([`WorkContext::is_stopped`]) and stay enqueued in the store, to run
-    /// again on the next start; one that returns within the stop grace is
-    /// recorded as it ended. The scheduler's thread writes the store, then
-    /// ends. Later requests answer [`WorkError::Stopped`]. Dropping the
+    /// again on the next start. That holds for a run that returns within
+    /// the stop grace too, whatever it returns: as Android's WorkManager
+    /// ignores the result of a stopped worker, a stopped run is not
+    /// recorded as finished (a handler that may be stopped after its side
+    /// effect must be safe to run again). The grace only bounds how long
+    /// [`join`](Self::join) waits for such runs to return. The scheduler's
+    /// thread writes the store, then ends. Later requests answer [`WorkError::Stopped`]. Dropping the
     /// last clone of the manager stops it the same way, without waiting.
     ///
     /// # Examples

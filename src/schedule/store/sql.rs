@@ -228,6 +228,7 @@ impl SqlStore {
             }
         }
         let (due, horizon) = query::due_after(&self.conn, None, page, &mut opening.unreadable)?;
+        query::foreign_dues(&self.conn, &mut opening.unreadable)?;
         opening.records.extend(due);
         opening.unreadable.sort_by_key(|u| u.id);
         opening.horizon = horizon;
@@ -318,7 +319,14 @@ impl SqlStore {
         let codec = Bincode::new();
         let guard = WriteTx::begin(&self.conn).map_err(io)?;
         let tx = guard.conn;
-        let max = puts.iter().filter_map(|r| i64::try_from(r.id).ok()).max();
+        // Deleted ids count: a work pruned in the turn that made it was
+        // never put, and its id must not be handed out again either.
+        let max = puts
+            .iter()
+            .map(|r| r.id)
+            .chain(deletes.iter().copied())
+            .filter_map(|id| i64::try_from(id).ok())
+            .max();
         let covered = self.ids.cover(tx, max).map_err(io)?;
         // Handler names written in this transaction.
         let mut fresh: Vec<&str> = Vec::new();
