@@ -96,6 +96,21 @@ impl Reply {
 #[must_use = "a Pending does nothing unless its result is taken"]
 pub struct Pending<T, E> {
     handle: Handle<handle::Reply<Reply, Result<T, E>>>,
+    /// Run when the `Pending` goes (see [`on_drop`](Pending::on_drop)).
+    _on_drop: Option<OnDrop>,
+}
+
+/// What a [`Pending`] runs when it is dropped: for a producer that can
+/// stop work nobody waits for any more (a child process running a
+/// `process::run`).
+struct OnDrop(Option<Box<dyn FnOnce() + Send + Sync>>);
+
+impl Drop for OnDrop {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
 }
 
 impl<T, E> Pending<T, E> {
@@ -108,6 +123,7 @@ impl<T, E> Pending<T, E> {
     {
         Pending {
             handle: Handle::new(handle::Reply::waiting(rx, resolve, || Err(E::taken()))),
+            _on_drop: None,
         }
     }
 
@@ -117,7 +133,17 @@ impl<T, E> Pending<T, E> {
     {
         Pending {
             handle: Handle::new(handle::Reply::ready(result, || Err(E::taken()))),
+            _on_drop: None,
         }
+    }
+
+    /// Runs `f` when this `Pending` is dropped (or consumed by
+    /// [`wait`](Self::wait)), whether or not its result came: `f` tells
+    /// the two apart itself.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn on_drop(mut self, f: impl FnOnce() + Send + Sync + 'static) -> Self {
+        self._on_drop = Some(OnDrop(Some(Box::new(f))));
+        self
     }
 
     /// Takes the result if it has arrived; never blocks.

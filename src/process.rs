@@ -452,7 +452,13 @@ where
     use crate::codec::envelope::Envelope;
     use crate::error::ExitReason;
     use crate::pending::{Pending, Reply};
+    use parking_lot::Mutex;
+    use std::sync::Arc;
     let (tx, rx) = crate::oneshot::oneshot();
+    // A `Pending` dropped before its result came kills the child: nobody
+    // waits for its work any more.
+    let child_kill: Arc<Mutex<RunKill>> = Arc::default();
+    let abandon = Arc::clone(&child_kill);
     let job = Box::new(move || {
         let codec = Bincode::new();
         let reply = (|| {
@@ -465,11 +471,34 @@ where
                 Box::new(|_| {}),
             )
             .map_err(|crash| Reply::Dead(ExitReason::Crashed(crash)))?;
+            {
+                let mut kill = child_kill.lock();
+                if kill.abandoned {
+                    child.kill_switch().kill();
+                }
+                kill.switch = Some(child.kill_switch());
+            }
+            child.write_timeout(Some(options.start_timeout));
             child.send(
                 frame::Kind::Start,
                 &[&key.to_le_bytes(), &0u32.to_le_bytes(), &arg],
             );
-            let answer = child.read(None);
+            child.write_timeout(None);
+            // The child says it has started once it has the argument: the
+            // start timeout holds until then, as for isolates.
+            let deadline = std::time::Instant::now() + options.start_timeout;
+            let answer = match child.read(Some(deadline)) {
+                Ok((frame::Kind::Started, _)) => child.read(None),
+                Err(parent::Broken::Timeout) => {
+                    Err(parent::Broken::Gone(crate::Crash::Protocol(format!(
+                        "the child did not start the run within {:?} (is \
+                         isolates::process::Registry::init the first call in main?)",
+                        options.start_timeout
+                    ))))
+                }
+                other => other,
+            };
+            child_kill.lock().answered = true;
             let reply = match answer {
                 Ok((frame::Kind::Value, body)) => match decode::<R, _>(&codec, &body, "result") {
                     Ok(value) => Reply::Value(Envelope::Moved(value).erase()),
@@ -505,7 +534,7 @@ where
     if let Err(e) = crate::run::submit(job) {
         return Pending::ready(Err(RunError::Spawn(e)));
     }
-    Pending::waiting(rx, move |reply| match reply {
+    let pending = Pending::waiting(rx, move |reply| match reply {
         Some(Reply::Value(envelope)) => match envelope.typed::<R>("result") {
             Ok(Envelope::Moved(value)) => Ok(value),
             Ok(Envelope::Encoded(_)) => Err(RunError::Codec(crate::CodecError::Malformed(
@@ -520,5 +549,26 @@ where
         Some(Reply::Failed(_)) | None => Err(RunError::Panicked(
             "the run thread ended without a result".into(),
         )),
+    });
+    pending.on_drop(move || {
+        let mut kill = abandon.lock();
+        kill.abandoned = true;
+        if !kill.answered
+            && let Some(switch) = &kill.switch
+        {
+            switch.kill();
+        }
     })
+}
+
+/// A `process::run`'s child, for a `Pending` dropped before the answer.
+#[cfg(target_os = "linux")]
+#[derive(Default)]
+struct RunKill {
+    /// Its kill switch, once it was started.
+    switch: Option<std::sync::Arc<crate::backend::process::parent::KillSwitch>>,
+    /// The answer was read: nothing to kill.
+    answered: bool,
+    /// The `Pending` was dropped.
+    abandoned: bool,
 }

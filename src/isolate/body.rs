@@ -64,6 +64,10 @@ pub(super) struct RemoteBody<I: Isolate> {
     /// The first message went out behind the start frame: the run loop
     /// reads its answer before the channel is used again.
     pub(super) sent_first: bool,
+    /// When the child must have started its isolate: set when the start
+    /// frame goes out, so that the writes before the start (the start
+    /// frame, a first message) count against the start timeout too.
+    pub(super) start_deadline: std::time::Instant,
 }
 
 /// A child started before its isolate's thread (by `spawn`, so that the

@@ -39,6 +39,10 @@ pub(super) enum Outcome<I: Isolate> {
 
 static NEXT_CHILD: AtomicU64 = AtomicU64::new(1);
 
+/// The largest first message sent behind the start frame (bytes, encoded):
+/// well under a Unix socket's send buffer, with the start frame.
+const FIRST_MAX: usize = 32 << 10;
+
 impl<I: Isolate> RemoteBody<I> {
     /// Starts a child for the isolate: it waits for its start frame. On
     /// the caller's thread in `spawn`, so that the child's `exec` overlaps
@@ -105,7 +109,12 @@ impl<I: Isolate> RemoteBody<I> {
             pending_exit: None,
             owed: false,
             sent_first: false,
+            start_deadline: Instant::now() + spec.options.start_timeout,
         };
+        // A child that does not read (it never starts) must not hold this
+        // thread in a write past the start timeout: a start frame or first
+        // message larger than the socket's buffer waits for its reads.
+        body.child.write_timeout(Some(spec.options.start_timeout));
         // The name fits the start frame's overhead.
         let mut end = shared.name.len().min(1024);
         while !shared.name.is_char_boundary(end) {
@@ -129,6 +138,12 @@ impl<I: Isolate> RemoteBody<I> {
         let Ok(bytes) = self.wire.encode_message(msg) else {
             return false;
         };
+        // Only a message the socket's buffer takes at once: a larger one
+        // would wait for the child's `start` to return before the start
+        // could be waited for. It goes after the start, as usual.
+        if bytes.len() > FIRST_MAX {
+            return false;
+        }
         let kind = if cast { Kind::Cast } else { Kind::Ask };
         self.child.send(kind, &[&bytes]);
         self.sent_first = true;
@@ -144,9 +159,11 @@ impl<I: Isolate> RemoteBody<I> {
         spec: &ProcessSpec<I>,
     ) -> Result<Self, ExitReason> {
         let kill = self.child.kill_switch();
-        let deadline = Instant::now() + spec.options.start_timeout;
-        match self.child.read(Some(deadline)) {
-            Ok((Kind::Started, _)) => Ok(self),
+        match self.child.read(Some(self.start_deadline)) {
+            Ok((Kind::Started, _)) => {
+                self.child.write_timeout(None);
+                Ok(self)
+            }
             Ok((Kind::Exited, reason)) => {
                 let reason = decode_reason(&reason).unwrap_or_else(|| {
                     ExitReason::Crashed(Crash::Protocol(
@@ -210,16 +227,17 @@ impl<I: Isolate> RemoteBody<I> {
     /// ([`send_first`](Self::send_first)).
     pub(super) fn call_first(&mut self, shared: &Shared<I>) -> Outcome<I> {
         self.sent_first = false;
-        self.answer(shared)
+        self.answer(shared, false)
     }
 
     /// Waits for the answer to the message just sent (at most until
     /// `deadline`: `None` if it has not started by then; it is then owed).
     fn wait_answer(&mut self, shared: &Shared<I>, deadline: Option<Instant>) -> Option<Outcome<I>> {
+        let mut ready = false;
         if let Some(deadline) = deadline {
             let wait = deadline.saturating_duration_since(Instant::now());
             match self.child.wait_readable(wait) {
-                Ok(true) => {}
+                Ok(true) => ready = true,
                 Ok(false) => {
                     self.owed = true;
                     return None;
@@ -228,12 +246,18 @@ impl<I: Isolate> RemoteBody<I> {
                 Err(Broken::Timeout) => {}
             }
         }
-        Some(self.answer(shared))
+        Some(self.answer(shared, ready))
     }
 
-    /// Reads the child's answer to the message it was sent.
-    fn answer(&mut self, shared: &Shared<I>) -> Outcome<I> {
-        let (kind, body) = match self.child.read(None) {
+    /// Reads the child's answer to the message it was sent (`ready`: the
+    /// channel was just seen readable, so the answer has started).
+    fn answer(&mut self, shared: &Shared<I>, ready: bool) -> Outcome<I> {
+        let read = if ready {
+            self.child.read_started()
+        } else {
+            self.child.read(None)
+        };
+        let (kind, body) = match read {
             Ok(frame) => frame,
             Err(Broken::Gone(crash)) => return Outcome::Gone(gone(shared, crash)),
             Err(Broken::Timeout) => {
@@ -274,7 +298,7 @@ impl<I: Isolate> RemoteBody<I> {
         }
         if self.owed {
             self.owed = false;
-            let outcome = self.answer(shared);
+            let outcome = self.answer(shared, false);
             if let Some(reason) = account(shared, &outcome) {
                 self.pending_exit = Some(reason.clone());
                 return Some(reason);

@@ -107,6 +107,11 @@ impl<W: Worker> ChildWorker<W> {
         self.child.kill_switch()
     }
 
+    /// Whether this worker's child has died (the reaper saw it exit).
+    pub(super) fn has_died(&mut self) -> bool {
+        self.child.has_died()
+    }
+
     /// Runs one task in the child: its outcome, and whether the child must
     /// be replaced (it panicked or died).
     pub(super) fn run(
@@ -123,24 +128,25 @@ impl<W: Worker> ChildWorker<W> {
         self.child.send(Kind::Task, &[&id, &bytes]);
         let mut cancel_sent = false;
         loop {
+            // Looked at before every wait, not only after a quiet one: a
+            // task that reports progress more often than the poll must
+            // still meet its deadline and its cancel.
+            let now = Instant::now();
+            if cell.deadline_passed(now) {
+                // A deadline on a process worker ends its child: the work
+                // really stops.
+                cell.check_deadline(now);
+                self.child.kill_switch().kill();
+                let why = "its deadline passed: its child process was killed".to_string();
+                return (Outcome::Error(ErrorKind::WorkerLost(why)), true);
+            }
+            if !cancel_sent && cell.cancel.load(std::sync::atomic::Ordering::Acquire) {
+                self.child.send(Kind::Cancel, &[&id]);
+                cancel_sent = true;
+            }
             let frame = match self.child.poll_read(CANCEL_POLL) {
                 Ok(Some(frame)) => frame,
-                Ok(None) => {
-                    let now = Instant::now();
-                    if cell.deadline_passed(now) {
-                        // A deadline on a process worker ends its child:
-                        // the work really stops.
-                        cell.check_deadline(now);
-                        self.child.kill_switch().kill();
-                        let why = "its deadline passed: its child process was killed".to_string();
-                        return (Outcome::Error(ErrorKind::WorkerLost(why)), true);
-                    }
-                    if !cancel_sent && cell.cancel.load(std::sync::atomic::Ordering::Acquire) {
-                        self.child.send(Kind::Cancel, &[&id]);
-                        cancel_sent = true;
-                    }
-                    continue;
-                }
+                Ok(None) => continue,
                 Err(Broken::Gone(crash)) => {
                     let why = format!("its child process died: {crash}");
                     return (Outcome::Error(ErrorKind::WorkerLost(why)), true);

@@ -210,6 +210,23 @@ pub(super) fn worker_main<W: Worker>(
             });
             record.note_workload();
         }
+        // A child that died while its worker was idle (killed from
+        // outside) has not seen this task: it goes to a fresh child, and
+        // is not charged for the death. (Should no child start, the dead
+        // one's run below says the worker is lost, and the restart after it
+        // decides.)
+        #[cfg(target_os = "linux")]
+        if let Exec::Child(child) = &mut exec
+            && child.has_died()
+            && let Ok(fresh) = inner
+                .start_args()
+                .map_err(|e| e.to_string())
+                .and_then(&start)
+        {
+            tracing::warn!(target: "isolates", pool = %inner.name, slot, "a worker's child died while idle: the worker restarts");
+            inner.counters.restarts.fetch_add(1, Ordering::Relaxed);
+            drop(std::mem::replace(&mut exec, fresh));
+        }
         let (outcome, panicked) = match (input, &mut exec) {
             (Err(e), _) => (Outcome::Error(ErrorKind::Codec(e)), false),
             #[cfg(target_os = "linux")]

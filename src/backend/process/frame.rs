@@ -176,6 +176,24 @@ pub(crate) fn readable(
     poll(&mut fds, Some(&timeout)).map(|n| n > 0)
 }
 
+/// Waits, as long as it takes, until a frame can be read from `reader`
+/// (or the end: a read says which). An interrupted `poll` is taken up
+/// again; a failed one is for the caller to weigh.
+pub(crate) fn await_readable(reader: &io::BufReader<UnixStream>) -> rustix::io::Result<()> {
+    use rustix::event::{PollFd, PollFlags, poll};
+    if !reader.buffer().is_empty() {
+        return Ok(());
+    }
+    loop {
+        let mut fds = [PollFd::new(reader.get_ref(), PollFlags::IN)];
+        match poll(&mut fds, None) {
+            Ok(_) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Reads one frame whose body is at most `limit` bytes.
 pub(crate) fn read(input: &mut impl Read, limit: usize) -> Result<(Kind, Vec<u8>), ReadError> {
     let mut header = [0u8; 5];

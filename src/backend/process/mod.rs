@@ -92,6 +92,10 @@ where
         None => Err(CodecError::Malformed("a malformed start frame".into())),
         Some((_, arg)) => wire.decode::<A>(arg, "argument"),
     };
+    if arg.is_ok() {
+        // The parent's start timeout ends here.
+        let _ = frame::write(&mut channel.writer, frame::Kind::Started, &[]);
+    }
     let invoked = invoke::invoke(arg, |arg| Ok::<_, Infallible>(f(arg)));
     let (answer, body) = invoked
         .encode_with(

@@ -82,6 +82,13 @@ impl ThisExe {
     }
 }
 
+/// How long the rest of a frame may take to come once the frame has
+/// started (its first bytes could be read): a child that sends part of a
+/// frame and then nothing has broken the channel, and is killed, rather
+/// than holding whoever reads it. A child writes a frame in one go, so a
+/// gap this long means it is stuck or hostile.
+pub(crate) const FRAME_GRACE: Duration = Duration::from_secs(2);
+
 /// Why a frame could not be had from the child.
 pub(crate) enum Broken {
     /// It is gone: how it died.
@@ -234,6 +241,8 @@ impl ChildProcess {
         let reader = ours
             .try_clone()
             .map_err(|e| Crash::Spawn(format!("the socket could not be shared: {e}")))?;
+        // A frame that has started must end: see `read`.
+        let _ = ours.set_read_timeout(Some(FRAME_GRACE));
         let child = command.spawn().map_err(|e| Crash::Spawn(e.to_string()))?;
         let pidfd = Pid::from_raw(child.id() as i32)
             .and_then(|pid| {
@@ -277,25 +286,54 @@ impl ChildProcess {
         Arc::clone(&self.kill)
     }
 
+    /// Bounds each write to the child (`None`: a write waits as long as the
+    /// child takes to read); a write that times out fails, as one to a
+    /// child going away does.
+    pub(crate) fn write_timeout(&self, timeout: Option<Duration>) {
+        let _ = self
+            .socket
+            .set_write_timeout(timeout.map(|t| t.max(Duration::from_millis(1))));
+    }
+
     /// Sends a frame; a failed write means the child is going away (the
     /// next read says how).
     pub(crate) fn send(&mut self, kind: Kind, parts: &[&[u8]]) {
         let _ = frame::write(&mut self.socket, kind, parts);
     }
 
-    /// The child's next frame, waiting at most until `deadline`; a child
-    /// that breaks the channel (garbage, an oversized frame) is killed.
+    /// The child's next frame, waiting at most until `deadline` (`None`:
+    /// for a frame to start, as long as it takes; once it has started, the
+    /// rest of it within [`FRAME_GRACE`]); a child that breaks the channel
+    /// (garbage, an oversized frame, a frame cut short) is killed.
     pub(crate) fn read(&mut self, deadline: Option<Instant>) -> Result<(Kind, Vec<u8>), Broken> {
-        if let Some(deadline) = deadline {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let _ = self
-                .socket
-                .set_read_timeout(Some(left.max(Duration::from_millis(1))));
-        }
+        let Some(deadline) = deadline else {
+            // A failed poll: the read says how the channel failed.
+            let _ = frame::await_readable(&self.reader);
+            return self.read_started();
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let _ = self
+            .socket
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))));
         let read = frame::read(&mut self.reader, self.limit);
-        if deadline.is_some() {
-            let _ = self.socket.set_read_timeout(None);
-        }
+        let _ = self.socket.set_read_timeout(Some(FRAME_GRACE));
+        self.judge(read, false)
+    }
+
+    /// The frame that can be read now (a caller saw the channel readable):
+    /// the rest of it must come within [`FRAME_GRACE`].
+    pub(crate) fn read_started(&mut self) -> Result<(Kind, Vec<u8>), Broken> {
+        let read = frame::read(&mut self.reader, self.limit);
+        self.judge(read, true)
+    }
+
+    /// What a read came to; `started`: a frame could be read when it began
+    /// (a read that timed out then was cut short, not late).
+    fn judge(
+        &mut self,
+        read: Result<(Kind, Vec<u8>), ReadError>,
+        started: bool,
+    ) -> Result<(Kind, Vec<u8>), Broken> {
         match read {
             Ok((
                 kind @ (Kind::Start
@@ -313,6 +351,11 @@ impl ChildProcess {
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) =>
             {
+                if started {
+                    return Err(self.broken(format!(
+                        "a frame cut short: the rest of it did not come within {FRAME_GRACE:?}"
+                    )));
+                }
                 self.kill.kill();
                 Err(Broken::Timeout)
             }
@@ -332,7 +375,7 @@ impl ChildProcess {
     /// a frame that has started is read whole.
     pub(crate) fn poll_read(&mut self, wait: Duration) -> Result<Option<(Kind, Vec<u8>)>, Broken> {
         match self.wait_readable(wait) {
-            Ok(true) => self.read(None).map(Some),
+            Ok(true) => self.read_started().map(Some),
             Ok(false) => Ok(None),
             Err(broken) => Err(broken),
         }
