@@ -478,15 +478,16 @@ where
                 }
                 kill.switch = Some(child.kill_switch());
             }
+            // The child says it has started once it has the argument: the
+            // start timeout holds until then (the start frame's write
+            // included), as for isolates.
+            let deadline = std::time::Instant::now() + options.start_timeout;
             child.write_timeout(Some(options.start_timeout));
             child.send(
                 frame::Kind::Start,
                 &[&key.to_le_bytes(), &0u32.to_le_bytes(), &arg],
             );
             child.write_timeout(None);
-            // The child says it has started once it has the argument: the
-            // start timeout holds until then, as for isolates.
-            let deadline = std::time::Instant::now() + options.start_timeout;
             let answer = match child.read(Some(deadline)) {
                 Ok((frame::Kind::Started, _)) => child.read(None),
                 Err(parent::Broken::Timeout) => {
