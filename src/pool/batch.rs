@@ -208,7 +208,14 @@ impl<W: Worker> Batch<W> {
     /// ```
     pub fn pending(&self) -> usize {
         self.expire();
-        self.latch.remaining.load(Ordering::Acquire)
+        if self.latch.remaining.load(Ordering::Acquire) == 0 {
+            return 0;
+        }
+        // Each task's own state: a task resolved on another thread counts
+        // the latch down just after its state changes, so a look right
+        // after a `cancel` that found it resolved could see the latch
+        // behind.
+        self.handles.iter().filter(|h| !h.is_done()).count()
     }
 
     /// Whether every task has resolved (the results may have been taken);
@@ -363,7 +370,7 @@ impl<W: Worker> Batch<W> {
             }
             if until.is_some_and(|u| Instant::now() >= u) {
                 self.expire();
-                return self.latch.is_zero().then(|| self.take());
+                return (self.pending() == 0).then(|| self.take());
             }
         }
     }
