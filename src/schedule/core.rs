@@ -101,6 +101,9 @@ pub(crate) struct Core {
     /// When the scheduler's thread plans to wake (`None`: only for an
     /// event).
     sleep_until: Option<Instant>,
+    /// The constraints each running work's run was started under (those
+    /// with none are not here).
+    run_constraints: HashMap<u64, Vec<String>>,
 }
 
 impl Core {
@@ -156,6 +159,7 @@ impl Core {
             idle_waiters: Vec::new(),
             page_failed_at: None,
             sleep_until: None,
+            run_constraints: HashMap::new(),
         })
     }
 
@@ -399,13 +403,13 @@ impl Core {
     /// Returns whether a running work has constraints: the scheduler then
     /// polls.
     fn check_running_constraints(&mut self) -> bool {
+        let running: HashSet<u64> = self.runs.running().collect();
+        self.run_constraints.retain(|id, _| running.contains(id));
         let watched: Vec<(u64, Vec<String>)> = self
-            .runs
-            .running()
-            .filter_map(|id| {
-                let rec = self.table.get(id)?;
-                (!rec.constraints.is_empty()).then(|| (id, rec.constraints.clone()))
-            })
+            .run_constraints
+            .iter()
+            .filter(|(id, _)| self.table.get(**id).is_some())
+            .map(|(id, constraints)| (*id, constraints.clone()))
             .collect();
         let recheck = std::mem::take(&mut self.recheck);
         if watched.is_empty() {
@@ -438,7 +442,14 @@ impl Core {
                 tracing::debug!(target: "isolates", work = %WorkId(id),
                     "a running work's constraints stopped holding; it is stopped and enqueued");
                 self.runs.halt(id);
-                self.table.constraints_lost(id);
+                if self.table.is_retiring(id) {
+                    // It replaced itself: its run has ended, and so has it
+                    // (as at the end of any run of a retiring work).
+                    let now = self.now();
+                    self.table.end_retired(id, now);
+                } else {
+                    self.table.constraints_lost(id);
+                }
             }
         }
         true
@@ -550,8 +561,19 @@ impl Core {
             // What `Table::start` makes it.
             attempt: rec.attempts.saturating_add(1),
         };
+        let constraints = rec.constraints.clone();
         let now = self.now();
-        if self.runs.start(id, request, limit, now) {
+        let started = self.runs.start(id, request, limit, now);
+        // The constraints this run was started under: an UPDATE that
+        // changes the work's applies from its next run (Android watches a
+        // running worker's own constraints), so the run is watched by
+        // these.
+        if constraints.is_empty() {
+            self.run_constraints.remove(&id);
+        } else {
+            self.run_constraints.insert(id, constraints);
+        }
+        if started {
             self.mark_started(id);
         }
     }

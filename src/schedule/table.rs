@@ -467,12 +467,14 @@ impl Table {
         else {
             return;
         };
-        if let Some((p, _)) = states.iter().find(|(_, s)| *s == WorkState::Cancelled) {
-            let why = format!("its prerequisite {} was cancelled", WorkId(*p));
-            self.cancel_one(id, &why, now);
-        } else if let Some((p, _)) = states.iter().find(|(_, s)| *s == WorkState::Failed) {
+        // A failed prerequisite before a cancelled one, as Android's
+        // `EnqueueRunnable` decides a dependent of both.
+        if let Some((p, _)) = states.iter().find(|(_, s)| *s == WorkState::Failed) {
             let why = format!("its prerequisite {} failed", WorkId(*p));
             self.fail(id, why, now, now);
+        } else if let Some((p, _)) = states.iter().find(|(_, s)| *s == WorkState::Cancelled) {
+            let why = format!("its prerequisite {} was cancelled", WorkId(*p));
+            self.cancel_one(id, &why, now);
         } else if states.iter().all(|(_, s)| *s == WorkState::Succeeded) {
             let merged = match rec.input {
                 Some(_) => None,
