@@ -94,7 +94,7 @@ pub trait Codec: Clone + fmt::Debug + Send + Sync + 'static {
 /// The limit is a const parameter because bincode checks it at compile time:
 /// pick another with `Bincode::<{ 1 << 20 }>::limited()`. It bounds a decode
 /// three ways, so no frame can make the receiver abort, run out of memory or
-/// spin:
+/// spin (for the message types these bounds cover: see the last point):
 ///
 /// - **bytes**: a frame over the limit is [`CodecError::TooLarge`];
 /// - **bincode's count**: each integer its in-memory width whatever its varint
@@ -112,6 +112,15 @@ pub trait Codec: Clone + fmt::Debug + Send + Sync + 'static {
 ///   [`CodecError::TooDeep`] (which bounds the decoder's stack). What `Box`es
 ///   hold, and what `HashSet`s and `BTreeSet`s (charged as sequences) take
 ///   beyond a `Vec`, is not charged.
+/// - **not covered**: the contents of a `Box` (or `Rc`, `Arc`) are charged
+///   as if they sat inside their parent, one byte per value at least, while
+///   they take their full size on the heap. A type that boxes a large
+///   fixed-size value, such as `Vec<Box<[Option<[u64; 4]>; 32]>>` (a boxed
+///   array of 32 `None`s is 33 bytes on the wire and 1,280 on the heap),
+///   lets a frame under the limit make a decode hold many times the limit
+///   (about 40 times for that type). Keep such types out of messages from
+///   senders you do not trust, or give their codec a limit that much
+///   smaller.
 ///
 /// Encoding refuses a message over the limit in bytes or in bincode's count,
 /// so the receiver decodes what a sender sends unless its decoded form

@@ -119,10 +119,15 @@ impl Deadlines {
         let mut state = self.state.lock();
         if !state.heap.is_empty() {
             state.pop_resolved();
+            if state.closed && state.heap.is_empty() {
+                // The last deadline of a closed pool: the timer can go.
+                self.changed.notify_all();
+            }
         }
     }
 
-    /// Stops the timer.
+    /// Takes no more deadlines; the timer goes once those it holds have
+    /// fired or their tasks resolved.
     pub(crate) fn close(&self) {
         self.state.lock().closed = true;
         self.changed.notify_all();
@@ -131,11 +136,14 @@ impl Deadlines {
     fn run(&self) {
         let mut state = self.state.lock();
         loop {
-            if state.closed {
+            state.pop_resolved();
+            // A closed pool takes no new deadlines, but its running tasks'
+            // still fire (their handles may be awaited or watched): the
+            // timer goes once none is left.
+            if state.closed && state.heap.is_empty() {
                 state.thread = false;
                 return;
             }
-            state.pop_resolved();
             match state.heap.peek().copied() {
                 None => {
                     let since = *state.empty_since.get_or_insert_with(Instant::now);

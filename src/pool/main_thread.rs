@@ -45,8 +45,10 @@ impl Wake for Notifier {
 
 /// One watched task, type-erased.
 trait Watched {
-    /// Runs the progress callback on new progress; whether anything ran.
-    fn progress(&mut self) -> bool;
+    /// Runs the progress callback on new progress until `until` (`None`:
+    /// all of it); how many times it ran. Values left wait for the next
+    /// call.
+    fn progress(&mut self, until: Option<Instant>) -> usize;
     /// Takes the result and runs the completion callback, if resolved.
     fn finish(&mut self) -> bool;
     /// Resolves a passed deadline (a queued task never reaches a worker
@@ -58,6 +60,9 @@ struct Watch<W: Worker, P, D> {
     handle: TaskHandle<W>,
     on_progress: P,
     on_done: Option<D>,
+    /// Progress taken from the handle and not delivered yet (a pump's
+    /// budget ran out).
+    backlog: std::collections::VecDeque<W::Progress>,
 }
 
 impl<W, P, D> Watched for Watch<W, P, D>
@@ -66,13 +71,17 @@ where
     P: FnMut(W::Progress),
     D: FnOnce(Result<W::Output, TaskError<W::Error>>),
 {
-    fn progress(&mut self) -> bool {
-        let values = self.handle.progress();
-        let any = !values.is_empty();
-        for value in values {
+    fn progress(&mut self, until: Option<Instant>) -> usize {
+        self.backlog.extend(self.handle.progress());
+        let mut ran = 0;
+        while until.is_none_or(|until| Instant::now() < until) {
+            let Some(value) = self.backlog.pop_front() else {
+                break;
+            };
             (self.on_progress)(value);
+            ran += 1;
         }
-        any
+        ran
     }
 
     fn expire(&mut self) {
@@ -82,16 +91,19 @@ where
     }
 
     fn finish(&mut self) -> bool {
-        match self.handle.try_take() {
-            Some(result) => {
-                self.progress();
-                if let Some(done) = self.on_done.take() {
-                    done(result);
-                }
-                true
-            }
-            None => false,
+        let result = match self.handle.try_take() {
+            Some(result) => result,
+            // Resolved, its result taken before it was handed over (as
+            // `on_reply` does for a taken `Pending`).
+            None if self.handle.is_done() => Err(TaskError::AlreadyTaken),
+            None => return false,
+        };
+        // Its progress before its result, all of it.
+        self.progress(None);
+        if let Some(done) = self.on_done.take() {
+            done(result);
         }
+        true
     }
 }
 
@@ -105,8 +117,8 @@ impl<T, E, D> Watched for ReplyWatch<T, E, D>
 where
     D: FnOnce(Result<T, E>),
 {
-    fn progress(&mut self) -> bool {
-        false
+    fn progress(&mut self, _: Option<Instant>) -> usize {
+        0
     }
 
     fn expire(&mut self) {}
@@ -318,6 +330,7 @@ impl MainThread {
                 handle,
                 on_progress,
                 on_done: Some(on_done),
+                backlog: std::collections::VecDeque::new(),
             }),
         );
     }
@@ -379,9 +392,12 @@ impl MainThread {
         }
     }
 
-    /// Runs ready callbacks until none is left or `budget` is spent;
-    /// returns how many ran. Completed tasks come first, then progress.
-    /// Never blocks.
+    /// Runs ready callbacks until none is left or `budget` is spent (it is
+    /// looked at between callbacks: one callback that takes long still
+    /// overruns it); returns how many ran. Completed tasks come first (a
+    /// task's completion runs after all of its progress), then progress;
+    /// progress values the budget left out wait for the next pump. Never
+    /// blocks.
     ///
     /// # Examples
     ///
@@ -390,11 +406,10 @@ impl MainThread {
         let start = Instant::now();
         let mut ran = self.deliver_ready(start, budget);
         if start.elapsed() < budget {
+            let until = start.checked_add(budget);
             for watched in self.watched.values_mut() {
                 watched.expire();
-                if watched.progress() {
-                    ran += 1;
-                }
+                ran += watched.progress(until);
                 if start.elapsed() >= budget {
                     break;
                 }

@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -79,18 +79,17 @@ pub(crate) struct TaskCell {
     notify: Mutex<Vec<Notify>>,
     /// Woken once when the task resolves (a task awaiting the handle).
     waker: Mutex<Option<Waker>>,
-    /// Whether a worker executes it: `IDLE`, `EXECUTING`, or back to
-    /// `IDLE` once `run` returned. Unlike `state`, which is `DONE` as soon
-    /// as the handle resolves (a deadline, a cancel, a kill), this says
-    /// whether the code may still be running.
-    execution: AtomicU8,
+    /// How many workers may be executing the task's code: counted up when
+    /// one starts it, down once its `run` returned. Unlike `state`, which
+    /// is `DONE` as soon as the handle resolves (a deadline, a cancel, a
+    /// kill), this says whether the code may still be running; a count,
+    /// not a flag, because a retry after a kill runs on a new worker while
+    /// the abandoned run may go on.
+    execution: AtomicU32,
     /// Told each time a progress value arrives (the work manager's
     /// runs in child processes: their progress goes on to its watchers).
     progress_notify: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
-
-const IDLE: u8 = 0;
-const EXECUTING: u8 = 1;
 
 impl TaskCell {
     pub(crate) fn new(id: u64, deadline: Option<Instant>) -> Self {
@@ -104,7 +103,7 @@ impl TaskCell {
             progress: Mutex::new(VecDeque::new()),
             notify: Mutex::new(Vec::new()),
             waker: Mutex::new(None),
-            execution: AtomicU8::new(IDLE),
+            execution: AtomicU32::new(0),
             progress_notify: std::sync::OnceLock::new(),
         }
     }
@@ -124,7 +123,7 @@ impl TaskCell {
     /// resolves the task right after it never looks idle) until
     /// [`returned`](Self::returned).
     pub(crate) fn start_running(&self) -> bool {
-        self.execution.store(EXECUTING, Ordering::Release);
+        self.execution.fetch_add(1, Ordering::AcqRel);
         let started = self
             .state
             .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
@@ -138,13 +137,16 @@ impl TaskCell {
     /// The worker is done with the task: its `run` returned, or it will
     /// not run it.
     pub(crate) fn returned(&self) {
-        self.execution.store(IDLE, Ordering::Release);
+        // Never below zero: a remote task's end may be told twice.
+        let _ = self
+            .execution
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     }
 
     /// Whether a worker may still be executing the task's code (true from
     /// its start until its `run` returns, even after the handle resolved).
     pub(crate) fn executing(&self) -> bool {
-        self.execution.load(Ordering::Acquire) == EXECUTING
+        self.execution.load(Ordering::Acquire) > 0
     }
 
     /// Puts a running task back in the queue (a retry).

@@ -105,6 +105,13 @@ pub(super) fn worker_main<W: Worker>(
         }
         start_here(args).map(|state| Exec::Local(StateGuard(Some(state))))
     };
+    // A restarted worker's uptime starts again (`WorkerStats::uptime`).
+    let restarted = || {
+        let mut q = inner.queue.lock();
+        if q.slots[slot].generation == generation {
+            q.slots[slot].started = Some(Instant::now());
+        }
+    };
     let mut exec = match start(args) {
         Ok(exec) => exec,
         Err(why) => {
@@ -226,6 +233,7 @@ pub(super) fn worker_main<W: Worker>(
             tracing::warn!(target: "isolates", pool = %inner.name, slot, "a worker's child died while idle: the worker restarts");
             inner.counters.restarts.fetch_add(1, Ordering::Relaxed);
             drop(std::mem::replace(&mut exec, fresh));
+            restarted();
         }
         let (outcome, panicked) = match (input, &mut exec) {
             (Err(e), _) => (Outcome::Error(ErrorKind::Codec(e)), false),
@@ -312,7 +320,10 @@ pub(super) fn worker_main<W: Worker>(
                 }
             };
             match start(args) {
-                Ok(fresh) => drop(std::mem::replace(&mut exec, fresh)),
+                Ok(fresh) => {
+                    drop(std::mem::replace(&mut exec, fresh));
+                    restarted();
+                }
                 Err(why) => {
                     tracing::warn!(target: "isolates", pool = %inner.name, slot, %why,
                         "a worker could not restart");
