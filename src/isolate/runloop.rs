@@ -388,8 +388,9 @@ impl<I: Isolate> RunLoop<I> {
             if let Some(reason) = self.urgent() {
                 return Some(reason);
             }
-            // Nobody is left to resume it.
-            if self.is_orphaned() {
+            // Nobody is left to resume it. (A stop waits for a resume: the
+            // messages already queued are handled first, as `stop` says.)
+            if self.orphaned && self.shared.handles.load(Ordering::SeqCst) == 0 {
                 return Some(ExitReason::Normal);
             }
             match self.control_rx.recv() {

@@ -358,12 +358,14 @@ impl<I: Isolate> Shared<I> {
     }
 
     /// Clears what a new incarnation must not inherit: the kill flag, and
-    /// kills, pauses and resumes still queued for the last one. Pings and
-    /// an orphan notice stay (they are about the isolate, not the
-    /// incarnation).
+    /// kills, pauses and resumes still queued for the last one. Pings, an
+    /// orphan notice and a stop stay (they are about the isolate, not the
+    /// incarnation: a `stop` from a handle, sent while the supervisor
+    /// waited out a restart's backoff, stops the next one; only handles
+    /// send it).
     pub(super) fn reset_for_restart(&self, control_rx: &cb::Receiver<Control>) {
         self.kill_requested.store(false, Ordering::SeqCst);
-        let keep = |c: &Control| matches!(c, Control::Ping(_) | Control::Orphaned);
+        let keep = |c: &Control| matches!(c, Control::Ping(_) | Control::Orphaned | Control::Stop);
         let queued: Vec<Control> = control_rx.try_iter().filter(keep).collect();
         for control in queued {
             let _ = self.control_tx.send(control);
