@@ -1,7 +1,6 @@
 //! In-process isolates and supervision where a review found them wrong:
-//! `stop` on a paused isolate or during a restart's backoff, and two bugs
-//! not fixed yet (ignored, each with its reason): an abandoned child's
-//! monitors, and links across a restart.
+//! `stop` on a paused isolate or during a restart's backoff, an abandoned
+//! child's monitors and name, and links across a restart.
 
 mod common;
 
@@ -77,7 +76,6 @@ impl Isolate for Stuck {
 /// ends, which may be never: a monitor never fires although the isolate is
 /// reported dead.
 #[test]
-#[ignore = "known bug, not fixed yet: an abandoned supervised child's monitors, links and name are only told by its thread's own end, and closing it drops the kill queued for that thread (src/isolate/shared.rs `close`, src/isolate/supervised.rs `close`)"]
 fn an_abandoned_child_tells_its_monitors() {
     use isolates::supervisor::{ChildSpec, Shutdown, Supervisor};
     let sup = Supervisor::builder()
@@ -243,7 +241,6 @@ impl Isolate for Linker {
 /// incarnation's too — so X's later death never reaches A's new
 /// incarnation: the link does not fire.
 #[test]
-#[ignore = "known bug, not fixed yet: link entries carry no incarnation, so the old incarnation's exit unlinks the new one's entry in its peer (src/isolate/watch.rs `link`, `tell`, `unlink`)"]
 fn a_link_made_by_a_restarted_incarnation_survives_the_old_ones_exit() {
     relink_after_restart(20_000, "review-core-x");
 }

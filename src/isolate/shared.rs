@@ -536,8 +536,21 @@ impl<I: Isolate> Shared<I> {
         self.closed.store(true, Ordering::SeqCst);
         self.drain();
         // Immediate pings still queued resolve `Dead` when dropped here; the
-        // ordinary ones when the control channel's receiver goes.
-        drop(self.take_urgent());
+        // ordinary ones when the control channel's receiver goes. A kill
+        // stays: an incarnation closed while its thread is still in a
+        // handler (a supervisor gave up on it) ends once the handler
+        // returns, instead of waiting for mail that will not come.
+        if let Some(urgent) = self.take_urgent() {
+            let kills: VecDeque<Control> = urgent
+                .into_iter()
+                .filter(|c| matches!(c, Control::Kill))
+                .collect();
+            if !kills.is_empty() {
+                let mut queue = self.urgent.lock();
+                queue.extend(kills);
+                self.urgent_flag.store(true, Ordering::SeqCst);
+            }
+        }
         for listener in listeners {
             tell(&listener, reason.clone(), &self.name);
         }

@@ -122,10 +122,15 @@ where
         self.shared.kill(priority);
     }
 
-    /// Ends the isolate for good: queued asks resolve with `reason`.
+    /// Ends the isolate for good: queued asks resolve with `reason`. An
+    /// incarnation still running (abandoned: its thread is stuck in a
+    /// handler) is ended here for its watchers: its monitors and links are
+    /// told and its names forgotten now, as the isolate is reported dead
+    /// (its thread's own end, later, finds nothing left to tell).
     pub(crate) fn close(&mut self, reason: ExitReason) {
         self.shared.set_supervisor(None);
-        self.shared.close(reason);
+        self.shared.close(reason.clone());
+        super::runloop::abandon(&self.shared, &reason);
         if let Some(item) = self.leftover.take().and_then(|l| l.into_parts::<I>().1) {
             self.shared.discard(item);
         }

@@ -145,6 +145,9 @@ pub(super) struct Watch {
 
 /// What an ended incarnation must tell and undo.
 pub(super) struct Ended {
+    /// The incarnation that ended: its peers' entries for it are undone,
+    /// not those a later incarnation of the same isolate made.
+    incarnation: u64,
     monitors: Vec<Monitor>,
     links: Vec<Link>,
     pub(super) names: Vec<String>,
@@ -218,6 +221,18 @@ impl Watch {
         table.links.len() != before
     }
 
+    /// Takes off the link to incarnation `incarnation` of `peer_id` (which
+    /// ended); whether it was there. A link a later incarnation of that
+    /// peer made stays.
+    fn unlink_ended(&self, peer_id: u64, incarnation: u64) -> bool {
+        let mut table = self.table.lock();
+        let before = table.links.len();
+        table
+            .links
+            .retain(|l| l.peer_id != peer_id || l.incarnation != incarnation);
+        table.links.len() != before
+    }
+
     /// Adds `name` to the names to forget when the incarnation ends; `false`
     /// if it has ended.
     pub(super) fn add_name(&self, name: &str) -> bool {
@@ -239,6 +254,7 @@ impl Watch {
         let mut table = self.table.lock();
         table.ended = Some(reason.clone());
         Ended {
+            incarnation: table.incarnation,
             monitors: std::mem::take(&mut table.monitors),
             links: std::mem::take(&mut table.links),
             names: std::mem::take(&mut table.names),
@@ -317,7 +333,7 @@ pub(super) fn tell(me: &dyn Peer, ended: Ended, reason: &ExitReason) {
         let Some(peer) = link.peer.upgrade() else {
             continue;
         };
-        if peer.watch().unlink(me.id()) {
+        if peer.watch().unlink_ended(me.id(), ended.incarnation) {
             peer.signal(Signal {
                 incarnation: link.incarnation,
                 down: down(None),
