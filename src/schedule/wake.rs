@@ -314,7 +314,13 @@ impl OsWake {
     /// assert_eq!(wake.crontab_line(), "* * * * * '/usr/bin/notes' '--run-due'");
     /// ```
     pub fn crontab_line(&self) -> String {
-        let args: Vec<String> = self.command.iter().map(|a| sh_quote(a)).collect();
+        // cron ends the command at an unescaped `%` (the rest is its
+        // stdin) and turns `\%` into `%` before the shell sees it.
+        let args: Vec<String> = self
+            .command
+            .iter()
+            .map(|a| sh_quote(a).replace('%', r"\%"))
+            .collect();
         format!("* * * * * {}", args.join(" "))
     }
 
@@ -333,9 +339,16 @@ impl OsWake {
     }
 }
 
+/// How far ahead the OS timer is kept while a work runs (see
+/// [`WorkManager::wake_with_os`]).
+const RUNNING_BACKSTOP: Duration = Duration::from_secs(10 * 60);
+
 impl WorkManager {
     /// Keeps an OS timer ([`OsWake`]) set for this manager's next due
-    /// work, and removes it when none is enqueued: while the app runs its
+    /// work, and removes it when none is enqueued or running (while a work
+    /// runs the timer stays at most 10 minutes ahead, moved on as the run
+    /// lasts, so that a headless run takes up a run the app's end cut
+    /// short): while the app runs its
     /// manager runs the work itself, and once it is closed (or killed) the
     /// OS starts `wake`'s command, the app's headless mode, at the right
     /// time. Sets the timer now, then again on a thread of its own
@@ -377,7 +390,7 @@ impl WorkManager {
         // The store says when the next work is due (an index lookup); the
         // watch only says when to ask again, so nothing is kept per work.
         let (registered, in_place) = crate::oneshot::oneshot();
-        let mut watch = self.watch_changes(WorkQuery::All, registered);
+        let watch = self.watch_changes(WorkQuery::All, registered);
         let reader = std::sync::Arc::clone(&self.shared.reader);
         let next_due = move || match reader.next_due() {
             Ok(at) => Some(at.map(super::clock::from_ms)),
@@ -394,10 +407,22 @@ impl WorkManager {
             .name("isolates-wake".into())
             .spawn(move || {
                 let _running = running;
-                let rearm = |armed: &mut Option<SystemTime>| {
-                    if let Some(next) = next_due()
-                        && next != *armed
-                    {
+                // While a work runs, nothing may be enqueued, yet should the
+                // app be killed the run is lost unless a headless run takes
+                // it up (a start enqueues interrupted runs again): the timer
+                // is kept at most `RUNNING_BACKSTOP` ahead, moved on while
+                // the run lasts.
+                let rearm = |armed: &mut Option<SystemTime>, running: bool| {
+                    let Some(next) = next_due() else {
+                        return;
+                    };
+                    let next = if running {
+                        let backstop = SystemTime::now() + RUNNING_BACKSTOP;
+                        Some(next.map_or(backstop, |n| n.min(backstop)))
+                    } else {
+                        next
+                    };
+                    if next != *armed {
                         *armed = next;
                         if let Err(e) = wake.arm(next) {
                             tracing::warn!(target: "isolates", error = %e,
@@ -405,15 +430,36 @@ impl WorkManager {
                         }
                     }
                 };
+                let mut running: std::collections::HashSet<super::WorkId> =
+                    std::collections::HashSet::new();
+                let note = |running: &mut std::collections::HashSet<super::WorkId>,
+                            info: super::WorkInfo| {
+                    if info.state == super::WorkState::Running {
+                        running.insert(info.id);
+                    } else {
+                        running.remove(&info.id);
+                    }
+                };
                 // A change written before the watch was in place is read
                 // once it is.
                 if in_place.recv_until(None).is_ok() {
-                    rearm(&mut armed);
+                    rearm(&mut armed, false);
                 }
                 // Ends when the manager stops (the watch's sender goes).
-                while let Some(_first) = watch.next() {
-                    watch.drain();
-                    rearm(&mut armed);
+                loop {
+                    let recheck = (!running.is_empty())
+                        .then(|| std::time::Instant::now() + RUNNING_BACKSTOP / 2);
+                    match watch.next_or_quiet(recheck) {
+                        super::watch::Next::Stopped => break,
+                        super::watch::Next::Quiet => {}
+                        super::watch::Next::Change(first) => {
+                            note(&mut running, *first);
+                            for info in watch.drain() {
+                                note(&mut running, info);
+                            }
+                        }
+                    }
+                    rearm(&mut armed, !running.is_empty());
                 }
                 // The manager stopped: set the timer once more, whatever
                 // it was. A timer that fired while the app ran (and found

@@ -14,8 +14,10 @@ use super::request::WorkQuery;
 /// Changes to the works a [`WorkQuery`] selects, as they are stored: first
 /// a snapshot of each, then every change. Changes are stored once per
 /// scheduler turn, so a state that lasted less than a turn is not seen:
-/// new work is seen enqueued first, and a run that starts and ends within
-/// one turn goes from enqueued to its end unseen running. Poll it each frame with
+/// a run that starts and ends within one turn goes from enqueued to its
+/// end unseen running, and new work is seen enqueued first unless its run
+/// starts in the turn that enqueued it (a work whose handler runs in a
+/// child process, with a worker free, is then seen running first). Poll it each frame with
 /// [`try_next`](Self::try_next) or [`drain`](Self::drain), or iterate it on
 /// another thread (the iteration ends when the manager stops). Each
 /// turn's changes arrive together, so the watching thread wakes once a
@@ -90,6 +92,30 @@ impl WorkWatch {
         }
     }
 
+    /// As [`next_until`](Self::next_until), telling a quiet wait from
+    /// the manager's stop.
+    pub(super) fn next_or_quiet(&self, deadline: Option<Instant>) -> Next {
+        loop {
+            if let Some(info) = self.take_ready() {
+                return Next::Change(Box::new(info));
+            }
+            let got = match deadline {
+                Some(d) => self.rx.recv_deadline(d).map_err(|e| e.is_timeout()),
+                None => self.rx.recv().map_err(|_| false),
+            };
+            let batch = match got {
+                Ok(batch) => batch,
+                Err(true) => return Next::Quiet,
+                Err(false) => return Next::Stopped,
+            };
+            let mut ready = self.ready.lock();
+            ready.extend(batch);
+            if let Some(info) = ready.pop_front() {
+                return Next::Change(Box::new(info));
+            }
+        }
+    }
+
     /// The next change, if one is waiting; never blocks.
     ///
     /// # Examples
@@ -136,4 +162,14 @@ impl Iterator for WorkWatch {
     fn next(&mut self) -> Option<WorkInfo> {
         self.next_until(None)
     }
+}
+
+/// What [`WorkWatch::next_or_quiet`] came to.
+pub(super) enum Next {
+    /// A change.
+    Change(Box<WorkInfo>),
+    /// None until the deadline.
+    Quiet,
+    /// The manager stopped.
+    Stopped,
 }

@@ -229,7 +229,10 @@ impl ChildProcess {
         command
             .arg0(format!("{ARG0_CHILD}{}", std::process::id()))
             .stdin(Stdio::from(OwnedFd::from(theirs)))
-            .stderr(Stdio::piped());
+            .stderr(Stdio::piped())
+            // A process group of its own: a kill ends what the child started
+            // too (a tool it runs), not only the child (see `KillSwitch`).
+            .process_group(0);
         if let Some(bytes) = options.max_memory {
             command.env(ENV_MAX_MEMORY, bytes.to_string());
             // glibc reserves 64 MiB of address space per thread arena: under

@@ -110,6 +110,9 @@ impl KillSwitch {
         if let Some(pid) = *self.pid.lock() {
             // A child that exited but is not reaped yet is a zombie: the
             // signal does nothing, and its pid cannot have been reused.
+            // Its group (the child leads one of its own: what it started
+            // goes with it), and the child itself, should it have left it.
+            let _ = rustix::process::kill_process_group(pid, signal);
             let _ = rustix::process::kill_process(pid, signal);
         }
     }

@@ -3,6 +3,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// 2199-12-31 23:59:59 UTC, the last time a systemd calendar takes.
+const SYSTEMD_LAST: i64 = 7_258_118_399;
+
 /// A time in UTC, to the second.
 pub(super) struct Utc {
     pub(super) secs: i64,
@@ -47,8 +50,14 @@ impl Utc {
         )
     }
 
+    /// As a systemd calendar time. systemd takes years 1970 to 2199: a
+    /// time past that is written as the last second it takes (the headless
+    /// run it starts then finds nothing due and sets the timer again).
     pub(super) fn systemd(&self) -> String {
-        let (y, mo, d, h, mi, s) = self.parts();
+        let clamped = Utc {
+            secs: self.secs.clamp(0, SYSTEMD_LAST),
+        };
+        let (y, mo, d, h, mi, s) = clamped.parts();
         format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}")
     }
 
@@ -63,6 +72,19 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn systemd_times_stay_within_the_years_it_takes() {
+        assert_eq!(Utc { secs: SYSTEMD_LAST }.systemd(), "2199-12-31 23:59:59");
+        assert_eq!(
+            Utc {
+                secs: SYSTEMD_LAST + 86_400 * 365 * 500
+            }
+            .systemd(),
+            "2199-12-31 23:59:59"
+        );
+        assert_eq!(Utc { secs: -5 }.systemd(), "1970-01-01 00:00:00");
+    }
 
     #[test]
     fn calendar_dates_from_unix_time() {
