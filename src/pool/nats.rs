@@ -383,6 +383,16 @@ async fn listen(
 ) {
     loop {
         tokio::select! {
+            // Progress first when both are there: a task's last progress
+            // goes out before its result, and must reach the handle before
+            // the result ends the task's route.
+            biased;
+            message = progress.next() => {
+                let Some(message) = message else { return };
+                if let Some((id, body)) = frame::parse_progress(&message.payload) {
+                    routes.send(id, Event::Progress(message.payload.slice_ref(body)));
+                }
+            }
             message = results.next() => {
                 let Some(message) = message else { return };
                 for (id, kind, body) in frame::parse_results(&message.payload).unwrap_or_default() {
@@ -392,12 +402,6 @@ async fn listen(
                 }
                 if let Some(reply) = message.reply {
                     let _ = client.publish(reply, bytes::Bytes::new()).await;
-                }
-            }
-            message = progress.next() => {
-                let Some(message) = message else { return };
-                if let Some((id, body)) = frame::parse_progress(&message.payload) {
-                    routes.send(id, Event::Progress(message.payload.slice_ref(body)));
                 }
             }
         }
@@ -435,6 +439,17 @@ pub(crate) struct RemoteSlot<W: Worker> {
     /// Tasks handed over and not yet given to the bridge: they go
     /// together, before this thread waits (for a place or a task).
     handed: Vec<Submit>,
+}
+
+impl<W: Worker> Drop for RemoteSlot<W> {
+    /// A place taken and not used goes back: a slot's thread that leaves
+    /// (its worker killed, the pool closed) holding one would lose it for
+    /// good.
+    fn drop(&mut self) {
+        if self.holding {
+            self.client.places.give_back();
+        }
+    }
 }
 
 impl<W: Worker> RemoteSlot<W> {

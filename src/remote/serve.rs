@@ -84,6 +84,10 @@ struct Counters {
     garbage: AtomicU64,
     orphaned: AtomicU64,
     cancels: AtomicU64,
+    /// Set by `stop`: the worker threads start no more jobs (those queued
+    /// for them are not acknowledged, so the server hands them to another
+    /// worker).
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// One task for a worker thread.
@@ -157,6 +161,7 @@ impl Served {
     }
 
     pub(crate) fn stop(&self) {
+        self.counters.stopping.store(true, Ordering::SeqCst);
         self.end(Ok(()));
         // Outside the lock: stopping joins the bridge thread.
         let bridge = self.bridge.lock().take();
@@ -323,6 +328,11 @@ fn work<W: Worker, C: Codec>(
     };
     let served = TaskServer::<W, C>::new(codec);
     for job in jobs.iter() {
+        if counters.stopping.load(Ordering::SeqCst) {
+            // Stopped: neither run nor acknowledged, it goes to another
+            // worker.
+            break;
+        }
         let Job {
             cell,
             client,
