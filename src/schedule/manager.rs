@@ -435,8 +435,9 @@ impl WorkManager {
     /// recorded as finished (a handler that may be stopped after its side
     /// effect must be safe to run again). The grace only bounds how long
     /// [`join`](Self::join) waits for such runs to return. The scheduler's
-    /// thread writes the store, then ends. Later requests answer [`WorkError::Stopped`]. Dropping the
-    /// last clone of the manager stops it the same way, without waiting.
+    /// thread writes the store, then ends. Later requests answer
+    /// [`WorkError::Stopped`]. Dropping the last clone of the manager stops
+    /// it the same way, without waiting.
     ///
     /// # Examples
     ///

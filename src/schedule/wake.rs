@@ -348,10 +348,9 @@ impl WorkManager {
     /// work, and removes it when none is enqueued or running (while a work
     /// runs the timer stays at most 10 minutes ahead, moved on as the run
     /// lasts, so that a headless run takes up a run the app's end cut
-    /// short): while the app runs its
-    /// manager runs the work itself, and once it is closed (or killed) the
-    /// OS starts `wake`'s command, the app's headless mode, at the right
-    /// time. Sets the timer now, then again on a thread of its own
+    /// short): while the app runs its manager runs the work itself, and
+    /// once it is closed (or killed) the OS starts `wake`'s command, the
+    /// app's headless mode, at the right time. Sets the timer now, then again on a thread of its own
     /// whenever the next due time changes, and once more when the manager
     /// stops; its [`join`](Self::join) waits for that last one. A timer that
     /// fires while the app runs starts the headless command, which finds
@@ -417,7 +416,21 @@ impl WorkManager {
                         return;
                     };
                     let next = if running {
-                        let backstop = SystemTime::now() + RUNNING_BACKSTOP;
+                        let now = SystemTime::now();
+                        let backstop = match *armed {
+                            // Set already and not due soon: kept, not
+                            // rewritten at each change a run makes (a
+                            // progress report, say); the wait below looks
+                            // every quarter of `RUNNING_BACKSTOP`, so it is
+                            // moved on before it comes due.
+                            Some(at)
+                                if at >= now + RUNNING_BACKSTOP / 2
+                                    && at <= now + RUNNING_BACKSTOP =>
+                            {
+                                at
+                            }
+                            _ => now + RUNNING_BACKSTOP,
+                        };
                         Some(next.map_or(backstop, |n| n.min(backstop)))
                     } else {
                         next
@@ -448,7 +461,7 @@ impl WorkManager {
                 // Ends when the manager stops (the watch's sender goes).
                 loop {
                     let recheck = (!running.is_empty())
-                        .then(|| std::time::Instant::now() + RUNNING_BACKSTOP / 2);
+                        .then(|| std::time::Instant::now() + RUNNING_BACKSTOP / 4);
                     match watch.next_or_quiet(recheck) {
                         super::watch::Next::Stopped => break,
                         super::watch::Next::Quiet => {}
