@@ -390,7 +390,7 @@ impl<I: Isolate> RunLoop<I> {
             }
             // Nobody is left to resume it. (A stop waits for a resume: the
             // messages already queued are handled first, as `stop` says.)
-            if self.orphaned && self.shared.handles.load(Ordering::SeqCst) == 0 {
+            if self.nobody_left() {
                 return Some(ExitReason::Normal);
             }
             match self.control_rx.recv() {
@@ -506,7 +506,12 @@ impl<I: Isolate> RunLoop<I> {
     }
 
     fn is_orphaned(&self) -> bool {
-        self.stopped || (self.orphaned && self.shared.handles.load(Ordering::SeqCst) == 0)
+        self.stopped || self.nobody_left()
+    }
+
+    /// Every handle is gone: nobody can send, resume or stop it any more.
+    fn nobody_left(&self) -> bool {
+        self.orphaned && self.shared.handles.load(Ordering::SeqCst) == 0
     }
 
     /// Waits for the next message, or returns `None` when a control request

@@ -403,8 +403,8 @@ impl Core {
     /// Returns whether a running work has constraints: the scheduler then
     /// polls.
     fn check_running_constraints(&mut self) -> bool {
-        let running: HashSet<u64> = self.runs.running().collect();
-        self.run_constraints.retain(|id, _| running.contains(id));
+        let runs = &self.runs;
+        self.run_constraints.retain(|&id, _| runs.is_running(id));
         let watched: Vec<(u64, Vec<String>)> = self
             .run_constraints
             .iter()

@@ -164,34 +164,37 @@ pub(crate) fn readable(
     reader: &io::BufReader<UnixStream>,
     wait: std::time::Duration,
 ) -> rustix::io::Result<bool> {
-    use rustix::event::{PollFd, PollFlags, Timespec, poll};
-    if !reader.buffer().is_empty() {
-        return Ok(true);
-    }
-    let timeout = Timespec {
-        tv_sec: wait.as_secs().min(i64::MAX as u64) as i64,
-        tv_nsec: i64::from(wait.subsec_nanos()),
-    };
-    let mut fds = [PollFd::new(reader.get_ref(), PollFlags::IN)];
-    poll(&mut fds, Some(&timeout)).map(|n| n > 0)
+    readable_within(reader, Some(wait))
 }
 
 /// Waits, as long as it takes, until a frame can be read from `reader`
 /// (or the end: a read says which). An interrupted `poll` is taken up
 /// again; a failed one is for the caller to weigh.
 pub(crate) fn await_readable(reader: &io::BufReader<UnixStream>) -> rustix::io::Result<()> {
-    use rustix::event::{PollFd, PollFlags, poll};
-    if !reader.buffer().is_empty() {
-        return Ok(());
-    }
     loop {
-        let mut fds = [PollFd::new(reader.get_ref(), PollFlags::IN)];
-        match poll(&mut fds, None) {
+        match readable_within(reader, None) {
             Ok(_) => return Ok(()),
             Err(rustix::io::Errno::INTR) => {}
             Err(e) => return Err(e),
         }
     }
+}
+
+/// [`readable`] waiting at most `wait` (`None`: as long as it takes).
+fn readable_within(
+    reader: &io::BufReader<UnixStream>,
+    wait: Option<std::time::Duration>,
+) -> rustix::io::Result<bool> {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    if !reader.buffer().is_empty() {
+        return Ok(true);
+    }
+    let timeout = wait.map(|wait| Timespec {
+        tv_sec: wait.as_secs().min(i64::MAX as u64) as i64,
+        tv_nsec: i64::from(wait.subsec_nanos()),
+    });
+    let mut fds = [PollFd::new(reader.get_ref(), PollFlags::IN)];
+    poll(&mut fds, timeout.as_ref()).map(|n| n > 0)
 }
 
 /// Reads one frame whose body is at most `limit` bytes.
