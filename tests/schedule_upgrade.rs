@@ -20,6 +20,8 @@ const T: Duration = Duration::from_secs(10);
 /// 2025-01-01T00:00:00Z, the fixture's clock, in seconds.
 const T0: u64 = 1_735_689_600;
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/store-v1.db");
+/// The same works written by the build before the store's log (schema 3).
+const FIXTURE_V3: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/store-v3.db");
 
 /// A copy of the fixture in a directory of its own, removed when dropped:
 /// opening it upgrades it in place.
@@ -27,13 +29,17 @@ struct Copy(PathBuf);
 
 impl Copy {
     fn new(name: &str) -> Self {
+        Self::of(FIXTURE, name)
+    }
+
+    fn of(fixture: &str, name: &str) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "isolates-schedule-upgrade-{}-{name}",
             std::process::id()
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::copy(FIXTURE, dir.join("works.db")).unwrap();
+        std::fs::copy(fixture, dir.join("works.db")).unwrap();
         Copy(dir)
     }
 
@@ -159,7 +165,7 @@ fn the_fixture_is_todays_format() {
     assert_eq!(header_version(FIXTURE), 1, "the fixture was changed");
     let copy = Copy::new("untouched");
     drop(WorkStore::open(copy.db()).unwrap());
-    assert_eq!(user_version(&copy.db()), 3);
+    assert_eq!(user_version(&copy.db()), 4);
     assert_eq!(header_version(FIXTURE), 1);
 }
 
@@ -173,9 +179,9 @@ fn a_store_of_schema_1_opens_after_the_upgrade_untouched_in_meaning() {
         assert_eq!(store.unreadable().unwrap(), []);
         assert_eq!(store.works().unwrap(), expected());
     }
-    // Upgraded: schema 3, each row knows its layout, and no row's bytes
+    // Upgraded: schema 4, each row knows its layout, and no row's bytes
     // were rewritten by opening.
-    assert_eq!(user_version(&copy.db()), 3);
+    assert_eq!(user_version(&copy.db()), 4);
     assert_eq!(rows(&copy.db()), before);
     let conn = rusqlite::Connection::open(copy.db()).unwrap();
     let layouts: Vec<Option<i64>> = conn
@@ -190,6 +196,45 @@ fn a_store_of_schema_1_opens_after_the_upgrade_untouched_in_meaning() {
     // Opening again is not a second upgrade: the same works.
     let store = WorkStore::open(copy.db()).unwrap();
     assert_eq!(store.works().unwrap(), expected());
+}
+
+/// A store of schema 3 (written by the build before commits went through
+/// the store's log) opens as schema 4 with every work as it was: its rows
+/// and columns are not touched, a manager finds its works by tag, handler
+/// and unique name, and new work is numbered after them.
+#[test]
+fn a_store_of_schema_3_opens_after_the_upgrade_untouched_in_meaning() {
+    assert_eq!(header_version(FIXTURE_V3), 3, "the fixture was changed");
+    let copy = Copy::of(FIXTURE_V3, "meaning-v3");
+    let before = rows(&copy.db());
+    {
+        let store = WorkStore::open(copy.db()).expect("the schema-3 store opens");
+        assert_eq!(store.unreadable().unwrap(), []);
+        assert_eq!(store.works().unwrap(), expected());
+    }
+    assert_eq!(user_version(&copy.db()), 4);
+    assert_eq!(rows(&copy.db()), before);
+    let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(T0));
+    let manager = WorkManager::builder(WorkStore::open(copy.db()).unwrap())
+        .clock(clock.clone())
+        .handler_fn("greet", |name: String, _: &WorkContext<'_>| {
+            WorkResult::Success(format!("hello, {name}"))
+        })
+        .spawn()
+        .unwrap();
+    let ids = |q: WorkQuery| -> Vec<u64> { manager.infos(&q).iter().map(|i| i.id.0).collect() };
+    assert_eq!(ids(WorkQuery::Tag("ui".into())), [1]);
+    assert_eq!(ids(WorkQuery::Tag("square".into())), [3, 4, 6]);
+    assert_eq!(ids(WorkQuery::UniqueName("later-sum".into())), [6, 7]);
+    let new = manager
+        .enqueue(WorkRequest::once("greet").input("again"))
+        .wait()
+        .unwrap();
+    assert_eq!(new.ids(), [WorkId(11)]);
+    assert!(manager.wait_finished(WorkId(11), T).is_some());
+    manager.stop();
+    assert!(manager.join(T));
+    assert_eq!(header_version(FIXTURE_V3), 3);
 }
 
 /// The upgrade to schema 3 fills the columns the store is searched by from
@@ -403,7 +448,7 @@ fn a_failed_migration_leaves_the_store_as_it_was() {
     let before = rows(&copy.db());
     let err = WorkStore::open(copy.db()).unwrap_err();
     match &err {
-        StoreError::Migration { from, to, .. } => assert_eq!((*from, *to), (1, 3)),
+        StoreError::Migration { from, to, .. } => assert_eq!((*from, *to), (1, 4)),
         other => panic!("expected a migration error, got {other:?}"),
     }
     let text = err.to_string();
@@ -426,7 +471,7 @@ fn a_failed_second_step_leaves_the_store_at_its_first_schema() {
     }
     let before = rows(&copy.db());
     match WorkStore::open(copy.db()).unwrap_err() {
-        StoreError::Migration { from, to, .. } => assert_eq!((from, to), (2, 3)),
+        StoreError::Migration { from, to, .. } => assert_eq!((from, to), (2, 4)),
         other => panic!("expected a migration error, got {other:?}"),
     }
     assert_eq!(user_version(&copy.db()), 1);

@@ -10,8 +10,11 @@ use serde::{Deserialize, Serialize};
 use super::clock::from_ms;
 use super::request::{Alarm, InputMerger, StoredBackoff, WorkId, WorkInfo, WorkQuery, WorkState};
 
+mod batch;
+mod behind;
 mod check;
 mod checkpoint;
+mod db;
 mod ids;
 mod layout;
 mod lock;
@@ -360,6 +363,18 @@ impl WorkStore {
     /// its `fsync` (only when writes never pause: then one commit in about
     /// 2,000 does).
     ///
+    /// Where the store is locked (Linux), a commit is one append to a log
+    /// beside it, `<path>-log` (and `<path>-log2` in turn), which a
+    /// second thread, `isolates-store-log`, folds into the database many
+    /// commits at a time, a few milliseconds later (asleep otherwise).
+    /// Durability is the database's own (WAL, `synchronous=NORMAL`): a
+    /// commit survives the process being killed, a power cut may lose the
+    /// last ones but never breaks the store. Every read of the store
+    /// folds first, so it sees every commit. A clean close folds the rest
+    /// and removes the log; after a crash the next open folds it in. Keep
+    /// the `-log` files with the database when you copy a store that is
+    /// open, as you would its `-wal`.
+    ///
     /// # Errors
     ///
     /// [`StoreError::NotADatabase`], [`StoreError::Foreign`],
@@ -601,6 +616,16 @@ mod tests {
     use super::*;
     use crate::schedule::table::tests::{spec, table};
 
+    impl WorkStore {
+        /// The file store's log, where it has one.
+        pub(super) fn log(&self) -> Option<&behind::Behind> {
+            match &self.backend {
+                Backend::File(sql) => sql.behind(),
+                Backend::Memory(_) => None,
+            }
+        }
+    }
+
     /// A file for a store, removed (with its WAL and lock files) on drop.
     pub(super) struct TempStore(pub(super) PathBuf);
 
@@ -616,7 +641,7 @@ mod tests {
         }
 
         fn remove(&self) {
-            for suffix in ["", "-wal", "-shm", "-lock"] {
+            for suffix in ["", "-wal", "-shm", "-lock", "-log", "-log2"] {
                 let mut p = self.0.as_os_str().to_owned();
                 p.push(suffix);
                 let _ = std::fs::remove_file(p);
@@ -638,9 +663,9 @@ mod tests {
         let id = t.add_chain(vec![vec![spec("a")]], None, Vec::new(), 0)[0].0;
         let (mut puts, _, _) = t.pending();
         let work = puts.next().cloned().expect("the new work");
-        // One work a write, as callers that wait for each enqueue write
-        // them, without a pause: about two WAL pages each, the WAL past
-        // the writer's own threshold three times over.
+        // One work a commit, without a pause: about two WAL pages each,
+        // the WAL past the writer's own threshold three times over. (A
+        // read after each write folds it from the log on its own.)
         let n = 6000;
         for k in 0..n {
             let mut rec = work.clone();
@@ -648,6 +673,7 @@ mod tests {
             store
                 .write([&rec], &[], &HashMap::from([(rec.id, false)]))
                 .unwrap();
+            store.max_id().unwrap();
         }
         let Backend::File(sql) = &store.backend else {
             panic!("a file store");

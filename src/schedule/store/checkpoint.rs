@@ -3,9 +3,10 @@
 //! SQLite copies the WAL back into the database (a checkpoint) from the
 //! connection whose commit took the WAL past 1,000 pages: that commit then
 //! waits for the copy and an `fsync`, several milliseconds, about once in
-//! 500 commits of one work. The store's writes run on the scheduler's
-//! thread or, for a caller that waits for its enqueue, on the caller's
-//! thread (a UI thread among them). So the store hands the checkpoints to
+//! 500 commits of one work. The store's writes run on its log's fold
+//! thread (see [`behind`](super::behind)), or, where it has none, on the
+//! scheduler's thread or, for a caller that waits for its enqueue, on the
+//! caller's thread (a UI thread among them). So the store hands the checkpoints to
 //! a thread with a connection of its own: the writer nudges it every
 //! [`NUDGE_EVERY`] works written, and it checkpoints (`PASSIVE`: it never
 //! waits for a writer or a reader) when the WAL has grown past

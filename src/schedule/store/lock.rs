@@ -68,6 +68,12 @@ pub(super) struct StoreLock {
 }
 
 impl StoreLock {
+    /// Whether no other opener can hold the store while this lock is
+    /// held (where stores are locked).
+    pub(super) fn is_exclusive(&self) -> bool {
+        cfg!(target_os = "linux")
+    }
+
     /// Locks the store at `db` (which exists), or says who holds it.
     #[cfg(target_os = "linux")]
     pub(super) fn acquire(db: &Path) -> Result<Self, StoreError> {

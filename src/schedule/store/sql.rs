@@ -2,37 +2,33 @@
 //! row a work (its record's bytes and the columns of `query.rs`), locked
 //! to one opener at a time (`lock.rs`), brought to this build's schema by
 //! `migrate.rs`, its WAL checkpointed on a thread of its own
-//! (`checkpoint.rs`).
+//! (`checkpoint.rs`), its commits appended to a log that a thread of its
+//! own folds into it (`behind.rs`) where it is locked.
 //!
 //! [`WorkStore::open`]: super::WorkStore::open
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
+use parking_lot::Mutex;
+use rusqlite::Connection;
 
-use super::layout::LAYOUT;
-use super::query::{self, DueKey, DuePage};
+use super::batch::Batch;
+use super::db::Db;
+use super::query::{DueKey, DuePage};
 use super::reader::StoreReader;
-use super::{
-    APPLICATION_ID, Opening, Record, SCHEMA_VERSION, StoreError, UnreadableWork, checkpoint, ids,
-    io, lock, migrate,
-};
-use crate::codec::{Bincode, Codec};
+use super::{Opening, Record, StoreError, UnreadableWork, behind, io, lock};
 use crate::schedule::request::WorkQuery;
 
 /// An open store file.
 pub(super) struct SqlStore {
-    /// Checkpoints the WAL off the writer's thread (see [`checkpoint`]);
-    /// dropped first, so the writer's connection closes last.
-    checkpointer: Option<checkpoint::Checkpointer>,
-    conn: Connection,
+    /// Where the store is locked to one opener: its log, whose appends
+    /// are the commits (see [`behind`]); dropped first, folding what
+    /// waits.
+    behind: Option<behind::Behind>,
+    db: Arc<Mutex<Db>>,
     path: PathBuf,
-    /// Where `sqlite_sequence` stands (see [`ids`]).
-    ids: ids::IdReserve,
-    /// Handler names known to be in `work_handlers` (see [`query`]).
-    handlers: HashSet<String>,
     /// Released after the connection closed (fields drop in order).
     _lock: lock::StoreLock,
 }
@@ -44,43 +40,26 @@ impl SqlStore {
         let path = path.to_path_buf();
         lock::check_header(&path)?;
         let held = lock::StoreLock::acquire(&path)?;
-        let conn = Connection::open(&path).map_err(io)?;
-        conn.busy_timeout(Duration::from_secs(5)).map_err(io)?;
-        let mut store = SqlStore {
-            checkpointer: None,
-            conn,
-            path,
-            ids: ids::IdReserve::default(),
-            handlers: HashSet::new(),
-            _lock: held,
+        let db = Db::open(&path)?;
+        let db = Arc::new(Mutex::new(db));
+        let behind = if held.is_exclusive() {
+            Some(behind::Behind::open(Arc::clone(&db), &path)?)
+        } else {
+            None
         };
-        store.check_and_init()?;
-        store.start_checkpointer();
-        Ok(store)
+        Ok(SqlStore {
+            behind,
+            db,
+            path,
+            _lock: held,
+        })
     }
 
-    /// Hands the WAL's checkpoints to a thread of their own, leaving the
-    /// writer's connection SQLite's own at [`checkpoint::WRITER_PAGES`]
-    /// pages instead of 1,000 (see [`checkpoint`]); leaves them as they
-    /// were if that thread cannot be had.
-    fn start_checkpointer(&mut self) {
-        let Ok(page_size) = self
-            .conn
-            .query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))
-        else {
-            return;
-        };
-        let Some(checkpointer) =
-            checkpoint::Checkpointer::start(&self.path, page_size.unsigned_abs())
-        else {
-            return;
-        };
-        if self
-            .conn
-            .pragma_update(None, "wal_autocheckpoint", checkpoint::WRITER_PAGES)
-            .is_ok()
-        {
-            self.checkpointer = Some(checkpointer);
+    /// Runs `read` on the database once every commit is in it.
+    fn read<R>(&self, read: impl FnOnce(&Db) -> R) -> Result<R, StoreError> {
+        match &self.behind {
+            Some(behind) => behind.shared().read(read),
+            None => Ok(read(&self.db.lock())),
         }
     }
 
@@ -88,15 +67,19 @@ impl SqlStore {
     /// SQLite's own checkpoints are on).
     #[cfg(test)]
     pub(super) fn checkpoints(&self) -> Option<u64> {
-        self.checkpointer.as_ref().map(|c| c.checkpoints())
+        self.db.lock().checkpoints()
     }
 
     /// SQLite's `wal_autocheckpoint` on the writer's connection.
     #[cfg(test)]
     pub(super) fn autocheckpoint(&self) -> i64 {
-        self.conn
-            .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
-            .unwrap_or(-1)
+        self.db.lock().autocheckpoint()
+    }
+
+    /// Tests: the log (where there is one).
+    #[cfg(test)]
+    pub(super) fn behind(&self) -> Option<&behind::Behind> {
+        self.behind.as_ref()
     }
 
     /// The store's file.
@@ -104,359 +87,76 @@ impl SqlStore {
         &self.path
     }
 
-    /// Refuses what is not ours before writing anything; sets up a new
-    /// store, or brings an older one to this build's schema.
-    fn check_and_init(&mut self) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let not_db = |e: rusqlite::Error| match e.sqlite_error_code() {
-            Some(ErrorCode::NotADatabase) => StoreError::NotADatabase { path: path.clone() },
-            Some(ErrorCode::DatabaseCorrupt) => StoreError::Corrupt {
-                path: path.clone(),
-                detail: e.to_string(),
-            },
-            _ => io(e),
-        };
-        let app: i32 = self
-            .conn
-            .query_row("PRAGMA application_id", [], |r| r.get(0))
-            .map_err(not_db)?;
-        let version: i32 = self
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(not_db)?;
-        let tables: i64 = self
-            .conn
-            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
-            .map_err(not_db)?;
-        if app == 0 && tables == 0 {
-            // A new (empty) database: make it ours.
-            self.conn
-                .pragma_update(None, "journal_mode", "WAL")
-                .map_err(io)?;
-            self.conn
-                .execute_batch(&format!(
-                    "BEGIN;
-                     -- AUTOINCREMENT: sqlite_sequence keeps the highest id ever
-                     -- stored, so ids of deleted (pruned) works are not reused.
-                     -- layout: the row layout `record` was written in (see layout.rs).
-                     -- handler, state, due, uniq: see store/query.rs.
-                     CREATE TABLE works (id INTEGER PRIMARY KEY AUTOINCREMENT, record BLOB NOT NULL,
-                                         layout INTEGER, handler TEXT, state INTEGER,
-                                         due INTEGER, uniq TEXT);
-                     {}
-                     PRAGMA application_id = {APPLICATION_ID};
-                     PRAGMA user_version = {SCHEMA_VERSION};
-                     COMMIT;",
-                    migrate::INDEXES
-                ))
-                .map_err(io)?;
-        } else if app != APPLICATION_ID {
-            return Err(StoreError::Foreign {
-                path,
-                application_id: app,
-            });
-        } else if version > SCHEMA_VERSION {
-            return Err(StoreError::TooNew {
-                path,
-                version,
-                supported: SCHEMA_VERSION,
-            });
-        } else {
-            let check: String = self
-                .conn
-                .query_row("PRAGMA quick_check", [], |r| r.get(0))
-                .map_err(not_db)?;
-            if check != "ok" {
-                return Err(StoreError::Corrupt {
-                    path,
-                    detail: check,
-                });
-            }
-            self.conn
-                .pragma_update(None, "journal_mode", "WAL")
-                .map_err(io)?;
-            migrate::run(&mut self.conn, version, &path)?;
-        }
-        // WAL with NORMAL sync: a commit survives the process being
-        // killed; only a power cut can lose the last commits.
-        self.conn
-            .pragma_update(None, "synchronous", "NORMAL")
-            .map_err(io)?;
-        Ok(())
-    }
-
     /// Reads every row.
     pub(super) fn load(&self) -> Result<(Vec<Record>, Vec<UnreadableWork>), StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, layout, record FROM works ORDER BY id")
-            .map_err(io)?;
-        let mut rows = stmt.query([]).map_err(io)?;
-        let (mut good, mut bad) = (Vec::new(), Vec::new());
-        while let Some(row) = rows.next().map_err(io)? {
-            match query::read_row(row).map_err(io)? {
-                Ok(rec) => good.push(rec),
-                Err(why) => bad.push(why),
-            }
-        }
-        Ok((good, bad))
+        self.read(Db::load)?
     }
 
-    /// What a manager loads when it starts: every work that is not
-    /// enqueued, and the first `page` enqueued works by (due, id); see
-    /// [`Opening`].
+    /// What a manager loads when it starts; see [`Opening`].
     pub(super) fn opening(&self, page: usize) -> Result<Opening, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT id, layout, record, state IS NULL FROM works INDEXED BY works_held
-                 WHERE state IS NOT 0 ORDER BY id",
-            )
-            .map_err(io)?;
-        let mut rows = stmt.query([]).map_err(io)?;
-        let mut opening = Opening::default();
-        while let Some(row) = rows.next().map_err(io)? {
-            let unindexed: bool = row.get(3).map_err(io)?;
-            match query::read_row(row).map_err(io)? {
-                Ok(rec) => {
-                    if unindexed {
-                        opening.unindexed.push(rec.id);
-                    }
-                    opening.records.push(query::with_implicit_tag(rec));
-                }
-                Err(why) => opening.unreadable.push(why),
-            }
-        }
-        let (due, horizon) = query::due_after(&self.conn, None, page, &mut opening.unreadable)?;
-        query::foreign_dues(&self.conn, &mut opening.unreadable)?;
-        opening.records.extend(due);
-        opening.unreadable.sort_by_key(|u| u.id);
-        opening.horizon = horizon;
-        Ok(opening)
+        self.read(|db| db.opening(page))?
     }
 
-    /// The next `n` enqueued works after `after` in (due, id) order, and
-    /// the key of the last, if more may follow. Rows that cannot be read
-    /// are logged and left in the store as they are.
+    /// The next `n` enqueued works after `after` in (due, id) order.
     pub(super) fn due_after(&self, after: DueKey, n: usize) -> Result<DuePage, StoreError> {
-        let mut unreadable = Vec::new();
-        let page = query::due_after(&self.conn, Some(after), n, &mut unreadable)?;
-        for bad in unreadable {
-            tracing::warn!(target: "isolates", work = %bad.id, reason = %bad.reason,
-                "a stored work could not be read; it is left in the store untouched");
-        }
-        Ok(page)
+        self.read(|db| db.due_after(after, n))?
     }
 
     /// The readable works `query` selects, by id.
     pub(super) fn select(&self, query: &WorkQuery) -> Result<Vec<Record>, StoreError> {
-        query::select(&self.conn, query)
+        self.read(|db| db.select(query))?
     }
 
     /// The readable enqueued works `query` selects, in no order.
     pub(super) fn enqueued(&self, query: &WorkQuery) -> Result<Vec<Record>, StoreError> {
-        query::enqueued(&self.conn, query)
+        self.read(|db| db.enqueued(query))?
     }
 
-    /// A second connection for the manager's queries.
+    /// A second connection for the manager's queries; its reads first
+    /// fold what the log holds.
     pub(super) fn reader(&self) -> Result<StoreReader, StoreError> {
         let conn = Connection::open(&self.path).map_err(io)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(io)?;
         conn.pragma_update(None, "query_only", true).map_err(io)?;
-        Ok(StoreReader::new(conn))
+        Ok(StoreReader::new(
+            conn,
+            self.behind.as_ref().map(behind::Behind::weak),
+        ))
     }
 
-    /// The highest id the store ever held, readable or not, deleted or
-    /// not: ids are never reused.
+    /// The highest id the store ever held; see [`Db::max_id`].
     pub(super) fn max_id(&self) -> Result<u64, StoreError> {
-        let max: Option<i64> = self
-            .conn
-            .query_row("SELECT max(id) FROM works", [], |r| r.get(0))
-            .optional()
-            .map_err(io)?
-            .flatten();
-        let sequence: bool = self
-            .conn
-            .query_row(
-                "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'sqlite_sequence'",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(io)?;
-        let ever: Option<i64> = if sequence {
-            self.conn
-                .query_row(
-                    "SELECT seq FROM sqlite_sequence WHERE name = 'works'",
-                    [],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(io)?
-        } else {
-            None
-        };
-        match max.max(ever) {
-            // A row from elsewhere took the last ids: new work could not be
-            // stored.
-            Some(i64::MAX) => Err(StoreError::Corrupt {
-                path: self.path.clone(),
-                detail: format!("a row has the id {}, the last there is", i64::MAX),
-            }),
-            m => Ok(m.map_or(0, |m| m.max(0).unsigned_abs())),
-        }
+        self.read(Db::max_id)?
     }
 
-    /// Writes `puts` and deletes `deletes` in one transaction; the works
-    /// `retag` names (new, or their tags changed) have their tags written,
-    /// their old tag rows deleted first where the flag says there may be
-    /// some.
+    /// Writes `puts` and deletes `deletes`; see [`Db::apply`]. With a
+    /// log, an append to it.
     pub(super) fn write(
         &mut self,
         puts: &[&Record],
         deletes: &[u64],
         retag: &std::collections::HashMap<u64, bool>,
     ) -> Result<(), StoreError> {
-        let codec = Bincode::new();
-        let guard = WriteTx::begin(&self.conn).map_err(io)?;
-        let tx = guard.conn;
-        // Deleted ids count: a work pruned in the turn that made it was
-        // never put, and its id must not be handed out again either.
-        let max = puts
-            .iter()
-            .map(|r| r.id)
-            .chain(deletes.iter().copied())
-            .filter_map(|id| i64::try_from(id).ok())
-            .max();
-        let covered = self.ids.cover(tx, max).map_err(io)?;
-        // Handler names written in this transaction.
-        let mut fresh: Vec<&str> = Vec::new();
-        {
-            let mut put = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO works (id, record, layout, handler, state, due, uniq)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )
-                .map_err(io)?;
-            // A new work's id is fresh: a plain insert (no REPLACE, which
-            // looks for a row to delete and keeps a statement journal).
-            let mut add = tx
-                .prepare_cached(
-                    "INSERT INTO works (id, record, layout, handler, state, due, uniq)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )
-                .map_err(io)?;
-            // A stored work changes in place: cheaper than a REPLACE,
-            // which deletes the row and inserts it again.
-            let mut change = tx
-                .prepare_cached(
-                    "UPDATE works SET record = ?2, layout = ?3, handler = ?4, state = ?5,
-                     due = ?6, uniq = ?7 WHERE id = ?1",
-                )
-                .map_err(io)?;
-            let mut tag = tx
-                .prepare_cached("INSERT OR IGNORE INTO work_tags (tag, id) VALUES (?1, ?2)")
-                .map_err(io)?;
-            let mut bytes = Vec::new();
-            for &rec in puts {
-                bytes.clear();
-                codec.encode(rec, &mut bytes).map_err(|e| {
-                    StoreError::Io(format!("work {} could not be encoded: {e}", rec.id))
-                })?;
-                let id = i64::try_from(rec.id).map_err(|_| StoreError::Io("id overflow".into()))?;
-                let (handler, state, due, uniq) = query::columns(rec);
-                let tags = retag.get(&rec.id).copied();
-                if tags == Some(true) {
-                    query::untag(tx, id)?;
-                }
-                let row = params![id, bytes, LAYOUT, handler, state, due, uniq];
-                // A new work (tags to put, none to delete) is not stored
-                // yet; another most likely is.
-                let done = if tags == Some(false) {
-                    match add.execute(row) {
-                        Ok(_) => true,
-                        // Stored after all: replaced below.
-                        Err(rusqlite::Error::SqliteFailure(e, _))
-                            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-                        {
-                            false
-                        }
-                        Err(e) => return Err(io(e)),
-                    }
-                } else {
-                    change.execute(row).map_err(io)? == 1
-                };
-                if !done {
-                    put.execute(row).map_err(io)?;
-                }
-                if tags.is_some() {
-                    for t in query::explicit_tags(rec) {
-                        tag.execute(params![t, id]).map_err(io)?;
-                    }
-                }
-                if !self.handlers.contains(&rec.handler) && !fresh.contains(&rec.handler.as_str()) {
-                    tx.prepare_cached("INSERT OR IGNORE INTO work_handlers (name) VALUES (?1)")
-                        .map_err(io)?
-                        .execute([&rec.handler])
-                        .map_err(io)?;
-                    fresh.push(&rec.handler);
-                }
-            }
-            if !deletes.is_empty() {
-                let mut del = tx
-                    .prepare_cached("DELETE FROM works WHERE id = ?1")
-                    .map_err(io)?;
-                for &id in deletes {
-                    let id = i64::try_from(id).map_err(|_| StoreError::Io("id overflow".into()))?;
-                    query::untag(tx, id)?;
-                    del.execute(params![id]).map_err(io)?;
-                }
+        match &self.behind {
+            Some(behind) => behind.write(puts, deletes, retag),
+            None => {
+                let (batch, _) = Batch::encode(puts, deletes, retag)?;
+                self.db.lock().apply(std::slice::from_ref(&batch))
             }
         }
-        guard.commit().map_err(io)?;
-        if let Some(checkpointer) = &mut self.checkpointer {
-            checkpointer.wrote(puts.len() + deletes.len());
-        }
-        self.ids.committed(covered);
-        self.handlers.extend(fresh.into_iter().map(str::to_owned));
-        Ok(())
     }
 
     /// At a clean stop, after the last write: gives back the ids set aside
-    /// ahead of those written (see [`ids`]), so the next start numbers on
-    /// from the highest id stored.
+    /// ahead of those written (see [`ids`]).
     ///
     /// # Errors
     ///
     /// [`StoreError::Io`] if the store cannot be written; ids after the
     /// next start then skip the ones set aside, and stay unique.
     pub(super) fn release_ids(&mut self) -> Result<(), StoreError> {
-        self.ids.release(&self.conn).map_err(io)
-    }
-}
-
-/// A write's transaction, its `BEGIN` and `COMMIT` prepared once for the
-/// connection (rusqlite's `Transaction` parses them at every write); rolled
-/// back if dropped uncommitted, as rusqlite's is.
-struct WriteTx<'c> {
-    conn: &'c Connection,
-}
-
-impl<'c> WriteTx<'c> {
-    fn begin(conn: &'c Connection) -> rusqlite::Result<Self> {
-        conn.prepare_cached("BEGIN")?.execute([])?;
-        Ok(WriteTx { conn })
-    }
-
-    /// Commits; on failure the transaction is rolled back (when dropped).
-    fn commit(self) -> rusqlite::Result<()> {
-        self.conn.prepare_cached("COMMIT")?.execute([]).map(drop)
-    }
-}
-
-impl Drop for WriteTx<'_> {
-    fn drop(&mut self) {
-        if !self.conn.is_autocommit() {
-            let _ = self.conn.execute_batch("ROLLBACK");
+        if let Some(behind) = &self.behind {
+            behind.shared().fold()?;
         }
+        self.db.lock().release_ids()
     }
 }
