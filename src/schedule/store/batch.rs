@@ -31,6 +31,14 @@ pub(super) struct Batch {
     pub(super) retag: HashMap<u64, bool>,
 }
 
+/// A place in the store's log: the generation of a log file and an
+/// offset in it. Ordered as the log's frames are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct LogMark {
+    pub(super) generation: u64,
+    pub(super) offset: u64,
+}
+
 /// A batch as a log holds it.
 #[derive(Debug, Serialize, Deserialize)]
 struct Frame {
@@ -92,6 +100,17 @@ impl Batch {
             ));
         }
         let frame: Frame = Bincode::new().decode(payload).map_err(|e| e.to_string())?;
+        // Ids are SQLite's (i64): a frame with another is not one we wrote.
+        let max = i64::MAX.unsigned_abs();
+        if frame
+            .puts
+            .iter()
+            .map(|(id, _)| *id)
+            .chain(frame.deletes.iter().copied())
+            .any(|id| id > max)
+        {
+            return Err("a frame with an id past the last SQLite has".into());
+        }
         let puts = frame
             .puts
             .into_iter()

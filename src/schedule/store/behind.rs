@@ -15,14 +15,19 @@
 //!   store's mode: a commit survives the process being killed (the frame
 //!   is in the kernel's cache, as SQLite's WAL page is); a power cut can
 //!   lose the last commits, never the store's consistency (a torn or
-//!   damaged tail of the log fails its checksum and is ignored, and the
-//!   log is cut only after the commits folded from it are synced).
+//!   damaged tail of the log fails its checksum and is ignored, a full
+//!   log is synced before appends move to the other one, and removed only
+//!   after the commits folded from it are synced).
 //! - **Reads** see every commit: each read of the store (the manager's
 //!   and its queries' from the app's threads) first folds what waits.
-//! - **At open** the logs left by a process that did not close the store
-//!   are folded in before anything is read. A frame already folded is
-//!   folded again harmlessly: each writes whole rows and deletes, so the
-//!   store ends as it was.
+//! - **How far the log is folded** is a row of the database
+//!   ([`LogMark`]: a log's generation and an offset in it), written in
+//!   the transaction of each fold. At open, the frames after it in the
+//!   logs left by a process that did not close the store are folded in
+//!   before anything is read; those before it are not written again, so
+//!   a write that went to SQLite directly, or a commit that reached the
+//!   database while a power cut tore its frame off the log, is never
+//!   undone by an older frame.
 //! - **Big writes** (over [`DIRECT_BYTES`]) go to SQLite directly, after
 //!   what waits, as do writes while [`MAX_WAITING`] batches or
 //!   [`MAX_WAITING_BYTES`] wait (the fold has fallen behind: the writer
@@ -48,12 +53,14 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::batch::Batch;
+use super::batch::{Batch, LogMark};
 use super::db::Db;
 use super::{Record, StoreError};
 
 /// The first bytes of a log file; a generation number (u64) follows.
 pub(super) const MAGIC: &[u8; 8] = b"ISOWLOG1";
+/// A log file's header: [`MAGIC`] and the generation.
+const HEAD_LEN: u64 = 16;
 /// The fold runs once this many batches wait.
 pub(super) const FOLD_AT: usize = 256;
 /// ... or once their frames hold this many bytes.
@@ -234,8 +241,13 @@ impl Behind {
         }
         let held = q.bytes;
         drop(queue);
-        if n >= MAX_WAITING || held >= MAX_WAITING_BYTES {
-            self.shared.fold()?;
+        if (n >= MAX_WAITING || held >= MAX_WAITING_BYTES)
+            && let Err(e) = self.shared.fold()
+        {
+            // The commit is in the log all the same: the fold thread
+            // tries again.
+            tracing::warn!(target: "isolates", error = %e,
+                "the store's log could not be folded into SQLite; it keeps growing until it can");
         }
         Ok(())
     }
@@ -300,7 +312,7 @@ impl Shared {
     }
 
     fn fold_locked(&self, db: &mut Db, extra: Option<Batch>) -> Result<(), StoreError> {
-        let (mut batches, rotated) = {
+        let taken = {
             let mut queue = self.queue.lock();
             let q = &mut *queue;
             if q.waiting.is_empty() && extra.is_none() && q.full.is_none() {
@@ -310,7 +322,13 @@ impl Shared {
                 // Appends go to the other file from here; this one is
                 // removed once what it holds is folded and synced.
                 let next = 1 - q.log.which;
-                match LogFile::create(&self.paths, next, q.log.generation + 1) {
+                // Synced first: no frame of the next log survives a power
+                // cut that a frame of this one before it did not.
+                let synced = q.log.file.sync_data().map_err(|e| {
+                    StoreError::Io(format!("{}: {e}", self.paths[q.log.which].display()))
+                });
+                match synced.and_then(|()| LogFile::create(&self.paths, next, q.log.generation + 1))
+                {
                     Ok(log) => {
                         q.full = Some(q.log.which);
                         q.log = log;
@@ -320,20 +338,33 @@ impl Shared {
                          use grows until it can"),
                 }
             }
-            q.bytes = 0;
-            (std::mem::take(&mut q.waiting), q.full.is_some())
+            // Every frame before the end of the log is taken now or was
+            // folded before: once these are in, the log is folded to here.
+            let mark = LogMark {
+                generation: q.log.generation,
+                offset: q.log.len,
+            };
+            let bytes = std::mem::take(&mut q.bytes);
+            (
+                std::mem::take(&mut q.waiting),
+                q.full.is_some(),
+                mark,
+                bytes,
+            )
         };
+        let (mut batches, rotated, mark, bytes) = taken;
         let taken = batches.len();
         if let Some(extra) = extra {
             batches.push(extra);
         }
-        if let Err(e) = db.apply(&batches) {
+        if let Err(e) = db.apply(&batches, Some(mark)) {
             // Back in front of what came since, to be folded first.
             batches.truncate(taken);
             let mut queue = self.queue.lock();
             let later = std::mem::take(&mut queue.waiting);
             batches.extend(later);
             queue.waiting = batches;
+            queue.bytes += bytes;
             return Err(e);
         }
         if rotated {
@@ -421,9 +452,11 @@ fn sync_sql(db: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Folds the logs found beside the store into it, oldest first, then
-/// syncs and removes them; returns the generation for the next log.
+/// Folds the frames of the logs found beside the store that it does not
+/// hold yet (after its [`LogMark`]) into it, oldest first, then syncs and
+/// removes the logs; returns the generation for the next log.
 fn replay(db: &mut Db, db_path: &Path, paths: &[PathBuf; 2]) -> Result<u64, StoreError> {
+    let folded = db.log_mark()?;
     let mut logs = Vec::new();
     for path in paths {
         let mut bytes = Vec::new();
@@ -435,41 +468,83 @@ fn replay(db: &mut Db, db_path: &Path, paths: &[PathBuf; 2]) -> Result<u64, Stor
             Err(e) => return Err(StoreError::Io(format!("{}: {e}", path.display()))),
         };
         match read_log(&bytes, path) {
-            Some((generation, batches)) => logs.push((generation, batches)),
+            Some(log) => logs.push(log),
             None => tracing::warn!(target: "isolates", log = %path.display(),
                 "a file where the store's log goes is not one; it is replaced"),
         }
     }
-    if logs.is_empty() {
+    let last = logs
+        .iter()
+        .flat_map(|(generation, frames)| {
+            let head = LogMark {
+                generation: *generation,
+                offset: HEAD_LEN,
+            };
+            frames
+                .iter()
+                .map(move |(end, _)| LogMark {
+                    generation: *generation,
+                    offset: *end,
+                })
+                .chain(std::iter::once(head))
+        })
+        .chain(folded)
+        .max();
+    let Some(last) = last else {
         return Ok(0);
-    }
+    };
     logs.sort_by_key(|(generation, _)| *generation);
-    let next = logs.last().map_or(0, |(g, _)| g.wrapping_add(1));
-    let batches: Vec<Batch> = logs.into_iter().flat_map(|(_, b)| b).collect();
+    // What the store holds already is not written again: a write made
+    // since (one that went to SQLite directly, or a checkpointed commit
+    // whose frame a power cut tore off the log) must not be undone.
+    let batches: Vec<Batch> = logs
+        .into_iter()
+        .flat_map(|(generation, frames)| {
+            frames.into_iter().filter_map(move |(end, batch)| {
+                let at = LogMark {
+                    generation,
+                    offset: end,
+                };
+                folded.is_none_or(|f| at > f).then_some(batch)
+            })
+        })
+        .collect();
     let works: usize = batches.iter().map(Batch::works).sum();
-    db.apply(&batches)?;
+    if !batches.is_empty() || folded != Some(last) {
+        db.apply(&batches, Some(last))?;
+    }
     sync_sql(db_path)?;
     for path in paths {
-        let _ = std::fs::remove_file(path);
+        if let Err(e) = std::fs::remove_file(path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            // Left, its frames are behind the mark: never folded again.
+            tracing::warn!(target: "isolates", log = %path.display(), error = %e,
+                "a folded log of the store could not be removed");
+        }
     }
     if works > 0 {
         tracing::info!(target: "isolates", store = %db_path.display(), writes = batches.len(),
             works, "the store's log from a process that did not close it was folded in");
     }
-    Ok(next)
+    Ok(last.generation.saturating_add(1))
 }
 
-/// A log file's generation and batches; the frames after the first that
-/// is cut short or fails its checksum are a tail a power cut tore, and
-/// ignored. `None`: not a log file.
-pub(super) fn read_log(bytes: &[u8], path: &Path) -> Option<(u64, Vec<Batch>)> {
-    let head = bytes.get(..16)?;
+/// A log file's generation and frames (each with the offset after it);
+/// the frames after the first that is cut short or fails its checksum are
+/// a tail a power cut tore, and ignored. `None`: not a log file.
+pub(super) fn read_log(bytes: &[u8], path: &Path) -> Option<(u64, Vec<(u64, Batch)>)> {
+    let head = bytes.get(..HEAD_LEN as usize)?;
     if &head[..8] != MAGIC {
         return None;
     }
     let generation = u64::from_le_bytes(head[8..16].try_into().ok()?);
-    let mut at = 16;
-    let mut batches = Vec::new();
+    // Generations count changes of logs from 0: a larger one is damage.
+    if generation > i64::MAX.unsigned_abs() / 2 {
+        return None;
+    }
+    let mut at = HEAD_LEN as usize;
+    let mut frames = Vec::new();
     while at < bytes.len() {
         let Some(batch) = next_frame(bytes, &mut at) else {
             tracing::warn!(target: "isolates", log = %path.display(), ignored = bytes.len() - at,
@@ -477,9 +552,9 @@ pub(super) fn read_log(bytes: &[u8], path: &Path) -> Option<(u64, Vec<Batch>)> {
                  from there are ignored");
             break;
         };
-        batches.push(batch);
+        frames.push((at as u64, batch));
     }
-    Some((generation, batches))
+    Some((generation, frames))
 }
 
 /// The frame at `*at`, moving `at` past it.
@@ -788,6 +863,41 @@ mod tests {
             WorkState::Failed
         );
         assert!(!paths[1].exists());
+    }
+
+    #[test]
+    fn a_frame_with_an_id_sqlite_cannot_hold_ends_the_log_and_the_store_opens() {
+        let temp = TempStore::new();
+        drop(WorkStore::open(&temp.0).unwrap());
+        let mut recs = works(2);
+        recs[1].id = u64::MAX;
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&0u64.to_le_bytes());
+        for rec in &recs {
+            let (_, payload) = Batch::encode(&[rec], &[], &fresh(&recs)).unwrap();
+            bytes.extend_from_slice(&framed(&payload));
+        }
+        std::fs::write(format!("{}-log", temp.0.display()), bytes).unwrap();
+        let store = WorkStore::open(&temp.0).unwrap();
+        assert_eq!(store.works().unwrap().len(), 1, "the frame before it kept");
+    }
+
+    #[test]
+    fn a_stale_log_behind_the_mark_is_not_folded_again() {
+        let temp = TempStore::new();
+        let mut store = WorkStore::open(&temp.0).unwrap();
+        let recs = works(1);
+        store.write(&recs, &[], &fresh(&recs)).unwrap();
+        let stale = std::fs::read(format!("{}-log", temp.0.display())).unwrap();
+        let mut done = recs[0].clone();
+        done.state = WorkState::Succeeded;
+        store.write([&done], &[], &HashMap::new()).unwrap();
+        drop(store);
+        // A log whose removal failed at the last open or close: its frame
+        // (the work enqueued) is behind the store's mark.
+        std::fs::write(format!("{}-log", temp.0.display()), stale).unwrap();
+        let store = WorkStore::open(&temp.0).unwrap();
+        assert_eq!(store.load().unwrap().0[0].state, WorkState::Succeeded);
     }
 
     proptest::proptest! {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
-use super::batch::Batch;
+use super::batch::{Batch, LogMark};
 use super::query::{self, DueKey, DuePage};
 use super::{
     APPLICATION_ID, Opening, Record, SCHEMA_VERSION, StoreError, UnreadableWork, checkpoint, ids,
@@ -64,6 +64,23 @@ impl Db {
         self.conn
             .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
             .unwrap_or(-1)
+    }
+
+    /// How far the store's log is folded in (`None`: never yet).
+    pub(super) fn log_mark(&self) -> Result<Option<LogMark>, StoreError> {
+        let row: Option<(i64, i64)> = self
+            .conn
+            .query_row(
+                "SELECT generation, end_offset FROM store_log WHERE id = 0",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(io)?;
+        Ok(row.map(|(g, o)| LogMark {
+            generation: g.max(0).unsigned_abs(),
+            offset: o.max(0).unsigned_abs(),
+        }))
     }
 
     /// The readable works `query` selects, by id.
@@ -141,10 +158,12 @@ impl Db {
                                          layout INTEGER, handler TEXT, state INTEGER,
                                          due INTEGER, uniq TEXT);
                      {}
+                     {}
                      PRAGMA application_id = {APPLICATION_ID};
                      PRAGMA user_version = {SCHEMA_VERSION};
                      COMMIT;",
-                    migrate::INDEXES
+                    migrate::INDEXES,
+                    migrate::LOG_TABLE
                 ))
                 .map_err(io)?;
         } else if app != APPLICATION_ID {
@@ -290,9 +309,14 @@ impl Db {
     /// changed) have their tags written, their old tag rows deleted first
     /// where the flag says there may be some. Every put writes a whole
     /// row and every delete removes one, so writing a batch again leaves
-    /// the store as it was (a log folded twice, see [`behind`]).
-    pub(super) fn apply(&mut self, batches: &[Batch]) -> Result<(), StoreError> {
-        if batches.is_empty() {
+    /// the store as it was. `folded`, with a log: how far it is folded
+    /// once these are (see [`behind`]), written in the same transaction.
+    pub(super) fn apply(
+        &mut self,
+        batches: &[Batch],
+        folded: Option<LogMark>,
+    ) -> Result<(), StoreError> {
+        if batches.is_empty() && folded.is_none() {
             return Ok(());
         }
         let guard = WriteTx::begin(&self.conn).map_err(io)?;
@@ -400,6 +424,16 @@ impl Db {
                     }
                 }
             }
+        }
+        if let Some(mark) = folded {
+            let at =
+                |n: u64| i64::try_from(n).map_err(|_| StoreError::Io("log mark overflow".into()));
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO store_log (id, generation, end_offset) VALUES (0, ?1, ?2)",
+            )
+            .map_err(io)?
+            .execute(params![at(mark.generation)?, at(mark.offset)?])
+            .map_err(io)?;
         }
         guard.commit().map_err(io)?;
         if let Some(checkpointer) = &mut self.checkpointer {

@@ -35,6 +35,14 @@ pub(super) const INDEXES: &str = "
         WITHOUT ROWID;
     CREATE TABLE work_handlers (name TEXT PRIMARY KEY) WITHOUT ROWID;";
 
+/// Since schema 4: how far the store's log is folded into the database,
+/// written in the transaction of each fold (see [`behind`](super::behind)):
+/// the log's generation and the offset in it after the last frame folded.
+/// One row, or none before the first fold.
+pub(super) const LOG_TABLE: &str = "
+    CREATE TABLE store_log (id INTEGER PRIMARY KEY CHECK (id = 0),
+                            generation INTEGER NOT NULL, end_offset INTEGER NOT NULL);";
+
 /// One step: from `from` to `from + 1`.
 struct Migration {
     from: i32,
@@ -133,12 +141,11 @@ fn add_columns(tx: &Transaction<'_>) -> Result<(), rusqlite::Error> {
 }
 
 /// 3 → 4: the store's commits may wait in a log beside the file (see
-/// [`behind`](super::behind)) that builds of schema 3 do not read: they
-/// would open the store without them. The tables do not change; the
-/// version alone makes those builds refuse the store
-/// ([`StoreError::TooNew`]).
-fn add_log(_tx: &Transaction<'_>) -> Result<(), rusqlite::Error> {
-    Ok(())
+/// [`behind`](super::behind)), which builds of schema 3 do not read (the
+/// version makes them refuse the store, [`StoreError::TooNew`]), and the
+/// table that says how far that log is folded in ([`LOG_TABLE`]).
+fn add_log(tx: &Transaction<'_>) -> Result<(), rusqlite::Error> {
+    tx.execute_batch(LOG_TABLE)
 }
 
 /// Brings the store from schema `version` to [`LATEST`], if it is older,

@@ -141,7 +141,7 @@ impl SqlStore {
             Some(behind) => behind.write(puts, deletes, retag),
             None => {
                 let (batch, _) = Batch::encode(puts, deletes, retag)?;
-                self.db.lock().apply(std::slice::from_ref(&batch))
+                self.db.lock().apply(std::slice::from_ref(&batch), None)
             }
         }
     }
