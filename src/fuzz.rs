@@ -47,6 +47,13 @@ pub fn stored_row(bytes: &[u8]) {
     crate::schedule::fuzz_row(bytes);
 }
 
+/// A log file of the work manager's store, as opening the store reads it
+/// (its header, then checksummed frames up to the first bad one).
+#[cfg(feature = "schedule")]
+pub fn store_log(bytes: &[u8]) {
+    crate::schedule::fuzz_log(bytes);
+}
+
 /// The frames of a pool over NATS, as a worker (a task, a cancel) or a
 /// client (a result, a progress value) reads them off the broker.
 #[cfg(feature = "nats")]

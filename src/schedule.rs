@@ -104,4 +104,4 @@ pub use wake::{OsWake, SystemdUnits, WakeError};
 pub use watch::WorkWatch;
 
 /// What loading does with one stored row's bytes (for `crate::fuzz`).
-pub(crate) use store::fuzz_row;
+pub(crate) use store::{fuzz_log, fuzz_row};

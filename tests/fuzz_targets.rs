@@ -20,6 +20,18 @@ const FRAME_BUDGET: usize = (1 << 16) + 4096;
 /// A stored row is decoded under the default codec's limit; random rows of
 /// a few KiB hold far less than that.
 const ROW_BUDGET: usize = 1 << 20;
+/// A store's log frame is decoded under a 2 MiB limit: twice that in heap,
+/// and the file's bytes.
+const LOG_BUDGET: usize = 2 * (2 << 20) + (64 << 10);
+
+/// A log file's header (magic, generation 0) and then `tail`: random
+/// bytes after a header that passes are what reach the frame reader.
+fn log_file(tail: &[u8]) -> Vec<u8> {
+    let mut bytes = b"ISOWLOG1".to_vec();
+    bytes.extend_from_slice(&0u64.to_le_bytes());
+    bytes.extend_from_slice(tail);
+    bytes
+}
 
 fn within(
     what: &str,
@@ -56,6 +68,18 @@ proptest! {
         within("stored_row", ROW_BUDGET, &bytes, isolates::fuzz::stored_row)?;
     }
 
+    #[cfg(feature = "schedule")]
+    #[test]
+    fn store_log_target_holds_its_budget(bytes in vec(any::<u8>(), 0..4096)) {
+        within("store_log", LOG_BUDGET, &bytes, isolates::fuzz::store_log)?;
+        within("store_log", LOG_BUDGET, &log_file(&bytes), isolates::fuzz::store_log)?;
+        // A frame whose checksum holds: the payload reaches the decoder.
+        let mut frame = u32::try_from(bytes.len()).unwrap().to_le_bytes().to_vec();
+        frame.extend_from_slice(&crc32fast::hash(&bytes).to_le_bytes());
+        frame.extend_from_slice(&bytes);
+        within("store_log", LOG_BUDGET, &log_file(&frame), isolates::fuzz::store_log)?;
+    }
+
     #[cfg(feature = "nats")]
     #[test]
     fn nats_frames_target_holds_its_budget(bytes in vec(any::<u8>(), 0..4096)) {
@@ -70,7 +94,7 @@ type Target = (&'static str, fn(&[u8]), usize);
 #[test]
 fn the_committed_corpus_goes_through() {
     let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
-    let targets: [Target; 4] = [
+    let targets: [Target; 5] = [
         ("codec", isolates::fuzz::codec, CODEC_BUDGET),
         #[cfg(target_os = "linux")]
         ("frames", isolates::fuzz::frames, FRAME_BUDGET),
@@ -80,6 +104,10 @@ fn the_committed_corpus_goes_through() {
         ("stored_row", isolates::fuzz::stored_row, ROW_BUDGET),
         #[cfg(not(feature = "schedule"))]
         ("stored_row", |_| {}, ROW_BUDGET),
+        #[cfg(feature = "schedule")]
+        ("store_log", isolates::fuzz::store_log, LOG_BUDGET),
+        #[cfg(not(feature = "schedule"))]
+        ("store_log", |_| {}, LOG_BUDGET),
         #[cfg(feature = "nats")]
         ("nats_frames", isolates::fuzz::nats_frames, FRAME_BUDGET),
         #[cfg(not(feature = "nats"))]

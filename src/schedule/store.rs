@@ -214,6 +214,12 @@ pub(crate) struct Record {
     pub(crate) alarm: Option<Alarm>,
 }
 
+/// What opening a store does with the bytes of a log file left beside it
+/// (for `crate::fuzz`): its frames read up to the first bad one.
+pub(crate) fn fuzz_log(bytes: &[u8]) {
+    let _ = behind::read_log(bytes, Path::new("fuzz"));
+}
+
 /// What loading does with one stored row's bytes (for `crate::fuzz`): read
 /// in each layout, and as an unnumbered row; checked; shown.
 pub(crate) fn fuzz_row(bytes: &[u8]) {

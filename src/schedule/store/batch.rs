@@ -91,15 +91,12 @@ impl Batch {
         Ok((batch, payload))
     }
 
-    /// A frame's batch as read back from a log.
-    pub(super) fn decode(payload: &[u8], limit: usize) -> Result<Batch, String> {
-        if payload.len() > limit {
-            return Err(format!(
-                "a frame of {} bytes, over the {limit} a log holds",
-                payload.len()
-            ));
-        }
-        let frame: Frame = Bincode::new().decode(payload).map_err(|e| e.to_string())?;
+    /// A frame's batch as read back from a log, decoded under
+    /// `Bincode<LIMIT>` (so holding at most twice `LIMIT` in heap).
+    pub(super) fn decode<const LIMIT: usize>(payload: &[u8]) -> Result<Batch, String> {
+        let frame: Frame = Bincode::<LIMIT>::limited()
+            .decode(payload)
+            .map_err(|e| e.to_string())?;
         // Ids are SQLite's (i64): a frame with another is not one we wrote.
         let max = i64::MAX.unsigned_abs();
         if frame

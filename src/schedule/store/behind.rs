@@ -569,7 +569,7 @@ fn next_frame(bytes: &[u8], at: &mut usize) -> Option<Batch> {
     if crc32fast::hash(payload) != crc {
         return None;
     }
-    let batch = Batch::decode(payload, MAX_FRAME).ok()?;
+    let batch = Batch::decode::<MAX_FRAME>(payload).ok()?;
     *at += 8 + len;
     Some(batch)
 }
