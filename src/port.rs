@@ -290,9 +290,11 @@ fn pair<T>(
     (tx, rx): (cb::Sender<Envelope<T>>, cb::Receiver<Envelope<T>>),
     codec: DynCodec<T>,
 ) -> (SendPort<T>, ReceivePort<T>) {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     (
         SendPort {
             tx,
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             codec: codec.clone(),
             _type: PhantomData,
         },
@@ -323,6 +325,8 @@ fn pair<T>(
 /// ```
 pub struct SendPort<T> {
     tx: cb::Sender<Envelope<T>>,
+    /// The channel's number, the same in every clone (see [`SendPort::id`]).
+    id: u64,
     codec: DynCodec<T>,
     _type: PhantomData<fn(T)>,
 }
@@ -355,6 +359,7 @@ impl<T> Clone for SendPort<T> {
     fn clone(&self) -> Self {
         SendPort {
             tx: self.tx.clone(),
+            id: self.id,
             codec: self.codec.clone(),
             _type: PhantomData,
         }
@@ -552,6 +557,12 @@ impl<T> SendPort<T> {
     /// ```
     pub fn same_port(&self, other: &SendPort<T>) -> bool {
         self.tx.same_channel(&other.tx)
+    }
+
+    /// A number of the port's channel, unique in the process and the same
+    /// in every clone: what remembers a port without keeping it open.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
     }
 }
 

@@ -247,10 +247,9 @@ mod batch2 {
 }
 
 /// Dart (and our own doc): the same port added twice as an exit listener
-/// gets the exit once. Added once before the exit and once again after it,
-/// it gets the one exit twice.
+/// gets the exit once, also when added once before the exit and again
+/// after it (it used to hear the one exit again at each add after it).
 #[test]
-#[ignore = "known bug, not fixed yet: after the exit, each add_exit_listener tells the port again, even one told at the exit (src/isolate/shared.rs close and add_exit_listener); keeping the told ports would keep their channels open"]
 fn the_same_exit_listener_added_before_and_after_the_exit_hears_it_once() {
     let h = Echo::spawn(()).unwrap();
     let (tx, exits) = port::unbounded::<ExitReason>();

@@ -603,7 +603,8 @@ impl<I: Isolate> IsolateHandle<I> {
     /// **Unlike Dart**, a listener added after the isolate exited gets the
     /// reason at once (Dart sends it nothing): a supervisor or a UI that
     /// starts listening late learns how the isolate ended instead of
-    /// waiting forever.
+    /// waiting forever. A port is told the exit once, however often it is
+    /// added, before the exit or after.
     ///
     /// # Examples
     ///

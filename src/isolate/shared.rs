@@ -98,6 +98,9 @@ pub(super) struct Codecs<I: Isolate> {
 struct ExitRecord {
     reason: Option<ExitReason>,
     exit_listeners: Vec<SendPort<ExitReason>>,
+    /// The ports told the exit (by [`SendPort::id`], so that remembering
+    /// them keeps no channel open): one added again is not told twice.
+    told: Vec<u64>,
     error_listeners: Vec<SendPort<IsolateError>>,
 }
 
@@ -530,7 +533,9 @@ impl<I: Isolate> Shared<I> {
             }
             record.reason = Some(reason.clone());
             record.error_listeners.clear();
-            std::mem::take(&mut record.exit_listeners)
+            let listeners = std::mem::take(&mut record.exit_listeners);
+            record.told = listeners.iter().map(SendPort::id).collect();
+            listeners
         };
         self.set_state(IsolateState::Exited);
         self.closed.store(true, Ordering::SeqCst);
@@ -570,7 +575,11 @@ impl<I: Isolate> Shared<I> {
         let mut record = self.exit.lock();
         match &record.reason {
             Some(reason) => {
+                if record.told.contains(&port.id()) {
+                    return;
+                }
                 let reason = reason.clone();
+                record.told.push(port.id());
                 drop(record);
                 tell(&port, reason, &self.name);
             }
