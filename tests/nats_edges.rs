@@ -14,6 +14,7 @@ use common::nats_server::NatsServer;
 use common::wait_until;
 use isolates::pool::{Pool, Task, TaskContext, Worker};
 use isolates::remote::{self, NatsOptions};
+use isolates::{CodecError, TaskError};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -107,7 +108,6 @@ fn options(server: &NatsServer) -> NatsOptions {
 /// error, not wait for good while the client publishes it again each
 /// second.
 #[test]
-#[ignore = "known bug, not fixed yet: an input over the server's max_payload is published again every second and never resolves (src/pool/nats.rs Batcher::publish)"]
 fn an_input_over_the_servers_max_payload_resolves() {
     let server = NatsServer::start(tmp(), &[]);
     let _serving = remote::start::<Rec>(&options(&server).workers(1), "bigin", 1).unwrap();
@@ -120,14 +120,19 @@ fn an_input_over_the_servers_max_payload_resolves() {
     let mut big = pool.submit(Job::Blob(vec![2; 2 << 20]));
     let got = big.wait_timeout(Duration::from_secs(8));
     assert!(got.is_some(), "a 2 MiB input never resolved");
-    assert!(got.unwrap().is_err());
+    let err = got.unwrap().unwrap_err();
+    assert!(
+        matches!(err, TaskError::Codec(CodecError::TooLarge { limit, .. }) if limit == 1 << 20),
+        "{err:?}"
+    );
+    // The pool goes on.
+    assert_eq!(pool.submit(Job::Blob(vec![3; 10])).wait(), Ok(vec![3]));
 }
 
 /// A result larger than the server's max_payload can never reach the
 /// client: the task must resolve with an error and run once, not be
 /// given back after each give-up and run again and again.
 #[test]
-#[ignore = "known bug, not fixed yet: an output over max_payload: the batch is Nak'd after the give-up, redelivered and run again, forever (src/remote/serve.rs deliver)"]
 fn an_output_over_the_servers_max_payload_resolves_once() {
     const LANE: u64 = 2;
     let server = NatsServer::start(tmp(), &[]);
@@ -156,7 +161,6 @@ fn an_output_over_the_servers_max_payload_resolves_once() {
 /// the worker packs them into one results message, over the max_payload;
 /// every task must still resolve.
 #[test]
-#[ignore = "known bug, not fixed yet: the worker packs all ready results into one message with no cap under max_payload (src/remote/serve.rs deliver)"]
 fn results_that_together_exceed_max_payload_still_resolve() {
     const LANE: u64 = 3;
     let conf = tmp().join(format!("max-payload-{}.conf", std::process::id()));

@@ -26,7 +26,7 @@ use crate::backend::CodecWire;
 use crate::backend::nats::bridge::Bridge;
 use crate::backend::nats::{self, Link, Names, NatsOptions, frame};
 use crate::codec::Codec;
-use crate::error::RemoteError;
+use crate::error::{CodecError, RemoteError};
 use crate::invoke::Invoked;
 use crate::pool::task::TaskState;
 
@@ -44,6 +44,9 @@ const UNCONFIRMED: usize = 1;
 /// A batch grows no larger than this many bytes (a task larger than that
 /// goes alone).
 const BATCH_BYTES: usize = 256 << 10;
+/// Room kept in a message beside a task's input: the batch's header and the
+/// task's id, deadline and length.
+const TASK_FRAME: usize = 256;
 
 /// What the bridge tells a task's route.
 enum Event {
@@ -51,6 +54,12 @@ enum Event {
     Result(u8, bytes::Bytes),
     /// The connection has been down for the disconnect timeout.
     Lost(String),
+    /// Its input, framed, is over the server's `max_payload`: it can never
+    /// be published.
+    TooLarge {
+        size: usize,
+        limit: usize,
+    },
 }
 
 /// What becomes of a task handed over: its events, until it resolves.
@@ -293,20 +302,37 @@ impl Batcher {
                 self.take(command, &mut queue).await;
             }
             let mut batch = frame::Tasks::new(self.id);
+            // A message is at most the server's max_payload: a batch stays
+            // under it, and a task that cannot fit alone resolves with
+            // an error instead of being published again and again.
+            let max = self.client.server_info().max_payload;
+            let fits = if max == 0 {
+                BATCH_BYTES
+            } else {
+                max.saturating_sub(TASK_FRAME)
+            };
+            let mut too_large = Vec::new();
             {
                 let tasks = self.routes.tasks.lock();
                 while let Some(task) = queue.front() {
-                    let full =
-                        batch.len() >= self.batch || batch.bytes() + task.input.len() > BATCH_BYTES;
+                    let full = batch.len() >= self.batch
+                        || batch.bytes() + task.input.len() > BATCH_BYTES.min(fits);
                     if batch.len() > 0 && full {
                         break;
                     }
                     let Some(task) = queue.pop_front() else { break };
+                    if task.input.len() > fits {
+                        too_large.push((task.id, task.input.len() + TASK_FRAME));
+                        continue;
+                    }
                     // Not one resolved meanwhile (cancelled, timed out).
                     if tasks.contains_key(&task.id) {
                         batch.push(task.id, task.deadline_ms, &task.input);
                     }
                 }
+            }
+            for (id, size) in too_large {
+                self.routes.send(id, Event::TooLarge { size, limit: max });
             }
             if batch.len() > 0 {
                 self.publish(batch, place).await;
@@ -534,6 +560,10 @@ impl<W: Worker> RemoteSlot<W> {
                     resolve(&cell, outcome(&*wire, kind, &body, &codecs));
                 }
                 Event::Lost(why) => resolve(&cell, Outcome::Error(ErrorKind::WorkerLost(why))),
+                Event::TooLarge { size, limit } => resolve(
+                    &cell,
+                    Outcome::Error(ErrorKind::Codec(CodecError::TooLarge { size, limit })),
+                ),
             })
         };
         client.routes.tasks.lock().insert(cell.id, deliver);

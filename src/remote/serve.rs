@@ -562,8 +562,9 @@ impl Pull {
                     if left == 0 {
                         drop(permit.take());
                     }
-                    if !results.is_empty() {
-                        sending.push(self.deliver(&message, client, std::mem::take(&mut results)));
+                    let max = self.client.server_info().max_payload;
+                    for part in under_max_payload(std::mem::take(&mut results), max) {
+                        sending.push(self.deliver(&message, client, part));
                     }
                 }
                 delivered = sending.next(), if !sending.is_empty() => {
@@ -661,10 +662,89 @@ impl Pull {
     }
 }
 
+/// Room kept in a results message beside the results: its header, and
+/// the request's headers.
+const RESULTS_ROOM: usize = 1024;
+
+/// Results in messages under the server's `max_payload` (0: unknown, one
+/// message): packed in order while they fit; a result too big for a
+/// message of its own is replaced by an error that says so (the client
+/// resolves its task with it), since the server would refuse it every
+/// time and the task would run again after each give-up.
+fn under_max_payload(results: Vec<Answer>, max: usize) -> Vec<Vec<Answer>> {
+    let limit = if max == 0 {
+        usize::MAX
+    } else {
+        max.saturating_sub(RESULTS_ROOM)
+    };
+    let size = |body: &[u8]| 13 + body.len();
+    let mut parts = Vec::new();
+    let mut part = Vec::new();
+    let mut bytes = 0;
+    for (id, kind, body) in results {
+        let (kind, body) = if size(&body) > limit {
+            let why = format!(
+                "the result is {} bytes, over the NATS server's max_payload of {max}: it cannot \
+                 be sent (raise max_payload, or return less)",
+                body.len()
+            );
+            (frame::UNENCODABLE, why.into_bytes())
+        } else {
+            (kind, body)
+        };
+        if !part.is_empty() && bytes + size(&body) > limit {
+            parts.push(std::mem::take(&mut part));
+            bytes = 0;
+        }
+        bytes += size(&body);
+        part.push((id, kind, body));
+    }
+    if !part.is_empty() {
+        parts.push(part);
+    }
+    parts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use futures_util::FutureExt;
+
+    #[test]
+    fn results_are_split_under_max_payload_and_one_too_big_becomes_an_error() {
+        let results = vec![
+            (1, frame::VALUE, vec![1; 3000]),
+            (2, frame::VALUE, vec![2; 3000]),
+            (3, frame::VALUE, vec![3; 20_000]),
+            (4, frame::VALUE, vec![4; 10]),
+        ];
+        let ids = |parts: &[Vec<Answer>]| -> Vec<Vec<u64>> {
+            parts
+                .iter()
+                .map(|p| p.iter().map(|r| r.0).collect())
+                .collect()
+        };
+        // The third is too big alone: an error in its place, which fits.
+        let parts = under_max_payload(results.clone(), 8192);
+        assert_eq!(ids(&parts), [vec![1, 2, 3, 4]]);
+        assert_eq!(parts[0][2].1, frame::UNENCODABLE);
+        assert!(String::from_utf8_lossy(&parts[0][2].2).contains("max_payload of 8192"));
+        assert_eq!(parts[0][3].2, vec![4; 10]);
+        // Three that fit one at a time but not together: two messages.
+        let three: Vec<Answer> = (1..=3)
+            .map(|id| (id, frame::VALUE, vec![0; 3000]))
+            .collect();
+        let parts = under_max_payload(three, 8192);
+        assert_eq!(ids(&parts), [vec![1, 2], vec![3]]);
+        for part in &parts {
+            assert!(frame::results(part).len() <= 8192 - RESULTS_ROOM);
+        }
+        assert_eq!(
+            under_max_payload(results, 0).len(),
+            1,
+            "no limit known: one message"
+        );
+    }
 
     fn woken(outbox: &Outbox) -> bool {
         outbox.notify.notified().now_or_never().is_some()
