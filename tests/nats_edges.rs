@@ -650,12 +650,12 @@ fn peak_rss_kib() -> u64 {
         .unwrap()
 }
 
-/// A task that reports progress in a tight loop: the worker spawns one
-/// publish per value on its NATS thread, with no bound, so its memory
-/// grows with the values not yet written out. No client here (the task
-/// is published raw): all the memory is the worker's.
+/// A task that reports progress in a tight loop: the worker's memory must
+/// not grow with the values not yet written out (it spawned one publish
+/// per value, with no bound; now a task keeps one value waiting, the
+/// newest). No client here (the task is published raw): all the memory is
+/// the worker's.
 #[test]
-#[ignore = "known bug, not fixed yet: each progress value spawns an unbounded publish task on the worker (src/remote/serve.rs, the progress sink)"]
 fn a_progress_flood_keeps_the_workers_memory_bounded() {
     use isolates::Codec;
     const LANE: u64 = 14;

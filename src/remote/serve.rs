@@ -344,18 +344,25 @@ fn work<W: Worker, C: Codec>(
             done.put((cell.id, SKIPPED, Vec::new()), jobs.is_empty());
             continue;
         }
-        let subject = progress.names.progress(client);
+        let outgoing = Arc::new(Outgoing::default());
         let sink = |value: W::Progress| {
             if let Ok(bytes) = nats::encode(codec, &value, "progress") {
-                let payload = frame::progress(cell.id, &bytes);
-                let nats = progress.client.clone();
-                let subject = subject.clone();
-                drop(progress.handle.spawn(async move {
-                    let _ = nats.publish(subject, payload.into()).await;
-                }));
+                let payload = bytes::Bytes::from(frame::progress(cell.id, &bytes));
+                if outgoing.put(payload) {
+                    let outgoing = Arc::clone(&outgoing);
+                    let nats = progress.client.clone();
+                    let subject = progress.names.progress(client);
+                    drop(progress.handle.spawn(async move {
+                        while let Some(payload) = outgoing.next() {
+                            let _ = nats.publish(subject.clone(), payload).await;
+                        }
+                    }));
+                }
             }
         };
         let invoked = served.run(&mut state, &cell, &input, &sink);
+        // The task's last progress goes out before its result.
+        outgoing.drained(PROGRESS_DRAIN);
         let counter = match &invoked {
             Invoked::Value(_) => Some(&counters.succeeded),
             Invoked::Failed(_) => Some(&counters.failed),
@@ -388,6 +395,51 @@ fn work<W: Worker, C: Codec>(
 
 /// A job the worker skipped: acknowledged, nothing sent.
 const SKIPPED: u8 = u8::MAX;
+
+/// How long a task's result waits for its last progress to be handed to
+/// the NATS client.
+const PROGRESS_DRAIN: Duration = Duration::from_secs(1);
+
+/// A task's progress on its way out: the latest value not yet handed to
+/// the NATS client, and whether a sender is at work. A task that reports
+/// faster than the client takes its values keeps one waiting (the newest
+/// replaces it) and one being published: its memory stays bounded.
+#[derive(Default)]
+struct Outgoing {
+    state: Mutex<(Option<bytes::Bytes>, bool)>,
+    idle: Condvar,
+}
+
+impl Outgoing {
+    /// Puts the newest value; true if a sender must be started for it.
+    fn put(&self, payload: bytes::Bytes) -> bool {
+        let mut state = self.state.lock();
+        state.0 = Some(payload);
+        !std::mem::replace(&mut state.1, true)
+    }
+
+    /// The sender's next value; `None` (and the sender done) if none waits.
+    fn next(&self) -> Option<bytes::Bytes> {
+        let mut state = self.state.lock();
+        let next = state.0.take();
+        if next.is_none() {
+            state.1 = false;
+            self.idle.notify_all();
+        }
+        next
+    }
+
+    /// Waits up to `timeout` until every value was handed to the client.
+    fn drained(&self, timeout: Duration) {
+        let until = Instant::now() + timeout;
+        let mut state = self.state.lock();
+        while state.1 {
+            if self.idle.wait_until(&mut state, until).timed_out() {
+                return;
+            }
+        }
+    }
+}
 
 async fn listen_cancels(
     mut cancels: async_nats::Subscriber,
