@@ -556,8 +556,15 @@ impl<I: Isolate> Shared<I> {
                 self.urgent_flag.store(true, Ordering::SeqCst);
             }
         }
-        for listener in listeners {
-            tell(&listener, reason.clone(), &self.name);
+        // A port whose mailbox was full missed the exit: added again, it
+        // is told.
+        let missed: Vec<u64> = listeners
+            .iter()
+            .filter(|l| !delivered(l, reason.clone(), &self.name))
+            .map(SendPort::id)
+            .collect();
+        if !missed.is_empty() {
+            self.exit.lock().told.retain(|id| !missed.contains(id));
         }
         self.exited.notify_all();
         // A crash must be visible: only a normal exit or a kill is routine.
@@ -581,7 +588,9 @@ impl<I: Isolate> Shared<I> {
                 let reason = reason.clone();
                 record.told.push(port.id());
                 drop(record);
-                tell(&port, reason, &self.name);
+                if !delivered(&port, reason, &self.name) {
+                    self.exit.lock().told.retain(|&id| id != port.id());
+                }
             }
             None => add_once(&mut record.exit_listeners, port),
         }
@@ -720,6 +729,19 @@ fn remove_port<T>(listeners: &mut Vec<SendPort<T>>, port: &SendPort<T>) -> bool 
     let before = listeners.len();
     listeners.retain(|p| !p.same_port(port));
     listeners.len() != before
+}
+
+/// [`tell`], saying whether the event was delivered (not missed by a
+/// full mailbox, nor sent to a port whose receiver is gone).
+fn delivered<T: 'static>(port: &SendPort<T>, event: T, isolate: &str) -> bool {
+    match port.try_send(event) {
+        Ok(()) => true,
+        Err(crate::error::TrySendError::Full(_)) => {
+            tracing::warn!(target: "isolates", %isolate, "a listener's mailbox is full: it misses an event");
+            false
+        }
+        Err(_) => false,
+    }
 }
 
 /// Sends an event to a listener without waiting: a full mailbox misses it

@@ -45,8 +45,10 @@ const UNCONFIRMED: usize = 1;
 /// goes alone).
 const BATCH_BYTES: usize = 256 << 10;
 /// Room kept in a message beside a task's input: the batch's header and the
-/// task's id, deadline and length.
+/// task's id, deadline and length, and the message's headers.
 const TASK_FRAME: usize = 256;
+/// Room kept in a batch's message for its headers (`Nats-Msg-Id`).
+const HEADERS_ROOM: usize = 128;
 
 /// What the bridge tells a task's route.
 enum Event {
@@ -204,6 +206,7 @@ impl<W: Worker> Client<W> {
                 batch: options.batch,
                 places: Arc::new(tokio::sync::Semaphore::new(UNCONFIRMED)),
                 sequence: 0,
+                again: commands.downgrade(),
             }
             .run(commands_rx),
         );
@@ -261,6 +264,9 @@ struct Batcher {
     /// are taken, tasks handed over wait and go together.
     places: Arc<tokio::sync::Semaphore>,
     sequence: u64,
+    /// Hands the tasks of a batch that can no longer go as it is back to
+    /// be batched again (weak: the channel still closes with the pool).
+    again: tokio::sync::mpsc::WeakUnboundedSender<Command>,
 }
 
 /// One task handed over to be sent.
@@ -370,6 +376,8 @@ impl Batcher {
         let subject = self.names.tasks.clone();
         let js = self.js.clone();
         let routes = Arc::clone(&self.routes);
+        let client = self.client.clone();
+        let again = self.again.clone();
         let first = js
             .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
             .await;
@@ -389,6 +397,29 @@ impl Batcher {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(REPUBLISH_MAX);
                 if !routes.waits_for_any(&ids) {
+                    return;
+                }
+                let max = client.server_info().max_payload;
+                if max != 0 && payload.len() + HEADERS_ROOM > max {
+                    // The server came back with a lower max_payload: the
+                    // batch can never go as it is. Its tasks still waiting
+                    // are batched again under the new limit (one too big
+                    // alone resolves `TooLarge` there), and the place goes
+                    // back.
+                    let tasks = frame::parse_tasks(&payload).map(|(_, tasks)| {
+                        tasks
+                            .into_iter()
+                            .filter(|(id, ..)| routes.waits_for_any(&[*id]))
+                            .map(|(id, deadline_ms, input)| Submit {
+                                id,
+                                deadline_ms,
+                                input: input.to_vec(),
+                            })
+                            .collect::<Vec<_>>()
+                    });
+                    if let (Some(tasks), Some(again)) = (tasks, again.upgrade()) {
+                        let _ = again.send(Command::Submit(tasks));
+                    }
                     return;
                 }
                 attempt = js

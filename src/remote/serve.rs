@@ -714,9 +714,9 @@ impl Pull {
     }
 }
 
-/// Room kept in a results message beside the results: its header, and
-/// the request's headers.
-const RESULTS_ROOM: usize = 1024;
+/// Room a results message takes beside its results: its header (a
+/// request carries no NATS headers).
+const RESULTS_ROOM: usize = 8;
 
 /// Results in messages under the server's `max_payload` (0: unknown, one
 /// message): packed in order while they fit; a result too big for a
@@ -740,7 +740,10 @@ fn under_max_payload(results: Vec<Answer>, max: usize) -> Vec<Vec<Answer>> {
                  be sent (raise max_payload, or return less)",
                 body.len()
             );
-            (frame::UNENCODABLE, why.into_bytes())
+            // Cut to fit where even the text would not.
+            let mut why = why.into_bytes();
+            why.truncate(limit.saturating_sub(size(&[])));
+            (frame::UNENCODABLE, why)
         } else {
             (kind, body)
         };
@@ -789,8 +792,13 @@ mod tests {
         let parts = under_max_payload(three, 8192);
         assert_eq!(ids(&parts), [vec![1, 2], vec![3]]);
         for part in &parts {
-            assert!(frame::results(part).len() <= 8192 - RESULTS_ROOM);
+            assert!(frame::results(part).len() <= 8192);
         }
+        // A result that fills a message alone still goes.
+        let full = vec![(9, frame::VALUE, vec![0; 8192 - RESULTS_ROOM - 13])];
+        let parts = under_max_payload(full, 8192);
+        assert_eq!(parts[0][0].1, frame::VALUE);
+        assert_eq!(frame::results(&parts[0]).len(), 8192);
         assert_eq!(
             under_max_payload(results, 0).len(),
             1,
