@@ -10,11 +10,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::store::crash_copy;
 use common::wait_until;
 use isolates::schedule::*;
 
@@ -45,18 +46,10 @@ impl Drop for TempDir {
     }
 }
 
-/// What a `kill -9` of the process now would leave, copied to `copy`.
-fn crash_copy(path: &Path, copy: &Path) {
-    let conn = rusqlite::Connection::open(path).unwrap();
-    conn.execute("VACUUM INTO ?1", [copy.to_str().unwrap()])
-        .unwrap();
-    drop(conn);
-    for suffix in ["-log", "-log2"] {
-        let from = format!("{}{suffix}", path.display());
-        if Path::new(&from).exists() {
-            std::fs::copy(&from, format!("{}{suffix}", copy.display())).unwrap();
-        }
-    }
+/// The state `store` holds for work `id`.
+fn stored_state(store: &WorkStore, id: WorkId) -> WorkState {
+    let works = store.works().unwrap();
+    works.into_iter().find(|i| i.id == id).unwrap().state
 }
 
 /// Every event sent before it was handled and its turn written.
@@ -173,13 +166,7 @@ fn a_succeeded_work_with_a_big_output_does_not_run_again_after_a_crash() {
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 
     let store = WorkStore::open(&copy).unwrap();
-    let state = store
-        .works()
-        .unwrap()
-        .into_iter()
-        .find(|i| i.id == id)
-        .unwrap()
-        .state;
+    let state = stored_state(&store, id);
     let manager = spawn(store, &runs);
     // A work run again would be counted within this wait.
     let _ = wait_until(|| runs.load(Ordering::SeqCst) > 1, Duration::from_secs(2));
@@ -233,13 +220,7 @@ fn a_torn_log_tail_does_not_undo_commits_that_sqlite_had_made_durable() {
     std::fs::write(&log, &bytes[..bytes.len() - 5]).unwrap();
 
     let store = WorkStore::open(&copy).unwrap();
-    let state = store
-        .works()
-        .unwrap()
-        .into_iter()
-        .find(|i| i.id == id)
-        .unwrap()
-        .state;
+    let state = stored_state(&store, id);
     assert_eq!(
         state,
         WorkState::Succeeded,

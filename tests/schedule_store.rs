@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::store::crash_copy;
 use common::wait_until;
 use isolates::schedule::*;
 
@@ -89,23 +90,6 @@ fn wait_state(manager: &WorkManager, id: WorkId, state: WorkState) -> WorkInfo {
 
 /// A manager whose handler `"count"` counts its runs in `runs` and answers
 /// its input; `"noop"` does nothing.
-/// What a `kill -9` of the manager's process now would leave, copied
-/// to `copy`: the database (`VACUUM INTO`, a consistent copy of what
-/// SQLite holds) and then the store's log beside it, whose commits are
-/// not all in SQLite yet (a store opened folds them in).
-fn crash_copy(path: &Path, copy: &Path) {
-    let conn = rusqlite::Connection::open(path).unwrap();
-    conn.execute("VACUUM INTO ?1", [copy.to_str().unwrap()])
-        .unwrap();
-    drop(conn);
-    for suffix in ["-log", "-log2"] {
-        let from = format!("{}{suffix}", path.display());
-        if Path::new(&from).exists() {
-            std::fs::copy(&from, format!("{}{suffix}", copy.display())).unwrap();
-        }
-    }
-}
-
 fn counting_manager(store: WorkStore, clock: &ManualClock, runs: &Arc<AtomicUsize>) -> WorkManager {
     let runs = Arc::clone(runs);
     WorkManager::builder(store)

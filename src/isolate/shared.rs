@@ -560,7 +560,7 @@ impl<I: Isolate> Shared<I> {
         // is told.
         let missed: Vec<u64> = listeners
             .iter()
-            .filter(|l| !delivered(l, reason.clone(), &self.name))
+            .filter(|l| tell(l, reason.clone(), &self.name) != Told::Delivered)
             .map(SendPort::id)
             .collect();
         if !missed.is_empty() {
@@ -588,7 +588,7 @@ impl<I: Isolate> Shared<I> {
                 let reason = reason.clone();
                 record.told.push(port.id());
                 drop(record);
-                if !delivered(&port, reason, &self.name) {
+                if tell(&port, reason, &self.name) != Told::Delivered {
                     self.exit.lock().told.retain(|&id| id != port.id());
                 }
             }
@@ -619,7 +619,7 @@ impl<I: Isolate> Shared<I> {
         let listeners = self.exit.lock().error_listeners.clone();
         let gone: Vec<_> = listeners
             .into_iter()
-            .filter(|listener| !tell(listener, error.clone(), &self.name))
+            .filter(|listener| tell(listener, error.clone(), &self.name) == Told::Gone)
             .collect();
         if !gone.is_empty() {
             self.exit
@@ -731,29 +731,25 @@ fn remove_port<T>(listeners: &mut Vec<SendPort<T>>, port: &SendPort<T>) -> bool 
     listeners.len() != before
 }
 
-/// [`tell`], saying whether the event was delivered (not missed by a
-/// full mailbox, nor sent to a port whose receiver is gone).
-fn delivered<T: 'static>(port: &SendPort<T>, event: T, isolate: &str) -> bool {
-    match port.try_send(event) {
-        Ok(()) => true,
-        Err(crate::error::TrySendError::Full(_)) => {
-            tracing::warn!(target: "isolates", %isolate, "a listener's mailbox is full: it misses an event");
-            false
-        }
-        Err(_) => false,
-    }
+/// What became of an event sent to a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Told {
+    Delivered,
+    /// Its mailbox was full (logged).
+    Missed,
+    /// Its receiver is gone.
+    Gone,
 }
 
 /// Sends an event to a listener without waiting: a full mailbox misses it
 /// (logged), so a listener nobody drains cannot hold up the isolate.
-/// Returns whether the listener is still there.
-fn tell<T: 'static>(port: &SendPort<T>, event: T, isolate: &str) -> bool {
+fn tell<T: 'static>(port: &SendPort<T>, event: T, isolate: &str) -> Told {
     match port.try_send(event) {
-        Ok(()) => true,
+        Ok(()) => Told::Delivered,
         Err(crate::error::TrySendError::Full(_)) => {
             tracing::warn!(target: "isolates", %isolate, "a listener's mailbox is full: it misses an event");
-            true
+            Told::Missed
         }
-        Err(_) => false,
+        Err(_) => Told::Gone,
     }
 }

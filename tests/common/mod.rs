@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 pub(crate) mod nats_server;
+pub(crate) mod store;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
